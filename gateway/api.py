@@ -1,0 +1,192 @@
+"""The read API: routing on the raw path, and handlers that assemble pre-serialized bytes.
+
+Routing reads the still-encoded path so `%2F` stays inside a server name. Every catalog is a
+base URL: the default view at `/`, a business-unit view at `/views/<view>`; under a base, the
+API answers at `/v0.1`, `/v0` and (an alias some clients use) with no version prefix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from cachetools import LRUCache
+
+from gateway import __version__
+from gateway.catalog import Item, ViewCatalog
+from gateway.errors import BadRequest, MethodNotAllowed, NotFound, NotReady
+from gateway.query import parse_include_deleted, parse_list_query, select_page
+from gateway.refresher import DEFAULT_VIEW, Snapshot
+
+API_PREFIXES = ("/v0.1", "/v0")
+READ_METHODS = frozenset({"GET", "HEAD"})
+ENDPOINT_NOT_FOUND = "Endpoint not found"
+SERVER_NOT_FOUND = "Server not found"
+
+
+class Rendered:
+    """A response body, its ETag, and (made on first demand, then kept) its gzip form."""
+
+    __slots__ = ("_gzipped", "body", "etag")
+
+    def __init__(self, body: bytes, etag: str) -> None:
+        self.body = body
+        self.etag = etag
+        self._gzipped: bytes | None = None
+
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
+
+
+def render(document: object) -> Rendered:
+    return rendered_bytes(orjson.dumps(document))
+
+
+def rendered_bytes(body: bytes) -> Rendered:
+    return Rendered(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
+
+def list_body(items: list[Item], metadata: dict[str, Any]) -> bytes:
+    return b"".join(
+        (
+            b'{"servers":[',
+            b",".join(item.body for item in items),
+            b'],"metadata":',
+            orjson.dumps(metadata),
+            b"}",
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A parsed request path: which view, which endpoint, and its path parameters."""
+
+    view: str
+    endpoint: str  # list | versions | version | health | ping | version_info
+    name: str | None = None
+    version: str | None = None
+
+
+def _decode_name(segment: str) -> str:
+    name = unquote(segment)
+    if "/" not in name and "%" in name:  # `%252F` resolves too, as on the official registry
+        name = unquote(name)
+    return name
+
+
+def parse_route(raw_path: str) -> Route:
+    """Map a raw (still-encoded) request path to a Route; NotFound for anything else."""
+    path = raw_path
+    view = DEFAULT_VIEW
+    if path.startswith("/views/"):
+        view_segment, _, rest = path[len("/views/") :].partition("/")
+        if not view_segment:
+            raise NotFound(ENDPOINT_NOT_FOUND)
+        view, path = unquote(view_segment), "/" + rest
+    api = False
+    for prefix in API_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            path, api = path[len(prefix) :], True
+            break
+    if api and path in ("/health", "/ping", "/version"):
+        endpoint = {"/health": "health", "/ping": "ping", "/version": "version_info"}[path]
+        return Route(view, endpoint)
+    if path in ("/servers", "/servers/"):
+        return Route(view, "list")
+    if path.startswith("/servers/"):
+        segments = path[len("/servers/") :].split("/")
+        if len(segments) == 2 and segments[1] == "versions" and segments[0]:
+            return Route(view, "versions", _decode_name(segments[0]))
+        if len(segments) == 3 and segments[1] == "versions" and segments[0] and segments[2]:
+            return Route(view, "version", _decode_name(segments[0]), unquote(segments[2]))
+    raise NotFound(ENDPOINT_NOT_FOUND)
+
+
+class Api:
+    """Answers read requests from the current snapshot, caching rendered pages per snapshot."""
+
+    def __init__(self, cache_bytes: int = 64 * 1024 * 1024) -> None:
+        self._cache_bytes = cache_bytes
+        self._cache: LRUCache[object, Rendered] = self._new_cache()
+        self._cached_for: Snapshot | None = None
+
+    def _new_cache(self) -> LRUCache[object, Rendered]:
+        return LRUCache(maxsize=self._cache_bytes, getsizeof=lambda r: len(r.body) + 200)
+
+    def answer(
+        self, snapshot: Snapshot | None, route: Route, params: Mapping[str, str]
+    ) -> Rendered:
+        if route.endpoint == "health":
+            return render({"status": "ok"})
+        if route.endpoint == "ping":
+            return render({"pong": True})
+        if route.endpoint == "version_info":
+            return render({"version": __version__})
+        if snapshot is None:
+            raise NotReady("the catalog is still loading; retry in a moment")
+        view = snapshot.views.get(route.view)
+        if view is None:
+            raise NotFound(f"View not found: {route.view!r} is not configured")
+        if snapshot is not self._cached_for:
+            self._cache = self._new_cache()
+            self._cached_for = snapshot
+        if route.endpoint == "list":
+            query = parse_list_query(params)
+            key: object = ("list", route.view, query)
+        else:
+            include_deleted = bool(parse_include_deleted(params.get("include_deleted")))
+            key = (route.endpoint, route.view, route.name, route.version, include_deleted)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if route.endpoint == "list":
+            rendered = self._list(view, query)
+        elif route.endpoint == "versions":
+            rendered = self._versions(view, route, include_deleted)
+        else:
+            rendered = self._version(view, route, include_deleted)
+        self._cache[key] = rendered
+        return rendered
+
+    @staticmethod
+    def _list(view: ViewCatalog, query: Any) -> Rendered:
+        items, next_cursor = select_page(view, query)
+        metadata: dict[str, Any] = {"count": len(items)}
+        if next_cursor is not None:
+            metadata["nextCursor"] = next_cursor
+        return rendered_bytes(list_body(items, metadata))
+
+    @staticmethod
+    def _versions(view: ViewCatalog, route: Route, include_deleted: bool) -> Rendered:
+        assert route.name is not None
+        items = view.versions(route.name, include_deleted)
+        if not items:
+            raise NotFound(SERVER_NOT_FOUND)
+        return rendered_bytes(list_body(items, {"count": len(items)}))
+
+    @staticmethod
+    def _version(view: ViewCatalog, route: Route, include_deleted: bool) -> Rendered:
+        assert route.name is not None
+        assert route.version is not None
+        item = view.lookup(route.name, route.version, include_deleted)
+        if item is None:
+            raise NotFound(SERVER_NOT_FOUND)
+        return rendered_bytes(item.body)
+
+
+def check_method(method: str) -> None:
+    if method not in READ_METHODS:
+        raise MethodNotAllowed("this registry is read-only: it serves discovery data only")
+
+
+def reject_nul(raw_path: str) -> None:
+    if "\x00" in raw_path or "%00" in raw_path:
+        raise BadRequest("NUL bytes are not allowed in the path or query")

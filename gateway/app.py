@@ -1,0 +1,177 @@
+"""The aiohttp application: lifecycle, middlewares, and the single dispatching handler."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway.api import Api, Rendered, check_method, parse_route, reject_nul
+from gateway.config import FederationConfig
+from gateway.errors import FieldError, MethodNotAllowed, NotReady, RequestError, ValidationFailed
+from gateway.refresher import Refresher
+
+log = structlog.get_logger("gateway.http")
+
+REFRESHER = web.AppKey("refresher", Refresher)
+CONFIG = web.AppKey("config", FederationConfig)
+API = web.AppKey("api", Api)
+
+GZIP_MIN_BYTES = 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Type, Content-Length, ETag, X-Request-Id",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(status: int, title: str, detail: str, **extra: object) -> web.Response:
+    """An RFC 9457 problem+json response, the registry's one error shape."""
+    body = {"title": title, "status": status, "detail": detail, **extra}
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/problem+json"
+    )
+
+
+def _field(error: FieldError) -> dict[str, object]:
+    return {"message": error.message, "location": error.location, "value": error.value}
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, access log, and the headers every response carries."""
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except RequestError as exc:
+        response = problem(exc.status, exc.title, exc.detail)
+        if isinstance(exc, ValidationFailed):
+            response = problem(
+                exc.status, exc.title, exc.detail, errors=[_field(e) for e in exc.errors]
+            )
+        if isinstance(exc, MethodNotAllowed):
+            response.headers["Allow"] = "GET, HEAD, OPTIONS"
+        if isinstance(exc, NotReady):
+            response.headers["Retry-After"] = "1"
+    except web.HTTPException as exc:
+        response = problem(exc.status, exc.reason, exc.text or exc.reason)
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path[:512])
+        response = problem(500, "Internal Server Error", "the gateway failed to answer")
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    headers = response.headers
+    headers["X-Request-Id"] = request_id
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers.add("Vary", "Origin")
+    if "Origin" in request.headers:
+        headers.update(CORS_HEADERS)
+    if request.app[CONFIG].gateway.access_log:
+        log.info(
+            "request",
+            request_id=request_id,
+            method=request.method,
+            path=request.raw_path[:512],
+            status=response.status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+    return response
+
+
+def _preflight(request: web.Request) -> web.Response:
+    response = web.Response(status=204)
+    response.headers["Allow"] = "GET, HEAD, OPTIONS"
+    if "Access-Control-Request-Method" in request.headers:
+        requested = request.headers.get("Access-Control-Request-Headers")
+        response.headers.update(
+            {
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "GET, OPTIONS",
+                "Access-Control-Allow-Headers": requested or "Authorization, Content-Type",
+                "Access-Control-Max-Age": "86400",
+            }
+        )
+    return response
+
+
+def _etag_matches(header: str, etags: tuple[str, ...]) -> bool:
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in candidates or any(etag in candidates for etag in etags)
+
+
+def respond(request: web.Request, rendered: Rendered) -> web.Response:
+    """Write a rendered body with ETag/304 and gzip negotiation."""
+    gzip_ok = len(rendered.body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get(
+        "Accept-Encoding", ""
+    )
+    etag = rendered.etag[:-1] + '-gz"' if gzip_ok else rendered.etag
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and _etag_matches(if_none_match, (rendered.etag, etag)):
+        return web.Response(status=304, headers=headers)
+    if gzip_ok:
+        headers["Content-Encoding"] = "gzip"
+        body = rendered.gzipped()
+    else:
+        body = rendered.body
+    return web.Response(body=body, headers=headers, content_type="application/json")
+
+
+def _status(document: dict[str, object], status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(document), content_type="application/json")
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """The one handler: probes, then the read API of whichever view the path names."""
+    raw_path = request.raw_path.partition("?")[0]
+    reject_nul(request.raw_path)
+    refresher = request.app[REFRESHER]
+    if raw_path == "/healthz":
+        return _status({"status": "alive"})
+    if raw_path == "/readyz":
+        if refresher.snapshot is None:
+            return problem(503, "Service Unavailable", "no catalog loaded yet")
+        return _status({"status": "ready"})
+    route = parse_route(raw_path)
+    if request.method == "OPTIONS":
+        return _preflight(request)
+    check_method(request.method)
+    rendered = request.app[API].answer(refresher.snapshot, route, request.query)
+    return respond(request, rendered)
+
+
+def create_app(config: FederationConfig, *, sync: bool = True) -> web.Application:
+    """A pure factory: the session and sync tasks start in cleanup_ctx, inside the running loop.
+
+    With `sync=False` persisted state is loaded but no background sync runs (tests drive
+    `Refresher.sync_all()` themselves).
+    """
+    app = web.Application(middlewares=[request_context], handler_args={"max_field_size": 8190})
+    app[CONFIG] = config
+    app[API] = Api()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(
+            headers={"User-Agent": "mcp-discovery-gateway"}, raise_for_status=False
+        ) as session:
+            refresher = Refresher(config, session)
+            app[REFRESHER] = refresher
+            await refresher.start(background=sync)
+            try:
+                yield
+            finally:
+                await refresher.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

@@ -1,0 +1,145 @@
+"""The operator's config, as validated pydantic models (keys as in the config contract).
+
+Models are frozen and forbid unknown keys, so a typo is an error rather than a silent default.
+Reading the files and interpolating `${...}` lives in `loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_PATTERN = r"^\d+(\.\d+)?(ms|s|m|h|d)$"
+
+
+def parse_duration(value: object) -> float:
+    """`"90s"`, `"5m"`, `"1h"`, `"7d"` (or a plain number of seconds) -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 90s, 5m, 1h or 7d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration like 90s, 5m, 1h or 7d")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "5m"]}),
+]
+
+_NAME_GLOB = re.compile(r"^[A-Za-z0-9.*?_\-\[\]!/]+$")
+
+
+def _check_glob(value: str) -> str:
+    if not value or not _NAME_GLOB.match(value):
+        raise ValueError(f"{value!r} is not a name glob (letters, digits, . - _ / and * ? [ ])")
+    if value.count("[") != value.count("]"):
+        raise ValueError(f"{value!r} has an unbalanced [ ] class")
+    return value
+
+
+NameGlob = Annotated[str, AfterValidator(_check_glob)]
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):(?P<port>\d{1,5})$")
+
+
+def _check_listen(value: str) -> str:
+    match = _LISTEN.match(value)
+    if not match or not 0 <= int(match.group("port")) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 0.0.0.0:8080)")
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+_SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_REVERSE_DNS = r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+(/[a-zA-Z0-9._-]+)?$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetrySettings(_Model):
+    """How one upstream request is retried on transient errors."""
+
+    attempts: int = Field(4, ge=1, le=20, description="tries per request, the first included")
+    initial_wait: Duration = Field(0.5, description="first backoff wait; doubles each retry")
+    max_wait: Duration = Field(30.0, description="cap on one wait, Retry-After included")
+
+
+class UpstreamSettings(_Model):
+    """One upstream registry (`url`) or catalog file (`file`)."""
+
+    name: str = Field(pattern=_SLUG, description="short id, used in _meta, logs and state files")
+    url: HttpUrl | None = Field(None, description="base URL of an MCP registry")
+    file: Path | None = Field(None, description="a server.json array or an API-shaped list")
+    api: Literal["v0.1", "v0"] = "v0.1"
+    refresh: Duration = Field(300.0, description="incremental poll (url) or change check (file)")
+    full_sync: Duration = Field(21600.0, description="a full walk reconciles this often")
+    timeout: Duration = Field(10.0, description="per request")
+    page_size: int = Field(100, ge=1, le=100)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    owns: list[NameGlob] = Field(default_factory=list)
+    include: list[NameGlob] = Field(default_factory=lambda: ["*"])
+    exclude: list[NameGlob] = Field(default_factory=list)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UpstreamSettings:
+        if (self.url is None) == (self.file is None):
+            raise ValueError("give exactly one of url or file")
+        return self
+
+
+class GatewaySettings(_Model):
+    """gateway.yaml: listening, state, and the upstreams in precedence order."""
+
+    listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:8080"
+    state_dir: Path = Path("./state")
+    meta_namespace: str = Field("com.example.mcp-gateway", pattern=_REVERSE_DNS)
+    admin_token: SecretStr | None = None
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+    upstreams: list[UpstreamSettings] = Field(min_length=1)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class FederationConfig(_Model):
+    """Everything loaded from one config directory, paths already resolved against it."""
+
+    directory: Path
+    gateway: GatewaySettings

@@ -1,0 +1,115 @@
+"""One server version as received from an upstream, and how raw items become entries.
+
+An entry keeps the upstream's `server` object and `_meta` exactly as sent (unknown fields pass
+through, nothing is renamed); only the few fields the gateway decides on are read out of it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+OFFICIAL = "io.modelcontextprotocol.registry/official"
+STATUSES = frozenset({"active", "deprecated", "deleted"})
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An RFC 3339 timestamp with a zone -> aware datetime; ValueError otherwise."""
+    if not _RFC3339.match(value):
+        raise ValueError(f"{value!r} is not an RFC 3339 timestamp")
+    return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+
+
+def format_timestamp(moment: datetime) -> str:
+    """The registry's own timestamp form: UTC, microseconds, `Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A server version: the upstream's raw objects plus the fields decisions read."""
+
+    name: str
+    version: str
+    status: str
+    published_at: datetime
+    updated_at: datetime
+    server: dict[str, Any]
+    meta: dict[str, Any]  # the outer `_meta`, as the upstream sent it
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.version)
+
+    @property
+    def official(self) -> dict[str, Any]:
+        value = self.meta.get(OFFICIAL)
+        return value if isinstance(value, dict) else {}
+
+    def to_item(self) -> dict[str, Any]:
+        """Back to the registry's ServerResponse shape (what state files and exports hold)."""
+        return {"server": self.server, "_meta": self.meta}
+
+
+class EntryRejected(ValueError):
+    """An item that cannot be an entry; `reason` says why, `name` is set when it was readable."""
+
+    def __init__(self, reason: str, name: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.name = name
+
+
+def _timestamp(official: dict[str, Any], key: str, fallback: datetime) -> datetime:
+    value = official.get(key)
+    if value is None:
+        return fallback
+    if not isinstance(value, str):
+        raise EntryRejected(f"_meta official {key} is not a string")
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise EntryRejected(f"_meta official {key}: {exc}") from None
+
+
+def parse_item(item: object, *, seen_at: datetime) -> Entry:
+    """A ServerResponse (`{"server":..., "_meta":...}`) or a bare server.json -> Entry.
+
+    A bare server.json (a file upstream's plain array) has no registry metadata: it is taken as
+    active, published and updated at `seen_at`.
+    """
+    if not isinstance(item, dict):
+        raise EntryRejected("entry is not a JSON object")
+    if "server" in item:
+        server, meta = item["server"], item.get("_meta", {})
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            raise EntryRejected("_meta is not an object")
+    else:
+        server, meta = item, {}
+    if not isinstance(server, dict):
+        raise EntryRejected("server is not an object")
+    name = server.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or not 3 <= len(name) <= 200:
+        raise EntryRejected("server.name is missing or not a namespace/name")
+    version = server.get("version")
+    if not isinstance(version, str) or not version or len(version) > 255:
+        raise EntryRejected("server.version is missing or not a string", name)
+    official = meta.get(OFFICIAL, {})
+    if not isinstance(official, dict):
+        raise EntryRejected("_meta official is not an object", name)
+    status = official.get("status", "active")
+    if status not in STATUSES:
+        raise EntryRejected(f"_meta official status {status!r} is unknown", name)
+    try:
+        published = _timestamp(official, "publishedAt", seen_at)
+        updated = _timestamp(official, "updatedAt", published)
+    except EntryRejected as exc:
+        raise EntryRejected(exc.reason, name) from None
+    return Entry(name, version, status, published, updated, server, meta)

@@ -1,0 +1,149 @@
+"""Read-endpoint parameters: validation with the registry's errors, and list paging.
+
+Pure functions over a `ViewCatalog`; the handlers only parse the URL and write bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.catalog import Item, Listing, ViewCatalog
+from gateway.cursor import Cursor, Walk, decode_cursor, encode_cursor
+from gateway.entry import parse_timestamp
+from gateway.errors import BadRequest, FieldError, ValidationFailed
+
+DEFAULT_LIMIT = 30
+MAX_LIMIT = 100
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
+UPDATED_SINCE_HELP = (
+    "Invalid updated_since format: expected RFC3339 timestamp (e.g., 2025-08-07T13:15:04.280Z)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A validated list request: the walk's filters, page size and where to continue."""
+
+    walk: Walk
+    limit: int
+    after: tuple[str, str] | None
+    since: datetime | None
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        error = FieldError("expected integer", "query.limit", raw)
+        raise ValidationFailed([error]) from None
+    if limit < 1:
+        raise ValidationFailed([FieldError("expected number >= 1", "query.limit", limit)])
+    if limit > MAX_LIMIT:
+        raise ValidationFailed([FieldError("expected number <= 100", "query.limit", limit)])
+    return limit
+
+
+def parse_include_deleted(raw: str | None) -> bool | None:
+    """True/False when given, None when absent; 422 for anything but a boolean."""
+    if raw is None or raw == "":
+        return None
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    error = FieldError("expected boolean", "query.include_deleted", raw)
+    raise ValidationFailed([error])
+
+
+def _parse_since(raw: str) -> datetime:
+    # An unencoded `+01:00` offset arrives as a space after form decoding.
+    text = raw.replace(" ", "+")
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise BadRequest(UPDATED_SINCE_HELP) from None
+
+
+def _merge(name: str, given: str | None, carried: str | None) -> str | None:
+    if given is None or given == carried:
+        return carried
+    raise BadRequest(
+        f"the cursor belongs to a walk with a different {name}: "
+        "start a new walk without cursor, or keep the walk's parameters"
+    )
+
+
+def parse_list_query(params: Mapping[str, str]) -> ListQuery:
+    """Validate list parameters; a cursor's filters apply when the request leaves them out."""
+    limit = parse_limit(params.get("limit"))
+    include_deleted = parse_include_deleted(params.get("include_deleted"))
+    updated_since = params.get("updated_since") or None
+    since = _parse_since(updated_since) if updated_since is not None else None
+    if since is not None and include_deleted is False:
+        raise BadRequest(
+            "include_deleted=false cannot be combined with updated_since: an incremental sync "
+            "needs deleted entries to learn of removals"
+        )
+    walk = Walk(
+        search=params.get("search") or None,
+        version=params.get("version") or None,
+        updated_since=updated_since,
+        include_deleted=bool(include_deleted) or since is not None,
+    )
+    after = None
+    raw_cursor = params.get("cursor")
+    if raw_cursor:
+        cursor = decode_cursor(raw_cursor)
+        carried = cursor.walk
+        walk = Walk(
+            search=_merge("search", walk.search, carried.search),
+            version=_merge("version", walk.version, carried.version),
+            updated_since=_merge("updated_since", walk.updated_since, carried.updated_since),
+            include_deleted=(
+                carried.include_deleted if include_deleted is None else bool(include_deleted)
+            )
+            or carried.updated_since is not None,
+        )
+        if walk.updated_since is not None and since is None:
+            since = _parse_since(walk.updated_since)
+        after = (cursor.name, cursor.version)
+    return ListQuery(walk=walk, limit=limit, after=after, since=since)
+
+
+def _listing(view: ViewCatalog, walk: Walk) -> Listing:
+    if walk.version == "latest":
+        return view.latest
+    return view.every if walk.include_deleted else view.active
+
+
+def _matches(item: Item, walk: Walk, needle: str | None, since: datetime | None) -> bool:
+    if needle is not None and needle not in item.name_folded:
+        return False
+    if walk.version is not None and walk.version != "latest" and item.version != walk.version:
+        return False
+    return since is None or item.updated_at > since
+
+
+def select_page(view: ViewCatalog, query: ListQuery) -> tuple[list[Item], str | None]:
+    """The page's items and the cursor for the next page (None when no match follows)."""
+    walk = query.walk
+    needle = walk.search.casefold() if walk.search else None
+    plain = needle is None and query.since is None and walk.version in (None, "latest")
+    page: list[Item] = []
+    more = False
+    for item in _listing(view, walk).after(query.after):
+        if not plain and not _matches(item, walk, needle, query.since):
+            continue
+        if len(page) == query.limit:
+            more = True
+            break
+        page.append(item)
+    if not more:
+        return page, None
+    last = page[-1]
+    return page, encode_cursor(Cursor(last.name, last.version, walk))

@@ -1,0 +1,207 @@
+"""Reading upstreams: MCP registries over HTTP (full walks and incremental polls) and files.
+
+aiohttp and timeout errors are caught here, at the boundary, and re-raised as the gateway's own:
+`UpstreamUnavailable` (retried, one request at a time) or `UpstreamInvalid` (not retried).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base
+
+from gateway.config import RetrySettings, UpstreamSettings
+from gateway.entry import Entry, EntryRejected, parse_item
+from gateway.errors import UpstreamInvalid, UpstreamUnavailable
+from gateway.merge import matches_any
+
+MAX_PAGES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An upstream item left out, and why."""
+
+    name: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one sync read: accepted entries, items left out, and how many pages it took."""
+
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    pages: int = 0
+
+
+def ingest(items: list[Any], settings: UpstreamSettings, seen_at: datetime, batch: Batch) -> None:
+    """Parse raw items into the batch, applying the upstream's include/exclude globs."""
+    for item in items:
+        try:
+            entry = parse_item(item, seen_at=seen_at)
+        except EntryRejected as exc:
+            batch.skipped.append(Skipped(exc.name, exc.reason))
+            continue
+        if not matches_any(entry.name, settings.include) or matches_any(
+            entry.name, settings.exclude
+        ):
+            continue
+        batch.entries.append(entry)
+
+
+def items_of(document: Any, upstream: str) -> tuple[list[Any], str | None]:
+    """The items and next cursor of an API-shaped list, or of a plain server.json array."""
+    if isinstance(document, list):
+        return document, None
+    if isinstance(document, dict) and isinstance(document.get("servers"), list):
+        metadata = document.get("metadata")
+        cursor = metadata.get("nextCursor") if isinstance(metadata, dict) else None
+        if cursor is not None and not isinstance(cursor, str):
+            raise UpstreamInvalid(upstream, "metadata.nextCursor is not a string")
+        return document["servers"], cursor or None
+    raise UpstreamInvalid(upstream, 'not a server list: expected {"servers": [...]} or an array')
+
+
+def _retry_after(value: str | None, cap: float) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), cap)
+
+
+class _Backoff(wait_base):
+    """Exponential backoff, except that an upstream's Retry-After decides when it gives one."""
+
+    def __init__(self, settings: RetrySettings) -> None:
+        self.settings = settings
+
+    def __call__(self, retry_state: Any) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, UpstreamUnavailable) and exc.retry_after is not None:
+            return exc.retry_after
+        wait: float = self.settings.initial_wait * 2 ** (retry_state.attempt_number - 1)
+        return min(wait, self.settings.max_wait)
+
+
+class RegistryClient:
+    """Reads one MCP registry's list endpoint; retries each request, never a whole sync."""
+
+    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+        assert settings.url is not None
+        self.settings = settings
+        self.session = session
+        self.list_url = f"{settings.url}/{settings.api}/servers"
+        self.headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
+
+    async def _get_once(self, params: dict[str, str]) -> Any:
+        name = self.settings.name
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+        try:
+            async with self.session.get(
+                self.list_url, params=params, headers=self.headers, timeout=timeout
+            ) as response:
+                if response.status == 429 or response.status >= 500:
+                    cap = self.settings.retry.max_wait
+                    raise UpstreamUnavailable(
+                        name,
+                        f"HTTP {response.status}",
+                        url=self.list_url,
+                        retry_after=_retry_after(response.headers.get("Retry-After"), cap),
+                    )
+                if response.status != 200:
+                    raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.list_url)
+                body = await response.read()
+        except TimeoutError:
+            raise UpstreamUnavailable(name, "timed out", url=self.list_url) from None
+        except aiohttp.ClientError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise UpstreamUnavailable(name, reason, url=self.list_url) from None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamInvalid(name, f"body is not JSON: {exc}", url=self.list_url) from None
+
+    async def get_page(self, params: dict[str, str]) -> Any:
+        """One list page, with the configured retries around this single request."""
+        retry = self.settings.retry
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(UpstreamUnavailable),
+            stop=stop_after_attempt(retry.attempts),
+            wait=_Backoff(retry),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._get_once(params)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def walk(self, updated_since: str | None = None) -> Batch:
+        """Every page of the list, or of the changes since a timestamp, following nextCursor."""
+        batch = Batch()
+        seen_cursors: set[str] = set()
+        cursor: str | None = None
+        now = datetime.now(UTC)
+        while True:
+            params = {"limit": str(self.settings.page_size)}
+            if updated_since is not None:
+                params["updated_since"] = updated_since
+            if cursor is not None:
+                params["cursor"] = cursor
+            items, cursor = items_of(await self.get_page(params), self.settings.name)
+            batch.pages += 1
+            ingest(items, self.settings, now, batch)
+            if not items or cursor is None:
+                return batch
+            if cursor in seen_cursors:
+                raise UpstreamInvalid(self.settings.name, f"cursor loop at page {batch.pages}")
+            if batch.pages >= MAX_PAGES:
+                raise UpstreamInvalid(self.settings.name, f"more than {MAX_PAGES} pages")
+            seen_cursors.add(cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """What tells a changed file from an unchanged one without reading it."""
+
+    mtime_ns: int
+    size: int
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return FileStamp(stat.st_mtime_ns, stat.st_size)
+
+
+def read_file(settings: UpstreamSettings) -> Batch:
+    """A file upstream's entries (blocking: call it off the event loop)."""
+    assert settings.file is not None
+    name = settings.name
+    try:
+        raw = settings.file.read_bytes()
+        seen_at = datetime.fromtimestamp(settings.file.stat().st_mtime, UTC)
+    except OSError as exc:
+        raise UpstreamUnavailable(name, f"cannot read {settings.file}: {exc.strerror}") from None
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamInvalid(name, f"{settings.file} is not JSON: {exc}") from None
+    items, _ = items_of(document, name)
+    batch = Batch(pages=1)
+    ingest(items, settings, seen_at, batch)
+    return batch
