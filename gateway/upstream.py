@@ -155,7 +155,9 @@ class RegistryClient:
         cursor: str | None = None
         now = datetime.now(UTC)
         while True:
-            params = {"limit": str(self.settings.page_size)}
+            # Deleted entries are asked for too: downstream consumers syncing incrementally
+            # from this gateway must learn of deletions (updated_since implies them).
+            params = {"limit": str(self.settings.page_size), "include_deleted": "true"}
             if updated_since is not None:
                 params["updated_since"] = updated_since
             if cursor is not None:

@@ -1,0 +1,1 @@
+"""Package data: the bundled offline demo config directory."""

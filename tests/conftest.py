@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import FederationConfig
+from gateway.loader import load_config
+from tests.fakes import FakeRegistry
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REF = SHARED / "mcp-registry-ref"
+
+
+def write_config(directory: Path, gateway: dict[str, Any]) -> FederationConfig:
+    """Write a gateway.yaml (retries instant, so failure tests stay fast) and load it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {"state_dir": str(directory / "state"), **gateway}
+    for upstream in document.get("upstreams", []):
+        upstream.setdefault("retry", {"attempts": 3, "initial_wait": "0s", "max_wait": "0s"})
+    (directory / "gateway.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    return load_config(directory)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., FederationConfig]:
+    def make(name: str = "config", **gateway: Any) -> FederationConfig:
+        return write_config(tmp_path / name, gateway)
+
+    return make
+
+
+@pytest.fixture
+async def registries() -> AsyncIterator[Callable[..., Any]]:
+    """Start fake registries on loopback; all are stopped at the end of the test."""
+    started: list[FakeRegistry] = []
+
+    async def start(entries: list[dict[str, Any]] | None = None, api: str = "v0.1") -> FakeRegistry:
+        registry = await FakeRegistry(entries, api=api).start()
+        started.append(registry)
+        return registry
+
+    yield start
+    for registry in started:
+        await registry.stop()
+
+
+@pytest.fixture
+async def serve(aiohttp_client: Any) -> Callable[..., Any]:
+    """Run a gateway app in-process on loopback and wait until its catalog is loaded."""
+    from gateway.app import REFRESHER, create_app
+
+    async def start(config: FederationConfig, *, sync: bool = True) -> Any:
+        app = create_app(config, sync=sync)
+        client = await aiohttp_client(app)
+        if sync:
+            await app[REFRESHER].wait_ready()
+        return client
+
+    return start
+
+
+def file_upstream(directory: Path, name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write an API-shaped list file and return its upstream config."""
+    import orjson
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    path.write_bytes(orjson.dumps({"servers": items, "metadata": {"count": len(items)}}))
+    return {"name": name, "file": str(path), "refresh": "1h"}

@@ -1,0 +1,147 @@
+"""Fake upstream registries: real aiohttp servers on 127.0.0.1, with knobs for failures."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+OFFICIAL = "io.modelcontextprotocol.registry/official"
+SCHEMA = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json"
+
+
+def server_entry(
+    name: str,
+    version: str,
+    *,
+    published: str = "2026-01-01T00:00:00Z",
+    updated: str | None = None,
+    status: str = "active",
+    packages: list[dict[str, Any]] | None = None,
+    remotes: list[dict[str, Any]] | None = None,
+    description: str = "A test server.",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A ServerResponse as the official registry sends it."""
+    server: dict[str, Any] = {
+        "$schema": SCHEMA,
+        "name": name,
+        "description": description,
+        "version": version,
+        **extra,
+    }
+    if packages is None and remotes is None:
+        packages = [
+            {
+                "registryType": "npm",
+                "identifier": f"@test/{name.split('/')[1]}",
+                "version": version,
+                "transport": {"type": "stdio"},
+            }
+        ]
+    if packages is not None:
+        server["packages"] = packages
+    if remotes is not None:
+        server["remotes"] = remotes
+    return {
+        "server": server,
+        "_meta": {
+            OFFICIAL: {
+                "status": status,
+                "publishedAt": published,
+                "updatedAt": updated or published,
+                "isLatest": False,
+            }
+        },
+    }
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+@dataclass
+class Failure:
+    """One canned answer the fake gives instead of a page."""
+
+    status: int = 503
+    body: bytes = b'{"title":"Service Unavailable","status":503}'
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeRegistry:
+    """An MCP registry list endpoint with the official server's paging, and failure knobs."""
+
+    def __init__(self, entries: list[dict[str, Any]] | None = None, api: str = "v0.1") -> None:
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+        for entry in entries or []:
+            self.put(entry)
+        self.api = api
+        self.failures: list[Failure] = []
+        self.delay = 0.0
+        self.requests: list[dict[str, str]] = []
+        self.headers_seen: list[dict[str, str]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    def put(self, entry: dict[str, Any]) -> None:
+        server = entry["server"]
+        self.entries[(server["name"], server["version"])] = entry
+
+    def fail_next(self, count: int, failure: Failure | None = None) -> None:
+        self.failures.extend([failure or Failure()] * count)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        params = dict(request.query)
+        self.requests.append(params)
+        self.headers_seen.append(dict(request.headers))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.failures:
+            failure = self.failures.pop(0)
+            return web.Response(status=failure.status, body=failure.body, headers=failure.headers)
+        limit = int(params.get("limit", "30"))
+        since = _parse(params["updated_since"]) if "updated_since" in params else None
+        include_deleted = params.get("include_deleted") == "true" or since is not None
+        items = sorted(self.entries.items())
+        if "cursor" in params:
+            name, _, version = params["cursor"].partition(":")
+            items = [(k, v) for k, v in items if k > (name, version)]
+        selected = []
+        for _, entry in items:
+            meta = entry["_meta"][OFFICIAL]
+            if meta["status"] == "deleted" and not include_deleted:
+                continue
+            if since is not None and _parse(meta["updatedAt"]) <= since:
+                continue
+            selected.append(entry)
+            if len(selected) == limit:
+                break
+        metadata: dict[str, Any] = {"count": len(selected)}
+        if len(selected) == limit:
+            last = selected[-1]["server"]
+            metadata["nextCursor"] = f"{last['name']}:{last['version']}"
+        return web.Response(
+            body=orjson.dumps({"servers": selected, "metadata": metadata}),
+            content_type="application/json",
+        )
+
+    async def start(self) -> FakeRegistry:
+        app = web.Application()
+        app.router.add_get(f"/{self.api}/servers", self._list)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,209 @@
+"""The read API over HTTP, as IDEs use it: routes, errors, CORS, caching headers."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import file_upstream
+from tests.fakes import server_entry
+
+OFFICIAL = "io.modelcontextprotocol.registry/official"
+ITEMS = [
+    server_entry("io.github.acme/weather", "1.0.0", published="2026-01-01T00:00:00Z"),
+    server_entry("io.github.acme/weather", "1.1.0", published="2026-02-01T00:00:00Z"),
+    server_entry("io.github.acme/weather", "2.0.0+build.7", published="2026-03-01T00:00:00Z"),
+    server_entry("io.github.acme/gone", "1.0.0", status="deleted"),
+    server_entry("io.github.acme/big", "1.0.0", description="x" * 100, title="t" * 100),
+]
+
+
+@pytest.fixture
+async def client(tmp_path: Path, make_config: Any, serve: Any) -> Any:
+    upstream = file_upstream(tmp_path / "data", "local", ITEMS)
+    config = make_config(upstreams=[upstream], access_log=False)
+    return await serve(config)
+
+
+@pytest.mark.parametrize("prefix", ["/v0.1", "/v0", ""])
+async def test_list_under_every_prefix(client: Any, prefix: str) -> None:
+    response = await client.get(f"{prefix}/servers")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/json"
+    body = await response.json()
+    assert body["metadata"] == {"count": 4}
+    assert [s["server"]["version"] for s in body["servers"]][:2] == ["1.0.0", "1.0.0"]
+    assert all("_meta" in entry and OFFICIAL in entry["_meta"] for entry in body["servers"])
+
+
+async def test_encoded_slash_and_latest(client: Any) -> None:
+    response = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/latest")
+    assert response.status == 200
+    body = await response.json()
+    assert body["server"]["name"] == "io.github.acme/weather"
+    assert body["server"]["version"] == "2.0.0+build.7"
+    assert body["_meta"][OFFICIAL]["isLatest"] is True
+    double = await client.get("/v0.1/servers/io.github.acme%252Fweather/versions/1.0.0")
+    assert double.status == 200
+    plus = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/2.0.0%2Bbuild.7")
+    assert (await plus.json())["server"]["version"] == "2.0.0+build.7"
+
+
+async def test_versions_newest_published_first(client: Any) -> None:
+    response = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions")
+    body = await response.json()
+    assert [s["server"]["version"] for s in body["servers"]] == ["2.0.0+build.7", "1.1.0", "1.0.0"]
+    assert body["metadata"] == {"count": 3}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v0.1/servers/io.github.acme/weather/versions",  # unencoded slash
+        "/v0.1/servers/io.github.acme%2Fnope/versions",
+        "/v0.1/servers/io.github.acme%2Fweather/versions/9.9.9",
+        "/v0.1/servers/io.github.acme%2Fgone/versions",
+        "/v0.1/servers/io.github.acme%2Fgone/versions/1.0.0",
+    ],
+)
+async def test_not_found(client: Any, path: str) -> None:
+    response = await client.get(path)
+    assert response.status == 404
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = await response.json()
+    assert body["status"] == 404
+    assert body["title"] == "Not Found"
+
+
+async def test_deleted_found_with_include_deleted(client: Any) -> None:
+    path = "/v0.1/servers/io.github.acme%2Fgone/versions/1.0.0?include_deleted=true"
+    response = await client.get(path)
+    assert response.status == 200
+    assert (await response.json())["_meta"][OFFICIAL]["status"] == "deleted"
+
+
+async def test_unknown_route_and_view(client: Any) -> None:
+    response = await client.get("/v0.1/nothing")
+    assert response.status == 404
+    assert (await response.json())["detail"] == "Endpoint not found"
+    view = await client.get("/views/nobody/v0.1/servers")
+    assert view.status == 404
+    assert "View not found" in (await view.json())["detail"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "detail"),
+    [
+        ("limit=101", 422, "validation failed"),
+        ("limit=abc", 422, "validation failed"),
+        ("include_deleted=yes", 422, "validation failed"),
+        ("updated_since=last-week", 400, "Invalid updated_since format"),
+        ("updated_since=2026-01-01T00:00:00Z&include_deleted=false", 400, "incremental sync"),
+        ("cursor=forged", 400, "invalid cursor"),
+        ("search=%00", 400, "NUL"),
+    ],
+)
+async def test_parameter_errors(client: Any, query: str, status: int, detail: str) -> None:
+    response = await client.get(f"/v0.1/servers?{query}")
+    assert response.status == status
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = await response.json()
+    assert body["status"] == status
+    assert detail in body["detail"]
+    if status == 422:
+        assert body["errors"][0]["location"].startswith("query.")
+
+
+async def test_unknown_parameters_are_ignored(client: Any) -> None:
+    response = await client.get("/v0.1/servers?color=blue&limit=2")
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+async def test_writes_are_refused(client: Any, method: str) -> None:
+    for path in ("/v0.1/publish", "/v0.1/servers/io.github.acme%2Fweather/versions/1.0.0"):
+        response = await client.request(method, path)
+        assert response.status in (404, 405)
+        assert response.headers["Content-Type"] == "application/problem+json"
+    response = await client.request(method, "/v0.1/servers")
+    assert response.status == 405
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+async def test_cors_preflight_and_simple_request(client: Any) -> None:
+    preflight = await client.options(
+        "/v0.1/servers",
+        headers={
+            "Origin": "vscode-file://vscode-app",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, OPTIONS"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "authorization"
+    assert preflight.headers["Access-Control-Max-Age"] == "86400"
+    plain = await client.get("/v0.1/servers?limit=1", headers={"Origin": "https://x.example"})
+    assert plain.headers["Access-Control-Allow-Origin"] == "*"
+    assert "ETag" in plain.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in plain.headers.getall("Vary")
+    no_origin = await client.get("/v0.1/servers?limit=1")
+    assert "Access-Control-Allow-Origin" not in no_origin.headers
+    assert "Origin" in no_origin.headers.getall("Vary")
+
+
+async def test_etag_and_304(client: Any) -> None:
+    first = await client.get("/v0.1/servers", headers={"Accept-Encoding": "identity"})
+    etag = first.headers["ETag"]
+    again = await client.get(
+        "/v0.1/servers", headers={"If-None-Match": etag, "Accept-Encoding": "identity"}
+    )
+    assert again.status == 304
+    assert again.headers["ETag"] == etag
+    other = await client.get("/v0.1/servers?limit=1", headers={"If-None-Match": etag})
+    assert other.status == 200
+
+
+async def test_gzip_when_accepted(client: Any) -> None:
+    plain = await client.get("/v0.1/servers", headers={"Accept-Encoding": "identity"})
+    raw = await plain.read()
+    zipped = await client.get(
+        "/v0.1/servers", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await zipped.read()) == raw
+    assert zipped.headers["ETag"] != plain.headers["ETag"]
+
+
+async def test_probes_and_info(client: Any) -> None:
+    assert (await (await client.get("/v0.1/health")).json()) == {"status": "ok"}
+    assert (await (await client.get("/v0/ping")).json()) == {"pong": True}
+    assert "version" in await (await client.get("/v0.1/version")).json()
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_security_headers_and_request_id(client: Any) -> None:
+    response = await client.get("/v0.1/servers", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Request-Id"] == "abc-123"
+    generated = await client.get("/v0.1/servers", headers={"X-Request-Id": "<script>"})
+    assert generated.headers["X-Request-Id"] != "<script>"
+
+
+async def test_not_ready_until_a_catalog_is_loaded(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    upstream = file_upstream(tmp_path / "data", "local", ITEMS)
+    config = make_config(upstreams=[upstream])
+    client = await serve(config, sync=False)  # no state, no sync yet
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    listing = await client.get("/v0.1/servers")
+    assert listing.status == 503
+    assert listing.headers["Retry-After"] == "1"
+    assert (await client.get("/healthz")).status == 200

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.entry import parse_item
+from gateway.errors import StateError
+from gateway.state import Saved, load, save, state_path
+from tests.fakes import server_entry
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def saved() -> Saved:
+    items = [server_entry("io.github.s/one", "1.0.0"), server_entry("io.github.s/two", "2.0.0")]
+    return Saved("official", NOW, [parse_item(item, seen_at=NOW) for item in items])
+
+
+def test_round_trip_keeps_entries_exactly(tmp_path: Path) -> None:
+    original = saved()
+    save(tmp_path, original)
+    loaded = load(tmp_path, "official")
+    assert loaded == original
+    assert [p.name for p in tmp_path.iterdir()] == ["official.json"]  # no temporary left over
+
+
+def test_no_state_is_none(tmp_path: Path) -> None:
+    assert load(tmp_path, "official") is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"format":1,"upstream":"official","syncedAt":"2026-05-01T12:00:00Z","servers":[{"ser',
+        b"",
+        b'{"format":99}',
+        b'{"format":1,"upstream":"other","syncedAt":"2026-05-01T12:00:00Z","servers":[]}',
+        b'{"format":1,"upstream":"official","syncedAt":"2026-05-01T12:00:00Z",'
+        b'"servers":[{"server":{"name":"bad name"}}]}',
+    ],
+)
+def test_corrupt_state_is_set_aside(tmp_path: Path, content: bytes) -> None:
+    state_path(tmp_path, "official").write_bytes(content)
+    with pytest.raises(StateError, match="set aside"):
+        load(tmp_path, "official")
+    assert not state_path(tmp_path, "official").exists()
+    aside = list(tmp_path.glob("official.json.corrupt-*"))
+    assert len(aside) == 1
+    assert aside[0].read_bytes() == content
+    assert load(tmp_path, "official") is None  # the next start begins clean
