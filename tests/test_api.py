@@ -207,3 +207,11 @@ async def test_not_ready_until_a_catalog_is_loaded(
     assert listing.status == 503
     assert listing.headers["Retry-After"] == "1"
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_head_answers_like_get_without_a_body(client: Any) -> None:
+    get = await client.get("/v0.1/servers", headers={"Accept-Encoding": "identity"})
+    head = await client.head("/v0.1/servers", headers={"Accept-Encoding": "identity"})
+    assert head.status == 200
+    assert head.headers["ETag"] == get.headers["ETag"]
+    assert await head.read() == b""
