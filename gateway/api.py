@@ -19,9 +19,10 @@ from cachetools import LRUCache
 
 from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
+from gateway.config import DEFAULT_VIEW
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound, NotReady
 from gateway.query import parse_include_deleted, parse_list_query, select_page
-from gateway.refresher import DEFAULT_VIEW, Snapshot
+from gateway.refresher import Snapshot
 
 API_PREFIXES = ("/v0.1", "/v0")
 READ_METHODS = frozenset({"GET", "HEAD"})

@@ -12,15 +12,24 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.admin import ConfigLoader, handle_admin
 from gateway.api import Api, Rendered, check_method, parse_route, reject_nul
 from gateway.config import FederationConfig
-from gateway.errors import FieldError, MethodNotAllowed, NotReady, RequestError, ValidationFailed
+from gateway.errors import (
+    FieldError,
+    MethodNotAllowed,
+    NotReady,
+    RequestError,
+    Unauthorized,
+    ValidationFailed,
+)
+from gateway.loader import load_config
 from gateway.refresher import Refresher
 
 log = structlog.get_logger("gateway.http")
 
 REFRESHER = web.AppKey("refresher", Refresher)
-CONFIG = web.AppKey("config", FederationConfig)
+CONFIG_LOADER: web.AppKey[ConfigLoader] = web.AppKey("config_loader")
 API = web.AppKey("api", Api)
 
 GZIP_MIN_BYTES = 1024
@@ -44,6 +53,15 @@ def _field(error: FieldError) -> dict[str, object]:
     return {"message": error.message, "location": error.location, "value": error.value}
 
 
+def _request_problem(exc: RequestError) -> web.Response:
+    extra = {"errors": [_field(e) for e in exc.errors]} if isinstance(exc, ValidationFailed) else {}
+    try:
+        return problem(exc.status, exc.title, exc.detail, **extra)
+    except TypeError:  # a value JSON cannot carry: answer without echoing it
+        log.warning("problem_body_unserializable", status=exc.status)
+        return problem(exc.status, exc.title, exc.detail)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, access log, and the headers every response carries."""
@@ -54,15 +72,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     try:
         response = await handler(request)
     except RequestError as exc:
-        response = problem(exc.status, exc.title, exc.detail)
-        if isinstance(exc, ValidationFailed):
-            response = problem(
-                exc.status, exc.title, exc.detail, errors=[_field(e) for e in exc.errors]
-            )
+        response = _request_problem(exc)
         if isinstance(exc, MethodNotAllowed):
             response.headers["Allow"] = "GET, HEAD, OPTIONS"
         if isinstance(exc, NotReady):
             response.headers["Retry-After"] = "1"
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mcp-discovery-gateway admin"'
     except web.HTTPException as exc:
         response = problem(exc.status, exc.reason, exc.text or exc.reason)
     except Exception:
@@ -76,7 +92,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     headers.add("Vary", "Origin")
     if "Origin" in request.headers:
         headers.update(CORS_HEADERS)
-    if request.app[CONFIG].gateway.access_log:
+    if request.app[REFRESHER].config.gateway.access_log:
         log.info(
             "request",
             request_id=request_id,
@@ -142,6 +158,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if refresher.snapshot is None:
             return problem(503, "Service Unavailable", "no catalog loaded yet")
         return _status({"status": "ready"})
+    if raw_path == "/admin" or raw_path.startswith("/admin/"):
+        document = await handle_admin(request, refresher, request.app[CONFIG_LOADER])
+        return _status(document)
     route = parse_route(raw_path)
     if request.method == "OPTIONS":
         return _preflight(request)
@@ -150,14 +169,19 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return respond(request, rendered)
 
 
-def create_app(config: FederationConfig, *, sync: bool = True) -> web.Application:
+def create_app(
+    config: FederationConfig,
+    *,
+    sync: bool = True,
+    load: ConfigLoader | None = None,
+) -> web.Application:
     """A pure factory: the session and sync tasks start in cleanup_ctx, inside the running loop.
 
     With `sync=False` persisted state is loaded but no background sync runs (tests drive
     `Refresher.sync_all()` themselves).
     """
     app = web.Application(middlewares=[request_context], handler_args={"max_field_size": 8190})
-    app[CONFIG] = config
+    app[CONFIG_LOADER] = load or (lambda: load_config(config.directory))
     app[API] = Api()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

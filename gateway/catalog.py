@@ -101,7 +101,19 @@ class ViewCatalog:
         return None
 
 
-def serialize(entry: Entry, is_latest: bool, namespace: str, gateway_meta: dict[str, Any]) -> bytes:
+# What a view serves of an entry: the server object (packages possibly filtered or rewritten)
+# and the gateway's extra `_meta` fields for it.
+Admission = tuple[dict[str, Any], dict[str, Any]]
+Admit = Callable[[str, Entry], Admission | None]
+
+
+def serialize(
+    entry: Entry,
+    server: dict[str, Any],
+    is_latest: bool,
+    namespace: str,
+    gateway_meta: dict[str, Any],
+) -> bytes:
     """The entry as a compact ServerResponse: upstream fields as sent, registry meta recomputed."""
     official = dict(entry.official)
     official.setdefault("status", entry.status)
@@ -111,7 +123,7 @@ def serialize(entry: Entry, is_latest: bool, namespace: str, gateway_meta: dict[
     meta = dict(entry.meta)
     meta[OFFICIAL] = official
     meta[namespace] = gateway_meta
-    return orjson.dumps({"server": entry.server, "_meta": meta})
+    return orjson.dumps({"server": server, "_meta": meta})
 
 
 def build_view(
@@ -119,31 +131,31 @@ def build_view(
     merged: Merged,
     origins: Mapping[str, Origin],
     namespace: str,
-    admit: Callable[[str, Entry], dict[str, Any] | None] | None = None,
+    admit: Admit | None = None,
 ) -> ViewCatalog:
     """Build a view's snapshot from merged upstreams.
 
-    `admit(upstream, entry)` returns extra gateway `_meta` fields for an entry the view serves,
-    or None to leave it out; without it every merged entry is served. `isLatest` is recomputed
-    on what the view serves, among versions that are not deleted.
+    `admit(upstream, entry)` returns the server object to serve and extra gateway `_meta`
+    fields, or None to leave the entry out; without it every merged entry is served as is.
+    `isLatest` is recomputed on what the view serves, among versions that are not deleted.
     """
     items: list[Item] = []
     by_name: dict[str, list[Item]] = {}
     counts: dict[str, int] = {}
     for name, (upstream, entries) in merged.servers.items():
         origin_meta = origins[upstream].as_meta()
-        admitted: list[tuple[Entry, dict[str, Any]]] = []
+        admitted: list[tuple[Entry, Admission]] = []
         for entry in entries:
-            extra = {} if admit is None else admit(upstream, entry)
-            if extra is not None:
-                admitted.append((entry, extra))
+            admission = (entry.server, {}) if admit is None else admit(upstream, entry)
+            if admission is not None:
+                admitted.append((entry, admission))
         if not admitted:
             continue
         latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
         versions = []
-        for entry, extra in admitted:
+        for entry, (server, extra) in admitted:
             is_latest = entry is latest
-            body = serialize(entry, is_latest, namespace, {**origin_meta, **extra})
+            body = serialize(entry, server, is_latest, namespace, {**origin_meta, **extra})
             versions.append(
                 Item(
                     name,

@@ -7,17 +7,35 @@ import asyncio
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
+import orjson
 import structlog
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import create_app
-from gateway.config import FederationConfig
+from gateway.admin import ConfigLoader, reload_config
+from gateway.api import list_body
+from gateway.app import REFRESHER, create_app
+from gateway.config import (
+    DEFAULT_VIEW,
+    FederationConfig,
+    GatewaySettings,
+    PolicySettings,
+    ViewSettings,
+)
+from gateway.diff import diff_snapshots
+from gateway.diff import render_text as render_diff
 from gateway.errors import ConfigError
+from gateway.explain import explain
+from gateway.explain import render_text as render_explain
 from gateway.loader import load_config
 from gateway.logs import configure_logging
+from gateway.merge import Source
+from gateway.offline import snapshot_from_state, sources_from_state
+from gateway.refresher import Refresher, Snapshot, build_snapshot, view_policies
 
 DEMO_CONFIG = Path(__file__).parent / "demo"
 SHUTDOWN_GRACE = 10.0
@@ -52,9 +70,9 @@ def public_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-async def _serve(config: FederationConfig) -> None:
+async def _serve(config: FederationConfig, load: ConfigLoader) -> None:
     gateway = config.gateway
-    app = create_app(config)
+    app = create_app(config, load=load)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, gateway.host or None, gateway.port, shutdown_timeout=SHUTDOWN_GRACE)
@@ -67,6 +85,14 @@ async def _serve(config: FederationConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[str | None]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(reload_config(app[REFRESHER], load))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     structlog.get_logger("gateway.cli").info("shutting_down")
     await runner.cleanup()
@@ -79,8 +105,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"refusing to start, the config has errors:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(config.gateway.log_format, config.gateway.log_level)
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, lambda: _load(args)))
     return 0
+
+
+async def _sync_once(config: FederationConfig) -> list[str]:
+    async with aiohttp.ClientSession(headers={"User-Agent": "mcp-discovery-gateway"}) as session:
+        refresher = Refresher(config, session)
+        await refresher.start(background=False)
+        await refresher.sync_all()
+        return [f"{s.name}: {s.last_error}" for s in refresher.states if s.last_error]
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    config = _load(args)
+    configure_logging(config.gateway.log_format, config.gateway.log_level)
+    failures = asyncio.run(_sync_once(config))
+    for failure in failures:
+        print(f"sync failed: {failure}", file=sys.stderr)
+    print(f"state written to {config.gateway.state_dir}")
+    return 1 if failures else 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -91,6 +135,99 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 1
     upstreams = ", ".join(u.name for u in config.gateway.upstreams)
     print(f"{config.directory}: OK ({len(config.gateway.upstreams)} upstreams: {upstreams})")
+    return 0
+
+
+def _offline(args: argparse.Namespace) -> tuple[FederationConfig, Snapshot, list[Source]]:
+    config = _load(args)
+    sources, origins, errors = sources_from_state(config)
+    for error in errors:
+        print(f"warning: {error}", file=sys.stderr)
+    snapshot = build_snapshot(config, sources, origins, datetime.now(UTC))
+    return config, snapshot, sources
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    config, _, sources = _offline(args)
+    if args.view and args.view not in [DEFAULT_VIEW, *config.views]:
+        print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)
+        return 1
+    report = explain(
+        config,
+        view_policies(config),
+        sources,
+        args.name,
+        version=args.version,
+        view=args.view,
+        now=datetime.now(UTC),
+    )
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_explain(report))
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    current = _load(args)
+    try:
+        proposed = load_config(args.against)
+    except ConfigError as exc:
+        print(f"the proposed config has errors:\n{exc}", file=sys.stderr)
+        return 1
+    now = datetime.now(UTC)
+    state_dir = current.gateway.state_dir
+    before, errors = snapshot_from_state(current, state_dir, now)
+    after, _ = snapshot_from_state(proposed, state_dir, now)
+    for error in errors:
+        print(f"warning: {error}", file=sys.stderr)
+    report = diff_snapshots(before, after)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_diff(report))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    config, snapshot, _ = _offline(args)
+    view = snapshot.views.get(args.view)
+    if view is None:
+        print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)
+        return 1
+    items = view.every.items
+    body = list_body(items, {"count": len(items)})
+    Path(args.out).write_bytes(body)
+    print(f"wrote {len(items)} entries of view {args.view!r} to {args.out}")
+    return 0
+
+
+def config_schemas() -> dict[str, dict[str, object]]:
+    """JSON Schemas of the config files, generated from the models so they never drift."""
+    return {
+        "gateway.yaml": GatewaySettings.model_json_schema(),
+        "policy.yaml": PolicySettings.model_json_schema(),
+        "views/<view>.yaml": ViewSettings.model_json_schema(),
+    }
+
+
+SCHEMA_FILES = {
+    "gateway.yaml": "gateway.schema.json",
+    "policy.yaml": "policy.schema.json",
+    "views/<view>.yaml": "view.schema.json",
+}
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    schemas = config_schemas()
+    if args.out is None:
+        print(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for file, schema in schemas.items():
+        (out / SCHEMA_FILES[file]).write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2))
+        print(f"{file}: {out / SCHEMA_FILES[file]}")
     return 0
 
 
@@ -111,10 +248,49 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config directory and exit")
     check.add_argument("--config", help="a federation_config/ directory (default: bundled demo)")
     check.set_defaults(run=_cmd_check)
+
+    config_help = "a federation_config/ directory (default: bundled demo); reads its state_dir"
+    sync = commands.add_parser("sync", help="sync every upstream once into state_dir and exit")
+    sync.add_argument("--config", help="a federation_config/ directory (default: bundled demo)")
+    sync.add_argument("--state-dir", help="overrides gateway.yaml")
+    sync.set_defaults(run=_cmd_sync)
+
+    explain_cmd = commands.add_parser(
+        "explain", help="why each version of a server is shown or not"
+    )
+    explain_cmd.add_argument("name", help="server name, e.g. io.github.acme/weather")
+    explain_cmd.add_argument("--version", help="one version only")
+    explain_cmd.add_argument("--view", help="one view only")
+    explain_cmd.add_argument("--config", help=config_help)
+    explain_cmd.add_argument("--state-dir", help="overrides gateway.yaml")
+    explain_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    explain_cmd.set_defaults(run=_cmd_explain)
+
+    diff = commands.add_parser("diff", help="dry run: what a proposed config would change")
+    diff.add_argument("--config", help="the current config directory (its state_dir is used)")
+    diff.add_argument("--against", required=True, help="the proposed config directory")
+    diff.add_argument("--state-dir", help="the data to compare on (default: the current config's)")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    diff.set_defaults(run=_cmd_diff)
+
+    export = commands.add_parser("export", help="write a view as an API-shaped list file")
+    export.add_argument("--view", default=DEFAULT_VIEW, help="the view (default: the root view)")
+    export.add_argument("--out", required=True, help="file to write")
+    export.add_argument("--config", help=config_help)
+    export.add_argument("--state-dir", help="overrides gateway.yaml")
+    export.set_defaults(run=_cmd_export)
+
+    schema = commands.add_parser("config-schema", help="JSON Schemas of the config files")
+    schema.add_argument("--out", help="write one .schema.json per file into this directory")
+    schema.set_defaults(run=_cmd_config_schema)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(f"the config has errors:\n{exc}", file=sys.stderr)
+        return 1
     return code

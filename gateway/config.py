@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +20,8 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+
+from gateway.semver import VersionRange
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -81,11 +83,13 @@ _SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _REVERSE_DNS = r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+(/[a-zA-Z0-9._-]+)?$"
 
 
-class _Model(BaseModel):
+class Model(BaseModel):
+    """Base of every config model: frozen, and an unknown key is an error."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class RetrySettings(_Model):
+class RetrySettings(Model):
     """How one upstream request is retried on transient errors."""
 
     attempts: int = Field(4, ge=1, le=20, description="tries per request, the first included")
@@ -93,7 +97,7 @@ class RetrySettings(_Model):
     max_wait: Duration = Field(30.0, description="cap on one wait, Retry-After included")
 
 
-class UpstreamSettings(_Model):
+class UpstreamSettings(Model):
     """One upstream registry (`url`) or catalog file (`file`)."""
 
     name: str = Field(pattern=_SLUG, description="short id, used in _meta, logs and state files")
@@ -117,7 +121,7 @@ class UpstreamSettings(_Model):
         return self
 
 
-class GatewaySettings(_Model):
+class GatewaySettings(Model):
     """gateway.yaml: listening, state, and the upstreams in precedence order."""
 
     listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:8080"
@@ -138,8 +142,99 @@ class GatewaySettings(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
-class FederationConfig(_Model):
+Transport = Literal["stdio", "streamable-http", "sse", "remote", "local"]
+Status = Literal["active", "deprecated", "deleted"]
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _check_range(value: str) -> str:
+    VersionRange(value)  # raises ValueError naming the problem
+    return value
+
+
+def _check_host_glob(value: str) -> str:
+    if not value or not re.fullmatch(r"[A-Za-z0-9.*?\-\[\]]+", value):
+        raise ValueError(f"{value!r} is not a host glob (letters, digits, . - and * ?)")
+    return value
+
+
+HostGlob = Annotated[str, AfterValidator(_check_host_glob)]
+RangeText = Annotated[str, AfterValidator(_check_range)]
+
+
+def _one_or_many(item: dict[str, Any]) -> tuple[Any, ...]:
+    """A value or a non-empty list of values (any of them matches)."""
+    schema = {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+    return (BeforeValidator(_as_list), Field(min_length=1), WithJsonSchema(schema))
+
+
+_STRING = {"type": "string"}
+NameGlobs = Annotated[list[NameGlob], *_one_or_many(_STRING)]
+Strings = Annotated[list[str], *_one_or_many(_STRING)]
+Statuses = Annotated[list[Status], *_one_or_many({"enum": ["active", "deprecated", "deleted"]})]
+Ranges = Annotated[list[RangeText], *_one_or_many(_STRING)]
+Transports = Annotated[
+    list[Transport],
+    *_one_or_many({"enum": ["stdio", "streamable-http", "sse", "remote", "local"]}),
+]
+HostGlobs = Annotated[list[HostGlob], *_one_or_many(_STRING)]
+
+
+class Match(Model):
+    """What a rule matches; every key it names must match; a list means any of."""
+
+    name: NameGlobs | None = None
+    upstream: Strings | None = None
+    status: Statuses | None = None
+    version: Ranges | None = None
+    registry_type: Strings | None = None
+    transport: Transports | None = None
+    remote_host: HostGlobs | None = None
+
+
+class Rule(Model):
+    """One rule: `allow: {match}` or `deny: {match}`."""
+
+    allow: Match | None = None
+    deny: Match | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Rule:
+        if (self.allow is None) == (self.deny is None):
+            raise ValueError("a rule has exactly one of allow or deny")
+        return self
+
+
+class PackageFilter(Model):
+    types: list[str] | None = Field(None, description="registryTypes kept; others are removed")
+
+
+class PolicySettings(Model):
+    """policy.yaml: which servers and versions every view may show."""
+
+    default: Literal["allow", "deny"] = "allow"
+    rules: list[Rule] = Field(default_factory=list)
+    min_age: Duration | None = Field(None, description="hold back versions younger than this")
+    packages: PackageFilter = Field(default_factory=PackageFilter)
+
+
+class ViewSettings(PolicySettings):
+    """views/<view>.yaml: a business unit's narrower policy."""
+
+    description: str = ""
+
+
+VIEW_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+DEFAULT_VIEW = "default"  # the view served at the root, from policy.yaml alone
+
+
+class FederationConfig(Model):
     """Everything loaded from one config directory, paths already resolved against it."""
 
     directory: Path
     gateway: GatewaySettings
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    views: dict[str, ViewSettings] = Field(default_factory=dict)

@@ -8,6 +8,7 @@
     ├── StateError             a persisted state file is unreadable or corrupt
     └── RequestError           a request that cannot be answered; rendered as problem+json
         ├── BadRequest             400
+        ├── Unauthorized           401, /admin without the right bearer token
         ├── NotFound               404
         ├── MethodNotAllowed       405
         ├── ValidationFailed       422, with one FieldError per bad parameter
@@ -119,6 +120,11 @@ class RequestError(GatewayError):
 class BadRequest(RequestError):
     status = 400
     title = "Bad Request"
+
+
+class Unauthorized(RequestError):
+    status = 401
+    title = "Unauthorized"
 
 
 class NotFound(RequestError):

@@ -9,14 +9,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from gateway.config import FederationConfig, GatewaySettings
+from gateway.config import (
+    DEFAULT_VIEW,
+    VIEW_NAME,
+    FederationConfig,
+    GatewaySettings,
+    PolicySettings,
+    ViewSettings,
+)
 from gateway.errors import ConfigError, ConfigIssue
 
+M = TypeVar("M", bound=BaseModel)
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -134,6 +142,44 @@ def _resolve_paths(gateway: GatewaySettings, directory: Path) -> GatewaySettings
     return gateway.model_copy(update={"upstreams": upstreams, "state_dir": state_dir})
 
 
+def _load_model(path: Path, directory: Path, model: type[M], issues: list[ConfigIssue]) -> M | None:
+    data = read_yaml(path, directory, issues)
+    if data is None:
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(validation_issues(str(path.relative_to(directory)), exc))
+        return None
+
+
+def _load_views(directory: Path, issues: list[ConfigIssue]) -> dict[str, ViewSettings]:
+    views: dict[str, ViewSettings] = {}
+    folder = directory / "views"
+    if not folder.is_dir():
+        return views
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in (".yaml", ".yml") or path.name.startswith("."):
+            continue
+        file = str(path.relative_to(directory))
+        name = path.stem
+        if not re.match(VIEW_NAME, name):
+            message = (
+                f"view name {name!r} cannot be a URL segment: use lowercase letters, digits, "
+                "- and _ (at most 63)"
+            )
+            issues.append(ConfigIssue(file, "", message))
+            continue
+        if name == DEFAULT_VIEW or name in views:
+            reason = "is the root view's name" if name == DEFAULT_VIEW else "is defined twice"
+            issues.append(ConfigIssue(file, "", f"view name {name!r} {reason}"))
+            continue
+        view = _load_model(path, directory, ViewSettings, issues)
+        if view is not None:
+            views[name] = view
+    return views
+
+
 def load_config(directory: Path | str) -> FederationConfig:
     """Load and validate a config directory; raise ConfigError listing every mistake."""
     directory = Path(directory).resolve()
@@ -151,6 +197,15 @@ def load_config(directory: Path | str) -> FederationConfig:
             gateway = GatewaySettings.model_validate(data)
         except ValidationError as exc:
             issues.extend(validation_issues("gateway.yaml", exc))
-    if issues or gateway is None:
+    policy: PolicySettings | None = PolicySettings()
+    if (directory / "policy.yaml").is_file():
+        policy = _load_model(directory / "policy.yaml", directory, PolicySettings, issues)
+    views = _load_views(directory, issues)
+    if issues or gateway is None or policy is None:
         raise ConfigError(issues)
-    return FederationConfig(directory=directory, gateway=_resolve_paths(gateway, directory))
+    return FederationConfig(
+        directory=directory,
+        gateway=_resolve_paths(gateway, directory),
+        policy=policy,
+        views=views,
+    )

@@ -28,6 +28,11 @@ def configure_logging(log_format: Format = "auto", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*_: object) -> structlog.PrintLogger:
+    # Looked up at each use, not bound once: whatever stderr is now (tests swap it).
+    return structlog.PrintLogger(sys.stderr)

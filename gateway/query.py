@@ -5,6 +5,7 @@ Pure functions over a `ViewCatalog`; the handlers only parse the URL and write b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from gateway.cursor import Cursor, Walk, decode_cursor, encode_cursor
 from gateway.entry import parse_timestamp
 from gateway.errors import BadRequest, FieldError, ValidationFailed
 
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
 DEFAULT_LIMIT = 30
 MAX_LIMIT = 100
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
@@ -36,15 +38,15 @@ class ListQuery:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        error = FieldError("expected integer", "query.limit", raw)
-        raise ValidationFailed([error]) from None
+    if not _INTEGER.match(raw):  # int() would also take "1_0", " 5" and non-ASCII digits
+        raise ValidationFailed([FieldError("expected integer", "query.limit", raw)])
+    limit = int(raw)
+    # Echo the value as a number, as the registry does, unless JSON consumers could not read it.
+    shown: int | str = limit if abs(limit) < 2**53 else raw
     if limit < 1:
-        raise ValidationFailed([FieldError("expected number >= 1", "query.limit", limit)])
+        raise ValidationFailed([FieldError("expected number >= 1", "query.limit", shown)])
     if limit > MAX_LIMIT:
-        raise ValidationFailed([FieldError("expected number <= 100", "query.limit", limit)])
+        raise ValidationFailed([FieldError("expected number <= 100", "query.limit", shown)])
     return limit
 
 

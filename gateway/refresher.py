@@ -16,17 +16,17 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import structlog
 
-from gateway.catalog import Origin, ViewCatalog, build_view
-from gateway.config import FederationConfig, UpstreamSettings
+from gateway.catalog import Admission, Origin, ViewCatalog, build_view
+from gateway.config import DEFAULT_VIEW, FederationConfig, UpstreamSettings
 from gateway.entry import Entry, format_timestamp
 from gateway.errors import StateError, UpstreamError
 from gateway.merge import Merged, Source, merge
 from gateway.state import Saved, load, save
 from gateway.upstream import Batch, FileStamp, RegistryClient, file_stamp, read_file
+from gateway.view import ViewPolicy
 
 log = structlog.get_logger("gateway.refresher")
 
-DEFAULT_VIEW = "default"
 # Incremental polls ask for a little more than strictly needed: entries updated in the same
 # instant as the newest one seen must not be missed. Re-applying an entry is harmless.
 _OVERLAP = timedelta(seconds=1)
@@ -38,6 +38,9 @@ class Snapshot:
 
     views: dict[str, ViewCatalog]
     built_at: datetime
+    merged: Merged = field(default_factory=Merged)
+    hidden: dict[str, dict[str, int]] = field(default_factory=dict)  # view -> reason -> count
+    next_change: datetime | None = None  # when the first held-back version comes of age
 
 
 @dataclass(slots=True)
@@ -66,14 +69,53 @@ class UpstreamState:
         return format_timestamp(newest - _OVERLAP)
 
 
+def view_policies(config: FederationConfig) -> list[ViewPolicy]:
+    """The default view (policy.yaml alone), then each configured view."""
+    policies = [ViewPolicy.of(DEFAULT_VIEW, config.policy, None)]
+    for name, settings in config.views.items():
+        policies.append(ViewPolicy.of(name, config.policy, settings))
+    return policies
+
+
 def build_snapshot(
-    config: FederationConfig, sources: list[Source], origins: dict[str, Origin]
+    config: FederationConfig,
+    sources: list[Source],
+    origins: dict[str, Origin],
+    now: datetime | None = None,
 ) -> Snapshot:
-    """Merge every upstream's data and build each view (pure and synchronous: run it off-loop)."""
+    """Merge every upstream's data, decide and build each view (pure: run it off the loop)."""
+    now = now or datetime.now(UTC)
     merged: Merged = merge(sources)
     namespace = config.gateway.meta_namespace
-    views = {DEFAULT_VIEW: build_view(DEFAULT_VIEW, merged, origins, namespace)}
-    return Snapshot(views=views, built_at=datetime.now(UTC))
+    views: dict[str, ViewCatalog] = {}
+    hidden: dict[str, dict[str, int]] = {}
+    held: list[datetime] = []
+    for policy in view_policies(config):
+        counts: dict[str, int] = {}
+
+        def admit(
+            upstream: str,
+            entry: Entry,
+            policy: ViewPolicy = policy,
+            counts: dict[str, int] = counts,
+        ) -> Admission | None:
+            decision = policy.decide(upstream, entry, now)
+            if not decision.served or decision.server is None:
+                counts[decision.reason] = counts.get(decision.reason, 0) + 1
+                if decision.held_until is not None:
+                    held.append(decision.held_until)
+                return None
+            return decision.server, {"admittedBy": list(decision.rules)}
+
+        views[policy.name] = build_view(policy.name, merged, origins, namespace, admit)
+        hidden[policy.name] = counts
+    return Snapshot(
+        views=views,
+        built_at=now,
+        merged=merged,
+        hidden=hidden,
+        next_change=min(held) if held else None,
+    )
 
 
 class Refresher:
@@ -87,6 +129,9 @@ class Refresher:
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._built = asyncio.Event()
+        self._cooldown: asyncio.TimerHandle | None = None
+        self._background = False
+        self.reload_error: str | None = None  # the last refused config, until one is accepted
 
     def state(self, name: str) -> UpstreamState:
         for state in self.states:
@@ -100,7 +145,11 @@ class Refresher:
             await self._restore(state)
         if all(state.settled for state in self.states):
             await self.rebuild_now()
-        if not background:
+        self._background = background
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
+        if not self._background:
             return
         self._tasks.append(asyncio.create_task(self._build_loop(), name="catalog-builder"))
         for state in self.states:
@@ -108,7 +157,33 @@ class Refresher:
                 asyncio.create_task(self._sync_loop(state), name=f"sync-{state.name}")
             )
 
+    async def apply(self, config: FederationConfig) -> None:
+        """Swap in a new, already validated config: keep each surviving upstream's data,
+        restore new upstreams from state, restart syncing, and rebuild every view."""
+        await self._stop_tasks()
+        old = {state.name: state for state in self.states}
+        states = []
+        for settings in config.gateway.upstreams:
+            state = old.get(settings.name)
+            if state is None:
+                state = UpstreamState(settings)
+                self.config = config
+                await self._restore(state)
+            elif state.settings != settings:
+                state.settings = settings
+                state.stamp = None  # re-read files, and walk registries in full:
+                state.last_full_sync = None  # include/exclude or the URL may have changed
+            states.append(state)
+        self.config = config
+        self.states = states
+        self._start_tasks()
+        await self.rebuild_now()
+
     async def stop(self) -> None:
+        self._schedule_cooldown_rebuild(None)
+        await self._stop_tasks()
+
+    async def _stop_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -233,11 +308,11 @@ class Refresher:
         return "incremental", bool(updated), batch
 
     async def sync_all(self) -> None:
-        """Sync every upstream now, concurrently, then rebuild if anything changed."""
+        """Sync every upstream now, concurrently, then rebuild: on return, the served snapshot
+        reflects this sync (whatever the background builder did meanwhile)."""
         await asyncio.gather(*(self.sync(state) for state in self.states))
-        if self._dirty.is_set():
-            self._dirty.clear()
-            await self.rebuild_now()
+        self._dirty.clear()
+        await self.rebuild_now()
 
     async def rebuild_now(self) -> Snapshot:
         started = time.monotonic()
@@ -246,12 +321,23 @@ class Refresher:
         snapshot = await asyncio.to_thread(build_snapshot, self.config, sources, origins)
         self.snapshot = snapshot
         self._built.set()
+        self._schedule_cooldown_rebuild(snapshot.next_change)
         log.info(
             "catalog_swapped",
             views={name: len(view) for name, view in snapshot.views.items()},
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         return snapshot
+
+    def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:
+        """Versions held back by `min_age` appear by themselves once old enough."""
+        if self._cooldown is not None:
+            self._cooldown.cancel()
+            self._cooldown = None
+        if when is None:
+            return
+        delay = max((when - datetime.now(UTC)).total_seconds(), 0.0) + 0.001
+        self._cooldown = asyncio.get_running_loop().call_later(delay, self._dirty.set)
 
     async def _build_loop(self) -> None:
         while True:

@@ -62,3 +62,73 @@ def pick_latest(entries: Iterable[E]) -> E | None:
         elif key is not None or (best_key is None and entry.published_at > best.published_at):
             best, best_key = entry, key  # semver beats non-semver; else later publishedAt
     return best
+
+
+_COMPARATOR = re.compile(
+    r"^\s*(>=|<=|>|<|==|=|!=)?\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(-[0-9A-Za-z.-]+)?\s*$"
+)
+
+
+def _bound(text: str) -> tuple[str, SemverKey] | None:
+    match = _COMPARATOR.match(text)
+    if not match:
+        return None
+    operator = match.group(1) or "=="
+    version = f"{match.group(2)}.{match.group(3) or 0}.{match.group(4) or 0}{match.group(5) or ''}"
+    key = semver_key(version)
+    if key is None:
+        return None
+    return ("==" if operator == "=" else operator, key)
+
+
+class VersionRange:
+    """A version constraint: comparators joined by commas (`>=1.2,<2`), or one exact version.
+
+    Comparators compare in semver order (a missing minor or patch is 0). A version that is not
+    strict semver only ever matches an exact constraint equal to it.
+    """
+
+    __slots__ = ("bounds", "exact", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        stripped = text.strip()
+        if not stripped:
+            raise ValueError("an empty version constraint")
+        self.exact: str | None = None
+        self.bounds: list[tuple[str, SemverKey]] = []
+        if not any(symbol in stripped for symbol in "<>=!,"):
+            self.exact = stripped  # an exact version, semver or not
+            return
+        for part in stripped.split(","):
+            bound = _bound(part)
+            if bound is None:
+                raise ValueError(
+                    f"{text!r} is not a version range: use comparators like >=1.2,<2 "
+                    "or an exact version"
+                )
+            self.bounds.append(bound)
+
+    def matches(self, version: str) -> bool:
+        if self.exact is not None:
+            if version == self.exact:
+                return True
+            mine, theirs = semver_key(self.exact), semver_key(version)
+            return mine is not None and mine == theirs
+        key = semver_key(version)
+        if key is None:
+            return False
+        for operator, bound in self.bounds:
+            if operator == "==" and key != bound:
+                return False
+            if operator == "!=" and key == bound:
+                return False
+            if operator == ">=" and key < bound:
+                return False
+            if operator == ">" and key <= bound:
+                return False
+            if operator == "<=" and key > bound:
+                return False
+            if operator == "<" and key >= bound:
+                return False
+        return True

@@ -97,3 +97,18 @@ def load(state_dir: Path, upstream: str) -> Saved | None:
         moved = _set_aside(path)
         raise StateError(str(path), f"{exc}; set aside as {moved.name}") from None
     return Saved(upstream, synced_at, entries)
+
+
+def load_all(state_dir: Path, upstreams: list[str]) -> tuple[dict[str, Saved], list[StateError]]:
+    """Every upstream's saved data that can be read, and the errors of those that cannot."""
+    found: dict[str, Saved] = {}
+    errors: list[StateError] = []
+    for upstream in upstreams:
+        try:
+            saved = load(state_dir, upstream)
+        except StateError as exc:
+            errors.append(exc)
+            continue
+        if saved is not None:
+            found[upstream] = saved
+    return found, errors

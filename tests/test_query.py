@@ -128,6 +128,9 @@ def test_walk_survives_a_catalog_swap_between_pages() -> None:
         ({"limit": "101"}, "query.limit", "expected number <= 100"),
         ({"limit": "0"}, "query.limit", "expected number >= 1"),
         ({"limit": "ten"}, "query.limit", "expected integer"),
+        ({"limit": "1_0"}, "query.limit", "expected integer"),
+        ({"limit": " 5"}, "query.limit", "expected integer"),
+        ({"limit": "\uff15"}, "query.limit", "expected integer"),  # a full-width 5
         ({"include_deleted": "maybe"}, "query.include_deleted", "expected boolean"),
     ],
 )
