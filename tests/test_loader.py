@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,18 @@ def _keys(model: type) -> set[str]:
     return found
 
 
-def test_example_config_documents_every_key() -> None:
-    from gateway.config import GatewaySettings
+@pytest.mark.parametrize(
+    ("file", "model"),
+    [
+        ("gateway.yaml", "GatewaySettings"),
+        ("policy.yaml", "PolicySettings"),
+        ("views/payments.yaml", "ViewSettings"),
+    ],
+)
+def test_example_config_documents_every_key(file: str, model: str) -> None:
+    import gateway.config
 
-    text = (REPO / "federation_config" / "example" / "gateway.yaml").read_text(encoding="utf-8")
-    missing = sorted(key for key in _keys(GatewaySettings) if f"{key}:" not in text)
-    assert missing == [], f"keys missing from federation_config/example/gateway.yaml: {missing}"
+    text = (REPO / "federation_config" / "example" / file).read_text(encoding="utf-8")
+    keys = _keys(getattr(gateway.config, model))
+    missing = sorted(k for k in keys if not re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", text))
+    assert missing == [], f"keys missing from federation_config/example/{file}: {missing}"
