@@ -64,6 +64,7 @@ def _explain(refresher: Refresher, params: Any) -> dict[str, Any]:
         version=params.get("version") or None,
         view=view,
         now=datetime.now(UTC),
+        lookup=refresher.verifier.lookup,
     )
 
 

@@ -36,6 +36,8 @@ from gateway.logs import configure_logging
 from gateway.merge import Source
 from gateway.offline import snapshot_from_state, sources_from_state
 from gateway.refresher import Refresher, Snapshot, build_snapshot, view_policies
+from gateway.verify import Verifier
+from gateway.view import Lookup, ViewPolicy, no_lookup
 
 DEMO_CONFIG = Path(__file__).parent / "demo"
 SHUTDOWN_GRACE = 10.0
@@ -147,19 +149,47 @@ def _offline(args: argparse.Namespace) -> tuple[FederationConfig, Snapshot, list
     return config, snapshot, sources
 
 
+async def _verify_for(
+    config: FederationConfig,
+    policies: list[ViewPolicy],
+    sources: list[Source],
+    name: str,
+    now: datetime,
+) -> Lookup:
+    """Ask the mirrors about this one server's packages (only where verification is on)."""
+    if all(policy.verify_mode == "off" for policy in policies):
+        return no_lookup
+    checks = {
+        check
+        for source in sources
+        for entry in source.entries
+        if entry.name == name
+        for policy in policies
+        for check in policy.decide(source.upstream, entry, now).pending
+    }
+    async with aiohttp.ClientSession(headers={"User-Agent": "mcp-discovery-gateway"}) as session:
+        verifier = Verifier(config.mirrors.verify, session)
+        await verifier.run(checks)
+    return verifier.lookup
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     config, _, sources = _offline(args)
     if args.view and args.view not in [DEFAULT_VIEW, *config.views]:
         print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)
         return 1
+    policies = view_policies(config)
+    now = datetime.now(UTC)
+    lookup = asyncio.run(_verify_for(config, policies, sources, args.name, now))
     report = explain(
         config,
-        view_policies(config),
+        policies,
         sources,
         args.name,
         version=args.version,
         view=args.view,
-        now=datetime.now(UTC),
+        now=now,
+        lookup=lookup,
     )
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

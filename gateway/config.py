@@ -221,10 +221,108 @@ class PolicySettings(Model):
     packages: PackageFilter = Field(default_factory=PackageFilter)
 
 
+def _check_mirror_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value  # kept verbatim: IDEs pass it to the package tool as is
+
+
+def _check_identifier_glob(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not an identifier glob")
+    return value
+
+
+def _check_oci_prefix(value: str) -> str:
+    if "://" in value or not re.match(r"^[A-Za-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)*/?$", value):
+        raise ValueError(
+            f"{value!r} is not a registry host and path without scheme "
+            "(for example registry.example.com/dockerhub)"
+        )
+    return value.rstrip("/")
+
+
+MirrorUrl = Annotated[str, AfterValidator(_check_mirror_url)]
+
+
+class MirrorRule(Model):
+    """One location rule: packages whose identifier matches `match` come from `url`."""
+
+    match: Annotated[str, AfterValidator(_check_identifier_glob)] | None = Field(
+        None, description="glob on the package identifier; no match key matches all"
+    )
+    url: MirrorUrl
+
+
+def _rules(value: Any) -> Any:
+    return [{"url": value}] if isinstance(value, str) else value
+
+
+Locations = Annotated[
+    list[MirrorRule],
+    BeforeValidator(_rules),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": MirrorRule.model_json_schema()},
+            ]
+        }
+    ),
+]
+
+
+class Credential(Model):
+    """How to authenticate to one mirror, chosen by URL prefix (for verification only)."""
+
+    prefix: MirrorUrl = Field(description="applies to mirror URLs starting with this")
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    username: SecretStr | None = Field(None, description="basic auth (OCI token service too)")
+    password: SecretStr | None = None
+
+
+class VerifySettings(Model):
+    """Asking each mirror whether it really has the package version."""
+
+    # YAML reads a bare `off` as false: take it as meant.
+    mode: Annotated[
+        Literal["off", "annotate", "enforce"],
+        BeforeValidator(lambda v: "off" if v is False else v),
+    ] = "off"
+    concurrency: int = Field(16, ge=1, le=256)
+    ttl: Duration = Field(3600.0, description="how long a result (a miss too) is trusted")
+    timeout: Duration = Field(10.0, description="per request to a mirror")
+    credentials: list[Credential] = Field(default_factory=list)
+
+
+class MirrorSettings(Model):
+    """mirrors.yaml: where the bits come from. A view's `mirrors` overrides keys it names."""
+
+    npm: Locations | None = None
+    pypi: Locations | None = None
+    nuget: Locations | None = None
+    cargo: Locations | None = None
+    oci: dict[str, Annotated[str, AfterValidator(_check_oci_prefix)]] | None = Field(
+        None, description="registry host -> mirror prefix, written into identifier"
+    )
+    mcpb: dict[MirrorUrl, MirrorUrl] | None = Field(
+        None, description="download URL prefix -> mirror prefix; fileSha256 is kept"
+    )
+    unmirrored: Literal["keep", "drop-package", "drop-server"] = "keep"
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+
+    def overridden_by(self, view: MirrorSettings | None) -> MirrorSettings:
+        """These mirrors with every key a view's `mirrors` names replaced by the view's."""
+        if view is None:
+            return self
+        return self.model_copy(update={key: getattr(view, key) for key in view.model_fields_set})
+
+
 class ViewSettings(PolicySettings):
-    """views/<view>.yaml: a business unit's narrower policy."""
+    """views/<view>.yaml: a business unit's narrower policy, and its own mirrors."""
 
     description: str = ""
+    mirrors: MirrorSettings | None = None
 
 
 VIEW_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -237,4 +335,5 @@ class FederationConfig(Model):
     directory: Path
     gateway: GatewaySettings
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    mirrors: MirrorSettings = Field(default_factory=MirrorSettings)
     views: dict[str, ViewSettings] = Field(default_factory=dict)

@@ -10,9 +10,18 @@ from gateway.config import FederationConfig
 from gateway.entry import Entry, format_timestamp
 from gateway.merge import Source, merge, owner_by_reservation
 from gateway.semver import pick_latest
-from gateway.view import ViewPolicy
+from gateway.view import Lookup, ViewPolicy, no_lookup
 
 Report = dict[str, Any]
+
+
+def _packages(server: dict[str, Any], metas: list[dict[str, Any]]) -> list[Report]:
+    """Each served package: its location now, the one it replaced, what the mirror said."""
+    described = []
+    for package, meta in zip(server.get("packages") or [], metas, strict=False):
+        location = {k: package.get(k) for k in ("identifier", "registryBaseUrl") if k in package}
+        described.append({**meta, "location": location})
+    return described
 
 
 def explain(
@@ -24,6 +33,7 @@ def explain(
     version: str | None = None,
     view: str | None = None,
     now: datetime,
+    lookup: Lookup = no_lookup,
 ) -> Report:
     """A JSON-ready account of how each version of `name` fares in each view."""
     chosen = [p for p in policies if view is None or p.name == view]
@@ -55,13 +65,15 @@ def explain(
                 continue
             item["views"] = {}
             for policy in chosen:
-                decision = policy.decide(source.upstream, entry, now)
+                decision = policy.decide(source.upstream, entry, now, lookup)
                 verdict: Report = {"served": decision.served, "reason": decision.reason}
                 verdict["rules"] = list(decision.rules)
                 if decision.held_until is not None:
                     verdict["cooldownEndsAt"] = format_timestamp(decision.held_until)
                 if decision.removed_types:
                     verdict["removedPackages"] = list(decision.removed_types)
+                if decision.server is not None and decision.packages:
+                    verdict["packages"] = _packages(decision.server, decision.packages)
                 if decision.served:
                     served[policy.name].append(entry)
                 item["views"][policy.name] = verdict
@@ -113,4 +125,11 @@ def render_text(report: Report) -> str:
             if verdict.get("removedPackages"):
                 detail += f"; removed packages: {', '.join(verdict['removedPackages'])}"
             lines.append(f"      {view_name:<16} {state:<16} {detail}")
+            for package in verdict.get("packages", []):
+                now_at = " ".join(str(v) for v in package["location"].values())
+                was = " ".join(str(v) for v in (package.get("original") or {}).values())
+                check = package.get("verification", "not verified")
+                lines.append(
+                    f"          {package['registryType']}: {now_at} (was: {was}) [{check}]"
+                )
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from gateway.config import (
     VIEW_NAME,
     FederationConfig,
     GatewaySettings,
+    MirrorSettings,
     PolicySettings,
     ViewSettings,
 )
@@ -200,12 +201,16 @@ def load_config(directory: Path | str) -> FederationConfig:
     policy: PolicySettings | None = PolicySettings()
     if (directory / "policy.yaml").is_file():
         policy = _load_model(directory / "policy.yaml", directory, PolicySettings, issues)
+    mirrors: MirrorSettings | None = MirrorSettings()
+    if (directory / "mirrors.yaml").is_file():
+        mirrors = _load_model(directory / "mirrors.yaml", directory, MirrorSettings, issues)
     views = _load_views(directory, issues)
-    if issues or gateway is None or policy is None:
+    if issues or gateway is None or policy is None or mirrors is None:
         raise ConfigError(issues)
     return FederationConfig(
         directory=directory,
         gateway=_resolve_paths(gateway, directory),
         policy=policy,
+        mirrors=mirrors,
         views=views,
     )

@@ -12,6 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import structlog
@@ -23,7 +24,8 @@ from gateway.errors import StateError, UpstreamError
 from gateway.merge import Merged, Source, merge
 from gateway.state import Saved, load, save
 from gateway.upstream import Batch, FileStamp, RegistryClient, file_stamp, read_file
-from gateway.view import ViewPolicy
+from gateway.verify import Check, Verifier
+from gateway.view import Lookup, ViewPolicy, no_lookup
 
 log = structlog.get_logger("gateway.refresher")
 
@@ -41,6 +43,7 @@ class Snapshot:
     merged: Merged = field(default_factory=Merged)
     hidden: dict[str, dict[str, int]] = field(default_factory=dict)  # view -> reason -> count
     next_change: datetime | None = None  # when the first held-back version comes of age
+    pending: frozenset[Check] = frozenset()  # mirror checks to run, then rebuild
 
 
 @dataclass(slots=True)
@@ -71,9 +74,9 @@ class UpstreamState:
 
 def view_policies(config: FederationConfig) -> list[ViewPolicy]:
     """The default view (policy.yaml alone), then each configured view."""
-    policies = [ViewPolicy.of(DEFAULT_VIEW, config.policy, None)]
+    policies = [ViewPolicy.of(DEFAULT_VIEW, config.policy, None, config.mirrors)]
     for name, settings in config.views.items():
-        policies.append(ViewPolicy.of(name, config.policy, settings))
+        policies.append(ViewPolicy.of(name, config.policy, settings, config.mirrors))
     return policies
 
 
@@ -82,6 +85,7 @@ def build_snapshot(
     sources: list[Source],
     origins: dict[str, Origin],
     now: datetime | None = None,
+    lookup: Lookup = no_lookup,
 ) -> Snapshot:
     """Merge every upstream's data, decide and build each view (pure: run it off the loop)."""
     now = now or datetime.now(UTC)
@@ -90,6 +94,7 @@ def build_snapshot(
     views: dict[str, ViewCatalog] = {}
     hidden: dict[str, dict[str, int]] = {}
     held: list[datetime] = []
+    pending: set[Check] = set()
     for policy in view_policies(config):
         counts: dict[str, int] = {}
 
@@ -99,13 +104,17 @@ def build_snapshot(
             policy: ViewPolicy = policy,
             counts: dict[str, int] = counts,
         ) -> Admission | None:
-            decision = policy.decide(upstream, entry, now)
+            decision = policy.decide(upstream, entry, now, lookup)
+            pending.update(decision.pending)
             if not decision.served or decision.server is None:
                 counts[decision.reason] = counts.get(decision.reason, 0) + 1
                 if decision.held_until is not None:
                     held.append(decision.held_until)
                 return None
-            return decision.server, {"admittedBy": list(decision.rules)}
+            extra: dict[str, Any] = {"admittedBy": list(decision.rules)}
+            if decision.packages:
+                extra["packages"] = decision.packages
+            return decision.server, extra
 
         views[policy.name] = build_view(policy.name, merged, origins, namespace, admit)
         hidden[policy.name] = counts
@@ -115,6 +124,7 @@ def build_snapshot(
         merged=merged,
         hidden=hidden,
         next_change=min(held) if held else None,
+        pending=frozenset(pending),
     )
 
 
@@ -132,6 +142,8 @@ class Refresher:
         self._cooldown: asyncio.TimerHandle | None = None
         self._background = False
         self.reload_error: str | None = None  # the last refused config, until one is accepted
+        self.verifier = Verifier(config.mirrors.verify, session)
+        self._verifying: asyncio.Task[int] | None = None
 
     def state(self, name: str) -> UpstreamState:
         for state in self.states:
@@ -152,6 +164,8 @@ class Refresher:
         if not self._background:
             return
         self._tasks.append(asyncio.create_task(self._build_loop(), name="catalog-builder"))
+        if any(policy.verify_mode != "off" for policy in view_policies(self.config)):
+            self._tasks.append(asyncio.create_task(self._reverify_loop(), name="reverify"))
         for state in self.states:
             self._tasks.append(
                 asyncio.create_task(self._sync_loop(state), name=f"sync-{state.name}")
@@ -176,11 +190,17 @@ class Refresher:
             states.append(state)
         self.config = config
         self.states = states
+        if config.mirrors.verify != self.verifier.settings:
+            self.verifier = Verifier(config.mirrors.verify, self.session)
         self._start_tasks()
         await self.rebuild_now()
 
     async def stop(self) -> None:
         self._schedule_cooldown_rebuild(None)
+        if self._verifying is not None:
+            self._verifying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._verifying
         await self._stop_tasks()
 
     async def _stop_tasks(self) -> None:
@@ -318,16 +338,35 @@ class Refresher:
         started = time.monotonic()
         sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in self.states]
         origins = {s.name: Origin(s.name, s.synced_at) for s in self.states}
-        snapshot = await asyncio.to_thread(build_snapshot, self.config, sources, origins)
+        snapshot = await asyncio.to_thread(
+            build_snapshot, self.config, sources, origins, None, self.verifier.lookup
+        )
         self.snapshot = snapshot
         self._built.set()
         self._schedule_cooldown_rebuild(snapshot.next_change)
+        if snapshot.pending and self._background:
+            self._start_verification(snapshot.pending)
         log.info(
             "catalog_swapped",
             views={name: len(view) for name, view in snapshot.views.items()},
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         return snapshot
+
+    def _start_verification(self, checks: frozenset[Check]) -> None:
+        if self._verifying is not None and not self._verifying.done():
+            return  # the running round's rebuild will collect what is still pending
+        self._verifying = asyncio.create_task(self.verify(checks), name="mirror-verification")
+
+    async def verify(self, checks: frozenset[Check] | None = None) -> int:
+        """Ask the mirrors what the snapshot still needs to know; rebuild when answers came."""
+        if checks is None:
+            checks = self.snapshot.pending if self.snapshot else frozenset()
+        fetched = await self.verifier.run(checks)
+        log.info("mirrors_verified", checks=len(checks), fetched=fetched)
+        if fetched:
+            self._dirty.set()
+        return fetched
 
     def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:
         """Versions held back by `min_age` appear by themselves once old enough."""
@@ -338,6 +377,12 @@ class Refresher:
             return
         delay = max((when - datetime.now(UTC)).total_seconds(), 0.0) + 0.001
         self._cooldown = asyncio.get_running_loop().call_later(delay, self._dirty.set)
+
+    async def _reverify_loop(self) -> None:
+        """Results age out after `ttl`: a rebuild then finds them pending and asks again."""
+        while True:
+            await asyncio.sleep(self.config.mirrors.verify.ttl)
+            self._dirty.set()
 
     async def _build_loop(self) -> None:
         while True:

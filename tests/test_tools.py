@@ -14,6 +14,7 @@ from gateway.cli import main
 from tests.conftest import REPO, file_upstream, write_config
 
 DEMO = str(REPO / "federation_config" / "demo")
+MIRRORED_GITHUB = "registry.demo.example/ghcr/github/github-mcp-server:0.21.0"
 PROPOSED = str(REPO / "federation_config" / "demo-proposed")
 
 
@@ -41,6 +42,13 @@ def test_explain_shows_every_version_in_every_view(state: str, capsys: Any) -> N
     new, old = versions["0.21.0"]["views"], versions["0.19.1"]["views"]
     assert new["default"] == {
         "served": True, "reason": "served", "rules": ["policy.yaml rules[2]"], "isLatest": True,
+        "packages": [
+            {
+                "registryType": "oci",
+                "original": {"identifier": "ghcr.io/github/github-mcp-server:0.21.0"},
+                "location": {"identifier": MIRRORED_GITHUB},
+            }
+        ],
     }  # fmt: skip
     assert new["payments"]["removedPackages"] == ["oci"]
     assert old["payments"]["reason"] == "denied"
