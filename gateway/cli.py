@@ -23,6 +23,7 @@ from gateway.config import (
     DEFAULT_VIEW,
     FederationConfig,
     GatewaySettings,
+    MirrorSettings,
     PolicySettings,
     ViewSettings,
 )
@@ -237,6 +238,7 @@ def config_schemas() -> dict[str, dict[str, object]]:
     return {
         "gateway.yaml": GatewaySettings.model_json_schema(),
         "policy.yaml": PolicySettings.model_json_schema(),
+        "mirrors.yaml": MirrorSettings.model_json_schema(),
         "views/<view>.yaml": ViewSettings.model_json_schema(),
     }
 
@@ -244,6 +246,7 @@ def config_schemas() -> dict[str, dict[str, object]]:
 SCHEMA_FILES = {
     "gateway.yaml": "gateway.schema.json",
     "policy.yaml": "policy.schema.json",
+    "mirrors.yaml": "mirrors.schema.json",
     "views/<view>.yaml": "view.schema.json",
 }
 

@@ -146,7 +146,9 @@ class Mirrors:
         target = f"{self._oci[reference.host]}/{reference.repository}{reference.suffix}"
         rewritten = {k: v for k, v in package.items() if k != "registryBaseUrl"}
         rewritten["identifier"] = target
-        keys = ("identifier", "registryBaseUrl") if "registryBaseUrl" in package else ("identifier",)
+        keys = (
+            ("identifier", "registryBaseUrl") if "registryBaseUrl" in package else ("identifier",)
+        )
         return Rewritten(rewritten, _location(package, *keys), mirrored=True)
 
 

@@ -150,14 +150,15 @@ async def test_export_is_served_unchanged_by_another_gateway(
 
 def test_config_schema_validates_the_shipped_configs(tmp_path: Path, capsys: Any) -> None:
     schemas = run_json(capsys, "config-schema")
-    assert set(schemas) == {"gateway.yaml", "policy.yaml", "views/<view>.yaml"}
+    assert set(schemas) == {"gateway.yaml", "policy.yaml", "mirrors.yaml", "views/<view>.yaml"}
     for directory in ("demo", "demo-proposed", "example"):
         root = REPO / "federation_config" / directory
         gateway = yaml.safe_load((root / "gateway.yaml").read_text(encoding="utf-8"))
         jsonschema.validate(gateway, schemas["gateway.yaml"])
-        if (root / "policy.yaml").exists():
-            policy = yaml.safe_load((root / "policy.yaml").read_text(encoding="utf-8"))
-            jsonschema.validate(policy, schemas["policy.yaml"])
+        for file in ("policy.yaml", "mirrors.yaml"):
+            if (root / file).exists():
+                document = yaml.safe_load((root / file).read_text(encoding="utf-8"))
+                jsonschema.validate(document, schemas[file])
         for view in (root / "views").glob("*.yaml") if (root / "views").exists() else ():
             jsonschema.validate(
                 yaml.safe_load(view.read_text(encoding="utf-8")), schemas["views/<view>.yaml"]
@@ -166,7 +167,7 @@ def test_config_schema_validates_the_shipped_configs(tmp_path: Path, capsys: Any
         jsonschema.validate({"default": "maybe"}, schemas["policy.yaml"])
     assert main(["config-schema", "--out", str(tmp_path / "schemas")]) == 0
     assert sorted(p.name for p in (tmp_path / "schemas").iterdir()) == [
-        "gateway.schema.json", "policy.schema.json", "view.schema.json",
+        "gateway.schema.json", "mirrors.schema.json", "policy.schema.json", "view.schema.json",
     ]  # fmt: skip
 
 

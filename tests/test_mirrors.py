@@ -1,0 +1,221 @@
+"""Mirror rewrites: table tests per registry type, and the property that only locations change."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.config import MirrorSettings, PolicySettings, ViewSettings
+from gateway.entry import parse_item
+from gateway.mirrors import Mirrors, OciReference, rewrite_packages
+from gateway.view import ViewPolicy
+from tests.fakes import server_entry
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+MIRRORS = MirrorSettings.model_validate(
+    {
+        "npm": "https://art.example.com/api/npm/npm-remote/",
+        "pypi": [
+            {"match": "acme-*", "url": "https://art.example.com/api/pypi/internal/simple/"},
+            {"match": "acme-special", "url": "https://never.example.com/simple/"},
+            {"url": "https://art.example.com/api/pypi/remote/simple/"},
+        ],
+        "nuget": "https://nexus.example.com/repository/nuget-proxy/index.json",
+        "cargo": "https://art.example.com/api/cargo/crates/index/",
+        "oci": {
+            "docker.io": "registry.example.com/dockerhub",
+            "ghcr.io": "registry.example.com/ghcr",
+        },
+        "mcpb": {
+            "https://github.com/": "https://art.example.com/github-releases/",
+            "https://github.com/acme/": "https://art.example.com/acme-releases/",
+        },
+    }
+)
+
+
+def pkg(registry_type: str, identifier: str, **extra: Any) -> dict[str, Any]:
+    return {"registryType": registry_type, "identifier": identifier, **extra}
+
+
+@pytest.mark.parametrize(
+    ("package", "expected"),
+    [
+        (pkg("npm", "@acme/weather", version="1.0.0"), {"registryBaseUrl": "https://art.example.com/api/npm/npm-remote/"}),
+        (pkg("npm", "x", registryBaseUrl="https://registry.npmjs.org"), {"registryBaseUrl": "https://art.example.com/api/npm/npm-remote/"}),
+        (pkg("pypi", "acme-tools"), {"registryBaseUrl": "https://art.example.com/api/pypi/internal/simple/"}),
+        (pkg("pypi", "acme-special"), {"registryBaseUrl": "https://art.example.com/api/pypi/internal/simple/"}),  # first match wins
+        (pkg("pypi", "requests-mcp"), {"registryBaseUrl": "https://art.example.com/api/pypi/remote/simple/"}),
+        (pkg("nuget", "Contoso.Mcp"), {"registryBaseUrl": "https://nexus.example.com/repository/nuget-proxy/index.json"}),
+        (pkg("cargo", "ripgrep-mcp"), {"registryBaseUrl": "https://art.example.com/api/cargo/crates/index/"}),
+        (pkg("oci", "ghcr.io/acme/weather:1.2.0"), {"identifier": "registry.example.com/ghcr/acme/weather:1.2.0"}),
+        (pkg("oci", "acme/weather:1.2.0"), {"identifier": "registry.example.com/dockerhub/acme/weather:1.2.0"}),
+        (pkg("oci", "nginx:latest"), {"identifier": "registry.example.com/dockerhub/library/nginx:latest"}),
+        (pkg("oci", "index.docker.io/acme/w"), {"identifier": "registry.example.com/dockerhub/acme/w"}),
+        (pkg("oci", "ghcr.io/acme/w@sha256:" + "a" * 64), {"identifier": "registry.example.com/ghcr/acme/w@sha256:" + "a" * 64}),
+        (pkg("oci", "quay.io/acme/w:1"), None),  # no rule for quay.io
+        (pkg("oci", "acme/w", registryBaseUrl="https://docker.io", version="2.0"), {"identifier": "registry.example.com/dockerhub/acme/w:2.0"}),
+        (pkg("mcpb", "https://github.com/x/y/releases/download/v1/y.mcpb", fileSha256="f" * 64), {"identifier": "https://art.example.com/github-releases/x/y/releases/download/v1/y.mcpb"}),
+        (pkg("mcpb", "https://github.com/acme/y/releases/download/v1/y.mcpb"), {"identifier": "https://art.example.com/acme-releases/y/releases/download/v1/y.mcpb"}),  # longest prefix
+        (pkg("mcpb", "https://github.com/x/../../etc/passwd"), None),  # may not climb out
+        (pkg("mcpb", "https://gitlab.com/x/y.mcpb"), None),
+        (pkg("gem", "rails-mcp"), None),  # unknown types are data, not errors
+    ],
+)  # fmt: skip
+def test_rewrite_table(package: dict[str, Any], expected: dict[str, Any] | None) -> None:
+    result = Mirrors(MIRRORS).rewrite(copy.deepcopy(package))
+    if expected is None:
+        assert not result.mirrored
+        assert result.package == package
+        return
+    assert result.mirrored
+    assert {k: result.package.get(k) for k in expected} == expected
+    assert "registryBaseUrl" not in result.package or package["registryType"] != "oci"
+    changed = {
+        k for k in package.keys() | result.package.keys() if package.get(k) != result.package.get(k)
+    }
+    assert changed <= {"registryBaseUrl", "identifier"}
+    assert result.original is not None
+    for key, value in result.original.items():
+        assert package.get(key) == value  # what was replaced, recorded as it was
+
+
+def test_mcpb_keeps_its_sha() -> None:
+    package = pkg("mcpb", "https://github.com/x/y.mcpb", fileSha256="f" * 64)
+    assert Mirrors(MIRRORS).rewrite(package).package["fileSha256"] == "f" * 64
+
+
+@pytest.mark.parametrize(
+    ("reference", "host", "repository", "tag"),
+    [
+        ("ghcr.io/a/b:1", "ghcr.io", "a/b", "1"),
+        ("a/b", "docker.io", "a/b", "latest"),
+        ("redis", "docker.io", "library/redis", "latest"),
+        ("localhost:5000/a/b@sha256:00", "localhost:5000", "a/b", "sha256:00"),
+        ("registry-1.docker.io/a/b:2", "docker.io", "a/b", "2"),
+    ],
+)
+def test_oci_reference(reference: str, host: str, repository: str, tag: str) -> None:
+    parsed = OciReference.parse(reference)
+    assert parsed is not None
+    assert (parsed.host, parsed.repository, parsed.reference) == (host, repository, tag)
+
+
+def test_oci_reference_rejects_nonsense() -> None:
+    assert OciReference.parse("ghcr.io/UPPER/Case:1") is None
+    assert OciReference.parse("ghcr.io/a/../b:1") is None
+
+
+PACKAGES = [pkg("npm", "a", version="1"), pkg("gem", "b"), pkg("oci", "quay.io/c/d:1")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "kept", "dropped", "drop_server"),
+    [
+        ("keep", ["npm", "gem", "oci"], [], False),
+        ("drop-package", ["npm"], ["gem", "oci"], False),
+        ("drop-server", [], ["gem"], True),
+    ],
+)
+def test_unmirrored_modes(
+    mode: str, kept: list[str], dropped: list[str], drop_server: bool
+) -> None:
+    settings = MIRRORS.model_copy(update={"unmirrored": mode})
+    result = rewrite_packages(Mirrors(settings), copy.deepcopy(PACKAGES))
+    assert [p["registryType"] for p in result.packages] == kept
+    assert result.dropped == dropped
+    assert result.drop_server is drop_server
+
+
+def test_per_view_mirrors_override_only_what_they_name() -> None:
+    own = ViewSettings.model_validate({"mirrors": {"npm": "https://art.example.com/payments-npm/"}})
+    view = ViewPolicy.of("payments", PolicySettings(), own, MIRRORS)
+    base = ViewPolicy.of("default", PolicySettings(), None, MIRRORS)
+    entry = parse_item(
+        server_entry("io.github.a/b", "1.0.0", packages=[pkg("npm", "x"), pkg("pypi", "acme-y")]),
+        seen_at=NOW,
+    )
+    in_view, in_base = view.decide("o", entry, NOW), base.decide("o", entry, NOW)
+    assert in_view.server is not None
+    assert in_base.server is not None
+    assert (
+        in_view.server["packages"][0]["registryBaseUrl"] == "https://art.example.com/payments-npm/"
+    )
+    assert (
+        in_base.server["packages"][0]["registryBaseUrl"]
+        == "https://art.example.com/api/npm/npm-remote/"
+    )
+    assert in_view.server["packages"][1] == in_base.server["packages"][1]  # pypi inherited
+    assert in_view.packages[0]["original"] == {"registryBaseUrl": None}
+
+
+def test_drop_server_hides_the_version_and_says_why() -> None:
+    settings = MIRRORS.model_copy(update={"unmirrored": "drop-server"})
+    view = ViewPolicy.of("v", PolicySettings(), None, settings)
+    entry = parse_item(
+        server_entry("io.github.a/b", "1.0.0", packages=[pkg("gem", "x")]), seen_at=NOW
+    )
+    decision = view.decide("o", entry, NOW)
+    assert (decision.served, decision.reason) == (False, "unmirrored")
+
+
+def test_rewrite_never_touches_name_or_remotes() -> None:
+    remotes = [{"type": "streamable-http", "url": "https://mcp.github.com/mcp"}]
+    entry = parse_item(
+        server_entry(
+            "io.github.a/b", "1.0.0", packages=[pkg("oci", "ghcr.io/a/b:1")], remotes=remotes
+        ),
+        seen_at=NOW,
+    )
+    decision = ViewPolicy.of("v", PolicySettings(), None, MIRRORS).decide("o", entry, NOW)
+    assert decision.server is not None
+    assert decision.server["name"] == "io.github.a/b"
+    assert decision.server["remotes"] == remotes
+    assert (
+        entry.server["packages"][0]["identifier"] == "ghcr.io/a/b:1"
+    )  # the upstream's copy untouched
+
+
+identifiers = st.one_of(
+    st.sampled_from(["@acme/weather", "acme-tools", "Contoso.Mcp", "ripgrep", "a"]),
+    st.builds(lambda h, r, t: f"{h}{r}{t}", st.sampled_from(["", "ghcr.io/", "docker.io/", "quay.io/"]),
+              st.sampled_from(["acme/w", "redis", "a/b/c"]), st.sampled_from(["", ":1", ":latest", "@sha256:" + "b" * 64])),
+    st.builds(lambda p: f"https://github.com/{p}", st.sampled_from(["x/y.mcpb", "acme/z/v1/z.mcpb"])),
+)  # fmt: skip
+packages = st.fixed_dictionaries(
+    {
+        "registryType": st.sampled_from(["npm", "pypi", "nuget", "cargo", "oci", "mcpb", "gem"]),
+        "identifier": identifiers,
+    },
+    optional={
+        "version": st.sampled_from(["1.0.0", "2.0"]),
+        "registryBaseUrl": st.sampled_from(
+            ["https://registry.npmjs.org", "https://pypi.org/simple"]
+        ),
+        "fileSha256": st.just("c" * 64),
+        "transport": st.just({"type": "stdio"}),
+        "runtimeHint": st.sampled_from(["npx", "uvx", "docker"]),
+        "environmentVariables": st.just([{"name": "TOKEN", "isSecret": True}]),
+    },
+)
+
+
+@given(st.lists(packages, min_size=1, max_size=4))
+def test_rewrite_changes_only_location_fields(original: list[dict[str, Any]]) -> None:
+    result = rewrite_packages(Mirrors(MIRRORS), copy.deepcopy(original))
+    assert len(result.packages) == len(original)  # unmirrored: keep
+    for before, after, recorded in zip(original, result.packages, result.originals, strict=True):
+        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        assert changed <= {"registryBaseUrl", "identifier"}
+        if changed:
+            assert recorded is not None
+            assert all(before.get(k) == v for k, v in recorded.items())
+        if before["registryType"] != "oci":
+            assert (
+                after.get("identifier") == before["identifier"] or before["registryType"] == "mcpb"
+            )

@@ -1,0 +1,323 @@
+"""Mirror verification against real aiohttp servers that speak each mirror's read API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+
+from gateway.app import REFRESHER
+from gateway.config import VerifySettings
+from gateway.loader import load_config
+from gateway.verify import Check, Verifier, cargo_index_path, check_for, pypi_versions
+from tests.conftest import file_upstream
+from tests.fakes import server_entry
+
+TOKEN = "t0k3n"
+USER, PASSWORD = "mirror-user", "mirror-pass"
+
+
+class FakeMirror:
+    """One loopback server speaking npm, PyPI (PEP 691), NuGet v3, cargo sparse, OCI and files."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.npm = {"@acme/weather": ["1.0.0", "1.2.0"]}
+        self.pypi = {"acme-tools": ["acme_tools-1.0.0-py3-none-any.whl", "acme-tools-1.1.0.tar.gz"]}
+        self.nuget = {"contoso.mcp": ["1.0.0", "2.0.0-beta"]}
+        self.cargo = {"ripgrep-mcp": [("0.1.0", False), ("0.2.0", True)]}
+        self.manifests = {("acme/weather", "1.2.0"), ("acme/weather", "sha256:" + "a" * 64)}
+        self.files = {"notes-1.0.0.mcpb"}
+        self.down = False
+        self.url = ""
+        self.npm_delay = 0.0
+        self.npm_active = self.npm_peak = 0
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.hits[request.path] += 1
+            if self.down:
+                return web.Response(status=503)
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app = web.Application(middlewares=[count])
+        app.router.add_get("/npm/{name:.*}", self.npm_packument)
+        app.router.add_get("/pypi/simple/{name}/", self.pypi_project)
+        app.router.add_get("/nuget/index.json", self.nuget_index)
+        app.router.add_get("/nuget/flat/{id}/index.json", self.nuget_versions)
+        app.router.add_get("/cargo/index/{path:.*}", self.cargo_index)
+        app.router.add_route("HEAD", "/v2/{repo:.*}/manifests/{ref}", self.oci_manifest)
+        app.router.add_get("/token", self.oci_token)
+        app.router.add_route("*", "/files/{name}", self.file)
+        return app
+
+    async def npm_packument(self, request: web.Request) -> web.Response:
+        self.npm_active += 1
+        self.npm_peak = max(self.npm_peak, self.npm_active)
+        try:
+            await asyncio.sleep(self.npm_delay)
+        finally:
+            self.npm_active -= 1
+        versions = self.npm.get(request.match_info["name"])
+        if versions is None:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(
+            {"name": request.match_info["name"], "versions": {v: {} for v in versions}}
+        )
+
+    async def pypi_project(self, request: web.Request) -> web.Response:
+        files = self.pypi.get(request.match_info["name"])
+        if files is None:
+            return web.Response(status=404)
+        body = {"meta": {"api-version": "1.0"}, "files": [{"filename": f} for f in files]}
+        return web.Response(
+            body=orjson.dumps(body), content_type="application/vnd.pypi.simple.v1+json"
+        )
+
+    async def nuget_index(self, request: web.Request) -> web.Response:
+        resources = [{"@id": f"{self.url}/nuget/flat/", "@type": "PackageBaseAddress/3.0.0"}]
+        return web.json_response({"version": "3.0.0", "resources": resources})
+
+    async def nuget_versions(self, request: web.Request) -> web.Response:
+        versions = self.nuget.get(request.match_info["id"])
+        if versions is None:
+            return web.Response(status=404)
+        return web.json_response({"versions": versions})
+
+    async def cargo_index(self, request: web.Request) -> web.Response:
+        for name, versions in self.cargo.items():
+            if request.match_info["path"] == cargo_index_path(name):
+                lines = [orjson.dumps({"name": name, "vers": v, "yanked": y}) for v, y in versions]
+                return web.Response(body=b"\n".join(lines))
+        return web.Response(status=404)
+
+    async def oci_manifest(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            challenge = (
+                f'Bearer realm="{self.url}/token",service="fake-registry",'
+                f'scope="repository:{request.match_info["repo"]}:pull"'
+            )
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        found = (request.match_info["repo"], request.match_info["ref"]) in self.manifests
+        return web.Response(status=200 if found else 404)
+
+    async def oci_token(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.Response(status=401)
+        assert request.query["scope"].startswith("repository:")
+        return web.json_response({"token": TOKEN})
+
+    async def file(self, request: web.Request) -> web.Response:
+        if request.method == "HEAD" and request.match_info["name"].startswith("nohead-"):
+            return web.Response(status=405)
+        name = request.match_info["name"].removeprefix("nohead-")
+        if name not in self.files:
+            return web.Response(status=404)
+        return web.Response(status=206 if "Range" in request.headers else 200, body=b"x")
+
+
+@pytest.fixture
+async def mirror() -> AsyncIterator[FakeMirror]:
+    fake = FakeMirror()
+    runner = web.AppRunner(fake.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def verifier(mirror: FakeMirror, session: aiohttp.ClientSession, **extra: Any) -> Verifier:
+    credentials = [{"prefix": mirror.url + "/", "username": USER, "password": PASSWORD}]
+    settings = VerifySettings.model_validate(
+        {"mode": "annotate", "credentials": credentials, **extra}
+    )
+    return Verifier(settings, session)
+
+
+def host(mirror: FakeMirror) -> str:
+    return mirror.url.removeprefix("http://")
+
+
+def checks(mirror: FakeMirror) -> list[tuple[Check, str]]:
+    m = mirror.url
+    return [
+        (Check("npm", f"{m}/npm/", "@acme/weather", "1.2.0"), "available"),
+        (Check("npm", f"{m}/npm/", "@acme/weather", "9.0.0"), "missing"),
+        (Check("npm", f"{m}/npm/", "@acme/absent", "1.0.0"), "missing"),
+        (Check("pypi", f"{m}/pypi/simple/", "Acme_Tools", "1.0.0"), "available"),
+        (Check("pypi", f"{m}/pypi/simple/", "acme-tools", "1.1"), "available"),  # 1.1 == 1.1.0
+        (Check("pypi", f"{m}/pypi/simple/", "acme-tools", "2.0.0"), "missing"),
+        (Check("nuget", f"{m}/nuget/index.json", "Contoso.Mcp", "2.0.0-BETA"), "available"),
+        (Check("nuget", f"{m}/nuget/index.json", "Contoso.Mcp", "3.0.0"), "missing"),
+        (Check("cargo", f"sparse+{m}/cargo/index/", "ripgrep-mcp", "0.1.0"), "available"),
+        (Check("cargo", f"{m}/cargo/index/", "ripgrep-mcp", "0.2.0"), "missing"),  # yanked
+        (Check("oci", host(mirror), "acme/weather", "1.2.0"), "available"),
+        (Check("oci", host(mirror), "acme/weather", "sha256:" + "a" * 64), "available"),
+        (Check("oci", host(mirror), "acme/weather", "9.9.9"), "missing"),
+        (Check("mcpb", f"{m}/files/notes-1.0.0.mcpb", "", ""), "available"),
+        (Check("mcpb", f"{m}/files/nohead-notes-1.0.0.mcpb", "", ""), "available"),
+        (Check("mcpb", f"{m}/files/gone.mcpb", "", ""), "missing"),
+    ]
+
+
+async def test_every_mirror_api(mirror: FakeMirror, session: aiohttp.ClientSession) -> None:
+    v = verifier(mirror, session)
+    table = checks(mirror)
+    await v.run(check for check, _ in table)
+    results = {check: v.lookup(check) for check, _ in table}
+    assert {c: (r.result if r else None) for c, r in results.items()} == dict(table)
+    assert all(r is not None and r.fresh for r in results.values())
+    # One document answers every version of a package: a single packument fetch for npm.
+    assert mirror.hits["/npm/@acme/weather"] == 1
+
+
+async def test_results_are_cached_misses_too(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    v = verifier(mirror, session)
+    missing = Check("npm", f"{mirror.url}/npm/", "@acme/absent", "1.0.0")
+    await v.run([missing])
+    await v.run([missing])
+    assert mirror.hits["/npm/@acme/absent"] == 1
+    expired = verifier(mirror, session, ttl="0s")
+    await expired.run([missing])
+    await expired.run([missing])
+    assert mirror.hits["/npm/@acme/absent"] == 3
+
+
+async def test_a_mirror_that_is_down_is_unknown_never_missing(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    mirror.down = True
+    v = verifier(mirror, session)
+    await v.run(check for check, _ in checks(mirror))
+    assert {v.lookup(c).result for c, _ in checks(mirror)} == {"unknown"}  # type: ignore[union-attr]
+    closed = Check("npm", "http://127.0.0.1:9/npm/", "@acme/weather", "1.2.0")
+    await v.run([closed])
+    assert v.lookup(closed).result == "unknown"  # type: ignore[union-attr]
+
+
+async def test_concurrency_is_bounded(mirror: FakeMirror, session: aiohttp.ClientSession) -> None:
+    mirror.npm_delay = 0.02
+    v = verifier(mirror, session, concurrency=3)
+    many = [Check("npm", f"{mirror.url}/npm/", f"pkg-{i}", "1.0.0") for i in range(12)]
+    await v.run(many)
+    assert mirror.hits.total() == 12
+    assert mirror.npm_peak == 3  # reached, never exceeded
+
+
+def test_check_for_reads_the_served_location() -> None:
+    assert check_for({"registryType": "npm", "identifier": "x", "version": "1"}) is None  # no URL
+    oci = check_for({"registryType": "oci", "identifier": "registry.example.com/ghcr/a/b:1.0"})
+    assert oci == Check("oci", "registry.example.com", "ghcr/a/b", "1.0")
+    assert check_for({"registryType": "mcpb", "identifier": "file:///etc/passwd"}) is None
+
+
+def test_only_mirrored_packages_are_checked() -> None:
+    """A package no mirror rule covers keeps its public location and is never verified: the
+    gateway only ever contacts URLs built from configured mirrors."""
+    from datetime import UTC, datetime
+
+    from gateway.config import MirrorSettings, PolicySettings
+    from gateway.entry import parse_item
+    from gateway.view import ViewPolicy
+
+    mirrors = MirrorSettings.model_validate(
+        {"npm": "https://art.example.com/npm/", "verify": {"mode": "enforce"}}
+    )
+    packages = [
+        {"registryType": "npm", "identifier": "a", "version": "1.0.0"},
+        {"registryType": "oci", "identifier": "ghcr.io/a/b:1.0.0"},
+        {"registryType": "mcpb", "identifier": "https://github.com/a/b.mcpb"},
+    ]
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    entry = parse_item(server_entry("io.github.a/b", "1.0.0", packages=packages), seen_at=now)
+    decision = ViewPolicy.of("v", PolicySettings(), None, mirrors).decide("o", entry, now)
+    assert decision.pending == (Check("npm", "https://art.example.com/npm/", "a", "1.0.0"),)
+    assert [m.get("verification") for m in decision.packages] == ["unknown", None, None]
+    assert decision.served  # unknown never hides, even when enforcing
+
+
+def test_pypi_versions_from_filenames() -> None:
+    files = ["Acme.Tools-1.0.0-py3-none-any.whl", "acme_tools-1.1.0.tar.gz", "other-9.0.0.zip"]
+    assert pypi_versions("acme-tools", files) == {"1.0.0", "1.1.0"}
+
+
+# End to end through the gateway -------------------------------------------------------------
+
+
+def write_yaml(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+
+@pytest.mark.parametrize("mode", ["annotate", "enforce"])
+async def test_gateway_annotates_or_enforces(
+    mode: str, mirror: FakeMirror, tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    def oci(version: str, published: str) -> dict[str, Any]:
+        package = {
+            "registryType": "oci",
+            "identifier": f"ghcr.io/acme/weather:{version}",
+            "transport": {"type": "stdio"},
+        }
+        return server_entry(
+            "io.github.acme/weather", version, published=published, packages=[package]
+        )
+
+    items = [oci("1.2.0", "2026-01-01T00:00:00Z"), oci("1.3.0", "2026-02-01T00:00:00Z")]
+    config = make_config(upstreams=[file_upstream(tmp_path / "d", "up", items)], access_log=False)
+    credentials = [{"prefix": mirror.url + "/", "username": USER, "password": PASSWORD}]
+    write_yaml(
+        config.directory / "mirrors.yaml",
+        {
+            "oci": {"ghcr.io": f"{host(mirror)}/ghcr"},
+            "verify": {"mode": mode, "credentials": credentials},
+        },
+    )
+    mirror.manifests = {("ghcr/acme/weather", "1.2.0")}  # 1.3.0 never reached the mirror
+    client = await serve(load_config(config.directory))
+    refresher = client.app[REFRESHER]
+    await refresher.verify()
+    await refresher.rebuild_now()
+
+    listing = await (await client.get("/v0.1/servers?include_deleted=true")).json()
+    verdicts = {
+        e["server"]["version"]: e["_meta"]["com.example.mcp-gateway"]["packages"][0]["verification"]
+        for e in listing["servers"]
+    }
+    latest = await (
+        await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/latest")
+    ).json()
+    if mode == "annotate":
+        assert verdicts == {"1.2.0": "available", "1.3.0": "missing"}
+        assert latest["server"]["version"] == "1.3.0"
+    else:
+        assert verdicts == {"1.2.0": "available"}  # the missing version is hidden
+        assert latest["server"]["version"] == "1.2.0"  # latest moved to what can be installed
+    served = listing["servers"][0]
+    assert (
+        served["server"]["packages"][0]["identifier"] == f"{host(mirror)}/ghcr/acme/weather:1.2.0"
+    )
+    assert served["_meta"]["com.example.mcp-gateway"]["packages"][0]["checkedAt"]
