@@ -15,7 +15,8 @@ from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, Unauthorized
 from gateway.explain import explain
 from gateway.merge import Source
-from gateway.refresher import Refresher, view_policies
+from gateway.refresher import Refresher
+from gateway.snapshot import view_policies
 
 log = structlog.get_logger("gateway.admin")
 
@@ -55,7 +56,7 @@ def _explain(refresher: Refresher, params: Any) -> dict[str, Any]:
     config = refresher.config
     if view is not None and view != DEFAULT_VIEW and view not in config.views:
         raise NotFound(f"View not found: {view!r} is not configured")
-    sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in refresher.states]
+    sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in refresher.feeds]
     return explain(
         config,
         view_policies(config),

@@ -22,7 +22,7 @@ from gateway.catalog import Item, ViewCatalog
 from gateway.config import DEFAULT_VIEW
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound, NotReady
 from gateway.query import parse_include_deleted, parse_list_query, select_page
-from gateway.refresher import Snapshot
+from gateway.snapshot import Snapshot
 
 API_PREFIXES = ("/v0.1", "/v0")
 READ_METHODS = frozenset({"GET", "HEAD"})

@@ -33,10 +33,14 @@ CONFIG_LOADER: web.AppKey[ConfigLoader] = web.AppKey("config_loader")
 API = web.AppKey("api", Api)
 
 GZIP_MIN_BYTES = 1024
+STALE_HEADER = "X-Gateway-Stale-Upstreams"  # upstreams whose last good data is being served
+CATALOG_ENDPOINTS = frozenset({"list", "versions", "version"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Content-Type, Content-Length, ETag, X-Request-Id",
+    "Access-Control-Expose-Headers": (
+        "Content-Type, Content-Length, ETag, X-Request-Id, X-Gateway-Stale-Upstreams"
+    ),
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -165,8 +169,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if request.method == "OPTIONS":
         return _preflight(request)
     check_method(request.method)
-    rendered = request.app[API].answer(refresher.snapshot, route, request.query)
-    return respond(request, rendered)
+    snapshot = refresher.snapshot
+    rendered = request.app[API].answer(snapshot, route, request.query)
+    response = respond(request, rendered)
+    if snapshot is not None and snapshot.stale and route.endpoint in CATALOG_ENDPOINTS:
+        response.headers[STALE_HEADER] = ", ".join(snapshot.stale)
+    return response
 
 
 def create_app(

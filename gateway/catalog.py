@@ -29,11 +29,22 @@ class Origin:
 
     upstream: str
     synced_at: datetime | None
-    stale: bool = False
+    stale_since: datetime | None = None  # the upstream's syncs fail since then
+    beyond_max_stale: bool = False
+    hidden: bool = False  # beyond max_stale with on_stale: hide
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
 
     def as_meta(self) -> dict[str, Any]:
         synced = format_timestamp(self.synced_at) if self.synced_at else None
-        return {"upstream": self.upstream, "syncedAt": synced, "stale": self.stale}
+        meta: dict[str, Any] = {"upstream": self.upstream, "syncedAt": synced, "stale": self.stale}
+        if self.stale_since is not None:
+            meta["staleSince"] = format_timestamp(self.stale_since)
+        if self.beyond_max_stale:
+            meta["beyondMaxStale"] = True
+        return meta
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,8 @@ from gateway.loader import load_config
 from gateway.logs import configure_logging
 from gateway.merge import Source
 from gateway.offline import snapshot_from_state, sources_from_state
-from gateway.refresher import Refresher, Snapshot, build_snapshot, view_policies
+from gateway.refresher import Refresher
+from gateway.snapshot import Snapshot, build_snapshot, view_policies
 from gateway.verify import Verifier
 from gateway.view import Lookup, ViewPolicy, no_lookup
 
@@ -117,7 +118,7 @@ async def _sync_once(config: FederationConfig) -> list[str]:
         refresher = Refresher(config, session)
         await refresher.start(background=False)
         await refresher.sync_all()
-        return [f"{s.name}: {s.last_error}" for s in refresher.states if s.last_error]
+        return [f"{s.name}: {s.last_error}" for s in refresher.feeds if s.last_error]
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:

@@ -97,6 +97,14 @@ class RetrySettings(Model):
     max_wait: Duration = Field(30.0, description="cap on one wait, Retry-After included")
 
 
+class BreakerSettings(Model):
+    """The per-upstream circuit breaker, on top of per-request retries."""
+
+    failures: int = Field(3, ge=1, description="consecutive failed syncs that open the breaker")
+    open_for: Duration = Field(60.0, description="no requests while open; then one probe")
+    max_open_for: Duration = Field(3600.0, description="open_for doubles up to this")
+
+
 class UpstreamSettings(Model):
     """One upstream registry (`url`) or catalog file (`file`)."""
 
@@ -113,6 +121,16 @@ class UpstreamSettings(Model):
     include: list[NameGlob] = Field(default_factory=lambda: ["*"])
     exclude: list[NameGlob] = Field(default_factory=list)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    sync_deadline: Duration = Field(600.0, description="a whole sync, all pages, at most this")
+    max_page_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="a bigger page fails")
+    max_pages: int = Field(5000, ge=1, description="a walk with more pages fails")
+    max_entry_bytes: int = Field(256 * 1024, ge=256, description="bigger entries are skipped")
+    max_stale: Duration = Field(86400.0, description="after this without a sync: on_stale")
+    on_stale: Literal["flag", "hide"] = "flag"
+    max_drop: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of entries one sync may remove without a hold"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamSettings:
@@ -131,6 +149,7 @@ class GatewaySettings(Model):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+    watch_config: Duration = Field(5.0, description="reload when config files change; 0s: off")
     upstreams: list[UpstreamSettings] = Field(min_length=1)
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.catalog import ViewCatalog
-from gateway.refresher import Snapshot
+from gateway.snapshot import Snapshot
 
 Report = dict[str, Any]
 

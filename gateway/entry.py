@@ -16,6 +16,15 @@ STATUSES = frozenset({"active", "deprecated", "deleted"})
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Fields the gateway reads or IDEs rely on: a wrong type makes the entry unusable.
+_TYPED_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("description", str, "a string"),
+    ("title", str, "a string"),
+    ("packages", list, "a list"),
+    ("remotes", list, "a list"),
+    ("repository", dict, "an object"),
+    ("_meta", dict, "an object"),
+)
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -101,6 +110,9 @@ def parse_item(item: object, *, seen_at: datetime) -> Entry:
     version = server.get("version")
     if not isinstance(version, str) or not version or len(version) > 255:
         raise EntryRejected("server.version is missing or not a string", name)
+    for key, kind, described in _TYPED_FIELDS:
+        if key in server and not isinstance(server[key], kind):
+            raise EntryRejected(f"server.{key} is not {described}", name)
     official = meta.get(OFFICIAL, {})
     if not isinstance(official, dict):
         raise EntryRejected("_meta official is not an object", name)

@@ -9,7 +9,7 @@ from gateway.catalog import Origin
 from gateway.config import FederationConfig
 from gateway.errors import StateError
 from gateway.merge import Source, matches_any
-from gateway.refresher import Snapshot, build_snapshot
+from gateway.snapshot import Snapshot, build_snapshot
 from gateway.state import load_all
 
 

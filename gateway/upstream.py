@@ -22,8 +22,6 @@ from gateway.entry import Entry, EntryRejected, parse_item
 from gateway.errors import UpstreamInvalid, UpstreamUnavailable
 from gateway.merge import matches_any
 
-MAX_PAGES = 10_000
-
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
@@ -43,10 +41,19 @@ class Batch:
 
 
 def ingest(items: list[Any], settings: UpstreamSettings, seen_at: datetime, batch: Batch) -> None:
-    """Parse raw items into the batch, applying the upstream's include/exclude globs."""
+    """Parse raw items into the batch, one by one: a bad item is skipped, the rest is kept.
+
+    Applies the upstream's include/exclude globs and its size cap per entry.
+    """
+    cap = settings.max_entry_bytes
     for item in items:
         try:
             entry = parse_item(item, seen_at=seen_at)
+            size = len(orjson.dumps(item))
+            if size > cap:
+                raise EntryRejected(
+                    f"entry is {size} bytes, over max_entry_bytes {cap}", entry.name
+                )
         except EntryRejected as exc:
             batch.skipped.append(Skipped(exc.name, exc.reason))
             continue
@@ -124,7 +131,7 @@ class RegistryClient:
                     )
                 if response.status != 200:
                     raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.list_url)
-                body = await response.read()
+                body = await self._read_capped(response)
         except TimeoutError:
             raise UpstreamUnavailable(name, "timed out", url=self.list_url) from None
         except aiohttp.ClientError as exc:
@@ -134,6 +141,21 @@ class RegistryClient:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise UpstreamInvalid(name, f"body is not JSON: {exc}", url=self.list_url) from None
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        cap = self.settings.max_page_bytes
+        too_big = UpstreamInvalid(
+            self.settings.name, f"page larger than max_page_bytes ({cap})", url=self.list_url
+        )
+        if (response.content_length or 0) > cap:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in response.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > cap:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def get_page(self, params: dict[str, str]) -> Any:
         """One list page, with the configured retries around this single request."""
@@ -169,8 +191,9 @@ class RegistryClient:
                 return batch
             if cursor in seen_cursors:
                 raise UpstreamInvalid(self.settings.name, f"cursor loop at page {batch.pages}")
-            if batch.pages >= MAX_PAGES:
-                raise UpstreamInvalid(self.settings.name, f"more than {MAX_PAGES} pages")
+            if batch.pages >= self.settings.max_pages:
+                limit = self.settings.max_pages
+                raise UpstreamInvalid(self.settings.name, f"more than max_pages ({limit}) pages")
             seen_cursors.add(cursor)
 
 

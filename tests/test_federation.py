@@ -32,6 +32,13 @@ async def all_entries(client: Any, base: str = "", **params: str) -> list[dict[s
         query = {"limit": "100", "cursor": cursor}
 
 
+def without_gateway_meta(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "server": entry["server"],
+        "_meta": {k: v for k, v in entry["_meta"].items() if k != NS},
+    }
+
+
 def keys(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["server"]["name"], e["server"]["version"]) for e in entries]
 
@@ -136,14 +143,20 @@ async def test_restart_with_every_upstream_down_serves_last_good_catalog(
 
     for registry in (one, two):
         registry.fail_next(100)
-    second = await serve(config)  # ready at once from state_dir
+    second = await serve(config, sync=False)  # ready at once from state_dir
     after = await (await second.get("/v0.1/servers")).read()
-    assert orjson.loads(after)["servers"] == orjson.loads(before)["servers"]
+    assert after == before  # byte for byte
     await second.app[REFRESHER].sync_all()  # both upstreams fail
-    still = await (await second.get("/v0.1/servers")).read()
-    assert orjson.loads(still)["servers"] == orjson.loads(before)["servers"]
-    states = second.app[REFRESHER].states
-    assert all(state.last_error for state in states)
+    response = await second.get("/v0.1/servers")
+    still = orjson.loads(await response.read())["servers"]
+    # The same entries, now marked stale in the gateway's _meta; the client is told by header.
+    assert [without_gateway_meta(e) for e in still] == [
+        without_gateway_meta(e) for e in orjson.loads(before)["servers"]
+    ]
+    assert all(e["_meta"][NS]["stale"] is True for e in still)
+    assert all(e["_meta"][NS]["staleSince"] for e in still)
+    assert response.headers["X-Gateway-Stale-Upstreams"] == "one, two"
+    assert all(feed.last_error for feed in second.app[REFRESHER].feeds)
 
 
 async def test_retries_5xx_and_429_with_retry_after_and_sends_headers(
@@ -179,10 +192,18 @@ async def test_a_bad_answer_keeps_the_last_good_data(
     before = await (await client.get("/v0.1/servers")).read()
     registry.fail_next(1, Failure(status=200, body=b"<html>maintenance</html>"))
     await client.app[REFRESHER].sync_all()
-    state = client.app[REFRESHER].states[0]
+    state = client.app[REFRESHER].feeds[0]
     assert state.last_error is not None
     assert "not JSON" in state.last_error
-    assert await (await client.get("/v0.1/servers")).read() == before
+    after = orjson.loads(await (await client.get("/v0.1/servers")).read())["servers"]
+    assert [without_gateway_meta(e) for e in after] == [
+        without_gateway_meta(e) for e in orjson.loads(before)["servers"]
+    ]
+    assert after[0]["_meta"][NS]["stale"] is True
+    # The next good sync clears the mark, and the bytes are what they were.
+    await client.app[REFRESHER].sync_all()
+    recovered = await (await client.get("/v0.1/servers")).read()
+    assert orjson.loads(recovered)["servers"][0]["_meta"][NS]["stale"] is False
 
 
 async def test_a_gateway_federating_a_gateway_serves_the_same_catalog(

@@ -15,8 +15,8 @@ from gateway.config import FederationConfig, GatewaySettings, PolicySettings, Vi
 from gateway.entry import Entry, parse_item
 from gateway.merge import Source
 from gateway.policy import Policy
-from gateway.refresher import build_snapshot
 from gateway.semver import VersionRange
+from gateway.snapshot import build_snapshot
 from gateway.view import ViewPolicy
 from tests.fakes import server_entry
 

@@ -34,7 +34,7 @@ async def test_file_upstream_is_reread_when_it_changes(
     os.utime(path, ns=(1, 2_100_000_000_000_000_000))
     await client.app[REFRESHER].sync_all()
     assert await names(client) == ["com.e/a@1.0.0", "com.e/b@2.0.0"]  # last good kept
-    assert "not JSON" in (client.app[REFRESHER].states[0].last_error or "")
+    assert "not JSON" in (client.app[REFRESHER].feeds[0].last_error or "")
 
 
 async def test_include_exclude_applied_on_ingest(
@@ -64,4 +64,4 @@ async def test_malformed_entries_are_skipped_one_by_one(
     upstream = file_upstream(tmp_path / "data", "official", items)
     client = await serve(make_config(upstreams=[upstream]))
     assert await names(client) == ["io.github.ok/a@1.0.0", "io.github.ok/b@1.0.0"]
-    assert client.app[REFRESHER].states[0].skipped == 3
+    assert client.app[REFRESHER].feeds[0].skipped == 3

@@ -1,0 +1,248 @@
+"""One upstream's feed: its last good data, its health, and how one sync of it goes.
+
+A sync replaces the data only when it completed: a walk that fails halfway, runs past its
+deadline, or suddenly drops most entries (held until confirmed) leaves the last good data served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from gateway.breaker import Breaker
+from gateway.config import UpstreamSettings
+from gateway.entry import Entry, format_timestamp
+from gateway.errors import StateError, UpstreamError, UpstreamUnavailable
+from gateway.state import Saved, load, save
+from gateway.upstream import Batch, FileStamp, RegistryClient, file_stamp, read_file
+
+log = structlog.get_logger("gateway.feed")
+
+Key = tuple[str, str]
+# Incremental polls ask for a little more than strictly needed: entries updated in the same
+# instant as the newest one seen must not be missed. Re-applying an entry is harmless.
+_OVERLAP = timedelta(seconds=1)
+
+
+def active_count(entries: dict[Key, Entry]) -> int:
+    return sum(1 for entry in entries.values() if entry.status != "deleted")
+
+
+@dataclass(slots=True)
+class HeldDrop:
+    """A sync that would remove too many entries at once, waiting for a repeat or an operator."""
+
+    entries: dict[Key, Entry]
+    before: int
+    after: int
+    since: datetime
+
+
+@dataclass(slots=True)
+class Feed:
+    """An upstream's last good data and sync history (mutated only on the event loop)."""
+
+    settings: UpstreamSettings
+    entries: dict[Key, Entry] = field(default_factory=dict)
+    synced_at: datetime | None = None  # when the served data was fetched
+    last_success: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    failing_since: datetime | None = None  # first failure since the last success
+    settled: bool = False  # has data, or has tried once
+    last_full_sync: float | None = None
+    stamp: FileStamp | None = None
+    skipped: int = 0  # in the last sync
+    skipped_total: int = 0
+    failures_total: int = 0
+    last_duration: float | None = None
+    held: HeldDrop | None = None
+    held_total: int = 0
+    breaker: Breaker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.breaker = Breaker(self.settings.breaker)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    # -- health ------------------------------------------------------------------------------
+
+    def stale(self) -> bool:
+        """The most recent sync failed (or the breaker stops syncs): data may be out of date."""
+        return self.failing_since is not None
+
+    def data_age(self, now: datetime) -> float | None:
+        """Seconds since the data was last known good: the last successful sync, or its fetch."""
+        known = self.last_success or self.synced_at
+        return (now - known).total_seconds() if known else None
+
+    def beyond_max_stale(self, now: datetime) -> bool:
+        age = self.data_age(now)
+        return self.stale() and age is not None and age > self.settings.max_stale
+
+    def high_water(self) -> str | None:
+        if not self.entries:
+            return None
+        newest = max(entry.updated_at for entry in self.entries.values())
+        return format_timestamp(newest - _OVERLAP)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    async def restore(self, state_dir: Path) -> None:
+        try:
+            saved = await asyncio.to_thread(load, state_dir, self.name)
+        except StateError as exc:
+            log.error("state_file_corrupt", upstream=self.name, path=exc.path, reason=exc.reason)
+            return
+        if saved is None:
+            return
+        self.entries = {entry.key: entry for entry in saved.entries}
+        self.synced_at = saved.synced_at
+        self.settled = True
+        log.info("state_loaded", upstream=self.name, entries=len(saved.entries))
+
+    # -- syncing ------------------------------------------------------------------------------
+
+    async def sync(self, session: aiohttp.ClientSession, state_dir: Path) -> bool:
+        """One sync; True when the served data changed. Never raises UpstreamError."""
+        started = time.monotonic()
+        if not self.breaker.allow(started):
+            log.debug("upstream_sync_skipped", upstream=self.name, breaker=self.breaker.state)
+            return False
+        try:
+            async with asyncio.timeout(self.settings.sync_deadline):
+                if self.settings.file is not None:
+                    mode, entries, batch = await self._read_file()
+                else:
+                    mode, entries, batch = await self._walk(session, started)
+        except (UpstreamError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = UpstreamUnavailable(self.name, "sync deadline exceeded")
+            self._failed(exc, started)
+            return False
+        now = datetime.now(UTC)
+        if batch is not None:
+            self.skipped = len(batch.skipped)
+            self.skipped_total += len(batch.skipped)
+            for skipped in batch.skipped:
+                log.warning(
+                    "upstream_entry_skipped", upstream=self.name, server=skipped.name,
+                    reason=skipped.reason,
+                )  # fmt: skip
+        changed = False
+        if entries is not None and entries != self.entries:
+            if self._hold(entries, now):
+                entries = None
+            else:
+                self.entries = entries
+                self.held = None
+                changed = True
+        self._succeeded(now, started)
+        if changed:
+            self.synced_at = now
+            await asyncio.to_thread(
+                save, state_dir, Saved(self.name, now, list(self.entries.values()))
+            )
+        event = log.info if batch is not None else log.debug
+        event(
+            "upstream_synced",
+            upstream=self.name,
+            mode=mode,
+            changed=changed,
+            entries=len(self.entries),
+            received=len(batch.entries) if batch else 0,
+            skipped=len(batch.skipped) if batch else 0,
+            pages=batch.pages if batch else 0,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return changed
+
+    def _succeeded(self, now: datetime, started: float) -> None:
+        self.breaker.succeeded()
+        self.last_success = now
+        self.last_error = None
+        self.failing_since = None
+        self.settled = True
+        self.last_duration = time.monotonic() - started
+
+    def _failed(self, exc: UpstreamError, started: float) -> None:
+        now = datetime.now(UTC)
+        self.breaker.failed(time.monotonic())
+        self.last_error = str(exc)
+        self.last_error_at = now
+        self.failing_since = self.failing_since or now
+        self.failures_total += 1
+        self.settled = True
+        self.last_duration = time.monotonic() - started
+        log.warning(
+            "upstream_sync_failed",
+            upstream=self.name,
+            error=exc.reason,
+            kind=type(exc).__name__,
+            breaker=self.breaker.state,
+            duration_ms=round(self.last_duration * 1000, 1),
+        )
+
+    def _hold(self, entries: dict[Key, Entry], now: datetime) -> bool:
+        """Hold a sync that removes more than `max_drop` of the entries, unless it repeats."""
+        before, after = active_count(self.entries), active_count(entries)
+        if before == 0 or after >= before * (1 - self.settings.max_drop):
+            return False
+        repeated = self.held is not None and abs(self.held.after - after) <= max(1, after // 20)
+        if repeated:
+            log.warning(
+                "upstream_mass_drop_applied", upstream=self.name, before=before, after=after
+            )
+            return False
+        self.held = HeldDrop(entries, before, after, now)
+        self.held_total += 1
+        log.warning("upstream_mass_drop_held", upstream=self.name, before=before, after=after)
+        return True
+
+    async def confirm_drop(self, state_dir: Path) -> bool:
+        """An operator accepts the held data. False when nothing is held."""
+        if self.held is None:
+            return False
+        held, self.held = self.held, None
+        self.entries = held.entries
+        self.synced_at = datetime.now(UTC)
+        await asyncio.to_thread(
+            save, state_dir, Saved(self.name, self.synced_at, list(self.entries.values()))
+        )
+        log.warning("upstream_mass_drop_confirmed", upstream=self.name, after=held.after)
+        return True
+
+    async def _read_file(self) -> tuple[str, dict[Key, Entry] | None, Batch | None]:
+        assert self.settings.file is not None
+        stamp = file_stamp(self.settings.file)
+        if stamp is not None and stamp == self.stamp:
+            return "file", None, None
+        batch = await asyncio.to_thread(read_file, self.settings)
+        self.stamp = stamp
+        return "file", {entry.key: entry for entry in batch.entries}, batch
+
+    async def _walk(
+        self, session: aiohttp.ClientSession, now: float
+    ) -> tuple[str, dict[Key, Entry] | None, Batch]:
+        client = RegistryClient(self.settings, session)
+        full = (
+            self.last_full_sync is None
+            or not self.entries
+            or now - self.last_full_sync >= self.settings.full_sync
+        )
+        if full:
+            batch = await client.walk()
+            self.last_full_sync = now
+            return "full", {entry.key: entry for entry in batch.entries}, batch
+        batch = await client.walk(updated_since=self.high_water())
+        updated = {e.key: e for e in batch.entries if self.entries.get(e.key) != e}
+        # A new dict, never a mutation: a snapshot build may be reading the old one.
+        return "incremental", ({**self.entries, **updated} if updated else None), batch

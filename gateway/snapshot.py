@@ -1,0 +1,98 @@
+"""What the gateway serves at one moment: merge the upstreams, decide and build every view.
+
+Pure and synchronous (the refresher runs it off the event loop); the result is immutable and
+replaces the previous snapshot with a single assignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.catalog import Admission, Origin, ViewCatalog, build_view
+from gateway.config import DEFAULT_VIEW, FederationConfig
+from gateway.entry import Entry
+from gateway.merge import Merged, Source, merge
+from gateway.verify import Check
+from gateway.view import Lookup, ViewPolicy, no_lookup
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the gateway serves right now: one catalog per view."""
+
+    views: dict[str, ViewCatalog]
+    built_at: datetime
+    merged: Merged = field(default_factory=Merged)
+    hidden: dict[str, dict[str, int]] = field(default_factory=dict)  # view -> reason -> count
+    next_change: datetime | None = None  # when the first held-back version comes of age
+    pending: frozenset[Check] = frozenset()  # mirror checks to run, then rebuild
+    stale: tuple[str, ...] = ()  # upstreams whose syncs are failing
+    verification: dict[str, int] = field(default_factory=dict)  # result -> packages
+
+
+def view_policies(config: FederationConfig) -> list[ViewPolicy]:
+    """The default view (policy.yaml alone), then each configured view."""
+    policies = [ViewPolicy.of(DEFAULT_VIEW, config.policy, None, config.mirrors)]
+    for name, settings in config.views.items():
+        policies.append(ViewPolicy.of(name, config.policy, settings, config.mirrors))
+    return policies
+
+
+def build_snapshot(
+    config: FederationConfig,
+    sources: list[Source],
+    origins: dict[str, Origin],
+    now: datetime | None = None,
+    lookup: Lookup = no_lookup,
+) -> Snapshot:
+    """Merge every upstream's data, decide and build each view."""
+    now = now or datetime.now(UTC)
+    merged: Merged = merge(sources)  # hidden upstreams keep their names: no public fallback
+    namespace = config.gateway.meta_namespace
+    views: dict[str, ViewCatalog] = {}
+    hidden: dict[str, dict[str, int]] = {}
+    held: list[datetime] = []
+    pending: set[Check] = set()
+    verification: dict[str, int] = {}
+    for policy in view_policies(config):
+        counts: dict[str, int] = {}
+
+        def admit(
+            upstream: str,
+            entry: Entry,
+            policy: ViewPolicy = policy,
+            counts: dict[str, int] = counts,
+        ) -> Admission | None:
+            if origins[upstream].hidden:
+                counts["stale"] = counts.get("stale", 0) + 1
+                return None
+            decision = policy.decide(upstream, entry, now, lookup)
+            pending.update(decision.pending)
+            if not decision.served or decision.server is None:
+                counts[decision.reason] = counts.get(decision.reason, 0) + 1
+                if decision.held_until is not None:
+                    held.append(decision.held_until)
+                return None
+            extra: dict[str, Any] = {"admittedBy": list(decision.rules)}
+            if decision.packages:
+                extra["packages"] = decision.packages
+                for package in decision.packages:
+                    if "verification" in package:
+                        result = package["verification"]
+                        verification[result] = verification.get(result, 0) + 1
+            return decision.server, extra
+
+        views[policy.name] = build_view(policy.name, merged, origins, namespace, admit)
+        hidden[policy.name] = counts
+    return Snapshot(
+        views=views,
+        built_at=now,
+        merged=merged,
+        hidden=hidden,
+        next_change=min(held) if held else None,
+        pending=frozenset(pending),
+        stale=tuple(name for name, origin in origins.items() if origin.stale),
+        verification=verification,
+    )
