@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-from collections.abc import Callable
+import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from aiohttp import web
 
+from gateway import __version__
 from gateway.config import DEFAULT_VIEW, FederationConfig
-from gateway.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, Unauthorized
+from gateway.entry import format_timestamp
+from gateway.errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
 from gateway.explain import explain
 from gateway.merge import Source
 from gateway.refresher import Refresher
+from gateway.reloader import ConfigLoader, reload_config
 from gateway.snapshot import view_policies
 
 log = structlog.get_logger("gateway.admin")
-
-ConfigLoader = Callable[[], FederationConfig]
 
 
 def authorize(request: web.Request, config: FederationConfig) -> None:
@@ -32,20 +33,6 @@ def authorize(request: web.Request, config: FederationConfig) -> None:
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         raise Unauthorized("a valid bearer token is required for /admin")
-
-
-async def reload_config(refresher: Refresher, load: ConfigLoader) -> str | None:
-    """Load the config again; apply it if valid. Returns the refusal, or None when applied."""
-    try:
-        config = await asyncio.to_thread(load)
-    except ConfigError as exc:
-        refresher.reload_error = str(exc)
-        log.error("config_reload_failed", issues=[str(issue) for issue in exc.issues])
-        return refresher.reload_error
-    await refresher.apply(config)
-    refresher.reload_error = None
-    log.info("config_reloaded", views=sorted(config.views), upstreams=len(config.gateway.upstreams))
-    return None
 
 
 def _explain(refresher: Refresher, params: Any) -> dict[str, Any]:
@@ -86,4 +73,82 @@ async def handle_admin(
         if refused is not None:
             raise BadRequest(f"config refused, the previous one keeps serving:\n{refused}")
         return {"status": "reloaded", "views": [DEFAULT_VIEW, *refresher.config.views]}
+    if path == "/admin/status":
+        return status(refresher)
+    confirm = re.fullmatch(r"/admin/upstreams/([a-z0-9_-]+)/confirm-drop", path)
+    if confirm:
+        if request.method != "POST":
+            raise MethodNotAllowed("use POST")
+        name = confirm.group(1)
+        if name not in [feed.name for feed in refresher.feeds]:
+            raise NotFound(f"no upstream named {name!r}")
+        if not await refresher.confirm_drop(name):
+            raise BadRequest(f"upstream {name!r} has no held sync to confirm")
+        return {"status": "applied", "upstream": name, "entries": len(refresher.feed(name).entries)}
     raise NotFound("Endpoint not found")
+
+
+def _redact(url: str) -> str:
+    """A URL without any user:password part."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.hostname or ""))
+
+
+def _time(moment: datetime | None) -> str | None:
+    return format_timestamp(moment) if moment else None
+
+
+def status(refresher: Refresher) -> dict[str, Any]:
+    """Everything an operator asks first: is each upstream healthy, what does each view serve."""
+    now = datetime.now(UTC)
+    upstreams = []
+    for feed in refresher.feeds:
+        settings = feed.settings
+        age = feed.data_age(now)
+        held = feed.held
+        upstreams.append(
+            {
+                "name": feed.name,
+                "source": _redact(settings.url) if settings.url else str(settings.file),
+                "lastSuccess": _time(feed.last_success),
+                "lastError": feed.last_error,
+                "lastErrorAt": _time(feed.last_error_at),
+                "dataSyncedAt": _time(feed.synced_at),
+                "ageSeconds": round(age, 1) if age is not None else None,
+                "entries": len(feed.entries),
+                "skippedLastSync": feed.skipped,
+                "skippedTotal": feed.skipped_total,
+                "failuresTotal": feed.failures_total,
+                "lastDurationMs": round(feed.last_duration * 1000, 1)
+                if feed.last_duration is not None
+                else None,
+                "breaker": {"state": feed.breaker.state, "failures": feed.breaker.failures},
+                "stale": feed.stale(),
+                "staleSince": _time(feed.failing_since),
+                "beyondMaxStale": feed.beyond_max_stale(now),
+                "heldDrop": {"before": held.before, "after": held.after, "since": _time(held.since)}
+                if held
+                else None,
+            }
+        )
+    snapshot = refresher.snapshot
+    views = []
+    if snapshot is not None:
+        for name, view in snapshot.views.items():
+            views.append(
+                {"name": name, "entries": len(view), "hidden": snapshot.hidden.get(name, {})}
+            )
+    return {
+        "version": __version__,
+        "ready": snapshot is not None,
+        "snapshotBuiltAt": _time(snapshot.built_at) if snapshot else None,
+        "config": {
+            "directory": str(refresher.config.directory),
+            "reloadError": refresher.reload_error,
+        },
+        "upstreams": upstreams,
+        "views": views,
+        "verification": snapshot.verification if snapshot else {},
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 import uuid
@@ -12,7 +14,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.admin import ConfigLoader, handle_admin
+from gateway.admin import handle_admin
 from gateway.api import Api, Rendered, check_method, parse_route, reject_nul
 from gateway.config import FederationConfig
 from gateway.errors import (
@@ -21,16 +23,24 @@ from gateway.errors import (
     NotReady,
     RequestError,
     Unauthorized,
+    UriTooLong,
     ValidationFailed,
 )
 from gateway.loader import load_config
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import Metrics
 from gateway.refresher import Refresher
+from gateway.reloader import ConfigLoader, watch_config
 
 log = structlog.get_logger("gateway.http")
 
 REFRESHER = web.AppKey("refresher", Refresher)
 CONFIG_LOADER: web.AppKey[ConfigLoader] = web.AppKey("config_loader")
 API = web.AppKey("api", Api)
+METRICS = web.AppKey("metrics", Metrics)
+ROUTE = web.RequestKey("route", str)  # the endpoint kind: the metrics route label
+MAX_PATH = 2048
+MAX_QUERY = 8192
 
 GZIP_MIN_BYTES = 1024
 STALE_HEADER = "X-Gateway-Stale-Upstreams"  # upstreams whose last good data is being served
@@ -96,6 +106,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     headers.add("Vary", "Origin")
     if "Origin" in request.headers:
         headers.update(CORS_HEADERS)
+    request.app[METRICS].observe_request(request.get(ROUTE, "other"), response.status, started)
     if request.app[REFRESHER].config.gateway.access_log:
         log.info(
             "request",
@@ -151,21 +162,34 @@ def _status(document: dict[str, object], status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(document), content_type="application/json")
 
 
+def _probe(request: web.Request, path: str) -> web.Response:
+    if path == "/healthz":
+        return _status({"status": "alive"})
+    if path == "/metrics":
+        return web.Response(
+            body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
+    if request.app[REFRESHER].snapshot is None:
+        return problem(503, "Service Unavailable", "no catalog loaded yet")
+    return _status({"status": "ready"})
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one handler: probes, then the read API of whichever view the path names."""
-    raw_path = request.raw_path.partition("?")[0]
+    raw_path, _, raw_query = request.raw_path.partition("?")
     reject_nul(request.raw_path)
+    if len(raw_path) > MAX_PATH or len(raw_query) > MAX_QUERY:
+        raise UriTooLong(f"path or query too long: at most {MAX_PATH} and {MAX_QUERY} characters")
     refresher = request.app[REFRESHER]
-    if raw_path == "/healthz":
-        return _status({"status": "alive"})
-    if raw_path == "/readyz":
-        if refresher.snapshot is None:
-            return problem(503, "Service Unavailable", "no catalog loaded yet")
-        return _status({"status": "ready"})
+    if raw_path in ("/healthz", "/readyz", "/metrics"):
+        request[ROUTE] = raw_path[1:]
+        return _probe(request, raw_path)
     if raw_path == "/admin" or raw_path.startswith("/admin/"):
+        request[ROUTE] = "admin"
         document = await handle_admin(request, refresher, request.app[CONFIG_LOADER])
         return _status(document)
     route = parse_route(raw_path)
+    request[ROUTE] = route.endpoint
     if request.method == "OPTIONS":
         return _preflight(request)
     check_method(request.method)
@@ -188,9 +212,15 @@ def create_app(
     With `sync=False` persisted state is loaded but no background sync runs (tests drive
     `Refresher.sync_all()` themselves).
     """
-    app = web.Application(middlewares=[request_context], handler_args={"max_field_size": 8190})
-    app[CONFIG_LOADER] = load or (lambda: load_config(config.directory))
+    app = web.Application(
+        middlewares=[request_context],
+        # Lines longer than ours still get a problem body from us, up to aiohttp's own limit.
+        handler_args={"max_line_size": 65536, "max_field_size": 16384},
+    )
+    loader = load or (lambda: load_config(config.directory))
+    app[CONFIG_LOADER] = loader
     app[API] = Api()
+    app[METRICS] = Metrics()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
@@ -198,10 +228,16 @@ def create_app(
         ) as session:
             refresher = Refresher(config, session)
             app[REFRESHER] = refresher
+            app[METRICS].watch(refresher)
             await refresher.start(background=sync)
+            watcher = asyncio.create_task(watch_config(refresher, loader)) if sync else None
             try:
                 yield
             finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
                 await refresher.stop()
 
     app.cleanup_ctx.append(lifecycle)

@@ -16,7 +16,6 @@ import structlog
 from aiohttp import web
 
 from gateway import __version__
-from gateway.admin import ConfigLoader, reload_config
 from gateway.api import list_body
 from gateway.app import REFRESHER, create_app
 from gateway.config import (
@@ -37,6 +36,7 @@ from gateway.logs import configure_logging
 from gateway.merge import Source
 from gateway.offline import snapshot_from_state, sources_from_state
 from gateway.refresher import Refresher
+from gateway.reloader import ConfigLoader, reload_config
 from gateway.snapshot import Snapshot, build_snapshot, view_policies
 from gateway.verify import Verifier
 from gateway.view import Lookup, ViewPolicy, no_lookup

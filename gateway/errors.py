@@ -11,6 +11,7 @@
         ├── Unauthorized           401, /admin without the right bearer token
         ├── NotFound               404
         ├── MethodNotAllowed       405
+        ├── UriTooLong             414
         ├── ValidationFailed       422, with one FieldError per bad parameter
         └── NotReady               503, no catalog loaded yet (startup only)
 
@@ -135,6 +136,11 @@ class NotFound(RequestError):
 class MethodNotAllowed(RequestError):
     status = 405
     title = "Method Not Allowed"
+
+
+class UriTooLong(RequestError):
+    status = 414
+    title = "URI Too Long"
 
 
 class ValidationFailed(RequestError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,9 +62,12 @@ class Feed:
     skipped: int = 0  # in the last sync
     skipped_total: int = 0
     failures_total: int = 0
+    attempts_total: int = 0  # syncs that ran (not skipped by the breaker)
     last_duration: float | None = None
     held: HeldDrop | None = None
     held_total: int = 0
+    # (finished at, seconds, succeeded) of recent syncs: a day of history at a 1-minute refresh
+    history: deque[tuple[datetime, float, bool]] = field(default_factory=lambda: deque(maxlen=1500))
     breaker: Breaker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +121,7 @@ class Feed:
         if not self.breaker.allow(started):
             log.debug("upstream_sync_skipped", upstream=self.name, breaker=self.breaker.state)
             return False
+        self.attempts_total += 1
         try:
             async with asyncio.timeout(self.settings.sync_deadline):
                 if self.settings.file is not None:
@@ -172,6 +177,7 @@ class Feed:
         self.failing_since = None
         self.settled = True
         self.last_duration = time.monotonic() - started
+        self.history.append((now, self.last_duration, True))
 
     def _failed(self, exc: UpstreamError, started: float) -> None:
         now = datetime.now(UTC)
@@ -182,6 +188,7 @@ class Feed:
         self.failures_total += 1
         self.settled = True
         self.last_duration = time.monotonic() - started
+        self.history.append((now, self.last_duration, False))
         log.warning(
             "upstream_sync_failed",
             upstream=self.name,

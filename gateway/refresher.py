@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import aiohttp
@@ -47,6 +48,8 @@ class Refresher:
         self.verifier = Verifier(config.mirrors.verify, session)
         self.reload_error: str | None = None  # the last refused config, until one is accepted
         self.build_durations: list[float] = []  # seconds, the most recent builds
+        self.sync_listeners: list[Callable[[Feed, bool], None]] = []  # (feed, succeeded)
+        self.reload_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._built = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -127,7 +130,11 @@ class Refresher:
     async def sync(self, feed: Feed) -> bool:
         """One sync of one feed; True when the snapshot needs a rebuild (data or health)."""
         before = (feed.stale(), feed.beyond_max_stale(datetime.now(UTC)), feed.settled)
+        attempts, failures = feed.attempts_total, feed.failures_total
         changed = await feed.sync(self.session, self.config.gateway.state_dir)
+        if feed.attempts_total != attempts:
+            for listener in self.sync_listeners:
+                listener(feed, feed.failures_total == failures)
         after = (feed.stale(), feed.beyond_max_stale(datetime.now(UTC)), feed.settled)
         if changed or before != after:
             self._dirty.set()

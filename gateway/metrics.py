@@ -1,0 +1,148 @@
+"""Prometheus metrics: request counters and latency, plus gauges read from the live state.
+
+Each app has its own registry (no global state); `/metrics` renders it in the text format.
+Labels are bounded: routes are endpoint kinds, views and upstreams come from the config.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.feed import Feed
+from gateway.refresher import Refresher
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class _StateCollector(Collector):
+    """Gauges and totals read from the refresher at scrape time."""
+
+    def __init__(self, refresher: Refresher) -> None:
+        self.refresher = refresher
+
+    def collect(self) -> Iterator[Metric]:
+        now = datetime.now(UTC)
+        feeds = self.refresher.feeds
+        yield _per_feed("mcp_gateway_upstream_entries", "Entries held per upstream",
+                        feeds, lambda f: len(f.entries))  # fmt: skip
+        ages = GaugeMetricFamily(
+            "mcp_gateway_upstream_data_age_seconds",
+            "Seconds since each upstream's data was last known good",
+            labels=["upstream"],
+        )
+        for feed in feeds:
+            age = feed.data_age(now)
+            if age is not None:
+                ages.add_metric([feed.name], age)
+        yield ages
+        yield _per_feed("mcp_gateway_upstream_stale", "1 while an upstream's syncs fail",
+                        feeds, lambda f: float(f.stale()))  # fmt: skip
+        breaker = GaugeMetricFamily(
+            "mcp_gateway_upstream_breaker_state",
+            "Circuit breaker state per upstream (1 for the current state)",
+            labels=["upstream", "state"],
+        )
+        for feed in feeds:
+            for state in ("closed", "open", "half-open"):
+                breaker.add_metric([feed.name, state], float(feed.breaker.state == state))
+        yield breaker
+        totals: tuple[tuple[str, str, Callable[[Feed], int]], ...] = (
+            ("mcp_gateway_upstream_sync_failures", "Failed syncs per upstream",
+             lambda f: f.failures_total),
+            ("mcp_gateway_upstream_skipped_entries", "Entries skipped as invalid, per upstream",
+             lambda f: f.skipped_total),
+            ("mcp_gateway_upstream_mass_drops_held", "Syncs held by the mass-drop guard",
+             lambda f: f.held_total),
+        )  # fmt: skip
+        for name, help_text, read in totals:
+            family = CounterMetricFamily(name, help_text, labels=["upstream"])
+            for feed in feeds:
+                family.add_metric([feed.name], read(feed))
+            yield family
+        snapshot = self.refresher.snapshot
+        entries = GaugeMetricFamily(
+            "mcp_gateway_view_entries", "Versions served per view (deleted excluded)",
+            labels=["view"],
+        )  # fmt: skip
+        hidden = GaugeMetricFamily(
+            "mcp_gateway_view_hidden_entries",
+            "Versions a view does not serve, by reason (denied, cooldown, stale, ...)",
+            labels=["view", "reason"],
+        )
+        verified = GaugeMetricFamily(
+            "mcp_gateway_mirror_verification_packages",
+            "Served packages by mirror verification result, over all views",
+            labels=["result"],
+        )
+        if snapshot is not None:
+            for view, catalog in snapshot.views.items():
+                entries.add_metric([view], len(catalog))
+                for reason, count in snapshot.hidden.get(view, {}).items():
+                    hidden.add_metric([view, reason], count)
+            for result, count in snapshot.verification.items():
+                verified.add_metric([result], count)
+        yield entries
+        yield hidden
+        yield verified
+        reload_failed = GaugeMetricFamily(
+            "mcp_gateway_config_reload_failed", "1 while the last config reload was refused"
+        )
+        reload_failed.add_metric([], float(self.refresher.reload_error is not None))
+        yield reload_failed
+
+
+def _per_feed(
+    name: str, help_text: str, feeds: list[Feed], read: Callable[[Feed], float]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=["upstream"])
+    for feed in feeds:
+        family.add_metric([feed.name], read(feed))
+    return family
+
+
+class Metrics:
+    """The metrics of one app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "mcp_gateway_requests", "HTTP requests by route and status",
+            ["route", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "mcp_gateway_request_duration_seconds", "Time to answer, by route",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.sync_duration = Histogram(
+            "mcp_gateway_upstream_sync_duration_seconds", "Duration of each upstream sync",
+            ["upstream", "outcome"], buckets=SYNC_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self._collector: _StateCollector | None = None
+
+    def watch(self, refresher: Refresher) -> None:
+        """Read gauges from this refresher, and observe its syncs."""
+        if self._collector is not None:
+            self.registry.unregister(self._collector)
+        self._collector = _StateCollector(refresher)
+        self.registry.register(self._collector)
+        refresher.sync_listeners.append(self.observe_sync)
+
+    def observe_sync(self, feed: Feed, ok: bool) -> None:
+        if feed.last_duration is not None:
+            outcome = "ok" if ok else "failed"
+            self.sync_duration.labels(feed.name, outcome).observe(feed.last_duration)
+
+    def observe_request(self, route: str, status: int, started: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
