@@ -77,9 +77,11 @@ def public_url(host: str, port: int) -> str:
 async def _serve(config: FederationConfig, load: ConfigLoader) -> None:
     gateway = config.gateway
     app = create_app(config, load=load)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+    )
     await runner.setup()
-    site = web.TCPSite(runner, gateway.host or None, gateway.port, shutdown_timeout=SHUTDOWN_GRACE)
+    site = web.TCPSite(runner, gateway.host or None, gateway.port)
     await site.start()
     url = public_url(gateway.host, gateway.port)
     print(f"MCP discovery gateway {__version__} is serving.", flush=True)

@@ -71,6 +71,7 @@ class Failure:
     status: int = 503
     body: bytes = b'{"title":"Service Unavailable","status":503}'
     headers: dict[str, str] = field(default_factory=dict)
+    stall: bool = False  # send half of a real page, then hang
 
 
 class FakeRegistry:
@@ -86,6 +87,8 @@ class FakeRegistry:
         self.requests: list[dict[str, str]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.url = ""
+        self.vanish_after: int | None = None  # drop connections after this many requests
+        self.raw_items: list[Any] = []  # served as they are, after the entries
         self._runner: web.AppRunner | None = None
 
     def put(self, entry: dict[str, Any]) -> None:
@@ -95,23 +98,29 @@ class FakeRegistry:
     def fail_next(self, count: int, failure: Failure | None = None) -> None:
         self.failures.extend([failure or Failure()] * count)
 
-    async def _list(self, request: web.Request) -> web.Response:
+    async def _list(self, request: web.Request) -> web.StreamResponse:
         params = dict(request.query)
         self.requests.append(params)
         self.headers_seen.append(dict(request.headers))
+        if self.vanish_after is not None and len(self.requests) > self.vanish_after:
+            assert request.transport is not None
+            request.transport.close()  # the upstream is gone: no answer at all
+            return web.Response(status=500)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.failures:
             failure = self.failures.pop(0)
+            if failure.stall:
+                return await self._stall(request)
             return web.Response(status=failure.status, body=failure.body, headers=failure.headers)
         limit = int(params.get("limit", "30"))
         since = _parse(params["updated_since"]) if "updated_since" in params else None
         include_deleted = params.get("include_deleted") == "true" or since is not None
-        items = sorted(self.entries.items())
+        items: list[tuple[Any, Any]] = sorted(self.entries.items())
         if "cursor" in params:
             name, _, version = params["cursor"].partition(":")
             items = [(k, v) for k, v in items if k > (name, version)]
-        selected = []
+        selected: list[Any] = [] if "cursor" in params else list(self.raw_items)  # page 1 only
         for _, entry in items:
             meta = entry["_meta"][OFFICIAL]
             if meta["status"] == "deleted" and not include_deleted:
@@ -122,7 +131,7 @@ class FakeRegistry:
             if len(selected) == limit:
                 break
         metadata: dict[str, Any] = {"count": len(selected)}
-        if len(selected) == limit:
+        if len(selected) == limit and isinstance(selected[-1], dict) and "server" in selected[-1]:
             last = selected[-1]["server"]
             metadata["nextCursor"] = f"{last['name']}:{last['version']}"
         return web.Response(
@@ -130,10 +139,19 @@ class FakeRegistry:
             content_type="application/json",
         )
 
+    async def _stall(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.dumps({"servers": list(self.entries.values()), "metadata": {"count": 1}})
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        await asyncio.sleep(2)  # past the client's timeout
+        return response
+
     async def start(self) -> FakeRegistry:
         app = web.Application()
         app.router.add_get(f"/{self.api}/servers", self._list)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
