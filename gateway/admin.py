@@ -6,13 +6,12 @@ import hmac
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config import DEFAULT_VIEW, FederationConfig
+from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
 from gateway.entry import format_timestamp
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
 from gateway.explain import explain
@@ -88,14 +87,6 @@ async def handle_admin(
     raise NotFound("Endpoint not found")
 
 
-def _redact(url: str) -> str:
-    """A URL without any user:password part."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.hostname or ""))
-
-
 def _time(moment: datetime | None) -> str | None:
     return format_timestamp(moment) if moment else None
 
@@ -111,7 +102,7 @@ def status(refresher: Refresher) -> dict[str, Any]:
         upstreams.append(
             {
                 "name": feed.name,
-                "source": _redact(settings.url) if settings.url else str(settings.file),
+                "source": redact_url(settings.url) if settings.url else str(settings.file),
                 "lastSuccess": _time(feed.last_success),
                 "lastError": feed.last_error,
                 "lastErrorAt": _time(feed.last_error_at),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -105,8 +106,22 @@ class BreakerSettings(Model):
     max_open_for: Duration = Field(3600.0, description="open_for doubles up to this")
 
 
+def redact_url(url: str) -> str:
+    """A URL without any user:password part: safe for logs, reprs and /admin answers."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class UpstreamSettings(Model):
     """One upstream registry (`url`) or catalog file (`file`)."""
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if key == "url" and isinstance(value, str) else value
 
     name: str = Field(pattern=_SLUG, description="short id, used in _meta, logs and state files")
     url: HttpUrl | None = Field(None, description="base URL of an MCP registry")
@@ -243,6 +258,11 @@ class PolicySettings(Model):
 def _check_mirror_url(value: str) -> str:
     if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
         raise ValueError(f"{value!r} is not an http(s) URL")
+    if "@" in urlsplit(value).netloc:
+        raise ValueError(
+            "a mirror URL with credentials would be served to every IDE: give IDEs their "
+            "credentials through their package tool, and the gateway through verify.credentials"
+        )
     return value  # kept verbatim: IDEs pass it to the package tool as is
 
 

@@ -19,7 +19,7 @@ import structlog
 from gateway.breaker import Breaker
 from gateway.config import UpstreamSettings
 from gateway.entry import Entry, format_timestamp
-from gateway.errors import StateError, UpstreamError, UpstreamUnavailable
+from gateway.errors import StateError, UpstreamError, UpstreamInvalid, UpstreamUnavailable
 from gateway.state import Saved, load, save
 from gateway.upstream import Batch, FileStamp, RegistryClient, file_stamp, read_file
 
@@ -132,6 +132,10 @@ class Feed:
             if isinstance(exc, TimeoutError):
                 exc = UpstreamUnavailable(self.name, "sync deadline exceeded")
             self._failed(exc, started)
+            return False
+        except Exception as exc:  # a bug or an unforeseen answer: one failed sync, not a dead loop
+            log.exception("upstream_sync_crashed", upstream=self.name)
+            self._failed(UpstreamInvalid(self.name, f"unexpected {type(exc).__name__}"), started)
             return False
         now = datetime.now(UTC)
         if batch is not None:

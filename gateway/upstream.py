@@ -17,7 +17,7 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
-from gateway.config import RetrySettings, UpstreamSettings
+from gateway.config import RetrySettings, UpstreamSettings, redact_url
 from gateway.entry import Entry, EntryRejected, parse_item
 from gateway.errors import UpstreamInvalid, UpstreamUnavailable
 from gateway.merge import matches_any
@@ -112,6 +112,7 @@ class RegistryClient:
         self.settings = settings
         self.session = session
         self.list_url = f"{settings.url}/{settings.api}/servers"
+        self.shown_url = redact_url(self.list_url)  # for errors: no user:password in logs
         self.headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
 
     async def _get_once(self, params: dict[str, str]) -> Any:
@@ -126,26 +127,26 @@ class RegistryClient:
                     raise UpstreamUnavailable(
                         name,
                         f"HTTP {response.status}",
-                        url=self.list_url,
+                        url=self.shown_url,
                         retry_after=_retry_after(response.headers.get("Retry-After"), cap),
                     )
                 if response.status != 200:
-                    raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.list_url)
+                    raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.shown_url)
                 body = await self._read_capped(response)
         except TimeoutError:
-            raise UpstreamUnavailable(name, "timed out", url=self.list_url) from None
+            raise UpstreamUnavailable(name, "timed out", url=self.shown_url) from None
         except aiohttp.ClientError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            raise UpstreamUnavailable(name, reason, url=self.list_url) from None
+            reason = f"{type(exc).__name__}: {exc}".replace(self.list_url, self.shown_url)
+            raise UpstreamUnavailable(name, reason, url=self.shown_url) from None
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise UpstreamInvalid(name, f"body is not JSON: {exc}", url=self.list_url) from None
+            raise UpstreamInvalid(name, f"body is not JSON: {exc}", url=self.shown_url) from None
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self.settings.max_page_bytes
         too_big = UpstreamInvalid(
-            self.settings.name, f"page larger than max_page_bytes ({cap})", url=self.list_url
+            self.settings.name, f"page larger than max_page_bytes ({cap})", url=self.shown_url
         )
         if (response.content_length or 0) > cap:
             raise too_big

@@ -80,6 +80,12 @@ def check_for(package: dict[str, Any]) -> Check | None:
     return None
 
 
+def _host(url: str) -> str:
+    """Where a URL points, without any credentials, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
 def _normalize_version(version: str) -> str:
     text = version.strip().lower().removeprefix("v")
     while text.endswith(".0") and text.count(".") > 1:
@@ -246,18 +252,18 @@ class Verifier:
                 body = await response.read() if method != "HEAD" else b""
                 return response.status, body, response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise MirrorUnavailable(f"{type(exc).__name__} from {urlsplit(url).netloc}") from None
+            raise MirrorUnavailable(f"{type(exc).__name__} from {_host(url)}") from None
 
     async def _json(self, url: str, accept: str = "application/json") -> Any:
         status, body, _ = await self._request("GET", url, {"Accept": accept})
         if status in (404, 410):
             return None
         if status != 200:
-            raise MirrorUnavailable(f"HTTP {status} from {urlsplit(url).netloc}")
+            raise MirrorUnavailable(f"HTTP {status} from {_host(url)}")
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise MirrorUnavailable(f"not JSON from {urlsplit(url).netloc}") from None
+            raise MirrorUnavailable(f"not JSON from {_host(url)}") from None
 
     async def _fetch(self, check: Check) -> Document:
         fetch = {
@@ -288,7 +294,7 @@ class Verifier:
         if status in (404, 410):
             return None
         if status != 200:
-            raise MirrorUnavailable(f"HTTP {status} from {urlsplit(url).netloc}")
+            raise MirrorUnavailable(f"HTTP {status} from {_host(url)}")
         if "json" in headers.get("Content-Type", ""):
             try:
                 document = orjson.loads(body)
@@ -334,7 +340,7 @@ class Verifier:
         if status in (404, 410):
             return None
         if status != 200:
-            raise MirrorUnavailable(f"HTTP {status} from {urlsplit(url).netloc}")
+            raise MirrorUnavailable(f"HTTP {status} from {_host(url)}")
         versions = set()
         for line in body.splitlines():
             if not line.strip():

@@ -181,6 +181,17 @@ BAD_FILES = [
     ("views/default.yaml", "default: deny\n", "view name 'default' is the root view's name"),
     ("views/ops.yaml", "rules: [\n", "views/ops.yaml: not valid YAML"),
     ("views/ops.yaml", "- a\n", "views/ops.yaml: must be a YAML mapping"),
+    (
+        "mirrors.yaml",
+        "npm: 'https://u:p@x.example/'\n",
+        "mirrors.yaml: npm[0].url: a mirror URL with credentials",
+    ),
+    (
+        "mirrors.yaml",
+        "oci: {ghcr.io: 'https://x.example'}\n",
+        "mirrors.yaml: oci.ghcr.io: 'https://x.example' is not a registry host",
+    ),
+    ("mirrors.yaml", "verify: {mode: maybe}\n", "mirrors.yaml: verify.mode: Input should be"),
 ]
 
 
