@@ -86,11 +86,44 @@ def _host(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-def _normalize_version(version: str) -> str:
-    text = version.strip().lower().removeprefix("v")
-    while text.endswith(".0") and text.count(".") > 1:
-        text = text[:-2]
-    return text
+# PEP 440, as pip reads versions (the pattern of the PyPA's `packaging`).
+_PEP440 = re.compile(
+    r"""^\s*v?(?:(?P<epoch>[0-9]+)!)?(?P<release>[0-9]+(?:\.[0-9]+)*)
+    (?P<pre>[-_.]?(?P<pre_l>alpha|a|beta|b|preview|pre|c|rc)[-_.]?(?P<pre_n>[0-9]+)?)?
+    (?P<post>(?:-(?P<post_n1>[0-9]+))|(?:[-_.]?(?P<post_l>post|rev|r)[-_.]?(?P<post_n2>[0-9]+)?))?
+    (?P<dev>[-_.]?(?P<dev_l>dev)[-_.]?(?P<dev_n>[0-9]+)?)?
+    (?:\+(?P<local>[a-z0-9]+(?:[-_.][a-z0-9]+)*))?\s*$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+_PRE = {"alpha": "a", "a": "a", "beta": "b", "b": "b", "c": "rc", "pre": "rc", "preview": "rc"}
+
+
+def pep440_key(version: str) -> tuple[object, ...] | None:
+    """PEP 440 equality: `2.0.0-rc.1` == `2.0.0rc1`, `1.1` == `1.1.0`; None if not PEP 440."""
+    match = _PEP440.match(version)
+    if not match:
+        return None
+    release = [int(part) for part in match.group("release").split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    pre = None
+    if match.group("pre_l"):
+        pre = (_PRE.get(match.group("pre_l").lower(), "rc"), int(match.group("pre_n") or 0))
+    post_n = match.group("post_n1") or match.group("post_n2")
+    post = int(post_n or 0) if (match.group("post_n1") or match.group("post_l")) else None
+    dev = int(match.group("dev_n") or 0) if match.group("dev_l") else None
+    local = (match.group("local") or "").lower().replace("-", ".").replace("_", ".")
+    return (int(match.group("epoch") or 0), tuple(release), pre, post, dev, local)
+
+
+def versions_match(kind: str, wanted: str, offered: str) -> bool:
+    """Whether a mirror's version string is the version asked for, as that package tool sees it."""
+    if kind == "pypi":
+        mine, theirs = pep440_key(wanted), pep440_key(offered)
+        return mine == theirs if mine is not None else wanted == offered
+    if kind == "nuget":  # NuGet compares case-insensitively and ignores build metadata
+        return wanted.split("+")[0].lower() == offered.split("+")[0].lower()
+    return wanted == offered  # npm and cargo resolve exact versions exactly
 
 
 def pypi_name(name: str) -> str:
@@ -185,8 +218,7 @@ class Verifier:
             return Verdict("missing", checked_at, fresh)
         if document is True:
             return Verdict("available", checked_at, fresh)
-        wanted = _normalize_version(check.version)
-        found = any(_normalize_version(v) == wanted for v in document)
+        found = any(versions_match(check.kind, check.version, v) for v in document)
         return Verdict("available" if found else "missing", checked_at, fresh)
 
     # -- I/O -------------------------------------------------------------------------------

@@ -321,3 +321,24 @@ async def test_gateway_annotates_or_enforces(
         served["server"]["packages"][0]["identifier"] == f"{host(mirror)}/ghcr/acme/weather:1.2.0"
     )
     assert served["_meta"]["com.example.mcp-gateway"]["packages"][0]["checkedAt"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "wanted", "offered", "same"),
+    [
+        ("pypi", "2.0.0-rc.1", "2.0.0rc1", True),
+        ("pypi", "1.1", "1.1.0", True),
+        ("pypi", "1.0.0.post1", "1.0.0-1", True),
+        ("pypi", "1.0.0.dev0", "1.0.0dev", True),
+        ("pypi", "1.0.0a1", "1.0.0b1", False),
+        ("pypi", "1.0.0", "1.0.0+local", False),
+        ("npm", "2.0.0-beta.0", "2.0.0-beta", False),
+        ("npm", "1.0.0", "1.0", False),
+        ("cargo", "0.1.0", "0.1.0", True),
+        ("nuget", "2.0.0-BETA", "2.0.0-beta", True),
+    ],
+)
+def test_versions_match_as_each_tool_does(kind: str, wanted: str, offered: str, same: bool) -> None:
+    from gateway.verify import versions_match
+
+    assert versions_match(kind, wanted, offered) is same
