@@ -55,15 +55,13 @@ def rendered_bytes(body: bytes) -> Rendered:
 
 
 def list_body(items: list[Item], metadata: dict[str, Any]) -> bytes:
-    return b"".join(
-        (
-            b'{"servers":[',
-            b",".join(item.body for item in items),
-            b'],"metadata":',
-            orjson.dumps(metadata),
-            b"}",
-        )
-    )
+    out = [b'{"servers":[']
+    for index, item in enumerate(items):
+        if index:
+            out.append(b",")
+        item.write(out)
+    out.extend((b'],"metadata":', orjson.dumps(metadata), b"}"))
+    return b"".join(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,16 @@
-"""An immutable catalog snapshot of one view, with every entry serialized once.
+"""An immutable catalog snapshot of one view, every entry serialized once, in parts.
 
-Items are kept in the contract's list order (name, then version, as byte strings) with parallel
-key lists for keyset paging by bisection; pages are assembled from the pre-serialized bytes.
-A new snapshot replaces the old one with a single assignment; nothing here is ever mutated.
+Items are kept in the contract's list order (name, then version, as byte strings); keyset
+paging bisects them. An item's JSON is a few byte strings joined on demand: the server object
+(the upstream's own bytes unless a mirror rewrote it, and then shared by every view with the
+same mirrors), the registry's `_meta` (shared by every view), and a short suffix for `isLatest`
+and the gateway's `_meta` (interned: most entries of an upstream share it). 200k versions in
+three views then cost little more than the JSON itself. Nothing here is ever mutated.
 """
 
 from __future__ import annotations
 
-import hashlib
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +23,8 @@ from gateway.merge import Merged
 from gateway.semver import pick_latest
 
 Key = tuple[str, str]
+_HEAD = b'{"server":'
+_OFFICIAL_KEY = orjson.dumps(OFFICIAL) + b":"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,7 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One served entry: the sort key, what filters read, and its serialized ServerResponse."""
+    """One served entry: what filters read, and its ServerResponse JSON in parts."""
 
     name: str
     version: str
@@ -58,28 +62,39 @@ class Item:
     is_latest: bool
     updated_at: datetime
     published_at: datetime
-    body: bytes
+    parts: tuple[bytes, bytes, bytes]  # server JSON, registry _meta, suffix
 
     @property
     def key(self) -> Key:
         return (self.name, self.version)
 
+    @property
+    def body(self) -> bytes:
+        return b"".join((_HEAD, *self.parts))
+
+    def write(self, out: list[bytes]) -> None:
+        out.append(_HEAD)
+        out.extend(self.parts)
+
+
+def _order(item: Item) -> Key:
+    return (item.name, item.version)
+
+
+def _name(item: Item) -> str:
+    return item.name
+
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """One ordered subset of the items, with its keys for bisection."""
+    """One ordered subset of the items."""
 
     items: list[Item]
-    keys: list[Key]
-
-    @classmethod
-    def of(cls, items: list[Item]) -> Listing:
-        return cls(items, [item.key for item in items])
 
     def after(self, key: Key | None) -> Iterator[Item]:
         """Items strictly after `key` in list order (all of them when key is None)."""
-        start = 0 if key is None else bisect_right(self.keys, key)
         items = self.items
+        start = 0 if key is None else bisect_right(items, key, key=_order)
         for index in range(start, len(items)):
             yield items[index]
 
@@ -92,19 +107,22 @@ class ViewCatalog:
     every: Listing  # deleted entries included
     active: Listing  # deleted entries left out
     latest: Listing  # the isLatest entry of each server
-    by_name: Mapping[str, list[Item]]  # newest publishedAt first, deleted included
-    digest: str
     upstream_counts: Mapping[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.active.items)
 
     def versions(self, name: str, include_deleted: bool) -> list[Item]:
-        items = self.by_name.get(name, [])
-        return items if include_deleted else [item for item in items if not item.deleted]
+        """Every version of a server, newest published first."""
+        items = self.every.items
+        start = bisect_left(items, name, key=_name)
+        end = bisect_right(items, name, key=_name)
+        chosen = [i for i in items[start:end] if include_deleted or not i.deleted]
+        chosen.sort(key=lambda item: (item.published_at, item.version), reverse=True)
+        return chosen
 
     def lookup(self, name: str, version: str, include_deleted: bool) -> Item | None:
-        for item in self.by_name.get(name, ()):
+        for item in self.versions(name, include_deleted=True):
             if item.deleted and not include_deleted:
                 continue
             if (version == "latest" and item.is_latest) or item.version == version:
@@ -112,29 +130,56 @@ class ViewCatalog:
         return None
 
 
-# What a view serves of an entry: the server object (packages possibly filtered or rewritten)
+def registry_meta(entry: Entry, namespace: str) -> bytes:
+    """The entry's outer `_meta` up to the value of `isLatest`: the upstream's other keys as
+    sent (but our own namespace, which this gateway writes anew), then the registry's own,
+    with what a bare server.json lacks filled in."""
+    meta = entry.meta
+    meta.pop(namespace, None)
+    official = meta.pop(OFFICIAL, None)
+    if not isinstance(official, dict):
+        official = {}
+    official.pop("isLatest", None)
+    if "status" not in official:
+        official["status"] = entry.status
+    if "publishedAt" not in official:
+        official["publishedAt"] = format_timestamp(entry.published_at)
+    if "updatedAt" not in official:
+        official["updatedAt"] = format_timestamp(entry.updated_at)
+    others = orjson.dumps(meta)[1:-1]
+    return b"".join(
+        (b',"_meta":{', others, b"," if others else b"", _OFFICIAL_KEY,
+         orjson.dumps(official)[:-1], b',"isLatest":')
+    )  # fmt: skip
+
+
+# What a view serves of an entry: the server JSON (packages possibly filtered or rewritten)
 # and the gateway's extra `_meta` fields for it.
-Admission = tuple[dict[str, Any], dict[str, Any]]
+Admission = tuple[bytes, dict[str, Any]]
 Admit = Callable[[str, Entry], Admission | None]
 
 
-def serialize(
-    entry: Entry,
-    server: dict[str, Any],
-    is_latest: bool,
-    namespace: str,
-    gateway_meta: dict[str, Any],
-) -> bytes:
-    """The entry as a compact ServerResponse: upstream fields as sent, registry meta recomputed."""
-    official = dict(entry.official)
-    official.setdefault("status", entry.status)
-    official.setdefault("publishedAt", format_timestamp(entry.published_at))
-    official.setdefault("updatedAt", format_timestamp(entry.updated_at))
-    official["isLatest"] = is_latest
-    meta = dict(entry.meta)
-    meta[OFFICIAL] = official
-    meta[namespace] = gateway_meta
-    return orjson.dumps({"server": server, "_meta": meta})
+class PartCache:
+    """Shares the byte strings of a build: registry `_meta` per entry, suffixes by value."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.namespace_key = b"," + orjson.dumps(namespace) + b":"
+        self.metas: dict[int, tuple[Entry, bytes]] = {}  # the entry is kept: ids stay unique
+        self.suffixes: dict[bytes, bytes] = {}
+
+    def registry_meta(self, entry: Entry) -> bytes:
+        found = self.metas.get(id(entry))
+        if found is not None and found[0] is entry:
+            return found[1]
+        meta = registry_meta(entry, self.namespace)
+        self.metas[id(entry)] = (entry, meta)
+        return meta
+
+    def suffix(self, is_latest: bool, gateway_meta: dict[str, Any]) -> bytes:
+        flag = b"true}" if is_latest else b"false}"
+        text = b"".join((flag, self.namespace_key, orjson.dumps(gateway_meta), b"}}"))
+        return self.suffixes.setdefault(text, text)
 
 
 def build_view(
@@ -143,57 +188,51 @@ def build_view(
     origins: Mapping[str, Origin],
     namespace: str,
     admit: Admit | None = None,
+    parts: PartCache | None = None,
 ) -> ViewCatalog:
     """Build a view's snapshot from merged upstreams.
 
-    `admit(upstream, entry)` returns the server object to serve and extra gateway `_meta`
+    `admit(upstream, entry)` returns the server JSON to serve and extra gateway `_meta`
     fields, or None to leave the entry out; without it every merged entry is served as is.
     `isLatest` is recomputed on what the view serves, among versions that are not deleted.
     """
+    parts = parts or PartCache(namespace)
     items: list[Item] = []
-    by_name: dict[str, list[Item]] = {}
     counts: dict[str, int] = {}
+    origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
     for name, (upstream, entries) in merged.servers.items():
-        origin_meta = origins[upstream].as_meta()
+        origin_meta = origin_metas[upstream]
         admitted: list[tuple[Entry, Admission]] = []
         for entry in entries:
-            admission = (entry.server, {}) if admit is None else admit(upstream, entry)
+            admission = (entry.server_json, {}) if admit is None else admit(upstream, entry)
             if admission is not None:
                 admitted.append((entry, admission))
         if not admitted:
             continue
         latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
-        versions = []
-        for entry, (server, extra) in admitted:
+        folded = name.casefold()
+        for entry, (server_json, extra) in admitted:
             is_latest = entry is latest
-            body = serialize(entry, server, is_latest, namespace, {**origin_meta, **extra})
-            versions.append(
+            suffix = parts.suffix(is_latest, {**origin_meta, **extra} if extra else origin_meta)
+            items.append(
                 Item(
                     name,
                     entry.version,
-                    name.casefold(),
+                    folded,
                     entry.status == "deleted",
                     is_latest,
                     entry.updated_at,
                     entry.published_at,
-                    body,
+                    (server_json, parts.registry_meta(entry), suffix),
                 )
             )
-        versions.sort(key=lambda item: (item.published_at, item.version), reverse=True)
-        by_name[name] = versions
-        items.extend(versions)
-        counts[upstream] = counts.get(upstream, 0) + len(versions)
-    items.sort(key=lambda item: (item.name, item.version))
-    digest = hashlib.blake2b(digest_size=16)
-    for item in items:
-        digest.update(item.body)
+        counts[upstream] = counts.get(upstream, 0) + len(admitted)
+    items.sort(key=_order)
     return ViewCatalog(
         view=view,
-        every=Listing.of(items),
-        active=Listing.of([item for item in items if not item.deleted]),
-        latest=Listing.of([item for item in items if item.is_latest]),
-        by_name=by_name,
-        digest=digest.hexdigest(),
+        every=Listing(items),
+        active=Listing([item for item in items if not item.deleted]),
+        latest=Listing([item for item in items if item.is_latest]),
         upstream_counts=counts,
     )
 

@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
 
 OFFICIAL = "io.modelcontextprotocol.registry/official"
 STATUSES = frozenset({"active", "deprecated", "deleted"})
@@ -39,30 +42,85 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_INTERNED: dict[object, Any] = {}
+
+
+def _intern(value: Any) -> Any:
+    """One shared object for equal small facts (most entries have the same few)."""
+    return _INTERNED.setdefault(value, value)
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A server version: the upstream's raw objects plus the fields decisions read."""
+    """A server version, kept compact: the upstream's objects as JSON bytes, exactly as
+    received (field order included), plus the facts policy decisions read.
+
+    Catalogs of 200k versions live in memory, so the dicts are parsed only when needed
+    (`server`, `meta`): a rewrite, an explain, an export.
+    """
 
     name: str
     version: str
     status: str
     published_at: datetime
     updated_at: datetime
-    server: dict[str, Any]
-    meta: dict[str, Any]  # the outer `_meta`, as the upstream sent it
+    server_json: bytes
+    meta_json: bytes  # the outer `_meta`, as the upstream sent it
+    registry_types: frozenset[str]  # of its packages
+    transports: frozenset[str]  # package and remote transport types, plus remote / local
+    remote_hosts: tuple[str, ...]
+    has_packages: bool
+    has_remotes: bool
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.name, self.version)
 
     @property
+    def server(self) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(self.server_json)
+        return value
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(self.meta_json)
+        return value
+
+    @property
     def official(self) -> dict[str, Any]:
         value = self.meta.get(OFFICIAL)
         return value if isinstance(value, dict) else {}
 
+    def item_json(self) -> bytes:
+        """The registry's ServerResponse shape (what state files and exports hold)."""
+        return b'{"server":' + self.server_json + b',"_meta":' + self.meta_json + b"}"
+
     def to_item(self) -> dict[str, Any]:
-        """Back to the registry's ServerResponse shape (what state files and exports hold)."""
         return {"server": self.server, "_meta": self.meta}
+
+
+def _facts(server: dict[str, Any]) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+    types: set[str] = set()
+    transports: set[str] = set()
+    hosts: list[str] = []
+    for package in server.get("packages") or ():
+        if isinstance(package, dict):
+            types.add(str(package.get("registryType")))
+            transport = package.get("transport")
+            if isinstance(transport, dict) and isinstance(transport.get("type"), str):
+                transports.add(transport["type"])
+            transports.add("local")
+    for remote in server.get("remotes") or ():
+        if isinstance(remote, dict):
+            transports.add("remote")
+            if isinstance(remote.get("type"), str):
+                transports.add(remote["type"])
+            url = remote.get("url")
+            if isinstance(url, str):
+                host = urlsplit(url).hostname
+                if host:
+                    hosts.append(host)
+    return _intern(frozenset(types)), _intern(frozenset(transports)), tuple(hosts)
 
 
 class EntryRejected(ValueError):
@@ -124,4 +182,18 @@ def parse_item(item: object, *, seen_at: datetime) -> Entry:
         updated = _timestamp(official, "updatedAt", published)
     except EntryRejected as exc:
         raise EntryRejected(exc.reason, name) from None
-    return Entry(name, version, status, published, updated, server, meta)
+    types, transports, hosts = _facts(server)
+    return Entry(
+        name,
+        version,
+        status,
+        published,
+        updated,
+        orjson.dumps(server),
+        orjson.dumps(meta),
+        types,
+        transports,
+        hosts,
+        bool(server.get("packages")),
+        bool(server.get("remotes")),
+    )

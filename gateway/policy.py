@@ -1,9 +1,10 @@
-"""Allow/deny policy: rules as data, compiled once, decided per entry and view.
+"""Allow/deny policy: rules as data, compiled once per snapshot build, decided per entry.
 
 `policy.yaml` applies to every view; `views/<view>.yaml` can only narrow it. In each, the first
 matching rule decides, else `default`; `min_age` holds young versions back; `packages.types`
-removes package entries of other types. A version left with no packages and no remotes is not
-served.
+removes package entries of other types. Checks read the facts an entry carries (registry types,
+transports, remote hosts), and name globs are remembered per name: a catalog has about three
+versions per server.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import translate
-from typing import Any
-from urllib.parse import urlsplit
 
 from gateway.config import Match, PolicySettings
 from gateway.entry import Entry
@@ -23,36 +22,15 @@ from gateway.semver import VersionRange
 
 def _glob(patterns: Sequence[str]) -> Callable[[str], bool]:
     compiled = re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
-    return lambda text: compiled.match(text) is not None
+    seen: dict[str, bool] = {}
 
+    def matches(text: str) -> bool:
+        found = seen.get(text)
+        if found is None:
+            found = seen[text] = compiled.match(text) is not None
+        return found
 
-def remote_hosts(server: dict[str, Any]) -> list[str]:
-    hosts = []
-    for remote in server.get("remotes") or ():
-        if isinstance(remote, dict) and isinstance(remote.get("url"), str):
-            host = urlsplit(remote["url"]).hostname
-            if host:
-                hosts.append(host)
-    return hosts
-
-
-def _packages(server: dict[str, Any]) -> list[dict[str, Any]]:
-    packages = server.get("packages")
-    return [p for p in packages if isinstance(p, dict)] if isinstance(packages, list) else []
-
-
-def _transports(server: dict[str, Any]) -> set[str]:
-    found: set[str] = set()
-    for package in _packages(server):
-        transport = package.get("transport")
-        if isinstance(transport, dict) and isinstance(transport.get("type"), str):
-            found.add(transport["type"])
-        found.add("local")
-    remotes = server.get("remotes")
-    if isinstance(remotes, list) and remotes:
-        found.add("remote")
-        found.update(r["type"] for r in remotes if isinstance(r, dict) and "type" in r)
-    return found
+    return matches
 
 
 Check = Callable[[str, Entry], bool]
@@ -74,15 +52,13 @@ def _compile_match(match: Match) -> list[Check]:
         checks.append(lambda _, entry: any(r.matches(entry.version) for r in ranges))
     if match.registry_type:
         types = frozenset(match.registry_type)
-        checks.append(
-            lambda _, entry: any(p.get("registryType") in types for p in _packages(entry.server))
-        )
+        checks.append(lambda _, entry: not types.isdisjoint(entry.registry_types))
     if match.transport:
         wanted = frozenset(match.transport)
-        checks.append(lambda _, entry: bool(wanted & _transports(entry.server)))
+        checks.append(lambda _, entry: not wanted.isdisjoint(entry.transports))
     if match.remote_host:
         host_matches = _glob(match.remote_host)
-        checks.append(lambda _, entry: any(host_matches(h) for h in remote_hosts(entry.server)))
+        checks.append(lambda _, entry: any(host_matches(h) for h in entry.remote_hosts))
     return checks
 
 
@@ -95,26 +71,41 @@ class Verdict:
 
 
 class Policy:
-    """A compiled policy file: rules, cooldown and package types, ready to decide."""
+    """A compiled policy file: rules, cooldown and package types, ready to decide.
+
+    Verdicts are remembered per entry, so views sharing policy.yaml decide it once.
+    """
 
     def __init__(self, settings: PolicySettings, source: str) -> None:
         self.settings = settings
         self.source = source
         self.min_age = timedelta(seconds=settings.min_age) if settings.min_age is not None else None
         self.types = frozenset(settings.packages.types) if settings.packages.types else None
-        self._rules: list[tuple[bool, list[Check], str]] = []
+        self._rules: list[tuple[Verdict, list[Check]]] = []
         for index, rule in enumerate(settings.rules):
             allow = rule.allow is not None
             match = rule.allow if rule.allow is not None else rule.deny
             assert match is not None
-            self._rules.append((allow, _compile_match(match), f"{source} rules[{index}]"))
+            verdict = Verdict(allow, f"{source} rules[{index}]")
+            self._rules.append((verdict, _compile_match(match)))
         self._default = Verdict(settings.default == "allow", f"{source} default")
+        # id(entry) -> (entry, upstream, verdict): the entry is kept, so its id is not reused
+        self._memo: dict[int, tuple[Entry, str, Verdict]] = {}
 
     def verdict(self, upstream: str, entry: Entry) -> Verdict:
-        for allow, checks, label in self._rules:
-            if all(check(upstream, entry) for check in checks):
-                return Verdict(allow, label)
-        return self._default
+        known = self._memo.get(id(entry))
+        if known is not None and known[0] is entry and known[1] == upstream:
+            return known[2]
+        decided = self._default
+        for verdict, checks in self._rules:
+            for check in checks:
+                if not check(upstream, entry):
+                    break
+            else:
+                decided = verdict
+                break
+        self._memo[id(entry)] = (entry, upstream, decided)
+        return decided
 
     def held_until(self, entry: Entry) -> datetime | None:
         if self.min_age is None:

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.catalog import Admission, Origin, ViewCatalog, build_view
+from gateway.catalog import Admission, Origin, PartCache, ViewCatalog, build_view
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
+from gateway.policy import Policy
 from gateway.verify import Check
-from gateway.view import Lookup, ViewPolicy, no_lookup
+from gateway.view import Lookup, Shape, ViewPolicy, no_lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +35,13 @@ class Snapshot:
 
 def view_policies(config: FederationConfig) -> list[ViewPolicy]:
     """The default view (policy.yaml alone), then each configured view."""
-    policies = [ViewPolicy.of(DEFAULT_VIEW, config.policy, None, config.mirrors)]
+    base = Policy(config.policy, "policy.yaml")  # decided once per entry for every view
+    policies = [ViewPolicy.of(DEFAULT_VIEW, base, None, config.mirrors)]
     for name, settings in config.views.items():
-        policies.append(ViewPolicy.of(name, config.policy, settings, config.mirrors))
+        policies.append(ViewPolicy.of(name, base, settings, config.mirrors))
+    shared: dict[object, dict[int, tuple[Entry, Shape]]] = {}
+    for policy in policies:
+        policy.shapes = shared.setdefault(policy.shape_key, policy.shapes)
     return policies
 
 
@@ -56,6 +61,7 @@ def build_snapshot(
     held: list[datetime] = []
     pending: set[Check] = set()
     verification: dict[str, int] = {}
+    parts = PartCache(namespace)  # byte strings shared by every view of this build
     for policy in view_policies(config):
         counts: dict[str, int] = {}
 
@@ -70,7 +76,7 @@ def build_snapshot(
                 return None
             decision = policy.decide(upstream, entry, now, lookup)
             pending.update(decision.pending)
-            if not decision.served or decision.server is None:
+            if not decision.served:
                 counts[decision.reason] = counts.get(decision.reason, 0) + 1
                 if decision.held_until is not None:
                     held.append(decision.held_until)
@@ -82,9 +88,10 @@ def build_snapshot(
                     if "verification" in package:
                         result = package["verification"]
                         verification[result] = verification.get(result, 0) + 1
-            return decision.server, extra
+            assert decision.server_json is not None
+            return decision.server_json, extra
 
-        views[policy.name] = build_view(policy.name, merged, origins, namespace, admit)
+        views[policy.name] = build_view(policy.name, merged, origins, namespace, admit, parts)
         hidden[policy.name] = counts
     return Snapshot(
         views=views,

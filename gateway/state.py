@@ -38,13 +38,16 @@ def save(state_dir: Path, saved: Saved) -> Path:
     """Write atomically; blocking, so call it off the event loop."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_path(state_dir, saved.upstream)
-    document = {
-        "format": FORMAT,
-        "upstream": saved.upstream,
-        "syncedAt": format_timestamp(saved.synced_at),
-        "servers": [entry.to_item() for entry in saved.entries],
-    }
-    data = orjson.dumps(document)
+    head = {"format": FORMAT, "upstream": saved.upstream}
+    head["syncedAt"] = format_timestamp(saved.synced_at)
+    data = b"".join(
+        (
+            orjson.dumps(head)[:-1],
+            b',"servers":[',
+            b",".join(e.item_json() for e in saved.entries),
+            b"]}",
+        )
+    )
     fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{saved.upstream}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

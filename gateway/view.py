@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from gateway.config import DEFAULT_VIEW as DEFAULT_VIEW
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
 from gateway.entry import Entry, format_timestamp
@@ -31,9 +33,28 @@ class Decision:
     rules: tuple[str, ...]  # the deciding rule of each policy file consulted, in order
     held_until: datetime | None = None
     removed_types: tuple[str, ...] = ()  # by packages.types, unmirrored or enforce
-    server: dict[str, Any] | None = None
+    server_json: bytes | None = None  # compact JSON of the server object as served
     packages: list[dict[str, Any]] = field(default_factory=list)  # gateway _meta per package
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
+
+    @property
+    def server(self) -> dict[str, Any] | None:
+        if self.server_json is None:
+            return None
+        value: dict[str, Any] = orjson.loads(self.server_json)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """An entry's server object after package types, mirrors and verification: the part of a
+    decision that views with the same types and mirrors share."""
+
+    server_json: bytes | None  # None: nothing installable is left
+    reason: str
+    removed: tuple[str, ...]
+    packages: list[dict[str, Any]]
+    pending: tuple[Check, ...]
 
 
 def _registry_type(package: object) -> str:
@@ -52,16 +73,19 @@ class ViewPolicy:
         self.types: frozenset[str] | None = frozenset.intersection(*types) if types else None
         self.mirrors = Mirrors(mirrors or MirrorSettings())
         self.verify_mode = self.mirrors.settings.verify.mode
+        # Views with the same types and mirrors shape an entry the same way: one shared cache.
+        self.shapes: dict[int, tuple[Entry, Shape]] = {}
+        self.shape_key = (self.types, self.mirrors.settings.model_dump_json())
 
     @classmethod
     def of(
         cls,
         name: str,
-        base: PolicySettings,
+        base: PolicySettings | Policy,
         own: ViewSettings | None,
         mirrors: MirrorSettings | None = None,
     ) -> ViewPolicy:
-        policies = [Policy(base, "policy.yaml")]
+        policies = [base if isinstance(base, Policy) else Policy(base, "policy.yaml")]
         if own is not None:
             policies.append(Policy(own, f"views/{name}.yaml"))
         view_mirrors = own.mirrors if own is not None else None
@@ -76,10 +100,34 @@ class ViewPolicy:
             rules.append(verdict.rule)
             if not verdict.allowed:
                 return Decision(False, "denied", tuple(rules))
-        holds = [h for h in (p.held_until(entry) for p in self.policies) if h is not None]
-        held_until = max(holds) if holds else None
+        held_until = None
+        for policy in self.policies:
+            held = policy.held_until(entry)
+            if held is not None and (held_until is None or held > held_until):
+                held_until = held
         if held_until is not None and held_until > now:
             return Decision(False, "cooldown", tuple(rules), held_until)
+        known = self.shapes.get(id(entry))
+        if known is not None and known[0] is entry:
+            shape = known[1]
+        else:
+            shape = self._shape(entry, lookup)
+            self.shapes[id(entry)] = (entry, shape)
+        if shape.server_json is None:
+            return Decision(
+                False, shape.reason, tuple(rules), None, shape.removed, None, [], shape.pending
+            )
+        return Decision(
+            True, "served", tuple(rules), None, shape.removed, shape.server_json,
+            shape.packages, shape.pending,
+        )  # fmt: skip
+
+    def _shape(self, entry: Entry, lookup: Lookup) -> Shape:
+        keep_types = self.types is None or entry.registry_types <= self.types
+        if keep_types and not (entry.has_packages and self.mirrors.configured):
+            if not entry.has_packages and not entry.has_remotes:
+                return Shape(None, "not installable", (), [], ())
+            return Shape(entry.server_json, "served", (), [], ())  # as received: no parsing
         server = entry.server
         packages = server.get("packages")
         removed: list[str] = []
@@ -93,7 +141,7 @@ class ViewPolicy:
         if isinstance(packages, list) and packages and self.mirrors.configured:
             rewrite = rewrite_packages(self.mirrors, packages)
             if rewrite.drop_server:
-                return Decision(False, "unmirrored", tuple(rules), None, tuple(rewrite.dropped))
+                return Shape(None, "unmirrored", tuple(rewrite.dropped), [], ())
             removed.extend(rewrite.dropped)
             packages = []
             for package, original in zip(rewrite.packages, rewrite.originals, strict=True):
@@ -114,15 +162,12 @@ class ViewPolicy:
                         continue
                 packages.append(package)
                 metas.append(meta)
-        if packages is not server.get("packages"):
-            server = {**server, "packages": packages}
         if not packages and not server.get("remotes"):
             reason = "missing from mirror" if enforced else "not installable"
-            return Decision(
-                False, reason, tuple(rules), None, tuple(removed), None, [], tuple(pending)
-            )
+            return Shape(None, reason, tuple(removed), [], tuple(pending))
         if not any("original" in m for m in metas):
             metas = []
-        return Decision(
-            True, "served", tuple(rules), None, tuple(removed), server, metas, tuple(pending)
-        )
+        if packages != server.get("packages"):
+            server["packages"] = packages  # a parsed copy: the entry's bytes stay as received
+            return Shape(orjson.dumps(server), "served", tuple(removed), metas, tuple(pending))
+        return Shape(entry.server_json, "served", tuple(removed), metas, tuple(pending))

@@ -5,14 +5,14 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.entry import Entry
+from gateway.entry import Entry, parse_item
 from gateway.merge import Source, merge
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def entry(name: str, version: str = "1.0.0") -> Entry:
-    return Entry(name, version, "active", NOW, NOW, {"name": name, "version": version}, {})
+    return parse_item({"name": name, "version": version}, seen_at=NOW)
 
 
 def test_first_upstream_that_has_a_name_owns_it() -> None:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.entry import Entry
+from gateway.entry import Entry, parse_item
 from gateway.semver import pick_latest, semver_key
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -12,7 +12,7 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 def entry(version: str, day: int) -> Entry:
     moment = BASE + timedelta(days=day)
-    return Entry("io.github.a/b", version, "active", moment, moment, {}, {})
+    return parse_item({"name": "io.github.a/b", "version": version}, seen_at=moment)
 
 
 @pytest.mark.parametrize(
