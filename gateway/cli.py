@@ -40,6 +40,7 @@ from gateway.reloader import ConfigLoader, reload_config
 from gateway.snapshot import Snapshot, build_snapshot, view_policies
 from gateway.verify import Verifier
 from gateway.view import Lookup, ViewPolicy, no_lookup
+from gateway.workers import run_workers
 
 DEMO_CONFIG = Path(__file__).parent / "demo"
 SHUTDOWN_GRACE = 10.0
@@ -74,19 +75,22 @@ def public_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-async def _serve(config: FederationConfig, load: ConfigLoader) -> None:
+async def _serve(
+    config: FederationConfig, load: ConfigLoader, *, reuse_port: bool = False, announce: bool = True
+) -> None:
     gateway = config.gateway
     app = create_app(config, load=load)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
     )
     await runner.setup()
-    site = web.TCPSite(runner, gateway.host or None, gateway.port)
+    site = web.TCPSite(runner, gateway.host or None, gateway.port, reuse_port=reuse_port or None)
     await site.start()
     url = public_url(gateway.host, gateway.port)
-    print(f"MCP discovery gateway {__version__} is serving.", flush=True)
-    print(f"Give your IDE this MCP registry URL: {url}", flush=True)
-    print(f"  (try: curl '{url}/v0.1/servers?limit=3')", flush=True)
+    if announce:
+        print(f"MCP discovery gateway {__version__} is serving.", flush=True)
+        print(f"Give your IDE this MCP registry URL: {url}", flush=True)
+        print(f"  (try: curl '{url}/v0.1/servers?limit=3')", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -111,6 +115,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"refusing to start, the config has errors:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(config.gateway.log_format, config.gateway.log_level)
+    if args.workers > 1:
+        if config.gateway.port == 0:
+            print("--workers needs a fixed port (SO_REUSEPORT), not port 0", file=sys.stderr)
+            return 2
+
+        def worker(index: int) -> int:
+            structlog.contextvars.bind_contextvars(worker=index)
+            asyncio.run(_serve(config, lambda: _load(args), reuse_port=True, announce=index == 0))
+            return 0
+
+        return run_workers(args.workers, worker)
     asyncio.run(_serve(config, lambda: _load(args)))
     return 0
 
@@ -279,6 +294,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT, overriding gateway.yaml")
     serve.add_argument(
         "--state-dir", help="where last good catalogs are kept, overriding gateway.yaml"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes on one port (SO_REUSEPORT); default 1"
     )
     serve.set_defaults(run=_cmd_serve)
     check = commands.add_parser("check", help="validate a config directory and exit")
