@@ -12,10 +12,7 @@ from typing import Any
 
 OFFICIAL = "io.modelcontextprotocol.registry/official"
 SCHEMA = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json"
-WORDS = (
-    "search files issues pull requests weather calendar database query metrics logs deploy "
-    "tickets slack email notes docs wiki kubernetes cloud storage vector memory browser"
-).split()
+WORDS = ["search", "files", "issues", "pull", "requests", "weather", "calendar", "database", "query", "metrics", "logs", "deploy", "tickets", "slack", "email", "notes", "docs", "wiki", "kubernetes", "cloud", "storage", "vector", "memory", "browser"]
 
 
 def _package(kind: str, name: str, version: str, rng: random.Random) -> dict[str, Any]:
@@ -36,7 +33,12 @@ def _package(kind: str, name: str, version: str, rng: random.Random) -> dict[str
     if kind == "nuget":
         return {"registryType": "nuget", "identifier": name.split("/")[1].title(), "version": version,
                 "runtimeHint": "dnx", "transport": stdio}  # fmt: skip
-    return {"registryType": "cargo", "identifier": name.split("/")[1], "version": version, "transport": stdio}
+    return {
+        "registryType": "cargo",
+        "identifier": name.split("/")[1],
+        "version": version,
+        "transport": stdio,
+    }
 
 
 def _padding(rng: random.Random) -> list[dict[str, Any]]:
@@ -47,7 +49,9 @@ def _padding(rng: random.Random) -> list[dict[str, Any]]:
     variables, used = [], 0
     while used < target:
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16)))
-        variables.append({"name": f"OPTION_{len(variables)}", "description": text, "isRequired": False})
+        variables.append(
+            {"name": f"OPTION_{len(variables)}", "description": text, "isRequired": False}
+        )
         used += len(text) + 50
     return variables
 
@@ -63,7 +67,9 @@ def generate(versions: int, *, seed: int = 1, prefix: str = "io.github") -> list
         count = min(1 + int(rng.expovariate(1 / 2.3)), versions - len(items))
         roll = rng.random()
         remote_only = roll < 0.41
-        kind = rng.choices(["npm", "pypi", "oci", "mcpb", "nuget", "cargo"], [32, 15, 8, 3, 1, 0.2])[0]
+        kind = rng.choices(
+            ["npm", "pypi", "oci", "mcpb", "nuget", "cargo"], [32, 15, 8, 3, 1, 0.2]
+        )[0]
         empty_repo = rng.random() < 0.10
         padding = _padding(rng)
         for index in range(count):
@@ -74,11 +80,15 @@ def generate(versions: int, *, seed: int = 1, prefix: str = "io.github") -> list
                 "$schema": SCHEMA,
                 "name": name,
                 "description": " ".join(rng.choice(WORDS) for _ in range(8))[:100],
-                "repository": {} if empty_repo else {"url": f"https://github.com/{name}", "source": "github"},
+                "repository": {}
+                if empty_repo
+                else {"url": f"https://github.com/{name}", "source": "github"},
                 "version": version,
             }
             if remote_only:
-                body["remotes"] = [{"type": "streamable-http", "url": f"https://mcp.{server}.example.com/mcp"}]
+                body["remotes"] = [
+                    {"type": "streamable-http", "url": f"https://mcp.{server}.example.com/mcp"}
+                ]
             else:
                 package = _package(kind, name, version, rng)
                 if padding:

@@ -84,6 +84,7 @@ def write_config(
         "access_log": False,
         "log_level": "warning",
         "watch_config": "0s",
+        "admin_token": "${GATEWAY_ADMIN_TOKEN}",
         "upstreams": upstreams,
     }
     (directory / "gateway.yaml").write_text(yaml.safe_dump(gateway))

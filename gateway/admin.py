@@ -135,6 +135,9 @@ def status(refresher: Refresher) -> dict[str, Any]:
         "version": __version__,
         "ready": snapshot is not None,
         "snapshotBuiltAt": _time(snapshot.built_at) if snapshot else None,
+        "snapshotBuildMs": round(refresher.build_durations[-1] * 1000, 1)
+        if refresher.build_durations
+        else None,
         "config": {
             "directory": str(refresher.config.directory),
             "reloadError": refresher.reload_error,

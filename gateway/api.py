@@ -31,13 +31,20 @@ SERVER_NOT_FOUND = "Server not found"
 
 
 class Rendered:
-    """A response body, its ETag, and (made on first demand, then kept) its gzip form."""
+    """A response body, its ETag and headers, and (made on first demand, then kept) its gzip
+    form: everything a cached answer needs, computed once."""
 
-    __slots__ = ("_gzipped", "body", "etag")
+    __slots__ = ("_gzipped", "body", "etag", "gzip_etag", "gzip_headers", "headers")
 
     def __init__(self, body: bytes, etag: str) -> None:
         self.body = body
         self.etag = etag
+        self.gzip_etag = etag[:-1] + '-gz"'
+        common = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        self.headers = {**common, "ETag": etag, "Vary": "Accept-Encoding"}
+        self.gzip_headers = {
+            **common, "ETag": self.gzip_etag, "Vary": "Accept-Encoding", "Content-Encoding": "gzip",
+        }  # fmt: skip
         self._gzipped: bytes | None = None
 
     def gzipped(self) -> bytes:
@@ -112,16 +119,28 @@ def parse_route(raw_path: str) -> Route:
 class Api:
     """Answers read requests from the current snapshot, caching rendered pages per snapshot."""
 
-    def __init__(self, cache_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, cache_bytes: int = 64 * 1024 * 1024, urls: int = 20_000) -> None:
         self._cache_bytes = cache_bytes
+        self._urls = urls
         self._cache: LRUCache[object, Rendered] = self._new_cache()
+        self._by_url: LRUCache[str, tuple[str, Rendered]] = LRUCache(maxsize=urls)
         self._cached_for: Snapshot | None = None
+
+    def recall(self, snapshot: Snapshot | None, raw: str) -> tuple[str, Rendered] | None:
+        """The answer already given to this exact URL from this snapshot, with its endpoint."""
+        if snapshot is None or snapshot is not self._cached_for:
+            return None
+        return self._by_url.get(raw)
 
     def _new_cache(self) -> LRUCache[object, Rendered]:
         return LRUCache(maxsize=self._cache_bytes, getsizeof=lambda r: len(r.body) + 200)
 
     def answer(
-        self, snapshot: Snapshot | None, route: Route, params: Mapping[str, str]
+        self,
+        snapshot: Snapshot | None,
+        route: Route,
+        params: Mapping[str, str],
+        raw: str | None = None,
     ) -> Rendered:
         if route.endpoint == "health":
             return render({"status": "ok"})
@@ -136,6 +155,7 @@ class Api:
             raise NotFound(f"View not found: {route.view!r} is not configured")
         if snapshot is not self._cached_for:
             self._cache = self._new_cache()
+            self._by_url = LRUCache(maxsize=self._urls)
             self._cached_for = snapshot
         if route.endpoint == "list":
             query = parse_list_query(params)
@@ -145,6 +165,8 @@ class Api:
             key = (route.endpoint, route.view, route.name, route.version, include_deleted)
         cached = self._cache.get(key)
         if cached is not None:
+            if raw is not None:
+                self._by_url[raw] = (route.endpoint, cached)
             return cached
         if route.endpoint == "list":
             rendered = self._list(view, query)
@@ -153,6 +175,8 @@ class Api:
         else:
             rendered = self._version(view, route, include_deleted)
         self._cache[key] = rendered
+        if raw is not None:
+            self._by_url[raw] = (route.endpoint, rendered)
         return rendered
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import time
 import uuid
@@ -15,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from gateway.admin import handle_admin
-from gateway.api import Api, Rendered, check_method, parse_route, reject_nul
+from gateway.api import READ_METHODS, Api, Rendered, check_method, parse_route, reject_nul
 from gateway.config import FederationConfig
 from gateway.errors import (
     FieldError,
@@ -76,15 +77,24 @@ def _request_problem(exc: RequestError) -> web.Response:
         return problem(exc.status, exc.title, exc.detail)
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, access log, and the headers every response carries."""
-    given = request.headers.get("X-Request-Id", "")
-    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+_PROCESS_ID = uuid.uuid4().hex[:8]
+_SEQUENCE = itertools.count(1)
+
+
+def _request_id(given: str) -> str:
+    if given and _REQUEST_ID.match(given):
+        return given
+    return f"{_PROCESS_ID}{next(_SEQUENCE):08x}"  # unique per process, and cheap
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Every request: request id, error rendering, the headers every response carries,
+    metrics and the access log, around `dispatch`. (One handler, no middleware: this is the
+    hot path of every IDE request.)"""
     started = time.perf_counter()
+    request_id = _request_id(request.headers.get("X-Request-Id", ""))
     try:
-        response = await handler(request)
+        response = await dispatch(request)
     except RequestError as exc:
         response = _request_problem(exc)
         if isinstance(exc, MethodNotAllowed):
@@ -96,10 +106,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as exc:
         response = problem(exc.status, exc.reason, exc.text or exc.reason)
     except Exception:
-        log.exception("request_failed", method=request.method, path=request.path[:512])
+        log.exception(
+            "request_failed", request_id=request_id, method=request.method, path=request.path[:512]
+        )
         response = problem(500, "Internal Server Error", "the gateway failed to answer")
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
     headers = response.headers
     headers["X-Request-Id"] = request_id
     headers["X-Content-Type-Options"] = "nosniff"
@@ -142,20 +152,20 @@ def _etag_matches(header: str, etags: tuple[str, ...]) -> bool:
 
 def respond(request: web.Request, rendered: Rendered) -> web.Response:
     """Write a rendered body with ETag/304 and gzip negotiation."""
-    gzip_ok = len(rendered.body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get(
+    request_headers = request.headers
+    gzip_ok = len(rendered.body) >= GZIP_MIN_BYTES and "gzip" in request_headers.get(
         "Accept-Encoding", ""
     )
-    etag = rendered.etag[:-1] + '-gz"' if gzip_ok else rendered.etag
-    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
-    if_none_match = request.headers.get("If-None-Match")
+    etag = rendered.gzip_etag if gzip_ok else rendered.etag
+    if_none_match = request_headers.get("If-None-Match")
     if if_none_match and _etag_matches(if_none_match, (rendered.etag, etag)):
-        return web.Response(status=304, headers=headers)
+        return web.Response(
+            status=304,
+            headers={"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"},
+        )
     if gzip_ok:
-        headers["Content-Encoding"] = "gzip"
-        body = rendered.gzipped()
-    else:
-        body = rendered.body
-    return web.Response(body=body, headers=headers, content_type="application/json")
+        return web.Response(body=rendered.gzipped(), headers=rendered.gzip_headers)
+    return web.Response(body=rendered.body, headers=rendered.headers)
 
 
 def _status(document: dict[str, object], status: int = 200) -> web.Response:
@@ -188,15 +198,23 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         request[ROUTE] = "admin"
         document = await handle_admin(request, refresher, request.app[CONFIG_LOADER])
         return _status(document)
-    route = parse_route(raw_path)
-    request[ROUTE] = route.endpoint
-    if request.method == "OPTIONS":
-        return _preflight(request)
-    check_method(request.method)
     snapshot = refresher.snapshot
-    rendered = request.app[API].answer(snapshot, route, request.query)
+    api = request.app[API]
+    method = request.method
+    known = api.recall(snapshot, request.raw_path) if method in READ_METHODS else None
+    if known is not None:  # the same URL was answered from this snapshot: no parsing at all
+        endpoint, rendered = known
+    else:
+        route = parse_route(raw_path)
+        endpoint = route.endpoint
+        request[ROUTE] = endpoint
+        if method == "OPTIONS":
+            return _preflight(request)
+        check_method(method)
+        rendered = api.answer(snapshot, route, request.query, raw=request.raw_path)
+    request[ROUTE] = endpoint
     response = respond(request, rendered)
-    if snapshot is not None and snapshot.stale and route.endpoint in CATALOG_ENDPOINTS:
+    if snapshot is not None and snapshot.stale and endpoint in CATALOG_ENDPOINTS:
         response.headers[STALE_HEADER] = ", ".join(snapshot.stale)
     return response
 
@@ -213,7 +231,6 @@ def create_app(
     `Refresher.sync_all()` themselves).
     """
     app = web.Application(
-        middlewares=[request_context],
         # Lines longer than ours still get a problem body from us, up to aiohttp's own limit.
         handler_args={"max_line_size": 65536, "max_field_size": 16384},
     )
@@ -241,5 +258,5 @@ def create_app(
                 await refresher.stop()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)  # newlines too: every path is ours
     return app

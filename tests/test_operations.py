@@ -177,7 +177,7 @@ async def test_hostile_requests_get_a_4xx_problem(base: str, target: str, status
         got, content_type, body = await raw_get(session, base + target)
     assert got == status
     if status >= 400:
-        assert content_type == "application/problem+json"
+        assert content_type == "application/problem+json", target
         assert orjson.loads(body)["status"] == status
 
 
@@ -209,7 +209,7 @@ async def test_fuzzed_queries_never_cause_a_5xx(
         status, content_type, _ = await raw_get(session, base + target)
     assert status < 500
     if status >= 400:
-        assert content_type == "application/problem+json"
+        assert content_type == "application/problem+json", target
 
 
 # Secrets ----------------------------------------------------------------------------------------

@@ -1,0 +1,377 @@
+"""Run every benchmark and print one table: `python -m bench.run` (`--quick`: a smoke run).
+
+Each figure is compared in the same run with its baseline or target:
+- serving: the gateway against a bare aiohttp handler returning the very same bytes (and nginx
+  serving them as static files, when nginx is installed), with wrk, route by route;
+- ingest: a cold full sync of one upstream over loopback (pages of 100), then an incremental
+  sync with 1 % of the entries changed;
+- rebuild: a full snapshot rebuild (3 upstreams, 20-rule policy, 3 views, mirror rewrites)
+  while wrk measures serving latency;
+- memory: the gateway's peak RSS against the compact JSON size of its data, 1k to 200k;
+- workers: `serve --workers 2` against one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench.generate import generate
+from bench.scenario import write_catalogs, write_config
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-admin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+@contextmanager
+def process(*argv: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a process and its children (workers), in MB."""
+    total = 0
+    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    for one in pids:
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def wrk(url: str, seconds: float, connections: int = 32) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(match.group(1)) * units[match.group(2)] if match else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+
+async def _ingest(url: str, state: Path) -> dict[str, float]:
+    from gateway.config import UpstreamSettings
+    from gateway.feed import Feed
+
+    settings = UpstreamSettings.model_validate(
+        {"name": "bench", "url": url, "page_size": 100, "timeout": "60s", "max_drop": 1.0}
+    )
+    feed = Feed(settings)
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        await feed.sync(session, state)
+        full = time.perf_counter() - started
+        entries = len(feed.entries)
+        async with session.post(f"{url}/mutate?fraction=0.01") as response:
+            changed = (await response.json())["changed"]
+        started = time.perf_counter()
+        await feed.sync(session, state)
+        incremental = time.perf_counter() - started
+    return {"entries": entries, "full_s": full, "changed": changed, "incremental_s": incremental}
+
+
+def bench_ingest(versions: int, work: Path) -> dict[str, float]:
+    path = work / f"ingest-{versions}.json"
+    if not path.exists():
+        path.write_bytes(orjson.dumps({"servers": generate(versions, seed=7)}))
+    port = free_port()
+    with process(PY, "-m", "bench.upstream", str(path), str(port)):
+        wait_http(f"http://127.0.0.1:{port}/v0.1/servers?limit=1")
+        return asyncio.run(_ingest(f"http://127.0.0.1:{port}", work / "ingest-state"))
+
+
+# -- the gateway under load --------------------------------------------------------------------
+
+
+ROUTES = {
+    "list limit=100": "/v0.1/servers?limit=100",
+    "latest limit=50": "/v0.1/servers?version=latest&limit=50",
+    "search": "/v0.1/servers?search=weather&limit=30",
+    "versions/latest": None,  # filled in with a real name
+    "view page": "/views/payments/v0.1/servers?limit=100",
+}
+
+
+@contextmanager
+def gateway(per_upstream: int, work: Path, workers: int = 1) -> Iterator[tuple[str, int, float]]:
+    """3 fake upstreams of `per_upstream` versions and a gateway over them: (base, pid, JSON MB)."""
+    files = write_catalogs(work / f"data-{per_upstream}", per_upstream)
+    json_mb = sum(p.stat().st_size for p in files) / 1e6
+    ports = [free_port() for _ in files]
+    with contextlib_exit() as stack:
+        for path, port in zip(files, ports, strict=True):
+            stack.enter(process(PY, "-m", "bench.upstream", str(path), str(port)))
+        for port in ports:
+            wait_http(f"http://127.0.0.1:{port}/v0.1/servers?limit=1")
+        upstreams = [
+            {"name": f"u{i}", "url": f"http://127.0.0.1:{port}", "refresh": "1h",
+             "timeout": "60s", "full_sync": "24h"}
+            for i, port in enumerate(ports)
+        ]  # fmt: skip
+        listen = f"127.0.0.1:{free_port()}"
+        config = write_config(work / f"cfg-{per_upstream}-{workers}", upstreams, listen=listen)
+        shutil.rmtree(config / "state", ignore_errors=True)
+        base = f"http://{listen}"
+        argv = [PY, "-m", "gateway", "serve", "--config", str(config), "--workers", str(workers)]
+        with process(*argv, env={"GATEWAY_ADMIN_TOKEN": TOKEN}) as proc:
+            wait_http(f"{base}/readyz", timeout=900)
+            yield base, proc.pid, json_mb
+
+
+class contextlib_exit:
+    def __enter__(self) -> contextlib_exit:
+        self.stack: list[Any] = []
+        return self
+
+    def enter(self, manager: Any) -> Any:
+        value = manager.__enter__()
+        self.stack.append(manager)
+        return value
+
+    def __exit__(self, *exc: object) -> None:
+        for manager in reversed(self.stack):
+            manager.__exit__(None, None, None)
+
+
+def fetch(url: str, method: str = "GET") -> bytes:
+    request = urllib.request.Request(
+        url, method=method, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=600) as response:
+        body: bytes = response.read()
+        return body
+
+
+def bench_serving(base: str, work: Path, seconds: float) -> list[dict[str, Any]]:
+    first = orjson.loads(fetch(f"{base}/v0.1/servers?limit=1"))["servers"][0]["server"]["name"]
+    routes = dict(ROUTES)
+    routes["versions/latest"] = f"/v0.1/servers/{first.replace('/', '%2F')}/versions/latest"
+    static = work / "static"
+    static.mkdir(exist_ok=True)
+    mapping = {}
+    for index, path in enumerate(routes.values()):
+        assert path is not None
+        (static / f"r{index}.json").write_bytes(fetch(base + path))
+        mapping[path] = str(static / f"r{index}.json")
+    (work / "routes.json").write_bytes(orjson.dumps(mapping))
+    bare_port = free_port()
+    nginx = shutil.which("nginx") or (
+        Path("/usr/sbin/nginx") if Path("/usr/sbin/nginx").exists() else None
+    )
+    rows = []
+    with contextlib_exit() as stack:
+        stack.enter(process(PY, "-m", "bench.bare", str(work / "routes.json"), str(bare_port)))
+        wait_http(f"http://127.0.0.1:{bare_port}{next(iter(mapping))}")
+        nginx_port = None
+        if nginx:
+            nginx_port = free_port()
+            conf = work / "nginx.conf"
+            conf.write_text(
+                f"daemon off; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx.err;"
+                f" events {{}} http {{ access_log off; default_type application/json;"
+                f" client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};"
+                f" uwsgi_temp_path {work}; scgi_temp_path {work};"
+                f" server {{ listen 127.0.0.1:{nginx_port}; root {static}; }} }}"
+            )
+            stack.enter(process(str(nginx), "-c", str(conf), "-p", str(work)))
+            wait_http(f"http://127.0.0.1:{nginx_port}/r0.json")
+        for index, (label, path) in enumerate(routes.items()):
+            row: dict[str, Any] = {"route": label, "bytes": len(Path(mapping[path]).read_bytes())}
+            row["gateway"] = wrk(base + path, seconds)
+            row["bare"] = wrk(f"http://127.0.0.1:{bare_port}{path}", seconds)
+            if nginx_port:
+                row["nginx"] = wrk(f"http://127.0.0.1:{nginx_port}/r{index}.json", seconds)
+            row["ratio"] = row["gateway"]["rps"] / row["bare"]["rps"] if row["bare"]["rps"] else 0
+            rows.append(row)
+    return rows
+
+
+def bench_rebuild_latency(base: str, seconds: float) -> dict[str, Any]:
+    """wrk on a list page while /admin/reload rebuilds every view, back to back."""
+    builds: list[float] = []
+    stop = threading.Event()
+
+    def rebuild() -> None:
+        while not stop.is_set():
+            fetch(f"{base}/admin/reload", method="POST")
+            status = orjson.loads(fetch(f"{base}/admin/status"))
+            builds.append(status["snapshotBuildMs"])
+
+    status = orjson.loads(fetch(f"{base}/admin/status"))
+    idle_build = status["snapshotBuildMs"]
+    thread = threading.Thread(target=rebuild, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    load = wrk(f"{base}/v0.1/servers?limit=100", seconds)
+    stop.set()
+    thread.join()
+    return {"first_build_ms": idle_build, "builds_ms": builds, "load": load}
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny catalogs, short runs (CI smoke)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration per route")
+    parser.add_argument("--json", help="also write every figure to this file")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+    seconds = 1.0 if args.quick else args.seconds
+    curve = [334, 1000] if args.quick else [334, 6667, 22000, 66667]  # per upstream, x3
+    ingest_size = 1000 if args.quick else 66000
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "quick": args.quick}
+    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    try:
+        ingest = bench_ingest(ingest_size, work)
+        results["ingest"] = ingest
+        print_table(
+            "Ingest: one upstream over loopback, pages of 100 (target: full < 15 s at 66k, incremental < 1 s)",
+            ["versions", "cold full sync", "changed", "incremental sync"],
+            [[str(ingest["entries"]), f"{ingest['full_s']:.2f} s", str(ingest["changed"]),
+              f"{ingest['incremental_s']:.3f} s"]],
+        )  # fmt: skip
+        memory_rows, curve_rows = [], []
+        for per in curve:
+            started = time.perf_counter()
+            with gateway(per, work) as (base, pid, json_mb):
+                ready = time.perf_counter() - started
+                status = orjson.loads(fetch(f"{base}/admin/status"))
+                rss = peak_rss_mb(pid)
+                row = {"versions": 3 * per, "json_mb": json_mb, "peak_rss_mb": rss,
+                       "ratio": rss / json_mb, "ready_s": ready, "build_ms": status["snapshotBuildMs"]}  # fmt: skip
+                memory_rows.append(row)
+                curve_rows.append([str(3 * per), f"{json_mb:.1f} MB", f"{rss:.0f} MB",
+                                   f"{rss / json_mb:.1f}x", f"{ready:.1f} s", f"{row['build_ms']:.0f} ms"])  # fmt: skip
+                if per == curve[-1]:
+                    results["serving"] = bench_serving(base, work, seconds)
+                    results["rebuild"] = bench_rebuild_latency(base, max(seconds, 3.0))
+        results["memory"] = memory_rows
+        print_table(
+            "Memory and time by catalog size (3 upstreams, 3 views, 20 rules, mirrors; target RSS < 4x JSON)",
+            [
+                "versions",
+                "compact JSON",
+                "peak RSS",
+                "RSS/JSON",
+                "start to ready",
+                "snapshot build",
+            ],
+            curve_rows,
+        )
+        serving_rows = []
+        for row in results["serving"]:
+            cells = [row["route"], f"{row['bytes'] / 1024:.0f} KB",
+                     f"{row['gateway']['rps']:.0f}", f"{row['gateway']['p50']:.2f}/{row['gateway']['p99']:.2f}",
+                     f"{row['bare']['rps']:.0f}", f"{row['bare']['p50']:.2f}/{row['bare']['p99']:.2f}",
+                     f"{row['ratio']:.2f}x"]  # fmt: skip
+            cells.append(f"{row['nginx']['rps']:.0f}" if "nginx" in row else "-")
+            serving_rows.append(cells)
+        print_table(
+            f"Serving, {3 * curve[-1]} versions (req/s; latency p50/p99 ms; target ratio >= 0.8x bare)",
+            ["route", "size", "gateway", "gw ms", "bare aiohttp", "bare ms", "ratio", "nginx"],
+            serving_rows,
+        )
+        rebuild = results["rebuild"]
+        builds = rebuild["builds_ms"]
+        print_table(
+            "Rebuild of every view while serving (target: < 3000 ms, serving p99 < 50 ms)",
+            ["first build", "rebuilds under load", "list p50", "list p99", "req/s"],
+            [[f"{rebuild['first_build_ms']:.0f} ms",
+              f"{len(builds)} x, {min(builds, default=0):.0f}-{max(builds, default=0):.0f} ms",
+              f"{rebuild['load']['p50']:.2f} ms", f"{rebuild['load']['p99']:.2f} ms",
+              f"{rebuild['load']['rps']:.0f}"]],
+        )  # fmt: skip
+        worker_rows = []
+        for workers in (1, 2):
+            with gateway(curve[0], work, workers=workers) as (base, _, _):
+                time.sleep(1.0 if workers > 1 else 0)  # let every worker finish its first build
+                load = wrk(f"{base}/v0.1/servers?limit=100", seconds, connections=64)
+                worker_rows.append([str(workers), f"{load['rps']:.0f}", f"{load['p99']:.2f} ms"])
+        results["workers"] = worker_rows
+        print_table(
+            "Workers (serve --workers N, SO_REUSEPORT)", ["workers", "req/s", "p99"], worker_rows
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
