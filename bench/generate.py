@@ -12,7 +12,32 @@ from typing import Any
 
 OFFICIAL = "io.modelcontextprotocol.registry/official"
 SCHEMA = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json"
-WORDS = ["search", "files", "issues", "pull", "requests", "weather", "calendar", "database", "query", "metrics", "logs", "deploy", "tickets", "slack", "email", "notes", "docs", "wiki", "kubernetes", "cloud", "storage", "vector", "memory", "browser"]
+WORDS = [
+    "search",
+    "files",
+    "issues",
+    "pull",
+    "requests",
+    "weather",
+    "calendar",
+    "database",
+    "query",
+    "metrics",
+    "logs",
+    "deploy",
+    "tickets",
+    "slack",
+    "email",
+    "notes",
+    "docs",
+    "wiki",
+    "kubernetes",
+    "cloud",
+    "storage",
+    "vector",
+    "memory",
+    "browser",
+]
 
 
 def _package(kind: str, name: str, version: str, rng: random.Random) -> dict[str, Any]:

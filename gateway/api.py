@@ -40,11 +40,14 @@ class Rendered:
         self.body = body
         self.etag = etag
         self.gzip_etag = etag[:-1] + '-gz"'
-        common = {"Content-Type": "application/json", "Cache-Control": "no-cache"}
-        self.headers = {**common, "ETag": etag, "Vary": "Accept-Encoding"}
-        self.gzip_headers = {
-            **common, "ETag": self.gzip_etag, "Vary": "Accept-Encoding", "Content-Encoding": "gzip",
-        }  # fmt: skip
+        common = {
+            "Content-Type": "application/json",
+            "Cache-Control": "no-cache",
+            "Vary": "Accept-Encoding, Origin",
+            "X-Content-Type-Options": "nosniff",
+        }
+        self.headers = {**common, "ETag": etag}
+        self.gzip_headers = {**common, "ETag": self.gzip_etag, "Content-Encoding": "gzip"}
         self._gzipped: bytes | None = None
 
     def gzipped(self) -> bytes:
@@ -123,7 +126,7 @@ class Api:
         self._cache_bytes = cache_bytes
         self._urls = urls
         self._cache: LRUCache[object, Rendered] = self._new_cache()
-        self._by_url: LRUCache[str, tuple[str, Rendered]] = LRUCache(maxsize=urls)
+        self._by_url: dict[str, tuple[str, Rendered]] = {}
         self._cached_for: Snapshot | None = None
 
     def recall(self, snapshot: Snapshot | None, raw: str) -> tuple[str, Rendered] | None:
@@ -155,7 +158,7 @@ class Api:
             raise NotFound(f"View not found: {route.view!r} is not configured")
         if snapshot is not self._cached_for:
             self._cache = self._new_cache()
-            self._by_url = LRUCache(maxsize=self._urls)
+            self._by_url = {}
             self._cached_for = snapshot
         if route.endpoint == "list":
             query = parse_list_query(params)
@@ -165,8 +168,7 @@ class Api:
             key = (route.endpoint, route.view, route.name, route.version, include_deleted)
         cached = self._cache.get(key)
         if cached is not None:
-            if raw is not None:
-                self._by_url[raw] = (route.endpoint, cached)
+            self._remember(raw, route.endpoint, cached)
             return cached
         if route.endpoint == "list":
             rendered = self._list(view, query)
@@ -175,9 +177,15 @@ class Api:
         else:
             rendered = self._version(view, route, include_deleted)
         self._cache[key] = rendered
-        if raw is not None:
-            self._by_url[raw] = (route.endpoint, rendered)
+        self._remember(raw, route.endpoint, rendered)
         return rendered
+
+    def _remember(self, raw: str | None, endpoint: str, rendered: Rendered) -> None:
+        if raw is None:
+            return
+        if len(self._by_url) >= self._urls:
+            self._by_url.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
+        self._by_url[raw] = (endpoint, rendered)
 
     @staticmethod
     def _list(view: ViewCatalog, query: Any) -> Rendered:

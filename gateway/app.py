@@ -112,8 +112,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = problem(500, "Internal Server Error", "the gateway failed to answer")
     headers = response.headers
     headers["X-Request-Id"] = request_id
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers.add("Vary", "Origin")
+    if "X-Content-Type-Options" not in headers:  # answers from the catalog carry both already
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers.add("Vary", "Origin")
     if "Origin" in request.headers:
         headers.update(CORS_HEADERS)
     request.app[METRICS].observe_request(request.get(ROUTE, "other"), response.status, started)
@@ -161,7 +162,7 @@ def respond(request: web.Request, rendered: Rendered) -> web.Response:
     if if_none_match and _etag_matches(if_none_match, (rendered.etag, etag)):
         return web.Response(
             status=304,
-            headers={"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"},
+            headers={"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding, Origin"},
         )
     if gzip_ok:
         return web.Response(body=rendered.gzipped(), headers=rendered.gzip_headers)

@@ -7,11 +7,17 @@ Labels are bounded: routes are endpoint kinds, views and upstreams come from the
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from gateway.feed import Feed
@@ -108,19 +114,42 @@ def _per_feed(
     return family
 
 
+class _RequestCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "mcp_gateway_requests", "HTTP requests by route and status", labels=["route", "status"]
+        )
+        for (route, status), count in sorted(self.metrics.requests.items()):
+            requests.add_metric([route, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "mcp_gateway_request_duration_seconds", "Time to answer, by route", labels=["route"]
+        )
+        for route, counts in sorted(self.metrics.latency.items()):
+            cumulative: float = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, hits in zip(LATENCY_BUCKETS, counts, strict=False):
+                cumulative += hits
+                buckets.append((str(bound), cumulative))
+            cumulative += counts[len(LATENCY_BUCKETS)]
+            buckets.append(("+Inf", cumulative))
+            latency.add_metric([route], buckets, sum_value=counts[-1])
+        yield latency
+
+
 class Metrics:
     """The metrics of one app."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "mcp_gateway_requests", "HTTP requests by route and status",
-            ["route", "status"], registry=self.registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "mcp_gateway_request_duration_seconds", "Time to answer, by route",
-            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+        # Request counts and latencies are plain counters on the event loop (no locks: this is
+        # every request's hot path), exported as Prometheus families at scrape time.
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency: dict[str, list[float]] = {}  # route -> bucket counts..., sum
+        self.registry.register(_RequestCollector(self))
         self.sync_duration = Histogram(
             "mcp_gateway_upstream_sync_duration_seconds", "Duration of each upstream sync",
             ["upstream", "outcome"], buckets=SYNC_BUCKETS, registry=self.registry,
@@ -141,8 +170,14 @@ class Metrics:
             self.sync_duration.labels(feed.name, outcome).observe(feed.last_duration)
 
     def observe_request(self, route: str, status: int, started: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        counts = self.latency.get(route)
+        if counts is None:
+            counts = self.latency[route] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        counts[-1] += elapsed
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -250,3 +250,19 @@ async def test_status_and_metrics_say_what_a_refused_reload_was(gateway: Any) ->
     assert "policy.yaml: default" in status["config"]["reloadError"]
     assert await metric(client, "mcp_gateway_config_reload_failed") == 1
     assert await (await client.get("/v0.1/servers?limit=100")).read() == before
+
+
+async def test_request_metrics_count_routes_and_statuses(gateway: Any) -> None:
+    client, _, _ = gateway
+    for _ in range(3):
+        await client.get("/v0.1/servers?limit=5")
+    await client.get("/v0.1/servers/io.github.no%2Fsuch/versions")
+    assert await metric(client, "mcp_gateway_requests_total", route="list", status="200") >= 3  # type: ignore[operator]
+    assert await metric(client, "mcp_gateway_requests_total", route="versions", status="404") == 1
+    count = await metric(client, "mcp_gateway_request_duration_seconds_count", route="list")
+    assert count is not None
+    assert count >= 3
+    inf = await metric(
+        client, "mcp_gateway_request_duration_seconds_bucket", le="+Inf", route="list"
+    )
+    assert inf == count
