@@ -268,7 +268,9 @@ def bench_rebuild_latency(base: str, seconds: float) -> dict[str, Any]:
     thread = threading.Thread(target=rebuild, daemon=True)
     thread.start()
     time.sleep(0.2)
-    load = wrk(f"{base}/v0.1/servers?limit=100", seconds)
+    # A moderate load (4 connections): the latency requests see while rebuilds run, not the
+    # queueing of a saturated server (which Little's law sets, whatever the rebuild does).
+    load = wrk(f"{base}/v0.1/servers?limit=100", seconds, connections=4)
     stop.set()
     thread.join()
     return {"first_build_ms": idle_build, "builds_ms": builds, "load": load}
