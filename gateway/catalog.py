@@ -153,20 +153,29 @@ def registry_meta(entry: Entry, namespace: str) -> bytes:
     )  # fmt: skip
 
 
-# What a view serves of an entry: the server JSON (packages possibly filtered or rewritten)
-# and the gateway's extra `_meta` fields for it.
-Admission = tuple[bytes, dict[str, Any]]
+# What a view serves of an entry: the server JSON (packages possibly filtered or rewritten), the
+# rules that admitted it, and the gateway's `_meta` per package (original locations, checks).
+Admission = tuple[bytes, tuple[str, ...], list[dict[str, Any]]]
 Admit = Callable[[str, Entry], Admission | None]
+Order = list[tuple[str, str, list[Entry]]]  # (name, owning upstream, versions), in list order
 
 
 class PartCache:
-    """Shares the byte strings of a build: registry `_meta` per entry, suffixes by value."""
+    """Byte strings shared by every view, and kept from one build to the next: the registry
+    `_meta` of each entry; the suffixes (isLatest and the gateway's `_meta`) by value."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.namespace_key = b"," + orjson.dumps(namespace) + b":"
         self.metas: dict[int, tuple[Entry, bytes]] = {}  # the entry is kept: ids stay unique
-        self.suffixes: dict[bytes, bytes] = {}
+        self.suffixes: dict[object, bytes] = {}
+
+    def new_build(self) -> None:
+        self.suffixes = {}  # they name sync times and staleness: fresh for every build
+
+    def forget(self, live: set[int]) -> None:
+        for key in [key for key in self.metas if key not in live]:
+            del self.metas[key]
 
     def registry_meta(self, entry: Entry) -> bytes:
         found = self.metas.get(id(entry))
@@ -176,44 +185,64 @@ class PartCache:
         self.metas[id(entry)] = (entry, meta)
         return meta
 
-    def suffix(self, is_latest: bool, gateway_meta: dict[str, Any]) -> bytes:
+    def suffix(
+        self,
+        is_latest: bool,
+        origin_meta: dict[str, Any],
+        rules: tuple[str, ...],
+        packages: list[dict[str, Any]],
+    ) -> bytes:
+        key = (is_latest, origin_meta["upstream"], rules) if not packages else None
+        if key is not None:
+            found = self.suffixes.get(key)
+            if found is not None:
+                return found
+        gateway_meta: dict[str, Any] = {**origin_meta, "admittedBy": list(rules)}
+        if packages:
+            gateway_meta["packages"] = packages
         flag = b"true}" if is_latest else b"false}"
         text = b"".join((flag, self.namespace_key, orjson.dumps(gateway_meta), b"}}"))
-        return self.suffixes.setdefault(text, text)
+        if key is not None:
+            self.suffixes[key] = text
+        return text
+
+
+def order_of(merged: Merged) -> Order:
+    """Merged servers in list order: names, then versions, as byte strings."""
+    return [
+        (name, upstream, sorted(entries, key=lambda e: e.version))
+        for name, (upstream, entries) in sorted(merged.servers.items())
+    ]
 
 
 def build_view(
     view: str,
-    merged: Merged,
+    order: Order,
     origins: Mapping[str, Origin],
-    namespace: str,
-    admit: Admit | None = None,
-    parts: PartCache | None = None,
+    admit: Admit,
+    parts: PartCache,
 ) -> ViewCatalog:
-    """Build a view's snapshot from merged upstreams.
+    """Build a view's snapshot from the merged upstreams, already in list order.
 
-    `admit(upstream, entry)` returns the server JSON to serve and extra gateway `_meta`
-    fields, or None to leave the entry out; without it every merged entry is served as is.
-    `isLatest` is recomputed on what the view serves, among versions that are not deleted.
+    `admit(upstream, entry)` returns what the view serves of an entry, or None to leave it
+    out. `isLatest` is recomputed on what the view serves, among versions not deleted.
     """
-    parts = parts or PartCache(namespace)
     items: list[Item] = []
     counts: dict[str, int] = {}
     origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
-    for name, (upstream, entries) in merged.servers.items():
-        origin_meta = origin_metas[upstream]
+    for name, upstream, entries in order:
         admitted: list[tuple[Entry, Admission]] = []
         for entry in entries:
-            admission = (entry.server_json, {}) if admit is None else admit(upstream, entry)
+            admission = admit(upstream, entry)
             if admission is not None:
                 admitted.append((entry, admission))
         if not admitted:
             continue
         latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
         folded = name.casefold()
-        for entry, (server_json, extra) in admitted:
+        origin_meta = origin_metas[upstream]
+        for entry, (server_json, rules, packages) in admitted:
             is_latest = entry is latest
-            suffix = parts.suffix(is_latest, {**origin_meta, **extra} if extra else origin_meta)
             items.append(
                 Item(
                     name,
@@ -223,11 +252,14 @@ def build_view(
                     is_latest,
                     entry.updated_at,
                     entry.published_at,
-                    (server_json, parts.registry_meta(entry), suffix),
+                    (
+                        server_json,
+                        parts.registry_meta(entry),
+                        parts.suffix(is_latest, origin_meta, rules, packages),
+                    ),
                 )
             )
         counts[upstream] = counts.get(upstream, 0) + len(admitted)
-    items.sort(key=_order)
     return ViewCatalog(
         view=view,
         every=Listing(items),
@@ -237,5 +269,16 @@ def build_view(
     )
 
 
+def plain_view(
+    view: str, merged: Merged, origins: Mapping[str, Origin], namespace: str
+) -> ViewCatalog:
+    """A view serving every merged entry as received (no policy), admitted by default."""
+
+    def admit(_: str, entry: Entry) -> Admission:
+        return entry.server_json, ("default",), []
+
+    return build_view(view, order_of(merged), origins, admit, PartCache(namespace))
+
+
 def empty_view(view: str) -> ViewCatalog:
-    return build_view(view, Merged(), {}, "unused")
+    return plain_view(view, Merged(), {}, "unused")

@@ -147,6 +147,8 @@ class Feed:
                     reason=skipped.reason,
                 )  # fmt: skip
         changed = False
+        if entries is not None:
+            entries = self._keep_identity(entries)
         if entries is not None and entries != self.entries:
             if self._hold(entries, now):
                 entries = None
@@ -173,6 +175,15 @@ class Feed:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         return changed
+
+    def _keep_identity(self, entries: dict[Key, Entry]) -> dict[Key, Entry]:
+        """Unchanged entries keep their old objects: rebuilds recognise them and reuse work."""
+        old = self.entries
+        kept = {}
+        for key, entry in entries.items():
+            previous = old.get(key)
+            kept[key] = previous if previous is not None and previous == entry else entry
+        return kept
 
     def _succeeded(self, now: datetime, started: float) -> None:
         self.breaker.succeeded()

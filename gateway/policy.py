@@ -107,6 +107,11 @@ class Policy:
         self._memo[id(entry)] = (entry, upstream, decided)
         return decided
 
+    def forget(self, live: set[int]) -> None:
+        """Drop what is remembered of entries no longer in any feed."""
+        for key in [key for key in self._memo if key not in live]:
+            del self._memo[key]
+
     def held_until(self, entry: Entry) -> datetime | None:
         if self.min_age is None:
             return None

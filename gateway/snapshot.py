@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from gateway.catalog import Admission, Origin, PartCache, ViewCatalog, build_view
+from gateway.catalog import Admission, Origin, PartCache, ViewCatalog, build_view, order_of
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
@@ -45,6 +44,99 @@ def view_policies(config: FederationConfig) -> list[ViewPolicy]:
     return policies
 
 
+class Builder:
+    """Builds snapshots for one config, remembering per-entry work between builds.
+
+    Policy verdicts, package shapes and the registry `_meta` bytes depend only on the entry
+    (and the config), so a rebuild after a sync that changed 1 % of the entries redoes 1 % of
+    that work. A feed keeps the same Entry object while its data is unchanged, which is what
+    the caches recognise; entries gone from every feed are forgotten after each build.
+    """
+
+    def __init__(self, config: FederationConfig) -> None:
+        self.config = config
+        self.policies = view_policies(config)
+        self.parts = PartCache(config.gateway.meta_namespace)
+
+    def build(
+        self,
+        sources: list[Source],
+        origins: dict[str, Origin],
+        now: datetime | None = None,
+        lookup: Lookup = no_lookup,
+    ) -> Snapshot:
+        now = now or datetime.now(UTC)
+        merged: Merged = merge(sources)  # hidden upstreams keep their names: no public fallback
+        # One sort for every view: names, then each server's versions, as byte strings.
+        order = order_of(merged)
+        views: dict[str, ViewCatalog] = {}
+        hidden: dict[str, dict[str, int]] = {}
+        held: list[datetime] = []
+        pending: set[Check] = set()
+        verification: dict[str, int] = {}
+        self.parts.new_build()
+        for policy in self.policies:
+            counts: dict[str, int] = {}
+
+            def admit(
+                upstream: str,
+                entry: Entry,
+                policy: ViewPolicy = policy,
+                counts: dict[str, int] = counts,
+            ) -> Admission | None:
+                if origins[upstream].hidden:
+                    counts["stale"] = counts.get("stale", 0) + 1
+                    return None
+                decision = policy.decide(upstream, entry, now, lookup)
+                if decision.pending:
+                    pending.update(decision.pending)
+                if not decision.served:
+                    counts[decision.reason] = counts.get(decision.reason, 0) + 1
+                    if decision.held_until is not None:
+                        held.append(decision.held_until)
+                    return None
+                for package in decision.packages:
+                    if "verification" in package:
+                        result = package["verification"]
+                        verification[result] = verification.get(result, 0) + 1
+                assert decision.server_json is not None
+                return decision.server_json, decision.rules, decision.packages
+
+            views[policy.name] = build_view(policy.name, order, origins, admit, self.parts)
+            hidden[policy.name] = counts
+        self._forget(sources)
+        return Snapshot(
+            views=views,
+            built_at=now,
+            merged=merged,
+            hidden=hidden,
+            next_change=min(held) if held else None,
+            pending=frozenset(pending),
+            stale=tuple(name for name, origin in origins.items() if origin.stale),
+            verification=verification,
+        )
+
+    def _forget(self, sources: list[Source]) -> None:
+        live = {id(entry) for source in sources for entry in source.entries}
+        seen: set[int] = set()
+        for policy in self.policies:
+            policy.forget(live)
+            for one in policy.policies:
+                if id(one) not in seen:
+                    seen.add(id(one))
+                    one.forget(live)
+            if id(policy.shapes) not in seen:
+                seen.add(id(policy.shapes))
+                stale = [
+                    key
+                    for key, (_, shape) in policy.shapes.items()
+                    if key not in live or shape.checked
+                ]  # shapes that carry mirror answers are redone: the answers change
+                for key in stale:
+                    del policy.shapes[key]
+        self.parts.forget(live)
+
+
 def build_snapshot(
     config: FederationConfig,
     sources: list[Source],
@@ -52,54 +144,5 @@ def build_snapshot(
     now: datetime | None = None,
     lookup: Lookup = no_lookup,
 ) -> Snapshot:
-    """Merge every upstream's data, decide and build each view."""
-    now = now or datetime.now(UTC)
-    merged: Merged = merge(sources)  # hidden upstreams keep their names: no public fallback
-    namespace = config.gateway.meta_namespace
-    views: dict[str, ViewCatalog] = {}
-    hidden: dict[str, dict[str, int]] = {}
-    held: list[datetime] = []
-    pending: set[Check] = set()
-    verification: dict[str, int] = {}
-    parts = PartCache(namespace)  # byte strings shared by every view of this build
-    for policy in view_policies(config):
-        counts: dict[str, int] = {}
-
-        def admit(
-            upstream: str,
-            entry: Entry,
-            policy: ViewPolicy = policy,
-            counts: dict[str, int] = counts,
-        ) -> Admission | None:
-            if origins[upstream].hidden:
-                counts["stale"] = counts.get("stale", 0) + 1
-                return None
-            decision = policy.decide(upstream, entry, now, lookup)
-            pending.update(decision.pending)
-            if not decision.served:
-                counts[decision.reason] = counts.get(decision.reason, 0) + 1
-                if decision.held_until is not None:
-                    held.append(decision.held_until)
-                return None
-            extra: dict[str, Any] = {"admittedBy": list(decision.rules)}
-            if decision.packages:
-                extra["packages"] = decision.packages
-                for package in decision.packages:
-                    if "verification" in package:
-                        result = package["verification"]
-                        verification[result] = verification.get(result, 0) + 1
-            assert decision.server_json is not None
-            return decision.server_json, extra
-
-        views[policy.name] = build_view(policy.name, merged, origins, namespace, admit, parts)
-        hidden[policy.name] = counts
-    return Snapshot(
-        views=views,
-        built_at=now,
-        merged=merged,
-        hidden=hidden,
-        next_change=min(held) if held else None,
-        pending=frozenset(pending),
-        stale=tuple(name for name, origin in origins.items() if origin.stale),
-        verification=verification,
-    )
+    """Merge every upstream's data, decide and build each view (one-off, with no memory)."""
+    return Builder(config).build(sources, origins, now, lookup)

@@ -55,6 +55,11 @@ class Shape:
     removed: tuple[str, ...]
     packages: list[dict[str, Any]]
     pending: tuple[Check, ...]
+    checked: bool = False  # mirror answers went into it: redo it when they may have changed
+
+
+def verified(packages: list[dict[str, Any]]) -> bool:
+    return any("verification" in package for package in packages)
 
 
 def _registry_type(package: object) -> str:
@@ -75,6 +80,7 @@ class ViewPolicy:
         self.verify_mode = self.mirrors.settings.verify.mode
         # Views with the same types and mirrors shape an entry the same way: one shared cache.
         self.shapes: dict[int, tuple[Entry, Shape]] = {}
+        self.decisions: dict[int, tuple[Entry, str, Decision]] = {}
         self.shape_key = (self.types, self.mirrors.settings.model_dump_json())
 
     @classmethod
@@ -94,6 +100,24 @@ class ViewPolicy:
     def decide(
         self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
     ) -> Decision:
+        known = self.decisions.get(id(entry))
+        if known is not None and known[0] is entry and known[1] == upstream:
+            return known[2]
+        decision = self._decide(upstream, entry, now, lookup)
+        # A decision that no clock or mirror answer can change any more is remembered.
+        mirror_free = self.verify_mode == "off" or decision.reason == "denied"
+        if mirror_free and not self._cooling(entry, now):
+            self.decisions[id(entry)] = (entry, upstream, decision)
+        return decision
+
+    def _cooling(self, entry: Entry, now: datetime) -> bool:
+        return any((h := p.held_until(entry)) is not None and h > now for p in self.policies)
+
+    def forget(self, live: set[int]) -> None:
+        for key in [key for key in self.decisions if key not in live]:
+            del self.decisions[key]
+
+    def _decide(self, upstream: str, entry: Entry, now: datetime, lookup: Lookup) -> Decision:
         rules: list[str] = []
         for policy in self.policies:
             verdict = policy.verdict(upstream, entry)
@@ -162,12 +186,14 @@ class ViewPolicy:
                         continue
                 packages.append(package)
                 metas.append(meta)
+        checked = self.verify_mode != "off"
         if not packages and not server.get("remotes"):
             reason = "missing from mirror" if enforced else "not installable"
-            return Shape(None, reason, tuple(removed), [], tuple(pending))
+            return Shape(None, reason, tuple(removed), [], tuple(pending), checked)
         if not any("original" in m for m in metas):
             metas = []
         if packages != server.get("packages"):
             server["packages"] = packages  # a parsed copy: the entry's bytes stay as received
-            return Shape(orjson.dumps(server), "served", tuple(removed), metas, tuple(pending))
-        return Shape(entry.server_json, "served", tuple(removed), metas, tuple(pending))
+            served = orjson.dumps(server)
+            return Shape(served, "served", tuple(removed), metas, tuple(pending), checked)
+        return Shape(entry.server_json, "served", tuple(removed), metas, tuple(pending), checked)

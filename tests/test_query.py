@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from gateway.catalog import Origin, ViewCatalog, build_view
+from gateway.catalog import Origin, ViewCatalog, plain_view
 from gateway.entry import parse_item
 from gateway.errors import BadRequest, ValidationFailed
 from gateway.merge import Source, merge
@@ -20,7 +20,7 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 def view_of(*items: dict[str, object]) -> ViewCatalog:
     entries = [parse_item(item, seen_at=NOW) for item in items]
     merged = merge([Source("up", entries)])
-    return build_view("default", merged, {"up": Origin("up", NOW)}, "com.example.gw")
+    return plain_view("default", merged, {"up": Origin("up", NOW)}, "com.example.gw")
 
 
 CATALOG = view_of(
