@@ -181,6 +181,7 @@ def gateway(per_upstream: int, work: Path, workers: int = 1) -> Iterator[tuple[s
         argv = [PY, "-m", "gateway", "serve", "--config", str(config), "--workers", str(workers)]
         with process(*argv, env={"GATEWAY_ADMIN_TOKEN": TOKEN}) as proc:
             wait_http(f"{base}/readyz", timeout=900)
+            wait_idle(base)
             yield base, proc.pid, json_mb
 
 
@@ -197,6 +198,17 @@ class contextlib_exit:
     def __exit__(self, *exc: object) -> None:
         for manager in reversed(self.stack):
             manager.__exit__(None, None, None)
+
+
+def wait_idle(base: str, quiet: float = 3.0) -> None:
+    """Until the gateway has not rebuilt its snapshot for `quiet` seconds."""
+    last = None
+    while True:
+        built = orjson.loads(fetch(f"{base}/admin/status"))["snapshotBuiltAt"]
+        if built == last:
+            return
+        last = built
+        time.sleep(quiet)
 
 
 def fetch(url: str, method: str = "GET") -> bytes:

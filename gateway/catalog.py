@@ -62,7 +62,7 @@ class Item:
     is_latest: bool
     updated_at: datetime
     published_at: datetime
-    parts: tuple[bytes, bytes, bytes]  # server JSON, registry _meta, suffix
+    parts: tuple[bytes, bytes, bytes, bytes]  # server JSON, registry _meta, gateway _meta, end
 
     @property
     def key(self) -> Key:
@@ -154,8 +154,9 @@ def registry_meta(entry: Entry, namespace: str) -> bytes:
 
 
 # What a view serves of an entry: the server JSON (packages possibly filtered or rewritten), the
-# rules that admitted it, and the gateway's `_meta` per package (original locations, checks).
-Admission = tuple[bytes, tuple[str, ...], list[dict[str, Any]]]
+# rules that admitted it, and the end of the gateway's `_meta`: `}}}`, or its `packages` (the
+# original locations and mirror checks) then `}}}`.
+Admission = tuple[bytes, tuple[str, ...], bytes]
 Admit = Callable[[str, Entry], Admission | None]
 Order = list[tuple[str, str, list[Entry]]]  # (name, owning upstream, versions), in list order
 
@@ -185,26 +186,15 @@ class PartCache:
         self.metas[id(entry)] = (entry, meta)
         return meta
 
-    def suffix(
-        self,
-        is_latest: bool,
-        origin_meta: dict[str, Any],
-        rules: tuple[str, ...],
-        packages: list[dict[str, Any]],
-    ) -> bytes:
-        key = (is_latest, origin_meta["upstream"], rules) if not packages else None
-        if key is not None:
-            found = self.suffixes.get(key)
-            if found is not None:
-                return found
-        gateway_meta: dict[str, Any] = {**origin_meta, "admittedBy": list(rules)}
-        if packages:
-            gateway_meta["packages"] = packages
-        flag = b"true}" if is_latest else b"false}"
-        text = b"".join((flag, self.namespace_key, orjson.dumps(gateway_meta), b"}}"))
-        if key is not None:
-            self.suffixes[key] = text
-        return text
+    def suffix(self, is_latest: bool, origin_meta: dict[str, Any], rules: tuple[str, ...]) -> bytes:
+        """`isLatest`'s value and the gateway's `_meta` up to its `packages` (left open)."""
+        key = (is_latest, origin_meta["upstream"], rules)
+        found = self.suffixes.get(key)
+        if found is None:
+            meta = orjson.dumps({**origin_meta, "admittedBy": list(rules)})[:-1]
+            flag = b"true}" if is_latest else b"false}"
+            found = self.suffixes[key] = b"".join((flag, self.namespace_key, meta))
+        return found
 
 
 def order_of(merged: Merged) -> Order:
@@ -241,7 +231,7 @@ def build_view(
         latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
         folded = name.casefold()
         origin_meta = origin_metas[upstream]
-        for entry, (server_json, rules, packages) in admitted:
+        for entry, (server_json, rules, end) in admitted:
             is_latest = entry is latest
             items.append(
                 Item(
@@ -255,7 +245,8 @@ def build_view(
                     (
                         server_json,
                         parts.registry_meta(entry),
-                        parts.suffix(is_latest, origin_meta, rules, packages),
+                        parts.suffix(is_latest, origin_meta, rules),
+                        end,
                     ),
                 )
             )
@@ -275,7 +266,7 @@ def plain_view(
     """A view serving every merged entry as received (no policy), admitted by default."""
 
     def admit(_: str, entry: Entry) -> Admission:
-        return entry.server_json, ("default",), []
+        return entry.server_json, ("default",), b"}}}"
 
     return build_view(view, order_of(merged), origins, admit, PartCache(namespace))
 

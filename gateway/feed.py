@@ -162,6 +162,7 @@ class Feed:
             await asyncio.to_thread(
                 save, state_dir, Saved(self.name, now, list(self.entries.values()))
             )
+        self.settled = True  # last: a build waiting for every feed sees this one complete
         event = log.info if batch is not None else log.debug
         event(
             "upstream_synced",
@@ -190,7 +191,6 @@ class Feed:
         self.last_success = now
         self.last_error = None
         self.failing_since = None
-        self.settled = True
         self.last_duration = time.monotonic() - started
         self.history.append((now, self.last_duration, True))
 

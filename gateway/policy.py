@@ -108,9 +108,8 @@ class Policy:
         return decided
 
     def forget(self, live: set[int]) -> None:
-        """Drop what is remembered of entries no longer in any feed."""
-        for key in [key for key in self._memo if key not in live]:
-            del self._memo[key]
+        """Verdicts are remembered for one build (views share them); the next starts afresh."""
+        self._memo = {}
 
     def held_until(self, entry: Entry) -> datetime | None:
         if self.min_age is None:

@@ -39,8 +39,10 @@ def view_policies(config: FederationConfig) -> list[ViewPolicy]:
     for name, settings in config.views.items():
         policies.append(ViewPolicy.of(name, base, settings, config.mirrors))
     shared: dict[object, dict[int, tuple[Entry, Shape]]] = {}
+    rewrites: dict[bytes, bytes] = {}
     for policy in policies:
         policy.shapes = shared.setdefault(policy.shape_key, policy.shapes)
+        policy.rewrites = rewrites  # a rewrite that is the same in two views is stored once
     return policies
 
 
@@ -100,7 +102,7 @@ class Builder:
                         result = package["verification"]
                         verification[result] = verification.get(result, 0) + 1
                 assert decision.server_json is not None
-                return decision.server_json, decision.rules, decision.packages
+                return decision.server_json, decision.rules, decision.packages_json
 
             views[policy.name] = build_view(policy.name, order, origins, admit, self.parts)
             hidden[policy.name] = counts
@@ -119,8 +121,9 @@ class Builder:
     def _forget(self, sources: list[Source]) -> None:
         live = {id(entry) for source in sources for entry in source.entries}
         seen: set[int] = set()
+        rewrites: dict[bytes, bytes] = {}
         for policy in self.policies:
-            policy.forget(live)
+            policy.rewrites = rewrites  # deduplicates within a build; kept shapes keep theirs
             for one in policy.policies:
                 if id(one) not in seen:
                     seen.add(id(one))

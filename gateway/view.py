@@ -12,7 +12,7 @@ import orjson
 
 from gateway.config import DEFAULT_VIEW as DEFAULT_VIEW
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
-from gateway.entry import Entry, format_timestamp
+from gateway.entry import Entry, compact_json, format_timestamp
 from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.policy import Policy
 from gateway.verify import Check, Verdict, check_for
@@ -35,6 +35,7 @@ class Decision:
     removed_types: tuple[str, ...] = ()  # by packages.types, unmirrored or enforce
     server_json: bytes | None = None  # compact JSON of the server object as served
     packages: list[dict[str, Any]] = field(default_factory=list)  # gateway _meta per package
+    packages_json: bytes = b"}}}"  # the same, as the end of the gateway's `_meta` JSON
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
 
     @property
@@ -56,6 +57,12 @@ class Shape:
     packages: list[dict[str, Any]]
     pending: tuple[Check, ...]
     checked: bool = False  # mirror answers went into it: redo it when they may have changed
+    packages_json: bytes = b"}}}"  # ends the gateway `_meta`, `_meta` and the item
+
+    def __post_init__(self) -> None:
+        if self.packages:  # computed once, shared by every view with these mirrors
+            tail = b',"packages":' + orjson.dumps(self.packages) + b"}}}"
+            object.__setattr__(self, "packages_json", tail)
 
 
 def verified(packages: list[dict[str, Any]]) -> bool:
@@ -80,7 +87,7 @@ class ViewPolicy:
         self.verify_mode = self.mirrors.settings.verify.mode
         # Views with the same types and mirrors shape an entry the same way: one shared cache.
         self.shapes: dict[int, tuple[Entry, Shape]] = {}
-        self.decisions: dict[int, tuple[Entry, str, Decision]] = {}
+        self.rewrites: dict[bytes, bytes] = {}  # equal rewritten servers share one bytes object
         self.shape_key = (self.types, self.mirrors.settings.model_dump_json())
 
     @classmethod
@@ -100,24 +107,6 @@ class ViewPolicy:
     def decide(
         self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
     ) -> Decision:
-        known = self.decisions.get(id(entry))
-        if known is not None and known[0] is entry and known[1] == upstream:
-            return known[2]
-        decision = self._decide(upstream, entry, now, lookup)
-        # A decision that no clock or mirror answer can change any more is remembered.
-        mirror_free = self.verify_mode == "off" or decision.reason == "denied"
-        if mirror_free and not self._cooling(entry, now):
-            self.decisions[id(entry)] = (entry, upstream, decision)
-        return decision
-
-    def _cooling(self, entry: Entry, now: datetime) -> bool:
-        return any((h := p.held_until(entry)) is not None and h > now for p in self.policies)
-
-    def forget(self, live: set[int]) -> None:
-        for key in [key for key in self.decisions if key not in live]:
-            del self.decisions[key]
-
-    def _decide(self, upstream: str, entry: Entry, now: datetime, lookup: Lookup) -> Decision:
         rules: list[str] = []
         for policy in self.policies:
             verdict = policy.verdict(upstream, entry)
@@ -139,11 +128,13 @@ class ViewPolicy:
             self.shapes[id(entry)] = (entry, shape)
         if shape.server_json is None:
             return Decision(
-                False, shape.reason, tuple(rules), None, shape.removed, None, [], shape.pending
-            )
+                False, shape.reason, tuple(rules), removed_types=shape.removed,
+                pending=shape.pending,
+            )  # fmt: skip
         return Decision(
-            True, "served", tuple(rules), None, shape.removed, shape.server_json,
-            shape.packages, shape.pending,
+            True, "served", tuple(rules), removed_types=shape.removed,
+            server_json=shape.server_json, packages=shape.packages,
+            packages_json=shape.packages_json, pending=shape.pending,
         )  # fmt: skip
 
     def _shape(self, entry: Entry, lookup: Lookup) -> Shape:
@@ -194,6 +185,7 @@ class ViewPolicy:
             metas = []
         if packages != server.get("packages"):
             server["packages"] = packages  # a parsed copy: the entry's bytes stay as received
-            served = orjson.dumps(server)
+            served = compact_json(server)
+            served = self.rewrites.setdefault(served, served)
             return Shape(served, "served", tuple(removed), metas, tuple(pending), checked)
         return Shape(entry.server_json, "served", tuple(removed), metas, tuple(pending), checked)
