@@ -74,13 +74,17 @@ async def handle_admin(
         return {"status": "reloaded", "views": [DEFAULT_VIEW, *refresher.config.views]}
     if path == "/admin/status":
         return status(refresher)
-    confirm = re.fullmatch(r"/admin/upstreams/([a-z0-9_-]+)/confirm-drop", path)
-    if confirm:
+    action = re.fullmatch(r"/admin/upstreams/([a-z0-9_-]+)/(confirm-drop|sync)", path)
+    if action:
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
-        name = confirm.group(1)
+        name, verb = action.groups()
         if name not in [feed.name for feed in refresher.feeds]:
             raise NotFound(f"no upstream named {name!r}")
+        if verb == "sync":
+            changed = await refresher.sync_now(name)
+            feed = refresher.feed(name)
+            return {"upstream": name, "changed": changed, "error": feed.last_error}
         if not await refresher.confirm_drop(name):
             raise BadRequest(f"upstream {name!r} has no held sync to confirm")
         return {"status": "applied", "upstream": name, "entries": len(refresher.feed(name).entries)}

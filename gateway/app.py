@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from gateway.admin import handle_admin
-from gateway.api import READ_METHODS, Api, Rendered, check_method, parse_route, reject_nul
+from gateway.api import Api, Rendered, check_method, parse_route, reject_nul
 from gateway.config import FederationConfig
 from gateway.errors import (
     FieldError,
@@ -93,8 +93,23 @@ async def handle(request: web.Request) -> web.StreamResponse:
     hot path of every IDE request.)"""
     started = time.perf_counter()
     request_id = _request_id(request.headers.get("X-Request-Id", ""))
+    app = request.app
+    response: web.StreamResponse
+    route = "other"
     try:
-        response = await dispatch(request)
+        refresher = app[REFRESHER]
+        snapshot = refresher.snapshot
+        # The fast path: this exact URL was answered from this snapshot already (so it passed
+        # every check then); a cached answer needs no parsing at all.
+        known = app[API].recall(snapshot, request.raw_path) if request.method == "GET" else None
+        if known is not None:
+            route, rendered = known
+            response = respond(request, rendered)
+            if snapshot is not None and snapshot.stale:
+                response.headers[STALE_HEADER] = ", ".join(snapshot.stale)
+        else:
+            response = await dispatch(request)
+            route = request.get(ROUTE, "other")
     except RequestError as exc:
         response = _request_problem(exc)
         if isinstance(exc, MethodNotAllowed):
@@ -110,6 +125,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             "request_failed", request_id=request_id, method=request.method, path=request.path[:512]
         )
         response = problem(500, "Internal Server Error", "the gateway failed to answer")
+    if response.status >= 400:
+        route = request.get(ROUTE, "other")
     headers = response.headers
     headers["X-Request-Id"] = request_id
     if "X-Content-Type-Options" not in headers:  # answers from the catalog carry both already
@@ -117,8 +134,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         headers.add("Vary", "Origin")
     if "Origin" in request.headers:
         headers.update(CORS_HEADERS)
-    request.app[METRICS].observe_request(request.get(ROUTE, "other"), response.status, started)
-    if request.app[REFRESHER].config.gateway.access_log:
+    app[METRICS].observe_request(route, response.status, started)
+    if app[REFRESHER].config.gateway.access_log:
         log.info(
             "request",
             request_id=request_id,
@@ -200,20 +217,15 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         document = await handle_admin(request, refresher, request.app[CONFIG_LOADER])
         return _status(document)
     snapshot = refresher.snapshot
-    api = request.app[API]
     method = request.method
-    known = api.recall(snapshot, request.raw_path) if method in READ_METHODS else None
-    if known is not None:  # the same URL was answered from this snapshot: no parsing at all
-        endpoint, rendered = known
-    else:
-        route = parse_route(raw_path)
-        endpoint = route.endpoint
-        request[ROUTE] = endpoint
-        if method == "OPTIONS":
-            return _preflight(request)
-        check_method(method)
-        rendered = api.answer(snapshot, route, request.query, raw=request.raw_path)
+    route = parse_route(raw_path)
+    endpoint = route.endpoint
     request[ROUTE] = endpoint
+    if method == "OPTIONS":
+        return _preflight(request)
+    check_method(method)
+    raw = request.raw_path if method == "GET" else None  # remembered for the fast path
+    rendered = request.app[API].answer(snapshot, route, request.query, raw=raw)
     response = respond(request, rendered)
     if snapshot is not None and snapshot.stale and endpoint in CATALOG_ENDPOINTS:
         response.headers[STALE_HEADER] = ", ".join(snapshot.stale)

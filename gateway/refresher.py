@@ -157,6 +157,14 @@ class Refresher:
         self._dirty.clear()
         await self.rebuild_now()
 
+    async def sync_now(self, name: str) -> bool:
+        """Sync one upstream at once (an operator's request) and serve the result."""
+        changed = await self.sync(self.feed(name))
+        if changed:
+            self._dirty.clear()
+            await self.rebuild_now()
+        return changed
+
     async def confirm_drop(self, name: str) -> bool:
         """Apply an upstream's held mass drop (an operator's decision)."""
         confirmed = await self.feed(name).confirm_drop(self.config.gateway.state_dir)
