@@ -197,12 +197,21 @@ class PartCache:
         return found
 
 
-def order_of(merged: Merged) -> Order:
-    """Merged servers in list order: names, then versions, as byte strings."""
+def order_of(merged: Merged, names: list[str] | None = None) -> Order:
+    """Merged servers in list order: names, then versions, as byte strings.
+
+    `names`, when given, is the merged names already sorted (a previous build's): a long sort
+    is one call that holds the GIL, and requests wait behind it.
+    """
+    servers = merged.servers
     return [
-        (name, upstream, sorted(entries, key=lambda e: e.version))
-        for name, (upstream, entries) in sorted(merged.servers.items())
+        (name, servers[name][0], sorted(servers[name][1], key=_version))
+        for name in (names if names is not None else sorted(servers))
     ]
+
+
+def _version(entry: Entry) -> str:
+    return entry.version
 
 
 def build_view(

@@ -59,6 +59,8 @@ class Builder:
         self.config = config
         self.policies = view_policies(config)
         self.parts = PartCache(config.gateway.meta_namespace)
+        self._names: list[str] | None = None
+        self._name_set: set[str] = set()
 
     def build(
         self,
@@ -70,7 +72,14 @@ class Builder:
         now = now or datetime.now(UTC)
         merged: Merged = merge(sources)  # hidden upstreams keep their names: no public fallback
         # One sort for every view: names, then each server's versions, as byte strings.
-        order = order_of(merged)
+        if (
+            self._names is None
+            or len(self._names) != len(merged.servers)
+            or not (merged.servers.keys() == self._name_set)
+        ):
+            self._names = sorted(merged.servers)  # only when the set of names changed
+            self._name_set = set(self._names)
+        order = order_of(merged, self._names)
         views: dict[str, ViewCatalog] = {}
         hidden: dict[str, dict[str, int]] = {}
         held: list[datetime] = []

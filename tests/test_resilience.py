@@ -266,3 +266,15 @@ async def test_request_metrics_count_routes_and_statuses(gateway: Any) -> None:
         client, "mcp_gateway_request_duration_seconds_bucket", le="+Inf", route="list"
     )
     assert inf == count
+
+
+async def test_an_operator_syncs_an_upstream_now(gateway: Any) -> None:
+    client, flaky, _ = gateway
+    flaky.put(server_entry("io.github.flaky/fresh", "1.0.0"))
+    assert (await client.post("/admin/upstreams/flaky/sync")).status == 401
+    response = await client.post("/admin/upstreams/flaky/sync", headers=AUTH)
+    assert (await response.json()) == {"upstream": "flaky", "changed": True, "error": None}
+    served = by_key(await (await client.get("/v0.1/servers?limit=100")).read())
+    assert ("io.github.flaky/fresh", "1.0.0") in served
+    missing = await client.post("/admin/upstreams/nobody/sync", headers=AUTH)
+    assert missing.status == 404
