@@ -72,11 +72,7 @@ class Builder:
         now = now or datetime.now(UTC)
         merged: Merged = merge(sources)  # hidden upstreams keep their names: no public fallback
         # One sort for every view: names, then each server's versions, as byte strings.
-        if (
-            self._names is None
-            or len(self._names) != len(merged.servers)
-            or not (merged.servers.keys() == self._name_set)
-        ):
+        if self._names is None or merged.servers.keys() != self._name_set:
             self._names = sorted(merged.servers)  # only when the set of names changed
             self._name_set = set(self._names)
         order = order_of(merged, self._names)
