@@ -7,8 +7,10 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -214,11 +216,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         now=now,
         lookup=lookup,
     )
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render_explain(report))
+    _print_report(report, args.json, render_explain)
     return 0
+
+
+def _print_report(report: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> None:
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else render(report))
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -235,10 +238,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     for error in errors:
         print(f"warning: {error}", file=sys.stderr)
     report = diff_snapshots(before, after)
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render_diff(report))
+    _print_report(report, args.json, render_diff)
     return 0
 
 

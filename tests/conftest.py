@@ -12,6 +12,18 @@ from gateway.loader import load_config
 from tests.fakes import FakeRegistry
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 SHARED = REPO.parent / "shared"
 REF = SHARED / "mcp-registry-ref"
 

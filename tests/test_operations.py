@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from yarl import URL
 
 from gateway.app import REFRESHER, create_app
 from gateway.loader import load_config
-from tests.conftest import file_upstream, write_config
+from tests.conftest import file_upstream, free_port, write_config
 from tests.fakes import Failure, server_entry
 
 ITEMS = [server_entry("io.github.a/one", "1.0.0"), server_entry("io.github.b/two", "2.0.0")]
@@ -92,20 +91,13 @@ async def test_in_flight_requests_finish_during_shutdown(tmp_path: Path) -> None
             await session.get(f"http://127.0.0.1:{port}/healthz")  # no longer accepting
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return orjson.loads(response.read())
 
 
 def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     upstream = file_upstream(tmp_path / "d", "u", ITEMS)
     config = write_config(tmp_path / "c", {"upstreams": [upstream], "listen": f"127.0.0.1:{port}"})
     process = subprocess.Popen(
