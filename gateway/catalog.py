@@ -278,7 +278,3 @@ def plain_view(
         return entry.server_json, ("default",), b"}}}"
 
     return build_view(view, order_of(merged), origins, admit, PartCache(namespace))
-
-
-def empty_view(view: str) -> ViewCatalog:
-    return plain_view(view, Merged(), {}, "unused")

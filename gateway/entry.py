@@ -18,7 +18,6 @@ OFFICIAL = "io.modelcontextprotocol.registry/official"
 STATUSES = frozenset({"active", "deprecated", "deleted"})
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Fields the gateway reads or IDEs rely on: a wrong type makes the entry unusable.
 _TYPED_FIELDS: tuple[tuple[str, type, str], ...] = (
     ("description", str, "a string"),

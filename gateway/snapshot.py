@@ -24,7 +24,6 @@ class Snapshot:
 
     views: dict[str, ViewCatalog]
     built_at: datetime
-    merged: Merged = field(default_factory=Merged)
     hidden: dict[str, dict[str, int]] = field(default_factory=dict)  # view -> reason -> count
     next_change: datetime | None = None  # when the first held-back version comes of age
     pending: frozenset[Check] = frozenset()  # mirror checks to run, then rebuild
@@ -115,7 +114,6 @@ class Builder:
         return Snapshot(
             views=views,
             built_at=now,
-            merged=merged,
             hidden=hidden,
             next_change=min(held) if held else None,
             pending=frozenset(pending),

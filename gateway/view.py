@@ -65,10 +65,6 @@ class Shape:
             object.__setattr__(self, "packages_json", tail)
 
 
-def verified(packages: list[dict[str, Any]]) -> bool:
-    return any("verification" in package for package in packages)
-
-
 def _registry_type(package: object) -> str:
     return str(package.get("registryType")) if isinstance(package, dict) else "?"
 
