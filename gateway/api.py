@@ -64,12 +64,12 @@ def rendered_bytes(body: bytes) -> Rendered:
     return Rendered(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
 
 
-def list_body(items: list[Item], metadata: dict[str, Any]) -> bytes:
+def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> bytes:
     out = [b'{"servers":[']
     for index, item in enumerate(items):
         if index:
             out.append(b",")
-        item.write(out)
+        view.write(item, out)
     out.extend((b'],"metadata":', orjson.dumps(metadata), b"}"))
     return b"".join(out)
 
@@ -193,7 +193,7 @@ class Api:
         metadata: dict[str, Any] = {"count": len(items)}
         if next_cursor is not None:
             metadata["nextCursor"] = next_cursor
-        return rendered_bytes(list_body(items, metadata))
+        return rendered_bytes(list_body(view, items, metadata))
 
     @staticmethod
     def _versions(view: ViewCatalog, route: Route, include_deleted: bool) -> Rendered:
@@ -201,7 +201,7 @@ class Api:
         items = view.versions(route.name, include_deleted)
         if not items:
             raise NotFound(SERVER_NOT_FOUND)
-        return rendered_bytes(list_body(items, {"count": len(items)}))
+        return rendered_bytes(list_body(view, items, {"count": len(items)}))
 
     @staticmethod
     def _version(view: ViewCatalog, route: Route, include_deleted: bool) -> Rendered:
@@ -210,7 +210,7 @@ class Api:
         item = view.lookup(route.name, route.version, include_deleted)
         if item is None:
             raise NotFound(SERVER_NOT_FOUND)
-        return rendered_bytes(item.body)
+        return rendered_bytes(view.body(item))
 
 
 def check_method(method: str) -> None:

@@ -11,10 +11,10 @@ three views then cost little more than the JSON itself. Nothing here is ever mut
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -62,19 +62,19 @@ class Item:
     is_latest: bool
     updated_at: datetime
     published_at: datetime
-    parts: tuple[bytes, bytes, bytes, bytes]  # server JSON, registry _meta, gateway _meta, end
+    server_json: bytes
+    registry_meta: bytes
+    suffix: SuffixKey  # `isLatest` and the gateway's `_meta`: looked up in the build's table
+    end: bytes  # the gateway's `packages`, if any, and the closing braces
 
     @property
     def key(self) -> Key:
         return (self.name, self.version)
 
-    @property
-    def body(self) -> bytes:
-        return b"".join((_HEAD, *self.parts))
 
-    def write(self, out: list[bytes]) -> None:
-        out.append(_HEAD)
-        out.extend(self.parts)
+# The gateway's `_meta` names sync times and staleness, which change with every build: items
+# hold a key into the build's table of suffixes, so an unchanged server's items are reused.
+SuffixKey = tuple[bool, str, tuple[str, ...]]  # isLatest, upstream, admitting rules
 
 
 def _order(item: Item) -> Key:
@@ -107,10 +107,22 @@ class ViewCatalog:
     every: Listing  # deleted entries included
     active: Listing  # deleted entries left out
     latest: Listing  # the isLatest entry of each server
+    suffixes: Mapping[SuffixKey, bytes] = field(default_factory=dict)
     upstream_counts: Mapping[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.active.items)
+
+    def write(self, item: Item, out: list[bytes]) -> None:
+        """Append the item's ServerResponse JSON, in parts."""
+        out.extend(
+            (_HEAD, item.server_json, item.registry_meta, self.suffixes[item.suffix], item.end)
+        )
+
+    def body(self, item: Item) -> bytes:
+        out: list[bytes] = []
+        self.write(item, out)
+        return b"".join(out)
 
     def versions(self, name: str, include_deleted: bool) -> list[Item]:
         """Every version of a server, newest published first."""
@@ -157,7 +169,25 @@ def registry_meta(entry: Entry, namespace: str) -> bytes:
 # rules that admitted it, and the end of the gateway's `_meta`: `}}}`, or its `packages` (the
 # original locations and mirror checks) then `}}}`.
 Admission = tuple[bytes, tuple[str, ...], bytes]
-Admit = Callable[[str, Entry], Admission | None]
+
+
+class Admitter(Protocol):
+    """Decides what a view serves, one server at a time."""
+
+    def begin(self) -> None:
+        """A server's entries follow."""
+
+    def __call__(self, upstream: str, entry: Entry) -> Admission | None:
+        """What the view serves of this entry, or None."""
+
+    def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
+        """After the server: can its items be kept for the next build; what was hidden (by
+        reason) and verified (by result) among its entries."""
+
+    def tally(self, hidden: dict[str, int], verification: dict[str, int]) -> None:
+        """Count a kept server's figures again."""
+
+
 Order = list[tuple[str, str, list[Entry]]]  # (name, owning upstream, versions), in list order
 
 
@@ -169,10 +199,11 @@ class PartCache:
         self.namespace = namespace
         self.namespace_key = b"," + orjson.dumps(namespace) + b":"
         self.metas: dict[int, tuple[Entry, bytes]] = {}  # the entry is kept: ids stay unique
-        self.suffixes: dict[object, bytes] = {}
+        self.suffixes: dict[SuffixKey, bytes] = {}
 
-    def new_build(self) -> None:
+    def new_build(self) -> dict[SuffixKey, bytes]:
         self.suffixes = {}  # they name sync times and staleness: fresh for every build
+        return self.suffixes
 
     def forget(self, live: set[int]) -> None:
         for key in [key for key in self.metas if key not in live]:
@@ -186,15 +217,15 @@ class PartCache:
         self.metas[id(entry)] = (entry, meta)
         return meta
 
-    def suffix(self, is_latest: bool, origin_meta: dict[str, Any], rules: tuple[str, ...]) -> bytes:
-        """`isLatest`'s value and the gateway's `_meta` up to its `packages` (left open)."""
-        key = (is_latest, origin_meta["upstream"], rules)
-        found = self.suffixes.get(key)
-        if found is None:
+    def suffix(self, key: SuffixKey, origin_meta: dict[str, Any]) -> SuffixKey:
+        """Make sure this build has the suffix: `isLatest`'s value and the gateway's `_meta`
+        up to its `packages` (left open)."""
+        if key not in self.suffixes:
+            is_latest, _, rules = key
             meta = orjson.dumps({**origin_meta, "admittedBy": list(rules)})[:-1]
             flag = b"true}" if is_latest else b"false}"
-            found = self.suffixes[key] = b"".join((flag, self.namespace_key, meta))
-        return found
+            self.suffixes[key] = b"".join((flag, self.namespace_key, meta))
+        return key
 
 
 def order_of(merged: Merged, names: list[str] | None = None) -> Order:
@@ -214,35 +245,69 @@ def _version(entry: Entry) -> str:
     return entry.version
 
 
+@dataclass(slots=True)
+class ServerItems:
+    """One server's items in one view, kept for the next build while nothing they depend on
+    changes: the same entry objects, the same owning upstream, no cooldown or mirror check."""
+
+    upstream: str
+    entries: list[Entry]
+    items: list[Item]
+    tally: dict[str, int]  # hidden entries by reason
+    verification: dict[str, int]
+
+
+def _same(a: list[Entry], b: list[Entry]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 def build_view(
     view: str,
     order: Order,
     origins: Mapping[str, Origin],
-    admit: Admit,
+    admit: Admitter,
     parts: PartCache,
-) -> ViewCatalog:
+    kept: dict[str, ServerItems] | None = None,
+) -> tuple[ViewCatalog, dict[str, ServerItems]]:
     """Build a view's snapshot from the merged upstreams, already in list order.
 
     `admit(upstream, entry)` returns what the view serves of an entry, or None to leave it
-    out. `isLatest` is recomputed on what the view serves, among versions not deleted.
+    out (`admit.reusable` says whether that answer can be kept). `isLatest` is recomputed on
+    what the view serves, among versions not deleted. `kept` are the previous build's items
+    per server; the servers whose items can be kept again are returned.
     """
     items: list[Item] = []
     counts: dict[str, int] = {}
     origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
+    keep: dict[str, ServerItems] = {}
     for name, upstream, entries in order:
+        previous = kept.get(name) if kept else None
+        origin_meta = origin_metas[upstream]
+        if (
+            previous is not None
+            and previous.upstream == upstream
+            and not origins[upstream].hidden
+            and _same(previous.entries, entries)
+        ):
+            for item in previous.items:
+                parts.suffix(item.suffix, origin_meta)
+            items.extend(previous.items)
+            admit.tally(previous.tally, previous.verification)
+            counts[upstream] = counts.get(upstream, 0) + len(previous.items)
+            keep[name] = previous
+            continue
+        admit.begin()
         admitted: list[tuple[Entry, Admission]] = []
         for entry in entries:
             admission = admit(upstream, entry)
             if admission is not None:
                 admitted.append((entry, admission))
-        if not admitted:
-            continue
         latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
         folded = name.casefold()
-        origin_meta = origin_metas[upstream]
+        server_items = []
         for entry, (server_json, rules, end) in admitted:
             is_latest = entry is latest
-            items.append(
+            server_items.append(
                 Item(
                     name,
                     entry.version,
@@ -251,22 +316,26 @@ def build_view(
                     is_latest,
                     entry.updated_at,
                     entry.published_at,
-                    (
-                        server_json,
-                        parts.registry_meta(entry),
-                        parts.suffix(is_latest, origin_meta, rules),
-                        end,
-                    ),
+                    server_json,
+                    parts.registry_meta(entry),
+                    parts.suffix((is_latest, upstream, rules), origin_meta),
+                    end,
                 )
             )
-        counts[upstream] = counts.get(upstream, 0) + len(admitted)
-    return ViewCatalog(
+        items.extend(server_items)
+        counts[upstream] = counts.get(upstream, 0) + len(server_items)
+        reusable, tally, verification = admit.end()
+        if reusable:
+            keep[name] = ServerItems(upstream, entries, server_items, tally, verification)
+    catalog = ViewCatalog(
         view=view,
         every=Listing(items),
         active=Listing([item for item in items if not item.deleted]),
         latest=Listing([item for item in items if item.is_latest]),
+        suffixes=parts.suffixes,
         upstream_counts=counts,
     )
+    return catalog, keep
 
 
 def plain_view(
@@ -274,7 +343,20 @@ def plain_view(
 ) -> ViewCatalog:
     """A view serving every merged entry as received (no policy), admitted by default."""
 
-    def admit(_: str, entry: Entry) -> Admission:
+    parts = PartCache(namespace)
+    parts.new_build()
+    return build_view(view, order_of(merged), origins, _Everything(), parts)[0]
+
+
+class _Everything:
+    def begin(self) -> None:
+        pass
+
+    def __call__(self, upstream: str, entry: Entry) -> Admission:
         return entry.server_json, ("default",), b"}}}"
 
-    return build_view(view, order_of(merged), origins, admit, PartCache(namespace))
+    def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
+        return False, {}, {}
+
+    def tally(self, hidden: dict[str, int], verification: dict[str, int]) -> None:
+        pass

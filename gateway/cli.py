@@ -249,7 +249,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)
         return 1
     items = view.every.items
-    body = list_body(items, {"count": len(items)})
+    body = list_body(view, items, {"count": len(items)})
     Path(args.out).write_bytes(body)
     print(f"wrote {len(items)} entries of view {args.view!r} to {args.out}")
     return 0

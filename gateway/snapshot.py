@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from gateway.catalog import Admission, Origin, PartCache, ViewCatalog, build_view, order_of
+from gateway.catalog import (
+    Admission,
+    Origin,
+    PartCache,
+    ServerItems,
+    ViewCatalog,
+    build_view,
+    order_of,
+)
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
@@ -45,6 +53,79 @@ def view_policies(config: FederationConfig) -> list[ViewPolicy]:
     return policies
 
 
+@dataclass(slots=True)
+class _Totals:
+    """What one build learns across its views."""
+
+    hidden: dict[str, dict[str, int]] = field(default_factory=dict)  # view -> reason -> count
+    held: list[datetime] = field(default_factory=list)
+    pending: set[Check] = field(default_factory=set)
+    verification: dict[str, int] = field(default_factory=dict)
+
+
+def _add(into: dict[str, int], counts: dict[str, int]) -> None:
+    for key, count in counts.items():
+        into[key] = into.get(key, 0) + count
+
+
+class _Admitter:
+    """One view's decisions in one build, server by server (see `catalog.Admitter`)."""
+
+    def __init__(
+        self,
+        policy: ViewPolicy,
+        origins: dict[str, Origin],
+        now: datetime,
+        lookup: Lookup,
+        totals: _Totals,
+    ) -> None:
+        self.policy = policy
+        self.origins = origins
+        self.now = now
+        self.lookup = lookup
+        self.totals = totals
+        self.hidden: dict[str, int] = {}
+        # Items that waited on a clock or on mirror answers are decided again every build.
+        self._keepable = policy.verify_mode == "off"
+        self._reusable = True
+        self._tally: dict[str, int] = {}
+        self._verified: dict[str, int] = {}
+
+    def begin(self) -> None:
+        self._reusable = self._keepable
+        self._tally = {}
+        self._verified = {}
+
+    def __call__(self, upstream: str, entry: Entry) -> Admission | None:
+        if self.origins[upstream].hidden:
+            self._tally["stale"] = self._tally.get("stale", 0) + 1
+            self._reusable = False
+            return None
+        decision = self.policy.decide(upstream, entry, self.now, self.lookup)
+        if decision.pending:
+            self.totals.pending.update(decision.pending)
+        if not decision.served:
+            self._tally[decision.reason] = self._tally.get(decision.reason, 0) + 1
+            if decision.held_until is not None:
+                self.totals.held.append(decision.held_until)
+                self._reusable = False
+            return None
+        for package in decision.packages:
+            if "verification" in package:
+                result = package["verification"]
+                self._verified[result] = self._verified.get(result, 0) + 1
+        assert decision.server_json is not None
+        return decision.server_json, decision.rules, decision.packages_json
+
+    def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
+        self.tally(self._tally, self._verified)
+        return self._reusable, self._tally, self._verified
+
+    def tally(self, hidden: dict[str, int], verification: dict[str, int]) -> None:
+        _add(self.hidden, hidden)
+        _add(self.totals.verification, verification)
+
+
 class Builder:
     """Builds snapshots for one config, remembering per-entry work between builds.
 
@@ -60,6 +141,7 @@ class Builder:
         self.parts = PartCache(config.gateway.meta_namespace)
         self._names: list[str] | None = None
         self._name_set: set[str] = set()
+        self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
 
     def build(
         self,
@@ -76,49 +158,23 @@ class Builder:
             self._name_set = set(self._names)
         order = order_of(merged, self._names)
         views: dict[str, ViewCatalog] = {}
-        hidden: dict[str, dict[str, int]] = {}
-        held: list[datetime] = []
-        pending: set[Check] = set()
-        verification: dict[str, int] = {}
+        totals = _Totals()
         self.parts.new_build()
         for policy in self.policies:
-            counts: dict[str, int] = {}
-
-            def admit(
-                upstream: str,
-                entry: Entry,
-                policy: ViewPolicy = policy,
-                counts: dict[str, int] = counts,
-            ) -> Admission | None:
-                if origins[upstream].hidden:
-                    counts["stale"] = counts.get("stale", 0) + 1
-                    return None
-                decision = policy.decide(upstream, entry, now, lookup)
-                if decision.pending:
-                    pending.update(decision.pending)
-                if not decision.served:
-                    counts[decision.reason] = counts.get(decision.reason, 0) + 1
-                    if decision.held_until is not None:
-                        held.append(decision.held_until)
-                    return None
-                for package in decision.packages:
-                    if "verification" in package:
-                        result = package["verification"]
-                        verification[result] = verification.get(result, 0) + 1
-                assert decision.server_json is not None
-                return decision.server_json, decision.rules, decision.packages_json
-
-            views[policy.name] = build_view(policy.name, order, origins, admit, self.parts)
-            hidden[policy.name] = counts
+            admitter = _Admitter(policy, origins, now, lookup, totals)
+            views[policy.name], self._kept[policy.name] = build_view(
+                policy.name, order, origins, admitter, self.parts, self._kept.get(policy.name)
+            )
+            totals.hidden[policy.name] = admitter.hidden
         self._forget(sources)
         return Snapshot(
             views=views,
             built_at=now,
-            hidden=hidden,
-            next_change=min(held) if held else None,
-            pending=frozenset(pending),
+            hidden=totals.hidden,
+            next_change=min(totals.held) if totals.held else None,
+            pending=frozenset(totals.pending),
             stale=tuple(name for name, origin in origins.items() if origin.stale),
-            verification=verification,
+            verification=totals.verification,
         )
 
     def _forget(self, sources: list[Source]) -> None:

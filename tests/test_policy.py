@@ -268,7 +268,13 @@ def test_a_warm_rebuild_serves_what_a_cold_build_serves(
     origins = {"one": Origin("one", NOW)}
     builder.build([Source("one", first)], origins, NOW)
     kept = first[: len(first) // 2] + second  # some entries stay (same objects), some are new
-    warm = builder.build([Source("one", kept)], origins, NOW)
-    cold = build_snapshot(config, [Source("one", kept)], origins, NOW)
+    # The upstream is stale now: every kept item must say so.
+    stale = {"one": Origin("one", NOW, stale_since=NOW)}
+    warm = builder.build([Source("one", kept)], stale, NOW)
+    cold = build_snapshot(config, [Source("one", kept)], stale, NOW)
+    assert warm.hidden == cold.hidden
     for name, view in cold.views.items():
-        assert [i.body for i in warm.views[name].every.items] == [i.body for i in view.every.items]
+        warm_view = warm.views[name]
+        assert [warm_view.body(i) for i in warm_view.every.items] == [
+            view.body(i) for i in view.every.items
+        ]

@@ -83,7 +83,7 @@ def test_version_latest_and_exact() -> None:
 
 
 def test_is_latest_recomputed_in_bodies() -> None:
-    bodies = {item.key: orjson.loads(item.body) for item in CATALOG.every.items}
+    bodies = {item.key: orjson.loads(CATALOG.body(item)) for item in CATALOG.every.items}
     official = "io.modelcontextprotocol.registry/official"
     assert bodies[("io.github.b/weather", "1.1.0")]["_meta"][official]["isLatest"] is True
     assert bodies[("io.github.b/weather", "1.0.0")]["_meta"][official]["isLatest"] is False
