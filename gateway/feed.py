@@ -148,9 +148,10 @@ class Feed:
                 )  # fmt: skip
         changed = False
         if entries is not None:
-            entries = self._keep_identity(entries)
+            # Linear passes over every entry: in a worker thread, so requests keep flowing.
+            entries, counts = await asyncio.to_thread(self._prepare, entries)
         if entries is not None and entries != self.entries:
-            if self._hold(entries, now):
+            if self._hold(counts, entries, now):
                 entries = None
             else:
                 self.entries = entries
@@ -177,14 +178,16 @@ class Feed:
         )
         return changed
 
-    def _keep_identity(self, entries: dict[Key, Entry]) -> dict[Key, Entry]:
-        """Unchanged entries keep their old objects: rebuilds recognise them and reuse work."""
+    def _prepare(self, entries: dict[Key, Entry]) -> tuple[dict[Key, Entry], tuple[int, int]]:
+        """Unchanged entries keep their old objects (rebuilds recognise them and reuse work);
+        and the entries not deleted, before and after, for the mass-drop guard."""
         old = self.entries
         kept = {}
         for key, entry in entries.items():
             previous = old.get(key)
-            kept[key] = previous if previous is not None and previous == entry else entry
-        return kept
+            same = previous is not None and (previous is entry or previous == entry)
+            kept[key] = previous if same and previous is not None else entry
+        return kept, (active_count(old), active_count(kept))
 
     def _succeeded(self, now: datetime, started: float) -> None:
         self.breaker.succeeded()
@@ -213,9 +216,9 @@ class Feed:
             duration_ms=round(self.last_duration * 1000, 1),
         )
 
-    def _hold(self, entries: dict[Key, Entry], now: datetime) -> bool:
+    def _hold(self, counts: tuple[int, int], entries: dict[Key, Entry], now: datetime) -> bool:
         """Hold a sync that removes more than `max_drop` of the entries, unless it repeats."""
-        before, after = active_count(self.entries), active_count(entries)
+        before, after = counts
         if before == 0 or after >= before * (1 - self.settings.max_drop):
             return False
         repeated = self.held is not None and abs(self.held.after - after) <= max(1, after // 20)

@@ -126,6 +126,10 @@ class _Admitter:
         _add(self.totals.verification, verification)
 
 
+# Forgetting entries no feed holds any more walks every cache: not after every build.
+_FORGET_EVERY = 8
+
+
 class Builder:
     """Builds snapshots for one config, remembering per-entry work between builds.
 
@@ -142,6 +146,7 @@ class Builder:
         self._names: list[str] | None = None
         self._name_set: set[str] = set()
         self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
+        self._builds = 0
 
     def build(
         self,
@@ -166,7 +171,13 @@ class Builder:
                 policy.name, order, origins, admitter, self.parts, self._kept.get(policy.name)
             )
             totals.hidden[policy.name] = admitter.hidden
-        self._forget(sources)
+        self._builds += 1
+        for policy in self.policies:
+            for key in policy.checked:
+                policy.shapes.pop(key, None)
+            policy.checked.clear()
+        if self._builds % _FORGET_EVERY == 0:
+            self._forget(sources)
         return Snapshot(
             views=views,
             built_at=now,
@@ -190,9 +201,7 @@ class Builder:
             if id(policy.shapes) not in seen:
                 seen.add(id(policy.shapes))
                 stale = [
-                    key
-                    for key, (_, shape) in policy.shapes.items()
-                    if key not in live or shape.checked
+                    key for key, (_, shape) in policy.shapes.items() if key not in live
                 ]  # shapes that carry mirror answers are redone: the answers change
                 for key in stale:
                     del policy.shapes[key]

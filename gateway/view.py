@@ -84,6 +84,7 @@ class ViewPolicy:
         # Views with the same types and mirrors shape an entry the same way: one shared cache.
         self.shapes: dict[int, tuple[Entry, Shape]] = {}
         self.rewrites: dict[bytes, bytes] = {}  # equal rewritten servers share one bytes object
+        self.checked: list[int] = []  # shapes that depend on mirror answers
         self.shape_key = (self.types, self.mirrors.settings.model_dump_json())
 
     @classmethod
@@ -122,6 +123,8 @@ class ViewPolicy:
         else:
             shape = self._shape(entry, lookup)
             self.shapes[id(entry)] = (entry, shape)
+            if shape.checked:
+                self.checked.append(id(entry))  # mirror answers change: redo next build
         if shape.server_json is None:
             return Decision(
                 False, shape.reason, tuple(rules), removed_types=shape.removed,
