@@ -51,7 +51,7 @@ class Origin:
         return meta
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses build 5x slower; never mutated
 class Item:
     """One served entry: what filters read, and its ServerResponse JSON in parts."""
 

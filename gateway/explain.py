@@ -15,7 +15,7 @@ from gateway.view import Lookup, ViewPolicy, no_lookup
 Report = dict[str, Any]
 
 
-def _packages(server: dict[str, Any], metas: list[dict[str, Any]]) -> list[Report]:
+def _packages(server: dict[str, Any], metas: Sequence[dict[str, Any]]) -> list[Report]:
     """Each served package: its location now, the one it replaced, what the mirror said."""
     described = []
     for package, meta in zip(server.get("packages") or [], metas, strict=False):

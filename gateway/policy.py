@@ -68,6 +68,10 @@ class Verdict:
 
     allowed: bool
     rule: str  # "policy.yaml rules[3]" or "policy.yaml default"
+    rules: tuple[str, ...] = ()  # (rule,): what a view's decision lists, made once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", (self.rule,))
 
 
 class Policy:

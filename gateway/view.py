@@ -4,7 +4,7 @@ then the view's mirrors rewrite package locations, and verification results appl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ import orjson
 from gateway.config import DEFAULT_VIEW as DEFAULT_VIEW
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
 from gateway.entry import Entry, compact_json, format_timestamp
-from gateway.mirrors import Mirrors, rewrite_packages
+from gateway.mirrors import INDEX_TYPES, Mirrors, rewrite_packages
 from gateway.policy import Policy
 from gateway.verify import Check, Verdict, check_for
 
@@ -24,7 +24,18 @@ def no_lookup(_: Check) -> Verdict | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+def _dump(value: object) -> object:
+    """Mirror settings as JSON, for telling views' settings apart."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(type(value).__name__)
+
+
+# Decisions, shapes and items are made hundreds of thousands of times per build: plain slotted
+# classes (never mutated) build several times faster than frozen dataclasses.
+
+
+@dataclass(slots=True)
 class Decision:
     """Whether a view serves an entry, why, and the server object as it would be served."""
 
@@ -34,7 +45,7 @@ class Decision:
     held_until: datetime | None = None
     removed_types: tuple[str, ...] = ()  # by packages.types, unmirrored or enforce
     server_json: bytes | None = None  # compact JSON of the server object as served
-    packages: list[dict[str, Any]] = field(default_factory=list)  # gateway _meta per package
+    packages: tuple[dict[str, Any], ...] = ()  # gateway _meta per package
     packages_json: bytes = b"}}}"  # the same, as the end of the gateway's `_meta` JSON
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
 
@@ -46,27 +57,62 @@ class Decision:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Shape:
     """An entry's server object after package types, mirrors and verification: the part of a
-    decision that views with the same types and mirrors share."""
+    decision that views shaping the entry alike share."""
 
-    server_json: bytes | None  # None: nothing installable is left
+    server_json: bytes | None  # None: nothing installable is left; b"": the entry's own bytes
     reason: str
     removed: tuple[str, ...]
-    packages: list[dict[str, Any]]
+    packages: tuple[dict[str, Any], ...]
     pending: tuple[Check, ...]
     checked: bool = False  # mirror answers went into it: redo it when they may have changed
     packages_json: bytes = b"}}}"  # ends the gateway `_meta`, `_meta` and the item
 
     def __post_init__(self) -> None:
         if self.packages:  # computed once, shared by every view with these mirrors
-            tail = b',"packages":' + orjson.dumps(self.packages) + b"}}}"
-            object.__setattr__(self, "packages_json", tail)
+            self.packages_json = b',"packages":' + orjson.dumps(self.packages) + b"}}}"
+
+
+_AS_RECEIVED = Shape(b"", "served", (), (), ())
+_NOT_INSTALLABLE = Shape(None, "not installable", (), (), ())
 
 
 def _registry_type(package: object) -> str:
     return str(package.get("registryType")) if isinstance(package, dict) else "?"
+
+
+_MIRRORED_KINDS = frozenset((*INDEX_TYPES, "oci", "mcpb"))  # the keys of mirrors.yaml by type
+ShapeTable = dict[int, tuple[Entry, Shape]]  # id(entry) -> (the entry, kept so ids stay unique)
+
+
+class Shapes:
+    """Entries' shapes, remembered between builds and shared by every view that shapes an
+    entry alike: the same package types, and the same mirror settings for the registry types
+    the entry has. A view with its own npm mirror still shares the shapes of PyPI-only and
+    remote-only entries with the others."""
+
+    def __init__(self) -> None:
+        self.tables: dict[object, ShapeTable] = {}
+        self.rewrites: dict[bytes, bytes] = {}  # equal rewritten servers share one bytes object
+        self.checked: list[tuple[ShapeTable, int]] = []  # shapes that carry mirror answers
+
+    def table(self, key: object) -> ShapeTable:
+        return self.tables.setdefault(key, {})
+
+    def after_build(self) -> None:
+        """Shapes that carry mirror answers are redone next build: the answers change."""
+        for table, key in self.checked:
+            table.pop(key, None)
+        self.checked.clear()
+
+    def forget(self, live: set[int]) -> None:
+        """Drop the shapes of entries no feed holds any more."""
+        for table in self.tables.values():
+            for key in [key for key in table if key not in live]:
+                del table[key]
+        self.rewrites = {}  # deduplicates from here on; kept shapes keep their bytes
 
 
 class ViewPolicy:
@@ -77,15 +123,14 @@ class ViewPolicy:
     ) -> None:
         self.name = name
         self.policies = policies
+        self._aging = [p for p in policies if p.min_age is not None]
         types = [p.types for p in policies if p.types is not None]
         self.types: frozenset[str] | None = frozenset.intersection(*types) if types else None
         self.mirrors = Mirrors(mirrors or MirrorSettings())
+        self._mirrored = self.mirrors.configured
         self.verify_mode = self.mirrors.settings.verify.mode
-        # Views with the same types and mirrors shape an entry the same way: one shared cache.
-        self.shapes: dict[int, tuple[Entry, Shape]] = {}
-        self.rewrites: dict[bytes, bytes] = {}  # equal rewritten servers share one bytes object
-        self.checked: list[int] = []  # shapes that depend on mirror answers
-        self.shape_key = (self.types, self.mirrors.settings.model_dump_json())
+        self.shapes = Shapes()  # replaced by one store shared by every view of a config
+        self._tables: dict[frozenset[str], ShapeTable] = {}  # registry types -> shape table
 
     @classmethod
     def of(
@@ -101,47 +146,68 @@ class ViewPolicy:
         view_mirrors = own.mirrors if own is not None else None
         return cls(name, policies, (mirrors or MirrorSettings()).overridden_by(view_mirrors))
 
+    def share(self, shapes: Shapes) -> None:
+        """Keep shapes in a store shared with the config's other views."""
+        self.shapes = shapes
+        self._tables = {}
+
+    def _table(self, registry_types: frozenset[str]) -> ShapeTable:
+        """The shape table of entries with these registry types: keyed by everything that
+        shapes them in this view."""
+        table = self._tables.get(registry_types)
+        if table is None:
+            settings = self.mirrors.settings
+            relevant = tuple(
+                (kind, orjson.dumps(getattr(settings, kind), default=_dump))
+                for kind in sorted(registry_types & _MIRRORED_KINDS)
+            )
+            key = (
+                self.types, settings.unmirrored, settings.verify.model_dump_json(), relevant
+            )  # fmt: skip
+            table = self._tables[registry_types] = self.shapes.table(key)
+        return table
+
     def decide(
         self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
     ) -> Decision:
-        rules: list[str] = []
+        rules: tuple[str, ...] = ()
         for policy in self.policies:
             verdict = policy.verdict(upstream, entry)
-            rules.append(verdict.rule)
+            rules += verdict.rules
             if not verdict.allowed:
-                return Decision(False, "denied", tuple(rules))
-        held_until = None
-        for policy in self.policies:
-            held = policy.held_until(entry)
-            if held is not None and (held_until is None or held > held_until):
-                held_until = held
-        if held_until is not None and held_until > now:
-            return Decision(False, "cooldown", tuple(rules), held_until)
-        known = self.shapes.get(id(entry))
-        if known is not None and known[0] is entry:
-            shape = known[1]
-        else:
-            shape = self._shape(entry, lookup)
-            self.shapes[id(entry)] = (entry, shape)
-            if shape.checked:
-                self.checked.append(id(entry))  # mirror answers change: redo next build
+                return Decision(False, "denied", rules)
+        if self._aging:
+            held_until = max(p.held_until(entry) or now for p in self._aging)
+            if held_until > now:
+                return Decision(False, "cooldown", rules, held_until)
+        shape = self.shape(entry, lookup)
         if shape.server_json is None:
             return Decision(
-                False, shape.reason, tuple(rules), removed_types=shape.removed,
-                pending=shape.pending,
-            )  # fmt: skip
+                False, shape.reason, rules, None, shape.removed, None, (), b"}}}", shape.pending
+            )
         return Decision(
-            True, "served", tuple(rules), removed_types=shape.removed,
-            server_json=shape.server_json, packages=shape.packages,
-            packages_json=shape.packages_json, pending=shape.pending,
+            True, "served", rules, None, shape.removed, shape.server_json or entry.server_json,
+            shape.packages, shape.packages_json, shape.pending,
         )  # fmt: skip
 
+    def shape(self, entry: Entry, lookup: Lookup = no_lookup) -> Shape:
+        """What this view serves of an entry's server object, whatever its policy says."""
+        types = self.types
+        if (types is None or entry.registry_types <= types) and not (
+            entry.has_packages and self._mirrored
+        ):  # served as received: no parsing, nothing to remember
+            return _AS_RECEIVED if entry.has_packages or entry.has_remotes else _NOT_INSTALLABLE
+        table = self._table(entry.registry_types)
+        known = table.get(id(entry))
+        if known is not None and known[0] is entry:
+            return known[1]
+        shape = self._shape(entry, lookup)
+        table[id(entry)] = (entry, shape)
+        if shape.checked:
+            self.shapes.checked.append((table, id(entry)))
+        return shape
+
     def _shape(self, entry: Entry, lookup: Lookup) -> Shape:
-        keep_types = self.types is None or entry.registry_types <= self.types
-        if keep_types and not (entry.has_packages and self.mirrors.configured):
-            if not entry.has_packages and not entry.has_remotes:
-                return Shape(None, "not installable", (), [], ())
-            return Shape(entry.server_json, "served", (), [], ())  # as received: no parsing
         server = entry.server
         packages = server.get("packages")
         removed: list[str] = []
@@ -155,7 +221,7 @@ class ViewPolicy:
         if isinstance(packages, list) and packages and self.mirrors.configured:
             rewrite = rewrite_packages(self.mirrors, packages)
             if rewrite.drop_server:
-                return Shape(None, "unmirrored", tuple(rewrite.dropped), [], ())
+                return Shape(None, "unmirrored", tuple(rewrite.dropped), (), ())
             removed.extend(rewrite.dropped)
             packages = []
             for package, original in zip(rewrite.packages, rewrite.originals, strict=True):
@@ -179,12 +245,11 @@ class ViewPolicy:
         checked = self.verify_mode != "off"
         if not packages and not server.get("remotes"):
             reason = "missing from mirror" if enforced else "not installable"
-            return Shape(None, reason, tuple(removed), [], tuple(pending), checked)
-        if not any("original" in m for m in metas):
-            metas = []
+            return Shape(None, reason, tuple(removed), (), tuple(pending), checked)
+        described = tuple(metas) if any("original" in m for m in metas) else ()
         if packages != server.get("packages"):
             server["packages"] = packages  # a parsed copy: the entry's bytes stay as received
             served = compact_json(server)
-            served = self.rewrites.setdefault(served, served)
-            return Shape(served, "served", tuple(removed), metas, tuple(pending), checked)
-        return Shape(entry.server_json, "served", tuple(removed), metas, tuple(pending), checked)
+            served = self.shapes.rewrites.setdefault(served, served)
+            return Shape(served, "served", tuple(removed), described, tuple(pending), checked)
+        return Shape(b"", "served", tuple(removed), described, tuple(pending), checked)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
 from gateway.entry import parse_item
 from gateway.mirrors import Mirrors, OciReference, rewrite_packages
-from gateway.view import ViewPolicy
+from gateway.view import Shapes, ViewPolicy
 from tests.fakes import server_entry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -152,6 +152,46 @@ def test_per_view_mirrors_override_only_what_they_name() -> None:
     )
     assert in_view.server["packages"][1] == in_base.server["packages"][1]  # pypi inherited
     assert in_view.packages[0]["original"] == {"registryBaseUrl": None}
+
+
+def test_views_share_a_shape_only_where_their_mirrors_agree() -> None:
+    own = ViewSettings.model_validate({"mirrors": {"npm": "https://art.example.com/payments-npm/"}})
+    views = view_policies_of(own)
+    pypi_only = parse_item(
+        server_entry("io.github.a/p", "1.0.0", packages=[pkg("pypi", "acme-y")]), seen_at=NOW
+    )
+    with_npm = parse_item(
+        server_entry("io.github.a/n", "1.0.0", packages=[pkg("npm", "x")]), seen_at=NOW
+    )
+    base, payments = (view.decide("o", pypi_only, NOW) for view in views)
+    assert base.server_json is payments.server_json  # one rewrite, one bytes object
+    base, payments = (view.decide("o", with_npm, NOW) for view in views)
+    assert base.server is not None
+    assert payments.server is not None
+    assert base.server["packages"] != payments.server["packages"]
+    assert payments.server["packages"][0]["registryBaseUrl"].endswith("/payments-npm/")
+
+
+def test_a_registry_type_named_like_a_setting_is_just_unmirrored() -> None:
+    views = view_policies_of(None)
+    for kind in ("model_dump", "verify", "unmirrored", "__class__"):
+        entry = parse_item(
+            server_entry("io.github.a/b", "1.0.0", packages=[pkg(kind, "x")]), seen_at=NOW
+        )
+        decision = views[0].decide("o", entry, NOW)
+        assert (decision.served, decision.packages) == (True, ())  # kept as is, not rewritten
+
+
+def view_policies_of(own: ViewSettings | None) -> list[ViewPolicy]:
+    """The default view and a `payments` view sharing one shape store, as a build has them."""
+    views = [
+        ViewPolicy.of("default", PolicySettings(), None, MIRRORS),
+        ViewPolicy.of("payments", PolicySettings(), own, MIRRORS),
+    ]
+    shapes = Shapes()
+    for view in views:
+        view.share(shapes)
+    return views
 
 
 def test_drop_server_hides_the_version_and_says_why() -> None:
