@@ -3,8 +3,7 @@
 `policy.yaml` applies to every view; `views/<view>.yaml` can only narrow it. In each, the first
 matching rule decides, else `default`; `min_age` holds young versions back; `packages.types`
 removes package entries of other types. Checks read the facts an entry carries (registry types,
-transports, remote hosts), and name globs are remembered per name: a catalog has about three
-versions per server.
+transports, remote hosts); name globs are matched once per server name.
 """
 
 from __future__ import annotations
@@ -20,8 +19,12 @@ from gateway.entry import Entry
 from gateway.semver import VersionRange
 
 
+def _pattern(patterns: Sequence[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
+
+
 def _glob(patterns: Sequence[str]) -> Callable[[str], bool]:
-    compiled = re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
+    compiled = _pattern(patterns)
     seen: dict[str, bool] = {}
 
     def matches(text: str) -> bool:
@@ -37,19 +40,14 @@ Check = Callable[[str, Entry], bool]
 
 
 def _compile_match(match: Match) -> list[Check]:
+    """The checks of a match other than its name globs (see `Policy._candidates`)."""
     checks: list[Check] = []
-    if match.name:
-        name_matches = _glob(match.name)
-        checks.append(lambda _, entry: name_matches(entry.name))
     if match.upstream:
         upstreams = frozenset(match.upstream)
         checks.append(lambda upstream, _: upstream in upstreams)
     if match.status:
         statuses = frozenset(match.status)
         checks.append(lambda _, entry: entry.status in statuses)
-    if match.version:
-        ranges = [VersionRange(text) for text in match.version]
-        checks.append(lambda _, entry: any(r.matches(entry.version) for r in ranges))
     if match.registry_type:
         types = frozenset(match.registry_type)
         checks.append(lambda _, entry: not types.isdisjoint(entry.registry_types))
@@ -59,6 +57,9 @@ def _compile_match(match: Match) -> list[Check]:
     if match.remote_host:
         host_matches = _glob(match.remote_host)
         checks.append(lambda _, entry: any(host_matches(h) for h in entry.remote_hosts))
+    if match.version:  # last: it parses the version
+        ranges = [VersionRange(text) for text in match.version]
+        checks.append(lambda _, entry: any(r.matches(entry.version) for r in ranges))
     return checks
 
 
@@ -74,10 +75,15 @@ class Verdict:
         object.__setattr__(self, "rules", (self.rule,))
 
 
+Candidate = tuple["Verdict", tuple[Check, ...]]
+
+
 class Policy:
     """A compiled policy file: rules, cooldown and package types, ready to decide.
 
-    Verdicts are remembered per entry, so views sharing policy.yaml decide it once.
+    Name globs are matched once per server name: each name remembers the rules that can
+    apply to it (most names, only the few rules without a name), so deciding an entry runs
+    those rules' other checks and nothing else.
     """
 
     def __init__(self, settings: PolicySettings, source: str) -> None:
@@ -85,35 +91,46 @@ class Policy:
         self.source = source
         self.min_age = timedelta(seconds=settings.min_age) if settings.min_age is not None else None
         self.types = frozenset(settings.packages.types) if settings.packages.types else None
-        self._rules: list[tuple[Verdict, list[Check]]] = []
+        self._rules: list[tuple[re.Pattern[str] | None, Candidate]] = []
         for index, rule in enumerate(settings.rules):
             allow = rule.allow is not None
             match = rule.allow if rule.allow is not None else rule.deny
             assert match is not None
             verdict = Verdict(allow, f"{source} rules[{index}]")
-            self._rules.append((verdict, _compile_match(match)))
+            name = _pattern(match.name) if match.name else None
+            self._rules.append((name, (verdict, tuple(_compile_match(match)))))
         self._default = Verdict(settings.default == "allow", f"{source} default")
-        # id(entry) -> (entry, upstream, verdict): the entry is kept, so its id is not reused
-        self._memo: dict[int, tuple[Entry, str, Verdict]] = {}
+        self._by_name: dict[str, tuple[Candidate, ...]] = {}
+        self._interned: dict[tuple[int, ...], tuple[Candidate, ...]] = {}
+
+    def _candidates(self, name: str) -> tuple[Candidate, ...]:
+        indices = tuple(
+            index
+            for index, (pattern, _) in enumerate(self._rules)
+            if pattern is None or pattern.match(name) is not None
+        )
+        found = self._interned.get(indices)
+        if found is None:  # names matching the same rules share one tuple
+            found = self._interned[indices] = tuple(self._rules[i][1] for i in indices)
+        self._by_name[name] = found
+        return found
 
     def verdict(self, upstream: str, entry: Entry) -> Verdict:
-        known = self._memo.get(id(entry))
-        if known is not None and known[0] is entry and known[1] == upstream:
-            return known[2]
-        decided = self._default
-        for verdict, checks in self._rules:
+        candidates = self._by_name.get(entry.name)
+        if candidates is None:
+            candidates = self._candidates(entry.name)
+        for verdict, checks in candidates:
             for check in checks:
                 if not check(upstream, entry):
                     break
             else:
-                decided = verdict
-                break
-        self._memo[id(entry)] = (entry, upstream, decided)
-        return decided
+                return verdict
+        return self._default
 
-    def forget(self, live: set[int]) -> None:
-        """Verdicts are remembered for one build (views share them); the next starts afresh."""
-        self._memo = {}
+    def forget(self, live_names: set[str]) -> None:
+        """Forget the names no upstream serves any more."""
+        for name in [name for name in self._by_name if name not in live_names]:
+            del self._by_name[name]
 
     def held_until(self, entry: Entry) -> datetime | None:
         if self.min_age is None:

@@ -166,7 +166,7 @@ _FORGET_EVERY = 8
 class Builder:
     """Builds snapshots for one config, remembering per-entry work between builds.
 
-    Policy verdicts, package shapes and the registry `_meta` bytes depend only on the entry
+    Rules matching a name, package shapes and the registry `_meta` bytes depend only on the entry
     (and the config), so a rebuild after a sync that changed 1 % of the entries redoes 1 % of
     that work. A feed keeps the same Entry object while its data is unchanged, which is what
     the caches recognise; entries gone from every feed are forgotten after each build.
@@ -230,7 +230,7 @@ class Builder:
             for one in policy.policies:
                 if id(one) not in seen:
                     seen.add(id(one))
-                    one.forget(live)
+                    one.forget(self._name_set)
         self.policies[0].shapes.forget(live)
         self.parts.forget(live)
 

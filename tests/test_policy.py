@@ -278,3 +278,21 @@ def test_a_warm_rebuild_serves_what_a_cold_build_serves(
         assert [warm_view.body(i) for i in warm_view.every.items] == [
             view.body(i) for i in view.every.items
         ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries, rules, st.sampled_from(["allow", "deny"]), st.sampled_from(["one", "two"]))
+def test_a_policy_decides_an_entry_alike_whatever_it_decided_before(
+    data: list[Entry], policy_rules: Any, default: str, upstream: str
+) -> None:
+    """Rules are narrowed per name and remembered: the order of questions must not matter."""
+    settings_ = PolicySettings.model_validate({"default": default, "rules": policy_rules})
+    shared = Policy(settings_, "policy.yaml")
+    for one in [*data, *reversed(data)]:
+        fresh = Policy(settings_, "policy.yaml")
+        assert shared.verdict(upstream, one) == fresh.verdict(upstream, one)
+    shared.forget({data[0].name} if data else set())  # the other names are asked afresh
+    for one in data:
+        assert shared.verdict(upstream, one) == Policy(settings_, "policy.yaml").verdict(
+            upstream, one
+        )
