@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.entry import OFFICIAL, Entry, format_timestamp
+from gateway.entry import OFFICIAL, Entry, ServerJson, format_timestamp
 from gateway.merge import Merged
 from gateway.semver import pick_latest
 
@@ -62,7 +62,7 @@ class Item:
     is_latest: bool
     updated_at: datetime
     published_at: datetime
-    server_json: bytes
+    server_json: ServerJson
     registry_meta: bytes
     suffix: SuffixKey  # `isLatest` and the gateway's `_meta`: looked up in the build's table
     end: bytes  # the gateway's `packages`, if any, and the closing braces
@@ -115,9 +115,13 @@ class ViewCatalog:
 
     def write(self, item: Item, out: list[bytes]) -> None:
         """Append the item's ServerResponse JSON, in parts."""
-        out.extend(
-            (_HEAD, item.server_json, item.registry_meta, self.suffixes[item.suffix], item.end)
-        )
+        server = item.server_json
+        if isinstance(server, bytes):
+            out.extend((_HEAD, server, item.registry_meta, self.suffixes[item.suffix], item.end))
+        else:
+            out.append(_HEAD)
+            out.extend(server.parts())
+            out.extend((item.registry_meta, self.suffixes[item.suffix], item.end))
 
     def body(self, item: Item) -> bytes:
         out: list[bytes] = []
@@ -168,7 +172,7 @@ def registry_meta(entry: Entry, namespace: str) -> bytes:
 # What a view serves of an entry: the server JSON (packages possibly filtered or rewritten), the
 # rules that admitted it, and the end of the gateway's `_meta`: `}}}`, or its `packages` (the
 # original locations and mirror checks) then `}}}`.
-Admission = tuple[bytes, tuple[str, ...], bytes]
+Admission = tuple[ServerJson, tuple[str, ...], bytes]
 
 
 class Admitter(Protocol):
@@ -200,6 +204,7 @@ class PartCache:
         self.namespace_key = b"," + orjson.dumps(namespace) + b":"
         self.metas: dict[int, tuple[Entry, bytes]] = {}  # the entry is kept: ids stay unique
         self.suffixes: dict[SuffixKey, bytes] = {}
+        self._keys: dict[SuffixKey, SuffixKey] = {}  # a few per upstream, kept across builds
 
     def new_build(self) -> dict[SuffixKey, bytes]:
         self.suffixes = {}  # they name sync times and staleness: fresh for every build
@@ -220,12 +225,15 @@ class PartCache:
     def suffix(self, key: SuffixKey, origin_meta: dict[str, Any]) -> SuffixKey:
         """Make sure this build has the suffix: `isLatest`'s value and the gateway's `_meta`
         up to its `packages` (left open)."""
+        shared = self._keys.get(key)
+        if shared is None:  # one tuple per distinct key, not one per item
+            shared = self._keys[key] = key
         if key not in self.suffixes:
             is_latest, _, rules = key
             meta = orjson.dumps({**origin_meta, "admittedBy": list(rules)})[:-1]
             flag = b"true}" if is_latest else b"false}"
             self.suffixes[key] = b"".join((flag, self.namespace_key, meta))
-        return key
+        return shared
 
 
 def order_of(merged: Merged, names: list[str] | None = None) -> Order:
@@ -304,6 +312,7 @@ def build_view(
                 admitted.append((entry, admission))
         latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
         folded = name.casefold()
+        folded = name if folded == name else folded  # most names are lower case: share them
         server_items = []
         for entry, (server_json, rules, end) in admitted:
             is_latest = entry is latest

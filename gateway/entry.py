@@ -98,6 +98,61 @@ class Entry:
         return {"server": self.server, "_meta": self.meta}
 
 
+_PACKAGES_KEY = b'"packages":'
+
+
+@dataclass(slots=True)
+class Splice:
+    """A server's JSON with its `packages` array replaced, kept as the entry's own bytes
+    around the new array: a mirror rewrite then costs the array, not a copy of the server."""
+
+    whole: bytes
+    start: int
+    end: int
+    middle: bytes
+
+    def parts(self) -> tuple[bytes, bytes, bytes]:
+        return self.whole[: self.start], self.middle, self.whole[self.end :]
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts())
+
+
+ServerJson = bytes | Splice  # what a view serves as an entry's server object
+
+
+def json_bytes(server: ServerJson) -> bytes:
+    return server if isinstance(server, bytes) else bytes(server)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """How many leading bytes a and b share (slice compares run at C speed)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def with_packages(entry: Entry, server: dict[str, Any], packages: list[Any]) -> ServerJson:
+    """The entry's server JSON with `packages` replaced; `server` is the entry's parsed
+    server. Where its packages array is found exactly once in the entry's bytes, only the
+    bytes that differ are kept (a rewritten URL, mostly), spliced into the entry's own."""
+    old = orjson.dumps(server.get("packages"))
+    whole = entry.server_json
+    at = whole.find(_PACKAGES_KEY + old)
+    if "packages" not in server or at < 0 or whole.find(_PACKAGES_KEY + old, at + 1) >= 0:
+        return compact_json({**server, "packages": packages})  # a nested look-alike: copy all
+    new = orjson.dumps(packages)
+    head = _common_prefix(old, new)
+    tail = _common_prefix(old[head:][::-1], new[head:][::-1])
+    start = at + len(_PACKAGES_KEY) + head
+    return Splice(whole, start, start + len(old) - head - tail, new[head : len(new) - tail])
+
+
 def compact_json(value: Any) -> bytes:
     """JSON bytes that occupy only their length: orjson hands back a buffer of at least 4 KiB,
     which for a catalog of 200k small entries is most of the process's memory."""

@@ -70,6 +70,9 @@ def _add(into: dict[str, int], counts: dict[str, int]) -> None:
         into[key] = into.get(key, 0) + count
 
 
+_NONE: dict[str, int] = {}
+
+
 class _Admitter:
     """One view's decisions in one build, server by server (see `catalog.Admitter`)."""
 
@@ -121,7 +124,8 @@ class _Admitter:
 
     def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
         self.tally(self._tally, self._verified)
-        return self._reusable, self._tally, self._verified
+        # Most servers hide nothing: their kept figures share one empty dict (never written).
+        return self._reusable, self._tally or _NONE, self._verified or _NONE
 
     def tally(self, hidden: dict[str, int], verification: dict[str, int]) -> None:
         _add(self.hidden, hidden)

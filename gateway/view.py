@@ -12,7 +12,7 @@ import orjson
 
 from gateway.config import DEFAULT_VIEW as DEFAULT_VIEW
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
-from gateway.entry import Entry, compact_json, format_timestamp
+from gateway.entry import Entry, ServerJson, format_timestamp, json_bytes, with_packages
 from gateway.mirrors import INDEX_TYPES, Mirrors, rewrite_packages
 from gateway.policy import Policy
 from gateway.verify import Check, Verdict, check_for
@@ -44,7 +44,7 @@ class Decision:
     rules: tuple[str, ...]  # the deciding rule of each policy file consulted, in order
     held_until: datetime | None = None
     removed_types: tuple[str, ...] = ()  # by packages.types, unmirrored or enforce
-    server_json: bytes | None = None  # compact JSON of the server object as served
+    server_json: ServerJson | None = None  # the server object as served
     packages: tuple[dict[str, Any], ...] = ()  # gateway _meta per package
     packages_json: bytes = b"}}}"  # the same, as the end of the gateway's `_meta` JSON
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
@@ -53,7 +53,7 @@ class Decision:
     def server(self) -> dict[str, Any] | None:
         if self.server_json is None:
             return None
-        value: dict[str, Any] = orjson.loads(self.server_json)
+        value: dict[str, Any] = orjson.loads(json_bytes(self.server_json))
         return value
 
 
@@ -62,7 +62,7 @@ class Shape:
     """An entry's server object after package types, mirrors and verification: the part of a
     decision that views shaping the entry alike share."""
 
-    server_json: bytes | None  # None: nothing installable is left; b"": the entry's own bytes
+    server_json: ServerJson | None  # None: nothing installable is left; b"": the entry's own
     reason: str
     removed: tuple[str, ...]
     packages: tuple[dict[str, Any], ...]
@@ -95,7 +95,6 @@ class Shapes:
 
     def __init__(self) -> None:
         self.tables: dict[object, ShapeTable] = {}
-        self.rewrites: dict[bytes, bytes] = {}  # equal rewritten servers share one bytes object
         self.checked: list[tuple[ShapeTable, int]] = []  # shapes that carry mirror answers
 
     def table(self, key: object) -> ShapeTable:
@@ -112,7 +111,6 @@ class Shapes:
         for table in self.tables.values():
             for key in [key for key in table if key not in live]:
                 del table[key]
-        self.rewrites = {}  # deduplicates from here on; kept shapes keep their bytes
 
 
 class ViewPolicy:
@@ -248,8 +246,7 @@ class ViewPolicy:
             return Shape(None, reason, tuple(removed), (), tuple(pending), checked)
         described = tuple(metas) if any("original" in m for m in metas) else ()
         if packages != server.get("packages"):
-            server["packages"] = packages  # a parsed copy: the entry's bytes stay as received
-            served = compact_json(server)
-            served = self.shapes.rewrites.setdefault(served, served)
+            assert isinstance(packages, list)  # filtered or rewritten
+            served = with_packages(entry, server, packages)  # the entry's bytes stay as received
             return Shape(served, "served", tuple(removed), described, tuple(pending), checked)
         return Shape(b"", "served", tuple(removed), described, tuple(pending), checked)

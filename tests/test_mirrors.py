@@ -6,12 +6,13 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
-from gateway.entry import parse_item
+from gateway.entry import Splice, json_bytes, parse_item, with_packages
 from gateway.mirrors import Mirrors, OciReference, rewrite_packages
 from gateway.view import Shapes, ViewPolicy
 from tests.fakes import server_entry
@@ -259,3 +260,41 @@ def test_rewrite_changes_only_location_fields(original: list[dict[str, Any]]) ->
             assert (
                 after.get("identifier") == before["identifier"] or before["registryType"] == "mcpb"
             )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    st.lists(st.fixed_dictionaries({"registryType": st.sampled_from(["npm", "pypi"]), "identifier": st.text(max_size=6)}), max_size=3),
+    st.dictionaries(st.sampled_from(["custom", "packages", "x", "y"]), json_values, max_size=3),
+    st.lists(st.fixed_dictionaries({"registryType": st.just("npm"), "identifier": st.text(max_size=6)}), max_size=2),
+)  # fmt: skip
+def test_a_spliced_server_is_byte_for_byte_the_rewritten_server(
+    packages: list[dict[str, Any]], extra: dict[str, Any], new: list[dict[str, Any]]
+) -> None:
+    """Splicing into the entry's bytes must equal serializing the rewritten server, even when
+    a nested object carries a look-alike `packages` array."""
+    extra.pop("packages", None)
+    look_alike = {"nested": {"packages": packages}} if packages else {}
+    server = {"name": "io.github.a/b", "version": "1", **extra, **look_alike, "packages": packages}
+    entry = parse_item(server, seen_at=NOW)
+    spliced = with_packages(entry, entry.server, new)
+    assert json_bytes(spliced) == orjson.dumps({**entry.server, "packages": new})
+
+
+def test_a_rewrite_keeps_the_entry_bytes_and_adds_only_the_array() -> None:
+    entry = parse_item(
+        server_entry("io.github.a/b", "1.0.0", packages=[pkg("npm", "x")], description="d" * 500),
+        seen_at=NOW,
+    )
+    decision = ViewPolicy.of("v", PolicySettings(), None, MIRRORS).decide("o", entry, NOW)
+    assert isinstance(decision.server_json, Splice)
+    assert decision.server_json.whole is entry.server_json  # not a copy
+    assert len(decision.server_json.middle) < 200
