@@ -32,7 +32,7 @@ class Origin:
     """What the gateway says about an upstream in each entry's `_meta`."""
 
     upstream: str
-    synced_at: datetime | None
+    synced_up_to: datetime | None  # the newest updatedAt of the upstream's data (`syncedAt`)
     stale_since: datetime | None = None  # the upstream's syncs fail since then
     beyond_max_stale: bool = False
     hidden: bool = False  # beyond max_stale with on_stale: hide
@@ -42,7 +42,9 @@ class Origin:
         return self.stale_since is not None
 
     def as_meta(self) -> dict[str, Any]:
-        synced = format_timestamp(self.synced_at) if self.synced_at else None
+        # Data-derived, not this replica's fetch time: replicas with the same data serve the
+        # same bytes (and ETags). When this replica fetched it is in /admin/status.
+        synced = format_timestamp(self.synced_up_to) if self.synced_up_to else None
         meta: dict[str, Any] = {"upstream": self.upstream, "syncedAt": synced, "stale": self.stale}
         if self.stale_since is not None:
             meta["staleSince"] = format_timestamp(self.stale_since)

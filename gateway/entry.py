@@ -7,6 +7,7 @@ through, nothing is renamed); only the few fields the gateway decides on are rea
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -151,6 +152,12 @@ def with_packages(entry: Entry, server: dict[str, Any], packages: list[Any]) -> 
     tail = _common_prefix(old[head:][::-1], new[head:][::-1])
     start = at + len(_PACKAGES_KEY) + head
     return Splice(whole, start, start + len(old) - head - tail, new[head : len(new) - tail])
+
+
+def newest_update(entries: Iterable[Entry]) -> datetime | None:
+    """The newest `updatedAt` among entries: how far the data is synced, by the upstream's own
+    clock. Every replica holding the same data computes the same moment."""
+    return max((entry.updated_at for entry in entries), default=None)
 
 
 def compact_json(value: Any) -> bytes:

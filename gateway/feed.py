@@ -18,7 +18,7 @@ import structlog
 
 from gateway.breaker import Breaker
 from gateway.config import UpstreamSettings
-from gateway.entry import Entry, format_timestamp
+from gateway.entry import Entry, format_timestamp, newest_update
 from gateway.errors import StateError, UpstreamError, UpstreamInvalid, UpstreamUnavailable
 from gateway.state import Saved, load, save
 from gateway.upstream import Batch, FileStamp, RegistryClient, file_stamp, read_file
@@ -52,6 +52,7 @@ class Feed:
     settings: UpstreamSettings
     entries: dict[Key, Entry] = field(default_factory=dict)
     synced_at: datetime | None = None  # when the served data was fetched
+    synced_up_to: datetime | None = None  # the newest updatedAt of the served data
     last_success: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
@@ -93,10 +94,9 @@ class Feed:
         return self.stale() and age is not None and age > self.settings.max_stale
 
     def high_water(self) -> str | None:
-        if not self.entries:
+        if self.synced_up_to is None:
             return None
-        newest = max(entry.updated_at for entry in self.entries.values())
-        return format_timestamp(newest - _OVERLAP)
+        return format_timestamp(self.synced_up_to - _OVERLAP)
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -110,6 +110,7 @@ class Feed:
             return
         self.entries = {entry.key: entry for entry in saved.entries}
         self.synced_at = saved.synced_at
+        self.synced_up_to = newest_update(saved.entries)
         self.settled = True
         log.info("state_loaded", upstream=self.name, entries=len(saved.entries))
 
@@ -149,12 +150,13 @@ class Feed:
         changed = False
         if entries is not None:
             # Linear passes over every entry: in a worker thread, so requests keep flowing.
-            entries, counts = await asyncio.to_thread(self._prepare, entries)
+            entries, counts, newest = await asyncio.to_thread(self._prepare, entries)
         if entries is not None and entries != self.entries:
             if self._hold(counts, entries, now):
                 entries = None
             else:
                 self.entries = entries
+                self.synced_up_to = newest
                 self.held = None
                 changed = True
         self._succeeded(now, started)
@@ -178,16 +180,19 @@ class Feed:
         )
         return changed
 
-    def _prepare(self, entries: dict[Key, Entry]) -> tuple[dict[Key, Entry], tuple[int, int]]:
+    def _prepare(
+        self, entries: dict[Key, Entry]
+    ) -> tuple[dict[Key, Entry], tuple[int, int], datetime | None]:
         """Unchanged entries keep their old objects (rebuilds recognise them and reuse work);
-        and the entries not deleted, before and after, for the mass-drop guard."""
+        the entries not deleted, before and after, for the mass-drop guard; the newest
+        updatedAt."""
         old = self.entries
         kept = {}
         for key, entry in entries.items():
             previous = old.get(key)
             same = previous is not None and (previous is entry or previous == entry)
             kept[key] = previous if same and previous is not None else entry
-        return kept, (active_count(old), active_count(kept))
+        return kept, (active_count(old), active_count(kept)), newest_update(kept.values())
 
     def _succeeded(self, now: datetime, started: float) -> None:
         self.breaker.succeeded()
@@ -238,6 +243,7 @@ class Feed:
             return False
         held, self.held = self.held, None
         self.entries = held.entries
+        self.synced_up_to = newest_update(held.entries.values())
         self.synced_at = datetime.now(UTC)
         await asyncio.to_thread(
             save, state_dir, Saved(self.name, self.synced_at, list(self.entries.values()))

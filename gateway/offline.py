@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gateway.catalog import Origin
 from gateway.config import FederationConfig
+from gateway.entry import newest_update
 from gateway.errors import StateError
 from gateway.merge import Source, matches_any
 from gateway.snapshot import Snapshot, build_snapshot
@@ -33,7 +34,7 @@ def sources_from_state(
             and not matches_any(entry.name, upstream.exclude)
         ]
         sources.append(Source(upstream.name, entries, upstream.owns))
-        origins[upstream.name] = Origin(upstream.name, data.synced_at if data else None)
+        origins[upstream.name] = Origin(upstream.name, newest_update(entries))
     return sources, origins, errors
 
 

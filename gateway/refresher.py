@@ -31,7 +31,7 @@ def origin_of(feed: Feed, now: datetime) -> Origin:
     beyond = feed.beyond_max_stale(now)
     return Origin(
         feed.name,
-        feed.synced_at,
+        feed.synced_up_to,
         stale_since=feed.failing_since,
         beyond_max_stale=beyond,
         hidden=beyond and feed.settings.on_stale == "hide",
