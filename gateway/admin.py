@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hmac
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from aiohttp import web
+from cachetools import LRUCache
 
 from gateway import __version__
 from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
@@ -21,6 +22,7 @@ from gateway.reloader import ConfigLoader, reload_config
 from gateway.snapshot import view_policies
 
 log = structlog.get_logger("gateway.admin")
+HISTORY = timedelta(days=1)  # of syncs, in /admin/status (the operators' page draws it)
 
 
 def authorize(request: web.Request, config: FederationConfig) -> None:
@@ -42,17 +44,43 @@ def _explain(refresher: Refresher, params: Any) -> dict[str, Any]:
     config = refresher.config
     if view is not None and view != DEFAULT_VIEW and view not in config.views:
         raise NotFound(f"View not found: {view!r} is not configured")
+    return explain_server(refresher, name, view, version=params.get("version") or None)
+
+
+def explain_server(
+    refresher: Refresher, name: str, view: str | None, version: str | None = None
+) -> dict[str, Any]:
+    """How each version of a server fares in a view (every view when None), from the data
+    the gateway holds now."""
+    config = refresher.config
     sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in refresher.feeds]
     return explain(
         config,
         view_policies(config),
         sources,
         name,
-        version=params.get("version") or None,
+        version=version,
         view=view,
         now=datetime.now(UTC),
         lookup=refresher.verifier.lookup,
     )
+
+
+class Explained:
+    """Server pages' accounts (`explain`) for the current snapshot: each scans every entry."""
+
+    def __init__(self) -> None:
+        self._snapshot: object = None
+        self._reports: LRUCache[tuple[str, str], dict[str, object]] = LRUCache(maxsize=256)
+
+    def report(self, refresher: Refresher, view: str, name: str) -> dict[str, object]:
+        if refresher.snapshot is not self._snapshot:
+            self._snapshot = refresher.snapshot
+            self._reports.clear()
+        report = self._reports.get((view, name))
+        if report is None:
+            report = self._reports[(view, name)] = explain_server(refresher, name, view)
+        return report
 
 
 async def handle_admin(
@@ -126,6 +154,12 @@ def status(refresher: Refresher) -> dict[str, Any]:
                 "heldDrop": {"before": held.before, "after": held.after, "since": _time(held.since)}
                 if held
                 else None,
+                # [finished at, milliseconds, succeeded] of each sync in the last day
+                "history": [
+                    [_time(at), round(seconds * 1000, 1), ok]
+                    for at, seconds, ok in feed.history
+                    if now - at <= HISTORY
+                ],
             }
         )
     snapshot = refresher.snapshot

@@ -15,12 +15,13 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.admin import handle_admin
+from gateway.admin import Explained, handle_admin
 from gateway.api import Api, Rendered, check_method, parse_route, reject_nul
-from gateway.config import FederationConfig
+from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.errors import (
     FieldError,
     MethodNotAllowed,
+    NotFound,
     NotReady,
     RequestError,
     Unauthorized,
@@ -32,6 +33,16 @@ from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
+from gateway.web import (
+    ASSETS,
+    PAGE_HEADERS,
+    WebRoute,
+    admin_page,
+    catalog_page,
+    message_page,
+    server_page,
+    web_route,
+)
 
 log = structlog.get_logger("gateway.http")
 
@@ -39,6 +50,7 @@ REFRESHER = web.AppKey("refresher", Refresher)
 CONFIG_LOADER: web.AppKey[ConfigLoader] = web.AppKey("config_loader")
 API = web.AppKey("api", Api)
 METRICS = web.AppKey("metrics", Metrics)
+EXPLAINED = web.AppKey("explained", Explained)
 ROUTE = web.RequestKey("route", str)  # the endpoint kind: the metrics route label
 MAX_PATH = 2048
 MAX_QUERY = 8192
@@ -202,6 +214,55 @@ def _probe(request: web.Request, path: str) -> web.Response:
     return _status({"status": "ready"})
 
 
+def _html(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, headers=PAGE_HEADERS)
+
+
+def _message(title: str, text: str, views: list[str], status: int) -> web.Response:
+    return _html(message_page(title, text, views), status)
+
+
+def _page(request: web.Request, refresher: Refresher, page: WebRoute) -> web.Response:
+    """A web page: the catalog of a view, a server's page, the operators' page, an asset."""
+    config = refresher.config
+    views = [DEFAULT_VIEW, *config.views]
+    if page.page == "asset":
+        asset = ASSETS.get(page.name)
+        if asset is None:
+            raise NotFound("no such file")
+        if request.headers.get("If-None-Match") == asset.etag:
+            return web.Response(status=304, headers={"ETag": asset.etag})
+        return web.Response(
+            body=asset.body,
+            headers={"Content-Type": asset.content_type, "ETag": asset.etag,
+                     "Cache-Control": "no-cache"},
+        )  # fmt: skip
+    if page.page == "admin":
+        if config.gateway.admin_token is None:
+            return _message("Not found", "The operators' page is off: set admin_token.", views, 404)
+        return _html(admin_page())
+    if page.page == "redirect":
+        return web.Response(status=308, headers={"Location": page.name})
+    snapshot = refresher.snapshot
+    if snapshot is None:
+        return _html(
+            message_page("Starting", "The catalog is loading; try again shortly.", views), 503
+        )
+    view = snapshot.views.get(page.view)
+    if view is None:
+        return _html(
+            message_page("Not found", f"There is no view named {page.view!r}.", views), 404
+        )
+    namespace = config.gateway.meta_namespace
+    if page.page == "catalog":
+        origin = str(request.url.origin())
+        return _html(catalog_page(view, page.view, request.query, views, namespace, origin))
+    report = request.app[EXPLAINED].report(refresher, page.view, page.name)
+    if not report["versions"]:
+        return _message("Not found", f"No upstream offers {page.name!r}.", views, 404)
+    return _html(server_page(view, page.view, report, views, namespace))
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one handler: probes, then the read API of whichever view the path names."""
     raw_path, _, raw_query = request.raw_path.partition("?")
@@ -212,6 +273,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if raw_path in ("/healthz", "/readyz", "/metrics"):
         request[ROUTE] = raw_path[1:]
         return _probe(request, raw_path)
+    page = web_route(raw_path) if request.method in ("GET", "HEAD") else None
+    if page is not None:
+        request[ROUTE] = "asset" if page.page == "asset" else "page"
+        return _page(request, refresher, page)
     if raw_path == "/admin" or raw_path.startswith("/admin/"):
         request[ROUTE] = "admin"
         document = await handle_admin(request, refresher, request.app[CONFIG_LOADER])
@@ -251,6 +316,7 @@ def create_app(
     app[CONFIG_LOADER] = loader
     app[API] = Api()
     app[METRICS] = Metrics()
+    app[EXPLAINED] = Explained()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(

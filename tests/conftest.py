@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
 from gateway.config import FederationConfig
 from gateway.loader import load_config
-from tests.fakes import FakeRegistry
+from tests.fakes import FakeMirror, FakeRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,3 +85,16 @@ def file_upstream(directory: Path, name: str, items: list[dict[str, Any]]) -> di
     path = directory / f"{name}.json"
     path.write_bytes(orjson.dumps({"servers": items, "metadata": {"count": len(items)}}))
     return {"name": name, "file": str(path), "refresh": "1h"}
+
+
+@pytest.fixture
+async def mirror() -> AsyncIterator[FakeMirror]:
+    fake = FakeMirror()
+    runner = web.AppRunner(fake.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,8 +12,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.verify import cargo_index_path
+
 OFFICIAL = "io.modelcontextprotocol.registry/official"
 SCHEMA = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json"
+MIRROR_TOKEN = "t0k3n"  # what FakeMirror's OCI token service hands out
+MIRROR_USER, MIRROR_PASSWORD = "mirror-user", "mirror-pass"
 
 
 def server_entry(
@@ -163,3 +169,105 @@ class FakeRegistry:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class FakeMirror:
+    """One loopback server speaking npm, PyPI (PEP 691), NuGet v3, cargo sparse, OCI and files."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.npm = {"@acme/weather": ["1.0.0", "1.2.0"]}
+        self.pypi = {"acme-tools": ["acme_tools-1.0.0-py3-none-any.whl", "acme-tools-1.1.0.tar.gz"]}
+        self.nuget = {"contoso.mcp": ["1.0.0", "2.0.0-beta"]}
+        self.cargo = {"ripgrep-mcp": [("0.1.0", False), ("0.2.0", True)]}
+        self.manifests = {("acme/weather", "1.2.0"), ("acme/weather", "sha256:" + "a" * 64)}
+        self.files = {"notes-1.0.0.mcpb"}
+        self.down = False
+        self.url = ""
+        self.npm_delay = 0.0
+        self.npm_active = self.npm_peak = 0
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.hits[request.path] += 1
+            if self.down:
+                return web.Response(status=503)
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app = web.Application(middlewares=[count])
+        app.router.add_get("/npm/{name:.*}", self.npm_packument)
+        app.router.add_get("/pypi/simple/{name}/", self.pypi_project)
+        app.router.add_get("/nuget/index.json", self.nuget_index)
+        app.router.add_get("/nuget/flat/{id}/index.json", self.nuget_versions)
+        app.router.add_get("/cargo/index/{path:.*}", self.cargo_index)
+        app.router.add_route("HEAD", "/v2/{repo:.*}/manifests/{ref}", self.oci_manifest)
+        app.router.add_get("/token", self.oci_token)
+        app.router.add_route("*", "/files/{name}", self.file)
+        return app
+
+    async def npm_packument(self, request: web.Request) -> web.Response:
+        self.npm_active += 1
+        self.npm_peak = max(self.npm_peak, self.npm_active)
+        try:
+            await asyncio.sleep(self.npm_delay)
+        finally:
+            self.npm_active -= 1
+        versions = self.npm.get(request.match_info["name"])
+        if versions is None:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(
+            {"name": request.match_info["name"], "versions": {v: {} for v in versions}}
+        )
+
+    async def pypi_project(self, request: web.Request) -> web.Response:
+        files = self.pypi.get(request.match_info["name"])
+        if files is None:
+            return web.Response(status=404)
+        body = {"meta": {"api-version": "1.0"}, "files": [{"filename": f} for f in files]}
+        return web.Response(
+            body=orjson.dumps(body), content_type="application/vnd.pypi.simple.v1+json"
+        )
+
+    async def nuget_index(self, request: web.Request) -> web.Response:
+        resources = [{"@id": f"{self.url}/nuget/flat/", "@type": "PackageBaseAddress/3.0.0"}]
+        return web.json_response({"version": "3.0.0", "resources": resources})
+
+    async def nuget_versions(self, request: web.Request) -> web.Response:
+        versions = self.nuget.get(request.match_info["id"])
+        if versions is None:
+            return web.Response(status=404)
+        return web.json_response({"versions": versions})
+
+    async def cargo_index(self, request: web.Request) -> web.Response:
+        for name, versions in self.cargo.items():
+            if request.match_info["path"] == cargo_index_path(name):
+                lines = [orjson.dumps({"name": name, "vers": v, "yanked": y}) for v, y in versions]
+                return web.Response(body=b"\n".join(lines))
+        return web.Response(status=404)
+
+    async def oci_manifest(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {MIRROR_TOKEN}":
+            challenge = (
+                f'Bearer realm="{self.url}/token",service="fake-registry",'
+                f'scope="repository:{request.match_info["repo"]}:pull"'
+            )
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        found = (request.match_info["repo"], request.match_info["ref"]) in self.manifests
+        return web.Response(status=200 if found else 404)
+
+    async def oci_token(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{MIRROR_USER}:{MIRROR_PASSWORD}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.Response(status=401)
+        assert request.query["scope"].startswith("repository:")
+        return web.json_response({"token": MIRROR_TOKEN})
+
+    async def file(self, request: web.Request) -> web.Response:
+        if request.method == "HEAD" and request.match_info["name"].startswith("nohead-"):
+            return web.Response(status=405)
+        name = request.match_info["name"].removeprefix("nohead-")
+        if name not in self.files:
+            return web.Response(status=404)
+        return web.Response(status=206 if "Range" in request.headers else 200, body=b"x")

@@ -1,0 +1,430 @@
+"""Web pages: the catalog developers browse (`/`, `/views/<view>/`, a server's page) and the
+operators' page (`/admin/`).
+
+Server-rendered HTML with every value escaped (descriptions come from strangers), a little plain
+JavaScript served from `/_ui/` (copy buttons; the operators' page), and a strict
+Content-Security-Policy: no inline script or style, images only from https.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, unquote, urlencode, urlsplit
+
+import orjson
+
+from gateway.catalog import Item, ViewCatalog
+from gateway.config import DEFAULT_VIEW
+from gateway.entry import OFFICIAL
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+PAGE_SIZE = 50
+_ASSET_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def _load_assets() -> dict[str, Asset]:
+    assets = {}
+    for file in resources.files("gateway").joinpath("ui").iterdir():
+        suffix = file.name[file.name.rfind(".") :]
+        if suffix in _ASSET_TYPES:
+            body = file.read_bytes()
+            etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+            assets[file.name] = Asset(body, _ASSET_TYPES[suffix], etag)
+    return assets
+
+
+ASSETS = _load_assets()
+
+
+@dataclass(frozen=True, slots=True)
+class WebRoute:
+    """A page request: which page, of which view, for which server."""
+
+    page: str  # catalog | server | admin | asset | redirect
+    view: str = DEFAULT_VIEW
+    name: str = ""  # server name, asset file name or redirect target
+
+
+def web_route(raw_path: str) -> WebRoute | None:
+    """The page a path names, or None when it is not a page (the API, probes, /admin API)."""
+    if raw_path == "/":
+        return WebRoute("catalog")
+    if raw_path == "/admin/":
+        return WebRoute("admin")
+    if raw_path.startswith("/_ui/"):
+        return WebRoute("asset", name=raw_path[len("/_ui/") :])
+    view, rest = DEFAULT_VIEW, raw_path
+    if raw_path.startswith("/views/"):
+        segment, slash, rest = raw_path[len("/views/") :].partition("/")
+        if not segment:
+            return None
+        view = unquote(segment)
+        if not slash:
+            return WebRoute("redirect", view, f"/views/{segment}/")
+        if rest == "":
+            return WebRoute("catalog", view)
+        rest = "/" + rest
+    if rest.startswith("/server/") and len(rest) > len("/server/"):
+        return WebRoute("server", view, unquote(rest[len("/server/") :]))
+    return None
+
+
+def view_base(view: str) -> str:
+    return "/" if view == DEFAULT_VIEW else f"/views/{quote(view, safe='')}/"
+
+
+# -- install commands ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Install:
+    """How to run one package or reach one remote, as a command an IDE (or a person) runs."""
+
+    kind: str
+    command: str
+    verification: str | None = None  # the mirror's answer, when verification is on
+    note: str = ""
+
+
+def _oci_reference(package: dict[str, Any]) -> str:
+    identifier = str(package.get("identifier", ""))
+    base = package.get("registryBaseUrl")
+    if isinstance(base, str) and base:
+        host = urlsplit(base).netloc or base
+        identifier = f"{host}/{identifier}"
+        version = package.get("version")
+        if ":" not in identifier.rpartition("/")[2] and "@" not in identifier and version:
+            identifier += f":{version}"
+    return identifier
+
+
+def _env_note(package: dict[str, Any]) -> str:
+    names = [
+        str(variable.get("name"))
+        for variable in package.get("environmentVariables") or []
+        if isinstance(variable, dict) and variable.get("name")
+    ]
+    return f"needs {', '.join(names)}" if names else ""
+
+
+def package_command(package: dict[str, Any]) -> str:
+    """The command that runs a package from where the served entry says it is (the mirror)."""
+    kind = str(package.get("registryType", "?"))
+    identifier = str(package.get("identifier", ""))
+    version = package.get("version")
+    at = f"@{version}" if version else ""
+    base = package.get("registryBaseUrl")
+    if kind == "npm":
+        registry = f" --registry {base}" if base else ""
+        return f"npx -y{registry} {identifier}{at}"
+    if kind == "pypi":
+        index = f" --index-url {base}" if base else ""
+        return f"uvx{index} {identifier}{at}"
+    if kind == "oci":
+        return f"docker run -i --rm {_oci_reference(package)}"
+    if kind == "nuget":
+        source = f" --add-source {base}" if base else ""
+        return f"dnx {identifier}{at} --yes{source}"
+    if kind == "cargo":
+        index = f" --index sparse+{base}" if base else ""
+        pinned = f" --version {version}" if version else ""
+        return f"cargo install {identifier}{pinned}{index}"
+    if kind == "mcpb":
+        return f"curl -fLO {identifier}"
+    return f"{kind} {identifier}{at}"
+
+
+def installs(server: dict[str, Any], gateway_meta: dict[str, Any]) -> list[Install]:
+    """Every package (rewritten to the mirror) and remote of a served server."""
+    checks = gateway_meta.get("packages") or []
+    found = []
+    for index, package in enumerate(server.get("packages") or []):
+        if not isinstance(package, dict):
+            continue
+        check = checks[index] if index < len(checks) and isinstance(checks[index], dict) else {}
+        found.append(
+            Install(
+                str(package.get("registryType", "?")),
+                package_command(package),
+                check.get("verification"),
+                _env_note(package),
+            )
+        )
+    for remote in server.get("remotes") or []:
+        if isinstance(remote, dict) and isinstance(remote.get("url"), str):
+            found.append(Install("remote", remote["url"], note=str(remote.get("type") or "")))
+    return found
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+def _https(url: object) -> str | None:
+    return url if isinstance(url, str) and url.startswith("https://") else None
+
+
+def _icon(server: dict[str, Any]) -> str:
+    for icon in server.get("icons") or []:
+        src = _https(icon.get("src")) if isinstance(icon, dict) else None
+        if src:
+            return f'<img class="icon" src="{esc(src)}" alt="" loading="lazy">'
+    return ""
+
+
+def _view_label(view: str) -> str:
+    return "all servers" if view == DEFAULT_VIEW else view
+
+
+def _page(title: str, body: str, views: Iterable[str], *, script: str = "catalog.js") -> bytes:
+    links = " ".join(
+        f'<a href="{esc(view_base(view))}">{esc(_view_label(view))}</a>' for view in views
+    )
+    nav = f"Views: {links}" if views else '<a href="/">The catalog</a>'
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title>"
+        '<link rel="icon" href="/_ui/icon.svg" type="image/svg+xml">'
+        '<link rel="stylesheet" href="/_ui/style.css"></head><body>'
+        f'<header class="top"><h1>{esc(title)}</h1><nav>{nav}</nav></header>'
+        f'<main>{body}</main><script src="/_ui/{esc(script)}"></script></body></html>'
+    ).encode()
+
+
+def _install_list(found: list[Install]) -> str:
+    rows = []
+    for install in found:
+        verified = (
+            f'<span class="verify {esc(install.verification)}">mirror: '
+            f"{esc(install.verification)}</span>"
+            if install.verification
+            else ""
+        )
+        note = f'<span class="badge">{esc(install.note)}</span>' if install.note else ""
+        rows.append(
+            f'<li><span class="kind">{esc(install.kind)}</span><code>{esc(install.command)}</code>'
+            f'<button class="copy" type="button" data-copy="{esc(install.command)}">Copy</button>'
+            f"{verified}{note}</li>"
+        )
+    return f'<ul class="install">{"".join(rows)}</ul>' if rows else "<p>Nothing to install.</p>"
+
+
+Parsed = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+def _parsed(view: ViewCatalog, item: Item, namespace: str) -> Parsed:
+    """An item as served: its server, the registry's `_meta` and the gateway's."""
+    document = orjson.loads(view.body(item))
+    meta = document.get("_meta", {})
+    official, ours = meta.get(OFFICIAL), meta.get(namespace)
+    return (
+        document["server"],
+        official if isinstance(official, dict) else {},
+        ours if isinstance(ours, dict) else {},
+    )
+
+
+def _badges(server: dict[str, Any], item: Item, meta: dict[str, Any]) -> str:
+    badges = [f'<span class="badge">v{esc(item.version)}</span>']
+    status = meta.get("status", "active")
+    if item.deleted:
+        badges.append('<span class="badge deleted">deleted</span>')
+    elif status == "deprecated":
+        badges.append('<span class="badge deprecated">deprecated</span>')
+    if server.get("remotes"):
+        badges.append('<span class="badge">remote</span>')
+    if server.get("packages"):
+        badges.append('<span class="badge">local</span>')
+    return "".join(badges)
+
+
+def _card(view: ViewCatalog, item: Item, base: str, namespace: str) -> str:
+    server, official, ours = _parsed(view, item, namespace)
+    title = server.get("title") or server.get("name")
+    link = f"{base}server/{quote(item.name, safe='/')}"
+    return (
+        '<article class="server"><div class="heading">'
+        f'{_icon(server)}<h2><a href="{esc(link)}">{esc(title)}</a></h2>'
+        f"{_badges(server, item, official)}</div>"
+        f'<p class="name"><code>{esc(item.name)}</code></p>'
+        f'<p class="description">{esc(server.get("description"))}</p>'
+        f"{_install_list(installs(server, ours))}</article>"
+    )
+
+
+def catalog_page(
+    view: ViewCatalog,
+    view_name: str,
+    query: Mapping[str, str],
+    views: list[str],
+    namespace: str,
+    origin: str,
+) -> bytes:
+    """The servers a view serves (their latest versions), searchable by name, 50 a page."""
+    search = query.get("q", "").strip()[:200]
+    after = query.get("after", "")
+    folded = search.casefold()
+    items = view.latest.items
+    start = bisect_right(items, after, key=lambda item: item.name) if after else 0
+    chosen: list[Item] = []
+    more = False
+    for item in items[start:]:
+        if folded and folded not in item.name_folded:
+            continue
+        if len(chosen) == PAGE_SIZE:
+            more = True
+            break
+        chosen.append(item)
+    base = view_base(view_name)
+    title = "MCP servers" if view_name == DEFAULT_VIEW else f"MCP servers: {view_name}"
+    form = (
+        f'<form class="search" method="get" action="{esc(base)}" role="search">'
+        f'<input type="search" name="q" value="{esc(search)}" placeholder="Search by name" '
+        'aria-label="Search servers by name"><button type="submit">Search</button></form>'
+    )
+    found = "matching" if search else "served in this view"
+    summary = (
+        f'<p class="summary">Servers {found}{" " + esc(repr(search)) if search else ""}; '
+        f"install commands point at this organisation's package mirrors. "
+        f"MCP registry URL for your IDE: <code>{esc(origin + base.rstrip('/'))}</code></p>"
+    )
+    cards = "".join(_card(view, item, base, namespace) for item in chosen)
+    if not chosen:
+        cards = '<p class="summary">No server matches.</p>'
+    pager = ""
+    if more:
+        params = {"after": chosen[-1].name, **({"q": search} if search else {})}
+        href = f"{base}?{urlencode(params)}"
+        pager = f'<div class="pager"><span></span><a href="{esc(href)}">Next page</a></div>'
+    return _page(title, form + summary + cards + pager, views)
+
+
+def _reason(verdict: dict[str, Any]) -> str:
+    if verdict.get("served"):
+        latest = " (latest)" if verdict.get("isLatest") else ""
+        return f'<span class="badge shown">shown{latest}</span>'
+    why = esc(verdict.get("reason"))
+    extra = []
+    if verdict.get("cooldownEndsAt"):
+        extra.append(f"until {esc(verdict['cooldownEndsAt'])}")
+    if verdict.get("removedPackages"):
+        extra.append("removed: " + esc(", ".join(verdict["removedPackages"])))
+    detail = f" ({'; '.join(extra)})" if extra else ""
+    return f'<span class="badge hidden">hidden: {why}</span>{detail}'
+
+
+def server_page(
+    view: ViewCatalog,
+    view_name: str,
+    report: dict[str, Any],
+    views: list[str],
+    namespace: str,
+) -> bytes:
+    """One server in one view: how to install its latest version, and every version with why
+    it is shown or hidden here (the same account as `explain`)."""
+    name = report["name"]
+    base = view_base(view_name)
+    latest = view.lookup(name, "latest", include_deleted=False)
+    parts = [f'<p><a href="{esc(base)}">All servers in this view</a></p>']
+    if latest is not None:
+        server, official, ours = _parsed(view, latest, namespace)
+        repository = server.get("repository")
+        source = repository.get("url") if isinstance(repository, dict) else None
+        links = [
+            f'<a href="{esc(url)}" rel="noopener noreferrer">{esc(label)}</a>'
+            for label, url in (
+                ("website", _https(server.get("websiteUrl"))),
+                ("repository", _https(source)),
+            )
+            if url
+        ]
+        parts.append(
+            f'<div class="heading">{_icon(server)}<h2>{esc(server.get("title") or name)}</h2>'
+            f"{_badges(server, latest, official)}</div>"
+            f'<p class="name"><code>{esc(name)}</code> {" ".join(links)}</p>'
+            f'<p class="description">{esc(server.get("description"))}</p>'
+            f"<h3>Install version {esc(latest.version)}</h3>{_install_list(installs(server, ours))}"
+        )
+    else:
+        parts.append(f"<p>This view serves no version of <code>{esc(name)}</code>.</p>")
+    rows = []
+    newest_first = sorted(report["versions"], key=lambda v: v["publishedAt"], reverse=True)
+    for version in newest_first:
+        verdict = version.get("views", {}).get(view_name)
+        if verdict is None:
+            why = f'<span class="badge hidden">hidden</span> {esc(version.get("why"))}'
+            rules = ""
+        else:
+            why = _reason(verdict)
+            rules = esc(", ".join(verdict.get("rules", [])))
+        rows.append(
+            f"<tr><td>{esc(version['version'])}</td><td>{esc(version['upstream'])}</td>"
+            f"<td>{esc(version['status'])}</td><td>{esc(version['publishedAt'])}</td>"
+            f"<td>{why}</td><td>{rules}</td></tr>"
+        )
+    parts.append(
+        "<h3>Versions, and why each is shown or hidden in this view</h3>"
+        '<div class="table-wrap"><table><thead><tr><th>Version</th><th>Upstream</th>'
+        "<th>Status</th><th>Published</th><th>Here</th><th>Deciding rules</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+    return _page(name, "".join(parts), views)
+
+
+def message_page(title: str, text: str, views: list[str]) -> bytes:
+    return _page(title, f'<p class="summary">{esc(text)}</p>', views)
+
+
+def admin_page() -> bytes:
+    """The operators' page: a shell; admin.js asks /admin/status with the token."""
+    body = (
+        '<p id="status-line" class="summary">Sign in with the gateway\'s admin token. It is kept '
+        "in this browser tab only, and sent to /admin/status as a bearer token.</p>"
+        '<form id="login" class="login"><label>Admin token '
+        '<input id="token" type="password" autocomplete="current-password" required></label>'
+        '<button type="submit">Sign in</button>'
+        '<p id="login-error" class="error" role="alert" hidden></p></form>'
+        '<section id="dashboard" hidden><p><button id="logout" type="button">Sign out</button></p>'
+        "<h2>Upstreams</h2>"
+        '<div class="table-wrap"><table><thead><tr><th>Upstream</th><th>Last success</th>'
+        "<th>Data age</th><th>Breaker</th><th>Freshness</th><th>Entries</th><th>Skipped</th>"
+        '<th>Last error</th></tr></thead><tbody id="upstreams"></tbody></table></div>'
+        "<h2>Views</h2>"
+        '<div class="table-wrap"><table><thead><tr><th>View</th><th>Entries served</th>'
+        "<th>Hidden by policy</th><th>Why hidden</th></tr></thead>"
+        '<tbody id="views"></tbody></table></div>'
+        '<h2>Syncs over the last day</h2><div id="charts"></div></section>'
+    )
+    return _page("MCP gateway operators", body, [], script="admin.js")

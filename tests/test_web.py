@@ -1,0 +1,223 @@
+"""The web pages, as HTML over HTTP (the browser tests drive them in Chromium)."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.app import REFRESHER
+from gateway.loader import load_config
+from gateway.web import CSP, WebRoute, package_command, web_route
+from tests.fakes import FakeMirror
+from tests.web_catalog import (
+    ADMIN_TOKEN,
+    HOSTILE,
+    NPM_MIRROR,
+    PAYMENTS_NPM,
+    PYPI_MIRROR,
+    write_web_config,
+)
+
+
+@pytest.fixture
+async def client(tmp_path: Path, serve: Any) -> Any:
+    return await serve(write_web_config(tmp_path / "config"))
+
+
+async def page(client: Any, path: str, status: int = 200) -> str:
+    response = await client.get(path)
+    assert response.status == status, path
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Security-Policy"] == CSP
+    text: str = await response.text()
+    return text
+
+
+def text_of(markup: str) -> str:
+    """What a reader sees: tags removed, entities decoded, spaces collapsed."""
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", markup)))
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/", WebRoute("catalog")),
+        ("/views/payments/", WebRoute("catalog", "payments")),
+        ("/views/payments", WebRoute("redirect", "payments", "/views/payments/")),
+        ("/server/io.github.acme/weather", WebRoute("server", name="io.github.acme/weather")),
+        ("/views/payments/server/a.b/c", WebRoute("server", "payments", "a.b/c")),
+        ("/admin/", WebRoute("admin")),
+        ("/_ui/style.css", WebRoute("asset", name="style.css")),
+        ("/v0.1/servers", None),
+        ("/servers", None),
+        ("/views/payments/v0.1/servers", None),
+        ("/admin/status", None),
+        ("/server/", None),
+    ],
+)
+def test_routes(path: str, route: WebRoute | None) -> None:
+    assert web_route(path) == route
+
+
+@pytest.mark.parametrize(
+    ("package", "command"),
+    [
+        ({"registryType": "npm", "identifier": "@a/b", "version": "1.0.0",
+          "registryBaseUrl": NPM_MIRROR}, f"npx -y --registry {NPM_MIRROR} @a/b@1.0.0"),
+        ({"registryType": "npm", "identifier": "@a/b"}, "npx -y @a/b"),
+        ({"registryType": "pypi", "identifier": "acme-x", "version": "2.1",
+          "registryBaseUrl": PYPI_MIRROR}, f"uvx --index-url {PYPI_MIRROR} acme-x@2.1"),
+        ({"registryType": "oci", "identifier": "registry.example.com/ghcr/a/b:1"},
+         "docker run -i --rm registry.example.com/ghcr/a/b:1"),
+        ({"registryType": "oci", "identifier": "a/b", "version": "1.2",
+          "registryBaseUrl": "https://ghcr.io"}, "docker run -i --rm ghcr.io/a/b:1.2"),
+        ({"registryType": "nuget", "identifier": "Contoso.Mcp", "version": "1.0.0",
+          "registryBaseUrl": "https://nexus.example.com/nuget/index.json"},
+         "dnx Contoso.Mcp@1.0.0 --yes --add-source https://nexus.example.com/nuget/index.json"),
+        ({"registryType": "cargo", "identifier": "mcp-x", "version": "0.3.0",
+          "registryBaseUrl": "https://art.example.com/cargo/"},
+         "cargo install mcp-x --version 0.3.0 --index sparse+https://art.example.com/cargo/"),
+        ({"registryType": "mcpb", "identifier": "https://art.example.com/r/x.mcpb"},
+         "curl -fLO https://art.example.com/r/x.mcpb"),
+    ],
+)  # fmt: skip
+def test_install_commands_use_the_served_location(package: dict[str, Any], command: str) -> None:
+    assert package_command(package) == command
+
+
+async def test_the_catalog_lists_latest_versions_with_mirror_install_commands(client: Any) -> None:
+    markup = await page(client, "/")
+    seen = text_of(markup)
+    assert "Acme Weather" in seen
+    assert "v1.1.0" in seen  # the latest shown version (2.0.0 is held back, 0.9.0-beta denied)
+    assert f"npx -y --registry {NPM_MIRROR} @acme/weather@1.1.0" in seen
+    assert f"uvx --index-url {PYPI_MIRROR} acme-weather@1.1.0" in seen
+    assert "docker run -i --rm registry.example.com/ghcr/example/old-tool:3.2.0" in seen
+    assert "needs WEATHER_API_KEY" in seen
+    assert re.search(r'class="badge deprecated">deprecated<', markup)
+    assert "https://mcp.example.com/mcp" in seen  # a remote, with its transport
+    assert 'src="https://acme.example.com/icon.png"' in markup
+    assert "MCP registry URL for your IDE" in seen
+
+
+async def test_descriptions_from_strangers_are_text(client: Any) -> None:
+    markup = await page(client, "/?q=mallory")
+    assert "<script>" not in markup
+    assert "<img src=x" not in markup
+    assert html.escape(HOSTILE, quote=True) in markup  # shown, as text
+    assert "javascript:" not in markup  # neither as an icon nor as a link
+    server = await page(client, "/server/io.github.evil/mallory")
+    assert "<script>" not in server
+    assert "javascript:" not in server
+
+
+async def test_search_and_paging(client: Any) -> None:
+    found = text_of(await page(client, "/?q=WEATHER"))
+    assert "Acme Weather" in found
+    assert "old-tool" not in found
+    first = await page(client, "/?q=filler")
+    assert first.count('<article class="server">') == 50
+    next_link = re.search(r'href="([^"]*after=[^"]*)">Next page', first)
+    assert next_link is not None
+    second = await page(client, html.unescape(next_link.group(1)))
+    assert second.count('<article class="server">') == 10
+    assert "Next page" not in second
+    none = text_of(await page(client, "/?q=nothing-is-called-this"))
+    assert "No server matches" in none
+
+
+async def test_a_view_page_shows_what_the_view_serves(client: Any) -> None:
+    seen = text_of(await page(client, "/views/payments/"))
+    assert f"npx -y --registry {PAYMENTS_NPM} @acme/weather@1.1.0" in seen
+    assert "mallory" not in seen  # the view denies it
+    assert "/views/payments" in seen  # its registry URL
+    redirect = await client.get("/views/payments", allow_redirects=False)
+    assert redirect.status == 308
+    assert redirect.headers["Location"] == "/views/payments/"
+    await page(client, "/views/nope/", 404)
+
+
+async def test_a_server_page_says_why_each_version_is_shown_or_hidden(client: Any) -> None:
+    markup = await page(client, "/server/io.github.acme/weather")
+    rows = {
+        cells[0]: cells
+        for cells in (
+            [text_of(cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row)]
+            for row in re.findall(r"<tr><td>.*?</tr>", markup)
+        )
+    }
+    assert rows["1.1.0"][4] == "shown (latest)"
+    assert rows["1.0.0"][4] == "shown"
+    assert rows["0.9.0-beta"][4].startswith("hidden: denied")
+    assert rows["0.9.0-beta"][5] == "policy.yaml rules[0]"
+    assert rows["2.0.0"][4].startswith("hidden: cooldown (until 2099-01-02")
+    assert "Install version 1.1.0" in text_of(markup)
+    assert 'href="https://github.com/acme/weather"' in markup
+    in_view = text_of(await page(client, "/views/payments/server/io.github.evil/mallory"))
+    assert "This view serves no version" in in_view
+    assert "hidden: denied" in in_view
+    await page(client, "/server/io.github.nobody/nothing", 404)
+
+
+async def test_the_operators_page_is_a_shell_and_status_has_the_chart_data(client: Any) -> None:
+    markup = await page(client, "/admin/")
+    assert 'id="login"' in markup
+    assert ADMIN_TOKEN not in markup
+    assert '<script src="/_ui/admin.js">' in markup
+    status = await (
+        await client.get("/admin/status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    ).json()
+    (history,) = [u["history"] for u in status["upstreams"]]
+    assert len(history) == 1
+    assert history[0][2] is True
+    assert history[0][1] >= 0
+
+
+async def test_without_an_admin_token_the_operators_page_is_off(tmp_path: Path, serve: Any) -> None:
+    client = await serve(write_web_config(tmp_path / "config", admin_token=None))
+    await page(client, "/admin/", 404)
+
+
+async def test_assets_have_no_inline_code_to_allow(client: Any) -> None:
+    for name in ("style.css", "catalog.js", "admin.js"):
+        response = await client.get(f"/_ui/{name}")
+        assert response.status == 200
+        etag = response.headers["ETag"]
+        again = await client.get(f"/_ui/{name}", headers={"If-None-Match": etag})
+        assert again.status == 304
+    for path in ("/", "/admin/", "/server/io.github.acme/weather"):
+        markup = await page(client, path)
+        tags = re.findall(r"<[^>]+>", markup)  # real tags: text has &lt; instead
+        assert "<script>" not in tags, path
+        assert not [
+            t for t in tags if t.startswith("<style") or re.search(r"\s(style|on[a-z]+)=", t)
+        ]
+    admin_js = await (await client.get("/_ui/admin.js")).text()
+    assert "innerHTML" not in admin_js  # values are set as text only
+    assert "sessionStorage" in admin_js
+    assert "localStorage" not in admin_js
+    missing = await client.get("/_ui/nothing.js")
+    assert missing.status == 404
+
+
+async def test_the_mirror_verification_result_is_shown(
+    tmp_path: Path, serve: Any, mirror: FakeMirror
+) -> None:
+    """With verification on, each install command says what the mirror answered."""
+    config = write_web_config(tmp_path / "config")
+    (config.directory / "mirrors.yaml").write_text(
+        yaml.safe_dump({"npm": f"{mirror.url}/npm/", "verify": {"mode": "annotate"}})
+    )
+    client = await serve(load_config(config.directory))
+    refresher = client.app[REFRESHER]
+    await refresher.verify()
+    await refresher.rebuild_now()
+    seen = text_of(await page(client, "/?q=weather"))
+    assert "mirror: missing" in seen  # 1.1.0, the latest, never reached the mirror
+    older = text_of(await page(client, "/server/io.github.acme/weather"))
+    assert f"npx -y --registry {mirror.url}/npm/ @acme/weather@1.1.0" in older

@@ -1,0 +1,97 @@
+"""A small catalog for the web page tests: every kind of entry a page must show, a hostile one,
+a policy that hides some versions for different reasons, mirrors and a view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config import FederationConfig
+from tests.conftest import file_upstream, write_config
+from tests.fakes import server_entry
+
+HOSTILE = '<script>alert("xss")</script><img src=x onerror=alert(1)>'
+NPM_MIRROR = "https://artifactory.example.com/api/npm/npm-remote/"
+PYPI_MIRROR = "https://artifactory.example.com/api/pypi/pypi-remote/simple/"
+PAYMENTS_NPM = "https://artifactory.example.com/api/npm/payments/"
+ADMIN_TOKEN = "web-admin-token"
+
+
+def npm(identifier: str, version: str) -> dict[str, Any]:
+    return {"registryType": "npm", "identifier": identifier, "version": version,
+            "transport": {"type": "stdio"},
+            "environmentVariables": [{"name": "WEATHER_API_KEY", "isSecret": True}]}  # fmt: skip
+
+
+ENTRIES = [
+    server_entry(
+        "io.github.acme/weather", "1.0.0", packages=[npm("@acme/weather", "1.0.0")],
+        title="Acme Weather", description="Forecasts and alerts.",
+        icons=[{"src": "https://acme.example.com/icon.png", "mimeType": "image/png"}],
+        repository={"url": "https://github.com/acme/weather", "source": "github"},
+    ),
+    server_entry(
+        "io.github.acme/weather", "1.1.0", published="2026-02-01T00:00:00Z",
+        packages=[npm("@acme/weather", "1.1.0"),
+                  {"registryType": "pypi", "identifier": "acme-weather", "version": "1.1.0"}],
+        title="Acme Weather", description="Forecasts and alerts.",
+        icons=[{"src": "https://acme.example.com/icon.png", "mimeType": "image/png"}],
+        repository={"url": "https://github.com/acme/weather", "source": "github"},
+    ),
+    server_entry(  # denied by a rule: shown on the server page as hidden, with the rule
+        "io.github.acme/weather", "0.9.0-beta", published="2025-12-01T00:00:00Z",
+        packages=[npm("@acme/weather", "0.9.0-beta")], title="Acme Weather",
+    ),
+    server_entry(  # too young: held back by min_age (published in the future of the others)
+        "io.github.acme/weather", "2.0.0", published="2099-01-01T00:00:00Z",
+        packages=[npm("@acme/weather", "2.0.0")], title="Acme Weather",
+    ),
+    server_entry(
+        "io.github.evil/mallory", "1.0.0", title=HOSTILE, description=HOSTILE,
+        packages=[npm("@evil/mallory", "1.0.0")],
+        icons=[{"src": "javascript:alert(1)"}], websiteUrl="javascript:alert(1)",
+    ),
+    server_entry(
+        "com.example/old-tool", "3.2.0", status="deprecated",
+        packages=[{"registryType": "oci", "identifier": "ghcr.io/example/old-tool:3.2.0"}],
+        description="Superseded by new-tool.",
+    ),
+    server_entry(
+        "com.example/remote-only", "1.0.0",
+        remotes=[{"type": "streamable-http", "url": "https://mcp.example.com/mcp"}],
+        description="Hosted by Example.",
+    ),
+] + [
+    server_entry(f"io.github.filler/server-{index:03d}", "1.0.0", description="Filler.")
+    for index in range(60)  # more than one page of 50
+]  # fmt: skip
+
+
+def write_web_config(
+    directory: Path, extra_upstreams: tuple[dict[str, Any], ...] = (), **gateway: Any
+) -> FederationConfig:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "policy.yaml": {
+            "rules": [{"deny": {"name": "io.github.acme/weather", "version": "0.9.0-beta"}}],
+            "min_age": "1d",
+        },
+        "mirrors.yaml": {
+            "npm": NPM_MIRROR,
+            "pypi": PYPI_MIRROR,
+            "oci": {"ghcr.io": "registry.example.com/ghcr"},
+        },
+        "views/payments.yaml": {
+            "rules": [{"deny": {"name": "io.github.evil/*"}}],
+            "mirrors": {"npm": PAYMENTS_NPM},
+        },
+    }
+    for path, document in files.items():
+        (directory / path).parent.mkdir(parents=True, exist_ok=True)
+        (directory / path).write_text(yaml.safe_dump(document), encoding="utf-8")
+    upstream = file_upstream(directory / "data", "demo", ENTRIES)
+    upstreams = [upstream, *extra_upstreams]
+    settings = {"admin_token": ADMIN_TOKEN, "access_log": False, "upstreams": upstreams}
+    return write_config(directory, {**settings, **gateway})
