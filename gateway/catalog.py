@@ -271,82 +271,103 @@ def _same(a: list[Entry], b: list[Entry]) -> bool:
     return a == b  # identical objects compare at C speed; equal ones give equal items anyway
 
 
-def build_view(
-    view: str,
+@dataclass(slots=True)
+class _ViewBuild:
+    """One view's part of a build in progress."""
+
+    name: str
+    admit: Admitter
+    kept: dict[str, ServerItems] | None
+    items: list[Item] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    keep: dict[str, ServerItems] = field(default_factory=dict)
+
+    def catalog(self, parts: PartCache) -> tuple[ViewCatalog, dict[str, ServerItems]]:
+        items = self.items
+        catalog = ViewCatalog(
+            view=self.name,
+            every=Listing(items),
+            active=Listing([item for item in items if not item.deleted]),
+            latest=Listing([item for item in items if item.is_latest]),
+            suffixes=parts.suffixes,
+            upstream_counts=self.counts,
+        )
+        return catalog, self.keep
+
+
+def build_views(
     order: Order,
     origins: Mapping[str, Origin],
-    admit: Admitter,
+    views: list[tuple[str, Admitter, dict[str, ServerItems] | None]],
     parts: PartCache,
-    kept: dict[str, ServerItems] | None = None,
-) -> tuple[ViewCatalog, dict[str, ServerItems]]:
-    """Build a view's snapshot from the merged upstreams, already in list order.
+) -> list[tuple[ViewCatalog, dict[str, ServerItems]]]:
+    """Build every view's snapshot from the merged upstreams, already in list order, in one
+    pass: each entry is decided by every view in turn, so what the views share (policy.yaml's
+    verdict, a package rewrite) is worked out once and needs no memory beyond the entry.
 
-    `admit(upstream, entry)` returns what the view serves of an entry, or None to leave it
-    out (`admit.reusable` says whether that answer can be kept). `isLatest` is recomputed on
-    what the view serves, among versions not deleted. `kept` are the previous build's items
-    per server; the servers whose items can be kept again are returned.
+    Each view is (name, admit, kept): `admit(upstream, entry)` says what the view serves of an
+    entry, or None; `kept` are the view's items per server from the previous build. `isLatest`
+    is recomputed on what each view serves, among versions not deleted. Returned per view: its
+    catalog, and the servers whose items can be kept for the next build.
     """
-    items: list[Item] = []
-    counts: dict[str, int] = {}
+    builds = [_ViewBuild(name, admit, kept) for name, admit, kept in views]
     origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
-    keep: dict[str, ServerItems] = {}
     for name, upstream, entries in order:
-        previous = kept.get(name) if kept else None
         origin_meta = origin_metas[upstream]
-        if (
-            previous is not None
-            and previous.upstream == upstream
-            and not origins[upstream].hidden
-            and _same(previous.entries, entries)
-        ):
-            for item in previous.items:
-                parts.suffix(item.suffix, origin_meta)
-            items.extend(previous.items)
-            admit.tally(previous.tally, previous.verification)
-            counts[upstream] = counts.get(upstream, 0) + len(previous.items)
-            keep[name] = previous
+        hidden = origins[upstream].hidden
+        deciding: list[tuple[_ViewBuild, list[tuple[Entry, Admission]]]] = []
+        for build in builds:
+            previous = build.kept.get(name) if build.kept else None
+            if (
+                previous is not None
+                and previous.upstream == upstream
+                and not hidden
+                and _same(previous.entries, entries)
+            ):
+                for item in previous.items:
+                    parts.suffix(item.suffix, origin_meta)
+                build.items.extend(previous.items)
+                build.admit.tally(previous.tally, previous.verification)
+                build.counts[upstream] = build.counts.get(upstream, 0) + len(previous.items)
+                build.keep[name] = previous
+            else:
+                build.admit.begin()
+                deciding.append((build, []))
+        if not deciding:
             continue
-        admit.begin()
-        admitted: list[tuple[Entry, Admission]] = []
         for entry in entries:
-            admission = admit(upstream, entry)
-            if admission is not None:
-                admitted.append((entry, admission))
-        latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
+            for build, admitted in deciding:
+                admission = build.admit(upstream, entry)
+                if admission is not None:
+                    admitted.append((entry, admission))
         folded = name.casefold()
         folded = name if folded == name else folded  # most names are lower case: share them
-        server_items = []
-        for entry, (server_json, rules, end) in admitted:
-            is_latest = entry is latest
-            server_items.append(
-                Item(
-                    name,
-                    entry.version,
-                    folded,
-                    entry.status == "deleted",
-                    is_latest,
-                    entry.updated_at,
-                    entry.published_at,
-                    server_json,
-                    parts.registry_meta(entry),
-                    parts.suffix((is_latest, upstream, rules), origin_meta),
-                    end,
+        for build, admitted in deciding:
+            latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
+            server_items = []
+            for entry, (server_json, rules, end) in admitted:
+                is_latest = entry is latest
+                server_items.append(
+                    Item(
+                        name,
+                        entry.version,
+                        folded,
+                        entry.status == "deleted",
+                        is_latest,
+                        entry.updated_at,
+                        entry.published_at,
+                        server_json,
+                        parts.registry_meta(entry),
+                        parts.suffix((is_latest, upstream, rules), origin_meta),
+                        end,
+                    )
                 )
-            )
-        items.extend(server_items)
-        counts[upstream] = counts.get(upstream, 0) + len(server_items)
-        reusable, tally, verification = admit.end()
-        if reusable:
-            keep[name] = ServerItems(upstream, entries, server_items, tally, verification)
-    catalog = ViewCatalog(
-        view=view,
-        every=Listing(items),
-        active=Listing([item for item in items if not item.deleted]),
-        latest=Listing([item for item in items if item.is_latest]),
-        suffixes=parts.suffixes,
-        upstream_counts=counts,
-    )
-    return catalog, keep
+            build.items.extend(server_items)
+            build.counts[upstream] = build.counts.get(upstream, 0) + len(server_items)
+            reusable, tally, verification = build.admit.end()
+            if reusable:
+                build.keep[name] = ServerItems(upstream, entries, server_items, tally, verification)
+    return [build.catalog(parts) for build in builds]
 
 
 def plain_view(
@@ -356,7 +377,7 @@ def plain_view(
 
     parts = PartCache(namespace)
     parts.new_build()
-    return build_view(view, order_of(merged), origins, _Everything(), parts)[0]
+    return build_views(order_of(merged), origins, [(view, _Everything(), None)], parts)[0][0]
 
 
 class _Everything:

@@ -55,12 +55,33 @@ def _compile_match(match: Match) -> list[Check]:
         wanted = frozenset(match.transport)
         checks.append(lambda _, entry: not wanted.isdisjoint(entry.transports))
     if match.remote_host:
-        host_matches = _glob(match.remote_host)
-        checks.append(lambda _, entry: any(host_matches(h) for h in entry.remote_hosts))
+        checks.append(_any_host(_glob(match.remote_host)))
     if match.version:  # last: it parses the version
-        ranges = [VersionRange(text) for text in match.version]
-        checks.append(lambda _, entry: any(r.matches(entry.version) for r in ranges))
+        checks.append(_any_version([VersionRange(text) for text in match.version]))
     return checks
+
+
+# Loops, not any() over a generator: these run for most entries, most with no remote at all.
+
+
+def _any_host(matches: Callable[[str], bool]) -> Check:
+    def check(_: str, entry: Entry) -> bool:
+        for host in entry.remote_hosts:  # noqa: SIM110 (see above)
+            if matches(host):
+                return True
+        return False
+
+    return check
+
+
+def _any_version(ranges: list[VersionRange]) -> Check:
+    def check(_: str, entry: Entry) -> bool:
+        for allowed in ranges:  # noqa: SIM110 (see above)
+            if allowed.matches(entry.version):
+                return True
+        return False
+
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +123,9 @@ class Policy:
         self._default = Verdict(settings.default == "allow", f"{source} default")
         self._by_name: dict[str, tuple[Candidate, ...]] = {}
         self._interned: dict[tuple[int, ...], tuple[Candidate, ...]] = {}
+        # The last answer: views decide each entry in turn, so policy.yaml, which every view
+        # applies, is asked the same question several times in a row.
+        self._last: tuple[Entry | None, str, Verdict] = (None, "", self._default)
 
     def _candidates(self, name: str) -> tuple[Candidate, ...]:
         indices = tuple(
@@ -116,16 +140,22 @@ class Policy:
         return found
 
     def verdict(self, upstream: str, entry: Entry) -> Verdict:
+        last, last_upstream, known = self._last
+        if last is entry and last_upstream == upstream:
+            return known
         candidates = self._by_name.get(entry.name)
         if candidates is None:
             candidates = self._candidates(entry.name)
+        decided = self._default
         for verdict, checks in candidates:
             for check in checks:
                 if not check(upstream, entry):
                     break
             else:
-                return verdict
-        return self._default
+                decided = verdict
+                break
+        self._last = (entry, upstream, decided)
+        return decided
 
     def forget(self, live_names: set[str]) -> None:
         """Forget the names no upstream serves any more."""

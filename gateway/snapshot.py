@@ -19,7 +19,7 @@ from gateway.catalog import (
     PartCache,
     ServerItems,
     ViewCatalog,
-    build_view,
+    build_views,
     order_of,
 )
 from gateway.config import DEFAULT_VIEW, FederationConfig
@@ -207,14 +207,18 @@ class Builder:
         views: dict[str, ViewCatalog] = {}
         totals = _Totals()
         self.parts.new_build()
-        for policy in self.policies:
-            admitter = _Admitter(policy, origins, now, lookup, totals)
-            views[policy.name], self._kept[policy.name] = build_view(
-                policy.name, order, origins, admitter, self.parts, self._kept.get(policy.name)
-            )
-            totals.hidden[policy.name] = admitter.hidden
+        admitters = [_Admitter(policy, origins, now, lookup, totals) for policy in self.policies]
+        built = build_views(
+            order,
+            origins,
+            [(a.policy.name, a, self._kept.get(a.policy.name)) for a in admitters],
+            self.parts,
+        )
+        for admitter, (catalog, keep) in zip(admitters, built, strict=True):
+            name = admitter.policy.name
+            views[name], self._kept[name] = catalog, keep
+            totals.hidden[name] = admitter.hidden
         self._builds += 1
-        self.policies[0].shapes.after_build()
         if self._builds % _FORGET_EVERY == 0:
             self._forget(sources)
         return Snapshot(
@@ -235,7 +239,6 @@ class Builder:
                 if id(one) not in seen:
                     seen.add(id(one))
                     one.forget(self._name_set)
-        self.policies[0].shapes.forget(live)
         self.parts.forget(live)
 
 

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -30,6 +31,10 @@ class Saved:
     entries: list[Entry]
 
 
+_SERVERS = b',"servers":[\n'  # ends the head line
+_END = b"]}\n"  # the last line
+
+
 def state_path(state_dir: Path, upstream: str) -> Path:
     return state_dir / f"{upstream}.json"
 
@@ -40,18 +45,17 @@ def save(state_dir: Path, saved: Saved) -> Path:
     path = state_path(state_dir, saved.upstream)
     head = {"format": FORMAT, "upstream": saved.upstream}
     head["syncedAt"] = format_timestamp(saved.synced_at)
-    data = b"".join(
-        (
-            orjson.dumps(head)[:-1],
-            b',"servers":[',
-            b",".join(e.item_json() for e in saved.entries),
-            b"]}",
-        )
-    )
     fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{saved.upstream}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        # One entry per line, written as it goes: the file is one JSON document, and neither
+        # writing nor reading it needs all of it in memory at once (66k entries are 64 MB).
+        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+            handle.write(orjson.dumps(head)[:-1] + _SERVERS)
+            last = len(saved.entries) - 1
+            for index, entry in enumerate(saved.entries):
+                handle.write(entry.item_json())
+                handle.write(b",\n" if index < last else b"\n")
+            handle.write(_END)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -80,26 +84,49 @@ def load(state_dir: Path, upstream: str) -> Saved | None:
     """
     path = state_path(state_dir, upstream)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            first = handle.readline()
+            if first.endswith(_SERVERS):
+                saved = _read_lines(first, handle, upstream)
+            else:  # written whole, by an earlier version
+                saved = _read_document(first + handle.read(), upstream)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StateError(str(path), f"cannot read: {exc.strerror}") from None
-    try:
-        document = orjson.loads(raw)
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise ValueError("not a state file of this gateway")
-        if document.get("upstream") != upstream:
-            raise ValueError(f"holds upstream {document.get('upstream')!r}, not {upstream!r}")
-        synced_at = parse_timestamp(document["syncedAt"])
-        items = document["servers"]
-        if not isinstance(items, list):
-            raise ValueError("servers is not a list")
-        entries = [parse_item(item, seen_at=synced_at) for item in items]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, EntryRejected) as exc:
         moved = _set_aside(path)
         raise StateError(str(path), f"{exc}; set aside as {moved.name}") from None
-    return Saved(upstream, synced_at, entries)
+    return saved
+
+
+def _head(document: object, upstream: str) -> datetime:
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError("not a state file of this gateway")
+    if document.get("upstream") != upstream:
+        raise ValueError(f"holds upstream {document.get('upstream')!r}, not {upstream!r}")
+    return parse_timestamp(document["syncedAt"])
+
+
+def _read_lines(first: bytes, handle: BinaryIO, upstream: str) -> Saved:
+    """A file `save` wrote: the head line, one entry per line, the closing line."""
+    synced_at = _head(orjson.loads(first[: -len(_SERVERS)] + b"}"), upstream)
+    entries: list[Entry] = []
+    for line in handle:
+        if line == _END:
+            return Saved(upstream, synced_at, entries)
+        entries.append(parse_item(orjson.loads(line.removesuffix(b"\n").removesuffix(b",")),
+                                  seen_at=synced_at))  # fmt: skip
+    raise ValueError("the file ends before its last entry (truncated)")
+
+
+def _read_document(raw: bytes, upstream: str) -> Saved:
+    document = orjson.loads(raw)
+    synced_at = _head(document, upstream)
+    items = document["servers"]
+    if not isinstance(items, list):
+        raise ValueError("servers is not a list")
+    return Saved(upstream, synced_at, [parse_item(item, seen_at=synced_at) for item in items])
 
 
 def load_all(state_dir: Path, upstreams: list[str]) -> tuple[dict[str, Saved], list[StateError]]:

@@ -67,7 +67,6 @@ class Shape:
     removed: tuple[str, ...]
     packages: tuple[dict[str, Any], ...]
     pending: tuple[Check, ...]
-    checked: bool = False  # mirror answers went into it: redo it when they may have changed
     packages_json: bytes = b"}}}"  # ends the gateway `_meta`, `_meta` and the item
 
     def __post_init__(self) -> None:
@@ -84,33 +83,27 @@ def _registry_type(package: object) -> str:
 
 
 _MIRRORED_KINDS = frozenset((*INDEX_TYPES, "oci", "mcpb"))  # the keys of mirrors.yaml by type
-ShapeTable = dict[int, tuple[Entry, Shape]]  # id(entry) -> (the entry, kept so ids stay unique)
 
 
 class Shapes:
-    """Entries' shapes, remembered between builds and shared by every view that shapes an
-    entry alike: the same package types, and the same mirror settings for the registry types
-    the entry has. A view with its own npm mirror still shares the shapes of PyPI-only and
-    remote-only entries with the others."""
+    """The shapes of the entry being decided, shared by every view that shapes it alike: the
+    same package types, and the same mirror settings for the registry types it has. A view
+    with its own npm mirror still shares the shapes of PyPI-only and remote-only entries.
+
+    A build decides each entry in every view in turn, so only the current entry's shapes are
+    kept: nothing per entry outlives its decision (an unchanged server keeps its items).
+    """
 
     def __init__(self) -> None:
-        self.tables: dict[object, ShapeTable] = {}
-        self.checked: list[tuple[ShapeTable, int]] = []  # shapes that carry mirror answers
+        self._entry: Entry | None = None
+        self._found: dict[object, Shape] = {}
 
-    def table(self, key: object) -> ShapeTable:
-        return self.tables.setdefault(key, {})
-
-    def after_build(self) -> None:
-        """Shapes that carry mirror answers are redone next build: the answers change."""
-        for table, key in self.checked:
-            table.pop(key, None)
-        self.checked.clear()
-
-    def forget(self, live: set[int]) -> None:
-        """Drop the shapes of entries no feed holds any more."""
-        for table in self.tables.values():
-            for key in [key for key in table if key not in live]:
-                del table[key]
+    def of(self, entry: Entry) -> dict[object, Shape]:
+        """The shapes found so far for this entry, by shaping key."""
+        if entry is not self._entry:
+            self._entry = entry
+            self._found = {}
+        return self._found
 
 
 class ViewPolicy:
@@ -128,7 +121,7 @@ class ViewPolicy:
         self._mirrored = self.mirrors.configured
         self.verify_mode = self.mirrors.settings.verify.mode
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
-        self._tables: dict[frozenset[str], ShapeTable] = {}  # registry types -> shape table
+        self._keys: dict[frozenset[str], object] = {}  # registry types -> shaping key
 
     @classmethod
     def of(
@@ -147,23 +140,21 @@ class ViewPolicy:
     def share(self, shapes: Shapes) -> None:
         """Keep shapes in a store shared with the config's other views."""
         self.shapes = shapes
-        self._tables = {}
 
-    def _table(self, registry_types: frozenset[str]) -> ShapeTable:
-        """The shape table of entries with these registry types: keyed by everything that
-        shapes them in this view."""
-        table = self._tables.get(registry_types)
-        if table is None:
+    def _key(self, registry_types: frozenset[str]) -> object:
+        """What shapes an entry with these registry types in this view: equal keys, equal
+        shapes, whichever view asks."""
+        key = self._keys.get(registry_types)
+        if key is None:
             settings = self.mirrors.settings
             relevant = tuple(
                 (kind, orjson.dumps(getattr(settings, kind), default=_dump))
                 for kind in sorted(registry_types & _MIRRORED_KINDS)
             )
-            key = (
+            key = self._keys[registry_types] = (
                 self.types, settings.unmirrored, settings.verify.model_dump_json(), relevant
             )  # fmt: skip
-            table = self._tables[registry_types] = self.shapes.table(key)
-        return table
+        return key
 
     def decide(
         self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
@@ -195,14 +186,11 @@ class ViewPolicy:
             entry.has_packages and self._mirrored
         ):  # served as received: no parsing, nothing to remember
             return _AS_RECEIVED if entry.has_packages or entry.has_remotes else _NOT_INSTALLABLE
-        table = self._table(entry.registry_types)
-        known = table.get(id(entry))
-        if known is not None and known[0] is entry:
-            return known[1]
-        shape = self._shape(entry, lookup)
-        table[id(entry)] = (entry, shape)
-        if shape.checked:
-            self.shapes.checked.append((table, id(entry)))
+        found = self.shapes.of(entry)
+        key = self._key(entry.registry_types)
+        shape = found.get(key)
+        if shape is None:
+            shape = found[key] = self._shape(entry, lookup)
         return shape
 
     def _shape(self, entry: Entry, lookup: Lookup) -> Shape:
@@ -240,13 +228,12 @@ class ViewPolicy:
                         continue
                 packages.append(package)
                 metas.append(meta)
-        checked = self.verify_mode != "off"
         if not packages and not server.get("remotes"):
             reason = "missing from mirror" if enforced else "not installable"
-            return Shape(None, reason, tuple(removed), (), tuple(pending), checked)
+            return Shape(None, reason, tuple(removed), (), tuple(pending))
         described = tuple(metas) if any("original" in m for m in metas) else ()
         if packages != server.get("packages"):
             assert isinstance(packages, list)  # filtered or rewritten
             served = with_packages(entry, server, packages)  # the entry's bytes stay as received
-            return Shape(served, "served", tuple(removed), described, tuple(pending), checked)
-        return Shape(b"", "served", tuple(removed), described, tuple(pending), checked)
+            return Shape(served, "served", tuple(removed), described, tuple(pending))
+        return Shape(b"", "served", tuple(removed), described, tuple(pending))

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway.entry import parse_item
@@ -26,6 +27,29 @@ def test_round_trip_keeps_entries_exactly(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["official.json"]  # no temporary left over
 
 
+def test_the_file_is_one_json_document_with_an_entry_per_line(tmp_path: Path) -> None:
+    """Written and read an entry at a time (no 64 MB copies), and still one JSON document."""
+    original = saved()
+    path = save(tmp_path, original)
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) == 1 + len(original.entries) + 2  # head, entries, closing, final newline
+    document = orjson.loads(path.read_bytes())
+    assert [item["server"]["name"] for item in document["servers"]] == [
+        "io.github.s/one",
+        "io.github.s/two",
+    ]
+    empty = Saved("empty", NOW, [])
+    save(tmp_path, empty)
+    assert load(tmp_path, "empty") == empty
+
+
+def test_a_file_written_whole_still_loads(tmp_path: Path) -> None:
+    original = saved()
+    path = save(tmp_path, original)
+    path.write_bytes(orjson.dumps(orjson.loads(path.read_bytes())))  # one line, no newlines
+    assert load(tmp_path, "official") == original
+
+
 def test_no_state_is_none(tmp_path: Path) -> None:
     assert load(tmp_path, "official") is None
 
@@ -39,6 +63,11 @@ def test_no_state_is_none(tmp_path: Path) -> None:
         b'{"format":1,"upstream":"other","syncedAt":"2026-05-01T12:00:00Z","servers":[]}',
         b'{"format":1,"upstream":"official","syncedAt":"2026-05-01T12:00:00Z",'
         b'"servers":[{"server":{"name":"bad name"}}]}',
+        # the line format: truncated before its closing line; a broken line
+        b'{"format":1,"upstream":"official","syncedAt":"2026-05-01T12:00:00Z","servers":[\n'
+        b'{"server":{"name":"io.github.s/one","version":"1.0.0"}},\n',
+        b'{"format":1,"upstream":"official","syncedAt":"2026-05-01T12:00:00Z","servers":[\n'
+        b'{"server":{"name":"io.github.s/one","vers\n]}\n',
     ],
 )
 def test_corrupt_state_is_set_aside(tmp_path: Path, content: bytes) -> None:
