@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import shlex
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class Install:
     """How to run one package or reach one remote, as a command an IDE (or a person) runs."""
 
     kind: str
-    command: str
+    command: str | None  # None: no command is safe to show (the location is still named)
     verification: str | None = None  # the mirror's answer, when verification is on
     note: str = ""
 
@@ -139,31 +140,45 @@ def _env_note(package: dict[str, Any]) -> str:
     return f"needs {', '.join(names)}" if names else ""
 
 
-def package_command(package: dict[str, Any]) -> str:
-    """The command that runs a package from where the served entry says it is (the mirror)."""
+def _unsafe(value: str) -> bool:
+    """A value that would become an option, or hides a line break, once pasted in a shell."""
+    return value.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def package_command(package: dict[str, Any]) -> str | None:
+    """The command that runs a package from where the served entry says it is (the mirror);
+    None when a field (from upstream data) is not safe to paste into a shell. Every value is
+    shell-quoted when it needs to be."""
     kind = str(package.get("registryType", "?"))
     identifier = str(package.get("identifier", ""))
-    version = package.get("version")
-    at = f"@{version}" if version else ""
-    base = package.get("registryBaseUrl")
+    version = str(package.get("version") or "")
+    base = str(package.get("registryBaseUrl") or "")
+    if not identifier or any(_unsafe(value) for value in (identifier, version, base)):
+        return None
+    at = f"{identifier}@{version}" if version else identifier
+    argv: list[str]
     if kind == "npm":
-        registry = f" --registry {base}" if base else ""
-        return f"npx -y{registry} {identifier}{at}"
-    if kind == "pypi":
-        index = f" --index-url {base}" if base else ""
-        return f"uvx{index} {identifier}{at}"
-    if kind == "oci":
-        return f"docker run -i --rm {_oci_reference(package)}"
-    if kind == "nuget":
-        source = f" --add-source {base}" if base else ""
-        return f"dnx {identifier}{at} --yes{source}"
-    if kind == "cargo":
-        index = f" --index sparse+{base}" if base else ""
-        pinned = f" --version {version}" if version else ""
-        return f"cargo install {identifier}{pinned}{index}"
-    if kind == "mcpb":
-        return f"curl -fLO {identifier}"
-    return f"{kind} {identifier}{at}"
+        argv = ["npx", "-y", *(["--registry", base] if base else []), at]
+    elif kind == "pypi":
+        argv = ["uvx", *(["--index-url", base] if base else []), at]
+    elif kind == "oci":
+        argv = ["docker", "run", "-i", "--rm", _oci_reference(package)]
+    elif kind == "nuget":
+        argv = ["dnx", at, "--yes", *(["--add-source", base] if base else [])]
+    elif kind == "cargo":
+        pinned = ["--version", version] if version else []
+        argv = [
+            "cargo",
+            "install",
+            identifier,
+            *pinned,
+            *(["--index", f"sparse+{base}"] if base else []),
+        ]
+    elif kind == "mcpb":
+        argv = ["curl", "-fLO", identifier]
+    else:
+        return None  # a registry type no tool here knows
+    return shlex.join(argv)
 
 
 def installs(server: dict[str, Any], gateway_meta: dict[str, Any]) -> list[Install]:
@@ -233,10 +248,18 @@ def _install_list(found: list[Install]) -> str:
             else ""
         )
         note = f'<span class="badge">{esc(install.note)}</span>' if install.note else ""
+        if install.command is None:
+            shown = (
+                '<em class="error">no command: a field of this package is not safe to paste</em>'
+            )
+        else:
+            shown = (
+                f"<code>{esc(install.command)}</code>"
+                f'<button class="copy" type="button" data-copy="{esc(install.command)}">Copy'
+                "</button>"
+            )
         rows.append(
-            f'<li><span class="kind">{esc(install.kind)}</span><code>{esc(install.command)}</code>'
-            f'<button class="copy" type="button" data-copy="{esc(install.command)}">Copy</button>'
-            f"{verified}{note}</li>"
+            f'<li><span class="kind">{esc(install.kind)}</span>{shown}{verified}{note}</li>'
         )
     return f'<ul class="install">{"".join(rows)}</ul>' if rows else "<p>Nothing to install.</p>"
 

