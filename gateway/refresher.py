@@ -21,7 +21,7 @@ from gateway.catalog import Origin
 from gateway.config import FederationConfig
 from gateway.feed import Feed
 from gateway.merge import Source
-from gateway.snapshot import Builder, Snapshot, view_policies
+from gateway.snapshot import Builder, Snapshot, release, view_policies
 from gateway.verify import Check, Verifier
 
 log = structlog.get_logger("gateway.refresher")
@@ -59,6 +59,7 @@ class Refresher:
         self._cooldown: asyncio.TimerHandle | None = None
         self._verifying: asyncio.Task[int] | None = None
         self._background = False
+        self._retired: Builder | None = None  # replaced by a reload: freed after the next swap
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -123,6 +124,7 @@ class Refresher:
             feeds.append(feed)
         self.config = config
         self.feeds = feeds
+        self._retired = self.builder  # let go of after the next swap (its items serve until then)
         self.builder = Builder(config)
         if config.mirrors.verify != self.verifier.settings:
             self.verifier = Verifier(config.mirrors.verify, self.session)
@@ -186,7 +188,8 @@ class Refresher:
         snapshot = await asyncio.to_thread(
             self.builder.build, sources, origins, now, self.verifier.lookup
         )
-        self.snapshot = snapshot
+        replaced, self.snapshot = self.snapshot, snapshot
+        retired, self._retired = self._retired, None
         self._built.set()
         # A catalog is millions of long-lived objects without cycles: keep the cyclic
         # collector from walking them again and again (pauses of a second at 200k versions).
@@ -194,6 +197,9 @@ class Refresher:
         gc.freeze()
         duration = time.monotonic() - started
         self.build_durations = [*self.build_durations[-99:], duration]
+        # What the new catalog does not share is freed in a worker thread, a slice at a time
+        # (see `release`), not in one stall of the event loop; the next build waits for it.
+        await asyncio.to_thread(release, replaced, retired)
         log.info(
             "catalog_swapped",
             views={name: len(view) for name, view in snapshot.views.items()},

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.catalog import (
     Admission,
@@ -231,6 +232,14 @@ class Builder:
             verification=totals.verification,
         )
 
+    def release(self) -> list[list[Any]]:
+        """Empty this builder's memory into lists that `release` frees a slice at a time."""
+        kept = [list(servers.values()) for servers in self._kept.values()]
+        self._kept = {}
+        metas = list(self.parts.metas.values())
+        self.parts.metas.clear()
+        return [*kept, metas]
+
     def _forget(self, sources: list[Source]) -> None:
         live = {id(entry) for source in sources for entry in source.entries}
         seen: set[int] = set()
@@ -240,6 +249,29 @@ class Builder:
                     seen.add(id(one))
                     one.forget(self._name_set)
         self.parts.forget(live)
+
+
+_RELEASE_STEP = 2048  # objects let go of at a time
+
+
+def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
+    """Let go of a replaced snapshot (and builder) a little at a time: call it in a worker
+    thread, once nothing reads them any more.
+
+    Dropping the last reference to a catalog frees its objects in one C-level cascade that
+    holds the GIL throughout (over 100 ms after a reload at 200k versions, when nothing is
+    shared with the new catalog). Emptying its lists in small slices frees the same objects
+    with the GIL changing hands between slices. Items the new catalog shares stay alive.
+    """
+    chunks: list[list[Any]] = []
+    if snapshot is not None:
+        for view in snapshot.views.values():
+            chunks.extend((view.latest.items, view.active.items, view.every.items))
+    if builder is not None:
+        chunks.extend(builder.release())
+    for items in chunks:
+        while items:
+            del items[-_RELEASE_STEP:]
 
 
 def build_snapshot(
