@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,8 @@ def authorize(request: web.Request, config: FederationConfig) -> None:
         raise NotFound("Endpoint not found (set admin_token to enable /admin)")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given.encode(), expected):
         raise Unauthorized("a valid bearer token is required for /admin")
 
 
@@ -67,19 +69,28 @@ def explain_server(
 
 
 class Explained:
-    """Server pages' accounts (`explain`) for the current snapshot: each scans every entry."""
+    """Server pages' accounts (`explain`) for the current snapshot: each scans every entry,
+    so they are worked out in a worker thread, only for names some upstream offers, and
+    remembered until the catalog changes."""
 
     def __init__(self) -> None:
-        self._snapshot: object = None
+        self._built: tuple[int, object] | None = None  # which snapshot (not a reference to it)
         self._reports: LRUCache[tuple[str, str], dict[str, object]] = LRUCache(maxsize=256)
 
-    def report(self, refresher: Refresher, view: str, name: str) -> dict[str, object]:
-        if refresher.snapshot is not self._snapshot:
-            self._snapshot = refresher.snapshot
+    async def report(self, refresher: Refresher, view: str, name: str) -> dict[str, object] | None:
+        """None when no upstream offers the name."""
+        snapshot = refresher.snapshot
+        built = (id(snapshot), snapshot.built_at if snapshot else None)
+        if built != self._built:
+            self._built = built
             self._reports.clear()
-        report = self._reports.get((view, name))
-        if report is None:
-            report = self._reports[(view, name)] = explain_server(refresher, name, view)
+        if not refresher.builder.offers(name):
+            return None
+        known = self._reports.get((view, name))
+        if known is not None:
+            return known
+        report: dict[str, object] = await asyncio.to_thread(explain_server, refresher, name, view)
+        self._reports[(view, name)] = report
         return report
 
 

@@ -35,6 +35,7 @@ from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
 from gateway.web import (
     ASSETS,
+    CSP,
     PAGE_HEADERS,
     WebRoute,
     admin_page,
@@ -222,7 +223,7 @@ def _message(title: str, text: str, views: list[str], status: int) -> web.Respon
     return _html(message_page(title, text, views), status)
 
 
-def _page(request: web.Request, refresher: Refresher, page: WebRoute) -> web.Response:
+async def _page(request: web.Request, refresher: Refresher, page: WebRoute) -> web.Response:
     """A web page: the catalog of a view, a server's page, the operators' page, an asset."""
     config = refresher.config
     views = [DEFAULT_VIEW, *config.views]
@@ -235,14 +236,16 @@ def _page(request: web.Request, refresher: Refresher, page: WebRoute) -> web.Res
         return web.Response(
             body=asset.body,
             headers={"Content-Type": asset.content_type, "ETag": asset.etag,
-                     "Cache-Control": "no-cache"},
+                     "Cache-Control": "no-cache", "Content-Security-Policy": CSP},
         )  # fmt: skip
     if page.page == "admin":
         if config.gateway.admin_token is None:
             return _message("Not found", "The operators' page is off: set admin_token.", views, 404)
         return _html(admin_page())
     if page.page == "redirect":
-        return web.Response(status=308, headers={"Location": page.name})
+        query = request.raw_path.partition("?")[2]
+        location = f"{page.name}?{query}" if query else page.name
+        return web.Response(status=308, headers={"Location": location})
     snapshot = refresher.snapshot
     if snapshot is None:
         return _html(
@@ -257,8 +260,8 @@ def _page(request: web.Request, refresher: Refresher, page: WebRoute) -> web.Res
     if page.page == "catalog":
         origin = str(request.url.origin())
         return _html(catalog_page(view, page.view, request.query, views, namespace, origin))
-    report = request.app[EXPLAINED].report(refresher, page.view, page.name)
-    if not report["versions"]:
+    report = await request.app[EXPLAINED].report(refresher, page.view, page.name)
+    if report is None or not report["versions"]:
         return _message("Not found", f"No upstream offers {page.name!r}.", views, 404)
     return _html(server_page(view, page.view, report, views, namespace))
 
@@ -276,7 +279,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     page = web_route(raw_path) if request.method in ("GET", "HEAD") else None
     if page is not None:
         request[ROUTE] = "asset" if page.page == "asset" else "page"
-        return _page(request, refresher, page)
+        return await _page(request, refresher, page)
     if raw_path == "/admin" or raw_path.startswith("/admin/"):
         request[ROUTE] = "admin"
         document = await handle_admin(request, refresher, request.app[CONFIG_LOADER])

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -160,12 +161,22 @@ class GatewaySettings(Model):
     listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:8080"
     state_dir: Path = Path("./state")
     meta_namespace: str = Field("com.example.mcp-gateway", pattern=_REVERSE_DNS)
-    admin_token: SecretStr | None = None
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token for /admin; leave it out to turn /admin off"
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     watch_config: Duration = Field(5.0, description="reload when config files change; 0s: off")
     upstreams: list[UpstreamSettings] = Field(min_length=1)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_blank(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty ${GATEWAY_ADMIN_TOKEN} would otherwise make "Bearer " a valid credential.
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError("it is empty: set a token, or leave the key out to turn /admin off")
+        return token
 
     @property
     def host(self) -> str:

@@ -99,6 +99,13 @@ def read_yaml(path: Path, directory: Path, issues: list[ConfigIssue]) -> dict[st
     return result
 
 
+def _add_validation_issues(issues: list[ConfigIssue], file: str, error: ValidationError) -> None:
+    """Add pydantic's errors, but not at a key already reported: a `${...}` that could not be
+    resolved is one mistake, not also an empty value."""
+    reported = {(issue.file, issue.key) for issue in issues}
+    issues.extend(i for i in validation_issues(file, error) if (i.file, i.key) not in reported)
+
+
 def validation_issues(file: str, error: ValidationError) -> list[ConfigIssue]:
     """Pydantic's errors as one ConfigIssue each, with the dotted key of the offending value."""
     issues = []
@@ -150,7 +157,7 @@ def _load_model(path: Path, directory: Path, model: type[M], issues: list[Config
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        issues.extend(validation_issues(str(path.relative_to(directory)), exc))
+        _add_validation_issues(issues, str(path.relative_to(directory)), exc)
         return None
 
 
@@ -197,7 +204,7 @@ def load_config(directory: Path | str) -> FederationConfig:
         try:
             gateway = GatewaySettings.model_validate(data)
         except ValidationError as exc:
-            issues.extend(validation_issues("gateway.yaml", exc))
+            _add_validation_issues(issues, "gateway.yaml", exc)
     policy: PolicySettings | None = PolicySettings()
     if (directory / "policy.yaml").is_file():
         policy = _load_model(directory / "policy.yaml", directory, PolicySettings, issues)

@@ -232,6 +232,10 @@ class Builder:
             verification=totals.verification,
         )
 
+    def offers(self, name: str) -> bool:
+        """Whether some upstream offered this name at the last build (served or not)."""
+        return name in self._name_set
+
     def release(self) -> list[list[Any]]:
         """Empty this builder's memory into lists that `release` frees a slice at a time."""
         kept = [list(servers.values()) for servers in self._kept.values()]

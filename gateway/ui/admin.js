@@ -120,6 +120,10 @@ async function load() {
     return showLogin(response.status === 401 ? "That token was refused." :
       "The operators' API is off (no admin_token is configured).");
   }
+  if (!response.ok) {
+    $("status-line").textContent = `The gateway answered ${response.status}; retrying.`;
+    return;
+  }
   const status = await response.json();
   $("login").hidden = true;
   $("dashboard").hidden = false;
@@ -143,14 +147,16 @@ $("login").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem(KEY, $("token").value);
   $("token").value = "";
-  load();
-  timer = setInterval(load, 15000);
+  startPolling();
 });
 $("logout").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
   showLogin("");
 });
-if (sessionStorage.getItem(KEY)) {
+function startPolling() {
+  clearInterval(timer);
   load();
   timer = setInterval(load, 15000);
 }
+
+if (sessionStorage.getItem(KEY)) startPolling();
