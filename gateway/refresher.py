@@ -125,7 +125,7 @@ class Refresher:
         self.config = config
         self.feeds = feeds
         self._retired = self.builder  # let go of after the next swap (its items serve until then)
-        self.builder = Builder(config)
+        self.builder = self.builder.succeeded_by(config)
         if config.mirrors.verify != self.verifier.settings:
             self.verifier = Verifier(config.mirrors.verify, self.session)
         self._start_tasks()

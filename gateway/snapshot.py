@@ -66,6 +66,13 @@ class _Totals:
     verification: dict[str, int] = field(default_factory=dict)
 
 
+def _view_inputs(config: FederationConfig, view: str) -> tuple[object, ...]:
+    """Everything in a config that a view's items depend on (upstream data aside)."""
+    own = config.views.get(view)
+    exists = view == DEFAULT_VIEW or own is not None
+    return (exists, config.policy, own, config.mirrors)
+
+
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:
     for key, count in counts.items():
         into[key] = into.get(key, 0) + count
@@ -235,6 +242,21 @@ class Builder:
     def offers(self, name: str) -> bool:
         """Whether some upstream offered this name at the last build (served or not)."""
         return name in self._name_set
+
+    def succeeded_by(self, config: FederationConfig) -> Builder:
+        """A builder for a reloaded config that takes over what still holds: the items of
+        every view whose policy files and mirrors are unchanged, and the registry `_meta` of
+        each entry (while the gateway's namespace is the same). A reload that touched one
+        view, or only upstream settings, then rebuilds like an ordinary sync."""
+        successor = Builder(config)
+        if config.gateway.meta_namespace != self.config.gateway.meta_namespace:
+            return successor  # every item names the namespace
+        successor.parts.metas, self.parts.metas = self.parts.metas, {}
+        successor._names, successor._name_set = self._names, self._name_set
+        for name in list(self._kept):
+            if _view_inputs(config, name) == _view_inputs(self.config, name):
+                successor._kept[name] = self._kept.pop(name)
+        return successor
 
     def release(self) -> list[list[Any]]:
         """Empty this builder's memory into lists that `release` frees a slice at a time."""

@@ -296,3 +296,35 @@ def test_a_policy_decides_an_entry_alike_whatever_it_decided_before(
         assert shared.verdict(upstream, one) == Policy(settings_, "policy.yaml").verdict(
             upstream, one
         )
+
+
+def _bodies(snapshot: Any) -> dict[str, list[bytes]]:
+    return {
+        name: [view.body(item) for item in view.every.items]
+        for name, view in snapshot.views.items()
+    }
+
+
+def test_a_reload_keeps_the_items_of_the_views_it_did_not_touch() -> None:
+    from gateway.snapshot import Builder
+
+    data = [entry("io.github.a/x", "1.0.0"), entry("io.github.b/y", "2.0.0"), entry("c.d/z", "1")]
+    sources, origins = [Source("one", data)], {"one": Origin("one", NOW)}
+    before = _config({"rules": [{"deny": {"name": "c.d/*"}}]}, {"rules": []})
+    builder = Builder(before)
+    first = builder.build(sources, origins, NOW)
+    narrower = _config(
+        {"rules": [{"deny": {"name": "c.d/*"}}]}, {"rules": [{"deny": {"name": "io.github.b/*"}}]}
+    )
+    successor = builder.succeeded_by(narrower)
+    second = successor.build(sources, origins, NOW)
+    assert _bodies(second) == _bodies(build_snapshot(narrower, sources, origins, NOW))
+    kept = first.views["default"].every.items
+    assert all(a is b for a, b in zip(second.views["default"].every.items, kept, strict=True))
+    assert len(second.views["unit"].every.items) == 1  # decided anew under its new rules
+    renamed = narrower.model_copy(
+        update={"gateway": narrower.gateway.model_copy(update={"meta_namespace": "org.other.gw"})}
+    )
+    third = successor.succeeded_by(renamed).build(sources, origins, NOW)
+    assert _bodies(third) == _bodies(build_snapshot(renamed, sources, origins, NOW))
+    assert b'"org.other.gw":' in third.views["default"].body(third.views["default"].every.items[0])
