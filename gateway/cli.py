@@ -110,6 +110,7 @@ async def _serve(
         print(f"MCP discovery gateway {__version__} is serving.", flush=True)
         print(f"Give your IDE this MCP registry URL: {url}", flush=True)
         print(f"  (try: curl '{url}/v0.1/servers?limit=3')", flush=True)
+        print(f"Browse the catalog at {url}/ (operators: {url}/admin/)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -63,6 +63,9 @@ def test_serve_runs_the_offline_demo_from_any_directory(tmp_path: Path) -> None:
         while "registry URL" not in line and time.monotonic() < deadline:
             line = process.stdout.readline()
         assert line.strip().endswith(f"http://127.0.0.1:{port}")
+        while "Browse the catalog" not in line and time.monotonic() < deadline:
+            line = process.stdout.readline()
+        assert f"at http://127.0.0.1:{port}/ " in line
         body = b""
         while time.monotonic() < deadline:
             try:
@@ -73,6 +76,9 @@ def test_serve_runs_the_offline_demo_from_any_directory(tmp_path: Path) -> None:
                 time.sleep(0.1)
         servers = orjson.loads(body)["servers"]
         assert len(servers) >= 30
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
+            assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert b"<title>MCP servers</title>" in page.read()
         assert (tmp_path / "cache" / "mcp-discovery-gateway" / "demo-state" / "demo.json").exists()
     finally:
         process.terminate()
