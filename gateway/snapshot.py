@@ -176,12 +176,13 @@ _FORGET_EVERY = 8
 
 
 class Builder:
-    """Builds snapshots for one config, remembering per-entry work between builds.
+    """Builds snapshots for one config, remembering work between builds.
 
-    Rules matching a name, package shapes and the registry `_meta` bytes depend only on the entry
-    (and the config), so a rebuild after a sync that changed 1 % of the entries redoes 1 % of
-    that work. A feed keeps the same Entry object while its data is unchanged, which is what
-    the caches recognise; entries gone from every feed are forgotten after each build.
+    Each view keeps the items of every server whose entries did not change, and the registry
+    `_meta` bytes and the rules matching a name are remembered, so a rebuild after a sync that
+    changed 1 % of the entries redoes about 1 % of the work. A feed keeps the same Entry object
+    while its data is unchanged, which is what the caches recognise; entries and names gone
+    from every feed are forgotten every few builds.
     """
 
     def __init__(self, config: FederationConfig) -> None:
