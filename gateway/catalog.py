@@ -14,6 +14,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Protocol
 
 import orjson
@@ -21,6 +22,7 @@ import orjson
 from gateway.entry import OFFICIAL, Entry, ServerJson, format_timestamp
 from gateway.merge import Merged
 from gateway.semver import pick_latest
+from gateway.view import Admission, Reshaped
 
 Key = tuple[str, str]
 _HEAD = b'{"server":'
@@ -64,10 +66,10 @@ class Item:
     is_latest: bool
     updated_at: datetime
     published_at: datetime
-    server_json: ServerJson
-    registry_meta: bytes
+    server_json: ServerJson | Reshaped
+    registry_meta: RegistryMeta
     suffix: SuffixKey  # `isLatest` and the gateway's `_meta`: looked up in the build's table
-    end: bytes  # the gateway's `packages`, if any, and the closing braces
+    end: bytes  # the gateway's `packages`, if any, and the closing braces (b"": Reshaped's)
 
     @property
     def key(self) -> Key:
@@ -118,12 +120,19 @@ class ViewCatalog:
     def write(self, item: Item, out: list[bytes]) -> None:
         """Append the item's ServerResponse JSON, in parts."""
         server = item.server_json
+        meta = item.registry_meta.made()
         if isinstance(server, bytes):
-            out.extend((_HEAD, server, item.registry_meta, self.suffixes[item.suffix], item.end))
+            out.extend((_HEAD, server, meta, self.suffixes[item.suffix], item.end))
+            return
+        end = item.end
+        if isinstance(server, Reshaped):
+            server, end = server.made()
+        out.append(_HEAD)
+        if isinstance(server, bytes):
+            out.append(server)
         else:
-            out.append(_HEAD)
             out.extend(server.parts())
-            out.extend((item.registry_meta, self.suffixes[item.suffix], item.end))
+        out.extend((meta, self.suffixes[item.suffix], end))
 
     def body(self, item: Item) -> bytes:
         out: list[bytes] = []
@@ -171,10 +180,22 @@ def registry_meta(entry: Entry, namespace: str) -> bytes:
     )  # fmt: skip
 
 
-# What a view serves of an entry: the server JSON (packages possibly filtered or rewritten), the
-# rules that admitted it, and the end of the gateway's `_meta`: `}}}`, or its `packages` (the
-# original locations and mirror checks) then `}}}`.
-Admission = tuple[ServerJson, tuple[str, ...], bytes]
+class RegistryMeta:
+    """An entry's outer `_meta` as served (see `registry_meta`), made when first written: one
+    per entry, shared by every view and kept from one build to the next."""
+
+    __slots__ = ("_made", "_namespace", "entry")
+
+    def __init__(self, entry: Entry, namespace: str) -> None:
+        self.entry = entry  # kept: the cache it lives in is keyed by the entry's id
+        self._namespace = namespace
+        self._made: bytes | None = None
+
+    def made(self) -> bytes:
+        made = self._made
+        if made is None:  # two threads may both make it: the results are equal
+            made = self._made = registry_meta(self.entry, self._namespace)
+        return made
 
 
 class Admitter(Protocol):
@@ -204,7 +225,7 @@ class PartCache:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.namespace_key = b"," + orjson.dumps(namespace) + b":"
-        self.metas: dict[int, tuple[Entry, bytes]] = {}  # the entry is kept: ids stay unique
+        self.metas: dict[int, RegistryMeta] = {}
         self.suffixes: dict[SuffixKey, bytes] = {}
         self._keys: dict[SuffixKey, SuffixKey] = {}  # a few per upstream, kept across builds
 
@@ -216,12 +237,11 @@ class PartCache:
         for key in [key for key in self.metas if key not in live]:
             del self.metas[key]
 
-    def registry_meta(self, entry: Entry) -> bytes:
+    def registry_meta(self, entry: Entry) -> RegistryMeta:
         found = self.metas.get(id(entry))
-        if found is not None and found[0] is entry:
-            return found[1]
-        meta = registry_meta(entry, self.namespace)
-        self.metas[id(entry)] = (entry, meta)
+        if found is not None and found.entry is entry:
+            return found
+        meta = self.metas[id(entry)] = RegistryMeta(entry, self.namespace)
         return meta
 
     def suffix(self, key: SuffixKey, origin_meta: dict[str, Any]) -> SuffixKey:
@@ -246,13 +266,13 @@ def order_of(merged: Merged, names: list[str] | None = None) -> Order:
     """
     servers = merged.servers
     return [
-        (name, servers[name][0], sorted(servers[name][1], key=_version))
+        (name, upstream, sorted(entries, key=_version) if len(entries) > 1 else entries)
         for name in (names if names is not None else sorted(servers))
+        for upstream, entries in (servers[name],)
     ]
 
 
-def _version(entry: Entry) -> str:
-    return entry.version
+_version = attrgetter("version")
 
 
 @dataclass(slots=True)
@@ -315,7 +335,7 @@ def build_views(
     for name, upstream, entries in order:
         origin_meta = origin_metas[upstream]
         hidden = origins[upstream].hidden
-        deciding: list[tuple[_ViewBuild, list[tuple[Entry, Admission]]]] = []
+        deciding: list[tuple[_ViewBuild, list[tuple[Entry, RegistryMeta, Admission]]]] = []
         for build in builds:
             previous = build.kept.get(name) if build.kept else None
             if (
@@ -336,16 +356,19 @@ def build_views(
         if not deciding:
             continue
         for entry in entries:
+            meta = None
             for build, admitted in deciding:
                 admission = build.admit(upstream, entry)
                 if admission is not None:
-                    admitted.append((entry, admission))
+                    if meta is None:
+                        meta = parts.registry_meta(entry)
+                    admitted.append((entry, meta, admission))
         folded = name.casefold()
         folded = name if folded == name else folded  # most names are lower case: share them
         for build, admitted in deciding:
-            latest = pick_latest(e for e, _ in admitted if e.status != "deleted")
+            latest = pick_latest(e for e, _, _ in admitted if e.status != "deleted")
             server_items = []
-            for entry, (server_json, rules, end) in admitted:
+            for entry, meta, (server_json, rules, end) in admitted:
                 is_latest = entry is latest
                 server_items.append(
                     Item(
@@ -357,7 +380,7 @@ def build_views(
                         entry.updated_at,
                         entry.published_at,
                         server_json,
-                        parts.registry_meta(entry),
+                        meta,
                         parts.suffix((is_latest, upstream, rules), origin_meta),
                         end,
                     )

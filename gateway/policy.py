@@ -23,6 +23,25 @@ def _pattern(patterns: Sequence[str]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
 
 
+def _literal(glob: str) -> str:
+    """The longest run of plain characters a name matching this glob must contain (before
+    any bracket expression, whose reading is subtle)."""
+    return max(re.split(r"[*?]", glob.split("[", 1)[0]), key=len)
+
+
+def _lines_containing(text: str, literal: str) -> set[str]:
+    """The lines of `text` that contain `literal`."""
+    lines: set[str] = set()
+    at = text.find(literal)
+    while at >= 0:
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at)
+        end = len(text) if end < 0 else end
+        lines.add(text[start:end])
+        at = text.find(literal, end)
+    return lines
+
+
 def _glob(patterns: Sequence[str]) -> Callable[[str], bool]:
     compiled = _pattern(patterns)
     seen: dict[str, bool] = {}
@@ -113,6 +132,7 @@ class Policy:
         self.min_age = timedelta(seconds=settings.min_age) if settings.min_age is not None else None
         self.types = frozenset(settings.packages.types) if settings.packages.types else None
         self._rules: list[tuple[re.Pattern[str] | None, Candidate]] = []
+        self._literals: list[tuple[int, list[str]]] = []  # rules with name globs
         for index, rule in enumerate(settings.rules):
             allow = rule.allow is not None
             match = rule.allow if rule.allow is not None else rule.deny
@@ -120,6 +140,9 @@ class Policy:
             verdict = Verdict(allow, f"{source} rules[{index}]")
             name = _pattern(match.name) if match.name else None
             self._rules.append((name, (verdict, tuple(_compile_match(match)))))
+            if match.name:
+                self._literals.append((index, [_literal(glob) for glob in match.name]))
+        self._unnamed = tuple(i for i, (name, _) in enumerate(self._rules) if name is None)
         self._default = Verdict(settings.default == "allow", f"{source} default")
         self._by_name: dict[str, tuple[Candidate, ...]] = {}
         self._interned: dict[tuple[int, ...], tuple[Candidate, ...]] = {}
@@ -133,11 +156,40 @@ class Policy:
             for index, (pattern, _) in enumerate(self._rules)
             if pattern is None or pattern.match(name) is not None
         )
+        found = self._by_name[name] = self._shared(indices)
+        return found
+
+    def _shared(self, indices: tuple[int, ...]) -> tuple[Candidate, ...]:
         found = self._interned.get(indices)
         if found is None:  # names matching the same rules share one tuple
             found = self._interned[indices] = tuple(self._rules[i][1] for i in indices)
-        self._by_name[name] = found
         return found
+
+    def prepare(self, names: list[str]) -> None:
+        """Match the name globs against every name not seen yet, all at once. A glob's names
+        must contain its longest literal run: that is searched for in the names joined by
+        newlines (names hold none), and only the names found are matched one by one."""
+        new = [name for name in names if name not in self._by_name]
+        if not new:
+            return
+        matched: dict[str, list[int]] = {}
+        if self._literals:
+            text = "\n".join(new)
+            for index, literals in self._literals:
+                pattern = self._rules[index][0]
+                assert pattern is not None
+                found: set[str] = set()
+                for literal in literals:
+                    found |= _lines_containing(text, literal) if literal else set(new)
+                for name in found:
+                    if pattern.match(name) is not None:
+                        matched.setdefault(name, []).append(index)
+        unnamed = self._shared(self._unnamed)
+        for name in new:
+            named = matched.get(name)
+            self._by_name[name] = (
+                unnamed if named is None else self._shared(tuple(sorted((*self._unnamed, *named))))
+            )
 
     def verdict(self, upstream: str, entry: Entry) -> Verdict:
         last, last_upstream, known = self._last

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.catalog import (
-    Admission,
     Origin,
     PartCache,
     ServerItems,
@@ -28,7 +27,7 @@ from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
 from gateway.policy import Policy
 from gateway.verify import Check
-from gateway.view import Lookup, Shapes, ViewPolicy, no_lookup
+from gateway.view import Admission, Decision, Lookup, Shapes, ViewPolicy, no_lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +73,7 @@ def _view_inputs(config: FederationConfig, view: str) -> tuple[object, ...]:
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:
-    for key, count in counts.items():
+    for key, count in counts.items():  # most servers hide nothing: no loop at all
         into[key] = into.get(key, 0) + count
 
 
@@ -114,7 +113,9 @@ class _Admitter:
             self._tally["stale"] = self._tally.get("stale", 0) + 1
             self._reusable = False
             return None
-        decision = self.policy.decide(upstream, entry, self.now, self.lookup)
+        decision = self.policy.admit(upstream, entry, self.now, self.lookup)
+        if not isinstance(decision, Decision):
+            return decision  # served, its rewrite made when first written
         if decision.pending:
             self.totals.pending.update(decision.pending)
         if not decision.served:
@@ -212,6 +213,8 @@ class Builder:
         if self._names is None or merged.servers.keys() != self._name_set:
             self._names = sorted(merged.servers)  # only when the set of names changed
             self._name_set = set(self._names)
+            for policy in self._files():
+                policy.prepare(self._names)
         order = order_of(merged, self._names)
         views: dict[str, ViewCatalog] = {}
         totals = _Totals()
@@ -267,14 +270,15 @@ class Builder:
         self.parts.metas.clear()
         return [*kept, metas]
 
+    def _files(self) -> list[Policy]:
+        """Every compiled policy file once (policy.yaml is every view's first)."""
+        files = {id(one): one for policy in self.policies for one in policy.policies}
+        return list(files.values())
+
     def _forget(self, sources: list[Source]) -> None:
         live = {id(entry) for source in sources for entry in source.entries}
-        seen: set[int] = set()
-        for policy in self.policies:
-            for one in policy.policies:
-                if id(one) not in seen:
-                    seen.add(id(one))
-                    one.forget(self._name_set)
+        for policy in self._files():
+            policy.forget(self._name_set)
         self.parts.forget(live)
 
 

@@ -78,6 +78,44 @@ _AS_RECEIVED = Shape(b"", "served", (), (), ())
 _NOT_INSTALLABLE = Shape(None, "not installable", (), (), ())
 
 
+class Reshaped:
+    """An entry's server object as a view's package types and mirrors serve it, made the first
+    time it is written (a page, an export) and then kept.
+
+    Where nothing but the rewrite itself depends on it (mirror checks off, unmirrored packages
+    kept), a build needs to know only that the entry is served: which entries a view serves
+    follows from the entry's facts. Rewriting every package of a catalog is most of a cold
+    build; most items are never asked for before the next build keeps them.
+    """
+
+    __slots__ = ("_entry", "_made", "_policy")
+
+    def __init__(self, entry: Entry, policy: ViewPolicy) -> None:
+        self._entry = entry
+        self._policy: ViewPolicy | None = policy
+        self._made: tuple[ServerJson, bytes] | None = None
+
+    def made(self) -> tuple[ServerJson, bytes]:
+        """The server JSON as served, and the end of the gateway's `_meta` (its `packages`)."""
+        made = self._made
+        if made is None:  # two threads may both make it: the results are equal
+            assert self._policy is not None
+            shape = self._policy._shape(self._entry, no_lookup)
+            assert shape.server_json is not None  # installable: decided by the build
+            made = self._made = (shape.server_json or self._entry.server_json, shape.packages_json)
+            self._policy = None
+        return made
+
+    def __bytes__(self) -> bytes:
+        return json_bytes(self.made()[0])
+
+
+# What a view serves of an entry: the server JSON (packages possibly filtered or rewritten, or to
+# be rewritten when first written), the rules that admitted it, and the end of the gateway's
+# `_meta`: `}}}`, or its `packages` (the original locations and mirror checks) then `}}}`.
+Admission = tuple[ServerJson | Reshaped, tuple[str, ...], bytes]
+
+
 def _registry_type(package: object) -> str:
     return str(package.get("registryType")) if isinstance(package, dict) else "?"
 
@@ -96,9 +134,9 @@ class Shapes:
 
     def __init__(self) -> None:
         self._entry: Entry | None = None
-        self._found: dict[object, Shape] = {}
+        self._found: dict[object, Shape | Reshaped] = {}
 
-    def of(self, entry: Entry) -> dict[object, Shape]:
+    def of(self, entry: Entry) -> dict[object, Shape | Reshaped]:
         """The shapes found so far for this entry, by shaping key."""
         if entry is not self._entry:
             self._entry = entry
@@ -120,6 +158,9 @@ class ViewPolicy:
         self.mirrors = Mirrors(mirrors or MirrorSettings())
         self._mirrored = self.mirrors.configured
         self.verify_mode = self.mirrors.settings.verify.mode
+        # Whether an entry's rewrite can wait until it is written (see Reshaped): nothing a
+        # build counts or hides depends on it.
+        self._defers = self.verify_mode == "off" and self.mirrors.settings.unmirrored == "keep"
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
         self._keys: dict[frozenset[str], object] = {}  # registry types -> shaping key
 
@@ -179,6 +220,40 @@ class ViewPolicy:
             shape.packages, shape.packages_json, shape.pending,
         )  # fmt: skip
 
+    def admit(
+        self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
+    ) -> Admission | Decision:
+        """What a build needs: a served entry's admission where its rewrite can wait (see
+        Reshaped), else the whole decision."""
+        if not self._defers:
+            return self.decide(upstream, entry, now, lookup)
+        rules: tuple[str, ...] = ()
+        for policy in self.policies:
+            verdict = policy.verdict(upstream, entry)
+            rules += verdict.rules
+            if not verdict.allowed:
+                return Decision(False, "denied", rules)
+        if self._aging:
+            held_until = max(p.held_until(entry) or now for p in self._aging)
+            if held_until > now:
+                return Decision(False, "cooldown", rules, held_until)
+        if not (entry.has_packages or entry.has_remotes):
+            return Decision(False, "not installable", rules)
+        types = self.types
+        if (types is None or entry.registry_types <= types) and not (
+            entry.has_packages and self._mirrored
+        ):
+            return entry.server_json, rules, b"}}}"
+        if types is not None and not entry.has_remotes and types.isdisjoint(entry.registry_types):
+            return Decision(False, "not installable", rules)  # no package of its types is left
+        found = self.shapes.of(entry)
+        key = self._key(entry.registry_types)
+        reshaped = found.get(key)
+        if reshaped is None:
+            reshaped = found[key] = Reshaped(entry, self)
+        assert isinstance(reshaped, Reshaped)  # deferring and shaping views' keys differ
+        return reshaped, rules, b""
+
     def shape(self, entry: Entry, lookup: Lookup = no_lookup) -> Shape:
         """What this view serves of an entry's server object, whatever its policy says."""
         types = self.types
@@ -191,6 +266,7 @@ class ViewPolicy:
         shape = found.get(key)
         if shape is None:
             shape = found[key] = self._shape(entry, lookup)
+        assert isinstance(shape, Shape)  # deferring and shaping views' keys differ
         return shape
 
     def _shape(self, entry: Entry, lookup: Lookup) -> Shape:
