@@ -26,7 +26,7 @@ log = structlog.get_logger("gateway.admin")
 HISTORY = timedelta(days=1)  # of syncs, in /admin/status (the operators' page draws it)
 
 
-def authorize(request: web.Request, config: FederationConfig) -> None:
+def authorize(request: web.BaseRequest, config: FederationConfig) -> None:
     """Constant-time bearer check; an unset token turns /admin off entirely."""
     token = config.gateway.admin_token
     if token is None:
@@ -95,7 +95,7 @@ class Explained:
 
 
 async def handle_admin(
-    request: web.Request, refresher: Refresher, load: ConfigLoader
+    request: web.BaseRequest, refresher: Refresher, load: ConfigLoader
 ) -> dict[str, Any]:
     """Answer an /admin request with a JSON document."""
     authorize(request, refresher.config)

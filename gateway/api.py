@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import orjson
 from cachetools import LRUCache
+from multidict import CIMultiDict
 
 from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
@@ -46,9 +47,16 @@ class Rendered:
             "Vary": "Accept-Encoding, Origin",
             "X-Content-Type-Options": "nosniff",
         }
-        self.headers = {**common, "ETag": etag}
-        self.gzip_headers = {**common, "ETag": self.gzip_etag, "Content-Encoding": "gzip"}
+        # Copied into every response: from a CIMultiDict that is one C call.
+        self.headers = CIMultiDict({**common, "ETag": etag})
+        self.gzip_headers = CIMultiDict(
+            {**common, "ETag": self.gzip_etag, "Content-Encoding": "gzip"}
+        )
         self._gzipped: bytes | None = None
+
+    def not_modified(self, etag: str) -> dict[str, str]:
+        return {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding, Origin",
+                "X-Content-Type-Options": "nosniff"}  # fmt: skip
 
     def gzipped(self) -> bytes:
         if self._gzipped is None:

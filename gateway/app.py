@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -56,6 +58,8 @@ ROUTE = web.RequestKey("route", str)  # the endpoint kind: the metrics route lab
 MAX_PATH = 2048
 MAX_QUERY = 8192
 
+# Lines longer than ours still get a problem body from us, up to aiohttp's own limit.
+HANDLER_ARGS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
 GZIP_MIN_BYTES = 1024
 STALE_HEADER = "X-Gateway-Stale-Upstreams"  # upstreams whose last good data is being served
 CATALOG_ENDPOINTS = frozenset({"list", "versions", "version"})
@@ -66,7 +70,7 @@ CORS_HEADERS = {
         "Content-Type, Content-Length, ETag, X-Request-Id, X-Gateway-Stale-Upstreams"
     ),
 }
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def problem(status: int, title: str, detail: str, **extra: object) -> web.Response:
@@ -100,55 +104,41 @@ def _request_id(given: str) -> str:
     return f"{_PROCESS_ID}{next(_SEQUENCE):08x}"  # unique per process, and cheap
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+def handler_for(app: web.Application) -> Handler:
+    """The gateway's one request handler, on this app's state. `serve` hands it to aiohttp's
+    low-level server: every path is the gateway's own, and the router and the app's handler
+    chain (a third of a small answer's cost, measured in bench/) would decide nothing."""
+    return functools.partial(handle, app)
+
+
+async def handle(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
     """Every request: request id, error rendering, the headers every response carries,
     metrics and the access log, around `dispatch`. (One handler, no middleware: this is the
     hot path of every IDE request.)"""
     started = time.perf_counter()
     request_id = _request_id(request.headers.get("X-Request-Id", ""))
-    app = request.app
     response: web.StreamResponse
-    route = "other"
-    try:
-        refresher = app[REFRESHER]
-        snapshot = refresher.snapshot
-        # The fast path: this exact URL was answered from this snapshot already (so it passed
-        # every check then); a cached answer needs no parsing at all.
-        known = app[API].recall(snapshot, request.raw_path) if request.method == "GET" else None
-        if known is not None:
-            route, rendered = known
-            response = respond(request, rendered)
-            if snapshot is not None and snapshot.stale:
-                response.headers[STALE_HEADER] = ", ".join(snapshot.stale)
-        else:
-            response = await dispatch(request)
-            route = request.get(ROUTE, "other")
-    except RequestError as exc:
-        response = _request_problem(exc)
-        if isinstance(exc, MethodNotAllowed):
-            response.headers["Allow"] = "GET, HEAD, OPTIONS"
-        if isinstance(exc, NotReady):
-            response.headers["Retry-After"] = "1"
-        if isinstance(exc, Unauthorized):
-            response.headers["WWW-Authenticate"] = 'Bearer realm="mcp-discovery-gateway admin"'
-    except web.HTTPException as exc:
-        response = problem(exc.status, exc.reason, exc.text or exc.reason)
-    except Exception:
-        log.exception(
-            "request_failed", request_id=request_id, method=request.method, path=request.path[:512]
-        )
-        response = problem(500, "Internal Server Error", "the gateway failed to answer")
-    if response.status >= 400:
-        route = request.get(ROUTE, "other")
-    headers = response.headers
-    headers["X-Request-Id"] = request_id
-    if "X-Content-Type-Options" not in headers:  # answers from the catalog carry both already
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers.add("Vary", "Origin")
+    refresher = app[REFRESHER]
+    snapshot = refresher.snapshot
+    # The fast path: this exact URL was answered from this snapshot already (so it passed
+    # every check then); a cached answer needs no parsing at all, and carries every header.
+    known = app[API].recall(snapshot, request.raw_path) if request.method == "GET" else None
+    if known is not None:
+        route, rendered = known
+        response = respond(request, rendered)
+        if snapshot is not None and snapshot.stale:
+            response.headers[STALE_HEADER] = ", ".join(snapshot.stale)
+    else:
+        route, response = await _answer(app, request, request_id)
+        headers = response.headers
+        if "X-Content-Type-Options" not in headers:  # answers from the catalog carry both
+            headers["X-Content-Type-Options"] = "nosniff"
+            headers.add("Vary", "Origin")
+    response.headers["X-Request-Id"] = request_id
     if "Origin" in request.headers:
-        headers.update(CORS_HEADERS)
+        response.headers.update(CORS_HEADERS)
     app[METRICS].observe_request(route, response.status, started)
-    if app[REFRESHER].config.gateway.access_log:
+    if refresher.config.gateway.access_log:
         log.info(
             "request",
             request_id=request_id,
@@ -160,7 +150,29 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _preflight(request: web.Request) -> web.Response:
+async def _answer(
+    app: web.Application, request: web.BaseRequest, request_id: str
+) -> tuple[str, web.StreamResponse]:
+    """`dispatch`, with every error rendered; and the route label for metrics."""
+    try:
+        response = await dispatch(app, request)
+    except RequestError as exc:
+        response = _request_problem(exc)
+        if isinstance(exc, MethodNotAllowed):
+            response.headers["Allow"] = "GET, HEAD, OPTIONS"
+        if isinstance(exc, NotReady):
+            response.headers["Retry-After"] = "1"
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mcp-discovery-gateway admin"'
+    except web.HTTPException as exc:
+        response = problem(exc.status, exc.reason, exc.text or exc.reason)
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path[:512])
+        response = problem(500, "Internal Server Error", "the gateway failed to answer")
+    return request.get(ROUTE, "other"), response
+
+
+def _preflight(request: web.BaseRequest) -> web.Response:
     response = web.Response(status=204)
     response.headers["Allow"] = "GET, HEAD, OPTIONS"
     if "Access-Control-Request-Method" in request.headers:
@@ -181,7 +193,7 @@ def _etag_matches(header: str, etags: tuple[str, ...]) -> bool:
     return "*" in candidates or any(etag in candidates for etag in etags)
 
 
-def respond(request: web.Request, rendered: Rendered) -> web.Response:
+def respond(request: web.BaseRequest, rendered: Rendered) -> web.Response:
     """Write a rendered body with ETag/304 and gzip negotiation."""
     request_headers = request.headers
     gzip_ok = len(rendered.body) >= GZIP_MIN_BYTES and "gzip" in request_headers.get(
@@ -190,10 +202,7 @@ def respond(request: web.Request, rendered: Rendered) -> web.Response:
     etag = rendered.gzip_etag if gzip_ok else rendered.etag
     if_none_match = request_headers.get("If-None-Match")
     if if_none_match and _etag_matches(if_none_match, (rendered.etag, etag)):
-        return web.Response(
-            status=304,
-            headers={"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding, Origin"},
-        )
+        return web.Response(status=304, headers=rendered.not_modified(etag))
     if gzip_ok:
         return web.Response(body=rendered.gzipped(), headers=rendered.gzip_headers)
     return web.Response(body=rendered.body, headers=rendered.headers)
@@ -203,14 +212,14 @@ def _status(document: dict[str, object], status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(document), content_type="application/json")
 
 
-def _probe(request: web.Request, path: str) -> web.Response:
+def _probe(app: web.Application, path: str) -> web.Response:
     if path == "/healthz":
         return _status({"status": "alive"})
     if path == "/metrics":
         return web.Response(
-            body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+            body=app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )
-    if request.app[REFRESHER].snapshot is None:
+    if app[REFRESHER].snapshot is None:
         return problem(503, "Service Unavailable", "no catalog loaded yet")
     return _status({"status": "ready"})
 
@@ -223,7 +232,9 @@ def _message(title: str, text: str, views: list[str], status: int) -> web.Respon
     return _html(message_page(title, text, views), status)
 
 
-async def _page(request: web.Request, refresher: Refresher, page: WebRoute) -> web.Response:
+async def _page(
+    app: web.Application, request: web.BaseRequest, refresher: Refresher, page: WebRoute
+) -> web.Response:
     """A web page: the catalog of a view, a server's page, the operators' page, an asset."""
     config = refresher.config
     views = [DEFAULT_VIEW, *config.views]
@@ -260,29 +271,29 @@ async def _page(request: web.Request, refresher: Refresher, page: WebRoute) -> w
     if page.page == "catalog":
         origin = str(request.url.origin())
         return _html(catalog_page(view, page.view, request.query, views, namespace, origin))
-    report = await request.app[EXPLAINED].report(refresher, page.view, page.name)
+    report = await app[EXPLAINED].report(refresher, page.view, page.name)
     if report is None or not report["versions"]:
         return _message("Not found", f"No upstream offers {page.name!r}.", views, 404)
     return _html(server_page(view, page.view, report, views, namespace))
 
 
-async def dispatch(request: web.Request) -> web.StreamResponse:
+async def dispatch(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
     """The one handler: probes, then the read API of whichever view the path names."""
     raw_path, _, raw_query = request.raw_path.partition("?")
     reject_nul(request.raw_path)
     if len(raw_path) > MAX_PATH or len(raw_query) > MAX_QUERY:
         raise UriTooLong(f"path or query too long: at most {MAX_PATH} and {MAX_QUERY} characters")
-    refresher = request.app[REFRESHER]
+    refresher = app[REFRESHER]
     if raw_path in ("/healthz", "/readyz", "/metrics"):
         request[ROUTE] = raw_path[1:]
-        return _probe(request, raw_path)
+        return _probe(app, raw_path)
     page = web_route(raw_path) if request.method in ("GET", "HEAD") else None
     if page is not None:
         request[ROUTE] = "asset" if page.page == "asset" else "page"
-        return await _page(request, refresher, page)
+        return await _page(app, request, refresher, page)
     if raw_path == "/admin" or raw_path.startswith("/admin/"):
         request[ROUTE] = "admin"
-        document = await handle_admin(request, refresher, request.app[CONFIG_LOADER])
+        document = await handle_admin(request, refresher, app[CONFIG_LOADER])
         return _status(document)
     snapshot = refresher.snapshot
     method = request.method
@@ -293,7 +304,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return _preflight(request)
     check_method(method)
     raw = request.raw_path if method == "GET" else None  # remembered for the fast path
-    rendered = request.app[API].answer(snapshot, route, request.query, raw=raw)
+    rendered = app[API].answer(snapshot, route, request.query, raw=raw)
     response = respond(request, rendered)
     if snapshot is not None and snapshot.stale and endpoint in CATALOG_ENDPOINTS:
         response.headers[STALE_HEADER] = ", ".join(snapshot.stale)
@@ -311,10 +322,7 @@ def create_app(
     With `sync=False` persisted state is loaded but no background sync runs (tests drive
     `Refresher.sync_all()` themselves).
     """
-    app = web.Application(
-        # Lines longer than ours still get a problem body from us, up to aiohttp's own limit.
-        handler_args={"max_line_size": 65536, "max_field_size": 16384},
-    )
+    app = web.Application(handler_args=HANDLER_ARGS)
     loader = load or (lambda: load_config(config.directory))
     app[CONFIG_LOADER] = loader
     app[API] = Api()
@@ -339,6 +347,10 @@ def create_app(
                         await watcher
                 await refresher.stop()
 
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handle(app, request)
+
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)  # newlines too: every path is ours
+    # Every path is ours, newlines too. (`serve` skips the router: see handler_for.)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", route)
     return app
