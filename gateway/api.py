@@ -135,6 +135,7 @@ class Api:
         self._urls = urls
         self._cache: LRUCache[object, Rendered] = self._new_cache()
         self._by_url: dict[str, tuple[str, Rendered]] = {}
+        self._by_url_bytes = 0
         self._cached_for: Snapshot | None = None
 
     def recall(self, snapshot: Snapshot | None, raw: str) -> tuple[str, Rendered] | None:
@@ -166,7 +167,7 @@ class Api:
             raise NotFound(f"View not found: {route.view!r} is not configured")
         if snapshot is not self._cached_for:
             self._cache = self._new_cache()
-            self._by_url = {}
+            self._by_url, self._by_url_bytes = {}, 0
             self._cached_for = snapshot
         if route.endpoint == "list":
             query = parse_list_query(params)
@@ -191,9 +192,13 @@ class Api:
     def _remember(self, raw: str | None, endpoint: str, rendered: Rendered) -> None:
         if raw is None:
             return
-        if len(self._by_url) >= self._urls:
-            self._by_url.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
+        # Bounded like the cache, in URLs and in bytes (it may keep answers the cache let go:
+        # a client walking every page would otherwise keep them all). Emptied when full:
+        # cheaper than LRU bookkeeping on every hit, and refilled at once.
+        if len(self._by_url) >= self._urls or self._by_url_bytes >= self._cache_bytes:
+            self._by_url, self._by_url_bytes = {}, 0
         self._by_url[raw] = (endpoint, rendered)
+        self._by_url_bytes += len(rendered.body)
 
     @staticmethod
     def _list(view: ViewCatalog, query: Any) -> Rendered:

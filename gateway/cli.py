@@ -16,11 +16,10 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
-from aiohttp import web
 
 from gateway import __version__
 from gateway.api import list_body
-from gateway.app import HANDLER_ARGS, REFRESHER, create_app, handler_for
+from gateway.app import REFRESHER, Serving, create_app
 from gateway.config import (
     DEFAULT_VIEW,
     FederationConfig,
@@ -99,19 +98,9 @@ async def _serve(
 ) -> None:
     gateway = config.gateway
     app = create_app(config, load=load)
-    # The app's lifecycle (syncs, the refresher) runs around aiohttp's low-level server, which
-    # hands every request straight to the gateway's handler (see handler_for).
-    app.freeze()
-    await app.startup()
-    server = web.Server(handler_for(app), access_log=None, **HANDLER_ARGS)
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
-    await runner.setup()
-    site = web.TCPSite(runner, gateway.host or None, gateway.port, reuse_port=reuse_port or None)
-    try:
-        await site.start()
-    except BaseException:
-        await _stop(runner, app)
-        raise
+    serving = await Serving.start(
+        app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE
+    )
     url = public_url(gateway.host, gateway.port)
     if announce:
         print(f"MCP discovery gateway {__version__} is serving.", flush=True)
@@ -132,15 +121,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     structlog.get_logger("gateway.cli").info("shutting_down")
-    await _stop(runner, app)
-
-
-async def _stop(runner: web.ServerRunner, app: web.Application) -> None:
-    """Stop accepting, let requests in flight finish (up to the grace), then the app's own
-    shutdown: background syncs stop, state is saved."""
-    await runner.cleanup()
-    await app.shutdown()
-    await app.cleanup()
+    await serving.stop()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

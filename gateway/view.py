@@ -134,14 +134,24 @@ class Shapes:
 
     def __init__(self) -> None:
         self._entry: Entry | None = None
-        self._found: dict[object, Shape | Reshaped] = {}
+        self._found: dict[object, Shape] = {}
+        self._later: dict[object, Reshaped] = {}
 
-    def of(self, entry: Entry) -> dict[object, Shape | Reshaped]:
+    def of(self, entry: Entry) -> dict[object, Shape]:
         """The shapes found so far for this entry, by shaping key."""
+        self._current(entry)
+        return self._found
+
+    def later(self, entry: Entry) -> dict[object, Reshaped]:
+        """The shapes to be made when written found so far for this entry, by shaping key."""
+        self._current(entry)
+        return self._later
+
+    def _current(self, entry: Entry) -> None:
         if entry is not self._entry:
             self._entry = entry
             self._found = {}
-        return self._found
+            self._later = {}
 
 
 class ViewPolicy:
@@ -246,12 +256,11 @@ class ViewPolicy:
             return entry.server_json, rules, b"}}}"
         if types is not None and not entry.has_remotes and types.isdisjoint(entry.registry_types):
             return Decision(False, "not installable", rules)  # no package of its types is left
-        found = self.shapes.of(entry)
+        later = self.shapes.later(entry)
         key = self._key(entry.registry_types)
-        reshaped = found.get(key)
+        reshaped = later.get(key)
         if reshaped is None:
-            reshaped = found[key] = Reshaped(entry, self)
-        assert isinstance(reshaped, Reshaped)  # deferring and shaping views' keys differ
+            reshaped = later[key] = Reshaped(entry, self)
         return reshaped, rules, b""
 
     def shape(self, entry: Entry, lookup: Lookup = no_lookup) -> Shape:
@@ -266,7 +275,6 @@ class ViewPolicy:
         shape = found.get(key)
         if shape is None:
             shape = found[key] = self._shape(entry, lookup)
-        assert isinstance(shape, Shape)  # deferring and shaping views' keys differ
         return shape
 
     def _shape(self, entry: Entry, lookup: Lookup) -> Shape:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from aiohttp.test_utils import RawTestServer
 
 from gateway.config import FederationConfig
 from gateway.loader import load_config
@@ -62,14 +63,42 @@ async def registries() -> AsyncIterator[Callable[..., Any]]:
         await registry.stop()
 
 
+class GatewayServer(RawTestServer):
+    """A test server running the gateway as `serve` does (see `gateway.app.Serving`): the
+    app's lifecycle around aiohttp's low-level server and the gateway's one handler."""
+
+    def __init__(self, app: web.Application) -> None:
+        from gateway.app import handler_for
+
+        super().__init__(handler_for(app))
+        self.app = app
+        self._app_started = False
+
+    async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+        from gateway.app import HANDLER_ARGS, start_app
+
+        if not self._app_started:
+            await start_app(self.app)
+            self._app_started = True
+        await super().start_server(loop=loop, **{**HANDLER_ARGS, **kwargs})
+
+    async def close(self) -> None:
+        await super().close()
+        if self._app_started:
+            self._app_started = False
+            await self.app.shutdown()
+            await self.app.cleanup()
+
+
 @pytest.fixture
 async def serve(aiohttp_client: Any) -> Callable[..., Any]:
-    """Run a gateway app in-process on loopback and wait until its catalog is loaded."""
+    """Run a gateway app in-process on loopback, as `serve` does, and wait until its catalog
+    is loaded; the client's `app` is the gateway's app."""
     from gateway.app import REFRESHER, create_app
 
     async def start(config: FederationConfig, *, sync: bool = True) -> Any:
         app = create_app(config, sync=sync)
-        client = await aiohttp_client(app)
+        client = await aiohttp_client(GatewayServer(app))
         if sync:
             await app[REFRESHER].wait_ready()
         return client

@@ -215,3 +215,37 @@ async def test_head_answers_like_get_without_a_body(client: Any) -> None:
     assert head.status == 200
     assert head.headers["ETag"] == get.headers["ETag"]
     assert await head.read() == b""
+
+
+def test_answers_recalled_by_url_stay_within_the_cache_budget() -> None:
+    """A client walking every page must not make the gateway keep every answer: answers
+    recalled by exact URL are bounded like the cache (in bytes, not only in URLs)."""
+    import tracemalloc
+    from datetime import UTC, datetime
+
+    from gateway.api import Api, Route
+    from gateway.catalog import Origin, plain_view
+    from gateway.entry import parse_item
+    from gateway.merge import Source, merge
+    from gateway.snapshot import Snapshot
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    items = [
+        server_entry(f"io.github.a/s{i:03}", "1.0.0", description="d" * 3000) for i in range(300)
+    ]
+    entries = [parse_item(item, seen_at=now) for item in items]
+    view = plain_view("default", merge([Source("u", entries)]), {"u": Origin("u", now)}, "x")
+    snapshot = Snapshot(views={"default": view}, built_at=now)
+    api = Api(cache_bytes=50_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for item in items:
+            name = item["server"]["name"]
+            raw = f"/v0.1/servers/{name.replace('/', '%2F')}/versions"
+            assert api.answer(snapshot, Route("default", "versions", name), {}, raw=raw)
+            assert api.recall(snapshot, raw) is not None  # the fast path still works
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 400_000  # 300 answers of 3 KB kept would be over 900 KB

@@ -29,6 +29,7 @@ from gateway.app import REFRESHER, create_app
 from gateway.cli import DEMO_CONFIG
 from gateway.config import FederationConfig
 from gateway.loader import load_config
+from tests.conftest import GatewayServer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCHEMAS = SHARED / "mcp-registry-ref"
@@ -113,7 +114,7 @@ def demo_config(state_dir: Path) -> FederationConfig:
 async def demo(aiohttp_client: Any, tmp_path: Path) -> Any:
     """The real app on the bundled demo config, its catalog loaded."""
     app = create_app(demo_config(tmp_path))
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(GatewayServer(app))
     async with asyncio.timeout(READY_TIMEOUT):
         await app[REFRESHER].wait_ready()
     ready = await client.get("/readyz")

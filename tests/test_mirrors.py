@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import MirrorSettings, PolicySettings, ViewSettings
+from gateway.config import MirrorSettings, PolicySettings, VerifySettings, ViewSettings
 from gateway.entry import Splice, json_bytes, parse_item, with_packages
 from gateway.mirrors import Mirrors, OciReference, rewrite_packages
 from gateway.view import Shapes, ViewPolicy
@@ -298,3 +298,72 @@ def test_a_rewrite_keeps_the_entry_bytes_and_adds_only_the_array() -> None:
     assert isinstance(decision.server_json, Splice)
     assert decision.server_json.whole is entry.server_json  # not a copy
     assert len(decision.server_json.middle) < 200
+
+
+REMOTE = {"type": "streamable-http", "url": "https://mcp.example.com/mcp"}
+SHAPED_ENTRIES = [
+    {"packages": [pkg("npm", "x")]},
+    {"packages": [pkg("npm", "x", registryBaseUrl="https://art.example.com/api/npm/npm-remote/")]},
+    {"packages": [pkg("npm", "x"), pkg("mcpb", "https://github.com/a/b/releases/b.mcpb")]},
+    {"packages": [pkg("mcpb", "https://downloads.example.org/b.mcpb")]},  # no mirror matches
+    {"packages": [pkg("oci", "ghcr.io/acme/weather:1.2.0"), pkg("cargo", "c")]},
+    {"packages": [pkg("cargo", "c")], "remotes": [REMOTE]},
+    {"packages": ["not an object"]},
+    {"packages": ["not an object"], "remotes": [REMOTE]},
+    {"packages": [{"identifier": "no-registry-type"}]},
+    {"remotes": [REMOTE]},
+    {},
+]
+VIEWS = [
+    None,
+    {"packages": {"types": ["npm"]}},
+    {"packages": {"types": ["npm", "mcpb"]}},
+    {"packages": {"types": ["oci"]}},
+    {"mirrors": {"npm": "https://art.example.com/payments-npm/"}},
+]
+
+
+@pytest.mark.parametrize("own", VIEWS)
+def test_a_rewrite_made_when_written_serves_what_the_decision_does(own: Any) -> None:
+    """Builds leave a mirror rewrite until the item is first written (no mirror checks, no
+    unmirrored rule): which entries a view serves, and the bytes it serves, are the same as
+    the whole decision's."""
+    from gateway.view import Decision, Reshaped
+
+    settings = ViewSettings.model_validate(own) if own is not None else None
+    deciding = ViewPolicy.of("v", PolicySettings(), settings, MIRRORS)
+    admitting = ViewPolicy.of("v", PolicySettings(), settings, MIRRORS)
+    deferred = 0
+    for fields in SHAPED_ENTRIES:
+        entry = parse_item(server_entry("io.github.a/b", "1.0.0", **fields), seen_at=NOW)
+        decision = deciding.decide("o", entry, NOW)
+        admitted = admitting.admit("o", entry, NOW)
+        if not decision.served:
+            assert isinstance(admitted, Decision), fields
+            assert (admitted.served, admitted.reason) == (False, decision.reason), fields
+            continue
+        assert not isinstance(admitted, Decision), fields
+        server, rules, end = admitted
+        assert rules == decision.rules
+        if isinstance(server, Reshaped):
+            deferred += 1
+            reshaped = server
+            server, end = reshaped.made()
+            assert reshaped.made()[0] is server  # made once, then kept
+        assert decision.server_json is not None
+        assert json_bytes(server) == json_bytes(decision.server_json), fields
+        assert end == decision.packages_json, fields
+    assert deferred > 0  # mirrored entries were left to be written
+
+
+def test_a_view_with_mirror_checks_decides_its_rewrites_in_the_build() -> None:
+    from gateway.view import Decision
+
+    settings = MIRRORS.model_copy(update={"verify": VerifySettings(mode="annotate")})
+    view = ViewPolicy.of("v", PolicySettings(), None, settings)
+    package = pkg("npm", "x", version="1.0.0")
+    entry = parse_item(server_entry("io.github.a/b", "1.0.0", packages=[package]), seen_at=NOW)
+    decision = view.admit("o", entry, NOW)
+    assert isinstance(decision, Decision)  # whole: its pending checks feed the verifier
+    assert decision.served
+    assert [check.identifier for check in decision.pending] == ["x"]

@@ -29,11 +29,10 @@ from urllib.parse import quote
 import pytest
 import requests
 import yaml
-from aiohttp import web
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from gateway.app import REFRESHER, create_app
+from gateway.app import REFRESHER, Serving, create_app
 from gateway.cli import DEMO_CONFIG
 from gateway.config import FederationConfig
 from gateway.loader import load_config
@@ -151,20 +150,16 @@ class GatewayThread(threading.Thread):
 
     async def _serve(self) -> None:
         app = create_app(self.config)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
+        serving = await Serving.start(app, "127.0.0.1", 0)
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
             await asyncio.wait_for(app[REFRESHER].wait_ready(), START_TIMEOUT)
-            host, port = runner.addresses[0][:2]
-            self.base_url = f"http://{host}:{port}"
+            self.base_url = f"http://127.0.0.1:{serving.port}"
             self._loop = asyncio.get_running_loop()
             self._stop_event = asyncio.Event()
             self.started.set()
             await self._stop_event.wait()
         finally:
-            await runner.cleanup()
+            await serving.stop()
 
     def stop(self) -> None:
         if self._loop is not None and self._stop_event is not None:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from gateway.app import REFRESHER, create_app
+from gateway.app import REFRESHER, Serving, create_app
 from gateway.loader import load_config
 from tests.conftest import file_upstream, free_port, write_config
 from tests.fakes import Failure, server_entry
@@ -73,17 +73,14 @@ async def test_in_flight_requests_finish_during_shutdown(tmp_path: Path) -> None
         time.sleep(0.5)  # an in-flight /admin/reload takes this long
         return load_config(config.directory)
 
-    runner = web.AppRunner(create_app(config, load=slow_load), shutdown_timeout=5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    await runner.app[REFRESHER].wait_ready()
+    serving = await Serving.start(create_app(config, load=slow_load), "127.0.0.1", 0, grace=5)
+    port = serving.port
+    await serving.app[REFRESHER].wait_ready()
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/admin/reload"
         request = asyncio.create_task(session.post(url, headers={"Authorization": "Bearer t"}))
         await asyncio.sleep(0.15)
-        await runner.cleanup()  # what SIGTERM does: stop accepting, drain, then clean up
+        await serving.stop()  # what SIGTERM does: stop accepting, drain, then clean up
         response = await request
         assert response.status == 200  # the in-flight request finished
         response.release()

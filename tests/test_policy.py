@@ -328,3 +328,27 @@ def test_a_reload_keeps_the_items_of_the_views_it_did_not_touch() -> None:
     third = successor.succeeded_by(renamed).build(sources, origins, NOW)
     assert _bodies(third) == _bodies(build_snapshot(renamed, sources, origins, NOW))
     assert b'"org.other.gw":' in third.views["default"].body(third.views["default"].every.items[0])
+
+
+glob_text = st.text(st.sampled_from("ab.-/*?[]"), min_size=1, max_size=8)
+name_part = st.text(st.sampled_from("ab.-"), min_size=1, max_size=4)
+name_text = st.builds(lambda space, name: f"{space}/{name}", name_part, name_part)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(glob_text, min_size=1, max_size=5), st.lists(name_text, max_size=15))
+def test_name_globs_matched_for_all_names_at_once_decide_as_one_by_one(
+    globs: list[str], new_names: list[str]
+) -> None:
+    """A build matches every new name against the globs in one search per rule (`prepare`);
+    the verdicts are those of matching each name on its own, brackets and leading `*` too."""
+    doc = {"default": "allow", "rules": [{"deny": {"name": glob}} for glob in globs]}
+    try:
+        settings_ = PolicySettings.model_validate(doc)
+    except ValueError:
+        return  # not a glob the config accepts
+    prepared = Policy(settings_, "policy.yaml")
+    prepared.prepare(sorted(set(new_names)))
+    for name in new_names:
+        one = entry(name, "1.0.0")
+        assert prepared.verdict("one", one) == Policy(settings_, "policy.yaml").verdict("one", one)
