@@ -366,7 +366,10 @@ def build_views(
         folded = name.casefold()
         folded = name if folded == name else folded  # most names are lower case: share them
         for build, admitted in deciding:
-            latest = pick_latest(e for e, _, _ in admitted if e.status != "deleted")
+            if len(admitted) == 1:  # a third of servers have one version
+                latest = admitted[0][0] if admitted[0][0].status != "deleted" else None
+            else:
+                latest = pick_latest(e for e, _, _ in admitted if e.status != "deleted")
             server_items = []
             for entry, meta, (server_json, rules, end) in admitted:
                 is_latest = entry is latest

@@ -143,6 +143,8 @@ class Policy:
             if match.name:
                 self._literals.append((index, [_literal(glob) for glob in match.name]))
         self._unnamed = tuple(i for i, (name, _) in enumerate(self._rules) if name is None)
+        # Without name globs every rule can apply to every name: nothing to remember per name.
+        self._every = None if self._literals else tuple(candidate for _, candidate in self._rules)
         self._default = Verdict(settings.default == "allow", f"{source} default")
         self._by_name: dict[str, tuple[Candidate, ...]] = {}
         self._interned: dict[tuple[int, ...], tuple[Candidate, ...]] = {}
@@ -169,6 +171,8 @@ class Policy:
         """Match the name globs against every name not seen yet, all at once. A glob's names
         must contain its longest literal run: that is searched for in the names joined by
         newlines (names hold none), and only the names found are matched one by one."""
+        if self._every is not None:
+            return
         new = [name for name in names if name not in self._by_name]
         if not new:
             return
@@ -195,7 +199,7 @@ class Policy:
         last, last_upstream, known = self._last
         if last is entry and last_upstream == upstream:
             return known
-        candidates = self._by_name.get(entry.name)
+        candidates = self._every if self._every is not None else self._by_name.get(entry.name)
         if candidates is None:
             candidates = self._candidates(entry.name)
         decided = self._default

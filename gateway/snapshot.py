@@ -137,8 +137,10 @@ class _Admitter:
         return self._reusable, self._tally or _NONE, self._verified or _NONE
 
     def tally(self, hidden: dict[str, int], verification: dict[str, int]) -> None:
-        _add(self.hidden, hidden)
-        _add(self.totals.verification, verification)
+        if hidden:  # most servers hide nothing and have no mirror checks
+            _add(self.hidden, hidden)
+        if verification:
+            _add(self.totals.verification, verification)
 
 
 _pauses = 0
