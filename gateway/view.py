@@ -143,7 +143,7 @@ class Shapes:
         return self._found
 
     def later(self, entry: Entry) -> dict[object, Reshaped]:
-        """The shapes to be made when written found so far for this entry, by shaping key."""
+        """The shapes to be to make when written found so far for this entry, by shaping key."""
         self._current(entry)
         return self._later
 
