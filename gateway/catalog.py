@@ -14,7 +14,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
+from itertools import compress
+from operator import attrgetter, not_
 from typing import Any, Protocol
 
 import orjson
@@ -181,13 +182,13 @@ def registry_meta(entry: Entry, namespace: str) -> bytes:
 
 
 class RegistryMeta:
-    """An entry's outer `_meta` as served (see `registry_meta`), made when first written: one
-    per entry, shared by every view and kept from one build to the next."""
+    """An entry's outer `_meta` as served (see `registry_meta`), made when first written and
+    kept with the items that share it (every view's, and while a rebuild keeps them)."""
 
     __slots__ = ("_made", "_namespace", "entry")
 
     def __init__(self, entry: Entry, namespace: str) -> None:
-        self.entry = entry  # kept: the cache it lives in is keyed by the entry's id
+        self.entry = entry
         self._namespace = namespace
         self._made: bytes | None = None
 
@@ -219,30 +220,18 @@ Order = list[tuple[str, str, list[Entry]]]  # (name, owning upstream, versions),
 
 
 class PartCache:
-    """Byte strings shared by every view, and kept from one build to the next: the registry
-    `_meta` of each entry; the suffixes (isLatest and the gateway's `_meta`) by value."""
+    """Byte strings shared by every view of a build: the suffixes (isLatest and the gateway's
+    `_meta`) by value."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.namespace_key = b"," + orjson.dumps(namespace) + b":"
-        self.metas: dict[int, RegistryMeta] = {}
         self.suffixes: dict[SuffixKey, bytes] = {}
         self._keys: dict[SuffixKey, SuffixKey] = {}  # a few per upstream, kept across builds
 
     def new_build(self) -> dict[SuffixKey, bytes]:
         self.suffixes = {}  # they name sync times and staleness: fresh for every build
         return self.suffixes
-
-    def forget(self, live: set[int]) -> None:
-        for key in [key for key in self.metas if key not in live]:
-            del self.metas[key]
-
-    def registry_meta(self, entry: Entry) -> RegistryMeta:
-        found = self.metas.get(id(entry))
-        if found is not None and found.entry is entry:
-            return found
-        meta = self.metas[id(entry)] = RegistryMeta(entry, self.namespace)
-        return meta
 
     def suffix(self, key: SuffixKey, origin_meta: dict[str, Any]) -> SuffixKey:
         """Make sure this build has the suffix: `isLatest`'s value and the gateway's `_meta`
@@ -273,6 +262,8 @@ def order_of(merged: Merged, names: list[str] | None = None) -> Order:
 
 
 _version = attrgetter("version")
+_deleted = attrgetter("deleted")
+_is_latest = attrgetter("is_latest")
 
 
 @dataclass(slots=True)
@@ -307,8 +298,9 @@ class _ViewBuild:
         catalog = ViewCatalog(
             view=self.name,
             every=Listing(items),
-            active=Listing([item for item in items if not item.deleted]),
-            latest=Listing([item for item in items if item.is_latest]),
+            # Filtered in C: these walk every item of the view.
+            active=Listing(list(compress(items, map(not_, map(_deleted, items))))),
+            latest=Listing(list(compress(items, map(_is_latest, items)))),
             suffixes=parts.suffixes,
             upstream_counts=self.counts,
         )
@@ -331,6 +323,7 @@ def build_views(
     catalog, and the servers whose items can be kept for the next build.
     """
     builds = [_ViewBuild(name, admit, kept) for name, admit, kept in views]
+    known: dict[SuffixKey, SuffixKey] = {}  # this build's suffixes, made once each
     origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
     for name, upstream, entries in order:
         origin_meta = origin_metas[upstream]
@@ -360,8 +353,8 @@ def build_views(
             for build, admitted in deciding:
                 admission = build.admit(upstream, entry)
                 if admission is not None:
-                    if meta is None:
-                        meta = parts.registry_meta(entry)
+                    if meta is None:  # one per entry, shared by the views of this build
+                        meta = RegistryMeta(entry, parts.namespace)
                     admitted.append((entry, meta, admission))
         folded = name.casefold()
         folded = name if folded == name else folded  # most names are lower case: share them
@@ -373,6 +366,10 @@ def build_views(
             server_items = []
             for entry, meta, (server_json, rules, end) in admitted:
                 is_latest = entry is latest
+                key = (is_latest, upstream, rules)
+                suffix = known.get(key)
+                if suffix is None:
+                    suffix = known[key] = parts.suffix(key, origin_meta)
                 server_items.append(
                     Item(
                         name,
@@ -384,7 +381,7 @@ def build_views(
                         entry.published_at,
                         server_json,
                         meta,
-                        parts.suffix((is_latest, upstream, rules), origin_meta),
+                        suffix,
                         end,
                     )
                 )

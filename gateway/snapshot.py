@@ -174,18 +174,18 @@ def collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
-# Forgetting entries no feed holds any more walks every cache: not after every build.
+# Forgetting names no feed holds any more walks every policy's table: not after every build.
 _FORGET_EVERY = 8
 
 
 class Builder:
     """Builds snapshots for one config, remembering work between builds.
 
-    Each view keeps the items of every server whose entries did not change, and the registry
-    `_meta` bytes and the rules matching a name are remembered, so a rebuild after a sync that
-    changed 1 % of the entries redoes about 1 % of the work. A feed keeps the same Entry object
-    while its data is unchanged, which is what the caches recognise; entries and names gone
-    from every feed are forgotten every few builds.
+    Each view keeps the items of every server whose entries did not change, and the rules
+    matching a name are remembered, so a rebuild after a sync that changed 1 % of the entries
+    redoes about 1 % of the work. A feed keeps the same Entry object while its data is
+    unchanged, which is what kept items are recognised by; names gone from every feed are
+    forgotten every few builds.
     """
 
     def __init__(self, config: FederationConfig) -> None:
@@ -234,7 +234,7 @@ class Builder:
             totals.hidden[name] = admitter.hidden
         self._builds += 1
         if self._builds % _FORGET_EVERY == 0:
-            self._forget(sources)
+            self._forget()
         return Snapshot(
             views=views,
             built_at=now,
@@ -251,13 +251,12 @@ class Builder:
 
     def succeeded_by(self, config: FederationConfig) -> Builder:
         """A builder for a reloaded config that takes over what still holds: the items of
-        every view whose policy files and mirrors are unchanged, and the registry `_meta` of
-        each entry (while the gateway's namespace is the same). A reload that touched one
-        view, or only upstream settings, then rebuilds like an ordinary sync."""
+        every view whose policy files and mirrors are unchanged (while the gateway's namespace
+        is the same). A reload that touched one view, or only upstream settings, then
+        rebuilds like an ordinary sync."""
         successor = Builder(config)
         if config.gateway.meta_namespace != self.config.gateway.meta_namespace:
             return successor  # every item names the namespace
-        successor.parts.metas, self.parts.metas = self.parts.metas, {}
         successor._names, successor._name_set = self._names, self._name_set
         for name in list(self._kept):
             if _view_inputs(config, name) == _view_inputs(self.config, name):
@@ -268,20 +267,16 @@ class Builder:
         """Empty this builder's memory into lists that `release` frees a slice at a time."""
         kept = [list(servers.values()) for servers in self._kept.values()]
         self._kept = {}
-        metas = list(self.parts.metas.values())
-        self.parts.metas.clear()
-        return [*kept, metas]
+        return kept
 
     def _files(self) -> list[Policy]:
         """Every compiled policy file once (policy.yaml is every view's first)."""
         files = {id(one): one for policy in self.policies for one in policy.policies}
         return list(files.values())
 
-    def _forget(self, sources: list[Source]) -> None:
-        live = {id(entry) for source in sources for entry in source.entries}
+    def _forget(self) -> None:
         for policy in self._files():
             policy.forget(self._name_set)
-        self.parts.forget(live)
 
 
 _RELEASE_STEP = 2048  # objects let go of at a time
