@@ -194,6 +194,7 @@ class Builder:
         self.parts = PartCache(config.gateway.meta_namespace)
         self._names: list[str] | None = None
         self._name_set: set[str] = set()
+        self._prepared: list[str] | None = None  # the names the policies have matched
         self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
         self._builds = 0
 
@@ -215,8 +216,10 @@ class Builder:
         if self._names is None or merged.servers.keys() != self._name_set:
             self._names = sorted(merged.servers)  # only when the set of names changed
             self._name_set = set(self._names)
+        if self._prepared is not self._names:  # new names, or this builder's first build
             for policy in self._files():
                 policy.prepare(self._names)
+            self._prepared = self._names
         order = order_of(merged, self._names)
         views: dict[str, ViewCatalog] = {}
         totals = _Totals()
