@@ -71,7 +71,8 @@ def _padding(rng: random.Random) -> list[dict[str, Any]]:
     target = min(int(rng.lognormvariate(5.6, 1.05)), 57_000)  # bytes of extra text
     if rng.random() < 0.0005:
         target = rng.randint(30_000, 57_000)  # the rare kitchen-sink entry
-    variables, used = [], 0
+    variables: list[dict[str, object]] = []
+    used = 0
     while used < target:
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16)))
         variables.append(

@@ -181,9 +181,9 @@ ROUTES = {
 @contextmanager
 def gateway(
     per_upstream: int, work: Path, workers: int = 1
-) -> Iterator[tuple[str, int, float, str]]:
+) -> Iterator[tuple[str, int, float, str, float]]:
     """3 fake upstreams of `per_upstream` versions and a gateway over them:
-    (base URL, pid, JSON MB, the first upstream's URL)."""
+    (base URL, pid, JSON MB, the first upstream's URL, seconds from start to ready)."""
     files = write_catalogs(work / f"data-{per_upstream}", per_upstream)
     json_mb = sum(p.stat().st_size for p in files) / 1e6
     ports = [free_port() for _ in files]
@@ -192,7 +192,7 @@ def gateway(
             stack.enter(process(PY, "-m", "bench.upstream", str(path), str(port)))
         for port in ports:
             wait_http(f"http://127.0.0.1:{port}/v0.1/servers?limit=1")
-        upstreams = [
+        upstreams: list[dict[str, object]] = [
             {"name": f"u{i}", "url": f"http://127.0.0.1:{port}", "refresh": "1h",
              "timeout": "60s", "full_sync": "24h"}
             for i, port in enumerate(ports)
@@ -296,8 +296,11 @@ def bench_serving(base: str, pid: int, work: Path, seconds: float) -> list[dict[
     static = work / "static"
     static.mkdir(exist_ok=True)
     mapping = {}
-    for index, path in enumerate(routes.values()):
+    paths: list[str] = []
+    for path in routes.values():
         assert path is not None
+        paths.append(path)
+    for index, path in enumerate(paths):
         (static / f"r{index}.json").write_bytes(fetch(base + path))
         mapping[path] = str(static / f"r{index}.json")
     (work / "routes.json").write_bytes(orjson.dumps(mapping))
@@ -325,7 +328,7 @@ def bench_serving(base: str, pid: int, work: Path, seconds: float) -> list[dict[
             wait_http(f"http://127.0.0.1:{nginx_port}/r0.json")
         pin(pid, SERVER_CPU)
         try:
-            for index, (label, path) in enumerate(routes.items()):
+            for index, (label, path) in enumerate(zip(routes, paths, strict=True)):
                 row: dict[str, Any] = {"route": label, "bytes": len(Path(mapping[path]).read_bytes())}  # fmt: skip
                 urls = {"gateway": base + path, "bare": f"http://127.0.0.1:{bare_port}{path}"}
                 if nginx_port:
@@ -470,7 +473,8 @@ def main() -> int:
             [[str(ingest["entries"]), f"{ingest['full_s']:.2f} s", str(ingest["changed"]),
               f"{ingest['incremental_s']:.3f} s"]],
         )  # fmt: skip
-        memory_rows, curve_rows = [], []
+        memory_rows: list[dict[str, Any]] = []
+        curve_rows: list[list[str]] = []
         for per in curve:
             with gateway(per, work) as (base, pid, json_mb, upstream_url, ready):
                 status = orjson.loads(fetch(f"{base}/admin/status"))
@@ -549,19 +553,19 @@ def main() -> int:
              ["a reload that changes nothing a view uses", f"{rebuild['reload_unchanged_ms']:.0f} ms",
               "-", "-", "-"]],
         )  # fmt: skip
-        worker_rows = []
+        worker_rows: list[list[str]] = []
         for workers in (1, 2):
             with gateway(curve[0], work, workers=workers) as (base, _, _, _, _):
                 time.sleep(1.0 if workers > 1 else 0)  # let every worker finish its first build
                 page = orjson.loads(fetch(f"{base}/v0.1/servers?limit=1"))
                 name = page["servers"][0]["server"]["name"].replace("/", "%2F")
-                row = [str(workers)]
+                cells = [str(workers)]
                 # The list page (100 KB) is mostly wrk's and the kernel's work; the 1 KB lookup
                 # is mostly the gateway's, so it shows what a second process adds.
                 for path in ("/v0.1/servers?limit=100", f"/v0.1/servers/{name}/versions/latest"):
                     load = wrk(base + path, seconds, connections=64)
-                    row.extend((f"{load['rps']:.0f}", f"{load['p99']:.2f} ms"))
-                worker_rows.append(row)
+                    cells.extend((f"{load['rps']:.0f}", f"{load['p99']:.2f} ms"))
+                worker_rows.append(cells)
         results["workers"] = worker_rows
         print_table(
             "Workers (serve --workers N, SO_REUSEPORT; wrk on the same two cores)",
