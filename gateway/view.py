@@ -207,9 +207,8 @@ class ViewPolicy:
             )  # fmt: skip
         return key
 
-    def decide(
-        self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
-    ) -> Decision:
+    def _rules(self, upstream: str, entry: Entry, now: datetime) -> tuple[str, ...] | Decision:
+        """What the policy files say: the rules that admit the entry, or why it is hidden."""
         rules: tuple[str, ...] = ()
         for policy in self.policies:
             verdict = policy.verdict(upstream, entry)
@@ -220,6 +219,14 @@ class ViewPolicy:
             held_until = max(p.held_until(entry) or now for p in self._aging)
             if held_until > now:
                 return Decision(False, "cooldown", rules, held_until)
+        return rules
+
+    def decide(
+        self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
+    ) -> Decision:
+        rules = self._rules(upstream, entry, now)
+        if isinstance(rules, Decision):
+            return rules
         shape = self.shape(entry, lookup)
         if shape.server_json is None:
             return Decision(
@@ -237,16 +244,9 @@ class ViewPolicy:
         Reshaped), else the whole decision."""
         if not self._defers:
             return self.decide(upstream, entry, now, lookup)
-        rules: tuple[str, ...] = ()
-        for policy in self.policies:
-            verdict = policy.verdict(upstream, entry)
-            rules += verdict.rules
-            if not verdict.allowed:
-                return Decision(False, "denied", rules)
-        if self._aging:
-            held_until = max(p.held_until(entry) or now for p in self._aging)
-            if held_until > now:
-                return Decision(False, "cooldown", rules, held_until)
+        rules = self._rules(upstream, entry, now)
+        if isinstance(rules, Decision):
+            return rules
         if not (entry.has_packages or entry.has_remotes):
             return Decision(False, "not installable", rules)
         types = self.types
