@@ -156,7 +156,7 @@ class Mirrors:
 class ServerRewrite:
     """A server's packages after mirroring: what to serve, and what each package replaced."""
 
-    packages: list[dict[str, Any]]
+    packages: list[Any]  # rewritten packages, and what was not a package object, as sent
     originals: list[dict[str, Any] | None]  # parallel to packages
     dropped: list[str]  # registryTypes dropped as unmirrored
     drop_server: bool
@@ -165,7 +165,7 @@ class ServerRewrite:
 def rewrite_packages(mirrors: Mirrors, packages: list[Any]) -> ServerRewrite:
     """Rewrite every package of a server, applying `unmirrored` to those no rule covers."""
     mode = mirrors.settings.unmirrored
-    kept: list[dict[str, Any]] = []
+    kept: list[Any] = []
     originals: list[dict[str, Any] | None] = []
     dropped: list[str] = []
     for package in packages:
