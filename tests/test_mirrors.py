@@ -367,3 +367,45 @@ def test_a_view_with_mirror_checks_decides_its_rewrites_in_the_build() -> None:
     assert isinstance(decision, Decision)  # whole: its pending checks feed the verifier
     assert decision.served
     assert [check.identifier for check in decision.pending] == ["x"]
+
+
+def test_a_build_makes_one_rewrite_per_entry_for_the_views_that_shape_it_alike() -> None:
+    """A build decides each server in every view in turn: views with the same mirrors share
+    each entry's rewrite (one bytes object when written), a view with its own npm mirror
+    has its own."""
+    from pathlib import Path
+
+    from gateway.catalog import Origin
+    from gateway.config import FederationConfig, GatewaySettings
+    from gateway.merge import Source
+    from gateway.snapshot import build_snapshot
+
+    config = FederationConfig(
+        directory=Path("."),
+        gateway=GatewaySettings.model_validate({"upstreams": [{"name": "one", "file": "x"}]}),
+        mirrors=MIRRORS,
+        views={
+            "unit": ViewSettings.model_validate({"rules": []}),
+            "payments": ViewSettings.model_validate(
+                {"mirrors": {"npm": "https://art.example.com/payments-npm/"}}
+            ),
+        },
+    )
+    entries = [
+        parse_item(
+            server_entry("io.github.a/n", version, packages=[pkg("npm", "x", version=version)]),
+            seen_at=NOW,
+        )
+        for version in ("1.0.0", "1.1.0", "2.0.0")
+    ]
+    snapshot = build_snapshot(config, [Source("one", entries)], {"one": Origin("one", NOW)}, NOW)
+    default, unit, payments = (
+        snapshot.views[name].every.items for name in ("default", "unit", "payments")
+    )
+    assert len(default) == len(unit) == len(payments) == 3
+    for in_default, in_unit, in_payments in zip(default, unit, payments, strict=True):
+        assert in_default.server_json is in_unit.server_json
+        assert in_default.server_json is not in_payments.server_json
+    served = [snapshot.views["default"].body(item) for item in default]
+    assert all(b"/npm-remote/" in body for body in served), served
+    assert b"/payments-npm/" in snapshot.views["payments"].body(payments[0])
