@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway import gil
 from gateway.entry import OFFICIAL, Entry, ServerJson, format_timestamp
 from gateway.merge import Merged
 from gateway.semver import pick_latest
@@ -253,11 +254,15 @@ def order_of(merged: Merged, names: list[str] | None = None) -> Order:
     is one call that holds the GIL, and requests wait behind it.
     """
     servers = merged.servers
-    return [
-        (name, upstream, sorted(entries, key=_version) if len(entries) > 1 else entries)
-        for name in (names if names is not None else sorted(servers))
-        for upstream, entries in (servers[name],)
-    ]
+    order: Order = []
+    for index, name in enumerate(names if names is not None else sorted(servers)):
+        if not index % gil.EVERY:
+            gil.pause()
+        upstream, entries = servers[name]
+        order.append(
+            (name, upstream, sorted(entries, key=_version) if len(entries) > 1 else entries)
+        )
+    return order
 
 
 _version = attrgetter("version")
@@ -323,7 +328,9 @@ def build_views(
     builds = [_ViewBuild(name, admit, kept) for name, admit, kept in views]
     known: dict[SuffixKey, SuffixKey] = {}  # this build's suffixes, made once each
     origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
-    for name, upstream, entries in order:
+    for index, (name, upstream, entries) in enumerate(order):
+        if not index % gil.EVERY:
+            gil.pause()
         origin_meta = origin_metas[upstream]
         hidden = origins[upstream].hidden
         deciding: list[tuple[_ViewBuild, list[tuple[Entry, RegistryMeta, Admission]]]] = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import gil
 from gateway.catalog import (
     Origin,
     PartCache,
@@ -303,6 +304,7 @@ def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
     for items in chunks:
         while items:
             del items[-_RELEASE_STEP:]
+            gil.pause()
 
 
 def build_snapshot(
