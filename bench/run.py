@@ -478,6 +478,7 @@ def main() -> int:
         for per in curve:
             with gateway(per, work) as (base, pid, json_mb, upstream_url, ready):
                 status = orjson.loads(fetch(f"{base}/admin/status"))
+                results["compiled"] = status["compiled"]
                 ready_rss = peak_rss_mb(pid)
                 walk_started = time.perf_counter()
                 pages = walk_every_view(base)
@@ -497,6 +498,14 @@ def main() -> int:
                         base, max(seconds, 3.0), upstream_url
                     )
         results["memory"] = memory_rows
+        print(
+            "\nThe gateway's snapshot build: "
+            + (
+                "compiled (mypyc)"
+                if results["compiled"]
+                else "pure Python (see setup.py to compile)"
+            )
+        )
         print_table(
             "Memory and time by catalog size (3 upstreams, 3 views, 20 rules, mirrors; target RSS < 4x JSON)",
             [

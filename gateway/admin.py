@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 from cachetools import LRUCache
 
-from gateway import __version__
+from gateway import __version__, compiled
 from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
 from gateway.entry import format_timestamp
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
@@ -182,6 +182,7 @@ def status(refresher: Refresher) -> dict[str, Any]:
             )
     return {
         "version": __version__,
+        "compiled": compiled(),  # whether the snapshot build runs compiled (setup.py)
         "ready": snapshot is not None,
         "snapshotBuiltAt": _time(snapshot.built_at) if snapshot else None,
         "snapshotBuildMs": round(refresher.build_durations[-1] * 1000, 1)
