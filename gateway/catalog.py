@@ -56,21 +56,41 @@ class Origin:
         return meta
 
 
-@dataclass(slots=True)  # not frozen: frozen dataclasses build 5x slower; never mutated
 class Item:
-    """One served entry: what filters read, and its ServerResponse JSON in parts."""
+    """One served entry: what filters read, and its ServerResponse JSON in parts. Never
+    mutated; a plain class, made hundreds of thousands of times per build: compiled (see
+    setup.py), its `__init__` is compiled too, where a dataclass's would be interpreted."""
 
-    name: str
-    version: str
-    name_folded: str
-    deleted: bool
-    is_latest: bool
-    updated_at: datetime
-    published_at: datetime
-    server_json: ServerJson | Reshaped
-    registry_meta: RegistryMeta
-    suffix: SuffixKey  # `isLatest` and the gateway's `_meta`: looked up in the build's table
-    end: bytes  # the gateway's `packages`, if any, and the closing braces (b"": Reshaped's)
+    __slots__ = (
+        "deleted", "end", "is_latest", "name", "name_folded", "published_at", "registry_meta",
+        "server_json", "suffix", "updated_at", "version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        name_folded: str,
+        deleted: bool,
+        is_latest: bool,
+        updated_at: datetime,
+        published_at: datetime,
+        server_json: ServerJson | Reshaped,
+        registry_meta: RegistryMeta,
+        suffix: SuffixKey,  # `isLatest` and the gateway's `_meta`: in the build's table
+        end: bytes,  # the gateway's `packages`, if any, and the closing braces (b"": Reshaped's)
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.name_folded = name_folded
+        self.deleted = deleted
+        self.is_latest = is_latest
+        self.updated_at = updated_at
+        self.published_at = published_at
+        self.server_json = server_json
+        self.registry_meta = registry_meta
+        self.suffix = suffix
+        self.end = end
 
     @property
     def key(self) -> Key:
@@ -268,16 +288,26 @@ def order_of(merged: Merged, names: list[str] | None = None) -> Order:
 _version = attrgetter("version")
 
 
-@dataclass(slots=True)
 class ServerItems:
     """One server's items in one view, kept for the next build while nothing they depend on
-    changes: the same entry objects, the same owning upstream, no cooldown or mirror check."""
+    changes: the same entry objects, the same owning upstream, no cooldown or mirror check.
+    A plain class, like Item."""
 
-    upstream: str
-    entries: list[Entry]
-    items: list[Item]
-    tally: dict[str, int]  # hidden entries by reason
-    verification: dict[str, int]
+    __slots__ = ("entries", "items", "tally", "upstream", "verification")
+
+    def __init__(
+        self,
+        upstream: str,
+        entries: list[Entry],
+        items: list[Item],
+        tally: dict[str, int],  # hidden entries by reason
+        verification: dict[str, int],
+    ) -> None:
+        self.upstream = upstream
+        self.entries = entries
+        self.items = items
+        self.tally = tally
+        self.verification = verification
 
 
 def _same(a: list[Entry], b: list[Entry]) -> bool:
