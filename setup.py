@@ -11,9 +11,10 @@ import os
 from setuptools import setup
 
 # The modules a snapshot build spends its time in (entry: its facts are read for every
-# decision; semver, policy, view, catalog, snapshot: the build itself).
+# decision; merge, semver, policy, view, catalog, snapshot: the build itself).
 COMPILED = [
     "gateway/entry.py",
+    "gateway/merge.py",
     "gateway/semver.py",
     "gateway/policy.py",
     "gateway/view.py",

@@ -275,9 +275,10 @@ def order_of(merged: Merged, names: list[str] | None = None) -> Order:
     """
     servers = merged.servers
     order: Order = []
+    pacer = gil.Pacer()
     for index, name in enumerate(names if names is not None else sorted(servers)):
-        if not index % gil.EVERY:
-            gil.pause()
+        if not index % 1024:
+            pacer.tick()
         upstream, entries = servers[name]
         order.append(
             (name, upstream, sorted(entries, key=_version) if len(entries) > 1 else entries)
@@ -358,9 +359,10 @@ def build_views(
     builds = [_ViewBuild(name, admit, kept) for name, admit, kept in views]
     known: dict[SuffixKey, SuffixKey] = {}  # this build's suffixes, made once each
     origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
+    pacer = gil.Pacer()
     for index, (name, upstream, entries) in enumerate(order):
-        if not index % gil.EVERY:
-            gil.pause()
+        if not index % 16:
+            pacer.tick()
         origin_meta = origin_metas[upstream]
         hidden = origins[upstream].hidden
         deciding: list[tuple[_ViewBuild, list[tuple[Entry, RegistryMeta, Admission]]]] = []

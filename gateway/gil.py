@@ -1,15 +1,27 @@
 """Offering the GIL from long loops.
 
 Compiled (see setup.py), a snapshot build's loops never give up the GIL on their own, and the
-event loop's requests would wait for a whole build; interpreted, they give it up every few
-milliseconds anyway. Long loops call `pause()` every `EVERY` steps of about 10 µs each.
+event loop's requests would wait for a whole build; interpreted, they give it up when asked
+(every `sys.getswitchinterval()`). A long loop ticks a `Pacer` every few steps, and the pacer
+offers the GIL once its loop has run for `INTERVAL`: as often as the work needs, whatever a
+step costs, and rarely enough that handing over is cheap.
 """
 
 import time
 
-EVERY = 256
+INTERVAL = 0.002  # seconds of a loop's work between two offers
 
 
-def pause() -> None:
-    """Let a thread waiting for the GIL (the event loop's) have it."""
-    time.sleep(0)  # sleeping releases the GIL, for no time at all
+class Pacer:
+    """Offers the GIL about every INTERVAL of one loop's work."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due = time.perf_counter() + INTERVAL
+
+    def tick(self) -> None:
+        """Call every few steps (a step of a few µs: every 16; of well under 1 µs: every 1024)."""
+        if time.perf_counter() >= self._due:
+            time.sleep(0)  # sleeping releases the GIL: a thread waiting for it takes it
+            self._due = time.perf_counter() + INTERVAL

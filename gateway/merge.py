@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from gateway import gil
 from gateway.entry import Entry
 
 
@@ -51,9 +52,12 @@ def merge(sources: Sequence[Source]) -> Merged:
     result = Merged()
     reserved: dict[str, str | None] = {}
     any_owns = any(source.owns for source in sources)
+    pacer = gil.Pacer()
     for source in sources:
         grouped: dict[str, list[Entry]] = {}
-        for entry in source.entries:
+        for index, entry in enumerate(source.entries):
+            if not index % 1024:
+                pacer.tick()
             grouped.setdefault(entry.name, []).append(entry)
         for name, entries in grouped.items():
             if any_owns:

@@ -190,9 +190,10 @@ class Policy:
                     if pattern.match(name) is not None:
                         matched.setdefault(name, []).append(index)
         unnamed = self._shared(self._unnamed)
+        pacer = gil.Pacer()
         for index, name in enumerate(new):
-            if not index % (16 * gil.EVERY):  # a step takes well under 1 µs
-                gil.pause()
+            if not index % 1024:
+                pacer.tick()
             named = matched.get(name)
             self._by_name[name] = (
                 unnamed if named is None else self._shared(tuple(sorted((*self._unnamed, *named))))

@@ -301,10 +301,11 @@ def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
             chunks.extend((view.latest.items, view.active.items, view.every.items))
     if builder is not None:
         chunks.extend(builder.release())
+    pacer = gil.Pacer()
     for items in chunks:
         while items:
             del items[-_RELEASE_STEP:]
-            gil.pause()
+            pacer.tick()
 
 
 def build_snapshot(
