@@ -328,13 +328,23 @@ class _ViewBuild:
 
     def catalog(self, parts: PartCache) -> tuple[ViewCatalog, dict[str, ServerItems]]:
         items = self.items
+        active: list[Item] = []
+        latest: list[Item] = []
+        # A paced loop, not C-level filters: one C loop over every item of a view holds the
+        # GIL throughout, and requests wait behind it (p99 27 -> 113 ms, measured).
+        pacer = gil.Pacer()
+        for index, item in enumerate(items):
+            if not index % 1024:
+                pacer.tick()
+            if not item.deleted:
+                active.append(item)
+            if item.is_latest:
+                latest.append(item)
         catalog = ViewCatalog(
             view=self.name,
             every=Listing(items),
-            # Python loops, not C-level filters: a C loop over every item of a view holds the
-            # GIL throughout, and requests wait behind it (p99 27 -> 113 ms, measured).
-            active=Listing([item for item in items if not item.deleted]),
-            latest=Listing([item for item in items if item.is_latest]),
+            active=Listing(active),
+            latest=Listing(latest),
             suffixes=parts.suffixes,
             upstream_counts=self.counts,
         )
