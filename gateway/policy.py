@@ -178,6 +178,7 @@ class Policy:
         if not new:
             return
         matched: dict[str, list[int]] = {}
+        pacer = gil.Pacer()
         if self._literals:
             text = "\n".join(new)
             for index, literals in self._literals:
@@ -185,12 +186,14 @@ class Policy:
                 assert pattern is not None
                 found: set[str] = set()
                 for literal in literals:
+                    pacer.tick()  # a search of every name takes a millisecond or so
                     found |= _lines_containing(text, literal) if literal else set(new)
-                for name in found:
+                for count, name in enumerate(found):
+                    if not count % 1024:
+                        pacer.tick()
                     if pattern.match(name) is not None:
                         matched.setdefault(name, []).append(index)
         unnamed = self._shared(self._unnamed)
-        pacer = gil.Pacer()
         for index, name in enumerate(new):
             if not index % 1024:
                 pacer.tick()
