@@ -2,8 +2,9 @@
 
 `GATEWAY_COMPILE=1 pip install --no-build-isolation .` (in an environment that has the test
 extra, for mypy and the type stubs, and a C compiler) compiles the modules a snapshot build
-runs through to C extensions: a full build then takes about 60 % of the time (bench/README.md).
-Without it the package is pure Python and behaves the same. The container image is compiled.
+runs through to C extensions: a full build then takes about two thirds of the time
+(bench/README.md). Without it the package is pure Python and behaves the same. The container
+image is compiled.
 """
 
 import os
