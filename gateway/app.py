@@ -63,7 +63,7 @@ HANDLER_ARGS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
 GZIP_MIN_BYTES = 1024
 STALE_HEADER = "X-Gateway-Stale-Upstreams"  # upstreams whose last good data is being served
 CATALOG_ENDPOINTS = frozenset({"list", "versions", "version"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": (
@@ -99,7 +99,7 @@ _SEQUENCE = itertools.count(1)
 
 
 def _request_id(given: str) -> str:
-    if given and _REQUEST_ID.match(given):
+    if given and _REQUEST_ID.fullmatch(given):
         return given
     return f"{_PROCESS_ID}{next(_SEQUENCE):08x}"  # unique per process, and cheap
 

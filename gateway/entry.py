@@ -15,10 +15,15 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from gateway.names import identity
+
 OFFICIAL = "io.modelcontextprotocol.registry/official"
 STATUSES = frozenset({"active", "deprecated", "deleted"})
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+")  # matched whole (fullmatch)
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 # Fields the gateway reads or IDEs rely on: a wrong type makes the entry unusable.
 _TYPED_FIELDS: tuple[tuple[str, type, str], ...] = (
     ("description", str, "a string"),
@@ -32,7 +37,7 @@ _TYPED_FIELDS: tuple[tuple[str, type, str], ...] = (
 
 def parse_timestamp(value: str) -> datetime:
     """An RFC 3339 timestamp with a zone -> aware datetime; ValueError otherwise."""
-    if not _RFC3339.match(value):
+    if not _RFC3339.fullmatch(value):
         raise ValueError(f"{value!r} is not an RFC 3339 timestamp")
     return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
 
@@ -59,7 +64,8 @@ class Entry:
     (`server`, `meta`): a rewrite, an explain, an export.
     """
 
-    name: str
+    name: str  # as the upstream spelled it: served, and looked up, byte for byte
+    identity: str  # what every decision about the name compares (see `names`)
     version: str
     status: str
     published_at: datetime
@@ -235,11 +241,13 @@ def parse_item(item: object, *, seen_at: datetime) -> Entry:
     if not isinstance(server, dict):
         raise EntryRejected("server is not an object")
     name = server.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or not 3 <= len(name) <= 200:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or not 3 <= len(name) <= 200:
         raise EntryRejected("server.name is missing or not a namespace/name")
     version = server.get("version")
     if not isinstance(version, str) or not version or len(version) > 255:
         raise EntryRejected("server.version is missing or not a string", name)
+    if not version.isprintable() or version != version.strip():
+        raise EntryRejected("server.version has control characters or surrounding spaces", name)
     for key, kind, described in _TYPED_FIELDS:
         if key in server and not isinstance(server[key], kind):
             raise EntryRejected(f"server.{key} is not {described}", name)
@@ -257,6 +265,7 @@ def parse_item(item: object, *, seen_at: datetime) -> Entry:
     types, transports, hosts = _facts(server)
     return Entry(
         name,
+        identity(name),
         version,
         status,
         published,

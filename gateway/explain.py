@@ -8,7 +8,8 @@ from typing import Any
 
 from gateway.config import FederationConfig
 from gateway.entry import Entry, format_timestamp
-from gateway.merge import Source, merge, owner_by_reservation
+from gateway.merge import Shadow, Source, merge, owner_by_reservation
+from gateway.names import identity
 from gateway.semver import pick_latest
 from gateway.view import Lookup, ViewPolicy, no_lookup
 
@@ -24,6 +25,14 @@ def _packages(server: dict[str, Any], metas: Sequence[dict[str, Any]]) -> list[R
     return described
 
 
+def _why(shadow: Shadow) -> str:
+    if shadow.spelled is not None:
+        return f"a look-alike of {shadow.spelled!r}, which upstream {shadow.by!r} has"
+    if shadow.reserved:
+        return f"the name is reserved by upstream {shadow.by!r} (owns)"
+    return f"upstream {shadow.by!r} comes first and has this name"
+
+
 def explain(
     config: FederationConfig,
     policies: Sequence[ViewPolicy],
@@ -35,18 +44,22 @@ def explain(
     now: datetime,
     lookup: Lookup = no_lookup,
 ) -> Report:
-    """A JSON-ready account of how each version of `name` fares in each view."""
+    """A JSON-ready account of how each version of `name`, and of every look-alike of it
+    (any name with the same identity), fares in each view."""
     chosen = [p for p in policies if view is None or p.name == view]
-    merged = merge(
-        [Source(s.upstream, [e for e in s.entries if e.name == name], s.owns) for s in sources]
-    )
-    owner = merged.servers[name][0] if name in merged.servers else None
-    reserved = owner_by_reservation(name, sources)
-    served: dict[str, list[Entry]] = {p.name: [] for p in chosen}
+    wanted = identity(name)
+    relevant = [
+        Source(s.upstream, [e for e in s.entries if e.identity == wanted], s.owns) for s in sources
+    ]
+    merged = merge(relevant)
+    owner = merged.owners.get(wanted)
+    reserved = owner_by_reservation(wanted, sources)
+    shadows = {(s.upstream, s.name): s for s in merged.shadowed.get(wanted, [])}
+    served: dict[tuple[str, str], list[Entry]] = {}  # (view, name) -> served versions
     versions: list[Report] = []
-    for source in sources:
+    for source in relevant:
         for entry in source.entries:
-            if entry.name != name or (version is not None and entry.version != version):
+            if version is not None and entry.version != version:
                 continue
             item: Report = {
                 "upstream": source.upstream,
@@ -54,13 +67,14 @@ def explain(
                 "status": entry.status,
                 "publishedAt": format_timestamp(entry.published_at),
             }
-            if source.upstream != owner:
-                item["shadowedBy"] = owner or reserved
-                item["why"] = (
-                    f"the name is reserved by upstream {reserved!r} (owns)"
-                    if reserved is not None and reserved != source.upstream
-                    else f"upstream {owner!r} comes first and has this name"
-                )
+            if entry.name != name:
+                item["name"] = entry.name  # a look-alike spelling of the name asked for
+            shadow = shadows.get((source.upstream, entry.name))
+            if shadow is not None:
+                item["shadowedBy"] = shadow.by
+                item["why"] = _why(shadow)
+                if shadow.spelled is not None:
+                    item["lookalikeOf"] = shadow.spelled
                 versions.append(item)
                 continue
             item["views"] = {}
@@ -75,21 +89,24 @@ def explain(
                 if decision.server is not None and decision.packages:
                     verdict["packages"] = _packages(decision.server, decision.packages)
                 if decision.served:
-                    served[policy.name].append(entry)
+                    served.setdefault((policy.name, entry.name), []).append(entry)
                 item["views"][policy.name] = verdict
             versions.append(item)
     latest = {}
-    for view_name, entries in served.items():
+    for key, entries in served.items():
         best = pick_latest(e for e in entries if e.status != "deleted")
-        latest[view_name] = best.version if best is not None else None
+        latest[key] = best.version if best is not None else None
     for item in versions:
         for view_name, verdict in item.get("views", {}).items():
-            verdict["isLatest"] = latest[view_name] == item["version"] and verdict["served"]
+            key = (view_name, item.get("name", name))
+            verdict["isLatest"] = latest.get(key) == item["version"] and verdict["served"]
     return {
         "name": name,
+        "identity": wanted,
         "version": version,
         "owner": owner,
         "reservedBy": reserved,
+        "lookalikes": merged.lookalikes(wanted),
         "views": [p.name for p in chosen],
         "versions": versions,
         "config": str(config.directory),
@@ -102,11 +119,15 @@ def render_text(report: Report) -> str:
     owner = report["owner"] or "(no upstream serves it)"
     reserved = f", reserved by {report['reservedBy']}" if report["reservedBy"] else ""
     lines.append(f"  owner: {owner}{reserved}")
+    if report["lookalikes"]:
+        names = ", ".join(report["lookalikes"])
+        lines.append(f"  LOOK-ALIKES served side by side by {owner}: {names}")
     if not report["versions"]:
         at = f" at version {report['version']}" if report["version"] else ""
         lines.append(f"  no upstream offers this name{at}")
     for item in report["versions"]:
-        head = f"  {item['version']}  from {item['upstream']}  {item['status']}"
+        spelled = f"{item['name']}  " if "name" in item else ""
+        head = f"  {spelled}{item['version']}  from {item['upstream']}  {item['status']}"
         lines.append(f"{head}  published {item['publishedAt']}")
         if "shadowedBy" in item:
             lines.append(f"      shadowed: {item['why']}")

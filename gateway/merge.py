@@ -1,22 +1,20 @@
 """Merge upstreams by precedence: a name belongs to the first upstream that has it.
 
-`owns` reserves names for one upstream even before it lists them: no other upstream can fill
-them. Lower upstreams' versions of a name that belongs elsewhere are shadowed, in every view.
+Names are compared by identity (see `names`): a lower upstream's look-alike of a name that a
+higher upstream has (`COM.EXAMPLE/Tool` beside `com.example/tool`) is shadowed like the name
+itself. `owns` reserves names for one upstream even before it lists them: no other upstream
+can fill them. Lower upstreams' versions of a name that belongs elsewhere are shadowed, in
+every view. Two spellings of one identity from the same upstream are both served, and noted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 
 from gateway import gil
 from gateway.entry import Entry
-
-
-def matches_any(name: str, globs: Sequence[str]) -> bool:
-    """Case-sensitive glob match of a server name against any of the patterns."""
-    return any(fnmatchcase(name, glob) for glob in globs)
+from gateway.names import matches_any
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +27,38 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Shadow:
+    """A name an upstream offered that another upstream has, or owns."""
+
+    upstream: str  # the upstream whose versions are hidden
+    name: str  # as that upstream spelled it
+    by: str  # the upstream the name belongs to
+    reserved: bool  # by that upstream's `owns`, rather than by having the name
+    spelled: str | None = None  # how the owner spells it, where that differs (a look-alike)
+
+
+@dataclass(frozen=True, slots=True)
 class Merged:
     """The merge's result: each name's owning upstream and versions, and who was shadowed."""
 
-    servers: dict[str, tuple[str, list[Entry]]] = field(default_factory=dict)
-    shadowed: dict[str, list[str]] = field(default_factory=dict)  # name -> hidden upstreams
+    servers: dict[str, tuple[str, list[Entry]]] = field(default_factory=dict)  # by name
+    owners: dict[str, str] = field(default_factory=dict)  # identity -> its upstream
+    shadowed: dict[str, list[Shadow]] = field(default_factory=dict)  # by identity
+    spellings: dict[str, list[str]] = field(default_factory=dict)  # identity -> served names
 
     def entry_count(self) -> int:
         return sum(len(entries) for _, entries in self.servers.values())
 
+    def lookalikes(self, identity: str) -> list[str]:
+        """The names served for this identity, when one upstream serves more than one."""
+        names = self.spellings.get(identity, [])
+        return names if len(names) > 1 else []
 
-def owner_by_reservation(name: str, sources: Sequence[Source]) -> str | None:
-    """The first upstream whose `owns` globs reserve this name, if any."""
+
+def owner_by_reservation(identity: str, sources: Sequence[Source]) -> str | None:
+    """The first upstream whose `owns` globs reserve this identity, if any."""
     for source in sources:
-        if source.owns and matches_any(name, source.owns):
+        if source.owns and matches_any(identity, source.owns):
             return source.upstream
     return None
 
@@ -60,15 +76,32 @@ def merge(sources: Sequence[Source]) -> Merged:
                 pacer.tick()
             grouped.setdefault(entry.name, []).append(entry)
         for name, entries in grouped.items():
+            identity = entries[0].identity
             if any_owns:
-                if name not in reserved:
-                    reserved[name] = owner_by_reservation(name, sources)
-                owner = reserved[name]
+                if identity not in reserved:
+                    reserved[identity] = owner_by_reservation(identity, sources)
+                owner = reserved[identity]
                 if owner is not None and owner != source.upstream:
-                    result.shadowed.setdefault(name, []).append(source.upstream)
+                    _shadow(result, source.upstream, name, identity, owner, reserved=True)
                     continue
-            if name in result.servers:
-                result.shadowed.setdefault(name, []).append(source.upstream)
+            holder = result.owners.get(identity)
+            if holder is not None and holder != source.upstream:
+                _shadow(result, source.upstream, name, identity, holder, reserved=False)
                 continue
+            result.owners[identity] = source.upstream
             result.servers[name] = (source.upstream, entries)
+            spellings = result.spellings.get(identity)
+            if spellings is None:
+                result.spellings[identity] = [name]
+            else:
+                spellings.append(name)
     return result
+
+
+def _shadow(
+    result: Merged, upstream: str, name: str, identity: str, by: str, *, reserved: bool
+) -> None:
+    names = result.spellings.get(identity, [])
+    spelled = None if name in names else (names[0] if names else None)
+    shadow = Shadow(upstream, name, by, reserved, spelled)
+    result.shadowed.setdefault(identity, []).append(shadow)

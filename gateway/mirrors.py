@@ -20,7 +20,7 @@ from gateway.config import MirrorRule, MirrorSettings
 INDEX_TYPES = ("npm", "pypi", "nuget", "cargo")
 DOCKER_HUB = "docker.io"
 _DOCKER_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-_OCI_PATH = re.compile(r"^[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
+_OCI_PATH = re.compile(r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class OciReference:
             repository, suffix = (path[:colon], path[colon:]) if colon > 0 else (path, "")
         if host == DOCKER_HUB and "/" not in repository:
             repository = f"library/{repository}"  # official images, as every Hub proxy expects
-        if not _OCI_PATH.match(repository):
+        if not _OCI_PATH.fullmatch(repository):
             return None
         return cls(host, repository, suffix)
 

@@ -9,7 +9,8 @@ from gateway.catalog import Origin
 from gateway.config import FederationConfig
 from gateway.entry import newest_update
 from gateway.errors import StateError
-from gateway.merge import Source, matches_any
+from gateway.merge import Source
+from gateway.names import matches_any
 from gateway.snapshot import Snapshot, build_snapshot
 from gateway.state import load_all
 

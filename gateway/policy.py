@@ -3,7 +3,8 @@
 `policy.yaml` applies to every view; `views/<view>.yaml` can only narrow it. In each, the first
 matching rule decides, else `default`; `min_age` holds young versions back; `packages.types`
 removes package entries of other types. Checks read the facts an entry carries (registry types,
-transports, remote hosts); name globs are matched once per server name.
+transports, remote hosts); name globs are matched once per name identity (see `names`), so
+`deny: {name: "io.github.evil/*"}` also hides `IO.GITHUB.EVIL/x` and every other look-alike.
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ from fnmatch import translate
 from gateway import gil
 from gateway.config import Match, PolicySettings
 from gateway.entry import Entry
+from gateway.names import compile_globs, glob_pattern
 from gateway.semver import VersionRange
 
 
 def _pattern(patterns: Sequence[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
-
-
-def _literal(glob: str) -> str:
-    """The longest run of plain characters a name matching this glob must contain (before
-    any bracket expression, whose reading is subtle)."""
-    return max(re.split(r"[*?]", glob.split("[", 1)[0]), key=len)
+    """Host globs (remote_host): host names compare case-insensitively."""
+    return re.compile("|".join(f"(?:{translate(p.lower())})" for p in patterns))
 
 
 def _lines_containing(text: str, literal: str) -> set[str]:
@@ -43,6 +40,9 @@ def _lines_containing(text: str, literal: str) -> set[str]:
     return lines
 
 
+_SEEN_MAX = 65536  # remembered host matches per glob
+
+
 def _glob(patterns: Sequence[str]) -> Callable[[str], bool]:
     compiled = _pattern(patterns)
     seen: dict[str, bool] = {}
@@ -50,7 +50,9 @@ def _glob(patterns: Sequence[str]) -> Callable[[str], bool]:
     def matches(text: str) -> bool:
         found = seen.get(text)
         if found is None:
-            found = seen[text] = compiled.match(text) is not None
+            if len(seen) >= _SEEN_MAX:  # hosts come from upstream data: bounded
+                seen.clear()
+            found = seen[text] = compiled.match(text.lower()) is not None
         return found
 
     return matches
@@ -122,8 +124,8 @@ Candidate = tuple["Verdict", tuple[Check, ...]]
 class Policy:
     """A compiled policy file: rules, cooldown and package types, ready to decide.
 
-    Name globs are matched once per server name: each name remembers the rules that can
-    apply to it (most names, only the few rules without a name), so deciding an entry runs
+    Name globs are matched once per name identity: each identity remembers the rules that
+    can apply to it (most, only the few rules without a name), so deciding an entry runs
     those rules' other checks and nothing else.
     """
 
@@ -139,10 +141,10 @@ class Policy:
             match = rule.allow if rule.allow is not None else rule.deny
             assert match is not None
             verdict = Verdict(allow, f"{source} rules[{index}]")
-            name = _pattern(match.name) if match.name else None
+            name = compile_globs(match.name) if match.name else None
             self._rules.append((name, (verdict, tuple(_compile_match(match)))))
             if match.name:
-                self._literals.append((index, [_literal(glob) for glob in match.name]))
+                self._literals.append((index, [glob_pattern(glob)[1] for glob in match.name]))
         self._unnamed = tuple(i for i, (name, _) in enumerate(self._rules) if name is None)
         # Without name globs every rule can apply to every name: nothing to remember per name.
         self._every = None if self._literals else tuple(candidate for _, candidate in self._rules)
@@ -153,13 +155,13 @@ class Policy:
         # applies, is asked the same question several times in a row.
         self._last: tuple[Entry | None, str, Verdict] = (None, "", self._default)
 
-    def _candidates(self, name: str) -> tuple[Candidate, ...]:
+    def _candidates(self, identity: str) -> tuple[Candidate, ...]:
         indices = tuple(
             index
             for index, (pattern, _) in enumerate(self._rules)
-            if pattern is None or pattern.match(name) is not None
+            if pattern is None or pattern.fullmatch(identity) is not None
         )
-        found = self._by_name[name] = self._shared(indices)
+        found = self._by_name[identity] = self._shared(indices)
         return found
 
     def _shared(self, indices: tuple[int, ...]) -> tuple[Candidate, ...]:
@@ -169,9 +171,10 @@ class Policy:
         return found
 
     def prepare(self, names: list[str]) -> None:
-        """Match the name globs against every name not seen yet, all at once. A glob's names
-        must contain its longest literal run: that is searched for in the names joined by
-        newlines (names hold none), and only the names found are matched one by one."""
+        """Match the name globs against every identity (`names`) not seen yet, all at once.
+        A glob's identities contain its longest literal run: that is searched for in the
+        identities joined by newlines (they hold none), and only those found are matched one
+        by one."""
         if self._every is not None:
             return
         new = [name for name in names if name not in self._by_name]
@@ -191,7 +194,7 @@ class Policy:
                 for count, name in enumerate(found):
                     if not count % 1024:
                         pacer.tick()
-                    if pattern.match(name) is not None:
+                    if pattern.fullmatch(name) is not None:
                         matched.setdefault(name, []).append(index)
         unnamed = self._shared(self._unnamed)
         for index, name in enumerate(new):
@@ -206,9 +209,9 @@ class Policy:
         last, last_upstream, known = self._last
         if last is entry and last_upstream == upstream:
             return known
-        candidates = self._every if self._every is not None else self._by_name.get(entry.name)
+        candidates = self._every if self._every is not None else self._by_name.get(entry.identity)
         if candidates is None:
-            candidates = self._candidates(entry.name)
+            candidates = self._candidates(entry.identity)
         decided = self._default
         for verdict, checks in candidates:
             for check in checks:
@@ -221,7 +224,7 @@ class Policy:
         return decided
 
     def forget(self, live_names: set[str]) -> None:
-        """Forget the names no upstream serves any more."""
+        """Forget the identities no upstream serves any more."""
         for name in [name for name in self._by_name if name not in live_names]:
             del self._by_name[name]
 

@@ -15,7 +15,7 @@ from gateway.cursor import Cursor, Walk, decode_cursor, encode_cursor
 from gateway.entry import parse_timestamp
 from gateway.errors import BadRequest, FieldError, ValidationFailed
 
-_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 DEFAULT_LIMIT = 30
 MAX_LIMIT = 100
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
@@ -38,7 +38,7 @@ class ListQuery:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not _INTEGER.match(raw):  # int() would also take "1_0", " 5" and non-ASCII digits
+    if not _INTEGER.fullmatch(raw):  # int() would also take "1_0", " 5" and non-ASCII digits
         raise ValidationFailed([FieldError("expected integer", "query.limit", raw)])
     limit = int(raw)
     # Echo the value as a number, as the registry does, unless JSON consumers could not read it.

@@ -15,9 +15,9 @@ from typing import TypeVar
 from gateway.entry import Entry
 
 _SEMVER = re.compile(
-    r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 
 # A prerelease identifier sorts numerically when numeric, below any alphanumeric one.
@@ -28,7 +28,7 @@ SemverKey = tuple[int, int, int, int, tuple[_Identifier, ...]]
 @lru_cache(maxsize=65536)
 def semver_key(version: str) -> SemverKey | None:
     """A sortable key for a strict semver string, or None when it is not one."""
-    match = _SEMVER.match(version)
+    match = _SEMVER.fullmatch(version)
     if not match:
         return None
     major, minor, patch, prerelease = (
@@ -65,12 +65,13 @@ def pick_latest(entries: Iterable[E]) -> E | None:
 
 
 _COMPARATOR = re.compile(
-    r"^\s*(>=|<=|>|<|==|=|!=)?\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(-[0-9A-Za-z.-]+)?\s*$"
+    r"[ \t]*(>=|<=|>|<|==|=|!=)?[ \t]*v?([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?"
+    r"(-[0-9A-Za-z.-]+)?[ \t]*"
 )
 
 
 def _bound(text: str) -> tuple[str, SemverKey] | None:
-    match = _COMPARATOR.match(text)
+    match = _COMPARATOR.fullmatch(text)
     if not match:
         return None
     operator = match.group(1) or "=="

@@ -26,6 +26,7 @@ from gateway.catalog import (
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
+from gateway.names import identity
 from gateway.policy import Policy
 from gateway.verify import Check
 from gateway.view import Admission, Decision, Lookup, Shapes, ViewPolicy, no_lookup
@@ -195,6 +196,7 @@ class Builder:
         self.parts = PartCache(config.gateway.meta_namespace)
         self._names: list[str] | None = None
         self._name_set: set[str] = set()
+        self._identities: set[str] = set()  # of the names
         self._prepared: list[str] | None = None  # the names the policies have matched
         self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
         self._builds = 0
@@ -217,9 +219,11 @@ class Builder:
         if self._names is None or merged.servers.keys() != self._name_set:
             self._names = sorted(merged.servers)  # only when the set of names changed
             self._name_set = set(self._names)
+            self._identities = set(merged.owners)
         if self._prepared is not self._names:  # new names, or this builder's first build
+            identities = list(self._identities)
             for policy in self._files():
-                policy.prepare(self._names)
+                policy.prepare(identities)
             self._prepared = self._names
         order = order_of(merged, self._names)
         views: dict[str, ViewCatalog] = {}
@@ -250,8 +254,9 @@ class Builder:
         )
 
     def offers(self, name: str) -> bool:
-        """Whether some upstream offered this name at the last build (served or not)."""
-        return name in self._name_set
+        """Whether some upstream offered this name, or a look-alike of it, at the last build
+        (served or not)."""
+        return identity(name) in self._identities
 
     def succeeded_by(self, config: FederationConfig) -> Builder:
         """A builder for a reloaded config that takes over what still holds: the items of
@@ -262,6 +267,7 @@ class Builder:
         if config.gateway.meta_namespace != self.config.gateway.meta_namespace:
             return successor  # every item names the namespace
         successor._names, successor._name_set = self._names, self._name_set
+        successor._identities = self._identities
         for name in list(self._kept):
             if _view_inputs(config, name) == _view_inputs(self.config, name):
                 successor._kept[name] = self._kept.pop(name)
@@ -280,7 +286,7 @@ class Builder:
 
     def _forget(self) -> None:
         for policy in self._files():
-            policy.forget(self._name_set)
+            policy.forget(self._identities)
 
 
 _RELEASE_STEP = 2048  # objects let go of at a time

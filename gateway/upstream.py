@@ -20,7 +20,7 @@ from tenacity.wait import wait_base
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
 from gateway.entry import Entry, EntryRejected, parse_item
 from gateway.errors import UpstreamInvalid, UpstreamUnavailable
-from gateway.merge import matches_any
+from gateway.names import matches_any
 
 
 @dataclass(frozen=True, slots=True)

@@ -433,8 +433,9 @@ def server_page(
         else:
             why = _reason(verdict)
             rules = esc(", ".join(verdict.get("rules", [])))
+        spelled = f"<br><small>as {esc(version['name'])}</small>" if "name" in version else ""
         rows.append(
-            f"<tr><td>{esc(version['version'])}</td><td>{esc(version['upstream'])}</td>"
+            f"<tr><td>{esc(version['version'])}{spelled}</td><td>{esc(version['upstream'])}</td>"
             f"<td>{esc(version['status'])}</td><td>{esc(version['publishedAt'])}</td>"
             f"<td>{why}</td><td>{rules}</td></tr>"
         )
