@@ -8,7 +8,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,12 @@ import aiohttp
 import orjson
 import structlog
 
-from gateway import __version__
+from gateway import __version__, registry_types
 from gateway.api import list_body
 from gateway.app import REFRESHER, Serving, create_app
 from gateway.config import (
     DEFAULT_VIEW,
+    REGISTRY_TYPE_MARK,
     FederationConfig,
     GatewaySettings,
     MirrorSettings,
@@ -269,14 +270,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def config_schemas() -> dict[str, dict[str, object]]:
-    """JSON Schemas of the config files, generated from the models so they never drift."""
-    return {
+def config_schemas(extra_types: Sequence[str] = ()) -> dict[str, dict[str, object]]:
+    """JSON Schemas of the config files, generated from the models so they never drift.
+    Registry types are the known ones plus `extra_types` (a config's declared ones)."""
+    schemas: dict[str, dict[str, object]] = {
         "gateway.yaml": GatewaySettings.model_json_schema(),
         "policy.yaml": PolicySettings.model_json_schema(),
         "mirrors.yaml": MirrorSettings.model_json_schema(),
         "views/<view>.yaml": ViewSettings.model_json_schema(),
     }
+    allowed = [*registry_types.KNOWN, *(t for t in extra_types if t not in registry_types.KNOWN)]
+    for schema in schemas.values():
+        _mark_registry_types(schema, allowed)
+    return schemas
+
+
+def _mark_registry_types(node: object, allowed: list[str]) -> None:
+    if isinstance(node, dict):
+        if node.pop(REGISTRY_TYPE_MARK, False):
+            node["enum"] = list(allowed)
+        for value in node.values():
+            _mark_registry_types(value, allowed)
+    elif isinstance(node, list):
+        for value in node:
+            _mark_registry_types(value, allowed)
 
 
 SCHEMA_FILES = {
@@ -288,7 +305,8 @@ SCHEMA_FILES = {
 
 
 def _cmd_config_schema(args: argparse.Namespace) -> int:
-    schemas = config_schemas()
+    extra = load_config(args.config).policy.extra_registry_types if args.config else []
+    schemas = config_schemas(extra)
     if args.out is None:
         print(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -354,6 +372,9 @@ def parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("config-schema", help="JSON Schemas of the config files")
     schema.add_argument("--out", help="write one .schema.json per file into this directory")
+    schema.add_argument(
+        "--config", help="a config directory whose extra_registry_types the schemas allow"
+    )
     schema.set_defaults(run=_cmd_config_schema)
     return root
 

@@ -7,8 +7,9 @@ Reading the files and interpolating `${...}` lives in `loader`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -17,45 +18,81 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     SecretStr,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from gateway import registry_types
 from gateway.semver import VersionRange
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+REGISTRY_TYPE_MARK = "x-gateway-registry-type"  # where config_schemas puts the declared types
+
+
+def ecma(pattern: str) -> str:
+    """A regex that Python matches whole (`fullmatch`), as a JSON Schema pattern, which
+    matches anywhere unless anchored. The end is anchored by "no character follows", never by
+    `$`, which both Python and some schema validators let match before a final newline."""
+    return f"^(?:{pattern})(?![\\s\\S])"
+
+
+def matching(pattern: str, message: str) -> Callable[[str], str]:
+    """A check that accepts a string only when the whole of it matches `pattern` (never a
+    value with a trailing newline, as a `$` anchor would let through). `message` may name the
+    value as {value!r}. Pair it with `pattern_schema(pattern)`."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if compiled.fullmatch(value) is None:
+            raise ValueError(message.format(value=value))
+        return value
+
+    return check
+
+
+def pattern_schema(pattern: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": ecma(pattern)})
+
+
+DURATION = r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)"
+_DURATION = re.compile(DURATION)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-DURATION_PATTERN = r"^\d+(\.\d+)?(ms|s|m|h|d)$"
 
 
 def parse_duration(value: object) -> float:
-    """`"90s"`, `"5m"`, `"1h"`, `"7d"` (or a plain number of seconds) -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 90s, 5m, 1h or 7d")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
+    """`"90s"`, `"5m"`, `"1h"`, `"7d"` -> seconds. A bare number is refused: is 72 seconds,
+    minutes or hours? (The schema editors check against says the same.)"""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            f"{value!r} has no unit: write a duration like {value:g}s, {value:g}m, {value:g}h "
+            f"or {value:g}d"
+        )
     if isinstance(value, str):
-        match = _DURATION.match(value)
+        match = _DURATION.fullmatch(value)
         if match:
             return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     raise ValueError(f"{value!r} is not a duration like 90s, 5m, 1h or 7d")
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as a duration `parse_duration` reads back (what `model_dump` writes)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "5m"]}),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": ecma(DURATION), "examples": ["90s", "5m"]}),
 ]
 
-_NAME_GLOB = re.compile(r"^[A-Za-z0-9.*?_\-\[\]!/]+$")
+_NAME_GLOB = re.compile(r"[A-Za-z0-9.*?_\-\[\]!/]+")
 
 
 def _check_glob(value: str) -> str:
-    if not value or not _NAME_GLOB.match(value):
+    if not _NAME_GLOB.fullmatch(value):
         raise ValueError(f"{value!r} is not a name glob (letters, digits, . - _ / and * ? [ ])")
     if value.count("[") != value.count("]"):
         raise ValueError(f"{value!r} has an unbalanced [ ] class")
@@ -64,25 +101,38 @@ def _check_glob(value: str) -> str:
 
 NameGlob = Annotated[str, AfterValidator(_check_glob)]
 
-_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):(?P<port>\d{1,5})$")
+_LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]*):(?P<port>[0-9]{1,5})")
 
 
 def _check_listen(value: str) -> str:
-    match = _LISTEN.match(value)
+    match = _LISTEN.fullmatch(value)
     if not match or not 0 <= int(match.group("port")) <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT (for example 0.0.0.0:8080)")
     return value
 
 
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")
+
+
 def _check_http_url(value: str) -> str:
-    if not re.match(r"^https?://[^\s/?#]+(/[^\s]*)?$", value):
+    if not _HTTP_URL.fullmatch(value):
         raise ValueError(f"{value!r} is not an http(s) URL")
     return value.rstrip("/")
 
 
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
-_SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_REVERSE_DNS = r"^[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+(/[a-zA-Z0-9._-]+)?$"
+SLUG = r"[a-z0-9][a-z0-9_-]{0,62}"  # upstream and view names: file names and URL segments
+Slug = Annotated[
+    str,
+    AfterValidator(matching(SLUG, "{value!r} is not a lowercase id: a-z, 0-9, - and _ (<= 63)")),
+    pattern_schema(SLUG),
+]
+_REVERSE_DNS = r"[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+(/[a-zA-Z0-9._-]+)?"
+ReverseDns = Annotated[
+    str,
+    AfterValidator(matching(_REVERSE_DNS, "{value!r} is not a reverse-DNS key like com.example.x")),
+    pattern_schema(_REVERSE_DNS),
+]
 
 
 class Model(BaseModel):
@@ -124,7 +174,7 @@ class UpstreamSettings(Model):
         for key, value in super().__repr_args__():
             yield key, redact_url(value) if key == "url" and isinstance(value, str) else value
 
-    name: str = Field(pattern=_SLUG, description="short id, used in _meta, logs and state files")
+    name: Slug = Field(description="short id, used in _meta, logs and state files")
     url: HttpUrl | None = Field(None, description="base URL of an MCP registry")
     file: Path | None = Field(None, description="a server.json array or an API-shaped list")
     api: Literal["v0.1", "v0"] = "v0.1"
@@ -160,7 +210,7 @@ class GatewaySettings(Model):
 
     listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:8080"
     state_dir: Path = Path("./state")
-    meta_namespace: str = Field("com.example.mcp-gateway", pattern=_REVERSE_DNS)
+    meta_namespace: ReverseDns = "com.example.mcp-gateway"
     admin_token: SecretStr | None = Field(
         None, description="bearer token for /admin; leave it out to turn /admin off"
     )
@@ -217,15 +267,20 @@ def _one_or_many(item: dict[str, Any]) -> tuple[Any, ...]:
 
 
 _STRING = {"type": "string"}
+# A registry type: one of registry_types.KNOWN, or one policy.yaml declares (the loader checks
+# it, naming the closest known type); `config_schemas` writes the same set into the schema.
+REGISTRY_TYPE_SCHEMA = {
+    "type": "string",
+    "enum": list(registry_types.KNOWN),
+    REGISTRY_TYPE_MARK: True,
+}
 NameGlobs = Annotated[list[NameGlob], *_one_or_many(_STRING)]
 Strings = Annotated[list[str], *_one_or_many(_STRING)]
-Statuses = Annotated[list[Status], *_one_or_many({"enum": ["active", "deprecated", "deleted"]})]
+Statuses = Annotated[list[Status], *_one_or_many({"enum": list(get_args(Status))})]
 Ranges = Annotated[list[RangeText], *_one_or_many(_STRING)]
-Transports = Annotated[
-    list[Transport],
-    *_one_or_many({"enum": ["stdio", "streamable-http", "sse", "remote", "local"]}),
-]
+Transports = Annotated[list[Transport], *_one_or_many({"enum": list(get_args(Transport))})]
 HostGlobs = Annotated[list[HostGlob], *_one_or_many(_STRING)]
+RegistryTypes = Annotated[list[str], *_one_or_many(REGISTRY_TYPE_SCHEMA)]
 
 
 class Match(Model):
@@ -235,7 +290,7 @@ class Match(Model):
     upstream: Strings | None = None
     status: Statuses | None = None
     version: Ranges | None = None
-    registry_type: Strings | None = None
+    registry_type: RegistryTypes | None = None
     transport: Transports | None = None
     remote_host: HostGlobs | None = None
 
@@ -254,20 +309,64 @@ class Rule(Model):
 
 
 class PackageFilter(Model):
-    types: list[str] | None = Field(None, description="registryTypes kept; others are removed")
+    types: (
+        Annotated[list[str], WithJsonSchema({"type": "array", "items": REGISTRY_TYPE_SCHEMA})]
+        | None
+    ) = Field(None, description="registryTypes kept; others are removed")
 
 
-class PolicySettings(Model):
-    """policy.yaml: which servers and versions every view may show."""
+class Rules(Model):
+    """What policy.yaml and a view's file both say: rules, cooldown, package types."""
 
     default: Literal["allow", "deny"] = "allow"
     rules: list[Rule] = Field(default_factory=list)
     min_age: Duration | None = Field(None, description="hold back versions younger than this")
     packages: PackageFilter = Field(default_factory=PackageFilter)
 
+    def values(self, key: str) -> list[tuple[str, str]]:
+        """Every value the rules give a match key (`registry_type`, `upstream`), with its
+        dotted key; for `registry_type`, `packages.types` too (for the loader's checks)."""
+        named: list[tuple[str, str]] = []
+        if key == "registry_type":
+            types = self.packages.types or ()
+            named.extend((f"packages.types[{i}]", value) for i, value in enumerate(types))
+        for index, rule in enumerate(self.rules):
+            verb, match = ("allow", rule.allow) if rule.allow is not None else ("deny", rule.deny)
+            given: list[str] = (getattr(match, key) or []) if match is not None else []
+            named.extend((f"rules[{index}].{verb}.{key}[{at}]", v) for at, v in enumerate(given))
+        return named
+
+
+ExtraType = Annotated[
+    str,
+    AfterValidator(
+        matching(
+            registry_types.PATTERN.pattern,
+            "{value!r} is not a registry type name (a-z, 0-9, . _ -)",
+        )
+    ),
+    pattern_schema(registry_types.PATTERN.pattern),
+]
+
+
+class PolicySettings(Rules):
+    """policy.yaml: which servers and versions every view may show."""
+
+    extra_registry_types: list[ExtraType] = Field(
+        default_factory=list,
+        description="registry types the gateway does not know yet, named on purpose",
+    )
+
+    def allowed_registry_types(self) -> tuple[str, ...]:
+        return (*registry_types.KNOWN, *self.extra_registry_types)
+
+
+_MIRROR_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+_OCI_PREFIX = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?(/[a-z0-9._\-]+)*/?")
+
 
 def _check_mirror_url(value: str) -> str:
-    if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
+    if not _MIRROR_URL.fullmatch(value):
         raise ValueError(f"{value!r} is not an http(s) URL")
     if "@" in urlsplit(value).netloc:
         raise ValueError(
@@ -284,7 +383,7 @@ def _check_identifier_glob(value: str) -> str:
 
 
 def _check_oci_prefix(value: str) -> str:
-    if "://" in value or not re.match(r"^[A-Za-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)*/?$", value):
+    if "://" in value or not _OCI_PREFIX.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a registry host and path without scheme "
             "(for example registry.example.com/dockerhub)"
@@ -342,6 +441,9 @@ class VerifySettings(Model):
     concurrency: int = Field(16, ge=1, le=256)
     ttl: Duration = Field(3600.0, description="how long a result (a miss too) is trusted")
     timeout: Duration = Field(10.0, description="per request to a mirror")
+    max_body: int = Field(
+        32 * 1024 * 1024, ge=1024, description="bytes of one answer; larger ones are unknown"
+    )
     credentials: list[Credential] = Field(default_factory=list)
 
 
@@ -368,14 +470,13 @@ class MirrorSettings(Model):
         return self.model_copy(update={key: getattr(view, key) for key in view.model_fields_set})
 
 
-class ViewSettings(PolicySettings):
+class ViewSettings(Rules):
     """views/<view>.yaml: a business unit's narrower policy, and its own mirrors."""
 
     description: str = ""
     mirrors: MirrorSettings | None = None
 
 
-VIEW_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 DEFAULT_VIEW = "default"  # the view served at the root, from policy.yaml alone
 
 

@@ -2,31 +2,86 @@
 
 Every mistake becomes one `ConfigIssue` naming the file and the dotted key, and all of them are
 raised together in one `ConfigError`, so an operator fixes a broken config in one pass.
+
+A config file cannot take the gateway down: files (and `${file:...}` values) are read only when
+they are regular files of at most `MAX_FILE_BYTES`, and YAML anchors and aliases, which let a
+few lines expand to gigabytes, are refused, as is nesting deeper than `MAX_DEPTH`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gateway import registry_types
 from gateway.config import (
     DEFAULT_VIEW,
-    VIEW_NAME,
+    SLUG,
     FederationConfig,
     GatewaySettings,
     MirrorSettings,
     PolicySettings,
+    Rules,
     ViewSettings,
 )
 from gateway.errors import ConfigError, ConfigIssue
 
 M = TypeVar("M", bound=BaseModel)
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_VIEW_NAME = re.compile(SLUG)
+_ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_FILE_BYTES = 1024 * 1024  # a config file, or a `${file:...}` value
+MAX_DEPTH = 64  # nested mappings and lists in a config file
+
+
+class FileRefused(OSError):
+    """A file that is not read: not a regular file, or too large."""
+
+
+def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, at most `limit` of them. A FIFO, a device (`/dev/zero`) or a
+    directory is refused without waiting on it; so is a larger file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileRefused(0, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileRefused(0, f"larger than {limit} bytes")
+    return data
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases, nested at most MAX_DEPTH deep."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (& and *) are not allowed", event.start_mark
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} deep", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def dotted(location: tuple[str | int, ...]) -> str:
@@ -55,13 +110,12 @@ def _interpolate(
         if reference.startswith("file:"):
             path = Path(reference[5:]).expanduser()
             try:
-                return path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                issues.append(
-                    ConfigIssue(file, dotted(location), f"cannot read {path}: {exc.strerror}")
-                )
+                return read_bounded(path).decode("utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                issues.append(ConfigIssue(file, dotted(location), f"cannot read {path}: {reason}"))
                 return ""
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", reference):
+        if not _ENVIRONMENT_NAME.fullmatch(reference):
             issues.append(
                 ConfigIssue(file, dotted(location), f"${{{reference}}} is not a reference")
             )
@@ -80,9 +134,15 @@ def read_yaml(path: Path, directory: Path, issues: list[ConfigIssue]) -> dict[st
     """One YAML file as an interpolated mapping, or None with the issue recorded."""
     file = str(path.relative_to(directory))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(read_bounded(path).decode("utf-8"), Loader=_Loader)
     except OSError as exc:
         issues.append(ConfigIssue(file, "", f"cannot read: {exc.strerror}"))
+        return None
+    except UnicodeDecodeError:
+        issues.append(ConfigIssue(file, "", "not UTF-8 text"))
+        return None
+    except RecursionError:
+        issues.append(ConfigIssue(file, "", "not valid YAML: nested too deep"))
         return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -161,17 +221,21 @@ def _load_model(path: Path, directory: Path, model: type[M], issues: list[Config
         return None
 
 
-def _load_views(directory: Path, issues: list[ConfigIssue]) -> dict[str, ViewSettings]:
+def _load_views(
+    directory: Path, issues: list[ConfigIssue]
+) -> tuple[dict[str, ViewSettings], dict[str, str]]:
+    """The views, and the file each came from."""
     views: dict[str, ViewSettings] = {}
+    files: dict[str, str] = {}
     folder = directory / "views"
     if not folder.is_dir():
-        return views
+        return views, files
     for path in sorted(folder.iterdir()):
         if path.suffix not in (".yaml", ".yml") or path.name.startswith("."):
             continue
         file = str(path.relative_to(directory))
         name = path.stem
-        if not re.match(VIEW_NAME, name):
+        if not _VIEW_NAME.fullmatch(name):
             message = (
                 f"view name {name!r} cannot be a URL segment: use lowercase letters, digits, "
                 "- and _ (at most 63)"
@@ -184,8 +248,28 @@ def _load_views(directory: Path, issues: list[ConfigIssue]) -> dict[str, ViewSet
             continue
         view = _load_model(path, directory, ViewSettings, issues)
         if view is not None:
-            views[name] = view
-    return views
+            views[name], files[name] = view, file
+    return views, files
+
+
+def _cross_checks(
+    gateway: GatewaySettings | None, policy: PolicySettings, rules: dict[str, Rules]
+) -> list[ConfigIssue]:
+    """What one file cannot check alone: registry types (policy.yaml declares the extra ones)
+    and the upstreams rules name (gateway.yaml lists them). A typo never matches silently."""
+    issues = []
+    allowed = policy.allowed_registry_types()
+    upstreams = [u.name for u in gateway.upstreams] if gateway is not None else []
+    for file, settings in rules.items():
+        for key, value in settings.values("registry_type"):
+            if value not in allowed:
+                issues.append(ConfigIssue(file, key, registry_types.unknown(value, allowed)))
+        for key, value in settings.values("upstream") if gateway is not None else ():
+            if value not in upstreams:
+                listed = ", ".join(upstreams)
+                message = f"no upstream is named {value!r} in gateway.yaml (upstreams: {listed})"
+                issues.append(ConfigIssue(file, key, message))
+    return issues
 
 
 def load_config(directory: Path | str) -> FederationConfig:
@@ -194,7 +278,7 @@ def load_config(directory: Path | str) -> FederationConfig:
     if not directory.is_dir():
         raise ConfigError([ConfigIssue(str(directory), "", "is not a directory")])
     path = directory / "gateway.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError([ConfigIssue("gateway.yaml", "", f"missing from {directory}")])
     issues: list[ConfigIssue] = []
     data = read_yaml(path, directory, issues)
@@ -206,12 +290,16 @@ def load_config(directory: Path | str) -> FederationConfig:
         except ValidationError as exc:
             _add_validation_issues(issues, "gateway.yaml", exc)
     policy: PolicySettings | None = PolicySettings()
-    if (directory / "policy.yaml").is_file():
+    if (directory / "policy.yaml").exists():
         policy = _load_model(directory / "policy.yaml", directory, PolicySettings, issues)
     mirrors: MirrorSettings | None = MirrorSettings()
-    if (directory / "mirrors.yaml").is_file():
+    if (directory / "mirrors.yaml").exists():
         mirrors = _load_model(directory / "mirrors.yaml", directory, MirrorSettings, issues)
-    views = _load_views(directory, issues)
+    views, files = _load_views(directory, issues)
+    if policy is not None:
+        rules: dict[str, Rules] = {"policy.yaml": policy}
+        rules.update((files[name], view) for name, view in views.items())
+        issues.extend(_cross_checks(gateway, policy, rules))
     if issues or gateway is None or policy is None or mirrors is None:
         raise ConfigError(issues)
     return FederationConfig(

@@ -15,9 +15,10 @@ from fnmatch import translate
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway import registry_types
 from gateway.config import MirrorRule, MirrorSettings
 
-INDEX_TYPES = ("npm", "pypi", "nuget", "cargo")
+INDEX_TYPES = registry_types.INDEX
 DOCKER_HUB = "docker.io"
 _DOCKER_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _OCI_PATH = re.compile(r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*")

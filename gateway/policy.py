@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from fnmatch import translate
 
 from gateway import gil
-from gateway.config import Match, PolicySettings
+from gateway.config import Match, Rules
 from gateway.entry import Entry
 from gateway.names import compile_globs, glob_pattern
 from gateway.semver import VersionRange
@@ -129,7 +129,7 @@ class Policy:
     those rules' other checks and nothing else.
     """
 
-    def __init__(self, settings: PolicySettings, source: str) -> None:
+    def __init__(self, settings: Rules, source: str) -> None:
         self.settings = settings
         self.source = source
         self.min_age = timedelta(seconds=settings.min_age) if settings.min_age is not None else None

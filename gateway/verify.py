@@ -24,7 +24,9 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import orjson
 import structlog
+from packaging.version import InvalidVersion, Version
 
+from gateway import registry_types
 from gateway.config import Credential, VerifySettings
 from gateway.mirrors import OciReference
 
@@ -65,7 +67,7 @@ def check_for(package: dict[str, Any]) -> Check | None:
     identifier = package.get("identifier")
     if not isinstance(identifier, str):
         return None
-    if kind in ("npm", "pypi", "nuget", "cargo"):
+    if kind in registry_types.INDEX:
         base, version = package.get("registryBaseUrl"), package.get("version")
         if isinstance(base, str) and isinstance(version, str):
             return Check(str(kind), base, identifier, version)
@@ -86,40 +88,18 @@ def _host(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-# PEP 440, as pip reads versions (the pattern of the PyPA's `packaging`).
-_PEP440 = re.compile(
-    r"""^\s*v?(?:(?P<epoch>[0-9]+)!)?(?P<release>[0-9]+(?:\.[0-9]+)*)
-    (?P<pre>[-_.]?(?P<pre_l>alpha|a|beta|b|preview|pre|c|rc)[-_.]?(?P<pre_n>[0-9]+)?)?
-    (?P<post>(?:-(?P<post_n1>[0-9]+))|(?:[-_.]?(?P<post_l>post|rev|r)[-_.]?(?P<post_n2>[0-9]+)?))?
-    (?P<dev>[-_.]?(?P<dev_l>dev)[-_.]?(?P<dev_n>[0-9]+)?)?
-    (?:\+(?P<local>[a-z0-9]+(?:[-_.][a-z0-9]+)*))?\s*$""",
-    re.VERBOSE | re.IGNORECASE,
-)
-_PRE = {"alpha": "a", "a": "a", "beta": "b", "b": "b", "c": "rc", "pre": "rc", "preview": "rc"}
-
-
-def pep440_key(version: str) -> tuple[object, ...] | None:
-    """PEP 440 equality: `2.0.0-rc.1` == `2.0.0rc1`, `1.1` == `1.1.0`; None if not PEP 440."""
-    match = _PEP440.match(version)
-    if not match:
+def _pep440(version: str) -> Version | None:
+    try:
+        return Version(version)
+    except InvalidVersion:
         return None
-    release = [int(part) for part in match.group("release").split(".")]
-    while len(release) > 1 and release[-1] == 0:
-        release.pop()
-    pre = None
-    if match.group("pre_l"):
-        pre = (_PRE.get(match.group("pre_l").lower(), "rc"), int(match.group("pre_n") or 0))
-    post_n = match.group("post_n1") or match.group("post_n2")
-    post = int(post_n or 0) if (match.group("post_n1") or match.group("post_l")) else None
-    dev = int(match.group("dev_n") or 0) if match.group("dev_l") else None
-    local = (match.group("local") or "").lower().replace("-", ".").replace("_", ".")
-    return (int(match.group("epoch") or 0), tuple(release), pre, post, dev, local)
 
 
 def versions_match(kind: str, wanted: str, offered: str) -> bool:
     """Whether a mirror's version string is the version asked for, as that package tool sees it."""
     if kind == "pypi":
-        mine, theirs = pep440_key(wanted), pep440_key(offered)
+        # PEP 440 equality, as pip reads versions: 2.0.0-rc.1 is 2.0.0rc1, 1.1 is 1.1.0.
+        mine, theirs = _pep440(wanted), _pep440(offered)
         return mine == theirs if mine is not None else wanted == offered
     if kind == "nuget":  # NuGet compares case-insensitively and ignores build metadata
         return wanted.split("+")[0].lower() == offered.split("+")[0].lower()

@@ -13,8 +13,9 @@ import orjson
 from gateway.config import DEFAULT_VIEW as DEFAULT_VIEW
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
 from gateway.entry import Entry, ServerJson, format_timestamp, json_bytes, with_packages
-from gateway.mirrors import INDEX_TYPES, Mirrors, rewrite_packages
+from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.policy import Policy
+from gateway.registry_types import KNOWN
 from gateway.verify import Check, Verdict, check_for
 
 Lookup = Callable[[Check], Verdict | None]
@@ -120,7 +121,7 @@ def _registry_type(package: object) -> str:
     return str(package.get("registryType")) if isinstance(package, dict) else "?"
 
 
-_MIRRORED_KINDS = frozenset((*INDEX_TYPES, "oci", "mcpb"))  # the keys of mirrors.yaml by type
+_MIRRORED_KINDS = frozenset(KNOWN)  # the keys of mirrors.yaml by type
 
 
 class Shapes:

@@ -5,7 +5,7 @@ from gateway.config import BreakerSettings
 
 
 def test_opens_after_consecutive_failures_then_probes_and_backs_off() -> None:
-    breaker = Breaker(BreakerSettings(failures=3, open_for=10, max_open_for=25))  # type: ignore[arg-type]
+    breaker = Breaker(BreakerSettings(failures=3, open_for="10s", max_open_for="25s"))  # type: ignore[arg-type]
     for now in (0, 1):
         assert breaker.allow(now)
         breaker.failed(now)

@@ -157,6 +157,7 @@ def _keys(model: type) -> set[str]:
     [
         ("gateway.yaml", "GatewaySettings"),
         ("policy.yaml", "PolicySettings"),
+        ("mirrors.yaml", "MirrorSettings"),
         ("views/payments.yaml", "ViewSettings"),
     ],
 )
@@ -169,3 +170,81 @@ def test_example_config_documents_every_key(file: str, model: str) -> None:
     keys = set(settings.model_fields) if file.startswith("views/") else _keys(settings)
     missing = sorted(k for k in keys if not re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", text))
     assert missing == [], f"keys missing from federation_config/example/{file}: {missing}"
+
+
+# -- config cannot take the gateway down -------------------------------------------------------
+
+LAUGHS = "a: &a ['lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol', 'lol']\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)  # nine lines that expand to 9**9 strings
+
+
+@pytest.mark.parametrize("file", ["gateway.yaml", "policy.yaml", "mirrors.yaml", "views/v.yaml"])
+@pytest.mark.timeout(10)
+def test_yaml_anchors_and_aliases_are_refused_in_every_file(tmp_path: Path, file: str) -> None:
+    good = "upstreams:\n" + GOOD_UPSTREAM
+    (tmp_path / "views").mkdir()
+    (tmp_path / "gateway.yaml").write_text(LAUGHS + good if file == "gateway.yaml" else good)
+    if file != "gateway.yaml":
+        (tmp_path / file).write_text(LAUGHS, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert [str(i) for i in caught.value.issues] == [
+        f"{file}: not valid YAML: line 1, column 4: anchors and aliases (& and *) are not allowed"
+    ]
+
+
+def test_a_lone_anchor_and_a_merge_key_are_refused_too(tmp_path: Path) -> None:
+    text = "upstreams:\n  - &u {name: a, url: 'https://r.example.com'}\n"
+    assert "anchors and aliases" in issues(tmp_path, text)[0]
+    merge = "x: &x {refresh: 5m}\nupstreams:\n  - {<<: *x, name: a, url: 'https://r.example'}\n"
+    assert "anchors and aliases" in issues(tmp_path, merge)[0]
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    text = "upstreams:\n" + GOOD_UPSTREAM + "x: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert "nested more than 64 deep" in issues(tmp_path, text)[0]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom", "fifo", "big", "directory"])
+def test_file_references_read_only_small_regular_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    import os
+
+    if source == "fifo":  # nobody ever writes to it: reading would wait forever
+        os.mkfifo(tmp_path / "fifo")
+        source = str(tmp_path / "fifo")
+    elif source == "big":
+        (tmp_path / "big").write_bytes(b"x" * (1024 * 1024 + 1))
+        source = str(tmp_path / "big")
+    elif source == "directory":
+        source = str(tmp_path)
+    text = f"admin_token: '${{file:{source}}}'\nupstreams:\n" + GOOD_UPSTREAM
+    reason = "larger than 1048576 bytes" if source.endswith("big") else "not a regular file"
+    assert issues(tmp_path, text) == [f"gateway.yaml: admin_token: cannot read {source}: {reason}"]
+
+
+def test_a_secret_file_is_still_read(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret\n", encoding="utf-8")
+    text = f"admin_token: '${{file:{tmp_path / 'token'}}}'\nupstreams:\n" + GOOD_UPSTREAM
+    config = load_config(config_dir(tmp_path, text))
+    assert config.gateway.admin_token is not None
+    assert config.gateway.admin_token.get_secret_value() == "s3cret"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", ["fifo", "big"])
+def test_config_files_themselves_are_bounded_regular_files(tmp_path: Path, kind: str) -> None:
+    import os
+
+    (tmp_path / "gateway.yaml").write_text("upstreams:\n" + GOOD_UPSTREAM, encoding="utf-8")
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "policy.yaml")
+    else:
+        (tmp_path / "policy.yaml").write_text("#" * (1024 * 1024 + 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    reason = "not a regular file" if kind == "fifo" else "larger than 1048576 bytes"
+    assert [str(i) for i in caught.value.issues] == [f"policy.yaml: cannot read: {reason}"]

@@ -16,7 +16,7 @@ from tests.fakes import Failure, server_entry
 
 
 def settings(url: str, **extra: Any) -> UpstreamSettings:
-    retry = extra.pop("retry", {"attempts": 3, "initial_wait": 0, "max_wait": 0})
+    retry = extra.pop("retry", {"attempts": 3, "initial_wait": "0s", "max_wait": "0s"})
     return UpstreamSettings.model_validate({"name": "up", "url": url, "retry": retry, **extra})
 
 
@@ -48,7 +48,7 @@ class _State:
 
 
 def test_backoff_prefers_retry_after_then_doubles_to_the_cap() -> None:
-    backoff = _Backoff(RetrySettings(attempts=5, initial_wait=1, max_wait=5))
+    backoff = _Backoff(RetrySettings(attempts=5, initial_wait="1s", max_wait="5s"))
     told = UpstreamUnavailable("up", "HTTP 429", retry_after=3.0)
     assert backoff(_State(1, told)) == 3.0
     plain = UpstreamUnavailable("up", "HTTP 503")
