@@ -7,7 +7,6 @@ every other field stay as the upstream sent them.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 from gateway import registry_types
 from gateway.config import MirrorRule, MirrorSettings
+from gateway.locations import within
 
 INDEX_TYPES = registry_types.INDEX
 DOCKER_HUB = "docker.io"
@@ -76,14 +76,14 @@ def _glob(pattern: str | None) -> Callable[[str], bool]:
 
 
 def _mcpb_target(identifier: str, prefixes: list[tuple[str, str]]) -> str | None:
+    """The mirrored download URL, or None. The rest of the URL comes from upstream data:
+    decoded as a server would (`%2e%2e`, `..%2f`...), it may not climb out of the mirror's
+    prefix; then no rule covers the package, and `unmirrored` applies."""
     for source, target in prefixes:
-        if identifier.startswith(source):
+        if identifier.startswith(source) and within(identifier, source):
             rest = identifier[len(source) :]
-            # The rest comes from upstream data: it may not climb out of the mirror's prefix.
-            normal = posixpath.normpath("/" + rest.split("?")[0].split("#")[0])
-            if ".." in rest.split("/") or normal.startswith("/.."):
-                return None
-            return target + rest
+            mirrored = target.rstrip("/") + "/" + rest.lstrip("/")
+            return mirrored if within(mirrored, target) else None
     return None
 
 

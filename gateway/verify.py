@@ -6,6 +6,10 @@ through index.json), cargo sparse index, OCI distribution `HEAD /v2/<repo>/manif
 of a package where the API allows it. Results, misses included, are cached for `ttl`; a mirror
 that is down or answers nonsense gives `unknown`, never `missing`. Only locations produced by
 the configured mirror rules are ever checked.
+
+Every request stays under the location it was built from (`locations.within`): a redirect is
+followed only there (elsewhere: `unknown`), credentials go only to URLs under the prefix they
+are configured for, and answers are read up to `verify.max_body` (a larger one: `unknown`).
 """
 
 from __future__ import annotations
@@ -25,15 +29,19 @@ import aiohttp
 import orjson
 import structlog
 from packaging.version import InvalidVersion, Version
+from yarl import URL
 
 from gateway import registry_types
 from gateway.config import Credential, VerifySettings
+from gateway.locations import origin, within
 from gateway.mirrors import OciReference
 
 log = structlog.get_logger("gateway.verify")
 
 Result = Literal["available", "missing", "unknown"]
 UNKNOWN_TTL = 60.0
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 OCI_ACCEPT = ", ".join(
     [
         "application/vnd.oci.image.index.v1+json",
@@ -237,7 +245,7 @@ class Verifier:
 
     def _credential(self, url: str) -> Credential | None:
         for credential in self.settings.credentials:
-            if url.startswith(credential.prefix):
+            if within(url, credential.prefix):
                 return credential
         return None
 
@@ -253,21 +261,49 @@ class Verifier:
         return headers
 
     async def _request(
-        self, method: str, url: str, headers: dict[str, str] | None = None, auth: bool = True
+        self,
+        method: str,
+        url: str,
+        under: str,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
     ) -> tuple[int, bytes, Any]:
-        all_headers = {**(self._auth_headers(url) if auth else {}), **(headers or {})}
+        """One request to a mirror, and the redirects it answers with, each only to a URL
+        under `under` and with only the credentials configured for that URL."""
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-        try:
-            async with self.session.request(
-                method, url, headers=all_headers, timeout=timeout, allow_redirects=True
-            ) as response:
-                body = await response.read() if method != "HEAD" else b""
-                return response.status, body, response.headers
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise MirrorUnavailable(f"{type(exc).__name__} from {_host(url)}") from None
+        for _ in range(MAX_REDIRECTS + 1):
+            if not within(url, under):
+                raise MirrorUnavailable(f"{_host(url)}: outside the mirror's location")
+            all_headers = {**(self._auth_headers(url) if auth else {}), **(headers or {})}
+            try:
+                async with self.session.request(
+                    method, url, headers=all_headers, timeout=timeout, allow_redirects=False
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECTS and location:
+                        url = str(response.url.join(URL(location)))
+                        continue
+                    body = await self._read(response) if method != "HEAD" else b""
+                    return response.status, body, response.headers
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                raise MirrorUnavailable(f"{type(exc).__name__} from {_host(url)}") from None
+        raise MirrorUnavailable(f"more than {MAX_REDIRECTS} redirects from {_host(url)}")
 
-    async def _json(self, url: str, accept: str = "application/json") -> Any:
-        status, body, _ = await self._request("GET", url, {"Accept": accept})
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        cap = self.settings.max_body
+        too_big = MirrorUnavailable(f"answer from {_host(str(response.url))} over {cap} bytes")
+        if (response.content_length or 0) > cap:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in response.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > cap:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _json(self, url: str, under: str, accept: str = "application/json") -> Any:
+        status, body, _ = await self._request("GET", url, under, {"Accept": accept})
         if status in (404, 410):
             return None
         if status != 200:
@@ -291,7 +327,7 @@ class Verifier:
     async def _npm(self, check: Check) -> Document:
         url = f"{check.location.rstrip('/')}/{quote(check.identifier, safe='@')}"
         accept = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8"
-        document = await self._json(url, accept)
+        document = await self._json(url, check.location, accept)
         if document is None:
             return None
         versions = document.get("versions") if isinstance(document, dict) else None
@@ -302,7 +338,7 @@ class Verifier:
     async def _pypi(self, check: Check) -> Document:
         url = f"{check.location.rstrip('/')}/{quote(pypi_name(check.identifier))}/"
         accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
-        status, body, headers = await self._request("GET", url, {"Accept": accept})
+        status, body, headers = await self._request("GET", url, check.location, {"Accept": accept})
         if status in (404, 410):
             return None
         if status != 200:
@@ -322,7 +358,7 @@ class Verifier:
         return frozenset(pypi_versions(check.identifier, parser.names))
 
     async def _nuget(self, check: Check) -> Document:
-        index = await self._json(check.location)
+        index = await self._json(check.location, check.location)
         resources = index.get("resources") if isinstance(index, dict) else None
         if not isinstance(resources, list):
             raise MirrorUnavailable("NuGet service index without resources")
@@ -334,10 +370,11 @@ class Verifier:
             ),
             None,
         )
-        if not isinstance(base, str) or urlsplit(base).netloc != urlsplit(check.location).netloc:
+        mirror = origin(check.location)  # the flat container may sit elsewhere on that host
+        if not isinstance(base, str) or not within(base, mirror):
             raise MirrorUnavailable("NuGet service index without a usable PackageBaseAddress")
         lower = check.identifier.lower()
-        document = await self._json(f"{base.rstrip('/')}/{quote(lower)}/index.json")
+        document = await self._json(f"{base.rstrip('/')}/{quote(lower)}/index.json", mirror)
         if document is None:
             return None
         versions = document.get("versions") if isinstance(document, dict) else None
@@ -348,7 +385,7 @@ class Verifier:
     async def _cargo(self, check: Check) -> Document:
         base = check.location.removeprefix("sparse+").rstrip("/")
         url = f"{base}/{quote(cargo_index_path(check.identifier))}"
-        status, body, _ = await self._request("GET", url)
+        status, body, _ = await self._request("GET", url, base + "/")
         if status in (404, 410):
             return None
         if status != 200:
@@ -372,12 +409,13 @@ class Verifier:
     async def _oci(self, check: Check) -> Document:
         registry = self._registry_url(check.location)
         url = f"{registry}/v2/{check.identifier}/manifests/{quote(check.version, safe=':')}"
+        under = f"{registry}/v2/"
         headers = {"Accept": OCI_ACCEPT}
-        status, _, response_headers = await self._request("HEAD", url, headers, auth=False)
+        status, _, response_headers = await self._request("HEAD", url, under, headers, auth=False)
         if status == 401:
             token = await self._oci_token(response_headers.get("WWW-Authenticate", ""), registry)
             headers["Authorization"] = f"Bearer {token}"
-            status, _, _ = await self._request("HEAD", url, headers, auth=False)
+            status, _, _ = await self._request("HEAD", url, under, headers, auth=False)
         if status == 200:
             return True
         if status == 404:
@@ -392,21 +430,19 @@ class Verifier:
         realm = fields.pop("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise MirrorUnavailable("OCI token challenge without a realm")
-        # Follow a realm only to the mirror itself or to a host configured with credentials.
-        same_host = urlsplit(realm).netloc == urlsplit(registry).netloc
-        if not same_host and self._credential(realm) is None:
+        # Follow a realm only to the registry itself or to a location credentials are
+        # configured for; the credentials sent are the realm's own (by prefix), if any.
+        if not within(realm, registry + "/") and self._credential(realm) is None:
             raise MirrorUnavailable("OCI token realm is on a host that is not configured")
-        url = f"{realm}?{urlencode(fields)}"
-        credential = self._credential(registry + "/")
-        headers = self._auth_headers(registry + "/") if credential else {}
-        document = await self._json_with(url, headers)
+        url = f"{realm.split('?')[0]}?{urlencode(fields)}"
+        document = await self._json_with(url, realm.split("?")[0])
         token = document.get("token") or document.get("access_token")
         if not isinstance(token, str):
             raise MirrorUnavailable("OCI token service answered without a token")
         return token
 
-    async def _json_with(self, url: str, headers: dict[str, str]) -> Any:
-        status, body, _ = await self._request("GET", url, headers, auth=False)
+    async def _json_with(self, url: str, under: str) -> Any:
+        status, body, _ = await self._request("GET", url, under)
         if status != 200:
             raise MirrorUnavailable(f"HTTP {status} from the OCI token service")
         try:
@@ -418,9 +454,10 @@ class Verifier:
         return document
 
     async def _mcpb(self, check: Check) -> Document:
-        status, _, _ = await self._request("HEAD", check.location)
+        location = check.location
+        status, _, _ = await self._request("HEAD", location, location)
         if status == 405:
-            status, _, _ = await self._request("GET", check.location, {"Range": "bytes=0-0"})
+            status, _, _ = await self._request("GET", location, location, {"Range": "bytes=0-0"})
         if status in (200, 206):
             return True
         if status in (404, 410):

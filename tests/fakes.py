@@ -186,13 +186,20 @@ class FakeMirror:
         self.url = ""
         self.npm_delay = 0.0
         self.npm_active = self.npm_peak = 0
+        self.redirect: dict[str, str] = {}  # path -> Location answered with 302
+        self.realm: str | None = None  # the OCI token service's URL (default: its own /token)
+        self.npm_padding = 0  # bytes of padding in every packument
+        self.seen: list[tuple[str, dict[str, str]]] = []  # (path, headers) of every request
 
     def app(self) -> web.Application:
         @web.middleware
         async def count(request: web.Request, handler: Any) -> web.StreamResponse:
             self.hits[request.path] += 1
+            self.seen.append((request.path, dict(request.headers)))
             if self.down:
                 return web.Response(status=503)
+            if request.path in self.redirect:
+                return web.Response(status=302, headers={"Location": self.redirect[request.path]})
             response: web.StreamResponse = await handler(request)
             return response
 
@@ -218,8 +225,9 @@ class FakeMirror:
         if versions is None:
             return web.json_response({"error": "not found"}, status=404)
         return web.json_response(
-            {"name": request.match_info["name"], "versions": {v: {} for v in versions}}
-        )
+            {"name": request.match_info["name"], "versions": {v: {} for v in versions},
+             "readme": "x" * self.npm_padding}
+        )  # fmt: skip
 
     async def pypi_project(self, request: web.Request) -> web.Response:
         files = self.pypi.get(request.match_info["name"])
@@ -250,7 +258,7 @@ class FakeMirror:
     async def oci_manifest(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {MIRROR_TOKEN}":
             challenge = (
-                f'Bearer realm="{self.url}/token",service="fake-registry",'
+                f'Bearer realm="{self.realm or self.url + "/token"}",service="fake-registry",'
                 f'scope="repository:{request.match_info["repo"]}:pull"'
             )
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
@@ -271,3 +279,32 @@ class FakeMirror:
         if name not in self.files:
             return web.Response(status=404)
         return web.Response(status=206 if "Range" in request.headers else 200, body=b"x")
+
+
+class Witness:
+    """A loopback server that answers every request with `answer` and records what it was
+    sent: the host a mirror must never send the gateway (or its credentials) to."""
+
+    def __init__(self, answer: dict[str, Any] | None = None) -> None:
+        self.answer = answer or {"token": "stolen"}
+        self.seen: list[tuple[str, dict[str, str]]] = []  # (path, headers)
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _any(self, request: web.Request) -> web.Response:
+        self.seen.append((request.path_qs, dict(request.headers)))
+        return web.json_response(self.answer)
+
+    async def start(self) -> Witness:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._any)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -10,9 +10,11 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
 from gateway.config import MirrorSettings, PolicySettings, VerifySettings, ViewSettings
 from gateway.entry import Splice, json_bytes, parse_item, with_packages
+from gateway.locations import decoded
 from gateway.mirrors import Mirrors, OciReference, rewrite_packages
 from gateway.view import Shapes, ViewPolicy
 from tests.fakes import server_entry
@@ -409,3 +411,45 @@ def test_a_build_makes_one_rewrite_per_entry_for_the_views_that_shape_it_alike()
     served = [snapshot.views["default"].body(item) for item in default]
     assert all(b"/npm-remote/" in body for body in served), served
     assert b"/payments-npm/" in snapshot.views["payments"].body(payments[0])
+
+
+# -- encoded paths: a rewritten mcpb location never leaves its mirror prefix ------------------
+
+CLIMBS = ["..", "%2e%2e", "%2E%2e", ".%2e", "%2e.", "%252e%252e", "..%2f", "..%2F", "%2e%2e%5c",
+          "..\\", "%2e%2E%2f%2e%2e", ".", "%2e"]  # fmt: skip
+SEGMENTS = st.sampled_from([*CLIMBS, "a", "b", "releases", "x.mcpb", "%41"])
+
+
+@pytest.mark.parametrize("climb", CLIMBS[:-2])
+def test_an_encoded_climb_is_not_mirrored(climb: str) -> None:
+    identifier = f"https://github.com/acme/{climb}/{climb}/secret.mcpb"
+    assert Mirrors(MIRRORS).rewrite(pkg("mcpb", identifier)).mirrored is False
+    for mode in ("drop-package", "drop-server"):  # `unmirrored` applies to it
+        settings = MIRRORS.model_copy(update={"unmirrored": mode})
+        result = rewrite_packages(Mirrors(settings), [pkg("mcpb", identifier)])
+        assert result.packages == []
+        assert result.dropped == ["mcpb"]
+
+
+@given(st.lists(SEGMENTS, min_size=1, max_size=6), st.sampled_from(["/", "//", "/a/"]))
+def test_a_mirrored_location_stays_under_its_mirror_prefix(segments: list[str], join: str) -> None:
+    identifier = "https://github.com" + join + "/".join(segments)
+    result = Mirrors(MIRRORS).rewrite(pkg("mcpb", identifier))
+    if not result.mirrored:
+        return
+    served = result.package["identifier"]
+    rules = sorted((MIRRORS.mcpb or {}).items(), key=lambda kv: -len(kv[0]))
+    prefix = next(target for source, target in rules if identifier.startswith(source))
+    resolved = URL(served)  # as an IDE's HTTP client and the gateway's own checks read it
+    assert str(resolved).startswith(prefix)
+    assert ".." not in decoded(resolved.raw_path).split("/")
+
+
+def test_a_source_prefix_matches_at_a_segment_boundary_only() -> None:
+    settings = MirrorSettings.model_validate(
+        {"mcpb": {"https://github.com": "https://art.example.com/gh/"}}
+    )
+    rewritten = Mirrors(settings).rewrite(pkg("mcpb", "https://github.com/a/b.mcpb"))
+    assert rewritten.package["identifier"] == "https://art.example.com/gh/a/b.mcpb"
+    lookalike = Mirrors(settings).rewrite(pkg("mcpb", "https://github.com.evil.example/b.mcpb"))
+    assert lookalike.mirrored is False

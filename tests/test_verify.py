@@ -13,9 +13,17 @@ import yaml
 from gateway.app import REFRESHER
 from gateway.config import VerifySettings
 from gateway.loader import load_config
+from gateway.locations import within
 from gateway.verify import Check, Verifier, check_for, pypi_versions
 from tests.conftest import file_upstream
-from tests.fakes import MIRROR_PASSWORD, MIRROR_TOKEN, MIRROR_USER, FakeMirror, server_entry
+from tests.fakes import (
+    MIRROR_PASSWORD,
+    MIRROR_TOKEN,
+    MIRROR_USER,
+    FakeMirror,
+    Witness,
+    server_entry,
+)
 
 TOKEN, USER, PASSWORD = MIRROR_TOKEN, MIRROR_USER, MIRROR_PASSWORD
 
@@ -221,3 +229,125 @@ def test_versions_match_as_each_tool_does(kind: str, wanted: str, offered: str, 
     from gateway.verify import versions_match
 
     assert versions_match(kind, wanted, offered) is same
+
+
+# -- mirror checks never leak, never escape, never trust another host's answer -----------------
+
+
+@pytest.fixture
+async def witness() -> AsyncIterator[Witness]:
+    other = await Witness({"versions": {"1.2.0": {}}, "token": "stolen"}).start()
+    yield other
+    await other.stop()
+
+
+def keyed_verifier(mirror: FakeMirror, session: aiohttp.ClientSession, **extra: Any) -> Verifier:
+    """Credentials as an Artifactory API key: a custom header, which aiohttp would carry
+    along a redirect to any host (it drops only Authorization)."""
+    credentials = [{"prefix": mirror.url + "/", "headers": {"X-JFrog-Art-Api": "s3cret"}}]
+    settings = VerifySettings.model_validate(
+        {"mode": "annotate", "credentials": credentials, **extra}
+    )
+    return Verifier(settings, session)
+
+
+async def test_a_redirect_to_another_host_is_unknown_and_never_followed(
+    mirror: FakeMirror, witness: Witness, session: aiohttp.ClientSession
+) -> None:
+    mirror.redirect["/npm/@acme/weather"] = f"{witness.url}/npm/@acme/weather"
+    v = keyed_verifier(mirror, session)
+    check = Check("npm", f"{mirror.url}/npm/", "@acme/weather", "1.2.0")
+    await v.run([check])
+    assert v.lookup(check).result == "unknown"  # type: ignore[union-attr]
+    assert witness.seen == []  # neither the request nor the key went there
+
+
+async def test_a_redirect_within_the_mirror_is_followed_with_its_credentials(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    mirror.redirect["/npm/@acme/old-name"] = "/npm/@acme/weather"
+    v = keyed_verifier(mirror, session)
+    check = Check("npm", f"{mirror.url}/npm/", "@acme/old-name", "1.2.0")
+    await v.run([check])
+    assert v.lookup(check).result == "available"  # type: ignore[union-attr]
+    assert [(path, headers.get("X-JFrog-Art-Api")) for path, headers in mirror.seen] == [
+        ("/npm/@acme/old-name", "s3cret"),
+        ("/npm/@acme/weather", "s3cret"),
+    ]
+
+
+async def test_a_redirect_out_of_the_mirrors_path_is_unknown(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    mirror.redirect["/npm/@acme/weather"] = "/files/notes-1.0.0.mcpb"  # same host, not npm's
+    v = keyed_verifier(mirror, session)
+    check = Check("npm", f"{mirror.url}/npm/", "@acme/weather", "1.2.0")
+    await v.run([check])
+    assert v.lookup(check).result == "unknown"  # type: ignore[union-attr]
+    assert mirror.hits["/files/notes-1.0.0.mcpb"] == 0
+
+
+async def test_an_oversized_answer_is_unknown_never_missing(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    mirror.npm_padding = 64 * 1024
+    v = keyed_verifier(mirror, session, max_body=32 * 1024)
+    check = Check("npm", f"{mirror.url}/npm/", "@acme/weather", "1.2.0")
+    await v.run([check])
+    assert v.lookup(check).result == "unknown"  # type: ignore[union-attr]
+    roomy = keyed_verifier(mirror, session)  # the default, 32 MB
+    await roomy.run([check])
+    assert roomy.lookup(check).result == "available"  # type: ignore[union-attr]
+
+
+async def test_an_oci_token_realm_elsewhere_gets_only_its_own_credentials(
+    mirror: FakeMirror, witness: Witness, session: aiohttp.ClientSession
+) -> None:
+    mirror.realm = f"{witness.url}/token"
+    check = Check("oci", host(mirror), "acme/weather", "1.2.0")
+    # The registry has credentials, the realm's host none: the realm is not contacted at all.
+    v = verifier(mirror, session)
+    await v.run([check])
+    assert v.lookup(check).result == "unknown"  # type: ignore[union-attr]
+    assert witness.seen == []
+    # With credentials configured for the realm's location, those (and only those) go there.
+    settings = VerifySettings.model_validate({"mode": "annotate", "credentials": [
+        {"prefix": mirror.url + "/", "username": USER, "password": PASSWORD},
+        {"prefix": witness.url + "/token", "headers": {"Authorization": "Bearer realm-key"}},
+    ]})  # fmt: skip
+    both = Verifier(settings, session)
+    await both.run([check])
+    assert [headers.get("Authorization") for _, headers in witness.seen] == ["Bearer realm-key"]
+
+
+@pytest.mark.parametrize(
+    ("url", "prefix", "inside"),
+    [
+        ("https://m.example.com/npm/x", "https://m.example.com/npm/", True),
+        ("https://m.example.com/npm", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npmx/x", "https://m.example.com/npm", False),
+        ("https://m.example.com/npm/x", "https://m.example.com/npm", True),
+        ("https://M.EXAMPLE.COM/npm/x", "https://m.example.com/npm/", True),
+        ("https://m.example.com.evil.com/x", "https://m.example.com", False),
+        ("http://127.0.0.1:12345/x", "http://127.0.0.1:1234", False),
+        ("http://m.example.com/npm/x", "https://m.example.com/npm/", False),
+        ("https://u:p@m.example.com/npm/x", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/../admin", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/%2e%2e/admin", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/..%2fadmin", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/%252e%252e/admin", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/..%5cadmin", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/a..b", "https://m.example.com/npm/", True),
+    ],
+)
+def test_within(url: str, prefix: str, inside: bool) -> None:
+    assert within(url, prefix) is inside
+
+
+def test_credentials_go_only_to_their_prefix() -> None:
+    settings = VerifySettings.model_validate(
+        {"credentials": [{"prefix": "http://127.0.0.1:1234", "headers": {"X-Key": "k"}}]}
+    )
+    v = Verifier(settings, None)  # type: ignore[arg-type]
+    assert v._auth_headers("http://127.0.0.1:1234/npm/x") == {"X-Key": "k"}
+    assert v._auth_headers("http://127.0.0.1:12345/npm/x") == {}
