@@ -202,7 +202,8 @@ def _facts(server: dict[str, Any]) -> tuple[frozenset[str], frozenset[str], tupl
 
 
 class EntryRejected(ValueError):
-    """An item that cannot be an entry; `reason` says why, `name` is set when it was readable."""
+    """An item that cannot be an entry; `reason` says why (one of a few fixed texts, so that
+    skipped items are counted by reason), `name` is set when it was readable."""
 
     def __init__(self, reason: str, name: str | None = None) -> None:
         super().__init__(reason)
@@ -218,8 +219,8 @@ def _timestamp(official: dict[str, Any], key: str, fallback: datetime) -> dateti
         raise EntryRejected(f"_meta official {key} is not a string")
     try:
         return parse_timestamp(value)
-    except ValueError as exc:
-        raise EntryRejected(f"_meta official {key}: {exc}") from None
+    except ValueError:
+        raise EntryRejected(f"_meta official {key} is not an RFC 3339 timestamp") from None
 
 
 def parse_item(item: object, *, seen_at: datetime) -> Entry:
@@ -256,7 +257,7 @@ def parse_item(item: object, *, seen_at: datetime) -> Entry:
         raise EntryRejected("_meta official is not an object", name)
     status = official.get("status", "active")
     if status not in STATUSES:
-        raise EntryRejected(f"_meta official status {status!r} is unknown", name)
+        raise EntryRejected("_meta official status is not active, deprecated or deleted", name)
     try:
         published = _timestamp(official, "publishedAt", seen_at)
         updated = _timestamp(official, "updatedAt", published)

@@ -140,12 +140,12 @@ class Feed:
             return False
         now = datetime.now(UTC)
         if batch is not None:
-            self.skipped = len(batch.skipped)
-            self.skipped_total += len(batch.skipped)
-            for skipped in batch.skipped:
+            self.skipped = batch.skipped
+            self.skipped_total += batch.skipped
+            if batch.skipped:  # one event per sync, however many: a page can hold a million
                 log.warning(
-                    "upstream_entry_skipped", upstream=self.name, server=skipped.name,
-                    reason=skipped.reason,
+                    "upstream_entries_skipped", upstream=self.name, skipped=batch.skipped,
+                    reasons=dict(batch.reasons), first=batch.examples,
                 )  # fmt: skip
         changed = False
         if entries is not None:
@@ -174,7 +174,7 @@ class Feed:
             changed=changed,
             entries=len(self.entries),
             received=len(batch.entries) if batch else 0,
-            skipped=len(batch.skipped) if batch else 0,
+            skipped=batch.skipped if batch else 0,
             pages=batch.pages if batch else 0,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )

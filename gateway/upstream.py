@@ -6,6 +6,8 @@ aiohttp and timeout errors are caught here, at the boundary, and re-raised as th
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -17,64 +19,103 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
+from gateway import gil
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
 from gateway.entry import Entry, EntryRejected, parse_item
 from gateway.errors import UpstreamInvalid, UpstreamUnavailable
 from gateway.names import matches_any
+from gateway.page import Raw, read_page
 
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """An upstream item left out, and why."""
-
-    name: str | None
-    reason: str
+SKIPPED_EXAMPLES = 5  # names (or reasons) of skipped items kept for the log
+MIN_REJECTED = 10  # a page with at least this many bad items, and more bad than good, fails
+OVER_CAP = "entry is over max_entry_bytes"
 
 
 @dataclass(slots=True)
 class Batch:
-    """What one sync read: accepted entries, items left out, and how many pages it took."""
+    """What one sync read: accepted entries, items left out (counted by reason, the first few
+    named), and how many pages it took."""
 
     entries: list[Entry] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
     pages: int = 0
 
+    def skip(self, reason: str, name: str | None) -> None:
+        self.skipped += 1
+        self.reasons[reason] += 1
+        if len(self.examples) < SKIPPED_EXAMPLES:
+            self.examples.append(f"{name}: {reason}" if name else reason)
 
-def ingest(items: list[Any], settings: UpstreamSettings, seen_at: datetime, batch: Batch) -> None:
-    """Parse raw items into the batch, one by one: a bad item is skipped, the rest is kept.
 
-    Applies the upstream's include/exclude globs and its size cap per entry.
-    """
+def _parsed(item: Any, cap: int) -> Any:
+    """An item as parsed JSON: `Raw` items (of a split page) are parsed here, one by one,
+    unless far over the size cap (then they are not worth parsing)."""
+    if not isinstance(item, Raw):
+        return item
+    if len(item.json) > 4 * cap:
+        raise EntryRejected(OVER_CAP)
+    try:
+        return orjson.loads(item.json)
+    except orjson.JSONDecodeError:
+        raise EntryRejected("entry is not JSON") from None
+
+
+def _size(item: Any, parsed: Any, cap: int) -> int:
+    """An entry's size as compact JSON (a `Raw` item within the cap is within it compact)."""
+    if isinstance(item, Raw) and len(item.json) <= cap:
+        return len(item.json)
+    return len(orjson.dumps(parsed))
+
+
+def ingest(
+    items: list[Any], settings: UpstreamSettings, seen_at: datetime, batch: Batch, where: str
+) -> None:
+    """Parse raw items into the batch, one by one: a bad item is skipped, the rest is kept,
+    unless more than half of them (and at least MIN_REJECTED) are bad: then the page is
+    invalid, and the sync fails. Applies the upstream's include/exclude globs and its size
+    cap per entry. Blocking: call it off the event loop."""
     cap = settings.max_entry_bytes
-    for item in items:
+    include, exclude = settings.include, settings.exclude
+    rejected = 0
+    pacer = gil.Pacer()
+    for index, item in enumerate(items):
+        if not index % 64:
+            pacer.tick()
         try:
-            entry = parse_item(item, seen_at=seen_at)
-            size = len(orjson.dumps(item))
-            if size > cap:
-                raise EntryRejected(
-                    f"entry is {size} bytes, over max_entry_bytes {cap}", entry.name
-                )
+            parsed = _parsed(item, cap)
+            entry = parse_item(parsed, seen_at=seen_at)
+            if _size(item, parsed, cap) > cap:
+                raise EntryRejected(OVER_CAP, entry.name)
         except EntryRejected as exc:
-            batch.skipped.append(Skipped(exc.name, exc.reason))
+            rejected += 1
+            batch.skip(exc.reason, exc.name)
             continue
-        if not matches_any(entry.name, settings.include) or matches_any(
-            entry.name, settings.exclude
-        ):
+        if not matches_any(entry.identity, include) or matches_any(entry.identity, exclude):
             continue
         batch.entries.append(entry)
+    if rejected >= MIN_REJECTED and rejected * 2 > len(items):
+        common = batch.reasons.most_common(3)
+        reasons = ", ".join(f"{reason} ({count})" for reason, count in common)
+        raise UpstreamInvalid(
+            settings.name, f"{rejected} of the {len(items)} items of {where} are invalid: {reasons}"
+        )
 
 
-def items_of(document: Any, upstream: str) -> tuple[list[Any], str | None]:
-    """The items and next cursor of an API-shaped list, or of a plain server.json array."""
-    if isinstance(document, list):
-        return document, None
-    if isinstance(document, dict) and isinstance(document.get("servers"), list):
-        metadata = document.get("metadata")
-        cursor = metadata.get("nextCursor") if isinstance(metadata, dict) else None
-        if cursor is not None and not isinstance(cursor, str):
-            raise UpstreamInvalid(upstream, "metadata.nextCursor is not a string")
-        return document["servers"], cursor or None
-    raise UpstreamInvalid(upstream, 'not a server list: expected {"servers": [...]} or an array')
+def read_items(
+    body: bytes,
+    settings: UpstreamSettings,
+    seen_at: datetime,
+    batch: Batch,
+    where: str,
+    limit: int | None,
+) -> tuple[int, str | None]:
+    """One page (or file) into the batch; returns how many items it had, and its cursor.
+    Blocking, and long for a hostile page: call it in a worker thread (see `page`)."""
+    items, cursor = read_page(body, settings.name, limit)
+    ingest(items, settings, seen_at, batch, where)
+    return len(items), cursor
 
 
 def _retry_after(value: str | None, cap: float) -> float | None:
@@ -115,7 +156,7 @@ class RegistryClient:
         self.shown_url = redact_url(self.list_url)  # for errors: no user:password in logs
         self.headers = {k: v.get_secret_value() for k, v in settings.headers.items()}
 
-    async def _get_once(self, params: dict[str, str]) -> Any:
+    async def _get_once(self, params: dict[str, str]) -> bytes:
         name = self.settings.name
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
         try:
@@ -132,16 +173,12 @@ class RegistryClient:
                     )
                 if response.status != 200:
                     raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.shown_url)
-                body = await self._read_capped(response)
+                return await self._read_capped(response)
         except TimeoutError:
             raise UpstreamUnavailable(name, "timed out", url=self.shown_url) from None
         except aiohttp.ClientError as exc:
             reason = f"{type(exc).__name__}: {exc}".replace(self.list_url, self.shown_url)
             raise UpstreamUnavailable(name, reason, url=self.shown_url) from None
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamInvalid(name, f"body is not JSON: {exc}", url=self.shown_url) from None
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self.settings.max_page_bytes
@@ -158,8 +195,8 @@ class RegistryClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def get_page(self, params: dict[str, str]) -> Any:
-        """One list page, with the configured retries around this single request."""
+    async def get_page(self, params: dict[str, str]) -> bytes:
+        """One list page's body, with the configured retries around this single request."""
         retry = self.settings.retry
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(UpstreamUnavailable),
@@ -185,10 +222,15 @@ class RegistryClient:
                 params["updated_since"] = updated_since
             if cursor is not None:
                 params["cursor"] = cursor
-            items, cursor = items_of(await self.get_page(params), self.settings.name)
+            body = await self.get_page(params)
             batch.pages += 1
-            ingest(items, self.settings, now, batch)
-            if not items or cursor is None:
+            # Parsing and checking a page is CPU work on bytes from a stranger: in a worker
+            # thread, in steps that give the GIL up (see `page`).
+            count, cursor = await asyncio.to_thread(
+                read_items, body, self.settings, now, batch, f"page {batch.pages}",
+                self.settings.page_size,
+            )  # fmt: skip
+            if not count or cursor is None:
                 return batch
             if cursor in seen_cursors:
                 raise UpstreamInvalid(self.settings.name, f"cursor loop at page {batch.pages}")
@@ -223,11 +265,6 @@ def read_file(settings: UpstreamSettings) -> Batch:
         seen_at = datetime.fromtimestamp(settings.file.stat().st_mtime, UTC)
     except OSError as exc:
         raise UpstreamUnavailable(name, f"cannot read {settings.file}: {exc.strerror}") from None
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamInvalid(name, f"{settings.file} is not JSON: {exc}") from None
-    items, _ = items_of(document, name)
     batch = Batch(pages=1)
-    ingest(items, settings, seen_at, batch)
+    read_items(raw, settings, seen_at, batch, str(settings.file), None)
     return batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -278,3 +279,110 @@ async def test_an_operator_syncs_an_upstream_now(gateway: Any) -> None:
     assert ("io.github.flaky/fresh", "1.0.0") in served
     missing = await client.post("/admin/upstreams/nobody/sync", headers=AUTH)
     assert missing.status == 404
+
+
+# -- hostile upstreams cannot stall or exhaust the gateway -------------------------------------
+
+
+async def _loop_lag_during(work: Any) -> list[float]:
+    """The event loop's lateness (seconds) every 2 ms while `work` runs."""
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            due = time.perf_counter() + 0.002
+            await asyncio.sleep(0.002)
+            lags.append(time.perf_counter() - due)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await work
+    finally:
+        done.set()
+        await sampler
+    return lags
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+HOSTILE_PAGES = {
+    "a million tiny invalid items": b'{"servers":[' + b",".join([b"{}"] * 1_000_000) + b"]}",
+    "a million values besides the items": (
+        b'{"metadata":{"junk":[' + b",".join([b"[]"] * 1_000_000) + b']},"servers":[]}'
+    ),
+    "a 2 MB item of empty lists": b'{"servers":[[' + b",".join([b"[]"] * 700_000) + b"]]}",
+}
+
+
+@pytest.mark.parametrize("shape", HOSTILE_PAGES)
+async def test_a_hostile_page_never_stalls_the_event_loop(gateway: Any, shape: str) -> None:
+    client, flaky, before = gateway
+    flaky.fail_next(1, Failure(200, HOSTILE_PAGES[shape]))
+    refresher = client.app[REFRESHER]
+    lags = await _loop_lag_during(refresher.sync_all())
+    assert lags  # the loop was sampled throughout the sync
+    assert p99(lags) <= 0.050, f"p99 {p99(lags) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms"
+    served = await (await client.get("/v0.1/servers?limit=100")).read()
+    assert by_key(served).keys() == by_key(before).keys()  # the last good data is kept
+    status = await upstream_status(client, "flaky")
+    if shape == "a million tiny invalid items":
+        assert "the page has 5 items, more than the 4 asked for" in status["lastError"]
+    elif shape == "a million values besides the items":
+        assert "over 65536 bytes besides its servers" in status["lastError"]
+    else:  # one entry over max_entry_bytes: skipped, the page kept
+        assert status["skippedLastSync"] == 1
+
+
+async def test_a_page_of_mostly_invalid_items_fails_the_sync(
+    registries: Any, make_config: Any, serve: Any, tmp_path: Path
+) -> None:
+    good = [server_entry(f"io.github.ok/s{i:02d}", "1.0.0") for i in range(40)]
+    registry: FakeRegistry = await registries(good)
+    config = make_config(
+        admin_token="adm1n",
+        upstreams=[{"name": "flaky", "url": registry.url, "refresh": "1h", "full_sync": "0s",
+                    "page_size": 100, "breaker": {"failures": 100}}],
+    )  # fmt: skip
+    client = await serve(config)
+    refresher = client.app[REFRESHER]
+    # 9 bad items among 49: skipped one by one, the rest kept.
+    registry.raw_items = [{"server": {"name": f"bad {i}", "version": "1"}} for i in range(9)]
+    await refresher.sync_all()
+    status = await upstream_status(client, "flaky")
+    assert (status["lastError"], status["skippedLastSync"]) == (None, 9)
+    # 60 bad items among 100: the page is not what a registry serves; the last good data stays.
+    registry.raw_items = [{"server": {"name": f"bad {i}", "version": "1"}} for i in range(60)]
+    await refresher.sync_all()
+    status = await upstream_status(client, "flaky")
+    assert "60 of the 100 items of page 1 are invalid" in status["lastError"]
+    assert "server.name is missing or not a namespace/name (60)" in status["lastError"]
+    body = await (await client.get("/v0.1/servers?limit=100")).json()
+    assert len(body["servers"]) == 40
+
+
+async def test_skipped_entries_are_logged_once_per_sync(
+    tmp_path: Path, make_config: Any, serve: Any, capsys: Any
+) -> None:
+    import structlog
+
+    items: list[Any] = [server_entry(f"io.github.ok/s{i:02d}", "1.0.0") for i in range(20)]
+    items += [{"server": {"name": f"bad {i}", "version": "1"}} for i in range(7)]
+    items += [{"server": {"name": f"io.github.x/v{i}"}} for i in range(2)]
+    structlog.configure(processors=[structlog.processors.JSONRenderer()])
+    try:
+        client = await serve(make_config(upstreams=[file_upstream(tmp_path / "d", "u", items)]))
+        events = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        structlog.reset_defaults()
+    skipped = [e for e in events if e.get("event", "").startswith("upstream_entr")]
+    assert skipped == [{
+        "upstream": "u", "skipped": 9, "event": "upstream_entries_skipped",
+        "reasons": {"server.name is missing or not a namespace/name": 7,
+                    "server.version is missing or not a string": 2},
+        "first": ["server.name is missing or not a namespace/name"] * 5,
+    }]  # fmt: skip
+    assert client.app[REFRESHER].feeds[0].skipped == 9
