@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 from cachetools import LRUCache
@@ -68,6 +69,13 @@ def explain_server(
     )
 
 
+REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
+
+
+def _report_size(report: dict[str, object]) -> int:
+    return 4 * len(orjson.dumps(report)) + 1024  # parsed objects take a few times their JSON
+
+
 class Explained:
     """Server pages' accounts (`explain`) for the current snapshot: each scans every entry,
     so they are worked out in a worker thread, only for names some upstream offers, and
@@ -75,7 +83,10 @@ class Explained:
 
     def __init__(self) -> None:
         self._built: tuple[int, object] | None = None  # which snapshot (not a reference to it)
-        self._reports: LRUCache[tuple[str, str], dict[str, object]] = LRUCache(maxsize=256)
+        # Bounded by the bytes the reports hold (as JSON, and their keys), not by their number.
+        self._reports: LRUCache[tuple[str, str], dict[str, object]] = LRUCache(
+            maxsize=REPORT_BYTES, getsizeof=_report_size
+        )
 
     async def report(self, refresher: Refresher, view: str, name: str) -> dict[str, object] | None:
         """None when no upstream offers the name."""

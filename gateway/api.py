@@ -7,9 +7,10 @@ API answers at `/v0.1`, `/v0` and (an alias some clients use) with no version pr
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -31,11 +32,18 @@ ENDPOINT_NOT_FOUND = "Endpoint not found"
 SERVER_NOT_FOUND = "Server not found"
 
 
+# What a cached answer holds besides its body and gzip form (its headers, measured: ~1.6 KB),
+# and what a remembered URL holds besides its text: what cache budgets count.
+RENDERED_BYTES = 2048
+URL_BYTES = 256
+KEY_BYTES = 512
+
+
 class Rendered:
     """A response body, its ETag and headers, and (made on first demand, then kept) its gzip
     form: everything a cached answer needs, computed once."""
 
-    __slots__ = ("_gzipped", "body", "etag", "gzip_etag", "gzip_headers", "headers")
+    __slots__ = ("_gzipped", "body", "etag", "grew", "gzip_etag", "gzip_headers", "headers")
 
     def __init__(self, body: bytes, etag: str) -> None:
         self.body = body
@@ -53,6 +61,11 @@ class Rendered:
             {**common, "ETag": self.gzip_etag, "Content-Encoding": "gzip"}
         )
         self._gzipped: bytes | None = None
+        self.grew: Callable[[Rendered], None] | None = None  # told when its gzip form is made
+
+    def held(self) -> int:
+        """The bytes this answer holds: what a cache counts for it."""
+        return len(self.body) + len(self._gzipped or b"") + RENDERED_BYTES
 
     def not_modified(self, etag: str) -> dict[str, str]:
         return {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding, Origin",
@@ -61,7 +74,22 @@ class Rendered:
     def gzipped(self) -> bytes:
         if self._gzipped is None:
             self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+            if self.grew is not None:
+                self.grew(self)
         return self._gzipped
+
+
+class Cached:
+    """An answer in the cache by query, and the bytes its key holds."""
+
+    __slots__ = ("key_bytes", "rendered")
+
+    def __init__(self, key: object, rendered: Rendered) -> None:
+        self.key_bytes = len(repr(key)) + KEY_BYTES
+        self.rendered = rendered
+
+    def held(self) -> int:
+        return self.key_bytes + self.rendered.held()
 
 
 def render(document: object) -> Rendered:
@@ -128,12 +156,18 @@ def parse_route(raw_path: str) -> Route:
 
 
 class Api:
-    """Answers read requests from the current snapshot, caching rendered pages per snapshot."""
+    """Answers read requests from the current snapshot, caching rendered pages per snapshot.
+
+    Two caches, each bounded by the bytes it holds (keys, bodies, gzip forms once made, and the
+    objects around them), so a client sending distinct long queries cannot grow memory: the
+    answers by query (least recently used out), and the answers by exact URL for the fast path
+    (emptied when full: cheaper than LRU bookkeeping on every hit, and refilled at once).
+    """
 
     def __init__(self, cache_bytes: int = 64 * 1024 * 1024, urls: int = 20_000) -> None:
         self._cache_bytes = cache_bytes
         self._urls = urls
-        self._cache: LRUCache[object, Rendered] = self._new_cache()
+        self._cache: LRUCache[object, Cached] = self._new_cache()
         self._by_url: dict[str, tuple[str, Rendered]] = {}
         self._by_url_bytes = 0
         self._cached_for: Snapshot | None = None
@@ -144,8 +178,12 @@ class Api:
             return None
         return self._by_url.get(raw)
 
-    def _new_cache(self) -> LRUCache[object, Rendered]:
-        return LRUCache(maxsize=self._cache_bytes, getsizeof=lambda r: len(r.body) + 200)
+    def _new_cache(self) -> LRUCache[object, Cached]:
+        return LRUCache(maxsize=self._cache_bytes, getsizeof=Cached.held)
+
+    def held(self) -> int:
+        """The bytes both caches count now."""
+        return int(self._cache.currsize) + self._by_url_bytes
 
     def answer(
         self,
@@ -177,28 +215,38 @@ class Api:
             key = (route.endpoint, route.view, route.name, route.version, include_deleted)
         cached = self._cache.get(key)
         if cached is not None:
-            self._remember(raw, route.endpoint, cached)
-            return cached
+            self._remember(raw, route.endpoint, cached.rendered)
+            return cached.rendered
         if route.endpoint == "list":
             rendered = self._list(view, query)
         elif route.endpoint == "versions":
             rendered = self._versions(view, route, include_deleted)
         else:
             rendered = self._version(view, route, include_deleted)
-        self._cache[key] = rendered
+        entry = Cached(key, rendered)
+        rendered.grew = functools.partial(self._grew, key)
+        self._cache[key] = entry
         self._remember(raw, route.endpoint, rendered)
         return rendered
+
+    def _grew(self, key: object, rendered: Rendered) -> None:
+        """An answer's gzip form was made: both caches count it from now on."""
+        self._by_url_bytes += rendered.held() - len(rendered.body) - RENDERED_BYTES
+        entry = self._cache.get(key)
+        if entry is not None and entry.rendered is rendered:
+            self._cache[key] = entry  # counted again, its gzip form included
 
     def _remember(self, raw: str | None, endpoint: str, rendered: Rendered) -> None:
         if raw is None:
             return
         # Bounded like the cache, in URLs and in bytes (it may keep answers the cache let go:
-        # a client walking every page would otherwise keep them all). Emptied when full:
-        # cheaper than LRU bookkeeping on every hit, and refilled at once.
-        if len(self._by_url) >= self._urls or self._by_url_bytes >= self._cache_bytes:
+        # a client walking every page would otherwise keep them all).
+        cost = len(raw) + URL_BYTES + rendered.held()
+        if len(self._by_url) >= self._urls or self._by_url_bytes + cost > self._cache_bytes:
             self._by_url, self._by_url_bytes = {}, 0
-        self._by_url[raw] = (endpoint, rendered)
-        self._by_url_bytes += len(rendered.body)
+        if raw not in self._by_url:
+            self._by_url[raw] = (endpoint, rendered)
+            self._by_url_bytes += cost
 
     @staticmethod
     def _list(view: ViewCatalog, query: Any) -> Rendered:

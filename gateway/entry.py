@@ -48,10 +48,13 @@ def format_timestamp(moment: datetime) -> str:
 
 
 _INTERNED: dict[object, Any] = {}
+_INTERNED_MAX = 4096  # facts come from upstream data: a hostile one could make each unique
 
 
 def _intern(value: Any) -> Any:
     """One shared object for equal small facts (most entries have the same few)."""
+    if len(_INTERNED) >= _INTERNED_MAX:
+        return _INTERNED.get(value, value)
     return _INTERNED.setdefault(value, value)
 
 

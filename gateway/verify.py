@@ -213,6 +213,7 @@ class Verifier:
 
     async def run(self, checks: Iterable[Check]) -> int:
         """Fetch what is not cached or has expired; returns how many documents were fetched."""
+        self._forget_unasked()
         todo: dict[tuple[str, ...], Check] = {}
         for check in checks:
             key = self._key(check)
@@ -221,6 +222,14 @@ class Verifier:
                 todo.setdefault(key, check)
         await asyncio.gather(*(self._fetch_once(key, check) for key, check in todo.items()))
         return len(todo)
+
+    def _forget_unasked(self) -> None:
+        """Drop results expired for a whole `ttl` more: no snapshot asked for them again (the
+        packages left the catalog), so the cache holds only what the catalog needs."""
+        cutoff = time.monotonic() - self.settings.ttl
+        for key in [k for k, (_, expires) in self._documents.items() if expires < cutoff]:
+            del self._documents[key]
+            self._checked_at.pop(key, None)
 
     async def _fetch_once(self, key: tuple[str, ...], check: Check) -> None:
         pending = self._inflight.get(key)

@@ -249,3 +249,40 @@ def test_answers_recalled_by_url_stay_within_the_cache_budget() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 400_000  # 300 answers of 3 KB kept would be over 900 KB
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_distinct_long_queries_stay_within_the_cache_budget(gzipped: bool) -> None:
+    """Anyone who can reach the port can send distinct long searches: the caches count what
+    each answer really holds (its key and URL, its body, its gzip form, the objects around
+    them), so memory stays within their budget however many arrive."""
+    import tracemalloc
+    from datetime import UTC, datetime
+
+    from gateway.api import Api, Route
+    from gateway.catalog import Origin, plain_view
+    from gateway.entry import parse_item
+    from gateway.merge import Source, merge
+    from gateway.snapshot import Snapshot
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    items = [server_entry(f"io.github.a/s{i:03}", "1.0.0") for i in range(50)]
+    entries = [parse_item(item, seen_at=now) for item in items]
+    view = plain_view("default", merge([Source("u", entries)]), {"u": Origin("u", now)}, "x")
+    snapshot = Snapshot(views={"default": view}, built_at=now)
+    budget = 1_000_000
+    api = Api(cache_bytes=budget)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(3000):
+            search = f"{i:06d}" + "q" * 4000  # 3000 x 8 KB of keys and URLs alone: 24 MB
+            raw = f"/v0.1/servers?search={search}"
+            rendered = api.answer(snapshot, Route("default", "list"), {"search": search}, raw=raw)
+            if gzipped:
+                rendered.gzipped()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert api.held() <= 2 * budget  # each cache within its budget
+    assert grown < 2.5 * budget, grown

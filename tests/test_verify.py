@@ -351,3 +351,14 @@ def test_credentials_go_only_to_their_prefix() -> None:
     v = Verifier(settings, None)  # type: ignore[arg-type]
     assert v._auth_headers("http://127.0.0.1:1234/npm/x") == {"X-Key": "k"}
     assert v._auth_headers("http://127.0.0.1:12345/npm/x") == {}
+
+
+async def test_results_no_snapshot_asks_for_again_are_forgotten(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    v = verifier(mirror, session, ttl="0s")
+    gone = Check("npm", f"{mirror.url}/npm/", "@acme/weather", "1.2.0")
+    await v.run([gone])
+    assert v.lookup(gone) is not None
+    await v.run([])  # the next round: the package left the catalog
+    assert v.lookup(gone) is None
