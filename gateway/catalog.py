@@ -22,6 +22,7 @@ import orjson
 from gateway import gil
 from gateway.entry import OFFICIAL, Entry, ServerJson, format_timestamp
 from gateway.merge import Merged
+from gateway.search import SearchIndex
 from gateway.semver import pick_latest
 from gateway.view import Admission, Reshaped
 
@@ -134,6 +135,8 @@ class ViewCatalog:
     latest: Listing  # the isLatest entry of each server
     suffixes: Mapping[SuffixKey, bytes] = field(default_factory=dict)
     upstream_counts: Mapping[str, int] = field(default_factory=dict)
+    search: SearchIndex | None = None  # shared by every view of a builder
+    token: int = -1  # which build this is: the index answers once it covers that build
 
     def __len__(self) -> int:
         return len(self.active.items)
@@ -326,7 +329,9 @@ class _ViewBuild:
     counts: dict[str, int] = field(default_factory=dict)
     keep: dict[str, ServerItems] = field(default_factory=dict)
 
-    def catalog(self, parts: PartCache) -> tuple[ViewCatalog, dict[str, ServerItems]]:
+    def catalog(
+        self, parts: PartCache, search: SearchIndex | None, token: int
+    ) -> tuple[ViewCatalog, dict[str, ServerItems]]:
         items = self.items
         active: list[Item] = []
         latest: list[Item] = []
@@ -347,6 +352,8 @@ class _ViewBuild:
             latest=Listing(latest),
             suffixes=parts.suffixes,
             upstream_counts=self.counts,
+            search=search,
+            token=token,
         )
         return catalog, self.keep
 
@@ -356,6 +363,8 @@ def build_views(
     origins: Mapping[str, Origin],
     views: list[tuple[str, Admitter, dict[str, ServerItems] | None]],
     parts: PartCache,
+    search: SearchIndex | None = None,
+    token: int = -1,
 ) -> list[tuple[ViewCatalog, dict[str, ServerItems]]]:
     """Build every view's snapshot from the merged upstreams, already in list order, in one
     pass: each entry is decided by every view in turn, so what the views share (policy.yaml's
@@ -437,7 +446,7 @@ def build_views(
             reusable, tally, verification = build.admit.end()
             if reusable:
                 build.keep[name] = ServerItems(upstream, entries, server_items, tally, verification)
-    return [build.catalog(parts) for build in builds]
+    return [view.catalog(parts, search, token) for view in builds]
 
 
 def plain_view(

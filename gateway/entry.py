@@ -80,6 +80,7 @@ class Entry:
     remote_hosts: tuple[str, ...]
     has_packages: bool
     has_remotes: bool
+    text: str  # title and description, case-folded: what `search` looks in (see `search`)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -226,11 +227,20 @@ def _timestamp(official: dict[str, Any], key: str, fallback: datetime) -> dateti
         raise EntryRejected(f"_meta official {key} is not an RFC 3339 timestamp") from None
 
 
-def parse_item(item: object, *, seen_at: datetime) -> Entry:
+def search_text(server: dict[str, Any]) -> str:
+    """An entry's title and description as `search` compares them ("" when it has neither)."""
+    title, description = server.get("title"), server.get("description")
+    if not title and not description:
+        return ""
+    return f"{title or ''}\n{description or ''}".casefold()
+
+
+def parse_item(item: object, *, seen_at: datetime, shared: dict[str, str] | None = None) -> Entry:
     """A ServerResponse (`{"server":..., "_meta":...}`) or a bare server.json -> Entry.
 
     A bare server.json (a file upstream's plain array) has no registry metadata: it is taken as
-    active, published and updated at `seen_at`.
+    active, published and updated at `seen_at`. Equal search texts are one string across the
+    entries parsed with the same `shared` table (most versions of a server share theirs).
     """
     if not isinstance(item, dict):
         raise EntryRejected("entry is not a JSON object")
@@ -267,6 +277,7 @@ def parse_item(item: object, *, seen_at: datetime) -> Entry:
     except EntryRejected as exc:
         raise EntryRejected(exc.reason, name) from None
     types, transports, hosts = _facts(server)
+    text = search_text(server)
     return Entry(
         name,
         identity(name),
@@ -281,4 +292,5 @@ def parse_item(item: object, *, seen_at: datetime) -> Entry:
         hosts,
         bool(server.get("packages")),
         bool(server.get("remotes")),
+        text if shared is None else shared.setdefault(text, text),
     )

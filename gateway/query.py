@@ -6,7 +6,8 @@ Pure functions over a `ViewCatalog`; the handlers only parse the URL and write b
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +15,7 @@ from gateway.catalog import Item, Listing, ViewCatalog
 from gateway.cursor import Cursor, Walk, decode_cursor, encode_cursor
 from gateway.entry import parse_timestamp
 from gateway.errors import BadRequest, FieldError, ValidationFailed
+from gateway.search import MAX_SEARCH, fold, found, scan
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 DEFAULT_LIMIT = 30
@@ -80,6 +82,16 @@ def _merge(name: str, given: str | None, carried: str | None) -> str | None:
     )
 
 
+def parse_search(raw: str | None) -> str | None:
+    """The search text, if any; 422 past MAX_SEARCH characters."""
+    if not raw:
+        return None
+    if len(raw) > MAX_SEARCH:
+        message = f"expected length <= {MAX_SEARCH}"
+        raise ValidationFailed([FieldError(message, "query.search", raw[:32] + "...")])
+    return raw
+
+
 def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     """Validate list parameters; a cursor's filters apply when the request leaves them out."""
     limit = parse_limit(params.get("limit"))
@@ -92,7 +104,7 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
             "needs deleted entries to learn of removals"
         )
     walk = Walk(
-        search=params.get("search") or None,
+        search=parse_search(params.get("search")),
         version=params.get("version") or None,
         updated_since=updated_since,
         include_deleted=bool(include_deleted) or since is not None,
@@ -123,23 +135,40 @@ def _listing(view: ViewCatalog, walk: Walk) -> Listing:
     return view.every if walk.include_deleted else view.active
 
 
-def _matches(item: Item, walk: Walk, needle: str | None, since: datetime | None) -> bool:
-    if needle is not None and needle not in item.name_folded:
-        return False
+def _key(item: Item) -> tuple[str, str]:
+    return (item.name, item.version)
+
+
+def _matches(item: Item, walk: Walk, since: datetime | None) -> bool:
     if walk.version is not None and walk.version != "latest" and item.version != walk.version:
         return False
     return since is None or item.updated_at > since
 
 
+def _items(view: ViewCatalog, query: ListQuery) -> Iterator[Item]:
+    """The listing's items after the cursor that match the walk's search, in list order: from
+    the search index where it covers this catalog and the text is rare, else by a scan."""
+    listing = _listing(view, query.walk)
+    search = query.walk.search
+    if not search:
+        return listing.after(query.after)
+    needle = fold(search)
+    items = listing.items
+    names = view.search.candidates(needle, view.token) if view.search is not None else None
+    if names is not None:
+        return found(items, names, query.after, needle)
+    start = 0 if query.after is None else bisect_right(items, query.after, key=_key)
+    return scan(items, start, needle)
+
+
 def select_page(view: ViewCatalog, query: ListQuery) -> tuple[list[Item], str | None]:
     """The page's items and the cursor for the next page (None when no match follows)."""
     walk = query.walk
-    needle = walk.search.casefold() if walk.search else None
-    plain = needle is None and query.since is None and walk.version in (None, "latest")
+    plain = query.since is None and walk.version in (None, "latest")
     page: list[Item] = []
     more = False
-    for item in _listing(view, walk).after(query.after):
-        if not plain and not _matches(item, walk, needle, query.since):
+    for item in _items(view, query):
+        if not plain and not _matches(item, walk, query.since):
             continue
         if len(page) == query.limit:
             more = True

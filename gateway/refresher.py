@@ -55,6 +55,7 @@ class Refresher:
         self.reload_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._built = asyncio.Event()
+        self._unindexed = asyncio.Event()  # a swap the search index has not caught up with
         self._tasks: list[asyncio.Task[None]] = []
         self._cooldown: asyncio.TimerHandle | None = None
         self._verifying: asyncio.Task[int] | None = None
@@ -82,6 +83,7 @@ class Refresher:
         if not self._background:
             return
         self._tasks.append(asyncio.create_task(self._build_loop(), name="catalog-builder"))
+        self._tasks.append(asyncio.create_task(self._index_loop(), name="search-indexer"))
         for feed in self.feeds:
             self._tasks.append(asyncio.create_task(self._sync_loop(feed), name=f"sync-{feed.name}"))
         if any(policy.verify_mode != "off" for policy in view_policies(self.config)):
@@ -209,7 +211,18 @@ class Refresher:
         self._schedule_cooldown_rebuild(snapshot.next_change)
         if snapshot.pending and self._background:
             self._start_verification(snapshot.pending)
+        if self._background:
+            self._unindexed.set()  # searches scan the listings until the index catches up
+        else:
+            await asyncio.to_thread(self.builder.index)
         return snapshot
+
+    async def _index_loop(self) -> None:
+        """Bring the search index up to the newest build, off the event loop."""
+        while True:
+            await self._unindexed.wait()
+            self._unindexed.clear()
+            await asyncio.to_thread(self.builder.index)
 
     async def _build_loop(self) -> None:
         while True:

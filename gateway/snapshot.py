@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway import gil
 from gateway.catalog import (
+    Order,
     Origin,
     PartCache,
     ServerItems,
@@ -28,6 +29,7 @@ from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
 from gateway.names import identity
 from gateway.policy import Policy
+from gateway.search import SearchIndex
 from gateway.verify import Check
 from gateway.view import Admission, Decision, Lookup, Shapes, ViewPolicy, no_lookup
 
@@ -200,6 +202,9 @@ class Builder:
         self._prepared: list[str] | None = None  # the names the policies have matched
         self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
         self._builds = 0
+        self.search = SearchIndex()  # brought up to date after each swap (see `index`)
+        self._order: Order = []  # the last build's servers
+        self._token = -1  # and its token in the search index
 
     def build(
         self,
@@ -235,12 +240,15 @@ class Builder:
             origins,
             [(a.policy.name, a, self._kept.get(a.policy.name)) for a in admitters],
             self.parts,
+            self.search,
+            token := self.search.next_token(),
         )
         for admitter, (catalog, keep) in zip(admitters, built, strict=True):
             name = admitter.policy.name
             views[name], self._kept[name] = catalog, keep
             totals.hidden[name] = admitter.hidden
         self._builds += 1
+        self._order, self._token = order, token
         if self._builds % _FORGET_EVERY == 0:
             self._forget()
         return Snapshot(
@@ -252,6 +260,11 @@ class Builder:
             stale=tuple(name for name, origin in origins.items() if origin.stale),
             verification=totals.verification,
         )
+
+    def index(self) -> None:
+        """Bring the search index up to the last build (blocking: a worker thread). Until it
+        is, that build's searches scan their listings."""
+        self.search.update(self._token, self._order)
 
     def offers(self, name: str) -> bool:
         """Whether some upstream offered this name, or a look-alike of it, at the last build
@@ -266,6 +279,7 @@ class Builder:
         successor = Builder(config)
         if config.gateway.meta_namespace != self.config.gateway.meta_namespace:
             return successor  # every item names the namespace
+        successor.search = self.search  # the same servers: the same index
         successor._names, successor._name_set = self._names, self._name_set
         successor._identities = self._identities
         for name in list(self._kept):

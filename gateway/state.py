@@ -112,11 +112,12 @@ def _read_lines(first: bytes, handle: BinaryIO, upstream: str) -> Saved:
     """A file `save` wrote: the head line, one entry per line, the closing line."""
     synced_at = _head(orjson.loads(first[: -len(_SERVERS)] + b"}"), upstream)
     entries: list[Entry] = []
+    shared: dict[str, str] = {}
     for line in handle:
         if line == _END:
             return Saved(upstream, synced_at, entries)
-        entries.append(parse_item(orjson.loads(line.removesuffix(b"\n").removesuffix(b",")),
-                                  seen_at=synced_at))  # fmt: skip
+        item = orjson.loads(line.removesuffix(b"\n").removesuffix(b","))
+        entries.append(parse_item(item, seen_at=synced_at, shared=shared))
     raise ValueError("the file ends before its last entry (truncated)")
 
 
@@ -126,7 +127,9 @@ def _read_document(raw: bytes, upstream: str) -> Saved:
     items = document["servers"]
     if not isinstance(items, list):
         raise ValueError("servers is not a list")
-    return Saved(upstream, synced_at, [parse_item(item, seen_at=synced_at) for item in items])
+    shared: dict[str, str] = {}
+    entries = [parse_item(item, seen_at=synced_at, shared=shared) for item in items]
+    return Saved(upstream, synced_at, entries)
 
 
 def load_all(state_dir: Path, upstreams: list[str]) -> tuple[dict[str, Saved], list[StateError]]:

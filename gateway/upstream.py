@@ -41,6 +41,7 @@ class Batch:
     reasons: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
     pages: int = 0
+    texts: dict[str, str] = field(default_factory=dict)  # search texts, one string each
 
     def skip(self, reason: str, name: str | None) -> None:
         self.skipped += 1
@@ -85,7 +86,7 @@ def ingest(
             pacer.tick()
         try:
             parsed = _parsed(item, cap)
-            entry = parse_item(parsed, seen_at=seen_at)
+            entry = parse_item(parsed, seen_at=seen_at, shared=batch.texts)
             if _size(item, parsed, cap) > cap:
                 raise EntryRejected(OVER_CAP, entry.name)
         except EntryRejected as exc:

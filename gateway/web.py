@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import orjson
 
+from gateway import search as searching
 from gateway.catalog import Item, ViewCatalog
 from gateway.config import DEFAULT_VIEW
 from gateway.entry import OFFICIAL
@@ -337,16 +338,22 @@ def catalog_page(
     origin: str,
 ) -> bytes:
     """The servers a view serves (their latest versions), searchable by name, 50 a page."""
-    search = query.get("q", "").strip()[:200]
+    search = query.get("q", "").strip()[: searching.MAX_SEARCH]
     after = query.get("after", "")
     folded = search.casefold()
     items = view.latest.items
     start = bisect_right(items, after, key=lambda item: item.name) if after else 0
+    source: Iterable[Item] = items[start:]
+    if folded:  # the API's search: the index where it answers, else a scan
+        names = view.search.candidates(folded, view.token) if view.search is not None else None
+        after_key = (after, "\U0010ffff") if after else None  # past every version of it
+        if names is not None:
+            source = searching.found(items, names, after_key, folded)
+        else:
+            source = searching.scan(items, start, folded)
     chosen: list[Item] = []
     more = False
-    for item in items[start:]:
-        if folded and folded not in item.name_folded:
-            continue
+    for item in source:
         if len(chosen) == PAGE_SIZE:
             more = True
             break
@@ -355,8 +362,10 @@ def catalog_page(
     title = "MCP servers" if view_name == DEFAULT_VIEW else f"MCP servers: {view_name}"
     form = (
         f'<form class="search" method="get" action="{esc(base)}" role="search">'
-        f'<input type="search" name="q" value="{esc(search)}" placeholder="Search by name" '
-        'aria-label="Search servers by name"><button type="submit">Search</button></form>'
+        f'<input type="search" name="q" value="{esc(search)}" '
+        'placeholder="Search name, title, description" '
+        'aria-label="Search servers by name, title or description">'
+        '<button type="submit">Search</button></form>'
     )
     found = "matching" if search else "served in this view"
     summary = (

@@ -276,8 +276,8 @@ def test_distinct_long_queries_stay_within_the_cache_budget(gzipped: bool) -> No
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(3000):
-            search = f"{i:06d}" + "q" * 4000  # 3000 x 8 KB of keys and URLs alone: 24 MB
-            raw = f"/v0.1/servers?search={search}"
+            search = f"{i:06d}" + "q" * 250  # the longest search there is, and junk in the URL
+            raw = f"/v0.1/servers?search={search}&x={'j' * 7000}"  # 3000 x 7 KB of URLs alone
             rendered = api.answer(snapshot, Route("default", "list"), {"search": search}, raw=raw)
             if gzipped:
                 rendered.gzipped()
@@ -286,3 +286,13 @@ def test_distinct_long_queries_stay_within_the_cache_budget(gzipped: bool) -> No
         tracemalloc.stop()
     assert api.held() <= 2 * budget  # each cache within its budget
     assert grown < 2.5 * budget, grown
+
+
+async def test_a_search_longer_than_256_characters_is_a_422(client: Any) -> None:
+    ok = await client.get("/v0.1/servers", params={"search": "w" * 256})
+    assert ok.status == 200
+    refused = await client.get("/v0.1/servers", params={"search": "w" * 257})
+    assert refused.status == 422
+    body = await refused.json()
+    assert body["errors"][0]["location"] == "query.search"
+    assert body["errors"][0]["message"] == "expected length <= 256"

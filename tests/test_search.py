@@ -1,0 +1,162 @@
+"""Search: a case-insensitive substring of name, title or description, answered from the
+trigram index exactly as a scan of the catalog would answer it, page by page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import search
+from gateway.catalog import Origin
+from gateway.config import FederationConfig, GatewaySettings, UpstreamSettings
+from gateway.entry import Entry, parse_item
+from gateway.merge import Source
+from gateway.query import parse_list_query, select_page
+from gateway.snapshot import Builder, Snapshot
+from tests.fakes import server_entry
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+CONFIG = FederationConfig(
+    directory=Path("."),
+    gateway=GatewaySettings(upstreams=[UpstreamSettings(name="u", file=Path("u.json"))]),
+)
+
+
+@pytest.fixture(autouse=True)
+def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tiny catalogs reach every path: bitsets, promotions, dense scans."""
+    monkeypatch.setattr(search, "COMMON", 3)
+    monkeypatch.setattr(search, "DENSE", 6)
+    monkeypatch.setattr(search, "COMPACT", 4)
+    yield
+
+
+def entries_of(servers: list[tuple[str, str, str | None, str]]) -> list[Entry]:
+    extra: dict[str, Any]
+    found = []
+    for name, version, title, description in servers:
+        extra = {"title": title} if title is not None else {}
+        item = server_entry(name, version, description=description, **extra)
+        found.append(parse_item(item, seen_at=NOW))
+    return found
+
+
+def walk(snapshot: Snapshot, text: str, limit: int = 3, **params: str) -> list[tuple[str, str]]:
+    """Every page of a search, following nextCursor (dropping `search` from page 2 on, as VS
+    Code does)."""
+    view = snapshot.views["default"]
+    keys: list[tuple[str, str]] = []
+    query = parse_list_query({"search": text, "limit": str(limit), **params})
+    while True:
+        items, cursor = select_page(view, query)
+        keys.extend(item.key for item in items)
+        if cursor is None:
+            return keys
+        query = parse_list_query({"cursor": cursor, "limit": str(limit)})
+
+
+def expected(entries: list[Entry], text: str, latest: bool = False) -> list[tuple[str, str]]:
+    needle = text.casefold()
+    chosen = [
+        e for e in entries
+        if needle in e.name.casefold() or needle in e.text
+        or needle in (e.server.get("title") or "").casefold()
+        or needle in e.server.get("description", "").casefold()
+    ]  # fmt: skip
+    if latest:
+        from gateway.semver import pick_latest
+
+        by_name: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_name.setdefault(entry.name, []).append(entry)
+        best = {name: pick_latest(versions) for name, versions in by_name.items()}
+        chosen = [e for e in chosen if best[e.name] is e]
+    return sorted({e.key for e in chosen})
+
+
+def build(entries: list[Entry], builder: Builder | None = None) -> tuple[Builder, Snapshot]:
+    builder = builder or Builder(CONFIG)
+    snapshot = builder.build([Source("u", entries)], {"u": Origin("u", NOW)}, NOW)
+    return builder, snapshot
+
+
+letters = st.text(alphabet="abAB -", min_size=1, max_size=7)
+servers = st.lists(
+    st.tuples(
+        st.builds(
+            lambda a, b: f"io.{a}/{b}",
+            st.sampled_from(["x", "y"]),
+            st.text("abc", min_size=1, max_size=4),
+        ),
+        st.sampled_from(["1.0.0", "2.0.0"]),
+        st.none() | letters,
+        letters,
+    ),
+    max_size=14,
+    unique_by=lambda s: (s[0], s[1]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(servers, st.text(alphabet="abAB -/.xy", min_size=1, max_size=5), st.booleans())
+def test_the_index_answers_as_a_scan_would(
+    rows: list[tuple[str, str, str | None, str]], text: str, latest: bool
+) -> None:
+    entries = entries_of(rows)
+    builder, snapshot = build(entries)
+    params = {"version": "latest"} if latest else {}
+    scanned = walk(snapshot, text, **params)  # the index does not cover this build yet
+    builder.index()
+    assert walk(snapshot, text, **params) == scanned == expected(entries, text, latest)
+
+
+@settings(max_examples=100, deadline=None)
+@given(servers, servers, st.text(alphabet="abAB -", min_size=3, max_size=4))
+def test_an_updated_index_forgets_what_changed(
+    first: list[tuple[str, str, str | None, str]],
+    second: list[tuple[str, str, str | None, str]],
+    text: str,
+) -> None:
+    """Servers come, go and change their texts between builds; ids are retired and compacted
+    away, and every build's answers stay exact."""
+    builder, snapshot = build(entries_of(first))
+    builder.index()
+    for rows in (second, first, second):
+        entries = entries_of(rows)
+        builder, snapshot = build(entries, builder)
+        builder.index()
+        assert walk(snapshot, text) == expected(entries, text)
+
+
+def test_a_rare_text_is_answered_from_the_index_without_a_scan() -> None:
+    rows = [(f"io.github.a/s{i:03}", "1.0.0", None, "tools for the weather") for i in range(300)]
+    rows.append(("io.github.b/only", "1.0.0", "Zebra Crossing", "a rare one"))
+    builder, snapshot = build(entries_of(rows))
+    builder.index()
+    index = snapshot.views["default"].search
+    assert index is not None
+    assert index.candidates("zebra", snapshot.views["default"].token) == ["io.github.b/only"]
+    assert index.candidates("quokka", snapshot.views["default"].token) == []
+    assert index.candidates("eath", snapshot.views["default"].token) is None  # common: scan
+    assert walk(snapshot, "ZEBRA cross") == [("io.github.b/only", "1.0.0")]
+    assert len(walk(snapshot, "eath", limit=100)) == 300  # `eath` still finds `weather`
+
+
+def test_the_title_and_description_are_searched_too() -> None:
+    rows = [
+        ("io.github.a/one", "1.0.0", "Weather Station", "Forecasts"),
+        ("io.github.a/two", "1.0.0", None, "The WEATHER, daily"),
+        ("io.github.a/weather", "1.0.0", None, "Named so"),
+        ("io.github.a/other", "1.0.0", None, "Nothing here"),
+    ]
+    builder, snapshot = build(entries_of(rows))
+    builder.index()
+    assert [name for name, _ in walk(snapshot, "weather")] == [
+        "io.github.a/one", "io.github.a/two", "io.github.a/weather",
+    ]  # fmt: skip
