@@ -3,7 +3,6 @@ trigram index exactly as a scan of the catalog would answer it, page by page."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,11 @@ CONFIG = FederationConfig(
 
 
 @pytest.fixture(autouse=True)
-def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny catalogs reach every path: bitsets, promotions, dense scans."""
     monkeypatch.setattr(search, "COMMON", 3)
     monkeypatch.setattr(search, "DENSE", 6)
     monkeypatch.setattr(search, "COMPACT", 4)
-    yield
 
 
 def entries_of(servers: list[tuple[str, str, str | None, str]]) -> list[Entry]:
