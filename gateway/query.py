@@ -154,7 +154,9 @@ def _items(view: ViewCatalog, query: ListQuery) -> Iterator[Item]:
         return listing.after(query.after)
     needle = fold(search)
     items = listing.items
-    names = view.search.candidates(needle, view.token) if view.search is not None else None
+    after = query.after[0] if query.after is not None else ""
+    index = view.search
+    names = index.matching(needle, view.token, after) if index is not None else None
     if names is not None:
         return found(items, names, query.after, needle)
     start = 0 if query.after is None else bisect_right(items, query.after, key=_key)

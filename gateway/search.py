@@ -2,25 +2,26 @@
 any case (a substring: `eath` finds `weather`), from a trigram index rather than a scan.
 
 The index maps each trigram of a server's texts (its name, and the title and description of
-each of its versions, case-folded) to the servers that have it. A query intersects the
-servers of its trigrams and checks each item it lists, so the index may be a superset: it
-is kept up to date incrementally. A server whose texts change gets a new id (the old one is
-retired), so nothing is ever removed from a posting; retired ids are compacted away once
-they outnumber the live ones.
+each of its versions, case-folded) to the servers that have it, by id. Ids follow the order
+of names, so the servers a query's trigrams share are read in list order, from the page's
+cursor on, and reading stops once the page is full: a common text costs about what a rare one
+does. A trigram in few servers keeps a list of ids; one in many (`COMMON` or more) keeps a
+bitset, and intersecting bitsets is a few C-level operations.
 
-A trigram in few servers keeps a list of their ids; one in many (`COMMON` ids or more) keeps
-a bitset over ids, and intersecting bitsets is a few C-level operations. When the candidates
-are too many to be worth sorting (`DENSE` or more), the text is common enough that scanning
-the listing in order finds a page's matches within a few pages' worth of items.
+The index may name more servers than match (each item listed is checked), so it is kept up
+to date cheaply after each build: a changed server keeps its id and adds its new trigrams, a
+gone one is forgotten, a new one takes an id past the ordered ones (the tail, read sorted).
+Once the tail, the gone or the changed grow large, the index is built afresh.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import re
 import threading
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,10 +31,9 @@ if TYPE_CHECKING:
     from gateway.catalog import Item, Order
 
 Gram = tuple[str, str, str]
-COMMON = 1024  # a trigram in this many ids or more keeps a bitset instead of a list
-DENSE = 2048  # at least this many candidate servers: scan the listing instead
+COMMON = 1024  # a trigram in this many servers or more keeps a bitset instead of a list
 MAX_SEARCH = 256  # characters of a `search` value (longer ones are refused, 422)
-COMPACT = 4096  # retired ids kept at least, before the index is compacted
+TAIL = 2048  # new servers past the ordered ones, at least, before the index is built afresh
 _NONZERO = re.compile(rb"[^\x00]")
 
 
@@ -51,19 +51,22 @@ class SearchIndex:
     """Trigrams of every served server's texts -> the servers (by id) that have them.
 
     Updated in a worker thread after each snapshot swap (`update`); a catalog asks it only
-    once it covers that catalog's build (`covers`), and scans the listing until then.
+    once it covers that catalog's build (`matching`), and scans its listing until then.
     """
 
     def __init__(self) -> None:
-        self._ids: dict[str, int] = {}  # name -> its current id
-        self._names: list[str | None] = []  # id -> name; None once retired
-        self._texts: dict[str, tuple[str, ...]] = {}  # name -> the texts its id indexes
+        self._ids: dict[str, int] = {}  # name -> id
+        self._names: list[str | None] = []  # id -> name; None once gone
+        self._ordered: list[str] = []  # the names of ids below len(_ordered), in order
+        self._tail: list[tuple[str, int]] = []  # (name, id) of the ids past them, sorted
+        self._texts: dict[str, tuple[str, ...]] = {}  # name -> the texts indexed for it
         self._lists: dict[Gram, array[int]] = {}
         self._bits: dict[Gram, bytearray] = {}
+        self._masks: dict[Gram, int] = {}  # the bitsets as ints, made when first asked for
         self._chars: set[str] = set()  # every character any text has
-        self._live = 0
+        self._stale = 0  # ids gone, or indexing texts a server no longer has
         self._covers = -1  # the build whose servers are all indexed
-        self._lock = threading.Lock()  # one update at a time
+        self._lock = threading.Lock()  # held by an update; queries meanwhile scan
         self._tokens = itertools.count()
 
     def next_token(self) -> int:
@@ -72,40 +75,68 @@ class SearchIndex:
 
     # -- updating (a worker thread) ------------------------------------------------------------
 
-    def update(self, build: int, order: Order) -> None:
-        """Index the servers of a build (names, then versions, as `catalog.order_of` makes
-        them): new and changed servers get new ids, the others keep theirs."""
-        with self._lock:  # queries meanwhile scan (see `candidates`)
+    def update(self, token: int, order: Order) -> None:
+        """Index the servers of a build (in list order, as `catalog.order_of` makes them)."""
+        with self._lock:
             self._covers = -1
+            self._masks = {}  # the bitsets change
             pacer = gil.Pacer()
-            seen: set[str] = set()
+            wanted: dict[str, tuple[str, ...]] = {}
             for index, (name, _, entries) in enumerate(order):
-                if not index % 64:
+                if not index % 256:
                     pacer.tick()
-                seen.add(name)
-                texts = _texts(name, (entry.text for entry in entries))
-                if self._texts.get(name) != texts:
-                    self._index(name, texts)
-            for name in [name for name in self._ids if name not in seen]:
+                wanted[name] = _texts(name, (entry.text for entry in entries))
+            gone = [name for name in self._texts if name not in wanted]
+            changed = [n for n, texts in wanted.items() if self._texts.get(n) != texts]
+            live = len(wanted)
+            if (
+                not self._names
+                or len(self._tail) + len(changed) > max(TAIL, live // 16)
+                or self._stale + len(gone) + len(changed) > max(TAIL, live // 4)
+            ):
+                self._build(wanted, pacer)
+            else:
+                # Queries may be reading the texts (see `_matching`): change a copy.
+                self._texts = dict(self._texts)
+                for name in gone:
+                    self._names[self._ids.pop(name)] = None
+                    del self._texts[name]
+                    self._stale += 1
+                for index, name in enumerate(changed):
+                    if not index % 64:
+                        pacer.tick()
+                    self._add(name, wanted[name])
+            self._covers = token
+
+    def _build(self, wanted: dict[str, tuple[str, ...]], pacer: gil.Pacer) -> None:
+        """Index every server afresh, ids in name order."""
+        self._ids, self._names, self._texts, self._tail = {}, [], {}, []
+        self._lists, self._bits, self._stale = {}, {}, 0
+        self._ordered = sorted(wanted)
+        for ident, name in enumerate(self._ordered):
+            if not ident % 64:
                 pacer.tick()
-                self._retire(name)
-            if len(self._names) - self._live > max(self._live, COMPACT):
-                self._compact(pacer)
-            self._covers = build
+            self._ids[name] = ident
+            self._names.append(name)
+            self._post(ident, wanted[name])
+            self._texts[name] = wanted[name]
 
-    def _retire(self, name: str) -> None:
-        self._names[self._ids.pop(name)] = None
-        del self._texts[name]
-        self._live -= 1
-
-    def _index(self, name: str, texts: tuple[str, ...]) -> None:
-        if name in self._ids:
-            self._retire(name)
-        ident = len(self._names)
-        self._names.append(name)
-        self._ids[name] = ident
+    def _add(self, name: str, texts: tuple[str, ...]) -> None:
+        """A new server (an id in the tail), or new texts of a known one (its old trigrams
+        stay posted: it may be named where it no longer matches, until the next build)."""
+        ident = self._ids.get(name)
+        if ident is None:
+            ident = self._ids[name] = len(self._names)
+            self._names.append(name)
+            tail = self._tail[:]  # queries may be reading the old list: replace, never change
+            tail.insert(bisect_left(tail, (name, ident)), (name, ident))
+            self._tail = tail
+        else:
+            self._stale += 1
+        self._post(ident, texts)
         self._texts[name] = texts
-        self._live += 1
+
+    def _post(self, ident: int, texts: tuple[str, ...]) -> None:
         found: set[Gram] = set()
         for text in texts:
             found |= grams(text)
@@ -123,70 +154,78 @@ class SearchIndex:
                 self._lists[gram] = array("I", (ident,))
             elif len(ids) + 1 < COMMON:
                 ids.append(ident)
-            else:  # promoted: the bitset is in place before the list goes
+            else:  # a common trigram: the bitset is in place before the list goes
                 promoted = bytearray(byte + 1024)
                 for other in (*ids, ident):
                     promoted[other >> 3] |= 1 << (other & 7)
                 self._bits[gram] = promoted
                 del self._lists[gram]
 
-    def _compact(self, pacer: gil.Pacer) -> None:
-        """Index the live servers afresh: retired ids are dropped from every posting."""
-        texts = self._texts
-        self._ids, self._names, self._texts = {}, [], {}
-        self._lists, self._bits, self._live = {}, {}, 0
-        for index, (name, known) in enumerate(sorted(texts.items())):
-            if not index % 64:
-                pacer.tick()
-            self._index(name, known)
-
     # -- asking (the event loop) ---------------------------------------------------------------
 
-    def candidates(self, needle: str, build: int) -> list[str] | None:
-        """The names that may match a folded needle, sorted; None when the index does not
-        cover this build yet (or is being updated), when the needle is too short for
-        trigrams, or when so many names may match that a scan of the listing is cheaper."""
+    def matching(self, needle: str, token: int, after: str = "") -> Iterator[str] | None:
+        """The names of the servers with a text containing a folded needle, from `after` on,
+        in order. None when the index does not cover this build (or is being updated), or
+        the needle is too short for trigrams: then scan."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._covers != build:
+            if self._covers != token:
                 return None
-            return self._candidates(needle)
+            if len(needle) < 3:
+                return None if set(needle) <= self._chars else iter(())
+            return self._matching(needle, after)
         finally:
             self._lock.release()
 
-    def _candidates(self, needle: str) -> list[str] | None:
-        if len(needle) < 3:
-            return None if set(needle) <= self._chars else []
+    def _matching(self, needle: str, after: str) -> Iterator[str]:
+        """Everything the answer needs is taken now, under the lock: the iterator reads
+        nothing an update changes."""
         lists: list[array[int]] = []
         bitsets: list[bytearray] = []
+        masks: list[int] = []
         for gram in grams(needle):
             bits = self._bits.get(gram)
             if bits is not None:
                 bitsets.append(bits)
+                mask = self._masks.get(gram)
+                if mask is None:
+                    mask = self._masks[gram] = int.from_bytes(bits, "little")
+                masks.append(mask)
                 continue
             ids = self._lists.get(gram)
             if ids is None:
-                return []  # no text has this trigram: nothing matches
+                return iter(())  # no server has this trigram: none matches
             lists.append(ids)
-        if lists:
+        names, texts = self._names, self._texts
+        if lists:  # a rare trigram: few servers, sorted by name here
             lists.sort(key=len)
             found = set(lists[0])
             for ids in lists[1:]:
                 found.intersection_update(ids)
-            if bitsets:
-                found = {i for i in found if all(_has(bits, i) for bits in bitsets)}
-        else:
-            mask = int.from_bytes(bitsets[0], "little")
-            for bits in bitsets[1:]:
-                mask &= int.from_bytes(bits, "little")
-            if mask.bit_count() >= DENSE:
-                return None
-            found = set(_set_bits(mask))
-        if len(found) >= DENSE:
-            return None
-        names = self._names
-        return sorted({name for i in found if (name := names[i]) is not None})
+            picked = (names[i] for i in found if all(_has(bits, i) for bits in bitsets))
+            return _having(
+                iter(sorted(n for n in picked if n is not None and n >= after)), texts, needle
+            )
+        mask = masks[0]
+        for other in masks[1:]:
+            mask &= other
+        ordered = self._ordered
+        start = bisect_left(ordered, after)
+        raw = mask.to_bytes((mask.bit_length() + 7) // 8, "little")
+        first = _walk(raw, start, len(ordered), ordered)
+        tail = self._tail
+        later = (n for n, i in tail[bisect_left(tail, (after, -1)) :] if _bit(raw, i))
+        return _having(heapq.merge(first, later), texts, needle)
+
+
+def _having(names: Iterator[str], texts: dict[str, tuple[str, ...]], needle: str) -> Iterator[str]:
+    """The names whose texts contain the needle (the trigrams only said they may)."""
+    for name in names:
+        for text in texts.get(name, ()):
+            if needle in text:
+                yield name
+                break
 
 
 def _has(bits: bytearray, ident: int) -> bool:
@@ -194,13 +233,23 @@ def _has(bits: bytearray, ident: int) -> bool:
     return byte < len(bits) and bool(bits[byte] >> (ident & 7) & 1)
 
 
-def _set_bits(mask: int) -> Iterator[int]:
-    raw = mask.to_bytes((mask.bit_length() + 7) // 8, "little")
-    for found in _NONZERO.finditer(raw):
-        at, value = found.start(), raw[found.start()]
-        for bit in range(8):
-            if value >> bit & 1:
-                yield at * 8 + bit
+def _bit(raw: bytes, ident: int) -> bool:
+    byte = ident >> 3
+    return byte < len(raw) and bool(raw[byte] >> (ident & 7) & 1)
+
+
+_BITS = tuple(tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256))
+
+
+def _walk(raw: bytes, start: int, end: int, names: Sequence[str]) -> Iterator[str]:
+    """The names whose bits are set in `raw` (bits start..end), in bit order."""
+    for found in _NONZERO.finditer(raw, start >> 3, (end + 7) >> 3):
+        at = found.start()
+        base = at * 8
+        for bit in _BITS[raw[at]]:
+            ident = base + bit
+            if start <= ident < end:
+                yield names[ident]
 
 
 def _texts(name: str, texts: Iterable[str]) -> tuple[str, ...]:
@@ -211,11 +260,7 @@ def _texts(name: str, texts: Iterable[str]) -> tuple[str, ...]:
 # -- pages ---------------------------------------------------------------------------------------
 
 
-def _name(item: Item) -> str:
-    return item.name
-
-
-def matches(item: Item, needle: str) -> bool:
+def _matches(item: Item, needle: str) -> bool:
     return needle in item.name_folded or needle in item.registry_meta.entry.text
 
 
@@ -227,17 +272,28 @@ def scan(items: Sequence[Item], start: int, needle: str) -> Iterator[Item]:
             yield item
 
 
+def _name(item: Item) -> str:
+    return item.name
+
+
 def found(
-    items: Sequence[Item], names: list[str], after: tuple[str, str] | None, needle: str
+    items: Sequence[Item], names: Iterator[str], after: tuple[str, str] | None, needle: str
 ) -> Iterator[Item]:
-    """The items of the candidate names (sorted) after `after` that match, in list order."""
-    first = bisect_left(names, after[0]) if after is not None else 0
-    for name in names[first:]:
-        low = bisect_left(items, name, key=_name)
-        high = bisect_right(items, name, lo=low, key=_name)
-        for index in range(low, high):
-            item = items[index]
+    """The items of these names (in order) after `after` that match, in list order: each name
+    is looked for from where the last one was found."""
+    at, end = 0, len(items)
+    for name in names:
+        steps = 0
+        while at < end and items[at].name < name:
+            at += 1
+            steps += 1
+            if steps == 8:  # far ahead: bisect the rest
+                at = bisect_left(items, name, lo=at, key=_name)
+                break
+        while at < end and items[at].name == name:
+            item = items[at]
+            at += 1
             if after is not None and (item.name, item.version) <= after:
                 continue
-            if matches(item, needle):
+            if _matches(item, needle):
                 yield item

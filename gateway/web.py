@@ -345,7 +345,8 @@ def catalog_page(
     start = bisect_right(items, after, key=lambda item: item.name) if after else 0
     source: Iterable[Item] = items[start:]
     if folded:  # the API's search: the index where it answers, else a scan
-        names = view.search.candidates(folded, view.token) if view.search is not None else None
+        index = view.search
+        names = index.matching(folded, view.token, after) if index is not None else None
         after_key = (after, "\U0010ffff") if after else None  # past every version of it
         if names is not None:
             source = searching.found(items, names, after_key, folded)

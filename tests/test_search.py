@@ -31,8 +31,7 @@ CONFIG = FederationConfig(
 def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny catalogs reach every path: bitsets, promotions, dense scans."""
     monkeypatch.setattr(search, "COMMON", 3)
-    monkeypatch.setattr(search, "DENSE", 6)
-    monkeypatch.setattr(search, "COMPACT", 4)
+    monkeypatch.setattr(search, "TAIL", 6)
 
 
 def entries_of(servers: list[tuple[str, str, str | None, str]]) -> list[Entry]:
@@ -137,11 +136,13 @@ def test_a_rare_text_is_answered_from_the_index_without_a_scan() -> None:
     rows.append(("io.github.b/only", "1.0.0", "Zebra Crossing", "a rare one"))
     builder, snapshot = build(entries_of(rows))
     builder.index()
-    index = snapshot.views["default"].search
+    index, token = snapshot.views["default"].search, snapshot.views["default"].token
     assert index is not None
-    assert index.candidates("zebra", snapshot.views["default"].token) == ["io.github.b/only"]
-    assert index.candidates("quokka", snapshot.views["default"].token) == []
-    assert index.candidates("eath", snapshot.views["default"].token) is None  # common: scan
+    assert list(index.matching("zebra", token) or ()) == ["io.github.b/only"]
+    assert list(index.matching("quokka", token) or ["?"]) == []
+    common = index.matching("eath", token, after="io.github.a/s100")  # a bitset, read in order
+    assert common is not None
+    assert [next(common), next(common)] == ["io.github.a/s100", "io.github.a/s101"]
     assert walk(snapshot, "ZEBRA cross") == [("io.github.b/only", "1.0.0")]
     assert len(walk(snapshot, "eath", limit=100)) == 300  # `eath` still finds `weather`
 
