@@ -21,7 +21,7 @@ from gateway.explain import explain
 from gateway.merge import Source
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, reload_config
-from gateway.snapshot import view_policies
+from gateway.snapshot import Snapshot, view_policies
 
 log = structlog.get_logger("gateway.admin")
 HISTORY = timedelta(days=1)  # of syncs, in /admin/status (the operators' page draws it)
@@ -74,6 +74,15 @@ REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
 
 def _report_size(report: dict[str, object]) -> int:
     return 4 * len(orjson.dumps(report)) + 1024  # parsed objects take a few times their JSON
+
+
+def _search_status(snapshot: Snapshot | None) -> dict[str, object]:
+    """Whether searches of the served catalog are answered from the index yet (they scan
+    until it catches up with a build), and its size."""
+    view = snapshot.views.get(DEFAULT_VIEW) if snapshot is not None else None
+    if view is None or view.search is None:
+        return {"indexed": False}
+    return {"indexed": view.search.covers(view.token), **view.search.size()}
 
 
 class Explained:
@@ -206,4 +215,5 @@ def status(refresher: Refresher) -> dict[str, Any]:
         "upstreams": upstreams,
         "views": views,
         "verification": snapshot.verification if snapshot else {},
+        "search": _search_status(snapshot),
     }

@@ -73,6 +73,14 @@ class SearchIndex:
         """A number for a new build of the catalogs this index serves."""
         return next(self._tokens)
 
+    def covers(self, token: int) -> bool:
+        """Whether every server of that build is indexed (its searches use the index)."""
+        return self._covers == token
+
+    def size(self) -> dict[str, int]:
+        return {"servers": len(self._ids), "trigrams": len(self._lists) + len(self._bits),
+                "tail": len(self._tail), "stale": self._stale}  # fmt: skip
+
     # -- updating (a worker thread) ------------------------------------------------------------
 
     def update(self, token: int, order: Order) -> None:

@@ -159,3 +159,35 @@ def test_the_title_and_description_are_searched_too() -> None:
     assert [name for name, _ in walk(snapshot, "weather")] == [
         "io.github.a/one", "io.github.a/two", "io.github.a/weather",
     ]  # fmt: skip
+
+
+async def test_searches_through_the_gateway_before_and_after_the_index_catches_up(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    import asyncio
+
+    from tests.conftest import file_upstream
+
+    items = [server_entry(f"io.github.a/s{i:02}", "1.0.0", description=f"tool {i}")
+             for i in range(40)]  # fmt: skip
+    items.append(server_entry("io.github.b/x", "1.0.0", description="Forecasts the WEATHER"))
+    config = make_config(admin_token="t", upstreams=[file_upstream(tmp_path / "d", "u", items)])
+    client = await serve(config)
+    auth = {"Authorization": "Bearer t"}
+    for _ in range(100):  # the index follows each build in a worker thread
+        status = await (await client.get("/admin/status", headers=auth)).json()
+        if status["search"]["indexed"]:
+            break
+        await asyncio.sleep(0.02)
+    assert status["search"] == {
+        "indexed": True,
+        "servers": 41,
+        "trigrams": status["search"]["trigrams"],
+        "tail": 0,
+        "stale": 0,
+    }
+    body = await (await client.get("/v0.1/servers?search=eather")).json()
+    assert [e["server"]["name"] for e in body["servers"]] == ["io.github.b/x"]
+    page = await (await client.get("/?q=Weather")).text()
+    assert "io.github.b/x" in page
+    assert "io.github.a/s01" not in page
