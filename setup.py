@@ -21,6 +21,7 @@ COMPILED = [
     "gateway/view.py",
     "gateway/catalog.py",
     "gateway/snapshot.py",
+    "gateway/search.py",
 ]
 
 

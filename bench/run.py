@@ -442,6 +442,132 @@ def bench_rebuild_latency(base: str, seconds: float, upstream_url: str) -> dict[
             "reload_unchanged_ms": build_ms()}  # fmt: skip
 
 
+# -- search: distinct queries against cached ones ------------------------------------------------
+
+SEARCH_LUA = """
+local queries = {}
+for line in io.lines(os.getenv("SEARCH_QUERIES")) do queries[#queries + 1] = line end
+local next_one = tonumber(os.getenv("SEARCH_START") or "0")
+request = function()
+  next_one = next_one + 1
+  if next_one > #queries then next_one = 1 end
+  return wrk.format("GET", "/v0.1/servers?search=" .. queries[next_one])
+end
+"""
+
+
+def search_queries(base: str, count: int, seed: int = 11) -> list[str]:
+    """`count` distinct searches as people type them, from the served catalog: part of a
+    server's name (its namespace, its name, a word of it), or a word of a description,
+    3 to 14 characters, URL-encoded."""
+    import random
+
+    rng = random.Random(seed)
+    names: list[str] = []
+    words: set[str] = set()
+    cursor: str | None = None
+    while len(names) < 20_000:
+        query = "limit=100&version=latest" + (
+            f"&cursor={urllib.parse.quote(cursor)}" if cursor else ""
+        )
+        page = orjson.loads(fetch(f"{base}/v0.1/servers?{query}"))
+        for entry in page["servers"]:
+            names.append(entry["server"]["name"])
+            words.update(str(entry["server"].get("description", "")).split())
+        cursor = page["metadata"].get("nextCursor")
+        if not cursor:
+            break
+    vocabulary = sorted(words)
+    found: dict[str, None] = {}
+    while len(found) < count:
+        if rng.random() < 0.85:
+            name = rng.choice(names)
+            size = rng.randint(3, 14)
+            at = rng.randint(0, max(0, len(name) - size))
+            text = name[at : at + size]
+        else:
+            word = rng.choice(vocabulary)
+            text = word[: rng.randint(3, max(3, len(word)))]
+            text += "" if rng.random() < 0.5 else " " + rng.choice(vocabulary)[:3]
+        found[urllib.parse.quote(text, safe="")] = None
+    return list(found)
+
+
+def wrk_script(
+    url: str, seconds: float, env: dict[str, str], connections: int = 32
+) -> dict[str, float]:
+    """wrk with the search script: each request a query from SEARCH_QUERIES, in turn."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "-s", env["SEARCH_SCRIPT"], url],
+        capture_output=True, text=True, check=True, env={**os.environ, **env},
+        preexec_fn=(lambda: os.sched_setaffinity(0, LOAD_CPU)) if LOAD_CPU else None,
+    ).stdout  # fmt: skip
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = re.search(r"(\d+) requests in", out)
+    return {"rps": float(rps.group(1)) if rps else 0.0,
+            "requests": float(requests.group(1)) if requests else 0.0,
+            "non2xx": float(errors.group(1)) if errors else 0.0}  # fmt: skip
+
+
+def bench_search(base: str, pid: int, work: Path, seconds: float, quick: bool) -> dict[str, Any]:
+    """Distinct searches (none asked before: no answer cached) against cached ones (the same
+    few, answered from the cache), in alternating one-second rounds, the gateway alone on one
+    core and wrk on the other; then the latency of other requests while distinct searches
+    run, against while cached ones run."""
+    for _ in range(600):  # the index follows each build in a worker thread
+        if orjson.loads(fetch(f"{base}/admin/status"))["search"]["indexed"]:
+            break
+        time.sleep(0.5)
+    rounds = max(3, round(seconds))
+    queries = search_queries(base, 6_000 if quick else 250_000)
+    cached = queries[:50]
+    distinct = queries[50:]
+    (work / "distinct.txt").write_text("\n".join(distinct) + "\n")
+    (work / "cached.txt").write_text("\n".join(cached) + "\n")
+    script = work / "search.lua"
+    script.write_text(SEARCH_LUA)
+    for query in cached:  # answered once: from then on, from the cache
+        fetch(f"{base}/v0.1/servers?search={query}")
+    figures: dict[str, Any] = {"distinct": [], "cached": [], "ratios": []}
+    start = 0
+    pin(pid, SERVER_CPU)
+    try:
+        for _ in range(rounds):
+            new = wrk_script(base, 1, {"SEARCH_SCRIPT": str(script), "SEARCH_START": str(start),
+                                       "SEARCH_QUERIES": str(work / "distinct.txt")})  # fmt: skip
+            start += int(new["requests"]) + 64
+            old = wrk_script(base, 1, {"SEARCH_SCRIPT": str(script),
+                                       "SEARCH_QUERIES": str(work / "cached.txt")})  # fmt: skip
+            figures["distinct"].append(new["rps"])
+            figures["cached"].append(old["rps"])
+            figures["ratios"].append(old["rps"] / new["rps"] if new["rps"] else float("inf"))
+        if start > len(distinct):
+            figures["repeated"] = True  # the list ran out: some "distinct" ones were cached
+        # Other requests meanwhile: a 1 KB lookup at a fixed rate while wrk searches.
+        first = orjson.loads(fetch(f"{base}/v0.1/servers?limit=1"))["servers"][0]["server"]["name"]
+        probe = f"{base}/v0.1/servers/{first.replace('/', '%2F')}/versions/latest"
+        for label, file in (("during distinct", "distinct.txt"), ("during cached", "cached.txt")):
+            env = {"SEARCH_SCRIPT": str(script), "SEARCH_QUERIES": str(work / file),
+                   "SEARCH_START": str(start)}  # fmt: skip
+            start += 60_000
+            result: dict[str, Any] = {}
+            load = threading.Thread(
+                target=lambda e=env, r=result: r.update(wrk_script(base, 5, e, connections=8))
+            )
+            load.start()
+            time.sleep(0.3)
+            figures[label] = asyncio.run(_fixed_rate(probe, 200, 4.0))
+            load.join()
+            figures[label]["search_rps"] = result.get("rps", 0.0)
+    finally:
+        pin(pid, None)
+    figures["ratio"] = statistics.median(figures["ratios"])
+    figures["status"] = orjson.loads(fetch(f"{base}/admin/status"))["search"]
+    return figures
+
+
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"\n{title}")
@@ -494,6 +620,7 @@ def main() -> int:
                                    f"{row['build_ms']:.0f} ms", f"{pages} in {walk_s:.1f} s"])  # fmt: skip
                 if per == curve[-1]:
                     results["serving"] = bench_serving(base, pid, work, seconds)
+                    results["search"] = bench_search(base, pid, work, seconds, args.quick)
                     results["rebuild"] = bench_rebuild_latency(
                         base, max(seconds, 3.0), upstream_url
                     )
@@ -544,6 +671,25 @@ def main() -> int:
             ],
             serving_rows,
         )
+        found = results["search"]
+        print_table(
+            f"Search, {3 * curve[-1]} versions (target: a distinct query costs at most 2x a cached one;"
+            " req/s, the gateway on one core, wrk on the other, alternating one-second rounds)",
+            ["queries", "req/s (mean)", "rounds", "cost ratio (median of rounds)", "ratio rounds"],
+            [["distinct (never asked before)", f"{statistics.fmean(found['distinct']):.0f}",
+              f"{min(found['distinct']):.0f}-{max(found['distinct']):.0f}", f"{found['ratio']:.2f}x",
+              f"{min(found['ratios']):.2f}-{max(found['ratios']):.2f}x"],
+             ["cached (the same 50)", f"{statistics.fmean(found['cached']):.0f}",
+              f"{min(found['cached']):.0f}-{max(found['cached']):.0f}", "1.00x", "-"]],
+        )  # fmt: skip
+        print_table(
+            "Other requests while searches run (a 1 KB lookup at 200/s, latency from when due;"
+            " wrk searching on 8 connections meanwhile)",
+            ["meanwhile", "searches/s", "lookup p50", "lookup p99", "lookup max"],
+            [[label, f"{found[label]['search_rps']:.0f}", f"{found[label]['p50']:.2f} ms",
+              f"{found[label]['p99']:.2f} ms", f"{found[label]['max']:.1f} ms"]
+             for label in ("during distinct", "during cached")],
+        )  # fmt: skip
         rebuild = results["rebuild"]
         syncs, full = rebuild["syncs"], rebuild["full"]
 

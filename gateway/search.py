@@ -16,7 +16,6 @@ Once the tail, the gone or the changed grow large, the index is built afresh.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import re
 import threading
@@ -31,10 +30,12 @@ if TYPE_CHECKING:
     from gateway.catalog import Item, Order
 
 Gram = tuple[str, str, str]
-COMMON = 1024  # a trigram in this many servers or more keeps a bitset instead of a list
+COMMON = 256  # a trigram in this many servers or more keeps a bitset instead of a list
 MAX_SEARCH = 256  # characters of a `search` value (longer ones are refused, 422)
 TAIL = 2048  # new servers past the ordered ones, at least, before the index is built afresh
 _NONZERO = re.compile(rb"[^\x00]")
+_NARROWING = 3  # bitsets intersected at most (the rarest)
+_FEW = 64  # candidates few enough to check each one's texts rather than intersect further
 
 
 def grams(text: str) -> set[Gram]:
@@ -62,7 +63,8 @@ class SearchIndex:
         self._texts: dict[str, tuple[str, ...]] = {}  # name -> the texts indexed for it
         self._lists: dict[Gram, array[int]] = {}
         self._bits: dict[Gram, bytearray] = {}
-        self._masks: dict[Gram, int] = {}  # the bitsets as ints, made when first asked for
+        # The bitsets as ints, and how many bits each has: made when first asked for.
+        self._masks: dict[Gram, tuple[int, int]] = {}
         self._chars: set[str] = set()  # every character any text has
         self._stale = 0  # ids gone, or indexing texts a server no longer has
         self._covers = -1  # the build whose servers are all indexed
@@ -190,55 +192,48 @@ class SearchIndex:
         """Everything the answer needs is taken now, under the lock: the iterator reads
         nothing an update changes."""
         lists: list[array[int]] = []
-        bitsets: list[bytearray] = []
-        masks: list[int] = []
+        masks: list[tuple[int, int]] = []
         for gram in grams(needle):
             bits = self._bits.get(gram)
             if bits is not None:
-                bitsets.append(bits)
                 mask = self._masks.get(gram)
                 if mask is None:
-                    mask = self._masks[gram] = int.from_bytes(bits, "little")
+                    whole = int.from_bytes(bits, "little")
+                    mask = self._masks[gram] = (whole.bit_count(), whole)
                 masks.append(mask)
                 continue
-            ids = self._lists.get(gram)
-            if ids is None:
+            posted = self._lists.get(gram)
+            if posted is None:
                 return iter(())  # no server has this trigram: none matches
-            lists.append(ids)
-        names, texts = self._names, self._texts
-        if lists:  # a rare trigram: few servers, sorted by name here
+            lists.append(posted)
+        names, texts, ordered = self._names, self._texts, self._ordered
+        start = bisect_left(ordered, after)
+        if lists:  # trigrams few servers have: their servers, intersected while many
             lists.sort(key=len)
             found = set(lists[0])
-            for ids in lists[1:]:
-                found.intersection_update(ids)
-            picked = (names[i] for i in found if all(_has(bits, i) for bits in bitsets))
-            return _having(
-                iter(sorted(n for n in picked if n is not None and n >= after)), texts, needle
-            )
-        mask = masks[0]
-        for other in masks[1:]:
-            mask &= other
-        ordered = self._ordered
-        start = bisect_left(ordered, after)
-        raw = mask.to_bytes((mask.bit_length() + 7) // 8, "little")
-        first = _walk(raw, start, len(ordered), ordered)
-        tail = self._tail
-        later = (n for n, i in tail[bisect_left(tail, (after, -1)) :] if _bit(raw, i))
-        return _having(heapq.merge(first, later), texts, needle)
+            for posted in lists[1:]:
+                if len(found) <= _FEW:
+                    break
+                found.intersection_update(posted)
+            ids = sorted(found)
+            count = len(ordered)
+            split = bisect_left(ids, count)
+            tail = sorted((n, i) for i in ids[split:] if (n := names[i]) and n >= after)
+            inside = ids[bisect_left(ids, start, hi=split) : split]
+            return _from_ids(inside, ordered, tail, texts, needle)
+        # The rarest few narrow it enough: each server named is checked against its texts.
+        masks.sort()
+        narrowed = masks[0][1]
+        for _, other in masks[1:_NARROWING]:
+            narrowed &= other
+        raw = narrowed.to_bytes((narrowed.bit_length() + 7) // 8, "little")
+        tail = self._tail[bisect_left(self._tail, (after, -1)) :]
+        return _from_bits(raw, start, len(ordered), ordered, tail, texts, needle)
 
 
-def _having(names: Iterator[str], texts: dict[str, tuple[str, ...]], needle: str) -> Iterator[str]:
-    """The names whose texts contain the needle (the trigrams only said they may)."""
-    for name in names:
-        for text in texts.get(name, ()):
-            if needle in text:
-                yield name
-                break
+# One generator a query, each: the candidates of a page come through a single frame.
 
-
-def _has(bits: bytearray, ident: int) -> bool:
-    byte = ident >> 3
-    return byte < len(bits) and bool(bits[byte] >> (ident & 7) & 1)
+_BITS = tuple(tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256))
 
 
 def _bit(raw: bytes, ident: int) -> bool:
@@ -246,18 +241,65 @@ def _bit(raw: bytes, ident: int) -> bool:
     return byte < len(raw) and bool(raw[byte] >> (ident & 7) & 1)
 
 
-_BITS = tuple(tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256))
+def _has(texts: dict[str, tuple[str, ...]], name: str, needle: str) -> bool:
+    for text in texts.get(name, ()):  # noqa: SIM110 (a loop: no generator per name)
+        if needle in text:
+            return True
+    return False
 
 
-def _walk(raw: bytes, start: int, end: int, names: Sequence[str]) -> Iterator[str]:
-    """The names whose bits are set in `raw` (bits start..end), in bit order."""
+def _from_ids(
+    ids: Sequence[int],
+    ordered: Sequence[str],
+    tail: list[tuple[str, int]],
+    texts: dict[str, tuple[str, ...]],
+    needle: str,
+) -> Iterator[str]:
+    """The names of these ids (ascending: in name order) and of the tail's (sorted) whose
+    texts contain the needle, in order."""
+    at = 0
+    for ident in ids:
+        name = ordered[ident]
+        while at < len(tail) and tail[at][0] < name:
+            if _has(texts, tail[at][0], needle):
+                yield tail[at][0]
+            at += 1
+        if _has(texts, name, needle):
+            yield name
+    for other, _ in tail[at:]:
+        if _has(texts, other, needle):
+            yield other
+
+
+def _from_bits(
+    raw: bytes,
+    start: int,
+    end: int,
+    ordered: Sequence[str],
+    tail: list[tuple[str, int]],
+    texts: dict[str, tuple[str, ...]],
+    needle: str,
+) -> Iterator[str]:
+    """The names whose bits are set (ids start..end, then the tail's, merged in order) and
+    whose texts contain the needle, in order."""
+    at = 0
     for found in _NONZERO.finditer(raw, start >> 3, (end + 7) >> 3):
-        at = found.start()
-        base = at * 8
-        for bit in _BITS[raw[at]]:
+        base = found.start() * 8
+        for bit in _BITS[raw[found.start()]]:
             ident = base + bit
-            if start <= ident < end:
-                yield names[ident]
+            if ident < start or ident >= end:
+                continue
+            name = ordered[ident]
+            while at < len(tail) and tail[at][0] < name:
+                other, other_id = tail[at]
+                at += 1
+                if _bit(raw, other_id) and _has(texts, other, needle):
+                    yield other
+            if _has(texts, name, needle):
+                yield name
+    for other, other_id in tail[at:]:
+        if _bit(raw, other_id) and _has(texts, other, needle):
+            yield other
 
 
 def _texts(name: str, texts: Iterable[str]) -> tuple[str, ...]:
@@ -288,16 +330,16 @@ def found(
     items: Sequence[Item], names: Iterator[str], after: tuple[str, str] | None, needle: str
 ) -> Iterator[Item]:
     """The items of these names (in order) after `after` that match, in list order: each name
-    is looked for from where the last one was found."""
+    is looked for from where the last one was found, galloping (names that match are often
+    neighbours), then bisecting what is left."""
     at, end = 0, len(items)
     for name in names:
-        steps = 0
-        while at < end and items[at].name < name:
-            at += 1
-            steps += 1
-            if steps == 8:  # far ahead: bisect the rest
-                at = bisect_left(items, name, lo=at, key=_name)
-                break
+        if at < end and items[at].name < name:
+            step, low = 1, at
+            while at + step < end and items[at + step].name < name:
+                low = at + step
+                step *= 2
+            at = bisect_left(items, name, lo=low, hi=min(at + step, end), key=_name)
         while at < end and items[at].name == name:
             item = items[at]
             at += 1
