@@ -253,6 +253,19 @@ async def test_status_and_metrics_say_what_a_refused_reload_was(gateway: Any) ->
     assert await (await client.get("/v0.1/servers?limit=100")).read() == before
 
 
+@pytest.mark.timeout(20)
+async def test_a_yaml_alias_bomb_is_refused_by_a_hot_reload(gateway: Any) -> None:
+    from tests.test_loader import LAUGHS
+
+    client, _, before = gateway
+    directory = client.app[REFRESHER].config.directory
+    (directory / "policy.yaml").write_text(LAUGHS, encoding="utf-8")
+    refused = await client.post("/admin/reload", headers=AUTH)
+    assert refused.status == 400
+    assert "anchors and aliases (& and *) are not allowed" in (await refused.json())["detail"]
+    assert await (await client.get("/v0.1/servers?limit=100")).read() == before
+
+
 async def test_request_metrics_count_routes_and_statuses(gateway: Any) -> None:
     client, _, _ = gateway
     for _ in range(3):
