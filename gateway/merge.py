@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway import gil
 from gateway.entry import Entry
-from gateway.names import matches_any
+from gateway.names import identity_matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +44,22 @@ class Merged:
     servers: dict[str, tuple[str, list[Entry]]] = field(default_factory=dict)  # by name
     owners: dict[str, str] = field(default_factory=dict)  # identity -> its upstream
     shadowed: dict[str, list[Shadow]] = field(default_factory=dict)  # by identity
-    spellings: dict[str, list[str]] = field(default_factory=dict)  # identity -> served names
+    spelled: dict[str, str] = field(default_factory=dict)  # identity -> the first name served
+    others: dict[str, list[str]] = field(default_factory=dict)  # identity -> more names served
 
     def entry_count(self) -> int:
         return sum(len(entries) for _, entries in self.servers.values())
 
     def lookalikes(self, identity: str) -> list[str]:
         """The names served for this identity, when one upstream serves more than one."""
-        names = self.spellings.get(identity, [])
-        return names if len(names) > 1 else []
+        others = self.others.get(identity)
+        return [self.spelled[identity], *others] if others else []
 
 
 def owner_by_reservation(identity: str, sources: Sequence[Source]) -> str | None:
     """The first upstream whose `owns` globs reserve this identity, if any."""
     for source in sources:
-        if source.owns and matches_any(identity, source.owns):
+        if source.owns and identity_matches(identity, source.owns):
             return source.upstream
     return None
 
@@ -75,7 +76,9 @@ def merge(sources: Sequence[Source]) -> Merged:
             if not index % 1024:
                 pacer.tick()
             grouped.setdefault(entry.name, []).append(entry)
-        for name, entries in grouped.items():
+        for index, (name, entries) in enumerate(grouped.items()):
+            if not index % 256:
+                pacer.tick()
             identity = entries[0].identity
             if any_owns:
                 if identity not in reserved:
@@ -90,18 +93,18 @@ def merge(sources: Sequence[Source]) -> Merged:
                 continue
             result.owners[identity] = source.upstream
             result.servers[name] = (source.upstream, entries)
-            spellings = result.spellings.get(identity)
-            if spellings is None:
-                result.spellings[identity] = [name]
-            else:
-                spellings.append(name)
+            if holder is None:
+                result.spelled[identity] = name
+            else:  # a look-alike from the same upstream: both served
+                result.others.setdefault(identity, []).append(name)
     return result
 
 
 def _shadow(
     result: Merged, upstream: str, name: str, identity: str, by: str, *, reserved: bool
 ) -> None:
-    names = result.spellings.get(identity, [])
-    spelled = None if name in names else (names[0] if names else None)
+    first = result.spelled.get(identity)
+    served = (first, *result.others.get(identity, ())) if first is not None else ()
+    spelled = None if name in served else first
     shadow = Shadow(upstream, name, by, reserved, spelled)
     result.shadowed.setdefault(identity, []).append(shadow)

@@ -175,4 +175,9 @@ def _matcher(globs: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
 
 def matches_any(name: str, globs: Iterable[str]) -> bool:
     """Whether the name's identity matches any of the name globs."""
-    return _matcher(tuple(globs))(identity(name)) is not None
+    return identity_matches(identity(name), globs)
+
+
+def identity_matches(folded: str, globs: Iterable[str]) -> bool:
+    """Whether an identity (already folded) matches any of the name globs."""
+    return _matcher(tuple(globs))(folded) is not None

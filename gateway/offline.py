@@ -10,7 +10,7 @@ from gateway.config import FederationConfig
 from gateway.entry import newest_update
 from gateway.errors import StateError
 from gateway.merge import Source
-from gateway.names import matches_any
+from gateway.names import identity_matches
 from gateway.snapshot import Snapshot, build_snapshot
 from gateway.state import load_all
 
@@ -31,8 +31,8 @@ def sources_from_state(
         entries = [
             entry
             for entry in (data.entries if data else [])
-            if matches_any(entry.name, upstream.include)
-            and not matches_any(entry.name, upstream.exclude)
+            if identity_matches(entry.identity, upstream.include)
+            and not identity_matches(entry.identity, upstream.exclude)
         ]
         sources.append(Source(upstream.name, entries, upstream.owns))
         origins[upstream.name] = Origin(upstream.name, newest_update(entries))

@@ -63,7 +63,7 @@ def read_page(body: bytes, upstream: str, limit: int | None) -> tuple[list[Any],
     """A page's items (parsed objects, or `Raw` JSON to parse one by one) and next cursor.
     A page with more than `limit` items (when given) is invalid. Blocking, and long for a
     hostile page: call it in a worker thread."""
-    if value_bound(body) <= FAST_VALUES:
+    if len(body) <= 2 * FAST_VALUES or value_bound(body) <= FAST_VALUES:  # a value takes 2 bytes
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -28,6 +28,7 @@ from gateway import gil
 
 if TYPE_CHECKING:
     from gateway.catalog import Item, Order
+    from gateway.entry import Entry
 
 Gram = tuple[str, str, str]
 COMMON = 256  # a trigram in this many servers or more keeps a bitset instead of a list
@@ -61,6 +62,7 @@ class SearchIndex:
         self._ordered: list[str] = []  # the names of ids below len(_ordered), in order
         self._tail: list[tuple[str, int]] = []  # (name, id) of the ids past them, sorted
         self._texts: dict[str, tuple[str, ...]] = {}  # name -> the texts indexed for it
+        self._entries: dict[str, list[Entry]] = {}  # name -> the entries they came from
         self._lists: dict[Gram, array[int]] = {}
         self._bits: dict[Gram, bytearray] = {}
         # The bitsets as ints, and how many bits each has: made when first asked for.
@@ -86,50 +88,62 @@ class SearchIndex:
     # -- updating (a worker thread) ------------------------------------------------------------
 
     def update(self, token: int, order: Order) -> None:
-        """Index the servers of a build (in list order, as `catalog.order_of` makes them)."""
+        """Index the servers of a build (in list order, as `catalog.order_of` makes them).
+        Servers whose entries are the same objects as last time are not looked at again."""
         with self._lock:
             self._covers = -1
             self._masks = {}  # the bitsets change
             pacer = gil.Pacer()
-            wanted: dict[str, tuple[str, ...]] = {}
+            seen: set[str] = set()
+            changed: list[tuple[str, tuple[str, ...]]] = []
+            known = self._entries
             for index, (name, _, entries) in enumerate(order):
                 if not index % 256:
                     pacer.tick()
-                wanted[name] = _texts(name, (entry.text for entry in entries))
-            gone = [name for name in self._texts if name not in wanted]
-            changed = [n for n, texts in wanted.items() if self._texts.get(n) != texts]
-            live = len(wanted)
+                seen.add(name)
+                if known.get(name) == entries:  # the same Entry objects: compared by identity
+                    continue
+                known[name] = entries
+                texts = _texts(name, (entry.text for entry in entries))
+                if self._texts.get(name) != texts:
+                    changed.append((name, texts))
+            gone = list(self._ids.keys() - seen)
+            for name in gone:
+                known.pop(name, None)
+            live = len(seen)
             if (
                 not self._names
                 or len(self._tail) + len(changed) > max(TAIL, live // 16)
                 or self._stale + len(gone) + len(changed) > max(TAIL, live // 4)
             ):
-                self._build(wanted, pacer)
-            else:
-                # Queries may be reading the texts (see `_matching`): change a copy.
-                self._texts = dict(self._texts)
+                self._build(order, pacer)
+            elif gone or changed:
+                self._texts = dict(self._texts)  # queries may be reading it: change a copy
                 for name in gone:
                     self._names[self._ids.pop(name)] = None
                     del self._texts[name]
                     self._stale += 1
-                for index, name in enumerate(changed):
+                for index, (name, texts) in enumerate(changed):
                     if not index % 64:
                         pacer.tick()
-                    self._add(name, wanted[name])
+                    self._add(name, texts)
             self._covers = token
 
-    def _build(self, wanted: dict[str, tuple[str, ...]], pacer: gil.Pacer) -> None:
-        """Index every server afresh, ids in name order."""
+    def _build(self, order: Order, pacer: gil.Pacer) -> None:
+        """Index every server afresh, ids in name order (the order's)."""
         self._ids, self._names, self._texts, self._tail = {}, [], {}, []
         self._lists, self._bits, self._stale = {}, {}, 0
-        self._ordered = sorted(wanted)
-        for ident, name in enumerate(self._ordered):
+        self._ordered = []
+        for ident, (name, _, entries) in enumerate(order):
             if not ident % 64:
                 pacer.tick()
+            texts = _texts(name, (entry.text for entry in entries))
             self._ids[name] = ident
             self._names.append(name)
-            self._post(ident, wanted[name])
-            self._texts[name] = wanted[name]
+            self._ordered.append(name)
+            self._post(ident, texts)
+            self._texts[name] = texts
+            self._entries[name] = entries
 
     def _add(self, name: str, texts: tuple[str, ...]) -> None:
         """A new server (an id in the tail), or new texts of a known one (its old trigrams

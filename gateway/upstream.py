@@ -23,7 +23,7 @@ from gateway import gil
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
 from gateway.entry import Entry, EntryRejected, parse_item
 from gateway.errors import UpstreamInvalid, UpstreamUnavailable
-from gateway.names import matches_any
+from gateway.names import identity_matches
 from gateway.page import Raw, read_page
 
 SKIPPED_EXAMPLES = 5  # names (or reasons) of skipped items kept for the log
@@ -78,7 +78,8 @@ def ingest(
     invalid, and the sync fails. Applies the upstream's include/exclude globs and its size
     cap per entry. Blocking: call it off the event loop."""
     cap = settings.max_entry_bytes
-    include, exclude = settings.include, settings.exclude
+    include = None if settings.include == ["*"] else settings.include  # the default: all
+    exclude = settings.exclude
     rejected = 0
     pacer = gil.Pacer()
     for index, item in enumerate(items):
@@ -93,7 +94,9 @@ def ingest(
             rejected += 1
             batch.skip(exc.reason, exc.name)
             continue
-        if not matches_any(entry.identity, include) or matches_any(entry.identity, exclude):
+        if include is not None and not identity_matches(entry.identity, include):
+            continue
+        if exclude and identity_matches(entry.identity, exclude):
             continue
         batch.entries.append(entry)
     if rejected >= MIN_REJECTED and rejected * 2 > len(items):
