@@ -21,7 +21,7 @@ import re
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from gateway import gil
@@ -35,7 +35,7 @@ COMMON = 256  # a trigram in this many servers or more keeps a bitset instead of
 MAX_SEARCH = 256  # characters of a `search` value (longer ones are refused, 422)
 TAIL = 2048  # new servers past the ordered ones, at least, before the index is built afresh
 _NONZERO = re.compile(rb"[^\x00]")
-_NARROWING = 3  # bitsets intersected at most (the rarest)
+_NARROWING = 99  # bitsets intersected at most (the rarest)
 _FEW = 64  # candidates few enough to check each one's texts rather than intersect further
 
 
@@ -57,16 +57,15 @@ class SearchIndex:
     """
 
     def __init__(self) -> None:
-        self._ids: dict[str, int] = {}  # name -> id
         self._names: list[str | None] = []  # id -> name; None once gone
         self._ordered: list[str] = []  # the names of ids below len(_ordered), in order
         self._tail: list[tuple[str, int]] = []  # (name, id) of the ids past them, sorted
-        self._texts: dict[str, tuple[str, ...]] = {}  # name -> the texts indexed for it
-        self._entries: dict[str, list[Entry]] = {}  # name -> the entries they came from
+        self._tail_ids: dict[str, int] = {}  # and their ids by name
+        # name -> the entries last indexed for it, and their texts (the folded name first)
+        self._servers: dict[str, tuple[list[Entry], tuple[str, ...]]] = {}
         self._lists: dict[Gram, array[int]] = {}
-        self._bits: dict[Gram, bytearray] = {}
-        # The bitsets as ints, and how many bits each has: made when first asked for.
-        self._masks: dict[Gram, tuple[int, int]] = {}
+        self._bits: dict[Gram, int] = {}  # a bitset over ids, as one int
+        self._counts: dict[Gram, int] = {}  # and how many bits it has
         self._chars: set[str] = set()  # every character any text has
         self._stale = 0  # ids gone, or indexing texts a server no longer has
         self._covers = -1  # the build whose servers are all indexed
@@ -82,8 +81,15 @@ class SearchIndex:
         return self._covers == token
 
     def size(self) -> dict[str, int]:
-        return {"servers": len(self._ids), "trigrams": len(self._lists) + len(self._bits),
+        return {"servers": len(self._servers), "trigrams": len(self._lists) + len(self._bits),
                 "tail": len(self._tail), "stale": self._stale}  # fmt: skip
+
+    def _id(self, name: str) -> int | None:
+        """A name's id: in the ordered ids (found by bisection), else in the tail."""
+        at = bisect_left(self._ordered, name)
+        if at < len(self._ordered) and self._ordered[at] == name:
+            return at
+        return self._tail_ids.get(name)
 
     # -- updating (a worker thread) ------------------------------------------------------------
 
@@ -92,24 +98,23 @@ class SearchIndex:
         Servers whose entries are the same objects as last time are not looked at again."""
         with self._lock:
             self._covers = -1
-            self._masks = {}  # the bitsets change
             pacer = gil.Pacer()
             seen: set[str] = set()
-            changed: list[tuple[str, tuple[str, ...]]] = []
-            known = self._entries
+            changed: list[tuple[str, list[Entry], tuple[str, ...]]] = []
+            servers = self._servers
             for index, (name, _, entries) in enumerate(order):
                 if not index % 256:
                     pacer.tick()
                 seen.add(name)
-                if known.get(name) == entries:  # the same Entry objects: compared by identity
+                known = servers.get(name)
+                if known is not None and known[0] == entries:  # the same Entry objects
                     continue
-                known[name] = entries
-                texts = _texts(name, (entry.text for entry in entries))
-                if self._texts.get(name) != texts:
-                    changed.append((name, texts))
-            gone = list(self._ids.keys() - seen)
-            for name in gone:
-                known.pop(name, None)
+                texts = _texts(name, entries)
+                if known is None or known[1] != texts:
+                    changed.append((name, entries, texts))
+                else:
+                    servers[name] = (entries, texts)  # new entries, the same texts
+            gone = list(servers.keys() - seen)
             live = len(seen)
             if (
                 not self._names
@@ -118,71 +123,100 @@ class SearchIndex:
             ):
                 self._build(order, pacer)
             elif gone or changed:
-                self._texts = dict(self._texts)  # queries may be reading it: change a copy
+                # Queries may be reading the texts (see `_matching`): change a copy.
+                servers = self._servers = dict(servers)
                 for name in gone:
-                    self._names[self._ids.pop(name)] = None
-                    del self._texts[name]
+                    ident = self._id(name)
+                    if ident is not None:
+                        self._names[ident] = None
+                    del servers[name]
                     self._stale += 1
-                for index, (name, texts) in enumerate(changed):
+                for index, (name, entries, texts) in enumerate(changed):
                     if not index % 64:
                         pacer.tick()
-                    self._add(name, texts)
+                    self._add(name, entries, texts)
             self._covers = token
 
     def _build(self, order: Order, pacer: gil.Pacer) -> None:
         """Index every server afresh, ids in name order (the order's)."""
-        self._ids, self._names, self._texts, self._tail = {}, [], {}, []
-        self._lists, self._bits, self._stale = {}, {}, 0
-        self._ordered = []
+        names: list[str | None] = []
+        ordered: list[str] = []
+        servers: dict[str, tuple[list[Entry], tuple[str, ...]]] = {}
+        lists: dict[Gram, array[int]] = {}
+        building: dict[Gram, bytearray] = {}
         for ident, (name, _, entries) in enumerate(order):
             if not ident % 64:
                 pacer.tick()
-            texts = _texts(name, (entry.text for entry in entries))
-            self._ids[name] = ident
-            self._names.append(name)
-            self._ordered.append(name)
-            self._post(ident, texts)
-            self._texts[name] = texts
-            self._entries[name] = entries
+            texts = _texts(name, entries)
+            names.append(name)
+            ordered.append(name)
+            servers[name] = (entries, texts)
+            byte, bit = ident >> 3, 1 << (ident & 7)
+            for gram in self._grams(texts):
+                bits = building.get(gram)
+                if bits is not None:
+                    bits[byte] |= bit
+                    continue
+                ids = lists.get(gram)
+                if ids is None:
+                    lists[gram] = array("I", (ident,))
+                elif len(ids) + 1 < COMMON:
+                    ids.append(ident)
+                else:
+                    bits = building[gram] = bytearray((len(order) + 7) >> 3)
+                    for other in (*ids, ident):
+                        bits[other >> 3] |= 1 << (other & 7)
+                    del lists[gram]
+        bitsets: dict[Gram, int] = {}
+        counts: dict[Gram, int] = {}
+        for gram, bits in building.items():
+            pacer.tick()
+            whole = bitsets[gram] = int.from_bytes(bits, "little")
+            counts[gram] = whole.bit_count()
+        self._names, self._ordered, self._servers = names, ordered, servers
+        self._tail, self._tail_ids = [], {}
+        self._lists, self._bits, self._counts, self._stale = lists, bitsets, counts, 0
 
-    def _add(self, name: str, texts: tuple[str, ...]) -> None:
-        """A new server (an id in the tail), or new texts of a known one (its old trigrams
-        stay posted: it may be named where it no longer matches, until the next build)."""
-        ident = self._ids.get(name)
-        if ident is None:
-            ident = self._ids[name] = len(self._names)
-            self._names.append(name)
-            tail = self._tail[:]  # queries may be reading the old list: replace, never change
-            tail.insert(bisect_left(tail, (name, ident)), (name, ident))
-            self._tail = tail
-        else:
-            self._stale += 1
-        self._post(ident, texts)
-        self._texts[name] = texts
-
-    def _post(self, ident: int, texts: tuple[str, ...]) -> None:
+    def _grams(self, texts: tuple[str, ...]) -> set[Gram]:
         found: set[Gram] = set()
         for text in texts:
             found |= grams(text)
             self._chars.update(text)
-        byte, bit = ident >> 3, 1 << (ident & 7)
-        for gram in found:
-            bits = self._bits.get(gram)
-            if bits is not None:
-                if byte >= len(bits):
-                    bits.extend(bytes(byte + 1 - len(bits) + 1024))
-                bits[byte] |= bit
+        return found
+
+    def _add(self, name: str, entries: list[Entry], texts: tuple[str, ...]) -> None:
+        """A new server (an id in the tail, or its old one), or new texts of a known one (its
+        old trigrams stay posted: it may be named where it no longer matches, until the next
+        build)."""
+        ident = self._id(name)
+        if ident is None:
+            ident = self._tail_ids[name] = len(self._names)
+            self._names.append(name)
+            tail = self._tail[:]  # queries may be reading the old list: replace, never change
+            tail.insert(bisect_left(tail, (name, ident)), (name, ident))
+            self._tail = tail
+        elif self._names[ident] is None:
+            self._names[ident] = name  # back again
+        else:
+            self._stale += 1
+        self._servers[name] = (entries, texts)
+        for gram in self._grams(texts):
+            whole = self._bits.get(gram)
+            if whole is not None:
+                if not whole >> ident & 1:
+                    self._bits[gram] = whole | 1 << ident  # a new int: readers keep theirs
+                    self._counts[gram] += 1
                 continue
             ids = self._lists.get(gram)
             if ids is None:
                 self._lists[gram] = array("I", (ident,))
             elif len(ids) + 1 < COMMON:
-                ids.append(ident)
-            else:  # a common trigram: the bitset is in place before the list goes
-                promoted = bytearray(byte + 1024)
-                for other in (*ids, ident):
-                    promoted[other >> 3] |= 1 << (other & 7)
-                self._bits[gram] = promoted
+                self._lists[gram] = array("I", sorted({*ids, ident}))  # stays ascending
+            else:
+                promoted = 0
+                for other in {*ids, ident}:
+                    promoted |= 1 << other
+                self._bits[gram], self._counts[gram] = promoted, promoted.bit_count()
                 del self._lists[gram]
 
     # -- asking (the event loop) ---------------------------------------------------------------
@@ -208,19 +242,15 @@ class SearchIndex:
         lists: list[array[int]] = []
         masks: list[tuple[int, int]] = []
         for gram in grams(needle):
-            bits = self._bits.get(gram)
-            if bits is not None:
-                mask = self._masks.get(gram)
-                if mask is None:
-                    whole = int.from_bytes(bits, "little")
-                    mask = self._masks[gram] = (whole.bit_count(), whole)
-                masks.append(mask)
+            whole = self._bits.get(gram)
+            if whole is not None:
+                masks.append((self._counts[gram], whole))
                 continue
             posted = self._lists.get(gram)
             if posted is None:
                 return iter(())  # no server has this trigram: none matches
             lists.append(posted)
-        names, texts, ordered = self._names, self._texts, self._ordered
+        names, servers, ordered = self._names, self._servers, self._ordered
         start = bisect_left(ordered, after)
         if lists:  # trigrams few servers have: their servers, intersected while many
             lists.sort(key=len)
@@ -234,15 +264,14 @@ class SearchIndex:
             split = bisect_left(ids, count)
             tail = sorted((n, i) for i in ids[split:] if (n := names[i]) and n >= after)
             inside = ids[bisect_left(ids, start, hi=split) : split]
-            return _from_ids(inside, ordered, tail, texts, needle)
-        # The rarest few narrow it enough: each server named is checked against its texts.
-        masks.sort()
+            return _from_ids(inside, ordered, tail, servers, needle)
+        masks.sort()  # the rarest first: the intersection shrinks fastest
         narrowed = masks[0][1]
-        for _, other in masks[1:_NARROWING]:
+        for _, other in masks[1:]:
             narrowed &= other
         raw = narrowed.to_bytes((narrowed.bit_length() + 7) // 8, "little")
         tail = self._tail[bisect_left(self._tail, (after, -1)) :]
-        return _from_bits(raw, start, len(ordered), ordered, tail, texts, needle)
+        return _from_bits(raw, start, len(ordered), ordered, tail, servers, needle)
 
 
 # One generator a query, each: the candidates of a page come through a single frame.
@@ -255,8 +284,14 @@ def _bit(raw: bytes, ident: int) -> bool:
     return byte < len(raw) and bool(raw[byte] >> (ident & 7) & 1)
 
 
-def _has(texts: dict[str, tuple[str, ...]], name: str, needle: str) -> bool:
-    for text in texts.get(name, ()):  # noqa: SIM110 (a loop: no generator per name)
+Servers = dict[str, tuple[list["Entry"], tuple[str, ...]]]
+
+
+def _has(servers: Servers, name: str, needle: str) -> bool:
+    known = servers.get(name)
+    if known is None:
+        return False
+    for text in known[1]:  # noqa: SIM110 (a loop: no generator per name)
         if needle in text:
             return True
     return False
@@ -266,7 +301,7 @@ def _from_ids(
     ids: Sequence[int],
     ordered: Sequence[str],
     tail: list[tuple[str, int]],
-    texts: dict[str, tuple[str, ...]],
+    servers: Servers,
     needle: str,
 ) -> Iterator[str]:
     """The names of these ids (ascending: in name order) and of the tail's (sorted) whose
@@ -275,13 +310,13 @@ def _from_ids(
     for ident in ids:
         name = ordered[ident]
         while at < len(tail) and tail[at][0] < name:
-            if _has(texts, tail[at][0], needle):
+            if _has(servers, tail[at][0], needle):
                 yield tail[at][0]
             at += 1
-        if _has(texts, name, needle):
+        if _has(servers, name, needle):
             yield name
     for other, _ in tail[at:]:
-        if _has(texts, other, needle):
+        if _has(servers, other, needle):
             yield other
 
 
@@ -291,7 +326,7 @@ def _from_bits(
     end: int,
     ordered: Sequence[str],
     tail: list[tuple[str, int]],
-    texts: dict[str, tuple[str, ...]],
+    servers: Servers,
     needle: str,
 ) -> Iterator[str]:
     """The names whose bits are set (ids start..end, then the tail's, merged in order) and
@@ -307,18 +342,21 @@ def _from_bits(
             while at < len(tail) and tail[at][0] < name:
                 other, other_id = tail[at]
                 at += 1
-                if _bit(raw, other_id) and _has(texts, other, needle):
+                if _bit(raw, other_id) and _has(servers, other, needle):
                     yield other
-            if _has(texts, name, needle):
+            if _has(servers, name, needle):
                 yield name
     for other, other_id in tail[at:]:
-        if _bit(raw, other_id) and _has(texts, other, needle):
+        if _bit(raw, other_id) and _has(servers, other, needle):
             yield other
 
 
-def _texts(name: str, texts: Iterable[str]) -> tuple[str, ...]:
-    """A server's distinct texts: its folded name, then its versions' titles and descriptions."""
-    return (fold(name), *dict.fromkeys(text for text in texts if text))
+def _texts(name: str, entries: list[Entry]) -> tuple[str, ...]:
+    """A server's distinct texts: its folded name (the name itself when already folded),
+    then its versions' titles and descriptions."""
+    folded = fold(name)
+    texts = dict.fromkeys(entry.text for entry in entries if entry.text)
+    return (name if folded == name else folded, *texts)
 
 
 # -- pages ---------------------------------------------------------------------------------------
