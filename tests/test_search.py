@@ -191,3 +191,27 @@ async def test_searches_through_the_gateway_before_and_after_the_index_catches_u
     page = await (await client.get("/?q=Weather")).text()
     assert "io.github.b/x" in page
     assert "io.github.a/s01" not in page
+
+
+@settings(max_examples=100, deadline=None)
+@given(servers, servers, servers, st.text(alphabet="abAB -", min_size=3, max_size=4))
+def test_an_index_kept_up_incrementally_answers_exactly(
+    first: list[tuple[str, str, str | None, str]],
+    second: list[tuple[str, str, str | None, str]],
+    third: list[tuple[str, str, str | None, str]],
+    text: str,
+) -> None:
+    """Only incremental updates after the first build: new servers in the tail, changed ones
+    with stale postings, gone ones and ones that come back; intersections of short lists."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "TAIL", 1000)
+        patch.setattr(search, "_FEW", 0)
+        builder, snapshot = build(entries_of(first))
+        builder.index()
+        for rows in (second, first + second, third, first):
+            rows = list({(r[0], r[1]): r for r in rows}.values())
+            entries = entries_of(rows)
+            builder, snapshot = build(entries, builder)
+            builder.index()
+            assert walk(snapshot, text) == expected(entries, text)
+            assert walk(snapshot, text, limit=1) == expected(entries, text)
