@@ -456,10 +456,12 @@ end
 """
 
 
-def search_queries(base: str, count: int, seed: int = 11) -> list[str]:
-    """`count` distinct searches as people type them, from the served catalog: part of a
-    server's name (its namespace, its name, a word of it), or a word of a description,
-    3 to 14 characters, URL-encoded."""
+def search_queries(base: str, count: int, kind: str, seed: int = 11) -> list[str]:
+    """`count` distinct searches as people type them, from the served catalog, URL-encoded:
+    `names`, a part of a server's name (3 to 14 characters: its namespace, a word of its name,
+    its number); `phrases`, the end of a word of a description and the start of the next
+    (`ather cal`); `worst`, the start of one word and of another (`weath cal`), which no text
+    has but whose trigrams many have: each of those servers is checked."""
     import random
 
     rng = random.Random(seed)
@@ -479,16 +481,20 @@ def search_queries(base: str, count: int, seed: int = 11) -> list[str]:
             break
     vocabulary = sorted(words)
     found: dict[str, None] = {}
-    while len(found) < count:
-        if rng.random() < 0.85:
+    tries = 0
+    while len(found) < count and tries < 50 * count:
+        tries += 1
+        if kind == "names":
             name = rng.choice(names)
             size = rng.randint(3, 14)
             at = rng.randint(0, max(0, len(name) - size))
             text = name[at : at + size]
-        else:
-            word = rng.choice(vocabulary)
-            text = word[: rng.randint(3, max(3, len(word)))]
-            text += "" if rng.random() < 0.5 else " " + rng.choice(vocabulary)[:3]
+        elif kind == "phrases":
+            first, second = rng.choice(vocabulary), rng.choice(vocabulary)
+            text = f"{first[-rng.randint(2, len(first)) :]} {second[: rng.randint(1, len(second))]}"
+        else:  # "worst": common trigrams, no match (a word cut short, then another's start)
+            first, second = rng.choice(vocabulary), rng.choice(vocabulary)
+            text = f"{first[: rng.randint(3, len(first) - 1)]} {second[: rng.randint(2, 4)]}"
         found[urllib.parse.quote(text, safe="")] = None
     return list(found)
 
@@ -511,47 +517,58 @@ def wrk_script(
             "non2xx": float(errors.group(1)) if errors else 0.0}  # fmt: skip
 
 
+def _search_rounds(
+    base: str, script: Path, distinct: Path, cached: Path, rounds: int, start: int
+) -> tuple[dict[str, Any], int]:
+    """Alternating one-second rounds of distinct and cached searches; the cost ratio (cached
+    req/s over distinct req/s) of each pair of rounds."""
+    figures: dict[str, Any] = {"distinct": [], "cached": [], "ratios": []}
+    for _ in range(rounds):
+        new = wrk_script(base, 1, {"SEARCH_SCRIPT": str(script), "SEARCH_START": str(start),
+                                   "SEARCH_QUERIES": str(distinct)})  # fmt: skip
+        start += int(new["requests"]) + 64
+        old = wrk_script(base, 1, {"SEARCH_SCRIPT": str(script), "SEARCH_QUERIES": str(cached)})
+        figures["distinct"].append(new["rps"])
+        figures["cached"].append(old["rps"])
+        figures["ratios"].append(old["rps"] / new["rps"] if new["rps"] else float("inf"))
+    figures["ratio"] = statistics.median(figures["ratios"])
+    return figures, start
+
+
 def bench_search(base: str, pid: int, work: Path, seconds: float, quick: bool) -> dict[str, Any]:
     """Distinct searches (none asked before: no answer cached) against cached ones (the same
     few, answered from the cache), in alternating one-second rounds, the gateway alone on one
-    core and wrk on the other; then the latency of other requests while distinct searches
-    run, against while cached ones run."""
+    core and wrk on the other, for each kind of search; then the latency of other requests
+    while distinct searches run, against while cached ones run."""
     for _ in range(600):  # the index follows each build in a worker thread
         if orjson.loads(fetch(f"{base}/admin/status"))["search"]["indexed"]:
             break
         time.sleep(0.5)
     rounds = max(3, round(seconds))
-    queries = search_queries(base, 6_000 if quick else 250_000)
-    cached = queries[:50]
-    distinct = queries[50:]
-    (work / "distinct.txt").write_text("\n".join(distinct) + "\n")
-    (work / "cached.txt").write_text("\n".join(cached) + "\n")
     script = work / "search.lua"
     script.write_text(SEARCH_LUA)
-    for query in cached:  # answered once: from then on, from the cache
-        fetch(f"{base}/v0.1/servers?search={query}")
-    figures: dict[str, Any] = {"distinct": [], "cached": [], "ratios": []}
-    start = 0
+    figures: dict[str, Any] = {}
     pin(pid, SERVER_CPU)
     try:
-        for _ in range(rounds):
-            new = wrk_script(base, 1, {"SEARCH_SCRIPT": str(script), "SEARCH_START": str(start),
-                                       "SEARCH_QUERIES": str(work / "distinct.txt")})  # fmt: skip
-            start += int(new["requests"]) + 64
-            old = wrk_script(base, 1, {"SEARCH_SCRIPT": str(script),
-                                       "SEARCH_QUERIES": str(work / "cached.txt")})  # fmt: skip
-            figures["distinct"].append(new["rps"])
-            figures["cached"].append(old["rps"])
-            figures["ratios"].append(old["rps"] / new["rps"] if new["rps"] else float("inf"))
-        if start > len(distinct):
-            figures["repeated"] = True  # the list ran out: some "distinct" ones were cached
+        for kind in ("names", "phrases", "worst"):
+            queries = search_queries(base, 30_000 if quick else 60_000, kind)
+            distinct, cached = work / f"{kind}.txt", work / f"{kind}-cached.txt"
+            distinct.write_text("\n".join(queries[50:]) + "\n")
+            cached.write_text("\n".join(queries[:50]) + "\n")
+            for query in queries[:50]:  # answered once: from then on, from the cache
+                fetch(f"{base}/v0.1/servers?search={query}")
+            figures[kind], used = _search_rounds(base, script, distinct, cached, rounds, 0)
+            figures[kind]["queries"] = len(queries) - 50
+            figures[kind]["repeated"] = used > len(queries) - 50  # ran out: some were cached
         # Other requests meanwhile: a 1 KB lookup at a fixed rate while wrk searches.
         first = orjson.loads(fetch(f"{base}/v0.1/servers?limit=1"))["servers"][0]["server"]["name"]
         probe = f"{base}/v0.1/servers/{first.replace('/', '%2F')}/versions/latest"
-        for label, file in (("during distinct", "distinct.txt"), ("during cached", "cached.txt")):
+        for label, file in (
+            ("during distinct", "names.txt"),
+            ("during cached", "names-cached.txt"),
+        ):
             env = {"SEARCH_SCRIPT": str(script), "SEARCH_QUERIES": str(work / file),
-                   "SEARCH_START": str(start)}  # fmt: skip
-            start += 60_000
+                   "SEARCH_START": str(figures["names"]["queries"] // 2)}  # fmt: skip
             result: dict[str, Any] = {}
             load = threading.Thread(
                 target=lambda e=env, r=result: r.update(wrk_script(base, 5, e, connections=8))
@@ -563,7 +580,6 @@ def bench_search(base: str, pid: int, work: Path, seconds: float, quick: bool) -
             figures[label]["search_rps"] = result.get("rps", 0.0)
     finally:
         pin(pid, None)
-    figures["ratio"] = statistics.median(figures["ratios"])
     figures["status"] = orjson.loads(fetch(f"{base}/admin/status"))["search"]
     return figures
 
@@ -675,12 +691,14 @@ def main() -> int:
         print_table(
             f"Search, {3 * curve[-1]} versions (target: a distinct query costs at most 2x a cached one;"
             " req/s, the gateway on one core, wrk on the other, alternating one-second rounds)",
-            ["queries", "req/s (mean)", "rounds", "cost ratio (median of rounds)", "ratio rounds"],
-            [["distinct (never asked before)", f"{statistics.fmean(found['distinct']):.0f}",
-              f"{min(found['distinct']):.0f}-{max(found['distinct']):.0f}", f"{found['ratio']:.2f}x",
-              f"{min(found['ratios']):.2f}-{max(found['ratios']):.2f}x"],
-             ["cached (the same 50)", f"{statistics.fmean(found['cached']):.0f}",
-              f"{min(found['cached']):.0f}-{max(found['cached']):.0f}", "1.00x", "-"]],
+            ["searches", "distinct req/s", "cached req/s", "cost ratio (median)", "ratio rounds"],
+            [[f"{kind}: {label}{' (ran out: some repeated)' if found[kind]['repeated'] else ''}",
+              f"{statistics.fmean(found[kind]['distinct']):.0f}",
+              f"{statistics.fmean(found[kind]['cached']):.0f}", f"{found[kind]['ratio']:.2f}x",
+              f"{min(found[kind]['ratios']):.2f}-{max(found[kind]['ratios']):.2f}x"]
+             for kind, label in (("names", "part of a server's name"),
+                                 ("phrases", "the end of a word and the start of another"),
+                                 ("worst", "no match, every trigram common"))],
         )  # fmt: skip
         print_table(
             "Other requests while searches run (a 1 KB lookup at 200/s, latency from when due;"
