@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
 from gateway import gil
+from gateway.bounded import read_body
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
 from gateway.entry import Entry, EntryRejected, parse_item
 from gateway.errors import UpstreamInvalid, UpstreamUnavailable
@@ -185,19 +186,12 @@ class RegistryClient:
             raise UpstreamUnavailable(name, reason, url=self.shown_url) from None
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        cap = self.settings.max_page_bytes
-        too_big = UpstreamInvalid(
-            self.settings.name, f"page larger than max_page_bytes ({cap})", url=self.shown_url
-        )
-        if (response.content_length or 0) > cap:
-            raise too_big
-        chunks, size = [], 0
-        async for chunk in response.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > cap:
-                raise too_big
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = await read_body(response, self.settings.max_page_bytes)
+        if body is None:
+            cap = self.settings.max_page_bytes
+            message = f"page larger than max_page_bytes ({cap})"
+            raise UpstreamInvalid(self.settings.name, message, url=self.shown_url)
+        return body
 
     async def get_page(self, params: dict[str, str]) -> bytes:
         """One list page's body, with the configured retries around this single request."""

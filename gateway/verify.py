@@ -32,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 from yarl import URL
 
 from gateway import registry_types
+from gateway.bounded import read_body
 from gateway.config import Credential, VerifySettings
 from gateway.locations import origin, within
 from gateway.mirrors import OciReference
@@ -299,17 +300,11 @@ class Verifier:
         raise MirrorUnavailable(f"more than {MAX_REDIRECTS} redirects from {_host(url)}")
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        cap = self.settings.max_body
-        too_big = MirrorUnavailable(f"answer from {_host(str(response.url))} over {cap} bytes")
-        if (response.content_length or 0) > cap:
-            raise too_big
-        chunks, size = [], 0
-        async for chunk in response.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > cap:
-                raise too_big
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = await read_body(response, self.settings.max_body)
+        if body is None:
+            cap = self.settings.max_body
+            raise MirrorUnavailable(f"answer from {_host(str(response.url))} over {cap} bytes")
+        return body
 
     async def _json(self, url: str, under: str, accept: str = "application/json") -> Any:
         status, body, _ = await self._request("GET", url, under, {"Accept": accept})
