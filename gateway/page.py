@@ -23,9 +23,13 @@ from gateway.errors import UpstreamInvalid
 FAST_VALUES = 50_000  # parsed whole below this: ~20 ms at worst (a value costs up to ~0.4 µs)
 MAX_OTHER_BYTES = 64 * 1024  # of a page besides its items: metadata and keys nobody reads
 
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')  # strings and structure
+_STRUCTURE = re.compile(rb'["\[\]{},:]')  # a string's start, or structure
+# The rest of a string, matched only where one starts (never searched for: a body that
+# opens a string it never closes would be scanned to its end from every quote).
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _SPACE = re.compile(rb"[ \t\r\n]*")
 _OPENS = {ord("{"): ord("}"), ord("["): ord("]")}
+_QUOTE = ord('"')
 
 
 def value_bound(body: bytes) -> int:
@@ -109,31 +113,42 @@ class _Splitter:
         """Where the JSON value starting at `start` ends (containers by their brackets,
         strings by their quotes, anything else at the next structural character); invalid
         when it would end past `stop`."""
-        token = _TOKEN.search(self.body, start)
+        token = _STRUCTURE.search(self.body, start)
         if token is None or token.start() > start:  # a number, true, false or null
             end = token.start() if token is not None else len(self.body)
             return start + len(self.body[start:end].rstrip())
-        opened = token.group()[0]
-        if opened == ord('"'):
-            return token.end()
+        opened = self.body[start]
+        if opened == _QUOTE:
+            return self._string_end(start)
         if opened not in _OPENS:
             raise self.invalid(f"unexpected {chr(opened)!r} at byte {start}")
         stack = [_OPENS[opened]]
-        at = token.end()
+        at = start + 1
         while stack:
             self.pacer.tick()
-            token = _TOKEN.search(self.body, at)
+            token = _STRUCTURE.search(self.body, at)
             if token is None:
                 raise self.invalid("it ends inside a value")
-            char = token.group()[0]
-            if char in _OPENS:
-                stack.append(_OPENS[char])
-            elif char in (ord("]"), ord("}")) and stack.pop() != char:
-                raise self.invalid(f"mismatched {chr(char)!r} at byte {token.start()}")
-            at = token.end()
+            at = token.start()
+            char = self.body[at]
+            if char == _QUOTE:
+                at = self._string_end(at)
+            else:
+                if char in _OPENS:
+                    stack.append(_OPENS[char])
+                elif char in (ord("]"), ord("}")) and stack.pop() != char:
+                    raise self.invalid(f"mismatched {chr(char)!r} at byte {at}")
+                at += 1
             if stop is not None and at > stop:
                 raise self.invalid(f"over {MAX_OTHER_BYTES} bytes besides its servers")
         return at
+
+    def _string_end(self, start: int) -> int:
+        """Where the string opening at `start` ends (one pass, from its start only)."""
+        rest = _STRING_REST.match(self.body, start + 1)
+        if rest is None:
+            raise self.invalid(f"a string at byte {start} never ends")
+        return rest.end()
 
     def _items(self, start: int) -> tuple[list[Any], int]:
         """The items of the array opening at `start`, and where it ends."""
