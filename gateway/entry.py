@@ -227,12 +227,17 @@ def _timestamp(official: dict[str, Any], key: str, fallback: datetime) -> dateti
         raise EntryRejected(f"_meta official {key} is not an RFC 3339 timestamp") from None
 
 
+SEARCHED = 256  # characters of a title, and of a description, that `search` looks at
+
+
 def search_text(server: dict[str, Any]) -> str:
-    """An entry's title and description as `search` compares them ("" when it has neither)."""
+    """An entry's title and description as `search` compares them ("" when it has neither):
+    case-folded, the first SEARCHED characters of each (the schema allows 100), joined by a
+    NUL, which no search can contain (a request with one is refused), so no match spans both."""
     title, description = server.get("title"), server.get("description")
     if not title and not description:
         return ""
-    return f"{title or ''}\n{description or ''}".casefold()
+    return f"{(title or '')[:SEARCHED]}\x00{(description or '')[:SEARCHED]}".casefold()
 
 
 def parse_item(item: object, *, seen_at: datetime, shared: dict[str, str] | None = None) -> Entry:

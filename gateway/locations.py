@@ -2,8 +2,9 @@
 configured location (mirror rewrites, mirror checks, their redirects, credentials).
 
 A URL is under a prefix when it has the same scheme, host and port, carries no user:password,
-and its path, decoded as a server might decode it (percent-escapes, repeatedly; `\\` as `/`),
-climbs nowhere (`..`) and starts with the prefix's path at a segment boundary. The URL is read
+and its path, decoded as a server might decode it (percent-escapes, repeatedly; `\\` as `/`;
+a segment's `;parameters` dropped), climbs nowhere (`..`) and starts with the prefix's path at
+a segment boundary. The URL is read
 as aiohttp reads it (yarl), dot segments and `%2e%2e` resolved first.
 """
 
@@ -42,7 +43,8 @@ def within(url: str, prefix: str) -> bool:
     if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
         return False
     path = decoded(target.raw_path)
-    if any(segment in (".", "..") for segment in path.split("/")):
+    # A segment's parameters (`..;x`) are dropped by some servers before they resolve it.
+    if any(segment.split(";", 1)[0] in (".", "..") for segment in path.split("/")):
         return False
     root = decoded(base.raw_path)
     return path == root or path.startswith(root if root.endswith("/") else root + "/")

@@ -49,6 +49,19 @@ _RUN = r"(?<=-)"
 _TRAILING_DOT = r"(?=/)"
 
 
+def _literal_slash(glob: str) -> int:
+    """Where the glob's own `/` is (not one inside a bracket expression), or -1."""
+    at = 0
+    while at < len(glob):
+        if glob[at] == "[" and (end := _class_end(glob, at)) > 0:
+            at = end + 1
+        elif glob[at] == "/":
+            return at
+        else:
+            at += 1
+    return -1
+
+
 def _class_end(glob: str, start: int) -> int:
     """The index of the `]` closing the bracket expression opened at `start`, or -1 (then the
     `[` is a plain character, as in fnmatch)."""
@@ -115,7 +128,7 @@ def _either(chars: str, separators: Iterable[str], zone: int) -> str:
 def glob_pattern(glob: str) -> tuple[str, str]:
     """A name glob as a regex matching (whole) the identities it matches, and the longest run
     of text every such identity contains (for a quick first search)."""
-    slash = glob.find("/")
+    slash = _literal_slash(glob)
     first_wildcard = min((glob.find(c) for c in _WILDCARDS if c in glob), default=len(glob))
     out: list[str] = []
     literal, longest = "", ""

@@ -114,8 +114,10 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     if raw_cursor:
         cursor = decode_cursor(raw_cursor)
         carried = cursor.walk
+        # A cursor's checksum is not a signature (any replica must read any other's): what it
+        # carries is checked like the request's own parameters.
         walk = Walk(
-            search=_merge("search", walk.search, carried.search),
+            search=parse_search(_merge("search", walk.search, carried.search)),
             version=_merge("version", walk.version, carried.version),
             updated_since=_merge("updated_since", walk.updated_since, carried.updated_since),
             include_deleted=(

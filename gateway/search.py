@@ -21,7 +21,7 @@ import re
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from gateway import gil
@@ -34,6 +34,12 @@ Gram = tuple[str, str, str]
 COMMON = 256  # a trigram in this many servers or more keeps a bitset instead of a list
 MAX_SEARCH = 256  # characters of a `search` value (longer ones are refused, 422)
 TAIL = 2048  # new servers past the ordered ones, at least, before the index is built afresh
+# Bounds on what upstream data can make the index hold: a server with more distinct trigrams
+# than this (texts in an alphabet of thousands of characters), or one that would take the
+# index past its number of trigrams, is not indexed but checked by every search.
+SERVER_GRAMS = 4096
+GRAMS = 1 << 17
+CHARS = 1 << 16  # characters remembered (for searches of one or two)
 _NONZERO = re.compile(rb"[^\x00]")
 _NARROWING = 99  # bitsets intersected at most (the rarest)
 _FEW = 64  # candidates few enough to check each one's texts rather than intersect further
@@ -66,7 +72,8 @@ class SearchIndex:
         self._lists: dict[Gram, array[int]] = {}
         self._bits: dict[Gram, int] = {}  # a bitset over ids, as one int
         self._counts: dict[Gram, int] = {}  # and how many bits it has
-        self._chars: set[str] = set()  # every character any text has
+        self._chars: set[str] = set()  # every character any text has (up to CHARS of them)
+        self._unindexed: list[str] = []  # servers not indexed: every search checks them (sorted)
         self._stale = 0  # ids gone, or indexing texts a server no longer has
         self._covers = -1  # the build whose servers are all indexed
         self._lock = threading.Lock()  # held by an update; queries meanwhile scan
@@ -82,7 +89,8 @@ class SearchIndex:
 
     def size(self) -> dict[str, int]:
         return {"servers": len(self._servers), "trigrams": len(self._lists) + len(self._bits),
-                "tail": len(self._tail), "stale": self._stale}  # fmt: skip
+                "tail": len(self._tail), "stale": self._stale,
+                "unindexed": len(self._unindexed)}  # fmt: skip
 
     def _id(self, name: str) -> int | None:
         """A name's id: in the ordered ids (found by bisection), else in the tail."""
@@ -131,9 +139,8 @@ class SearchIndex:
                         self._names[ident] = None
                     del servers[name]
                     self._stale += 1
-                for index, (name, entries, texts) in enumerate(changed):
-                    if not index % 64:
-                        pacer.tick()
+                for name, entries, texts in changed:
+                    pacer.tick()
                     self._add(name, entries, texts)
             self._covers = token
 
@@ -144,15 +151,20 @@ class SearchIndex:
         servers: dict[str, tuple[list[Entry], tuple[str, ...]]] = {}
         lists: dict[Gram, array[int]] = {}
         building: dict[Gram, bytearray] = {}
+        unindexed: list[str] = []
+        self._chars = set()
         for ident, (name, _, entries) in enumerate(order):
-            if not ident % 64:
-                pacer.tick()
+            pacer.tick()  # a server's trigrams are at most SERVER_GRAMS: a tick each
             texts = _texts(name, entries)
             names.append(name)
             ordered.append(name)
             servers[name] = (entries, texts)
+            found = self._grams(texts)
+            if self._too_many(found, lists, building):
+                unindexed.append(name)  # in name order, as the order is
+                continue
             byte, bit = ident >> 3, 1 << (ident & 7)
-            for gram in self._grams(texts):
+            for gram in found:
                 bits = building.get(gram)
                 if bits is not None:
                     bits[byte] |= bit
@@ -174,15 +186,27 @@ class SearchIndex:
             whole = bitsets[gram] = int.from_bytes(bits, "little")
             counts[gram] = whole.bit_count()
         self._names, self._ordered, self._servers = names, ordered, servers
-        self._tail, self._tail_ids = [], {}
+        self._tail, self._tail_ids, self._unindexed = [], {}, unindexed
         self._lists, self._bits, self._counts, self._stale = lists, bitsets, counts, 0
 
     def _grams(self, texts: tuple[str, ...]) -> set[Gram]:
         found: set[Gram] = set()
         for text in texts:
             found |= grams(text)
-            self._chars.update(text)
+            if len(self._chars) < CHARS:
+                self._chars.update(text)
         return found
+
+    @staticmethod
+    def _too_many(found: set[Gram], *known: Mapping[Gram, object]) -> bool:
+        """Whether a server with these trigrams stays out of the index (see SERVER_GRAMS)."""
+        if len(found) > SERVER_GRAMS:
+            return True
+        held = sum(len(table) for table in known)
+        if held + len(found) <= GRAMS:
+            return False
+        new = sum(1 for gram in found if not any(gram in table for table in known))
+        return held + new > GRAMS
 
     def _add(self, name: str, entries: list[Entry], texts: tuple[str, ...]) -> None:
         """A new server (an id in the tail, or its old one), or new texts of a known one (its
@@ -200,7 +224,14 @@ class SearchIndex:
         else:
             self._stale += 1
         self._servers[name] = (entries, texts)
-        for gram in self._grams(texts):
+        found = self._grams(texts)
+        if self._too_many(found, self._lists, self._bits):
+            unindexed = self._unindexed[:]  # replace, never change: queries may be reading it
+            if name not in unindexed:
+                unindexed.insert(bisect_left(unindexed, name), name)
+            self._unindexed = unindexed
+            return
+        for gram in found:
             whole = self._bits.get(gram)
             if whole is not None:
                 if not whole >> ident & 1:
@@ -230,8 +261,9 @@ class SearchIndex:
         try:
             if self._covers != token:
                 return None
-            if len(needle) < 3:
-                return None if set(needle) <= self._chars else iter(())
+            if len(needle) < 3:  # too short for trigrams: scan, unless no text has its letters
+                unseen = len(self._chars) < CHARS and not set(needle) <= self._chars
+                return iter(()) if unseen and not self._unindexed else None
             return self._matching(needle, after)
         finally:
             self._lock.release()
@@ -239,6 +271,9 @@ class SearchIndex:
     def _matching(self, needle: str, after: str) -> Iterator[str]:
         """Everything the answer needs is taken now, under the lock: the iterator reads
         nothing an update changes."""
+        names, servers, ordered = self._names, self._servers, self._ordered
+        unindexed = self._unindexed
+        always = [(n, -1) for n in unindexed[bisect_left(unindexed, after) :]]
         lists: list[array[int]] = []
         masks: list[tuple[int, int]] = []
         for gram in grams(needle):
@@ -247,10 +282,9 @@ class SearchIndex:
                 masks.append((self._counts[gram], whole))
                 continue
             posted = self._lists.get(gram)
-            if posted is None:
-                return iter(())  # no server has this trigram: none matches
+            if posted is None:  # no indexed server has this trigram
+                return _from_ids([], ordered, always, servers, needle)
             lists.append(posted)
-        names, servers, ordered = self._names, self._servers, self._ordered
         start = bisect_left(ordered, after)
         if lists:  # trigrams few servers have: their servers, intersected while many
             lists.sort(key=len)
@@ -263,6 +297,8 @@ class SearchIndex:
             count = len(ordered)
             split = bisect_left(ids, count)
             tail = sorted((n, i) for i in ids[split:] if (n := names[i]) and n >= after)
+            if always:
+                tail = sorted((*tail, *always))
             inside = ids[bisect_left(ids, start, hi=split) : split]
             return _from_ids(inside, ordered, tail, servers, needle)
         masks.sort()  # the rarest first: the intersection shrinks fastest
@@ -271,6 +307,8 @@ class SearchIndex:
             narrowed &= other
         raw = narrowed.to_bytes((narrowed.bit_length() + 7) // 8, "little")
         tail = self._tail[bisect_left(self._tail, (after, -1)) :]
+        if always:
+            tail = sorted((*tail, *always))
         return _from_bits(raw, start, len(ordered), ordered, tail, servers, needle)
 
 
@@ -342,12 +380,12 @@ def _from_bits(
             while at < len(tail) and tail[at][0] < name:
                 other, other_id = tail[at]
                 at += 1
-                if _bit(raw, other_id) and _has(servers, other, needle):
+                if (other_id < 0 or _bit(raw, other_id)) and _has(servers, other, needle):
                     yield other
             if _has(servers, name, needle):
                 yield name
     for other, other_id in tail[at:]:
-        if _bit(raw, other_id) and _has(servers, other, needle):
+        if (other_id < 0 or _bit(raw, other_id)) and _has(servers, other, needle):
             yield other
 
 

@@ -203,8 +203,7 @@ class Builder:
         self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
         self._builds = 0
         self.search = SearchIndex()  # brought up to date after each swap (see `index`)
-        self._order: Order = []  # the last build's servers
-        self._token = -1  # and its token in the search index
+        self._last: tuple[int, Order] | None = None  # the last build's token, and servers
 
     def build(
         self,
@@ -248,7 +247,7 @@ class Builder:
             views[name], self._kept[name] = catalog, keep
             totals.hidden[name] = admitter.hidden
         self._builds += 1
-        self._order, self._token = order, token
+        self._last = (token, order)  # one assignment: an indexing thread reads both
         if self._builds % _FORGET_EVERY == 0:
             self._forget()
         return Snapshot(
@@ -264,7 +263,9 @@ class Builder:
     def index(self) -> None:
         """Bring the search index up to the last build (blocking: a worker thread). Until it
         is, that build's searches scan their listings."""
-        self.search.update(self._token, self._order)
+        last = self._last
+        if last is not None:  # a builder taking over after a reload has not built yet
+            self.search.update(*last)
 
     def offers(self, name: str) -> bool:
         """Whether some upstream offered this name, or a look-alike of it, at the last build

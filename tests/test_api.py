@@ -296,3 +296,13 @@ async def test_a_search_longer_than_256_characters_is_a_422(client: Any) -> None
     body = await refused.json()
     assert body["errors"][0]["location"] == "query.search"
     assert body["errors"][0]["message"] == "expected length <= 256"
+
+
+def test_a_forged_cursor_cannot_carry_a_longer_search() -> None:
+    from gateway.cursor import Cursor, Walk, encode_cursor
+    from gateway.errors import ValidationFailed
+    from gateway.query import parse_list_query
+
+    forged = encode_cursor(Cursor("a/a", "1", Walk(search="x" * 3000)))
+    with pytest.raises(ValidationFailed):
+        parse_list_query({"cursor": forged})

@@ -49,7 +49,9 @@ def test_an_already_folded_name_is_its_own_identity() -> None:
 namespaces = st.text(alphabet="aAbB.-", min_size=1, max_size=6)
 rests = st.text(alphabet="aAbB._-", min_size=1, max_size=6)
 names = st.builds(lambda a, b: f"{a}/{b}", namespaces, rests)
-glob_parts = st.sampled_from([*"aAbB._-*?/", "[._]", "[!a]", "[a-]", "[!._-]", "[.]", "[A-B]"])
+glob_parts = st.sampled_from(
+    [*"aAbB._-*?/", "[._]", "[!a]", "[a-]", "[!._-]", "[.]", "[A-B]", "[/_]", "[!/]", "[/]"]
+)
 globs = st.lists(glob_parts, min_size=1, max_size=8).map("".join)
 
 
@@ -98,6 +100,8 @@ def test_the_literal_a_glob_promises_is_in_every_identity_it_matches(name: str, 
         ("*", "anything.at/all", True),
         ("*_evil", "io.x/my-EVIL", True),
         ("io.*.evil*", "io.foo.evil/x", True),
+        ("io.github.evil*[/_]payload", "io.github.evil/my_payload", True),  # `/` in a bracket
+        ("*?[/_!]", "a/-__", True),
     ],
 )
 def test_glob_examples(glob: str, name: str, expected: bool) -> None:

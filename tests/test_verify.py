@@ -338,6 +338,9 @@ async def test_an_oci_token_realm_elsewhere_gets_only_its_own_credentials(
         ("https://m.example.com/npm/%252e%252e/admin", "https://m.example.com/npm/", False),
         ("https://m.example.com/npm/..%5cadmin", "https://m.example.com/npm/", False),
         ("https://m.example.com/npm/a..b", "https://m.example.com/npm/", True),
+        ("https://m.example.com/npm/..;/admin", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/..;x=1/admin", "https://m.example.com/npm/", False),
+        ("https://m.example.com/npm/a;b/c", "https://m.example.com/npm/", True),
     ],
 )
 def test_within(url: str, prefix: str, inside: bool) -> None:
