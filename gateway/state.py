@@ -3,6 +3,12 @@
 One JSON file per upstream under `state_dir`, written atomically (temporary file, fsync, rename):
 a crash mid-write leaves the previous file intact. A file that cannot be read back is set aside
 under a `.corrupt-*` name and reported, never loaded in part.
+
+Besides the entries, a file keeps where syncing stands, so a restart goes on where it stopped
+(one incremental poll when no full walk is due) rather than walking the upstream again. Files
+carry a format number: an older file is read (what it lacks is taken as unknown: the next sync
+walks in full), and so is a newer one, for what this version knows of it (a rollback keeps its
+state).
 """
 
 from __future__ import annotations
@@ -12,23 +18,26 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
 from gateway.entry import Entry, EntryRejected, format_timestamp, parse_item, parse_timestamp
 from gateway.errors import StateError
 
-FORMAT = 1
+# 1: the entries and `syncedAt`. 2: also `fullSyncAt` and `position` (where syncing stands).
+FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
 class Saved:
-    """An upstream's persisted data."""
+    """An upstream's persisted data, and where syncing it stands."""
 
     upstream: str
-    synced_at: datetime
+    synced_at: datetime  # when the data was fetched
     entries: list[Entry]
+    full_synced_at: datetime | None = None  # when the last full walk began (None: unknown)
+    position: datetime | None = None  # the next incremental poll asks for changes since then
 
 
 _SERVERS = b',"servers":[\n'  # ends the head line
@@ -45,6 +54,10 @@ def save(state_dir: Path, saved: Saved) -> Path:
     path = state_path(state_dir, saved.upstream)
     head = {"format": FORMAT, "upstream": saved.upstream}
     head["syncedAt"] = format_timestamp(saved.synced_at)
+    if saved.full_synced_at is not None:
+        head["fullSyncAt"] = format_timestamp(saved.full_synced_at)
+    if saved.position is not None:
+        head["position"] = format_timestamp(saved.position)
     fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{saved.upstream}.", suffix=".tmp")
     try:
         # One entry per line, written as it goes: the file is one JSON document, and neither
@@ -100,36 +113,55 @@ def load(state_dir: Path, upstream: str) -> Saved | None:
     return saved
 
 
-def _head(document: object, upstream: str) -> datetime:
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+@dataclass(frozen=True, slots=True)
+class _Head:
+    synced_at: datetime
+    full_synced_at: datetime | None
+    position: datetime | None
+
+
+def _moment(document: dict[str, Any], key: str) -> datetime | None:
+    value = document.get(key)
+    return None if value is None else parse_timestamp(value)
+
+
+def _head(document: object, upstream: str) -> _Head:
+    # Any format number this gateway has written, or a later one's: keys are only ever added.
+    number = document.get("format") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or type(number) is not int or number < 1:
         raise ValueError("not a state file of this gateway")
     if document.get("upstream") != upstream:
         raise ValueError(f"holds upstream {document.get('upstream')!r}, not {upstream!r}")
-    return parse_timestamp(document["syncedAt"])
+    synced_at = parse_timestamp(document["syncedAt"])
+    return _Head(synced_at, _moment(document, "fullSyncAt"), _moment(document, "position"))
+
+
+def _saved(upstream: str, head: _Head, entries: list[Entry]) -> Saved:
+    return Saved(upstream, head.synced_at, entries, head.full_synced_at, head.position)
 
 
 def _read_lines(first: bytes, handle: BinaryIO, upstream: str) -> Saved:
     """A file `save` wrote: the head line, one entry per line, the closing line."""
-    synced_at = _head(orjson.loads(first[: -len(_SERVERS)] + b"}"), upstream)
+    head = _head(orjson.loads(first[: -len(_SERVERS)] + b"}"), upstream)
     entries: list[Entry] = []
     shared: dict[str, str] = {}
     for line in handle:
         if line == _END:
-            return Saved(upstream, synced_at, entries)
+            return _saved(upstream, head, entries)
         item = orjson.loads(line.removesuffix(b"\n").removesuffix(b","))
-        entries.append(parse_item(item, seen_at=synced_at, shared=shared))
+        entries.append(parse_item(item, seen_at=head.synced_at, shared=shared))
     raise ValueError("the file ends before its last entry (truncated)")
 
 
 def _read_document(raw: bytes, upstream: str) -> Saved:
     document = orjson.loads(raw)
-    synced_at = _head(document, upstream)
+    head = _head(document, upstream)
     items = document["servers"]
     if not isinstance(items, list):
         raise ValueError("servers is not a list")
     shared: dict[str, str] = {}
-    entries = [parse_item(item, seen_at=synced_at, shared=shared) for item in items]
-    return Saved(upstream, synced_at, entries)
+    entries = [parse_item(item, seen_at=head.synced_at, shared=shared) for item in items]
+    return _saved(upstream, head, entries)
 
 
 def load_all(state_dir: Path, upstreams: list[str]) -> tuple[dict[str, Saved], list[StateError]]:

@@ -79,3 +79,56 @@ def test_corrupt_state_is_set_aside(tmp_path: Path, content: bytes) -> None:
     assert len(aside) == 1
     assert aside[0].read_bytes() == content
     assert load(tmp_path, "official") is None  # the next start begins clean
+
+
+def test_where_syncing_stands_is_kept(tmp_path: Path) -> None:
+    """A restart goes on where it stopped: when the last full walk began, and the position of
+    the next incremental poll."""
+    original = Saved(
+        "official",
+        NOW,
+        saved().entries,
+        full_synced_at=NOW,
+        position=datetime(2026, 4, 30, tzinfo=UTC),
+    )
+    save(tmp_path, original)
+    assert load(tmp_path, "official") == original
+
+
+@pytest.mark.parametrize("written_whole", [False, True])
+def test_a_file_of_the_first_format_is_read(tmp_path: Path, written_whole: bool) -> None:
+    """Written before syncing's position was kept: read, with the position unknown (the next
+    sync walks in full), never set aside."""
+    items = b",\n".join(e.item_json() for e in saved().entries)
+    head = b'{"format":1,"upstream":"official","syncedAt":"2026-05-01T12:00:00Z","servers":['
+    content = head + b"\n" + items + b"\n]}\n"
+    if written_whole:
+        content = orjson.dumps(orjson.loads(content))
+    state_path(tmp_path, "official").write_bytes(content)
+    loaded = load(tmp_path, "official")
+    assert loaded is not None
+    assert loaded.entries == saved().entries
+    assert (loaded.synced_at, loaded.full_synced_at, loaded.position) == (NOW, None, None)
+
+
+def test_a_file_of_a_later_format_is_read_for_what_is_known(tmp_path: Path) -> None:
+    """After a rollback, a newer gateway's file still serves: its keys are only added ones."""
+    path = save(tmp_path, Saved("official", NOW, saved().entries, full_synced_at=NOW))
+    head, _, rest = path.read_bytes().partition(b"\n")
+    document = orjson.loads(head.removesuffix(b',"servers":[') + b"}")
+    document.update(format=7, somethingNew={"a": 1})
+    path.write_bytes(orjson.dumps(document)[:-1] + b',"servers":[\n' + rest)
+    loaded = load(tmp_path, "official")
+    assert loaded is not None
+    assert (loaded.entries, loaded.full_synced_at) == (saved().entries, NOW)
+
+
+@pytest.mark.parametrize("number", [0, -1, "2", 2.0, True, None])
+def test_a_format_that_is_not_a_positive_whole_number_is_refused(
+    tmp_path: Path, number: object
+) -> None:
+    document = {"format": number, "upstream": "official", "syncedAt": "2026-05-01T12:00:00Z",
+                "servers": []}  # fmt: skip
+    state_path(tmp_path, "official").write_bytes(orjson.dumps(document))
+    with pytest.raises(StateError, match="not a state file"):
+        load(tmp_path, "official")
