@@ -166,6 +166,10 @@ def status(refresher: Refresher) -> dict[str, Any]:
             {
                 "name": feed.name,
                 "source": redact_url(settings.url) if settings.url else str(settings.file),
+                "optional": settings.optional,
+                "hasData": feed.has_data,  # from state or a sync: what readiness waits for
+                "fullSyncAt": _time(feed.full_synced_at),
+                "syncPosition": _time(feed.synced_up_to),  # incremental polls ask from here
                 "lastSuccess": _time(feed.last_success),
                 "lastError": feed.last_error,
                 "lastErrorAt": _time(feed.last_error_at),
@@ -204,6 +208,7 @@ def status(refresher: Refresher) -> dict[str, Any]:
         "version": __version__,
         "compiled": compiled(),  # whether the snapshot build runs compiled (setup.py)
         "ready": snapshot is not None,
+        "awaiting": refresher.awaited(),  # required upstreams with no data yet
         "snapshotBuiltAt": _time(snapshot.built_at) if snapshot else None,
         "snapshotBuildMs": round(refresher.build_durations[-1] * 1000, 1)
         if refresher.build_durations

@@ -219,9 +219,17 @@ def _probe(app: web.Application, path: str) -> web.Response:
         return web.Response(
             body=app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )
-    if app[REFRESHER].snapshot is None:
-        return problem(503, "Service Unavailable", "no catalog loaded yet")
-    return _status({"status": "ready"})
+    refresher = app[REFRESHER]
+    if refresher.snapshot is None:
+        response = problem(503, "Service Unavailable", refresher.waiting(),
+                           awaiting=refresher.awaited())  # fmt: skip
+        response.headers["Retry-After"] = "5"
+        return response
+    return _status({"status": "ready", "awaiting": refresher.awaited()})
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
 
 
 def _html(body: bytes, status: int = 200) -> web.Response:
@@ -259,9 +267,7 @@ async def _page(
         return web.Response(status=308, headers={"Location": location})
     snapshot = refresher.snapshot
     if snapshot is None:
-        return _html(
-            message_page("Starting", "The catalog is loading; try again shortly.", views), 503
-        )
+        return _html(message_page("Starting", _sentence(refresher.waiting()), views), 503)
     view = snapshot.views.get(page.view)
     if view is None:
         return _html(
@@ -303,6 +309,8 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     if method == "OPTIONS":
         return _preflight(request)
     check_method(method)
+    if snapshot is None and endpoint in CATALOG_ENDPOINTS:
+        raise NotReady(refresher.waiting())
     raw = request.raw_path if method == "GET" else None  # remembered for the fast path
     rendered = app[API].answer(snapshot, route, request.query, raw=raw)
     response = respond(request, rendered)

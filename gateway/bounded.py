@@ -1,9 +1,59 @@
-"""Answers from other hosts (upstream registries, package mirrors), read up to a size: a host
-that sends more than it may is never read in full."""
+"""Reads up to a size: answers from other hosts (upstream registries, package mirrors) and
+files (config, file upstreams). What holds more than it may is never read in full, and a file
+that is not a regular file (a FIFO, a device such as `/dev/zero`, a directory) is refused
+without waiting on it."""
 
 from __future__ import annotations
 
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
 import aiohttp
+
+
+class FileRefused(OSError):
+    """A file that is not read: not a regular file, or too large."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """What tells a changed file from an unchanged one without reading it."""
+
+    mtime_ns: int
+    size: int
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them (a larger file is refused)."""
+    data, _ = read_file_bounded(path, limit)
+    assert data is not None
+    return data
+
+
+def read_file_bounded(
+    path: Path, limit: int, unless: FileStamp | None = None
+) -> tuple[bytes | None, FileStamp]:
+    """A regular file's bytes (None when its stamp is `unless`: unchanged), and its stamp.
+    Blocking: a hung mount blocks it (see `detached`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise FileRefused(0, "not a regular file")
+        stamp = FileStamp(status.st_mtime_ns, status.st_size)
+        if stamp == unless:
+            return None, stamp
+        if status.st_size > limit:
+            raise FileRefused(0, f"larger than {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileRefused(0, f"larger than {limit} bytes")
+    return data, stamp
 
 
 async def read_body(response: aiohttp.ClientResponse, cap: int) -> bytes | None:

@@ -178,6 +178,9 @@ class UpstreamSettings(Model):
     url: HttpUrl | None = Field(None, description="base URL of an MCP registry")
     file: Path | None = Field(None, description="a server.json array or an API-shaped list")
     api: Literal["v0.1", "v0"] = "v0.1"
+    optional: bool = Field(
+        False, description="a replica is ready without this upstream's data (not waited for)"
+    )
     refresh: Duration = Field(300.0, description="incremental poll (url) or change check (file)")
     full_sync: Duration = Field(21600.0, description="a full walk reconciles this often")
     timeout: Duration = Field(10.0, description="per request")

@@ -13,7 +13,7 @@
         ├── MethodNotAllowed       405
         ├── UriTooLong             414
         ├── ValidationFailed       422, with one FieldError per bad parameter
-        └── NotReady               503, no catalog loaded yet (startup only)
+        └── NotReady               503, no catalog yet: upstreams' first data awaited
 
 Exceptions carry fields, not preformatted strings; `str()` renders them for people.
 """

@@ -2,6 +2,11 @@
 
 A sync replaces the data only when it completed: a walk that fails halfway, runs past its
 deadline, or suddenly drops most entries (held until confirmed) leaves the last good data served.
+
+Where syncing stands is kept with the data (see `state`): when the last full walk began, and
+the position incremental polls ask from: the newest `updatedAt` seen, but never later than the
+time of the fetch (an entry dated in the future must not make later polls skip what changes
+meanwhile).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,12 +22,13 @@ from pathlib import Path
 import aiohttp
 import structlog
 
+from gateway.bounded import FileStamp
 from gateway.breaker import Breaker
 from gateway.config import UpstreamSettings
 from gateway.entry import Entry, format_timestamp, newest_update
 from gateway.errors import StateError, UpstreamError, UpstreamInvalid, UpstreamUnavailable
 from gateway.state import Saved, load, save
-from gateway.upstream import Batch, FileStamp, RegistryClient, file_stamp, read_file
+from gateway.upstream import Batch, RegistryClient, read_changed_file, read_file
 
 log = structlog.get_logger("gateway.feed")
 
@@ -33,6 +40,16 @@ _OVERLAP = timedelta(seconds=1)
 
 def active_count(entries: dict[Key, Entry]) -> int:
     return sum(1 for entry in entries.values() if entry.status != "deleted")
+
+
+def position(entries: Iterable[Entry], fetched_at: datetime) -> datetime | None:
+    """Where incremental polls go on from: the newest `updatedAt`, at most the fetch time."""
+    newest = newest_update(entries)
+    return None if newest is None else min(newest, fetched_at)
+
+
+# What a feed fetches, of its settings: a change makes the next sync read or walk in full.
+_SOURCE = {"url", "file", "api", "page_size", "headers", "include", "exclude", "max_entry_bytes"}
 
 
 @dataclass(slots=True)
@@ -52,13 +69,14 @@ class Feed:
     settings: UpstreamSettings
     entries: dict[Key, Entry] = field(default_factory=dict)
     synced_at: datetime | None = None  # when the served data was fetched
-    synced_up_to: datetime | None = None  # the newest updatedAt of the served data
+    synced_up_to: datetime | None = None  # the sync position (see `position`)
     last_success: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
     failing_since: datetime | None = None  # first failure since the last success
     settled: bool = False  # has data, or has tried once
-    last_full_sync: float | None = None
+    has_data: bool = False  # from state or a completed sync: what readiness waits for
+    full_synced_at: datetime | None = None  # when the last full walk began
     stamp: FileStamp | None = None
     skipped: int = 0  # in the last sync
     skipped_total: int = 0
@@ -77,6 +95,17 @@ class Feed:
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def configure(self, settings: UpstreamSettings) -> None:
+        """A reloaded config's settings: breaker settings apply at once; a change to what is
+        fetched makes the next sync read the file again, or walk the registry in full."""
+        if settings == self.settings:
+            return
+        if settings.model_dump(include=_SOURCE) != self.settings.model_dump(include=_SOURCE):
+            self.stamp = None
+            self.full_synced_at = None
+        self.settings = settings
+        self.breaker.configure(settings.breaker)
 
     # -- health ------------------------------------------------------------------------------
 
@@ -110,25 +139,30 @@ class Feed:
             return
         self.entries = {entry.key: entry for entry in saved.entries}
         self.synced_at = saved.synced_at
-        self.synced_up_to = newest_update(saved.entries)
-        self.settled = True
+        self.synced_up_to = saved.position or position(saved.entries, saved.synced_at)
+        self.full_synced_at = saved.full_synced_at
+        self.settled = self.has_data = True
         log.info("state_loaded", upstream=self.name, entries=len(saved.entries))
 
     # -- syncing ------------------------------------------------------------------------------
 
-    async def sync(self, session: aiohttp.ClientSession, state_dir: Path) -> bool:
-        """One sync; True when the served data changed. Never raises UpstreamError."""
+    async def sync(
+        self, session: aiohttp.ClientSession, state_dir: Path, probe: bool = False
+    ) -> bool:
+        """One sync; True when the served data changed. Never raises UpstreamError. A probe
+        (an operator's request) goes ahead while the breaker is open."""
         started = time.monotonic()
-        if not self.breaker.allow(started):
+        if not self.breaker.allow(started, probe):
             log.debug("upstream_sync_skipped", upstream=self.name, breaker=self.breaker.state)
             return False
         self.attempts_total += 1
+        fetched_at = datetime.now(UTC)
         try:
             async with asyncio.timeout(self.settings.sync_deadline):
                 if self.settings.file is not None:
                     mode, entries, batch = await self._read_file()
                 else:
-                    mode, entries, batch = await self._walk(session, started)
+                    mode, entries, batch = await self._walk(session, fetched_at)
         except (UpstreamError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 exc = UpstreamUnavailable(self.name, "sync deadline exceeded")
@@ -156,16 +190,15 @@ class Feed:
                 entries = None
             else:
                 self.entries = entries
-                self.synced_up_to = newest
+                self.synced_up_to = None if newest is None else min(newest, fetched_at)
                 self.held = None
                 changed = True
         self._succeeded(now, started)
-        if changed:
+        if changed or self.synced_at is None:
             self.synced_at = now
-            await asyncio.to_thread(
-                save, state_dir, Saved(self.name, now, list(self.entries.values()))
-            )
-        self.settled = True  # last: a build waiting for every feed sees this one complete
+        if changed or mode == "full":  # a full walk moves the time of the next one: keep it
+            await asyncio.to_thread(save, state_dir, self._saved())
+        self.settled = self.has_data = True  # last: a build waiting for feeds sees this one
         event = log.info if batch is not None else log.debug
         event(
             "upstream_synced",
@@ -243,35 +276,40 @@ class Feed:
             return False
         held, self.held = self.held, None
         self.entries = held.entries
-        self.synced_up_to = newest_update(held.entries.values())
+        self.synced_up_to = position(held.entries.values(), held.since)
         self.synced_at = datetime.now(UTC)
-        await asyncio.to_thread(
-            save, state_dir, Saved(self.name, self.synced_at, list(self.entries.values()))
-        )
+        await asyncio.to_thread(save, state_dir, self._saved())
         log.warning("upstream_mass_drop_confirmed", upstream=self.name, after=held.after)
         return True
 
+    def _saved(self) -> Saved:
+        assert self.synced_at is not None
+        return Saved(
+            self.name, self.synced_at, list(self.entries.values()), self.full_synced_at,
+            self.synced_up_to,
+        )  # fmt: skip
+
     async def _read_file(self) -> tuple[str, dict[Key, Entry] | None, Batch | None]:
-        assert self.settings.file is not None
-        stamp = file_stamp(self.settings.file)
-        if stamp is not None and stamp == self.stamp:
+        raw, stamp = await read_changed_file(self.settings, self.stamp)
+        if raw is None:
             return "file", None, None
-        batch = await asyncio.to_thread(read_file, self.settings)
+        batch = await asyncio.to_thread(read_file, self.settings, raw, stamp)
         self.stamp = stamp
         return "file", {entry.key: entry for entry in batch.entries}, batch
 
     async def _walk(
-        self, session: aiohttp.ClientSession, now: float
+        self, session: aiohttp.ClientSession, now: datetime
     ) -> tuple[str, dict[Key, Entry] | None, Batch]:
         client = RegistryClient(self.settings, session)
         full = (
-            self.last_full_sync is None
+            self.full_synced_at is None
             or not self.entries
-            or now - self.last_full_sync >= self.settings.full_sync
+            or (now - self.full_synced_at).total_seconds() >= self.settings.full_sync
+            or now < self.full_synced_at  # the clock went back
         )
         if full:
             batch = await client.walk()
-            self.last_full_sync = now
+            self.full_synced_at = now
             return "full", {entry.key: entry for entry in batch.entries}, batch
         batch = await client.walk(updated_since=self.high_water())
         updated = {e.key: e for e in batch.entries if self.entries.get(e.key) != e}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from gateway import registry_types
+from gateway.bounded import read_bounded
 from gateway.config import (
     DEFAULT_VIEW,
     SLUG,
@@ -38,26 +38,6 @@ _VIEW_NAME = re.compile(SLUG)
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_FILE_BYTES = 1024 * 1024  # a config file, or a `${file:...}` value
 MAX_DEPTH = 64  # nested mappings and lists in a config file
-
-
-class FileRefused(OSError):
-    """A file that is not read: not a regular file, or too large."""
-
-
-def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    """A regular file's bytes, at most `limit` of them. A FIFO, a device (`/dev/zero`) or a
-    directory is refused without waiting on it; so is a larger file."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FileRefused(0, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise FileRefused(0, f"larger than {limit} bytes")
-    return data
 
 
 class _Loader(yaml.SafeLoader):
@@ -110,7 +90,7 @@ def _interpolate(
         if reference.startswith("file:"):
             path = Path(reference[5:]).expanduser()
             try:
-                return read_bounded(path).decode("utf-8").strip()
+                return read_bounded(path, MAX_FILE_BYTES).decode("utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 issues.append(ConfigIssue(file, dotted(location), f"cannot read {path}: {reason}"))
@@ -134,7 +114,7 @@ def read_yaml(path: Path, directory: Path, issues: list[ConfigIssue]) -> dict[st
     """One YAML file as an interpolated mapping, or None with the issue recorded."""
     file = str(path.relative_to(directory))
     try:
-        raw = yaml.load(read_bounded(path).decode("utf-8"), Loader=_Loader)
+        raw = yaml.load(read_bounded(path, MAX_FILE_BYTES).decode("utf-8"), Loader=_Loader)
     except OSError as exc:
         issues.append(ConfigIssue(file, "", f"cannot read: {exc.strerror}"))
         return None

@@ -3,6 +3,13 @@
 Each upstream syncs in its own task, isolated from the others: a failure keeps that upstream's
 last good data. When any feed's data or health changes, one builder task rebuilds the snapshot
 off the event loop and replaces the served one with a single assignment.
+
+A replica is ready (serves its first catalog) once every upstream has data, from its state or
+a completed sync; an upstream marked `optional` is not waited for. Until then nothing is
+served: a catalog without an upstream's data would be wrong, not just smaller (a lower
+upstream would serve names the missing one owns). Once serving, a replica stays ready: a
+reload that adds an upstream is served without it until it answers (every replica reloads at
+once: leaving rotation then would leave none).
 """
 
 from __future__ import annotations
@@ -70,11 +77,38 @@ class Refresher:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def awaited(self) -> list[str]:
+        """The upstreams a replica waits for: required ones with no data yet."""
+        return [f.name for f in self.feeds if not f.settings.optional and not f.has_data]
+
+    def waiting(self) -> str:
+        """Why no catalog is served yet, naming the upstreams awaited and their last errors."""
+        awaited = [feed for feed in self.feeds if feed.name in self.awaited()]
+        if not awaited:
+            return "the catalog is being built; retry in a moment"
+        named = ", ".join(
+            f"{feed.name} ({feed.last_error})"
+            if feed.last_error
+            else f"{feed.name} (first sync running)"
+            for feed in awaited
+        )
+        return f"waiting for the first data of upstream(s): {named}"
+
+    def _may_build(self) -> bool:
+        """The first catalog waits for every required upstream's data (see the docstring);
+        an upstream that is optional is waited for only when every upstream is, and then
+        only for its first attempt."""
+        if self.snapshot is not None:
+            return all(feed.settled for feed in self.feeds if not feed.settings.optional)
+        if any(not feed.settings.optional for feed in self.feeds):
+            return not self.awaited()
+        return all(feed.settled for feed in self.feeds)
+
     async def start(self, *, background: bool = True) -> None:
         """Load persisted data, serve it at once if every upstream has some, start syncing."""
         for feed in self.feeds:
             await feed.restore(self.config.gateway.state_dir)
-        if all(feed.settled for feed in self.feeds):
+        if self._may_build():
             await self.rebuild_now()
         self._background = background
         self._start_tasks()
@@ -119,10 +153,8 @@ class Refresher:
             if feed is None:
                 feed = Feed(settings)
                 await feed.restore(config.gateway.state_dir)
-            elif feed.settings != settings:
-                feed.settings = settings
-                feed.stamp = None  # re-read files, and walk registries in full:
-                feed.last_full_sync = None  # include/exclude or the URL may have changed
+            else:
+                feed.configure(settings)
             feeds.append(feed)
         self.config = config
         self.feeds = feeds
@@ -131,15 +163,16 @@ class Refresher:
         if config.mirrors.verify != self.verifier.settings:
             self.verifier = Verifier(config.mirrors.verify, self.session)
         self._start_tasks()
-        await self.rebuild_now()
+        if self.snapshot is not None or self._may_build():
+            await self.rebuild_now()
 
     # -- syncing -----------------------------------------------------------------------------
 
-    async def sync(self, feed: Feed) -> bool:
+    async def sync(self, feed: Feed, probe: bool = False) -> bool:
         """One sync of one feed; True when the snapshot needs a rebuild (data or health)."""
         before = (feed.stale(), feed.beyond_max_stale(datetime.now(UTC)), feed.settled)
         attempts, failures = feed.attempts_total, feed.failures_total
-        changed = await feed.sync(self.session, self.config.gateway.state_dir)
+        changed = await feed.sync(self.session, self.config.gateway.state_dir, probe)
         if feed.attempts_total != attempts:
             for listener in self.sync_listeners:
                 listener(feed, feed.failures_total == failures)
@@ -159,12 +192,14 @@ class Refresher:
         reflects this sync (whatever the background builder did meanwhile)."""
         await asyncio.gather(*(self.sync(feed) for feed in self.feeds))
         self._dirty.clear()
-        await self.rebuild_now()
+        if self._may_build():
+            await self.rebuild_now()
 
     async def sync_now(self, name: str) -> bool:
-        """Sync one upstream at once (an operator's request) and serve the result."""
-        changed = await self.sync(self.feed(name))
-        if changed:
+        """Sync one upstream at once (an operator's request, so a probe even while its
+        breaker is open) and serve the result."""
+        changed = await self.sync(self.feed(name), probe=True)
+        if changed and self._may_build():
             self._dirty.clear()
             await self.rebuild_now()
         return changed
@@ -228,7 +263,7 @@ class Refresher:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if all(feed.settled for feed in self.feeds):
+            if self._may_build():
                 await self.rebuild_now()
 
     def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:

@@ -7,11 +7,11 @@ aiohttp and timeout errors are caught here, at the boundary, and re-raised as th
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,8 +20,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
 from gateway import gil
-from gateway.bounded import read_body
+from gateway.bounded import FileStamp, read_body, read_file_bounded
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
+from gateway.detached import StillBlocked, detached
 from gateway.entry import Entry, EntryRejected, parse_item
 from gateway.errors import UpstreamInvalid, UpstreamUnavailable
 from gateway.names import identity_matches
@@ -238,31 +239,34 @@ class RegistryClient:
             seen_cursors.add(cursor)
 
 
-@dataclass(frozen=True, slots=True)
-class FileStamp:
-    """What tells a changed file from an unchanged one without reading it."""
-
-    mtime_ns: int
-    size: int
-
-
-def file_stamp(path: Path) -> FileStamp | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return FileStamp(stat.st_mtime_ns, stat.st_size)
-
-
-def read_file(settings: UpstreamSettings) -> Batch:
-    """A file upstream's entries (blocking: call it off the event loop)."""
+def read_file(settings: UpstreamSettings, raw: bytes, stamp: FileStamp) -> Batch:
+    """A file upstream's entries from its bytes (a file is one page: `max_page_bytes`); an
+    entry without timestamps takes the file's modification time."""
     assert settings.file is not None
-    name = settings.name
-    try:
-        raw = settings.file.read_bytes()
-        seen_at = datetime.fromtimestamp(settings.file.stat().st_mtime, UTC)
-    except OSError as exc:
-        raise UpstreamUnavailable(name, f"cannot read {settings.file}: {exc.strerror}") from None
     batch = Batch(pages=1)
-    read_items(raw, settings, seen_at, batch, str(settings.file), None)
+    modified = datetime.fromtimestamp(stamp.mtime_ns / 1e9, UTC)
+    read_items(raw, settings, modified, batch, str(settings.file), None)
     return batch
+
+
+async def read_changed_file(
+    settings: UpstreamSettings, known: FileStamp | None
+) -> tuple[bytes | None, FileStamp]:
+    """A file upstream's bytes, or None when its stamp is still `known`; and its stamp. Only a
+    regular file is read; a read that blocks (a hung mount) fails after `timeout`, and
+    neither the event loop nor shutdown waits on it."""
+    path, name = settings.file, settings.name
+    assert path is not None
+    try:
+        return await detached(
+            functools.partial(read_file_bounded, path, settings.max_page_bytes, known),
+            settings.timeout,
+            f"read-{name}",
+        )
+    except StillBlocked:
+        raise UpstreamUnavailable(
+            name, f"reading {path} did not finish within {settings.timeout:g} s"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UpstreamUnavailable(name, f"cannot read {path}: {reason}") from None
