@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import errno
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,9 +29,11 @@ from gateway.config import (
     GatewaySettings,
     MirrorSettings,
     PolicySettings,
+    VerifySettings,
     ViewSettings,
+    parse_duration,
 )
-from gateway.diff import diff_snapshots
+from gateway.diff import Diff, diff_configs
 from gateway.diff import render_text as render_diff
 from gateway.errors import ConfigError
 from gateway.explain import explain
@@ -94,14 +98,37 @@ def public_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+# Why a listening address cannot be used: the operator's to fix with --listen.
+_LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def cannot_listen(listen: str, exc: OSError) -> str | None:
+    """The one line saying why `listen` cannot be listened on, or None for another error."""
+    if isinstance(exc, socket.gaierror):
+        reason = str(exc.strerror or exc).lower()
+    elif exc.errno in _LISTEN_ERRORS and exc.filename is None:  # a socket's, not a file's
+        reason = os.strerror(exc.errno).lower()
+    else:
+        return None
+    return f"error: cannot listen on {listen}: {reason}; choose another with --listen"
+
+
 async def _serve(
     config: FederationConfig, load: ConfigLoader, *, reuse_port: bool = False, announce: bool = True
-) -> None:
+) -> int:
     gateway = config.gateway
     app = create_app(config, load=load)
-    serving = await Serving.start(
-        app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE
-    )
+    try:
+        serving = await Serving.start(
+            app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE
+        )
+    except OSError as exc:
+        message = cannot_listen(gateway.listen, exc)
+        if message is None:
+            raise
+        if announce:  # every worker binds the same address alike: one says why
+            print(message, file=sys.stderr, flush=True)
+        return 1
     url = public_url(gateway.host, gateway.port)
     if announce:
         print(f"MCP discovery gateway {__version__} is serving.", flush=True)
@@ -123,6 +150,7 @@ async def _serve(
     await stop.wait()
     structlog.get_logger("gateway.cli").info("shutting_down")
     await serving.stop()
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -143,12 +171,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         def worker(index: int) -> int:
             structlog.contextvars.bind_contextvars(worker=index)
-            asyncio.run(_serve(config, lambda: _load(args), reuse_port=True, announce=index == 0))
-            return 0
+            return asyncio.run(
+                _serve(config, lambda: _load(args), reuse_port=True, announce=index == 0)
+            )
 
         return run_workers(args.workers, worker)
-    asyncio.run(_serve(config, lambda: _load(args)))
-    return 0
+    return asyncio.run(_serve(config, lambda: _load(args)))
 
 
 async def _sync_once(config: FederationConfig) -> list[str]:
@@ -182,6 +210,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _offline(args: argparse.Namespace) -> tuple[FederationConfig, Snapshot, list[Source]]:
     config = _load(args)
+    configure_logging(config.gateway.log_format, config.gateway.log_level)  # to stderr
     sources, origins, errors = sources_from_state(config)
     for error in errors:
         print(f"warning: {error}", file=sys.stderr)
@@ -231,12 +260,44 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         now=now,
         lookup=lookup,
     )
+    if not report["versions"]:
+        if args.json:  # the same shape for a bot; the exit status says nothing was found
+            _print_report(report, True, render_explain)
+        print(_not_offered(config, sources, report), file=sys.stderr)
+        return 1
     _print_report(report, args.json, render_explain)
     return 0
 
 
+def _not_offered(config: FederationConfig, sources: list[Source], report: dict[str, Any]) -> str:
+    """One line: nothing to explain, and what the operator may have meant or forgotten."""
+    at = f" at version {report['version']}" if report["version"] else ""
+    line = f"error: no upstream offers {report['name']}{at}"
+    if report["reservedBy"]:
+        line += f"; the name is reserved by upstream {report['reservedBy']!r} (owns)"
+    elif not any(source.entries for source in sources):
+        line += (
+            f"; {config.gateway.state_dir} holds no upstream data yet "
+            "(fill it with: mcp-discovery-gateway sync)"
+        )
+    return line
+
+
 def _print_report(report: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> None:
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else render(report))
+
+
+async def _ask_mirrors(diff: Diff, settings: VerifySettings, deadline: float) -> None:
+    """Ask the proposed mirrors about every changed location, `settings.concurrency` at a
+    time, for at most `deadline` seconds in all: what is not answered by then is unknown."""
+    async with aiohttp.ClientSession(headers={"User-Agent": "mcp-discovery-gateway"}) as session:
+        verifier = Verifier(settings, session)
+        try:
+            async with asyncio.timeout(deadline):
+                await verifier.run(diff.checks)
+        except TimeoutError:
+            pass
+    diff.answer(verifier.lookup)
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -252,8 +313,18 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     after, _ = snapshot_from_state(proposed, state_dir, now)
     for error in errors:
         print(f"warning: {error}", file=sys.stderr)
-    report = diff_snapshots(before, after)
-    _print_report(report, args.json, render_diff)
+    if not any(len(view) for snapshot in (before, after) for view in snapshot.views.values()):
+        print(
+            f"warning: no version is served before or after: {state_dir} holds no upstream "
+            "data yet (fill it with: mcp-discovery-gateway sync)",
+            file=sys.stderr,
+        )
+    diff = diff_configs(current, before, proposed, after)
+    if args.verify:
+        # Why a mirror could not answer goes to stderr, as for `sync`; never into the report.
+        configure_logging(current.gateway.log_format, current.gateway.log_level)
+        asyncio.run(_ask_mirrors(diff, proposed.mirrors.verify, args.verify_timeout))
+    _print_report(diff.report, args.json, render_diff)
     return 0
 
 
@@ -318,6 +389,13 @@ def _cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="mcp-discovery-gateway",
@@ -361,6 +439,18 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("--against", required=True, help="the proposed config directory")
     diff.add_argument("--state-dir", help="the data to compare on (default: the current config's)")
     diff.add_argument("--json", action="store_true", help="machine-readable output")
+    diff.add_argument(
+        "--verify",
+        action="store_true",
+        help="ask the proposed mirrors whether they have each changed package location",
+    )
+    diff.add_argument(
+        "--verify-timeout",
+        type=_duration,
+        default="60s",
+        help="with --verify: at most this long for every mirror check (default 60s); "
+        "checks unanswered by then are unknown",
+    )
     diff.set_defaults(run=_cmd_diff)
 
     export = commands.add_parser("export", help="write a view as an API-shaped list file")
@@ -379,10 +469,24 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# A reader that stops early (`| head`) ends the command as it ends `cat` or `yes`: killed by
+# SIGPIPE, whose exit status shells report as 128 + 13. A script with `set -o pipefail` thus
+# tells cut-short output from complete output, as it does for every other command.
+BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
+    except BrokenPipeError:
+        # Whatever is still buffered can never be written: point stdout at /dev/null, so
+        # the interpreter's own flush at exit does not complain about it on stderr.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
     except ConfigError as exc:
         print(f"the config has errors:\n{exc}", file=sys.stderr)
         return 1

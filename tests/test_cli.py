@@ -1,8 +1,11 @@
-"""The command line: check, and serve (the offline demo, a bad config)."""
+"""The command line: check; serve (the offline demo, a bad config, an address in use); a
+reader that stops early; explain of a name nobody offers."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 
 from gateway.cli import main
 from tests.conftest import free_port
@@ -93,3 +97,85 @@ def test_serve_runs_the_offline_demo_from_any_directory(tmp_path: Path) -> None:
     assert requests
     assert all(len(e["request_id"]) >= 8 for e in requests)
     assert events[-1]["event"] == "shutting_down"
+
+
+DEMO = str(REPO / "federation_config" / "demo")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_an_address_in_use_says_so_in_one_line(tmp_path: Path, workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", DEMO,
+             "--state-dir", str(tmp_path / "state"), "--listen", f"127.0.0.1:{port}",
+             "--workers", workers],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "choose another with --listen"
+    ]
+    assert result.stdout == ""  # never announced as serving
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="sizes a pipe the Linux way")
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # far less than the command writes
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "config-schema"], stdout=write, stderr=subprocess.PIPE
+    )
+    os.close(write)
+    try:
+        assert os.read(read, 100).startswith(b"{")  # as `| head -c 100` reads, then leaves
+    finally:
+        os.close(read)
+    _, err = process.communicate(timeout=30)
+    assert err == b""  # no traceback, no "Exception ignored" at exit
+    assert process.returncode == 141  # as a command killed by SIGPIPE (128 + 13)
+
+
+def test_explain_of_a_name_no_upstream_offers_exits_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "state")
+    assert main(["sync", "--config", DEMO, "--state-dir", state]) == 0
+    args = ["--config", DEMO, "--state-dir", state]
+    capsys.readouterr()
+    assert main(["explain", "io.github.nobody/nothing", *args]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "error: no upstream offers io.github.nobody/nothing\n")
+    # --json keeps the report's shape, and says "not found" by the exit status too.
+    assert main(["explain", "io.github.nobody/nothing", *args, "--json"]) == 1
+    out, err = capsys.readouterr()
+    report = orjson.loads(out)
+    assert (report["owner"], report["versions"]) == (None, [])
+    assert err == "error: no upstream offers io.github.nobody/nothing\n"
+    github = "io.github.github/github-mcp-server"
+    assert main(["explain", github, *args, "--version", "9.9.9"]) == 1
+    assert capsys.readouterr().err == f"error: no upstream offers {github} at version 9.9.9\n"
+    assert main(["explain", github, *args, "--json"]) == 0  # found: as before
+    assert orjson.loads(capsys.readouterr().out)["versions"]
+    empty = str(tmp_path / "empty")
+    assert main(["explain", github, "--config", DEMO, "--state-dir", empty]) == 1
+    assert capsys.readouterr().err == (
+        f"error: no upstream offers {github}; {empty} holds no upstream data yet "
+        "(fill it with: mcp-discovery-gateway sync)\n"
+    )
+
+
+def test_diff_on_an_empty_state_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A diff of nothing against nothing is not "no change": the operator is told to sync."""
+    empty = str(tmp_path / "empty")
+    assert main(["diff", "--config", DEMO, "--against", DEMO, "--state-dir", empty]) == 0
+    err = capsys.readouterr().err
+    assert f"{empty} holds no upstream data yet" in err
+    state = str(tmp_path / "state")
+    assert main(["sync", "--config", DEMO, "--state-dir", state]) == 0
+    capsys.readouterr()
+    assert main(["diff", "--config", DEMO, "--against", DEMO, "--state-dir", state]) == 0
+    assert "holds no upstream data" not in capsys.readouterr().err
