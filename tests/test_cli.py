@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from gateway.cli import main
 from tests.conftest import free_port
@@ -179,3 +182,46 @@ def test_diff_on_an_empty_state_says_so(tmp_path: Path, capsys: pytest.CaptureFi
     capsys.readouterr()
     assert main(["diff", "--config", DEMO, "--against", DEMO, "--state-dir", state]) == 0
     assert "holds no upstream data" not in capsys.readouterr().err
+
+
+def _readme_commands() -> list[str]:
+    """The shell commands in the README's ```sh blocks, continuation lines joined."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    commands: list[str] = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        joined = block.replace("\\\n", " ")
+        commands.extend(line.strip() for line in joined.splitlines() if line.strip())
+    return [c for c in commands if not c.startswith("#")]
+
+
+def test_the_readmes_gateway_commands_run_from_the_venv() -> None:
+    """Each command the README shows runs as written in a fresh checkout after its first two
+    commands: the gateway's CLI is `.venv/bin/mcp-discovery-gateway`, not on the PATH."""
+    commands = _readme_commands()
+    assert len(commands) > 10
+    bare = [c for c in commands if re.search(r"(^|[\s=])mcp-discovery-gateway\s", c)]
+    assert bare == []
+
+
+def test_the_readmes_check_of_the_example_config_passes() -> None:
+    """The example config's check, as the README gives it, passes: it sets every variable the
+    example references (a new `${VAR}` in the example fails this until the README names it)."""
+    (command,) = [
+        c for c in _readme_commands() if "check --config ./federation_config/example" in c
+    ]
+    words = shlex.split(command.split("#")[0])
+    env = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_]+=\S*", w))
+    argv = [w for w in words if "=" not in w]
+    assert argv[0] == ".venv/bin/mcp-discovery-gateway"
+    values = [
+        yaml.safe_load(path.read_text(encoding="utf-8"))
+        for path in (REPO / "federation_config/example").rglob("*.yaml")
+    ]  # its values, not its comments
+    referenced = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", orjson.dumps(values).decode()))
+    assert referenced <= set(env), f"the README's check does not set {referenced - set(env)}"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", *argv[1:]], cwd=REPO, capture_output=True, text=True,
+        env={**{k: v for k, v in os.environ.items() if k not in referenced}, **env}, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert ": OK (" in done.stdout
