@@ -83,12 +83,15 @@ def _merge(name: str, given: str | None, carried: str | None) -> str | None:
 
 
 def parse_search(raw: str | None) -> str | None:
-    """The search text, if any; 422 past MAX_SEARCH characters."""
+    """The search text, if any; 422 past MAX_SEARCH characters, or with a NUL (which
+    separates the texts a search looks in: a needle holding one would match across them)."""
     if not raw:
         return None
     if len(raw) > MAX_SEARCH:
         message = f"expected length <= {MAX_SEARCH}"
         raise ValidationFailed([FieldError(message, "query.search", raw[:32] + "...")])
+    if "\x00" in raw:
+        raise ValidationFailed([FieldError("NUL is not allowed", "query.search", raw[:32])])
     return raw
 
 

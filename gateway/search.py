@@ -21,7 +21,7 @@ import re
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from gateway import gil
@@ -67,8 +67,9 @@ class SearchIndex:
         self._ordered: list[str] = []  # the names of ids below len(_ordered), in order
         self._tail: list[tuple[str, int]] = []  # (name, id) of the ids past them, sorted
         self._tail_ids: dict[str, int] = {}  # and their ids by name
-        # name -> the entries last indexed for it, and their texts (the folded name first)
-        self._servers: dict[str, tuple[list[Entry], tuple[str, ...]]] = {}
+        # name -> the entries last indexed for it, and their texts (the folded name first),
+        # joined by NUL (which no search holds): one `in` checks them all
+        self._servers: dict[str, tuple[list[Entry], str]] = {}
         self._lists: dict[Gram, array[int]] = {}
         self._bits: dict[Gram, int] = {}  # a bitset over ids, as one int
         self._counts: dict[Gram, int] = {}  # and how many bits it has
@@ -108,7 +109,7 @@ class SearchIndex:
             self._covers = -1
             pacer = gil.Pacer()
             seen: set[str] = set()
-            changed: list[tuple[str, list[Entry], tuple[str, ...]]] = []
+            changed: list[tuple[str, list[Entry], str]] = []
             servers = self._servers
             for index, (name, _, entries) in enumerate(order):
                 if not index % 256:
@@ -148,7 +149,7 @@ class SearchIndex:
         """Index every server afresh, ids in name order (the order's)."""
         names: list[str | None] = []
         ordered: list[str] = []
-        servers: dict[str, tuple[list[Entry], tuple[str, ...]]] = {}
+        servers: dict[str, tuple[list[Entry], str]] = {}
         lists: dict[Gram, array[int]] = {}
         building: dict[Gram, bytearray] = {}
         unindexed: list[str] = []
@@ -189,9 +190,9 @@ class SearchIndex:
         self._tail, self._tail_ids, self._unindexed = [], {}, unindexed
         self._lists, self._bits, self._counts, self._stale = lists, bitsets, counts, 0
 
-    def _grams(self, texts: tuple[str, ...]) -> set[Gram]:
+    def _grams(self, texts: str) -> set[Gram]:
         found: set[Gram] = set()
-        for text in texts:
+        for text in texts.split("\x00"):
             found |= grams(text)
             if len(self._chars) < CHARS:
                 self._chars.update(text)
@@ -208,7 +209,7 @@ class SearchIndex:
         new = sum(1 for gram in found if not any(gram in table for table in known))
         return held + new > GRAMS
 
-    def _add(self, name: str, entries: list[Entry], texts: tuple[str, ...]) -> None:
+    def _add(self, name: str, entries: list[Entry], texts: str) -> None:
         """A new server (an id in the tail, or its old one), or new texts of a known one (its
         old trigrams stay posted: it may be named where it no longer matches, until the next
         build)."""
@@ -322,22 +323,17 @@ def _bit(raw: bytes, ident: int) -> bool:
     return byte < len(raw) and bool(raw[byte] >> (ident & 7) & 1)
 
 
-Servers = dict[str, tuple[list["Entry"], tuple[str, ...]]]
+Servers = dict[str, tuple[list["Entry"], str]]
 
 
 def _has(servers: Servers, name: str, needle: str) -> bool:
     known = servers.get(name)
-    if known is None:
-        return False
-    for text in known[1]:  # noqa: SIM110 (a loop: no generator per name)
-        if needle in text:
-            return True
-    return False
+    return known is not None and needle in known[1]
 
 
 def _from_ids(
-    ids: Sequence[int],
-    ordered: Sequence[str],
+    ids: list[int],
+    ordered: list[str],
     tail: list[tuple[str, int]],
     servers: Servers,
     needle: str,
@@ -362,7 +358,7 @@ def _from_bits(
     raw: bytes,
     start: int,
     end: int,
-    ordered: Sequence[str],
+    ordered: list[str],
     tail: list[tuple[str, int]],
     servers: Servers,
     needle: str,
@@ -389,12 +385,11 @@ def _from_bits(
             yield other
 
 
-def _texts(name: str, entries: list[Entry]) -> tuple[str, ...]:
-    """A server's distinct texts: its folded name (the name itself when already folded),
-    then its versions' titles and descriptions."""
-    folded = fold(name)
+def _texts(name: str, entries: list[Entry]) -> str:
+    """A server's distinct texts joined by NUL: its folded name, then its versions' titles
+    and descriptions (each `title NUL description` already)."""
     texts = dict.fromkeys(entry.text for entry in entries if entry.text)
-    return (name if folded == name else folded, *texts)
+    return "\x00".join((fold(name), *texts))
 
 
 # -- pages ---------------------------------------------------------------------------------------
@@ -404,7 +399,7 @@ def _matches(item: Item, needle: str) -> bool:
     return needle in item.name_folded or needle in item.registry_meta.entry.text
 
 
-def scan(items: Sequence[Item], start: int, needle: str) -> Iterator[Item]:
+def scan(items: list[Item], start: int, needle: str) -> Iterator[Item]:
     """The items from `start` on that match, in list order."""
     for index in range(start, len(items)):
         item = items[index]
@@ -417,7 +412,7 @@ def _name(item: Item) -> str:
 
 
 def found(
-    items: Sequence[Item], names: Iterator[str], after: tuple[str, str] | None, needle: str
+    items: list[Item], names: Iterator[str], after: tuple[str, str] | None, needle: str
 ) -> Iterator[Item]:
     """The items of these names (in order) after `after` that match, in list order: each name
     is looked for from where the last one was found, galloping (names that match are often

@@ -168,3 +168,17 @@ def test_cursor_conflicting_with_explicit_filter_is_a_400() -> None:
         parse_list_query({"cursor": cursor, "search": "radar"})
     same = parse_list_query({"cursor": cursor, "search": "weather"})
     assert same.walk.search == "weather"
+
+
+@pytest.mark.parametrize("search", ["o\x00b", "\x00", "weather\x00"])
+def test_a_search_holding_nul_is_refused_from_a_cursor_too(search: str) -> None:
+    """NUL separates the texts a search looks in (a title from its description): a needle
+    with one would match across them. The path refuses `%00`; a cursor carries it too."""
+    from gateway.cursor import Cursor, Walk, encode_cursor
+
+    with pytest.raises(ValidationFailed, match="validation failed"):
+        parse_list_query({"search": search})
+    cursor = encode_cursor(Cursor("io.github.a/b", "1.0.0", Walk(search=search)))
+    with pytest.raises(ValidationFailed) as raised:
+        parse_list_query({"cursor": cursor})
+    assert raised.value.errors[0].message == "NUL is not allowed"
