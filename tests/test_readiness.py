@@ -132,21 +132,32 @@ async def test_a_serving_replica_stays_ready_when_a_reload_adds_an_upstream(
 # -- restarts and the sync position --------------------------------------------------------------
 
 
+async def synced_and_restarted(
+    serve: Any, config: Any, registry: FakeRegistry, *added: Any, pause: float = 0.0
+) -> Any:
+    """A gateway that made its first (full) sync and stopped; then, after `pause` and with
+    `added` entries new upstream, a new one on its state that has made one sync."""
+    first = await serve(config, sync=False)
+    await first.app[REFRESHER].sync_all()
+    assert [r.get("updated_since") for r in registry.requests] == [None]
+    await first.close()
+    await asyncio.sleep(pause)
+    registry.requests.clear()
+    for entry in added:
+        registry.put(entry)
+    again = await serve(config, sync=False)
+    await again.app[REFRESHER].sync_all()
+    return again
+
+
 async def test_a_restart_goes_on_incrementally(
     tmp_path: Path, registries: Any, make_config: Any, serve: Any
 ) -> None:
     """One `updated_since` poll after a restart when no full walk is due, not a full walk."""
     registry: FakeRegistry = await registries(REMOTE)
     config = make_config(upstreams=[remote(registry, full_sync="6h")])
-    first = await serve(config, sync=False)
-    await first.app[REFRESHER].sync_all()
-    assert [r.get("updated_since") for r in registry.requests] == [None]
-    await first.close()
-
-    registry.requests.clear()
-    registry.put(server_entry("io.github.acme/new", "1.0.0", published="2026-02-01T00:00:00Z"))
-    again = await serve(config, sync=False)
-    await again.app[REFRESHER].sync_all()
+    new = server_entry("io.github.acme/new", "1.0.0", published="2026-02-01T00:00:00Z")
+    again = await synced_and_restarted(serve, config, registry, new)
     assert len(registry.requests) == 1
     assert registry.requests[0]["updated_since"] == "2025-12-31T23:59:59.000000Z"  # 1 s overlap
     assert "io.github.acme/new@1.0.0" in await served(again)
@@ -157,13 +168,7 @@ async def test_a_restart_walks_in_full_when_a_full_walk_is_due(
 ) -> None:
     registry: FakeRegistry = await registries(REMOTE)
     config = make_config(upstreams=[remote(registry, full_sync="50ms")])
-    first = await serve(config, sync=False)
-    await first.app[REFRESHER].sync_all()
-    await first.close()
-    await asyncio.sleep(0.06)
-    registry.requests.clear()
-    again = await serve(config, sync=False)
-    await again.app[REFRESHER].sync_all()
+    await synced_and_restarted(serve, config, registry, pause=0.06)
     assert [r.get("updated_since") for r in registry.requests] == [None]
 
 
