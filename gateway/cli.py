@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 import structlog
 
-from gateway import __version__, registry_types
+from gateway import __version__, registries
 from gateway.api import list_body
 from gateway.app import REFRESHER, Serving, create_app
 from gateway.config import (
@@ -350,7 +350,7 @@ def config_schemas(extra_types: Sequence[str] = ()) -> dict[str, dict[str, objec
         "mirrors.yaml": MirrorSettings.model_json_schema(),
         "views/<view>.yaml": ViewSettings.model_json_schema(),
     }
-    allowed = [*registry_types.KNOWN, *(t for t in extra_types if t not in registry_types.KNOWN)]
+    allowed = [*registries.KNOWN, *(t for t in extra_types if t not in registries.KNOWN)]
     for schema in schemas.values():
         _mark_registry_types(schema, allowed)
     return schemas

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway import registry_types
+from gateway import registries
 from gateway.semver import VersionRange
 
 REGISTRY_TYPE_MARK = "x-gateway-registry-type"  # where config_schemas puts the declared types
@@ -270,11 +270,11 @@ def _one_or_many(item: dict[str, Any]) -> tuple[Any, ...]:
 
 
 _STRING = {"type": "string"}
-# A registry type: one of registry_types.KNOWN, or one policy.yaml declares (the loader checks
+# A registry type: one of registries.KNOWN, or one policy.yaml declares (the loader checks
 # it, naming the closest known type); `config_schemas` writes the same set into the schema.
 REGISTRY_TYPE_SCHEMA = {
     "type": "string",
-    "enum": list(registry_types.KNOWN),
+    "enum": list(registries.KNOWN),
     REGISTRY_TYPE_MARK: True,
 }
 NameGlobs = Annotated[list[NameGlob], *_one_or_many(_STRING)]
@@ -344,11 +344,11 @@ ExtraType = Annotated[
     str,
     AfterValidator(
         matching(
-            registry_types.PATTERN.pattern,
+            registries.PATTERN.pattern,
             "{value!r} is not a registry type name (a-z, 0-9, . _ -)",
         )
     ),
-    pattern_schema(registry_types.PATTERN.pattern),
+    pattern_schema(registries.PATTERN.pattern),
 ]
 
 
@@ -361,7 +361,7 @@ class PolicySettings(Rules):
     )
 
     def allowed_registry_types(self) -> tuple[str, ...]:
-        return (*registry_types.KNOWN, *self.extra_registry_types)
+        return (*registries.KNOWN, *self.extra_registry_types)
 
 
 _MIRROR_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
@@ -457,6 +457,8 @@ class MirrorSettings(Model):
     pypi: Locations | None = None
     nuget: Locations | None = None
     cargo: Locations | None = None
+    go: Locations | None = Field(None, description="a GOPROXY (Go module proxy)")
+    maven: Locations | None = Field(None, description="a maven2 repository")
     oci: dict[str, Annotated[str, AfterValidator(_check_oci_prefix)]] | None = Field(
         None, description="registry host -> mirror prefix, written into identifier"
     )

@@ -18,9 +18,10 @@ import orjson
 
 from gateway.catalog import Item, ViewCatalog
 from gateway.config import FederationConfig, MirrorSettings, redact_url
-from gateway.mirrors import OciReference
+from gateway.registries import ECOSYSTEMS, check_for
+from gateway.registries.base import Check
+from gateway.registries.oci import OciReference
 from gateway.snapshot import Snapshot, view_policies
-from gateway.verify import Check, check_for
 from gateway.view import Lookup, ViewPolicy
 
 Report = dict[str, Any]
@@ -29,24 +30,7 @@ LOCATION_KEYS = ("identifier", "registryBaseUrl")  # what a mirror rewrite may c
 EXAMPLES = 3  # packages named per group in the text form; --json lists every one
 RESULTS = ("available", "missing", "unknown")  # a mirror's answers, as `_meta` names them
 
-# Where a package installs from when no mirror applies: each ecosystem's public registry.
-PUBLIC = {
-    "npm": "the public npm registry",
-    "pypi": "pypi.org",
-    "nuget": "nuget.org",
-    "cargo": "crates.io",
-}
-_PUBLIC_HOSTS = {
-    "registry.npmjs.org": "npm",
-    "registry.npmjs.com": "npm",
-    "pypi.org": "pypi",
-    "pypi.python.org": "pypi",
-    "api.nuget.org": "nuget",
-    "www.nuget.org": "nuget",
-    "crates.io": "cargo",
-    "index.crates.io": "cargo",
-}
-_OCI_PUBLIC = {"docker.io": "Docker Hub"}
+_OCI_PUBLIC = {"docker.io": ECOSYSTEMS["oci"].public}
 
 
 def _served(view: ViewCatalog | None) -> set[tuple[str, str]]:
@@ -131,11 +115,12 @@ def location_base(registry_type: str, location: dict[str, Any], mirrors: MirrorS
     if registry_type == "mcpb":
         return _mcpb_base(location, mirrors)
     url = location.get("registryBaseUrl")
-    public = PUBLIC.get(registry_type, f"the public {registry_type} registry")
+    ecosystem = ECOSYSTEMS.get(registry_type)
+    public = ecosystem.public if ecosystem else f"the public {registry_type} registry"
     if not isinstance(url, str) or not url:
         return public
     host = urlsplit(url.removeprefix("sparse+")).hostname or ""
-    return public if _PUBLIC_HOSTS.get(host) == registry_type else _url_label(url)
+    return public if ecosystem and host in ecosystem.public_hosts else _url_label(url)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway import registry_types
+from gateway import registries
 from gateway.bounded import read_bounded
 from gateway.config import (
     DEFAULT_VIEW,
@@ -243,7 +243,7 @@ def _cross_checks(
     for file, settings in rules.items():
         for key, value in settings.values("registry_type"):
             if value not in allowed:
-                issues.append(ConfigIssue(file, key, registry_types.unknown(value, allowed)))
+                issues.append(ConfigIssue(file, key, registries.unknown(value, allowed)))
         for key, value in settings.values("upstream") if gateway is not None else ():
             if value not in upstreams:
                 listed = ", ".join(upstreams)

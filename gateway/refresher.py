@@ -28,8 +28,9 @@ from gateway.catalog import Origin
 from gateway.config import FederationConfig
 from gateway.feed import Feed
 from gateway.merge import Source
+from gateway.registries.base import Check
 from gateway.snapshot import Builder, Snapshot, release, view_policies
-from gateway.verify import Check, Verifier
+from gateway.verify import Verifier
 
 log = structlog.get_logger("gateway.refresher")
 

@@ -29,8 +29,8 @@ from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
 from gateway.names import identity
 from gateway.policy import Policy
+from gateway.registries.base import Check
 from gateway.search import SearchIndex
-from gateway.verify import Check
 from gateway.view import Admission, Decision, Lookup, Shapes, ViewPolicy, no_lookup
 
 

@@ -1,10 +1,12 @@
-"""Ask each mirror, through its standard read API, whether it can serve a package version.
+"""Ask each mirror, through its standard read API, whether it can serve a package version: the
+HTTP part. What to ask and how to read the answer is each ecosystem's (`gateway.registries`).
 
 npm packument, PyPI simple index (PEP 691 JSON, HTML fallback), NuGet v3 flat container (found
-through index.json), cargo sparse index, OCI distribution `HEAD /v2/<repo>/manifests/<ref>`
-(with the bearer-token challenge), and `HEAD` for mcpb URLs. One document answers every version
-of a package where the API allows it. Results, misses included, are cached for `ttl`; a mirror
-that is down or answers nonsense gives `unknown`, never `missing`. Only locations produced by
+through index.json), cargo sparse index, GOPROXY `@v/list`, maven2 `maven-metadata.xml`, OCI
+distribution `HEAD /v2/<repo>/manifests/<ref>` (with the bearer-token challenge), and `HEAD`
+for mcpb URLs. One document answers every version of a package where the API allows it.
+Results, misses included, are cached for `ttl`; a mirror that is down or answers nonsense
+gives `unknown`, never `missing`. Only locations produced by
 the configured mirror rules are ever checked.
 
 Every request stays under the location it was built from (`locations.within`): a redirect is
@@ -19,149 +21,34 @@ import base64
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
 import structlog
-from packaging.version import InvalidVersion, Version
 from yarl import URL
 
-from gateway import registry_types
 from gateway.bounded import read_body
 from gateway.config import Credential, VerifySettings
 from gateway.locations import origin, within
-from gateway.mirrors import OciReference
+from gateway.registries import ECOSYSTEMS, INDEXES
+from gateway.registries.base import Ask, Check, Garbled, Verdict
+from gateway.registries.nuget import NUGET
+from gateway.registries.oci import ACCEPT as OCI_ACCEPT
 
 log = structlog.get_logger("gateway.verify")
 
-Result = Literal["available", "missing", "unknown"]
 UNKNOWN_TTL = 60.0
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-OCI_ACCEPT = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One question for a mirror: does `location` serve `identifier` at `version`?"""
-
-    kind: str  # npm | pypi | nuget | cargo | oci | mcpb
-    location: str  # index URL, OCI registry host, or the mcpb download URL
-    identifier: str
-    version: str
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    result: Result
-    checked_at: datetime
-    fresh: bool
-
-
-def check_for(package: dict[str, Any]) -> Check | None:
-    """The check for a package as served (after its rewrite)."""
-    kind = package.get("registryType")
-    identifier = package.get("identifier")
-    if not isinstance(identifier, str):
-        return None
-    if kind in registry_types.INDEX:
-        base, version = package.get("registryBaseUrl"), package.get("version")
-        if isinstance(base, str) and isinstance(version, str):
-            return Check(str(kind), base, identifier, version)
-        return None
-    if kind == "oci":
-        reference = OciReference.parse(identifier)
-        if reference is None or ("." not in reference.host and ":" not in reference.host):
-            return None
-        return Check("oci", reference.host, reference.repository, reference.reference)
-    if kind == "mcpb" and identifier.startswith(("https://", "http://")):
-        return Check("mcpb", identifier, identifier, "")
-    return None
 
 
 def _host(url: str) -> str:
     """Where a URL points, without any credentials, for messages."""
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-def _pep440(version: str) -> Version | None:
-    try:
-        return Version(version)
-    except InvalidVersion:
-        return None
-
-
-def versions_match(kind: str, wanted: str, offered: str) -> bool:
-    """Whether a mirror's version string is the version asked for, as that package tool sees it."""
-    if kind == "pypi":
-        # PEP 440 equality, as pip reads versions: 2.0.0-rc.1 is 2.0.0rc1, 1.1 is 1.1.0.
-        mine, theirs = _pep440(wanted), _pep440(offered)
-        return mine == theirs if mine is not None else wanted == offered
-    if kind == "nuget":  # NuGet compares case-insensitively and ignores build metadata
-        return wanted.split("+")[0].lower() == offered.split("+")[0].lower()
-    return wanted == offered  # npm and cargo resolve exact versions exactly
-
-
-def pypi_name(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-        self._in_a = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._in_a = True
-            href = dict(attrs).get("href") or ""
-            self.names.append(href.split("#")[0].rstrip("/").rsplit("/", 1)[-1])
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_a = False
-
-
-def pypi_versions(name: str, filenames: Iterable[str]) -> set[str]:
-    """Versions named by distribution files (wheels and sdists) of a project."""
-    wanted = pypi_name(name)
-    found = set()
-    for filename in filenames:
-        stem = filename
-        if stem.endswith(".whl"):
-            parts = stem[:-4].split("-")
-            if len(parts) >= 5 and pypi_name(parts[0]) == wanted:
-                found.add(parts[1])
-            continue
-        for ext in (".tar.gz", ".zip", ".tar.bz2", ".tgz"):
-            if stem.endswith(ext):
-                base = stem[: -len(ext)]
-                project, _, version = base.rpartition("-")
-                if project and pypi_name(project) == wanted:
-                    found.add(version)
-    return found
-
-
-def cargo_index_path(name: str) -> str:
-    lower = name.lower()
-    if len(lower) <= 2:
-        return f"{len(lower)}/{lower}"
-    if len(lower) == 3:
-        return f"3/{lower[0]}/{lower}"
-    return f"{lower[:2]}/{lower[2:4]}/{lower}"
 
 
 class MirrorUnavailable(Exception):
@@ -186,12 +73,10 @@ class Verifier:
 
     @staticmethod
     def _key(check: Check) -> tuple[str, ...]:
-        if check.kind in ("oci", "mcpb"):
+        index = INDEXES.get(check.kind)
+        if index is None:  # oci, mcpb: one answer per version
             return (check.kind, check.location, check.identifier, check.version)
-        name = pypi_name(check.identifier) if check.kind == "pypi" else check.identifier
-        if check.kind == "nuget":
-            name = name.lower()
-        return (check.kind, check.location, name)
+        return (check.kind, check.location, index.cache_name(check.identifier))
 
     def lookup(self, check: Check) -> Verdict | None:
         key = self._key(check)
@@ -207,7 +92,8 @@ class Verifier:
             return Verdict("missing", checked_at, fresh)
         if document is True:
             return Verdict("available", checked_at, fresh)
-        found = any(versions_match(check.kind, check.version, v) for v in document)
+        ecosystem = ECOSYSTEMS[check.kind]
+        found = any(ecosystem.same_version(check.version, v) for v in document)
         return Verdict("available" if found else "missing", checked_at, fresh)
 
     # -- I/O -------------------------------------------------------------------------------
@@ -318,93 +204,36 @@ class Verifier:
             raise MirrorUnavailable(f"not JSON from {_host(url)}") from None
 
     async def _fetch(self, check: Check) -> Document:
-        fetch = {
-            "npm": self._npm,
-            "pypi": self._pypi,
-            "nuget": self._nuget,
-            "cargo": self._cargo,
-            "oci": self._oci,
-            "mcpb": self._mcpb,
-        }[check.kind]
-        return await fetch(check)
+        try:
+            if check.kind == "nuget":
+                return await self._nuget(check)
+            if check.kind == "oci":
+                return await self._oci(check)
+            if check.kind == "mcpb":
+                return await self._mcpb(check)
+            index = INDEXES[check.kind]
+            ask = index.ask(check)
+            status, body, headers = await self._ask(ask)
+            if status in (404, 410):
+                return None
+            if status != 200:
+                raise MirrorUnavailable(f"HTTP {status} from {_host(ask.url)}")
+            return index.versions(body, headers.get("Content-Type", ""), check)
+        except Garbled as exc:
+            raise MirrorUnavailable(str(exc)) from None
 
-    async def _npm(self, check: Check) -> Document:
-        url = f"{check.location.rstrip('/')}/{quote(check.identifier, safe='@')}"
-        accept = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8"
-        document = await self._json(url, check.location, accept)
-        if document is None:
-            return None
-        versions = document.get("versions") if isinstance(document, dict) else None
-        if not isinstance(versions, dict):
-            raise MirrorUnavailable("npm packument without versions")
-        return frozenset(versions)
-
-    async def _pypi(self, check: Check) -> Document:
-        url = f"{check.location.rstrip('/')}/{quote(pypi_name(check.identifier))}/"
-        accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
-        status, body, headers = await self._request("GET", url, check.location, {"Accept": accept})
-        if status in (404, 410):
-            return None
-        if status != 200:
-            raise MirrorUnavailable(f"HTTP {status} from {_host(url)}")
-        if "json" in headers.get("Content-Type", ""):
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise MirrorUnavailable("PEP 691 answer is not JSON") from None
-            if isinstance(document.get("versions"), list):  # PEP 700
-                return frozenset(str(v) for v in document["versions"])
-            files = document.get("files") or []
-            names = [f.get("filename", "") for f in files if isinstance(f, dict)]
-            return frozenset(pypi_versions(check.identifier, names))
-        parser = _Links()
-        parser.feed(body.decode("utf-8", "replace"))
-        return frozenset(pypi_versions(check.identifier, parser.names))
+    async def _ask(self, ask: Ask) -> tuple[int, bytes, Any]:
+        return await self._request("GET", ask.url, ask.under, {"Accept": ask.accept})
 
     async def _nuget(self, check: Check) -> Document:
-        index = await self._json(check.location, check.location)
-        resources = index.get("resources") if isinstance(index, dict) else None
-        if not isinstance(resources, list):
-            raise MirrorUnavailable("NuGet service index without resources")
-        base = next(
-            (
-                r.get("@id")
-                for r in resources
-                if isinstance(r, dict) and str(r.get("@type", "")).startswith("PackageBaseAddress")
-            ),
-            None,
-        )
+        first = NUGET.service_index(check)
+        index = await self._json(first.url, first.under)
+        flat = NUGET.flat_container(index)
         mirror = origin(check.location)  # the flat container may sit elsewhere on that host
-        if not isinstance(base, str) or not within(base, mirror):
+        if not within(flat, mirror):
             raise MirrorUnavailable("NuGet service index without a usable PackageBaseAddress")
-        lower = check.identifier.lower()
-        document = await self._json(f"{base.rstrip('/')}/{quote(lower)}/index.json", mirror)
-        if document is None:
-            return None
-        versions = document.get("versions") if isinstance(document, dict) else None
-        if not isinstance(versions, list):
-            raise MirrorUnavailable("NuGet flat container answer without versions")
-        return frozenset(str(v) for v in versions)
-
-    async def _cargo(self, check: Check) -> Document:
-        base = check.location.removeprefix("sparse+").rstrip("/")
-        url = f"{base}/{quote(cargo_index_path(check.identifier))}"
-        status, body, _ = await self._request("GET", url, base + "/")
-        if status in (404, 410):
-            return None
-        if status != 200:
-            raise MirrorUnavailable(f"HTTP {status} from {_host(url)}")
-        versions = set()
-        for line in body.splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise MirrorUnavailable("cargo index line is not JSON") from None
-            if isinstance(record, dict) and not record.get("yanked"):
-                versions.add(str(record.get("vers")))
-        return frozenset(versions)
+        document = await self._json(NUGET.ask_in(flat, check), mirror)
+        return None if document is None else NUGET.listed(document)
 
     def _registry_url(self, host: str) -> str:
         plain = host.startswith(("localhost", "127.", "[::1]"))  # as docker treats them

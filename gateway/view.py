@@ -15,8 +15,8 @@ from gateway.config import MirrorSettings, PolicySettings, ViewSettings
 from gateway.entry import Entry, ServerJson, format_timestamp, json_bytes, with_packages
 from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.policy import Policy
-from gateway.registry_types import KNOWN
-from gateway.verify import Check, Verdict, check_for
+from gateway.registries import KNOWN, check_for
+from gateway.registries.base import Check, Verdict
 
 Lookup = Callable[[Check], Verdict | None]
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import html
-import re
-import shlex
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode
 
 import orjson
 
@@ -25,6 +23,8 @@ from gateway import search as searching
 from gateway.catalog import Item, ViewCatalog
 from gateway.config import DEFAULT_VIEW
 from gateway.entry import OFFICIAL
+from gateway.registries import ECOSYSTEMS
+from gateway.registries.base import LOCATION, fits
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
@@ -121,19 +121,6 @@ class Install:
     note: str = ""
 
 
-def _oci_reference(package: dict[str, Any]) -> str:
-    """The image reference to run, pinned to the package's version when it names no tag."""
-    identifier = str(package.get("identifier", ""))
-    base = package.get("registryBaseUrl")
-    if isinstance(base, str) and base:
-        identifier = f"{urlsplit(base).netloc or base}/{identifier}"
-    version = package.get("version")
-    last = identifier.rpartition("/")[2]
-    if version and ":" not in last and "@" not in last:
-        identifier += f":{version}"
-    return identifier
-
-
 def _env_note(package: dict[str, Any]) -> str:
     names = [
         str(variable.get("name"))
@@ -143,63 +130,14 @@ def _env_note(package: dict[str, Any]) -> str:
     return f"needs {', '.join(names)}" if names else ""
 
 
-# What each field may look like for a command to be shown: package names as each ecosystem
-# spells them, exact versions, https locations. Anything else (an npm alias, a URL or a path
-# as a "version", a PEP 508 direct reference, option-like values) would install something
-# other than what was vetted, or not from the mirror.
-_NAMES = {
-    "npm": re.compile(r"(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*"),
-    "pypi": re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?"),
-    "nuget": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*"),
-    "cargo": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*"),
-    "oci": re.compile(
-        r"([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*"
-        r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
-    ),
-    "mcpb": re.compile(r"https?://[^\s\"'<>{}\[\]\\^`|]+"),
-}
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
-_LOCATION = re.compile(r"https?://[^\s\"'<>\\^`|{}]+")  # a mirror may be plain http inside
-
-
-def _fits(pattern: re.Pattern[str], value: str) -> bool:
-    return value.isascii() and value.isprintable() and pattern.fullmatch(value) is not None
-
-
 def package_command(package: dict[str, Any]) -> str | None:
     """The command that runs a package from where the served entry says it is (the mirror);
-    None when a field (from upstream data) is not one the command can carry safely. Values
-    are shell-quoted where they need it."""
-    kind = str(package.get("registryType", "?"))
-    identifier = str(package.get("identifier", ""))
-    version = str(package.get("version") or "")
-    base = str(package.get("registryBaseUrl") or "")
-    name = _NAMES.get(kind)
-    if name is None:
-        return None  # a registry type no tool here knows
-    if kind == "oci":
-        identifier, base = _oci_reference(package), ""  # the registry is in the reference
-    if not _fits(name, identifier) or (base and not _fits(_LOCATION, base)):
-        return None
-    if version and (not _fits(_VERSION, version) or version == "latest"):
-        return None
-    at = f"{identifier}@{version}" if version else identifier
-    argv: list[str]
-    if kind == "npm":
-        argv = ["npx", "-y", *(["--registry", base] if base else []), at]
-    elif kind == "pypi":
-        argv = ["uvx", *(["--index-url", base] if base else []), at]
-    elif kind == "oci":
-        argv = ["docker", "run", "-i", "--rm", identifier]
-    elif kind == "nuget":
-        argv = ["dnx", at, "--yes", *(["--add-source", base] if base else [])]
-    elif kind == "cargo":
-        pinned = ["--version", version] if version else []
-        index = ["--index", f"sparse+{base}"] if base else []
-        argv = ["cargo", "install", identifier, *pinned, *index]
-    else:  # mcpb: a download, over http(s) only (no file: or other schemes), no URL globbing
-        argv = ["curl", "--proto", "=http,https", "-g", "-fLO", identifier]
-    return shlex.join(argv)
+    None for a registry type no tool here knows, or a field (from upstream data) the command
+    cannot carry safely (an npm alias, a URL or a path as a "version", a PEP 508 direct
+    reference, option-like values would install something other than what was vetted, or
+    not from the mirror). Each ecosystem says what its fields may look like."""
+    ecosystem = ECOSYSTEMS.get(str(package.get("registryType", "?")))
+    return ecosystem.command(package) if ecosystem is not None else None
 
 
 def installs(server: dict[str, Any], gateway_meta: dict[str, Any]) -> list[Install]:
@@ -220,7 +158,7 @@ def installs(server: dict[str, Any], gateway_meta: dict[str, Any]) -> list[Insta
         )
     for remote in server.get("remotes") or []:
         if isinstance(remote, dict) and isinstance(remote.get("url"), str):
-            url = remote["url"] if _fits(_LOCATION, remote["url"]) else None
+            url = remote["url"] if fits(LOCATION, remote["url"]) else None
             found.append(Install("remote", url, note=str(remote.get("type") or "")))
     return found
 

@@ -92,29 +92,29 @@ def test_an_unknown_registry_type_names_the_closest_known_one(tmp_path: Path) ->
         load_config(tmp_path)
     assert [str(issue) for issue in refused.value.issues] == [
         "policy.yaml: packages.types[1]: 'pipy' is not a registry type the gateway knows "
-        "(npm, pypi, nuget, cargo, oci, mcpb): did you mean 'pypi'? a new type can be declared "
+        "(npm, pypi, nuget, cargo, go, maven, oci, mcpb): did you mean 'pypi'? a new type can be declared "
         "in policy.yaml extra_registry_types",
         "views/pay.yaml: rules[0].deny.registry_type[0]: 'nmp' is not a registry type the "
-        "gateway knows (npm, pypi, nuget, cargo, oci, mcpb): did you mean 'npm'? a new type can "
-        "be declared in policy.yaml extra_registry_types",
+        "gateway knows (npm, pypi, nuget, cargo, go, maven, oci, mcpb): did you mean 'npm'? a "
+        "new type can be declared in policy.yaml extra_registry_types",
     ]
 
 
 def test_a_declared_extra_type_is_accepted_by_check_and_by_that_configs_schema(
     tmp_path: Path,
 ) -> None:
-    policy = {"extra_registry_types": ["go"], "packages": {"types": ["npm", "go"]},
-              "rules": [{"deny": {"registry_type": "go"}}]}  # fmt: skip
-    view = {"packages": {"types": ["go"]}}
+    policy = {"extra_registry_types": ["conda"], "packages": {"types": ["npm", "conda"]},
+              "rules": [{"deny": {"registry_type": "conda"}}]}  # fmt: skip
+    view = {"packages": {"types": ["conda"]}}
     _write(tmp_path, "gateway.yaml", GOOD_GATEWAY)
     _write(tmp_path, "policy.yaml", policy)
     _write(tmp_path, "views/pay.yaml", view)
     config = load_config(tmp_path)
-    assert config.policy.allowed_registry_types()[-1] == "go"
+    assert config.policy.allowed_registry_types()[-1] == "conda"
     schemas = config_schemas(config.policy.extra_registry_types)
     jsonschema.validate(policy, schemas["policy.yaml"])
     jsonschema.validate(view, schemas["views/<view>.yaml"])
-    with pytest.raises(jsonschema.ValidationError):  # the plain schemas know no `go`
+    with pytest.raises(jsonschema.ValidationError):  # the plain schemas know no `conda`
         jsonschema.validate(view, config_schemas()["views/<view>.yaml"])
 
 
@@ -131,9 +131,9 @@ def test_unknown_registry_types_in_upstream_data_stay_data() -> None:
     from gateway.entry import parse_item
 
     server = {"name": "io.x/y", "version": "1.0.0",
-              "packages": [{"registryType": "go", "identifier": "example.com/m"}]}  # fmt: skip
+              "packages": [{"registryType": "conda", "identifier": "m"}]}  # fmt: skip
     entry = parse_item(server, seen_at=datetime.now(UTC))
-    assert entry.registry_types == frozenset({"go"})
+    assert entry.registry_types == frozenset({"conda"})
 
 
 @pytest.mark.parametrize("text", ["90s", "5m", "1.5h", "7d", "250ms", "0s"])

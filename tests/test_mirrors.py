@@ -15,7 +15,8 @@ from yarl import URL
 from gateway.config import MirrorSettings, PolicySettings, VerifySettings, ViewSettings
 from gateway.entry import Splice, json_bytes, parse_item, with_packages
 from gateway.locations import decoded
-from gateway.mirrors import Mirrors, OciReference, rewrite_packages
+from gateway.mirrors import Mirrors, rewrite_packages
+from gateway.registries.oci import OciReference
 from gateway.view import Shapes, ViewPolicy
 from tests.fakes import server_entry
 

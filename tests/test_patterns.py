@@ -89,7 +89,7 @@ def test_query_values_are_checked_whole() -> None:
 
 
 def test_oci_paths_and_semver_are_checked_whole() -> None:
-    from gateway.mirrors import OciReference
+    from gateway.registries.oci import OciReference
     from gateway.semver import VersionRange, semver_key
 
     assert OciReference.parse("ghcr.io/acme/tool:1.0.0") is not None

@@ -14,7 +14,10 @@ from gateway.app import REFRESHER
 from gateway.config import VerifySettings
 from gateway.loader import load_config
 from gateway.locations import within
-from gateway.verify import Check, Verifier, check_for, pypi_versions
+from gateway.registries import ECOSYSTEMS, check_for
+from gateway.registries.base import Check
+from gateway.registries.pypi import file_versions as pypi_versions
+from gateway.verify import Verifier
 from tests.conftest import file_upstream
 from tests.fakes import (
     MIRROR_PASSWORD,
@@ -223,12 +226,15 @@ async def test_gateway_annotates_or_enforces(
         ("npm", "1.0.0", "1.0", False),
         ("cargo", "0.1.0", "0.1.0", True),
         ("nuget", "2.0.0-BETA", "2.0.0-beta", True),
+        ("go", "1.2.3", "v1.2.3", True),
+        ("go", "v1.2.3", "v1.2.3", True),
+        ("go", "v1.2.3", "v1.2.4", False),
+        ("maven", "1.0", "1.0", True),
+        ("maven", "1.0", "1.0.0", False),
     ],
 )
 def test_versions_match_as_each_tool_does(kind: str, wanted: str, offered: str, same: bool) -> None:
-    from gateway.verify import versions_match
-
-    assert versions_match(kind, wanted, offered) is same
+    assert ECOSYSTEMS[kind].same_version(wanted, offered) is same
 
 
 # -- mirror checks never leak, never escape, never trust another host's answer -----------------

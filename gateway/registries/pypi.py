@@ -1,0 +1,107 @@
+"""PyPI: projects by name (normalised as PEP 503 says), from a simple index given as
+`registryBaseUrl`.
+
+A mirror is asked for the project's simple page (PEP 691 JSON, HTML as a fallback), whose
+files name its versions; versions compare as pip reads them (PEP 440, from `packaging`).
+`uvx --index-url <mirror>` runs a version from it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from html.parser import HTMLParser
+from urllib.parse import quote
+
+import orjson
+from packaging.version import InvalidVersion, Version
+
+from gateway.registries.base import Ask, Check, Garbled, Index
+
+_SEPARATORS = re.compile(r"[-_.]+")
+_ARCHIVES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
+
+
+def normalized(name: str) -> str:
+    """A project name as PEP 503 compares it."""
+    return _SEPARATORS.sub("-", name).lower()
+
+
+def _pep440(version: str) -> Version | None:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
+
+
+def file_versions(name: str, filenames: Iterable[str]) -> set[str]:
+    """Versions named by distribution files (wheels and sdists) of a project."""
+    wanted = normalized(name)
+    found = set()
+    for filename in filenames:
+        if filename.endswith(".whl"):
+            parts = filename[:-4].split("-")
+            if len(parts) >= 5 and normalized(parts[0]) == wanted:
+                found.add(parts[1])
+            continue
+        for extension in _ARCHIVES:
+            if filename.endswith(extension):
+                project, _, version = filename[: -len(extension)].rpartition("-")
+                if project and normalized(project) == wanted:
+                    found.add(version)
+    return found
+
+
+class _Links(HTMLParser):
+    """The file names an HTML simple page links to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            href = dict(attrs).get("href") or ""
+            self.names.append(href.split("#")[0].rstrip("/").rsplit("/", 1)[-1])
+
+
+class Pypi(Index):
+    name = "pypi"
+    public = "pypi.org"
+    public_hosts = frozenset({"pypi.org", "pypi.python.org"})
+    identifier = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+    def same_version(self, wanted: str, offered: str) -> bool:
+        # PEP 440 equality, as pip reads versions: 2.0.0-rc.1 is 2.0.0rc1, 1.1 is 1.1.0.
+        mine, theirs = _pep440(wanted), _pep440(offered)
+        return mine == theirs if mine is not None else wanted == offered
+
+    def cache_name(self, identifier: str) -> str:
+        return normalized(identifier)
+
+    def ask(self, check: Check) -> Ask:
+        url = f"{check.location.rstrip('/')}/{quote(normalized(check.identifier))}/"
+        return Ask(url, check.location, "application/vnd.pypi.simple.v1+json, text/html;q=0.1")
+
+    def versions(self, body: bytes, content_type: str, check: Check) -> frozenset[str]:
+        if "json" in content_type:
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise Garbled("PEP 691 answer is not JSON") from None
+            if not isinstance(document, dict):
+                raise Garbled("PEP 691 answer is not an object")
+            if isinstance(document.get("versions"), list):  # PEP 700
+                return frozenset(str(v) for v in document["versions"])
+            files = document.get("files") or []
+            names = [f.get("filename", "") for f in files if isinstance(f, dict)]
+            return frozenset(file_versions(check.identifier, names))
+        parser = _Links()
+        parser.feed(body.decode("utf-8", "replace"))
+        return frozenset(file_versions(check.identifier, parser.names))
+
+    def argv(self, identifier: str, version: str, base: str) -> list[str]:
+        at = f"{identifier}@{version}" if version else identifier
+        return ["uvx", *(["--index-url", base] if base else []), at]
+
+
+PYPI = Pypi()

@@ -1,0 +1,34 @@
+"""The functional core does no I/O: its modules import with aiohttp and asyncio unavailable
+(the shell, which talks to upstreams and mirrors, is the only place that needs them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = [
+    "gateway.entry", "gateway.names", "gateway.merge", "gateway.semver", "gateway.policy",
+    "gateway.mirrors", "gateway.view", "gateway.catalog", "gateway.snapshot", "gateway.search",
+    "gateway.query", "gateway.cursor", "gateway.explain", "gateway.diff", "gateway.registries",
+]  # fmt: skip
+
+_PROBE = """
+import importlib, pkgutil, sys
+for blocked in ("aiohttp", "asyncio"):
+    sys.modules[blocked] = None  # an import of it raises ImportError
+import gateway.registries
+names = sys.argv[1:] + [
+    "gateway.registries." + m.name for m in pkgutil.iter_modules(gateway.registries.__path__)
+]
+for name in names:
+    importlib.import_module(name)
+print(len(names))
+"""
+
+
+def test_the_core_imports_without_io_libraries() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *CORE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= len(CORE) + 8  # every ecosystem module too
