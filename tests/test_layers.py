@@ -32,3 +32,20 @@ def test_the_core_imports_without_io_libraries() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= len(CORE) + 8  # every ecosystem module too
+
+
+def test_every_package_of_the_gateway_is_shipped() -> None:
+    """A subpackage missing from pyproject's list would be left out of the wheel (and the
+    container image) while every test from the source tree passes."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "gateway").rglob("__init__.py")
+    }
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
