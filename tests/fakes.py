@@ -172,7 +172,8 @@ class FakeRegistry:
 
 
 class FakeMirror:
-    """One loopback server speaking npm, PyPI (PEP 691), NuGet v3, cargo sparse, OCI and files."""
+    """One loopback server speaking npm, PyPI (PEP 691), NuGet v3, cargo sparse, GOPROXY,
+    maven2, OCI and files."""
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
@@ -181,6 +182,10 @@ class FakeMirror:
         self.nuget = {"contoso.mcp": ["1.0.0", "2.0.0-beta"]}
         self.cargo = {"ripgrep-mcp": [("0.1.0", False), ("0.2.0", True)]}
         self.manifests = {("acme/weather", "1.2.0"), ("acme/weather", "sha256:" + "a" * 64)}
+        # Module paths as the GOPROXY protocol spells them in URLs (capitals as !lower).
+        self.go = {"github.com/!acme/weather-mcp": ["v1.0.0", "v1.2.0"]}
+        self.maven = {"com/acme/weather-mcp": ["1.0.0", "1.2.0"]}  # group path/artifact
+        self.maven_body: bytes | None = None  # served as every maven-metadata.xml when set
         self.files = {"notes-1.0.0.mcpb"}
         self.down = False
         self.url = ""
@@ -209,6 +214,8 @@ class FakeMirror:
         app.router.add_get("/nuget/index.json", self.nuget_index)
         app.router.add_get("/nuget/flat/{id}/index.json", self.nuget_versions)
         app.router.add_get("/cargo/index/{path:.*}", self.cargo_index)
+        app.router.add_get("/go/{module:.*}/@v/list", self.go_list)
+        app.router.add_get("/maven/{path:.*}/maven-metadata.xml", self.maven_metadata)
         app.router.add_route("HEAD", "/v2/{repo:.*}/manifests/{ref}", self.oci_manifest)
         app.router.add_get("/token", self.oci_token)
         app.router.add_route("*", "/files/{name}", self.file)
@@ -254,6 +261,30 @@ class FakeMirror:
                 lines = [orjson.dumps({"name": name, "vers": v, "yanked": y}) for v, y in versions]
                 return web.Response(body=b"\n".join(lines))
         return web.Response(status=404)
+
+    async def go_list(self, request: web.Request) -> web.Response:
+        # The raw path: the proxy protocol's escaping is what is checked, not its decoding.
+        module = request.raw_path.removeprefix("/go/").removesuffix("/@v/list")
+        versions = self.go.get(module)
+        if versions is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(text="".join(f"{v}\n" for v in versions))
+
+    async def maven_metadata(self, request: web.Request) -> web.Response:
+        if self.maven_body is not None:
+            return web.Response(body=self.maven_body, content_type="application/xml")
+        path = request.match_info["path"]
+        versions = self.maven.get(path)
+        if versions is None:
+            return web.Response(status=404)
+        group, _, artifact = path.rpartition("/")
+        listed = "".join(f"<version>{v}</version>" for v in versions)
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><metadata><groupId>{group.replace("/", ".")}'
+            f"</groupId><artifactId>{artifact}</artifactId><versioning><latest>{versions[-1]}"
+            f"</latest><versions>{listed}</versions></versioning></metadata>"
+        )
+        return web.Response(text=body, content_type="application/xml")
 
     async def oci_manifest(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {MIRROR_TOKEN}":

@@ -31,6 +31,11 @@ MIRRORS = MirrorSettings.model_validate(
         ],
         "nuget": "https://nexus.example.com/repository/nuget-proxy/index.json",
         "cargo": "https://art.example.com/api/cargo/crates/index/",
+        "go": "https://art.example.com/api/go/go-remote",
+        "maven": [
+            {"match": "com.acme:*", "url": "https://nexus.example.com/repository/maven-internal/"},
+            {"url": "https://nexus.example.com/repository/maven-central/"},
+        ],
         "oci": {
             "docker.io": "registry.example.com/dockerhub",
             "ghcr.io": "registry.example.com/ghcr",
@@ -57,6 +62,9 @@ def pkg(registry_type: str, identifier: str, **extra: Any) -> dict[str, Any]:
         (pkg("pypi", "requests-mcp"), {"registryBaseUrl": "https://art.example.com/api/pypi/remote/simple/"}),
         (pkg("nuget", "Contoso.Mcp"), {"registryBaseUrl": "https://nexus.example.com/repository/nuget-proxy/index.json"}),
         (pkg("cargo", "ripgrep-mcp"), {"registryBaseUrl": "https://art.example.com/api/cargo/crates/index/"}),
+        (pkg("go", "github.com/acme/weather", version="v1.2.0", registryBaseUrl="https://proxy.golang.org"), {"registryBaseUrl": "https://art.example.com/api/go/go-remote"}),
+        (pkg("maven", "com.acme:weather-mcp", version="1.2.0"), {"registryBaseUrl": "https://nexus.example.com/repository/maven-internal/"}),
+        (pkg("maven", "org.example:tool", registryBaseUrl="https://repo1.maven.org/maven2"), {"registryBaseUrl": "https://nexus.example.com/repository/maven-central/"}),
         (pkg("oci", "ghcr.io/acme/weather:1.2.0"), {"identifier": "registry.example.com/ghcr/acme/weather:1.2.0"}),
         (pkg("oci", "acme/weather:1.2.0"), {"identifier": "registry.example.com/dockerhub/acme/weather:1.2.0"}),
         (pkg("oci", "nginx:latest"), {"identifier": "registry.example.com/dockerhub/library/nginx:latest"}),

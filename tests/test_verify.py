@@ -62,6 +62,13 @@ def checks(mirror: FakeMirror) -> list[tuple[Check, str]]:
         (Check("nuget", f"{m}/nuget/index.json", "Contoso.Mcp", "3.0.0"), "missing"),
         (Check("cargo", f"sparse+{m}/cargo/index/", "ripgrep-mcp", "0.1.0"), "available"),
         (Check("cargo", f"{m}/cargo/index/", "ripgrep-mcp", "0.2.0"), "missing"),  # yanked
+        (Check("go", f"{m}/go", "github.com/Acme/weather-mcp", "v1.2.0"), "available"),
+        (Check("go", f"{m}/go/", "github.com/Acme/weather-mcp", "1.0.0"), "available"),
+        (Check("go", f"{m}/go", "github.com/Acme/weather-mcp", "v2.0.0"), "missing"),
+        (Check("go", f"{m}/go", "github.com/acme/weather-mcp", "v1.2.0"), "missing"),  # case
+        (Check("maven", f"{m}/maven/", "com.acme:weather-mcp", "1.2.0"), "available"),
+        (Check("maven", f"{m}/maven", "com.acme:weather-mcp", "1.3.0"), "missing"),
+        (Check("maven", f"{m}/maven", "com.acme:absent", "1.0.0"), "missing"),
         (Check("oci", host(mirror), "acme/weather", "1.2.0"), "available"),
         (Check("oci", host(mirror), "acme/weather", "sha256:" + "a" * 64), "available"),
         (Check("oci", host(mirror), "acme/weather", "9.9.9"), "missing"),
@@ -371,3 +378,85 @@ async def test_results_no_snapshot_asks_for_again_are_forgotten(
     assert v.lookup(gone) is not None
     await v.run([])  # the next round: the package left the catalog
     assert v.lookup(gone) is None
+
+
+# -- Go and Maven: the protocols' own spellings, and hostile answers -----------------------------
+
+_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(
+        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">'.encode()
+        for i in range(1, 10)
+    )
+    + b"]><metadata><versioning><versions><version>&lol9;</version></versions></versioning>"
+    + b"</metadata>"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_LAUGHS, "DOCTYPE"),
+        (b'<!DOCTYPE m SYSTEM "http://elsewhere.example/m.dtd"><metadata/>', "DOCTYPE"),
+        (b"<metadata><versioning><versions><version>&ext;</version></versions></versioning>"
+         b"</metadata>", "not XML"),
+        (b"<metadata><versioning><versions>", "not XML"),
+        (b"\xff\xfe not xml at all", "not XML"),
+        (b"<html><body>login</body></html>", "without versioning"),
+    ],
+)  # fmt: skip
+def test_hostile_maven_metadata_is_refused(body: bytes, reason: str) -> None:
+    from gateway.registries.base import Garbled
+    from gateway.registries.maven import metadata_versions
+
+    with pytest.raises(Garbled, match=reason):
+        metadata_versions(body)
+
+
+def test_maven_metadata_versions() -> None:
+    from gateway.registries.maven import metadata_versions
+
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><metadata><groupId>com.acme</groupId>'
+        b"<artifactId>tool</artifactId><version>9.9.9</version><versioning><latest>2.0</latest>"
+        b"<versions><version>1.0</version><version> 2.0 </version></versions></versioning>"
+        b"</metadata>"
+    )
+    assert metadata_versions(body) == {"1.0", "2.0"}  # not <version> outside <versions>
+
+
+async def test_a_hostile_maven_answer_is_unknown_never_missing(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    v = verifier(mirror, session)
+    mirror.maven_body = _LAUGHS
+    check = Check("maven", f"{mirror.url}/maven/", "com.acme:weather-mcp", "1.2.0")
+    await v.run([check])
+    verdict = v.lookup(check)
+    assert verdict is not None
+    assert verdict.result == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("path", "escaped"),
+    [
+        ("github.com/Acme/Weather", "github.com/!acme/!weather"),
+        ("golang.org/x/tools", "golang.org/x/tools"),
+        ("example.com/AB/c", "example.com/!a!b/c"),
+    ],
+)
+def test_go_module_paths_are_case_encoded(path: str, escaped: str) -> None:
+    from gateway.registries.go import escaped as encode
+
+    assert encode(path) == escaped
+
+
+def test_a_go_list_that_is_not_one_version_per_line_is_garbled() -> None:
+    from gateway.registries.base import Garbled
+    from gateway.registries.go import GO
+
+    check = Check("go", "https://m.example/go", "example.com/m", "v1.0.0")
+    assert GO.versions(b"v1.0.0\nv1.1.0\n\n", "text/plain", check) == {"v1.0.0", "v1.1.0"}
+    for body in (b"<html>login</html> page", b"\xff\xfe"):
+        with pytest.raises(Garbled):
+            GO.versions(body, "text/html", check)

