@@ -16,7 +16,16 @@ from cachetools import LRUCache
 from gateway import __version__, compiled
 from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
 from gateway.entry import format_timestamp
-from gateway.errors import BadRequest, MethodNotAllowed, NotFound, Unauthorized
+from gateway.errors import (
+    BadRequest,
+    ConfigRefused,
+    MethodNotAllowed,
+    NotFound,
+    NothingHeld,
+    Unauthorized,
+    UnknownUpstream,
+    UnknownView,
+)
 from gateway.explain import explain
 from gateway.merge import Source
 from gateway.refresher import Refresher
@@ -46,7 +55,7 @@ def _explain(refresher: Refresher, params: Any) -> dict[str, Any]:
     view = params.get("view") or None
     config = refresher.config
     if view is not None and view != DEFAULT_VIEW and view not in config.views:
-        raise NotFound(f"View not found: {view!r} is not configured")
+        raise UnknownView(view)
     return explain_server(refresher, name, view, version=params.get("version") or None)
 
 
@@ -129,7 +138,7 @@ async def handle_admin(
             raise MethodNotAllowed("use POST")
         refused = await reload_config(refresher, load)
         if refused is not None:
-            raise BadRequest(f"config refused, the previous one keeps serving:\n{refused}")
+            raise ConfigRefused(refused)
         return {"status": "reloaded", "views": [DEFAULT_VIEW, *refresher.config.views]}
     if path == "/admin/status":
         return status(refresher)
@@ -139,13 +148,13 @@ async def handle_admin(
             raise MethodNotAllowed("use POST")
         name, verb = action.groups()
         if name not in [feed.name for feed in refresher.feeds]:
-            raise NotFound(f"no upstream named {name!r}")
+            raise UnknownUpstream(name)
         if verb == "sync":
             changed = await refresher.sync_now(name)
             feed = refresher.feed(name)
             return {"upstream": name, "changed": changed, "error": feed.last_error}
         if not await refresher.confirm_drop(name):
-            raise BadRequest(f"upstream {name!r} has no held sync to confirm")
+            raise NothingHeld(name)
         return {"status": "applied", "upstream": name, "entries": len(refresher.feed(name).entries)}
     raise NotFound("Endpoint not found")
 

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
 from gateway.config import DEFAULT_VIEW
-from gateway.errors import BadRequest, MethodNotAllowed, NotFound, NotReady
+from gateway.errors import BadRequest, MethodNotAllowed, NotFound, NotReady, UnknownView
 from gateway.query import parse_include_deleted, parse_list_query, select_page
 from gateway.snapshot import Snapshot
 
@@ -201,10 +201,10 @@ class Api:
         if route.endpoint == "version_info":
             return render({"version": __version__})
         if snapshot is None:
-            raise NotReady("the catalog is still loading; retry in a moment")
+            raise NotReady([])
         view = snapshot.views.get(route.view)
         if view is None:
-            raise NotFound(f"View not found: {route.view!r} is not configured")
+            raise UnknownView(route.view)
         if snapshot is not self._cached_for:
             self._cache = self._new_cache()
             self._by_url, self._by_url_bytes = {}, 0

@@ -1,4 +1,6 @@
-"""The aiohttp application: lifecycle, middlewares, and the single dispatching handler."""
+"""The aiohttp application: lifecycle (`create_app`, `Serving`) and the one handler every
+request goes through (request ids, problem bodies, CORS, metrics and the access log, around
+`dispatch`)."""
 
 from __future__ import annotations
 
@@ -221,7 +223,8 @@ def _probe(app: web.Application, path: str) -> web.Response:
         )
     refresher = app[REFRESHER]
     if refresher.snapshot is None:
-        response = problem(503, "Service Unavailable", refresher.waiting(),
+        waiting = NotReady(refresher.awaiting())
+        response = problem(waiting.status, waiting.title, waiting.detail,
                            awaiting=refresher.awaited())  # fmt: skip
         response.headers["Retry-After"] = "5"
         return response
@@ -267,7 +270,9 @@ async def _page(
         return web.Response(status=308, headers={"Location": location})
     snapshot = refresher.snapshot
     if snapshot is None:
-        return _html(message_page("Starting", _sentence(refresher.waiting()), views), 503)
+        return _html(
+            message_page("Starting", _sentence(NotReady(refresher.awaiting()).detail), views), 503
+        )
     view = snapshot.views.get(page.view)
     if view is None:
         return _html(
@@ -288,7 +293,7 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     raw_path, _, raw_query = request.raw_path.partition("?")
     reject_nul(request.raw_path)
     if len(raw_path) > MAX_PATH or len(raw_query) > MAX_QUERY:
-        raise UriTooLong(f"path or query too long: at most {MAX_PATH} and {MAX_QUERY} characters")
+        raise UriTooLong(MAX_PATH, MAX_QUERY)
     refresher = app[REFRESHER]
     if raw_path in ("/healthz", "/readyz", "/metrics"):
         request[ROUTE] = raw_path[1:]
@@ -310,7 +315,7 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
         return _preflight(request)
     check_method(method)
     if snapshot is None and endpoint in CATALOG_ENDPOINTS:
-        raise NotReady(refresher.waiting())
+        raise NotReady(refresher.awaiting())
     raw = request.raw_path if method == "GET" else None  # remembered for the fast path
     rendered = app[API].answer(snapshot, route, request.query, raw=raw)
     response = respond(request, rendered)

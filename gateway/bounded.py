@@ -12,9 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-
-class FileRefused(OSError):
-    """A file that is not read: not a regular file, or too large."""
+from gateway.errors import FileRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +39,18 @@ def read_file_bounded(
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            raise FileRefused(0, "not a regular file")
+            raise FileRefused("not a regular file")
         stamp = FileStamp(status.st_mtime_ns, status.st_size)
         if stamp == unless:
             return None, stamp
         if status.st_size > limit:
-            raise FileRefused(0, f"larger than {limit} bytes")
+            raise FileRefused(f"larger than {limit} bytes")
         with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(limit + 1)
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise FileRefused(0, f"larger than {limit} bytes")
+        raise FileRefused(f"larger than {limit} bytes")
     return data, stamp
 
 

@@ -15,11 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from gateway.errors import StillBlocked
+
 T = TypeVar("T")
-
-
-class StillBlocked(TimeoutError):
-    """The call did not return within its deadline."""
 
 
 async def detached(call: Callable[[], T], deadline: float, name: str) -> T:
@@ -49,4 +47,4 @@ async def detached(call: Callable[[], T], deadline: float, name: str) -> T:
         async with asyncio.timeout(deadline):
             return await future
     except TimeoutError:
-        raise StillBlocked(f"{name}: no answer within {deadline:g} s") from None
+        raise StillBlocked(name, deadline) from None

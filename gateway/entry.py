@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from gateway.errors import EntryRejected
 from gateway.names import identity
 
 OFFICIAL = "io.modelcontextprotocol.registry/official"
@@ -203,16 +204,6 @@ def _facts(server: dict[str, Any]) -> tuple[frozenset[str], frozenset[str], tupl
                 if host:
                     hosts.append(host)
     return _intern(frozenset(types)), _intern(frozenset(transports)), tuple(hosts)
-
-
-class EntryRejected(ValueError):
-    """An item that cannot be an entry; `reason` says why (one of a few fixed texts, so that
-    skipped items are counted by reason), `name` is set when it was readable."""
-
-    def __init__(self, reason: str, name: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.name = name
 
 
 def _timestamp(official: dict[str, Any], key: str, fallback: datetime) -> datetime:

@@ -2,9 +2,14 @@
 
     GatewayError
     ├── ConfigError            a config directory is wrong; carries one ConfigIssue per mistake
+    ├── FileRefused            (also an OSError) not a regular file, or larger than allowed
+    ├── StillBlocked           a blocking call (a file on a hung mount) past its deadline
     ├── UpstreamError          an upstream registry or file could not give a good catalog
     │   ├── UpstreamUnavailable    transient: connection, timeout, 5xx, 429 (retried per request)
     │   └── UpstreamInvalid        unusable answer: bad JSON, bad shape, cursor loop (not retried)
+    ├── EntryRejected          an upstream item that cannot be an entry (skipped, counted)
+    ├── MirrorUnavailable      a mirror could not answer (down, 5xx, timeout): the check is unknown
+    │   └── MirrorGarbled          its answer makes no sense for its protocol
     ├── StateError             a persisted state file is unreadable or corrupt
     └── RequestError           a request that cannot be answered; rendered as problem+json
         ├── BadRequest             400
@@ -86,6 +91,56 @@ class UpstreamInvalid(UpstreamError):
     """An answer that retrying will not fix: not JSON, wrong shape, a cursor loop."""
 
 
+class FileRefused(GatewayError, OSError):
+    """A file that is not read: not a regular file, or too large. An OSError too, so that a
+    caller reading files handles it with every other reason a file cannot be read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(0, reason)
+        self.reason = reason
+
+
+class StillBlocked(GatewayError):
+    """A blocking call that did not return within its deadline."""
+
+    def __init__(self, name: str, deadline: float) -> None:
+        super().__init__(name, deadline)
+        self.name = name
+        self.deadline = deadline
+
+    def __str__(self) -> str:
+        return f"{self.name}: no answer within {self.deadline:g} s"
+
+
+class EntryRejected(GatewayError):
+    """An item that cannot be an entry; `reason` says why (one of a few fixed texts, so that
+    skipped items are counted by reason), `name` is set when it was readable."""
+
+    def __init__(self, reason: str, name: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class MirrorUnavailable(GatewayError):
+    """A mirror could not answer (down, 5xx, timeout, too large): the check's result is
+    unknown, never missing."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class MirrorGarbled(MirrorUnavailable):
+    """A mirror's answer that makes no sense for its protocol (an ecosystem module says so)."""
+
+
 class StateError(GatewayError):
     """A state file that cannot be loaded."""
 
@@ -108,19 +163,67 @@ class FieldError:
 
 
 class RequestError(GatewayError):
-    """A client error; the middleware renders it as an RFC 9457 problem body."""
+    """A request that cannot be answered; `app` renders it as an RFC 9457 problem body, with
+    `detail` as its text. A fixed text is given as is; an error about a value carries the
+    value as a field (a subclass below), and renders the text from it."""
 
     status = 400
     title = "Bad Request"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
-        self.detail = detail
+        self._detail = detail
+
+    @property
+    def detail(self) -> str:
+        return self._detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class BadRequest(RequestError):
     status = 400
     title = "Bad Request"
+
+
+class CursorMismatch(BadRequest):
+    """A request whose parameter differs from the one its cursor's walk was made with."""
+
+    def __init__(self, parameter: str) -> None:
+        super().__init__()
+        self.parameter = parameter
+
+    @property
+    def detail(self) -> str:
+        return (
+            f"the cursor belongs to a walk with a different {self.parameter}: "
+            "start a new walk without cursor, or keep the walk's parameters"
+        )
+
+
+class ConfigRefused(BadRequest):
+    """A reload refused: the config has mistakes (the previous config keeps serving)."""
+
+    def __init__(self, issues: str) -> None:
+        super().__init__()
+        self.issues = issues  # one line per mistake, as ConfigError renders them
+
+    @property
+    def detail(self) -> str:
+        return f"config refused, the previous one keeps serving:\n{self.issues}"
+
+
+class NothingHeld(BadRequest):
+    """A confirmation asked of an upstream that holds no sync."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__()
+        self.upstream = upstream
+
+    @property
+    def detail(self) -> str:
+        return f"upstream {self.upstream!r} has no held sync to confirm"
 
 
 class Unauthorized(RequestError):
@@ -133,6 +236,26 @@ class NotFound(RequestError):
     title = "Not Found"
 
 
+class UnknownView(NotFound):
+    def __init__(self, view: str) -> None:
+        super().__init__()
+        self.view = view
+
+    @property
+    def detail(self) -> str:
+        return f"View not found: {self.view!r} is not configured"
+
+
+class UnknownUpstream(NotFound):
+    def __init__(self, upstream: str) -> None:
+        super().__init__()
+        self.upstream = upstream
+
+    @property
+    def detail(self) -> str:
+        return f"no upstream named {self.upstream!r}"
+
+
 class MethodNotAllowed(RequestError):
     status = 405
     title = "Method Not Allowed"
@@ -141,6 +264,15 @@ class MethodNotAllowed(RequestError):
 class UriTooLong(RequestError):
     status = 414
     title = "URI Too Long"
+
+    def __init__(self, max_path: int, max_query: int) -> None:
+        super().__init__()
+        self.max_path = max_path
+        self.max_query = max_query
+
+    @property
+    def detail(self) -> str:
+        return f"path or query too long: at most {self.max_path} and {self.max_query} characters"
 
 
 class ValidationFailed(RequestError):
@@ -152,6 +284,28 @@ class ValidationFailed(RequestError):
         self.errors = errors
 
 
+@dataclass(frozen=True, slots=True)
+class Awaited:
+    """An upstream a replica waits for, and why it has no data yet (its last error, if any)."""
+
+    upstream: str
+    error: str | None
+
+
 class NotReady(RequestError):
+    """No catalog is served yet: the upstreams whose first data is awaited (none: the first
+    build is running)."""
+
     status = 503
     title = "Service Unavailable"
+
+    def __init__(self, awaited: list[Awaited]) -> None:
+        super().__init__()
+        self.awaited = awaited
+
+    @property
+    def detail(self) -> str:
+        if not self.awaited:
+            return "the catalog is being built; retry in a moment"
+        named = ", ".join(f"{a.upstream} ({a.error or 'first sync running'})" for a in self.awaited)
+        return f"waiting for the first data of upstream(s): {named}"

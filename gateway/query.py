@@ -14,7 +14,7 @@ from datetime import datetime
 from gateway.catalog import Item, Listing, ViewCatalog
 from gateway.cursor import Cursor, Walk, decode_cursor, encode_cursor
 from gateway.entry import parse_timestamp
-from gateway.errors import BadRequest, FieldError, ValidationFailed
+from gateway.errors import BadRequest, CursorMismatch, FieldError, ValidationFailed
 from gateway.search import MAX_SEARCH, fold, found, scan
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -76,10 +76,7 @@ def _parse_since(raw: str) -> datetime:
 def _merge(name: str, given: str | None, carried: str | None) -> str | None:
     if given is None or given == carried:
         return carried
-    raise BadRequest(
-        f"the cursor belongs to a walk with a different {name}: "
-        "start a new walk without cursor, or keep the walk's parameters"
-    )
+    raise CursorMismatch(name)
 
 
 def parse_search(raw: str | None) -> str | None:

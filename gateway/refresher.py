@@ -26,6 +26,7 @@ import structlog
 
 from gateway.catalog import Origin
 from gateway.config import FederationConfig
+from gateway.errors import Awaited
 from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.registries.base import Check
@@ -82,18 +83,9 @@ class Refresher:
         """The upstreams a replica waits for: required ones with no data yet."""
         return [f.name for f in self.feeds if not f.settings.optional and not f.has_data]
 
-    def waiting(self) -> str:
-        """Why no catalog is served yet, naming the upstreams awaited and their last errors."""
-        awaited = [feed for feed in self.feeds if feed.name in self.awaited()]
-        if not awaited:
-            return "the catalog is being built; retry in a moment"
-        named = ", ".join(
-            f"{feed.name} ({feed.last_error})"
-            if feed.last_error
-            else f"{feed.name} (first sync running)"
-            for feed in awaited
-        )
-        return f"waiting for the first data of upstream(s): {named}"
+    def awaiting(self) -> list[Awaited]:
+        """The upstreams awaited (see `awaited`), with their last errors."""
+        return [Awaited(f.name, f.last_error) for f in self.feeds if f.name in self.awaited()]
 
     def _may_build(self) -> bool:
         """The first catalog waits for every required upstream's data (see the docstring);

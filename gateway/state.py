@@ -22,8 +22,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from gateway.entry import Entry, EntryRejected, format_timestamp, parse_item, parse_timestamp
-from gateway.errors import StateError
+from gateway.entry import Entry, format_timestamp, parse_item, parse_timestamp
+from gateway.errors import EntryRejected, StateError
 
 # 1: the entries and `syncedAt`. 2: also `fullSyncAt` and `position` (where syncing stands).
 FORMAT = 2

@@ -22,9 +22,9 @@ from tenacity.wait import wait_base
 from gateway import gil
 from gateway.bounded import FileStamp, read_body, read_file_bounded
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
-from gateway.detached import StillBlocked, detached
-from gateway.entry import Entry, EntryRejected, parse_item
-from gateway.errors import UpstreamInvalid, UpstreamUnavailable
+from gateway.detached import detached
+from gateway.entry import Entry, parse_item
+from gateway.errors import EntryRejected, StillBlocked, UpstreamInvalid, UpstreamUnavailable
 from gateway.names import identity_matches
 from gateway.page import Raw, read_page
 

@@ -32,9 +32,10 @@ from yarl import URL
 
 from gateway.bounded import read_body
 from gateway.config import Credential, VerifySettings
+from gateway.errors import MirrorUnavailable
 from gateway.locations import origin, within
 from gateway.registries import ECOSYSTEMS, INDEXES
-from gateway.registries.base import Ask, Check, Garbled, Verdict
+from gateway.registries.base import Ask, Check, Verdict
 from gateway.registries.nuget import NUGET
 from gateway.registries.oci import ACCEPT as OCI_ACCEPT
 
@@ -49,10 +50,6 @@ def _host(url: str) -> str:
     """Where a URL points, without any credentials, for messages."""
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-class MirrorUnavailable(Exception):
-    """The mirror could not answer (down, 5xx, timeout, nonsense): the result is unknown."""
 
 
 Document = frozenset[str] | bool | None  # versions; or found / not found; None = 404
@@ -204,23 +201,20 @@ class Verifier:
             raise MirrorUnavailable(f"not JSON from {_host(url)}") from None
 
     async def _fetch(self, check: Check) -> Document:
-        try:
-            if check.kind == "nuget":
-                return await self._nuget(check)
-            if check.kind == "oci":
-                return await self._oci(check)
-            if check.kind == "mcpb":
-                return await self._mcpb(check)
-            index = INDEXES[check.kind]
-            ask = index.ask(check)
-            status, body, headers = await self._ask(ask)
-            if status in (404, 410):
-                return None
-            if status != 200:
-                raise MirrorUnavailable(f"HTTP {status} from {_host(ask.url)}")
-            return index.versions(body, headers.get("Content-Type", ""), check)
-        except Garbled as exc:
-            raise MirrorUnavailable(str(exc)) from None
+        if check.kind == "nuget":
+            return await self._nuget(check)
+        if check.kind == "oci":
+            return await self._oci(check)
+        if check.kind == "mcpb":
+            return await self._mcpb(check)
+        index = INDEXES[check.kind]
+        ask = index.ask(check)
+        status, body, headers = await self._ask(ask)
+        if status in (404, 410):
+            return None
+        if status != 200:
+            raise MirrorUnavailable(f"HTTP {status} from {_host(ask.url)}")
+        return index.versions(body, headers.get("Content-Type", ""), check)
 
     async def _ask(self, ask: Ask) -> tuple[int, bytes, Any]:
         return await self._request("GET", ask.url, ask.under, {"Accept": ask.accept})

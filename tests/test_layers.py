@@ -49,3 +49,47 @@ def test_every_package_of_the_gateway_is_shipped() -> None:
         for init in (root / "gateway").rglob("__init__.py")
     }
     assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
+
+
+def test_every_exception_of_the_gateway_is_in_its_error_tree() -> None:
+    """One tree (drawn in gateway/errors.py): an exception class defined anywhere in the
+    package derives from GatewayError, and the tree's drawing names it."""
+    import importlib
+    import inspect
+    import pkgutil
+    from pathlib import Path
+
+    import gateway
+    from gateway.errors import GatewayError
+
+    drawing = inspect.getdoc(importlib.import_module("gateway.errors")) or ""
+    outside, undrawn = [], []
+    for module in pkgutil.walk_packages(gateway.__path__, "gateway."):
+        if module.name.startswith("gateway.demo") or module.name == "gateway.__main__":
+            continue
+        loaded = importlib.import_module(module.name)
+        for name, value in vars(loaded).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.name
+                and not name.startswith("_")
+            ):
+                if not issubclass(value, GatewayError):
+                    outside.append(f"{module.name}.{name}")
+                elif (
+                    value.__module__ == "gateway.errors"
+                    and value is not GatewayError
+                    and name not in drawing
+                    and not issubclass(value, _request_errors())
+                ):
+                    undrawn.append(name)
+    assert outside == []
+    assert undrawn == []
+    assert Path(gateway.__file__).parent.joinpath("errors.py").is_file()
+
+
+def _request_errors() -> type[BaseException]:
+    from gateway.errors import RequestError
+
+    return RequestError  # drawn as a family: its subclasses by status

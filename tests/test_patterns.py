@@ -66,7 +66,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.mark.parametrize("suffix", ["\n", "\r\n", "\x00"])
 def test_entries_refuse_names_versions_and_timestamps_with_a_final_newline(suffix: str) -> None:
-    from gateway.entry import EntryRejected, parse_item, parse_timestamp
+    from gateway.entry import parse_item, parse_timestamp
+    from gateway.errors import EntryRejected
 
     parse_item({"name": "io.github.acme/tool", "version": "1.0.0"}, seen_at=NOW)
     for server in (

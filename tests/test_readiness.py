@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from gateway.app import REFRESHER
-from gateway.detached import StillBlocked, detached
+from gateway.detached import detached
+from gateway.errors import StillBlocked
 from gateway.loader import load_config
 from gateway.state import load
 from tests.conftest import file_upstream, free_port, write_config
@@ -260,7 +261,8 @@ async def test_a_blocked_call_fails_after_its_deadline() -> None:
 
 _BLOCKED_AT_EXIT = """
 import asyncio, os
-from gateway.detached import StillBlocked, detached
+from gateway.detached import detached
+from gateway.errors import StillBlocked
 read, write = os.pipe()
 async def main():
     try:

@@ -406,10 +406,10 @@ _LAUGHS = (
     ],
 )  # fmt: skip
 def test_hostile_maven_metadata_is_refused(body: bytes, reason: str) -> None:
-    from gateway.registries.base import Garbled
+    from gateway.errors import MirrorGarbled
     from gateway.registries.maven import metadata_versions
 
-    with pytest.raises(Garbled, match=reason):
+    with pytest.raises(MirrorGarbled, match=reason):
         metadata_versions(body)
 
 
@@ -452,11 +452,11 @@ def test_go_module_paths_are_case_encoded(path: str, escaped: str) -> None:
 
 
 def test_a_go_list_that_is_not_one_version_per_line_is_garbled() -> None:
-    from gateway.registries.base import Garbled
+    from gateway.errors import MirrorGarbled
     from gateway.registries.go import GO
 
     check = Check("go", "https://m.example/go", "example.com/m", "v1.0.0")
     assert GO.versions(b"v1.0.0\nv1.1.0\n\n", "text/plain", check) == {"v1.0.0", "v1.1.0"}
     for body in (b"<html>login</html> page", b"\xff\xfe"):
-        with pytest.raises(Garbled):
+        with pytest.raises(MirrorGarbled):
             GO.versions(body, "text/html", check)

@@ -58,10 +58,6 @@ def location_of(package: Package, *keys: str) -> dict[str, Any]:
     return {key: package.get(key) for key in keys}
 
 
-class Garbled(Exception):
-    """A mirror's answer that makes no sense for its protocol: the result is unknown."""
-
-
 @dataclass(frozen=True, slots=True)
 class Ask:
     """The one GET that answers every version of a package (an index ecosystem's document)."""
@@ -139,5 +135,5 @@ class Index(Ecosystem):
         raise NotImplementedError
 
     def versions(self, body: bytes, content_type: str, check: Check) -> frozenset[str]:
-        """The versions a 200 answer lists; Garbled when it is not what the protocol says."""
+        """The versions a 200 answer lists; MirrorGarbled when it is not what the protocol says."""
         raise NotImplementedError

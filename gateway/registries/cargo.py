@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 import orjson
 
-from gateway.registries.base import Ask, Check, Garbled, Index
+from gateway.errors import MirrorGarbled
+from gateway.registries.base import Ask, Check, Index
 
 
 def index_path(name: str) -> str:
@@ -41,7 +42,7 @@ class Cargo(Index):
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
-                raise Garbled("cargo index line is not JSON") from None
+                raise MirrorGarbled("cargo index line is not JSON") from None
             if isinstance(record, dict) and not record.get("yanked"):
                 found.add(str(record.get("vers")))
         return frozenset(found)

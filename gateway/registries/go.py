@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from gateway.registries.base import Ask, Check, Garbled, Index
+from gateway.errors import MirrorGarbled
+from gateway.registries.base import Ask, Check, Index
 
 # A module path: a host-like first element with a dot, then path elements (no `..`).
 _PATH = re.compile(
@@ -49,10 +50,10 @@ class Go(Index):
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise Garbled("GOPROXY version list is not UTF-8 text") from None
+            raise MirrorGarbled("GOPROXY version list is not UTF-8 text") from None
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if len(lines) > MAX_LIST_LINES or any(" " in line for line in lines):
-            raise Garbled("GOPROXY version list is not one version per line")
+            raise MirrorGarbled("GOPROXY version list is not one version per line")
         return frozenset(lines)
 
     def argv(self, identifier: str, version: str, base: str) -> list[str]:

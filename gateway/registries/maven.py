@@ -12,7 +12,8 @@ import re
 from urllib.parse import quote
 from xml.parsers import expat
 
-from gateway.registries.base import Ask, Check, Garbled, Index
+from gateway.errors import MirrorGarbled
+from gateway.registries.base import Ask, Check, Index
 
 _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
 _COORDINATES = re.compile(rf"{_PART}:{_PART}")
@@ -62,13 +63,15 @@ def metadata_versions(body: bytes) -> frozenset[str]:
     try:
         parser.Parse(body, True)
     except _Refused:
-        raise Garbled(
+        raise MirrorGarbled(
             "maven-metadata.xml declares a DOCTYPE or an entity, or is too long"
         ) from None
     except expat.ExpatError as exc:
-        raise Garbled(f"maven-metadata.xml is not XML: {expat.errors.messages[exc.code]}") from None
+        raise MirrorGarbled(
+            f"maven-metadata.xml is not XML: {expat.errors.messages[exc.code]}"
+        ) from None
     if not found and b"<versioning" not in body:
-        raise Garbled("maven-metadata.xml without versioning")
+        raise MirrorGarbled("maven-metadata.xml without versioning")
     return frozenset(version for version in found if version)
 
 

@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 import orjson
 
-from gateway.registries.base import Ask, Check, Garbled, Index
+from gateway.errors import MirrorGarbled
+from gateway.registries.base import Ask, Check, Index
 
 
 class Npm(Index):
@@ -28,10 +29,10 @@ class Npm(Index):
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise Garbled("npm packument is not JSON") from None
+            raise MirrorGarbled("npm packument is not JSON") from None
         versions = document.get("versions") if isinstance(document, dict) else None
         if not isinstance(versions, dict):
-            raise Garbled("npm packument without versions")
+            raise MirrorGarbled("npm packument without versions")
         return frozenset(versions)
 
     def argv(self, identifier: str, version: str, base: str) -> list[str]:

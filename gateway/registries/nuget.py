@@ -11,7 +11,8 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from gateway.registries.base import Ask, Check, Garbled, Index
+from gateway.errors import MirrorGarbled
+from gateway.registries.base import Ask, Check, Index
 
 
 class Nuget(Index):
@@ -36,7 +37,7 @@ class Nuget(Index):
         """The flat container's base URL, from a service index document."""
         resources = index.get("resources") if isinstance(index, dict) else None
         if not isinstance(resources, list):
-            raise Garbled("NuGet service index without resources")
+            raise MirrorGarbled("NuGet service index without resources")
         for resource in resources:
             if isinstance(resource, dict) and str(resource.get("@type", "")).startswith(
                 "PackageBaseAddress"
@@ -44,7 +45,7 @@ class Nuget(Index):
                 base = resource.get("@id")
                 if isinstance(base, str):
                     return base
-        raise Garbled("NuGet service index without a usable PackageBaseAddress")
+        raise MirrorGarbled("NuGet service index without a usable PackageBaseAddress")
 
     def ask_in(self, flat: str, check: Check) -> str:
         """The second step: the package's version list in the flat container."""
@@ -54,7 +55,7 @@ class Nuget(Index):
     def listed(document: Any) -> frozenset[str]:
         versions = document.get("versions") if isinstance(document, dict) else None
         if not isinstance(versions, list):
-            raise Garbled("NuGet flat container answer without versions")
+            raise MirrorGarbled("NuGet flat container answer without versions")
         return frozenset(str(v) for v in versions)
 
     def argv(self, identifier: str, version: str, base: str) -> list[str]:

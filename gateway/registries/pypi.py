@@ -15,7 +15,8 @@ from urllib.parse import quote
 import orjson
 from packaging.version import InvalidVersion, Version
 
-from gateway.registries.base import Ask, Check, Garbled, Index
+from gateway.errors import MirrorGarbled
+from gateway.registries.base import Ask, Check, Index
 
 _SEPARATORS = re.compile(r"[-_.]+")
 _ARCHIVES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
@@ -87,9 +88,9 @@ class Pypi(Index):
             try:
                 document = orjson.loads(body)
             except orjson.JSONDecodeError:
-                raise Garbled("PEP 691 answer is not JSON") from None
+                raise MirrorGarbled("PEP 691 answer is not JSON") from None
             if not isinstance(document, dict):
-                raise Garbled("PEP 691 answer is not an object")
+                raise MirrorGarbled("PEP 691 answer is not an object")
             if isinstance(document.get("versions"), list):  # PEP 700
                 return frozenset(str(v) for v in document["versions"])
             files = document.get("files") or []
