@@ -22,6 +22,7 @@ COMPILED = [
     "gateway/catalog.py",
     "gateway/snapshot.py",
     "gateway/search.py",
+    "gateway/pacing.py",
 ]
 
 

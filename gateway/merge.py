@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway import gil
 from gateway.entry import Entry
 from gateway.names import identity_matches
+from gateway.pacing import paced
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +69,11 @@ def merge(sources: Sequence[Source]) -> Merged:
     result = Merged()
     reserved: dict[str, str | None] = {}
     any_owns = any(source.owns for source in sources)
-    pacer = gil.Pacer()
     for source in sources:
         grouped: dict[str, list[Entry]] = {}
-        for index, entry in enumerate(source.entries):
-            if not index % 1024:
-                pacer.tick()
+        for entry in paced(source.entries):
             grouped.setdefault(entry.name, []).append(entry)
-        for index, (name, entries) in enumerate(grouped.items()):
-            if not index % 256:
-                pacer.tick()
+        for name, entries in paced(grouped.items(), 256):
             identity = entries[0].identity
             if any_owns:
                 if identity not in reserved:

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from gateway import gil
 from gateway.errors import UpstreamInvalid
+from gateway.pacing import Pacer
 
 FAST_VALUES = 50_000  # parsed whole below this: ~20 ms at worst (a value costs up to ~0.4 µs)
 MAX_OTHER_BYTES = 64 * 1024  # of a page besides its items: metadata and keys nobody reads
@@ -92,7 +92,7 @@ class _Splitter:
         self.body = body
         self.upstream = upstream
         self.limit = limit
-        self.pacer = gil.Pacer()
+        self.pacer = Pacer()
 
     def invalid(self, reason: str) -> UpstreamInvalid:
         return UpstreamInvalid(self.upstream, f"body is not a valid server list: {reason}")

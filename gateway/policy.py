@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import translate
 
-from gateway import gil
 from gateway.config import Match, Rules
 from gateway.entry import Entry
 from gateway.names import compile_globs, glob_pattern
+from gateway.pacing import Pacer, paced
 from gateway.semver import VersionRange
 
 
@@ -181,7 +181,7 @@ class Policy:
         if not new:
             return
         matched: dict[str, list[int]] = {}
-        pacer = gil.Pacer()
+        pacer = Pacer()
         if self._literals:
             text = "\n".join(new)
             for index, literals in self._literals:
@@ -191,15 +191,11 @@ class Policy:
                 for literal in literals:
                     pacer.tick()  # a search of every name takes a millisecond or so
                     found |= _lines_containing(text, literal) if literal else set(new)
-                for count, name in enumerate(found):
-                    if not count % 1024:
-                        pacer.tick()
+                for name in paced(found):
                     if pattern.fullmatch(name) is not None:
                         matched.setdefault(name, []).append(index)
         unnamed = self._shared(self._unnamed)
-        for index, name in enumerate(new):
-            if not index % 1024:
-                pacer.tick()
+        for name in paced(new):
             named = matched.get(name)
             self._by_name[name] = (
                 unnamed if named is None else self._shared(tuple(sorted((*self._unnamed, *named))))

@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from gateway import gil
+from gateway.pacing import paced
 
 if TYPE_CHECKING:
     from gateway.catalog import Item, Order
@@ -107,13 +107,10 @@ class SearchIndex:
         Servers whose entries are the same objects as last time are not looked at again."""
         with self._lock:
             self._covers = -1
-            pacer = gil.Pacer()
             seen: set[str] = set()
             changed: list[tuple[str, list[Entry], str]] = []
             servers = self._servers
-            for index, (name, _, entries) in enumerate(order):
-                if not index % 256:
-                    pacer.tick()
+            for name, _, entries in paced(order, 256):
                 seen.add(name)
                 known = servers.get(name)
                 if known is not None and known[0] == entries:  # the same Entry objects
@@ -130,7 +127,7 @@ class SearchIndex:
                 or len(self._tail) + len(changed) > max(TAIL, live // 16)
                 or self._stale + len(gone) + len(changed) > max(TAIL, live // 4)
             ):
-                self._build(order, pacer)
+                self._build(order)
             elif gone or changed:
                 # Queries may be reading the texts (see `_matching`): change a copy.
                 servers = self._servers = dict(servers)
@@ -140,12 +137,11 @@ class SearchIndex:
                         self._names[ident] = None
                     del servers[name]
                     self._stale += 1
-                for name, entries, texts in changed:
-                    pacer.tick()
+                for name, entries, texts in paced(changed, 1):
                     self._add(name, entries, texts)
             self._covers = token
 
-    def _build(self, order: Order, pacer: gil.Pacer) -> None:
+    def _build(self, order: Order) -> None:
         """Index every server afresh, ids in name order (the order's)."""
         names: list[str | None] = []
         ordered: list[str] = []
@@ -154,8 +150,8 @@ class SearchIndex:
         building: dict[Gram, bytearray] = {}
         unindexed: list[str] = []
         self._chars = set()
-        for ident, (name, _, entries) in enumerate(order):
-            pacer.tick()  # a server's trigrams are at most SERVER_GRAMS: a tick each
+        # A server's trigrams are at most SERVER_GRAMS: a look at the clock each.
+        for ident, (name, _, entries) in paced(enumerate(order), 1):
             texts = _texts(name, entries)
             names.append(name)
             ordered.append(name)
@@ -182,8 +178,7 @@ class SearchIndex:
                     del lists[gram]
         bitsets: dict[Gram, int] = {}
         counts: dict[Gram, int] = {}
-        for gram, bits in building.items():
-            pacer.tick()
+        for gram, bits in paced(building.items(), 1):
             whole = bitsets[gram] = int.from_bytes(bits, "little")
             counts[gram] = whole.bit_count()
         self._names, self._ordered, self._servers = names, ordered, servers

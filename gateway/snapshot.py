@@ -6,15 +6,10 @@ replaces the previous snapshot with a single assignment.
 
 from __future__ import annotations
 
-import gc
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import gil
 from gateway.catalog import (
     Order,
     Origin,
@@ -28,6 +23,7 @@ from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
 from gateway.names import identity
+from gateway.pacing import Pacer, collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
@@ -145,37 +141,6 @@ class _Admitter:
             _add(self.hidden, hidden)
         if verification:
             _add(self.totals.verification, verification)
-
-
-_pauses = 0
-_resume = False  # whether the collector was on when the first of the running builds began
-_pauses_lock = threading.Lock()
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Keep the cyclic garbage collector off while a build runs.
-
-    A build creates millions of objects without cycles. Once earlier catalogs are frozen
-    (`gc.freeze()` after each swap) the collector counts almost no long-lived objects, so it
-    walks every object the build has made so far again and again: 7 s of an 18 s cold build
-    at 3 x 66k versions. Reference counting still frees everything that is not a cycle; the
-    objects made meanwhile are frozen, like the catalogs (see `Refresher`).
-    """
-    global _pauses, _resume
-    with _pauses_lock:
-        if _pauses == 0:
-            _resume = gc.isenabled()
-        _pauses += 1
-        gc.disable()
-    try:
-        yield
-    finally:
-        with _pauses_lock:
-            _pauses -= 1
-            if _pauses == 0 and _resume:
-                gc.freeze()  # else the first collection walks every object the build made
-                gc.enable()
 
 
 # Forgetting names no feed holds any more walks every policy's table: not after every build.
@@ -322,7 +287,7 @@ def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
             chunks.extend((view.latest.items, view.active.items, view.every.items))
     if builder is not None:
         chunks.extend(builder.release())
-    pacer = gil.Pacer()
+    pacer = Pacer()
     for items in chunks:
         while items:
             del items[-_RELEASE_STEP:]

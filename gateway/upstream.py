@@ -19,13 +19,13 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
-from gateway import gil
 from gateway.bounded import FileStamp, read_body, read_file_bounded
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
 from gateway.detached import detached
 from gateway.entry import Entry, parse_item
 from gateway.errors import EntryRejected, StillBlocked, UpstreamInvalid, UpstreamUnavailable
 from gateway.names import identity_matches
+from gateway.pacing import paced
 from gateway.page import Raw, read_page
 
 SKIPPED_EXAMPLES = 5  # names (or reasons) of skipped items kept for the log
@@ -83,10 +83,7 @@ def ingest(
     include = None if settings.include == ["*"] else settings.include  # the default: all
     exclude = settings.exclude
     rejected = 0
-    pacer = gil.Pacer()
-    for index, item in enumerate(items):
-        if not index % 64:
-            pacer.tick()
+    for item in paced(items, 64):
         try:
             parsed = _parsed(item, cap)
             entry = parse_item(parsed, seen_at=seen_at, shared=batch.texts)

@@ -64,7 +64,7 @@ def test_setup_compiles_only_modules_that_exist() -> None:
 @pytest.mark.slow  # about 5 s: 100k versions
 def test_a_build_and_a_release_let_the_event_loop_run() -> None:
     """Compiled, a build's loops never give up the GIL on their own; they offer it every
-    2 ms of work (gateway.gil). While a full build of 100k versions in three views runs in a
+    2 ms of work (gateway.pacing). While a full build of 100k versions in three views runs in a
     worker thread, then the release of the catalog it replaced, as the refresher runs them,
     the event loop's timers stay within the serving target (p99 < 50 ms)."""
     from datetime import UTC, datetime

@@ -1,0 +1,83 @@
+"""How long work in a worker thread shares the process with the serving loop: the one seam.
+
+The GIL: compiled (see setup.py), a snapshot build's loops never give up the GIL on their own,
+and the event loop's requests would wait for a whole build; interpreted, they give it up when
+asked (every `sys.getswitchinterval()`). A long loop runs over `paced(items)`, which offers
+the GIL once the loop has run for `INTERVAL`: as often as the work needs, whatever a step
+costs, and rarely enough that handing over is cheap. A loop whose steps are irregular ticks a
+`Pacer` itself.
+
+The collector: a build runs with the cyclic collector paused (`collector_paused`).
+"""
+
+import gc
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+INTERVAL = 0.002  # seconds of a loop's work between two offers
+
+
+class Pacer:
+    """Offers the GIL about every INTERVAL of one loop's work."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due = time.perf_counter() + INTERVAL
+
+    def tick(self) -> None:
+        """Call every few steps (a step of a few µs: every 16; of well under 1 µs: every 1024)."""
+        if time.perf_counter() >= self._due:
+            time.sleep(0)  # sleeping releases the GIL: a thread waiting for it takes it
+            self._due = time.perf_counter() + INTERVAL
+
+
+def paced(items: Iterable[T], every: int = 1024) -> Iterator[T]:
+    """The items, in order, offering the GIL about every INTERVAL of the loop's work (looked
+    at every `every` items: 1024 for steps well under a microsecond, fewer for longer ones)."""
+    due = time.perf_counter() + INTERVAL
+    countdown = every
+    for item in items:
+        countdown -= 1
+        if not countdown:
+            countdown = every
+            if time.perf_counter() >= due:
+                time.sleep(0)
+                due = time.perf_counter() + INTERVAL
+        yield item
+
+
+_pauses = 0
+_resume = False  # whether the collector was on when the first of the running builds began
+_pauses_lock = threading.Lock()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep the cyclic garbage collector off while a build runs.
+
+    A build creates millions of objects without cycles. Once earlier catalogs are frozen
+    (`gc.freeze()` after each swap) the collector counts almost no long-lived objects, so it
+    walks every object the build has made so far again and again: 7 s of an 18 s cold build
+    at 3 x 66k versions. Reference counting still frees everything that is not a cycle; the
+    objects made meanwhile are frozen, like the catalogs (see `Refresher`).
+    """
+    global _pauses, _resume
+    with _pauses_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+        _pauses += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _pauses_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.freeze()  # else the first collection walks every object the build made
+                gc.enable()
