@@ -14,7 +14,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import MirrorSettings
-from gateway.diff import location_base
+from gateway.relocations import location_base
 from tests.conftest import file_upstream, free_port, write_config
 from tests.fakes import FakeMirror, server_entry
 
