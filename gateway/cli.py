@@ -4,33 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import errno
 import os
 import signal
-import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import structlog
 
-from gateway import __version__, registries
+from gateway import __version__
 from gateway.api import list_body
-from gateway.app import REFRESHER, Serving, create_app
 from gateway.config import (
     DEFAULT_VIEW,
-    REGISTRY_TYPE_MARK,
     FederationConfig,
-    GatewaySettings,
-    MirrorSettings,
-    PolicySettings,
     VerifySettings,
-    ViewSettings,
     parse_duration,
 )
 from gateway.diff import Diff, diff_configs
@@ -43,30 +33,13 @@ from gateway.logs import configure_logging
 from gateway.merge import Source
 from gateway.offline import snapshot_from_state, sources_from_state
 from gateway.refresher import Refresher
-from gateway.reloader import ConfigLoader, reload_config
+from gateway.schemas import SCHEMA_FILES, config_schemas
+from gateway.serve import serve
 from gateway.snapshot import Snapshot, build_snapshot, view_policies
 from gateway.verify import Verifier
 from gateway.view import Lookup, ViewPolicy, no_lookup
-from gateway.workers import run_workers
 
 DEMO_CONFIG = Path(__file__).parent / "demo"
-SHUTDOWN_GRACE = 10.0
-SWITCH_INTERVAL = 0.0005
-
-
-def use_one_malloc_arena() -> None:
-    """glibc gives each thread that allocates its own heap ("arena"), and memory freed in one
-    is not reused by another; syncs and builds run in worker threads. With one arena, a
-    gateway holding 200k versions peaks about 12 % lower (bench/README.md). An explicit
-    MALLOC_ARENA_MAX in the environment wins; other C libraries are left alone."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_arena_max = -8  # from glibc's malloc.h
-    libc.mallopt(m_arena_max, 1)
 
 
 def demo_state_dir() -> Path:
@@ -91,68 +64,6 @@ def _load(args: argparse.Namespace) -> FederationConfig:
     return config
 
 
-def public_url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
-
-
-# Why a listening address cannot be used: the operator's to fix with --listen.
-_LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
-
-
-def cannot_listen(listen: str, exc: OSError) -> str | None:
-    """The one line saying why `listen` cannot be listened on, or None for another error."""
-    if isinstance(exc, socket.gaierror):
-        reason = str(exc.strerror or exc).lower()
-    elif exc.errno in _LISTEN_ERRORS and exc.filename is None:  # a socket's, not a file's
-        reason = os.strerror(exc.errno).lower()
-    else:
-        return None
-    return f"error: cannot listen on {listen}: {reason}; choose another with --listen"
-
-
-async def _serve(
-    config: FederationConfig, load: ConfigLoader, *, reuse_port: bool = False, announce: bool = True
-) -> int:
-    gateway = config.gateway
-    app = create_app(config, load=load)
-    try:
-        serving = await Serving.start(
-            app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE
-        )
-    except OSError as exc:
-        message = cannot_listen(gateway.listen, exc)
-        if message is None:
-            raise
-        if announce:  # every worker binds the same address alike: one says why
-            print(message, file=sys.stderr, flush=True)
-        return 1
-    url = public_url(gateway.host, gateway.port)
-    if announce:
-        print(f"MCP discovery gateway {__version__} is serving.", flush=True)
-        print(f"Give your IDE this MCP registry URL: {url}", flush=True)
-        print(f"  (try: curl '{url}/v0.1/servers?limit=3')", flush=True)
-        print(f"Browse the catalog at {url}/ (operators: {url}/admin/)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    reloads: set[asyncio.Task[str | None]] = set()
-
-    def reload() -> None:
-        task = asyncio.create_task(reload_config(app[REFRESHER], load))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    await stop.wait()
-    structlog.get_logger("gateway.cli").info("shutting_down")
-    await serving.stop()
-    return 0
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
@@ -160,23 +71,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"refusing to start, the config has errors:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(config.gateway.log_format, config.gateway.log_level)
-    # Snapshots are rebuilt in a worker thread: hand the GIL back to the serving loop often,
-    # so a rebuild slows requests down a little instead of stalling them (5 ms by default).
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    use_one_malloc_arena()
-    if args.workers > 1:
-        if config.gateway.port == 0:
-            print("--workers needs a fixed port (SO_REUSEPORT), not port 0", file=sys.stderr)
-            return 2
-
-        def worker(index: int) -> int:
-            structlog.contextvars.bind_contextvars(worker=index)
-            return asyncio.run(
-                _serve(config, lambda: _load(args), reuse_port=True, announce=index == 0)
-            )
-
-        return run_workers(args.workers, worker)
-    return asyncio.run(_serve(config, lambda: _load(args)))
+    return serve(config, lambda: _load(args), args.workers)
 
 
 async def _sync_once(config: FederationConfig) -> list[str]:
@@ -339,40 +234,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     Path(args.out).write_bytes(body)
     print(f"wrote {len(items)} entries of view {args.view!r} to {args.out}")
     return 0
-
-
-def config_schemas(extra_types: Sequence[str] = ()) -> dict[str, dict[str, object]]:
-    """JSON Schemas of the config files, generated from the models so they never drift.
-    Registry types are the known ones plus `extra_types` (a config's declared ones)."""
-    schemas: dict[str, dict[str, object]] = {
-        "gateway.yaml": GatewaySettings.model_json_schema(),
-        "policy.yaml": PolicySettings.model_json_schema(),
-        "mirrors.yaml": MirrorSettings.model_json_schema(),
-        "views/<view>.yaml": ViewSettings.model_json_schema(),
-    }
-    allowed = [*registries.KNOWN, *(t for t in extra_types if t not in registries.KNOWN)]
-    for schema in schemas.values():
-        _mark_registry_types(schema, allowed)
-    return schemas
-
-
-def _mark_registry_types(node: object, allowed: list[str]) -> None:
-    if isinstance(node, dict):
-        if node.pop(REGISTRY_TYPE_MARK, False):
-            node["enum"] = list(allowed)
-        for value in node.values():
-            _mark_registry_types(value, allowed)
-    elif isinstance(node, list):
-        for value in node:
-            _mark_registry_types(value, allowed)
-
-
-SCHEMA_FILES = {
-    "gateway.yaml": "gateway.schema.json",
-    "policy.yaml": "policy.schema.json",
-    "mirrors.yaml": "mirrors.schema.json",
-    "views/<view>.yaml": "view.schema.json",
-}
 
 
 def _cmd_config_schema(args: argparse.Namespace) -> int:

@@ -14,10 +14,10 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.cli import config_schemas
 from gateway.config import PolicySettings, format_duration, parse_duration
 from gateway.errors import ConfigError
 from gateway.loader import load_config
+from gateway.schemas import config_schemas
 
 GOOD_GATEWAY = {"upstreams": [{"name": "official", "url": "https://registry.example.com"}]}
 SCHEMA_OF = {"gateway.yaml": "gateway.yaml", "policy.yaml": "policy.yaml",

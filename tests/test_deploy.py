@@ -21,8 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.cli import SHUTDOWN_GRACE
 from gateway.loader import load_config
+from gateway.serve import SHUTDOWN_GRACE
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"
