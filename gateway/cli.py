@@ -21,13 +21,13 @@ from gateway.config import (
     DEFAULT_VIEW,
     FederationConfig,
     VerifySettings,
-    parse_duration,
 )
 from gateway.diff import Diff, diff_configs
 from gateway.diff import render_text as render_diff
 from gateway.errors import ConfigError
 from gateway.explain import explain
 from gateway.explain import render_text as render_explain
+from gateway.fields import parse_duration
 from gateway.loader import load_config
 from gateway.logs import configure_logging
 from gateway.merge import Source

@@ -22,7 +22,6 @@ from gateway import registries
 from gateway.bounded import read_bounded
 from gateway.config import (
     DEFAULT_VIEW,
-    SLUG,
     FederationConfig,
     GatewaySettings,
     MirrorSettings,
@@ -31,6 +30,7 @@ from gateway.config import (
     ViewSettings,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.fields import SLUG
 
 M = TypeVar("M", bound=BaseModel)
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 from gateway import registries
 from gateway.config import (
-    REGISTRY_TYPE_MARK,
     GatewaySettings,
     MirrorSettings,
     PolicySettings,
     ViewSettings,
 )
+from gateway.fields import REGISTRY_TYPE_MARK
 
 
 def config_schemas(extra_types: Sequence[str] = ()) -> dict[str, dict[str, object]]:

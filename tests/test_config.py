@@ -14,8 +14,9 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config import PolicySettings, format_duration, parse_duration
+from gateway.config import PolicySettings
 from gateway.errors import ConfigError
+from gateway.fields import format_duration, parse_duration
 from gateway.loader import load_config
 from gateway.schemas import config_schemas
 
