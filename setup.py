@@ -20,6 +20,7 @@ COMPILED = [
     "gateway/policy.py",
     "gateway/view.py",
     "gateway/catalog.py",
+    "gateway/build.py",
     "gateway/snapshot.py",
     "gateway/search.py",
     "gateway/pacing.py",

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from gateway.pacing import paced
 
 if TYPE_CHECKING:
-    from gateway.catalog import Item, Order
+    from gateway.build import Order
+    from gateway.catalog import Item
     from gateway.entry import Entry
 
 Gram = tuple[str, str, str]
@@ -103,7 +104,7 @@ class SearchIndex:
     # -- updating (a worker thread) ------------------------------------------------------------
 
     def update(self, token: int, order: Order) -> None:
-        """Index the servers of a build (in list order, as `catalog.order_of` makes them).
+        """Index the servers of a build (in list order, as `build.order_of` makes them).
         Servers whose entries are the same objects as last time are not looked at again."""
         with self._lock:
             self._covers = -1

@@ -10,15 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.catalog import (
-    Order,
-    Origin,
-    PartCache,
-    ServerItems,
-    ViewCatalog,
-    build_views,
-    order_of,
-)
+from gateway.build import Order, PartCache, ServerItems, build_views, order_of
+from gateway.catalog import Origin, ViewCatalog
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge

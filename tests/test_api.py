@@ -224,7 +224,8 @@ def test_answers_recalled_by_url_stay_within_the_cache_budget() -> None:
     from datetime import UTC, datetime
 
     from gateway.api import Api, Route
-    from gateway.catalog import Origin, plain_view
+    from gateway.build import plain_view
+    from gateway.catalog import Origin
     from gateway.entry import parse_item
     from gateway.merge import Source, merge
     from gateway.snapshot import Snapshot
@@ -260,7 +261,8 @@ def test_distinct_long_queries_stay_within_the_cache_budget(gzipped: bool) -> No
     from datetime import UTC, datetime
 
     from gateway.api import Api, Route
-    from gateway.catalog import Origin, plain_view
+    from gateway.build import plain_view
+    from gateway.catalog import Origin
     from gateway.entry import parse_item
     from gateway.merge import Source, merge
     from gateway.snapshot import Snapshot

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from gateway.catalog import Origin, ViewCatalog, plain_view
+from gateway.build import plain_view
+from gateway.catalog import Origin, ViewCatalog
 from gateway.entry import parse_item
 from gateway.errors import BadRequest, ValidationFailed
 from gateway.merge import Source, merge
