@@ -23,6 +23,7 @@ COMPILED = [
     "gateway/build.py",
     "gateway/snapshot.py",
     "gateway/search.py",
+    "gateway/hits.py",
     "gateway/pacing.py",
 ]
 

@@ -1,4 +1,4 @@
-"""The aiohttp application: lifecycle (`create_app`, `Serving`) and the one handler every
+"""The aiohttp application: its factory and lifecycle (`create_app`), and the one handler every
 request goes through (request ids, problem bodies, CORS, metrics and the access log, around
 `dispatch`)."""
 
@@ -322,62 +322,6 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     if snapshot is not None and snapshot.stale and endpoint in CATALOG_ENDPOINTS:
         response.headers[STALE_HEADER] = ", ".join(snapshot.stale)
     return response
-
-
-async def start_app(app: web.Application) -> None:
-    """Run an app's startup (its cleanup_ctx: syncs, the refresher) as aiohttp's own runner
-    does, for a server that is not the app's: the app is frozen once it has started."""
-    app.on_startup.freeze()
-    await app.startup()
-    app.freeze()
-
-
-class Serving:
-    """An app serving on a port as `serve` runs it: the app's lifecycle (syncs, the refresher)
-    around aiohttp's low-level server, which hands every request to the gateway's handler
-    (see `handler_for`)."""
-
-    def __init__(self, app: web.Application, runner: web.ServerRunner, site: web.TCPSite) -> None:
-        self.app = app
-        self._runner = runner
-        self._site = site
-
-    @classmethod
-    async def start(
-        cls,
-        app: web.Application,
-        host: str | None,
-        port: int,
-        *,
-        reuse_port: bool = False,
-        grace: float = 10.0,
-    ) -> Serving:
-        await start_app(app)
-        server = web.Server(handler_for(app), access_log=None, **HANDLER_ARGS)
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-        serving = cls(app, runner, site)
-        try:
-            await site.start()
-        except BaseException:
-            await serving.stop()
-            raise
-        return serving
-
-    @property
-    def port(self) -> int:
-        """The port it listens on (the one the system chose, for port 0)."""
-        addresses = self._runner.addresses
-        port: int = addresses[0][1]
-        return port
-
-    async def stop(self) -> None:
-        """Stop accepting, let requests in flight finish (up to the grace), then the app's
-        own shutdown: background syncs stop, state is saved."""
-        await self._runner.cleanup()
-        await self.app.shutdown()
-        await self.app.cleanup()
 
 
 def create_app(

@@ -15,7 +15,8 @@ from gateway.catalog import Item, Listing, ViewCatalog
 from gateway.cursor import Cursor, Walk, decode_cursor, encode_cursor
 from gateway.entry import parse_timestamp
 from gateway.errors import BadRequest, CursorMismatch, FieldError, ValidationFailed
-from gateway.search import MAX_SEARCH, fold, found, scan
+from gateway.hits import found, scan
+from gateway.search import MAX_SEARCH, fold
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 DEFAULT_LIMIT = 30

@@ -28,7 +28,6 @@ from gateway.pacing import paced
 
 if TYPE_CHECKING:
     from gateway.build import Order
-    from gateway.catalog import Item
     from gateway.entry import Entry
 
 Gram = tuple[str, str, str]
@@ -386,45 +385,3 @@ def _texts(name: str, entries: list[Entry]) -> str:
     and descriptions (each `title NUL description` already)."""
     texts = dict.fromkeys(entry.text for entry in entries if entry.text)
     return "\x00".join((fold(name), *texts))
-
-
-# -- pages ---------------------------------------------------------------------------------------
-
-
-def _matches(item: Item, needle: str) -> bool:
-    return needle in item.name_folded or needle in item.registry_meta.entry.text
-
-
-def scan(items: list[Item], start: int, needle: str) -> Iterator[Item]:
-    """The items from `start` on that match, in list order."""
-    for index in range(start, len(items)):
-        item = items[index]
-        if needle in item.name_folded or needle in item.registry_meta.entry.text:
-            yield item
-
-
-def _name(item: Item) -> str:
-    return item.name
-
-
-def found(
-    items: list[Item], names: Iterator[str], after: tuple[str, str] | None, needle: str
-) -> Iterator[Item]:
-    """The items of these names (in order) after `after` that match, in list order: each name
-    is looked for from where the last one was found, galloping (names that match are often
-    neighbours), then bisecting what is left."""
-    at, end = 0, len(items)
-    for name in names:
-        if at < end and items[at].name < name:
-            step, low = 1, at
-            while at + step < end and items[at + step].name < name:
-                low = at + step
-                step *= 2
-            at = bisect_left(items, name, lo=low, hi=min(at + step, end), key=_name)
-        while at < end and items[at].name == name:
-            item = items[at]
-            at += 1
-            if after is not None and (item.name, item.version) <= after:
-                continue
-            if _matches(item, needle):
-                yield item

@@ -12,9 +12,10 @@ import socket
 import sys
 
 import structlog
+from aiohttp import web
 
 from gateway import __version__
-from gateway.app import REFRESHER, Serving, create_app
+from gateway.app import HANDLER_ARGS, REFRESHER, create_app, handler_for
 from gateway.config import FederationConfig
 from gateway.reloader import ConfigLoader, reload_config
 from gateway.workers import run_workers
@@ -117,3 +118,59 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
 
         return run_workers(workers, worker)
     return asyncio.run(_serve(config, load))
+
+
+async def start_app(app: web.Application) -> None:
+    """Run an app's startup (its cleanup_ctx: syncs, the refresher) as aiohttp's own runner
+    does, for a server that is not the app's: the app is frozen once it has started."""
+    app.on_startup.freeze()
+    await app.startup()
+    app.freeze()
+
+
+class Serving:
+    """An app serving on a port as `serve` runs it: the app's lifecycle (syncs, the refresher)
+    around aiohttp's low-level server, which hands every request to the gateway's handler
+    (see `handler_for`)."""
+
+    def __init__(self, app: web.Application, runner: web.ServerRunner, site: web.TCPSite) -> None:
+        self.app = app
+        self._runner = runner
+        self._site = site
+
+    @classmethod
+    async def start(
+        cls,
+        app: web.Application,
+        host: str | None,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        grace: float = 10.0,
+    ) -> Serving:
+        await start_app(app)
+        server = web.Server(handler_for(app), access_log=None, **HANDLER_ARGS)
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+        serving = cls(app, runner, site)
+        try:
+            await site.start()
+        except BaseException:
+            await serving.stop()
+            raise
+        return serving
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose, for port 0)."""
+        addresses = self._runner.addresses
+        port: int = addresses[0][1]
+        return port
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to the grace), then the app's
+        own shutdown: background syncs stop, state is saved."""
+        await self._runner.cleanup()
+        await self.app.shutdown()
+        await self.app.cleanup()

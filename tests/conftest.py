@@ -64,7 +64,7 @@ async def registries() -> AsyncIterator[Callable[..., Any]]:
 
 
 class GatewayServer(RawTestServer):
-    """A test server running the gateway as `serve` does (see `gateway.app.Serving`): the
+    """A test server running the gateway as `serve` does (see `gateway.serve.Serving`): the
     app's lifecycle around aiohttp's low-level server and the gateway's one handler."""
 
     def __init__(self, app: web.Application) -> None:
@@ -75,7 +75,8 @@ class GatewayServer(RawTestServer):
         self._app_started = False
 
     async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
-        from gateway.app import HANDLER_ARGS, start_app
+        from gateway.app import HANDLER_ARGS
+        from gateway.serve import start_app
 
         if not self._app_started:
             await start_app(self.app)

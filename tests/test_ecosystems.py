@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from gateway.app import REFRESHER
+from gateway.install import package_command
 from gateway.loader import load_config
-from gateway.web import package_command
 from tests.conftest import file_upstream
 from tests.fakes import FakeMirror, server_entry
 

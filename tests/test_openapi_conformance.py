@@ -32,10 +32,11 @@ import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from gateway.app import REFRESHER, Serving, create_app
+from gateway.app import REFRESHER, create_app
 from gateway.cli import DEMO_CONFIG
 from gateway.config import FederationConfig
 from gateway.loader import load_config
+from gateway.serve import Serving
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 OPENAPI = SHARED / "mcp-registry-ref" / "openapi.yaml"

@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from gateway.app import REFRESHER, Serving, create_app
+from gateway.app import REFRESHER, create_app
 from gateway.loader import load_config
+from gateway.serve import Serving
 from tests.conftest import file_upstream, free_port, write_config
 from tests.fakes import Failure, server_entry
 

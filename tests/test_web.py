@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from gateway.app import REFRESHER
+from gateway.install import package_command
 from gateway.loader import load_config
-from gateway.web import CSP, WebRoute, package_command, web_route
+from gateway.web import CSP, WebRoute, web_route
 from tests.fakes import FakeMirror
 from tests.web_catalog import (
     ADMIN_TOKEN,
