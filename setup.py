@@ -24,7 +24,6 @@ COMPILED = [
     "gateway/snapshot.py",
     "gateway/search.py",
     "gateway/hits.py",
-    "gateway/pacing.py",
 ]
 
 
