@@ -24,6 +24,7 @@ COMPILED = [
     "gateway/snapshot.py",
     "gateway/search.py",
     "gateway/hits.py",
+    "gateway/stepping.py",
 ]
 
 

@@ -22,9 +22,9 @@ from gateway.catalog import (
 )
 from gateway.entry import Entry
 from gateway.merge import Merged
-from gateway.pacing import paced
 from gateway.search import SearchIndex
 from gateway.semver import pick_latest
+from gateway.stepping import paced
 from gateway.view import Admission
 
 

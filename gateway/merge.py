@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway.entry import Entry
 from gateway.names import identity_matches
-from gateway.pacing import paced
+from gateway.stepping import paced
 
 
 @dataclass(frozen=True, slots=True)

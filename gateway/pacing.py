@@ -2,27 +2,26 @@
 
 The GIL: compiled (see setup.py), a snapshot build's loops never give up the GIL on their own,
 and the event loop's requests would wait for a whole build; interpreted, they give it up when
-asked (every `sys.getswitchinterval()`). A long loop runs over `paced(items)`, which offers
-the GIL once the loop has run for `INTERVAL`: as often as the work needs, whatever a step
-costs, and rarely enough that handing over is cheap. A loop whose steps are irregular ticks a
+asked (every `sys.getswitchinterval()`). A long loop runs over `paced(items)` (in
+`gateway.stepping`, compiled), which ticks a `Pacer` every few items; the pacer offers the
+GIL once the loop has run for `INTERVAL`: as often as the work needs, whatever a step costs,
+and rarely enough that handing over is cheap. A loop whose steps are irregular ticks a
 `Pacer` itself.
 
 The collector: a build runs with the cyclic collector paused (`collector_paused`).
 
-This module is not compiled, on purpose: each step of `paced` is interpreted, and an
-interpreted step is where a thread waiting for the GIL gets it after the switch interval.
-Compiled, the serving loop waits for the next explicit offer instead: its p99 during the
-rebuild after a sync went from 17 to 45 ms at 200k versions (measured; bench/README.md).
+This module is not compiled, on purpose: a tick is an interpreted call, and an interpreted
+call is where a thread waiting for the GIL gets it after the switch interval. Compiled, the
+serving loop waits for the next explicit offer instead: its p99 during the rebuild after a
+sync went from 17 to 45 ms at 200k versions (measured). `paced` itself is compiled: an
+interpreted step per item made that rebuild about 20 % slower.
 """
 
 import gc
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
-
-T = TypeVar("T")
 
 INTERVAL = 0.002  # seconds of a loop's work between two offers
 
@@ -40,21 +39,6 @@ class Pacer:
         if time.perf_counter() >= self._due:
             time.sleep(0)  # sleeping releases the GIL: a thread waiting for it takes it
             self._due = time.perf_counter() + INTERVAL
-
-
-def paced(items: Iterable[T], every: int = 1024) -> Iterator[T]:
-    """The items, in order, offering the GIL about every INTERVAL of the loop's work (looked
-    at every `every` items: 1024 for steps well under a microsecond, fewer for longer ones)."""
-    due = time.perf_counter() + INTERVAL
-    countdown = every
-    for item in items:
-        countdown -= 1
-        if not countdown:
-            countdown = every
-            if time.perf_counter() >= due:
-                time.sleep(0)
-                due = time.perf_counter() + INTERVAL
-        yield item
 
 
 _pauses = 0

@@ -18,8 +18,9 @@ from fnmatch import translate
 from gateway.config import Match, Rules
 from gateway.entry import Entry
 from gateway.names import compile_globs, glob_pattern
-from gateway.pacing import Pacer, paced
+from gateway.pacing import Pacer
 from gateway.semver import VersionRange
+from gateway.stepping import paced
 
 
 def _pattern(patterns: Sequence[str]) -> re.Pattern[str]:

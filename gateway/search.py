@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from gateway.pacing import paced
+from gateway.stepping import paced
 
 if TYPE_CHECKING:
     from gateway.build import Order

@@ -25,8 +25,8 @@ from gateway.detached import detached
 from gateway.entry import Entry, parse_item
 from gateway.errors import EntryRejected, StillBlocked, UpstreamInvalid, UpstreamUnavailable
 from gateway.names import identity_matches
-from gateway.pacing import paced
 from gateway.page import Raw, read_page
+from gateway.stepping import paced
 
 SKIPPED_EXAMPLES = 5  # names (or reasons) of skipped items kept for the log
 MIN_REJECTED = 10  # a page with at least this many bad items, and more bad than good, fails
