@@ -79,13 +79,18 @@ class Refresher:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def awaited(self) -> list[str]:
-        """The upstreams a replica waits for: required ones with no data yet."""
-        return [f.name for f in self.feeds if not f.settings.optional and not f.has_data]
-
     def awaiting(self) -> list[Awaited]:
-        """The upstreams awaited (see `awaited`), with their last errors."""
-        return [Awaited(f.name, f.last_error) for f in self.feeds if f.name in self.awaited()]
+        """The upstreams a replica waits for: required ones with no data yet, with their last
+        errors."""
+        return [
+            Awaited(f.name, f.last_error)
+            for f in self.feeds
+            if not f.settings.optional and not f.has_data
+        ]
+
+    def awaited(self) -> list[str]:
+        """The names of the upstreams awaited (see `awaiting`)."""
+        return [awaited.upstream for awaited in self.awaiting()]
 
     def _may_build(self) -> bool:
         """The first catalog waits for every required upstream's data (see the docstring);
