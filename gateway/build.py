@@ -10,20 +10,12 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Protocol
 
-import orjson
-
-from gateway.catalog import (
-    Item,
-    Listing,
-    Origin,
-    RegistryMeta,
-    SuffixKey,
-    ViewCatalog,
-)
+from gateway.catalog import Item, Listing, Origin, ViewCatalog
 from gateway.entry import Entry
 from gateway.merge import Merged
 from gateway.search import SearchIndex
 from gateway.semver import pick_latest
+from gateway.served import CLOSE, RegistryMeta, SuffixKey, namespace_key, suffix
 from gateway.stepping import paced
 from gateway.view import Admission
 
@@ -54,7 +46,7 @@ class PartCache:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.namespace_key = b"," + orjson.dumps(namespace) + b":"
+        self.namespace_key = namespace_key(namespace)
         self.suffixes: dict[SuffixKey, bytes] = {}
         self._keys: dict[SuffixKey, SuffixKey] = {}  # a few per upstream, kept across builds
 
@@ -69,10 +61,7 @@ class PartCache:
         if shared is None:  # one tuple per distinct key, not one per item
             shared = self._keys[key] = key
         if key not in self.suffixes:
-            is_latest, _, rules = key
-            meta = orjson.dumps({**origin_meta, "admittedBy": list(rules)})[:-1]
-            flag = b"true}" if is_latest else b"false}"
-            self.suffixes[key] = b"".join((flag, self.namespace_key, meta))
+            self.suffixes[key] = suffix(key, self.namespace_key, origin_meta)
         return shared
 
 
@@ -220,9 +209,9 @@ def build_views(
             for entry, meta, (server_json, rules, end) in admitted:
                 is_latest = entry is latest
                 key = (is_latest, upstream, rules)
-                suffix = known.get(key)
-                if suffix is None:
-                    suffix = known[key] = parts.suffix(key, origin_meta)
+                shared = known.get(key)
+                if shared is None:
+                    shared = known[key] = parts.suffix(key, origin_meta)
                 server_items.append(
                     Item(
                         name,
@@ -234,7 +223,7 @@ def build_views(
                         entry.published_at,
                         server_json,
                         meta,
-                        suffix,
+                        shared,
                         end,
                     )
                 )
@@ -261,7 +250,7 @@ class _Everything:
         pass
 
     def __call__(self, upstream: str, entry: Entry) -> Admission:
-        return entry.server_json, ("default",), b"}}}"
+        return entry.server_json, ("default",), CLOSE
 
     def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
         return False, {}, {}

@@ -1,11 +1,12 @@
 """An immutable catalog snapshot of one view, every entry serialized once, in parts.
 
 Items are kept in the contract's list order (name, then version, as byte strings); keyset
-paging bisects them. An item's JSON is a few byte strings joined on demand: the server object
-(the upstream's own bytes unless a mirror rewrote it, and then shared by every view with the
-same mirrors), the registry's `_meta` (shared by every view), and a short suffix for `isLatest`
-and the gateway's `_meta` (interned: most entries of an upstream share it). 200k versions in
-three views then cost little more than the JSON itself. Nothing here is ever mutated.
+paging bisects them. An item's JSON is a few byte strings joined on demand (`served` owns
+them): the server object (the upstream's own bytes unless a mirror rewrote it, and then shared
+by every view with the same mirrors), the registry's `_meta` (shared by every view), and a
+short suffix for `isLatest` and the gateway's `_meta` (interned: most entries of an upstream
+share it). 200k versions in three views then cost little more than the JSON itself. Nothing
+here is ever mutated, and nothing here decides: the catalog reads what the build made.
 """
 
 from __future__ import annotations
@@ -16,15 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-
-from gateway.entry import OFFICIAL, Entry, ServerJson, format_timestamp
+from gateway.entry import ServerJson, format_timestamp
 from gateway.search import SearchIndex
-from gateway.view import Reshaped
+from gateway.served import Deferred, RegistryMeta, SuffixKey, write
 
 Key = tuple[str, str]
-_HEAD = b'{"server":'
-_OFFICIAL_KEY = orjson.dumps(OFFICIAL) + b":"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +69,10 @@ class Item:
         is_latest: bool,
         updated_at: datetime,
         published_at: datetime,
-        server_json: ServerJson | Reshaped,
+        server_json: ServerJson | Deferred,
         registry_meta: RegistryMeta,
         suffix: SuffixKey,  # `isLatest` and the gateway's `_meta`: in the build's table
-        end: bytes,  # the gateway's `packages`, if any, and the closing braces (b"": Reshaped's)
+        end: bytes,  # the gateway's `packages`, if any, and the closing braces (b"": Deferred's)
     ) -> None:
         self.name = name
         self.version = version
@@ -95,8 +92,8 @@ class Item:
 
 
 # The gateway's `_meta` names sync times and staleness, which change with every build: items
-# hold a key into the build's table of suffixes, so an unchanged server's items are reused.
-SuffixKey = tuple[bool, str, tuple[str, ...]]  # isLatest, upstream, admitting rules
+# hold a key into the build's table of suffixes (`served.SuffixKey`), so an unchanged server's
+# items are reused.
 
 
 def _order(item: Item) -> Key:
@@ -138,21 +135,8 @@ class ViewCatalog:
         return len(self.active.items)
 
     def write(self, item: Item, out: list[bytes]) -> None:
-        """Append the item's ServerResponse JSON, in parts."""
-        server = item.server_json
-        meta = item.registry_meta.made()
-        if isinstance(server, bytes):
-            out.extend((_HEAD, server, meta, self.suffixes[item.suffix], item.end))
-            return
-        end = item.end
-        if isinstance(server, Reshaped):
-            server, end = server.made()
-        out.append(_HEAD)
-        if isinstance(server, bytes):
-            out.append(server)
-        else:
-            out.extend(server.parts())
-        out.extend((meta, self.suffixes[item.suffix], end))
+        """Append the item's ServerResponse JSON, in parts (see `served`)."""
+        write(item.server_json, item.registry_meta, self.suffixes[item.suffix], item.end, out)
 
     def body(self, item: Item) -> bytes:
         out: list[bytes] = []
@@ -175,44 +159,3 @@ class ViewCatalog:
             if (version == "latest" and item.is_latest) or item.version == version:
                 return item
         return None
-
-
-def registry_meta(entry: Entry, namespace: str) -> bytes:
-    """The entry's outer `_meta` up to the value of `isLatest`: the upstream's other keys as
-    sent (but our own namespace, which this gateway writes anew), then the registry's own,
-    with what a bare server.json lacks filled in."""
-    meta = entry.meta
-    meta.pop(namespace, None)
-    official = meta.pop(OFFICIAL, None)
-    if not isinstance(official, dict):
-        official = {}
-    official.pop("isLatest", None)
-    if "status" not in official:
-        official["status"] = entry.status
-    if "publishedAt" not in official:
-        official["publishedAt"] = format_timestamp(entry.published_at)
-    if "updatedAt" not in official:
-        official["updatedAt"] = format_timestamp(entry.updated_at)
-    others = orjson.dumps(meta)[1:-1]
-    return b"".join(
-        (b',"_meta":{', others, b"," if others else b"", _OFFICIAL_KEY,
-         orjson.dumps(official)[:-1], b',"isLatest":')
-    )  # fmt: skip
-
-
-class RegistryMeta:
-    """An entry's outer `_meta` as served (see `registry_meta`), made when first written and
-    kept with the items that share it (every view's, and while a rebuild keeps them)."""
-
-    __slots__ = ("_made", "_namespace", "entry")
-
-    def __init__(self, entry: Entry, namespace: str) -> None:
-        self.entry = entry
-        self._namespace = namespace
-        self._made: bytes | None = None
-
-    def made(self) -> bytes:
-        made = self._made
-        if made is None:  # two threads may both make it: the results are equal
-            made = self._made = registry_meta(self.entry, self._namespace)
-        return made

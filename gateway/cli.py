@@ -35,9 +35,10 @@ from gateway.offline import snapshot_from_state, sources_from_state
 from gateway.refresher import Refresher
 from gateway.schemas import SCHEMA_FILES, config_schemas
 from gateway.serve import serve
+from gateway.shaping import Lookup, no_lookup
 from gateway.snapshot import Snapshot, build_snapshot, view_policies
 from gateway.verify import Verifier
-from gateway.view import Lookup, ViewPolicy, no_lookup
+from gateway.view import ViewPolicy
 
 DEMO_CONFIG = Path(__file__).parent / "demo"
 

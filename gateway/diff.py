@@ -18,8 +18,8 @@ from gateway.config import FederationConfig
 from gateway.registries import ECOSYSTEMS
 from gateway.registries.base import Check
 from gateway.relocations import Side, group_report, package_types, view_packages
+from gateway.shaping import Lookup
 from gateway.snapshot import Snapshot, view_policies
-from gateway.view import Lookup
 
 Report = dict[str, Any]
 

@@ -11,7 +11,8 @@ from gateway.entry import Entry, format_timestamp
 from gateway.merge import Shadow, Source, merge, owner_by_reservation
 from gateway.names import identity
 from gateway.semver import pick_latest
-from gateway.view import Lookup, ViewPolicy, no_lookup
+from gateway.shaping import Lookup, no_lookup
+from gateway.view import ViewPolicy
 
 Report = dict[str, Any]
 

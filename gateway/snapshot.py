@@ -20,7 +20,8 @@ from gateway.pacing import Pacer, collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
-from gateway.view import Admission, Decision, Lookup, Shapes, ViewPolicy, no_lookup
+from gateway.shaping import Lookup, no_lookup
+from gateway.view import Admission, Decision, Shapes, ViewPolicy
 
 
 @dataclass(frozen=True, slots=True)

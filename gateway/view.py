@@ -3,7 +3,6 @@ then the view's mirrors rewrite package locations, and verification results appl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,17 +11,21 @@ import orjson
 
 from gateway.config import DEFAULT_VIEW as DEFAULT_VIEW
 from gateway.config import MirrorSettings, PolicySettings, ViewSettings
-from gateway.entry import Entry, ServerJson, format_timestamp, json_bytes, with_packages
-from gateway.mirrors import Mirrors, rewrite_packages
+from gateway.entry import Entry, ServerJson, json_bytes
+from gateway.mirrors import Mirrors
 from gateway.policy import Policy
-from gateway.registries import KNOWN, check_for
-from gateway.registries.base import Check, Verdict
-
-Lookup = Callable[[Check], Verdict | None]
-
-
-def no_lookup(_: Check) -> Verdict | None:
-    return None
+from gateway.registries import KNOWN
+from gateway.registries.base import Check
+from gateway.served import CLOSE, Deferred
+from gateway.shaping import (
+    AS_RECEIVED,
+    NOT_INSTALLABLE,
+    Lookup,
+    Rewriter,
+    Shape,
+    no_lookup,
+    registry_type,
+)
 
 
 def _dump(value: object) -> object:
@@ -47,7 +50,7 @@ class Decision:
     removed_types: tuple[str, ...] = ()  # by packages.types, unmirrored or enforce
     server_json: ServerJson | None = None  # the server object as served
     packages: tuple[dict[str, Any], ...] = ()  # gateway _meta per package
-    packages_json: bytes = b"}}}"  # the same, as the end of the gateway's `_meta` JSON
+    packages_json: bytes = CLOSE  # the same, as the end of the gateway's `_meta` JSON
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
 
     @property
@@ -58,67 +61,10 @@ class Decision:
         return value
 
 
-@dataclass(slots=True)
-class Shape:
-    """An entry's server object after package types, mirrors and verification: the part of a
-    decision that views shaping the entry alike share."""
-
-    server_json: ServerJson | None  # None: nothing installable is left; b"": the entry's own
-    reason: str
-    removed: tuple[str, ...]
-    packages: tuple[dict[str, Any], ...]
-    pending: tuple[Check, ...]
-    packages_json: bytes = b"}}}"  # ends the gateway `_meta`, `_meta` and the item
-
-    def __post_init__(self) -> None:
-        if self.packages:  # computed once, shared by every view with these mirrors
-            self.packages_json = b',"packages":' + orjson.dumps(self.packages) + b"}}}"
-
-
-_AS_RECEIVED = Shape(b"", "served", (), (), ())
-_NOT_INSTALLABLE = Shape(None, "not installable", (), (), ())
-
-
-class Reshaped:
-    """An entry's server object as a view's package types and mirrors serve it, made the first
-    time it is written (a page, an export) and then kept.
-
-    Where nothing but the rewrite itself depends on it (mirror checks off, unmirrored packages
-    kept), a build needs to know only that the entry is served: which entries a view serves
-    follows from the entry's facts. Rewriting every package of a catalog is most of a cold
-    build; most items are never asked for before the next build keeps them.
-    """
-
-    __slots__ = ("_entry", "_made", "_policy")
-
-    def __init__(self, entry: Entry, policy: ViewPolicy) -> None:
-        self._entry = entry
-        self._policy: ViewPolicy | None = policy
-        self._made: tuple[ServerJson, bytes] | None = None
-
-    def made(self) -> tuple[ServerJson, bytes]:
-        """The server JSON as served, and the end of the gateway's `_meta` (its `packages`)."""
-        made = self._made
-        if made is None:  # two threads may both make it: the results are equal
-            assert self._policy is not None
-            shape = self._policy._shape(self._entry, no_lookup)
-            assert shape.server_json is not None  # installable: decided by the build
-            made = self._made = (shape.server_json or self._entry.server_json, shape.packages_json)
-            self._policy = None
-        return made
-
-    def __bytes__(self) -> bytes:
-        return json_bytes(self.made()[0])
-
-
 # What a view serves of an entry: the server JSON (packages possibly filtered or rewritten, or to
 # be rewritten when first written), the rules that admitted it, and the end of the gateway's
 # `_meta`: `}}}`, or its `packages` (the original locations and mirror checks) then `}}}`.
-Admission = tuple[ServerJson | Reshaped, tuple[str, ...], bytes]
-
-
-def _registry_type(package: object) -> str:
-    return str(package.get("registryType")) if isinstance(package, dict) else "?"
+Admission = tuple[ServerJson | Deferred, tuple[str, ...], bytes]
 
 
 _MIRRORED_KINDS = frozenset(KNOWN)  # the keys of mirrors.yaml by type
@@ -136,15 +82,15 @@ class Shapes:
     def __init__(self) -> None:
         self._entry: Entry | None = None
         self._found: dict[object, Shape] = {}
-        self._later: dict[object, Reshaped] = {}
+        self._later: dict[object, Deferred] = {}
 
     def of(self, entry: Entry) -> dict[object, Shape]:
         """The shapes found so far for this entry, by shaping key."""
         self._current(entry)
         return self._found
 
-    def later(self, entry: Entry) -> dict[object, Reshaped]:
-        """The shapes to be to make when written found so far for this entry, by shaping key."""
+    def later(self, entry: Entry) -> dict[object, Deferred]:
+        """The rewrites deferred until written made so far for this entry, by shaping key."""
         self._current(entry)
         return self._later
 
@@ -156,7 +102,10 @@ class Shapes:
 
 
 class ViewPolicy:
-    """What one view applies: policy.yaml, the view's own file, and the view's mirrors."""
+    """What one view applies: policy.yaml, the view's own file, and the view's mirrors.
+
+    One decision path: `admit` is what a build asks of every entry; `decide` (what `explain`
+    shows) is `admit`'s answer with the served object made and its details filled in."""
 
     def __init__(
         self, name: str, policies: list[Policy], mirrors: MirrorSettings | None = None
@@ -167,10 +116,10 @@ class ViewPolicy:
         types = [p.types for p in policies if p.types is not None]
         self.types: frozenset[str] | None = frozenset.intersection(*types) if types else None
         self.mirrors = Mirrors(mirrors or MirrorSettings())
-        self._mirrored = self.mirrors.configured
+        self.rewriter = Rewriter(self.types, self.mirrors)
         self.verify_mode = self.mirrors.settings.verify.mode
-        # Whether an entry's rewrite can wait until it is written (see Reshaped): nothing a
-        # build counts or hides depends on it.
+        # Whether an entry's rewrite can wait until it is written (see served.Deferred):
+        # nothing a build counts or hides depends on it.
         self._defers = self.verify_mode == "off" and self.mirrors.settings.unmirrored == "keep"
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
         self._keys: dict[frozenset[str], object] = {}  # registry types -> shaping key
@@ -222,103 +171,72 @@ class ViewPolicy:
                 return Decision(False, "cooldown", rules, held_until)
         return rules
 
-    def decide(
-        self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
-    ) -> Decision:
-        rules = self._rules(upstream, entry, now)
-        if isinstance(rules, Decision):
-            return rules
-        shape = self.shape(entry, lookup)
-        if shape.server_json is None:
-            return Decision(
-                False, shape.reason, rules, None, shape.removed, None, (), b"}}}", shape.pending
-            )
-        return Decision(
-            True, "served", rules, None, shape.removed, shape.server_json or entry.server_json,
-            shape.packages, shape.packages_json, shape.pending,
-        )  # fmt: skip
-
     def admit(
         self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
     ) -> Admission | Decision:
-        """What a build needs: a served entry's admission where its rewrite can wait (see
-        Reshaped), else the whole decision."""
-        if not self._defers:
-            return self.decide(upstream, entry, now, lookup)
+        """What the view serves of an entry: its admission (the server object, or its rewrite
+        deferred until written where nothing else depends on it; the admitting rules; the
+        item's end), or the decision that hides it or carries mirror checks."""
         rules = self._rules(upstream, entry, now)
         if isinstance(rules, Decision):
             return rules
-        if not (entry.has_packages or entry.has_remotes):
+        rewriter = self.rewriter
+        if rewriter.as_received(entry):  # no parsing, nothing to remember
+            if entry.has_packages or entry.has_remotes:
+                return entry.server_json, rules, CLOSE
             return Decision(False, "not installable", rules)
-        types = self.types
-        if (types is None or entry.registry_types <= types) and not (
-            entry.has_packages and self._mirrored
-        ):
-            return entry.server_json, rules, b"}}}"
-        if types is not None and not entry.has_remotes and types.isdisjoint(entry.registry_types):
+        if not self._defers:
+            return _decided(rules, self.shape(entry, lookup), entry)
+        if rewriter.nothing_left(entry):
             return Decision(False, "not installable", rules)  # no package of its types is left
         later = self.shapes.later(entry)
         key = self._key(entry.registry_types)
-        reshaped = later.get(key)
-        if reshaped is None:
-            reshaped = later[key] = Reshaped(entry, self)
-        return reshaped, rules, b""
+        deferred = later.get(key)
+        if deferred is None:
+            deferred = later[key] = Deferred(entry, rewriter)
+        return deferred, rules, b""
+
+    def decide(
+        self, upstream: str, entry: Entry, now: datetime, lookup: Lookup = no_lookup
+    ) -> Decision:
+        """`admit`'s answer in full: the served object made, the packages the view's types
+        removed, the mirror checks."""
+        admitted = self.admit(upstream, entry, now, lookup)
+        if isinstance(admitted, Decision):
+            if admitted.reason == "not installable" and not admitted.removed_types:
+                admitted.removed_types = self._removed(entry)
+            return admitted
+        server, rules, _ = admitted
+        if isinstance(server, Deferred):
+            decided = _decided(rules, self.shape(entry, lookup), entry)
+            assert isinstance(decided, Decision)
+            return decided
+        return Decision(True, "served", rules, None, (), server)
+
+    def _removed(self, entry: Entry) -> tuple[str, ...]:
+        packages = entry.server.get("packages")
+        if self.types is None or not isinstance(packages, list):
+            return ()
+        return tuple(t for t in map(registry_type, packages) if t not in self.types)
 
     def shape(self, entry: Entry, lookup: Lookup = no_lookup) -> Shape:
         """What this view serves of an entry's server object, whatever its policy says."""
-        types = self.types
-        if (types is None or entry.registry_types <= types) and not (
-            entry.has_packages and self._mirrored
-        ):  # served as received: no parsing, nothing to remember
-            return _AS_RECEIVED if entry.has_packages or entry.has_remotes else _NOT_INSTALLABLE
+        if self.rewriter.as_received(entry):
+            return AS_RECEIVED if entry.has_packages or entry.has_remotes else NOT_INSTALLABLE
         found = self.shapes.of(entry)
         key = self._key(entry.registry_types)
         shape = found.get(key)
         if shape is None:
-            shape = found[key] = self._shape(entry, lookup)
+            shape = found[key] = self.rewriter.shape(entry, lookup)
         return shape
 
-    def _shape(self, entry: Entry, lookup: Lookup) -> Shape:
-        server = entry.server
-        packages = server.get("packages")
-        removed: list[str] = []
-        if self.types is not None and isinstance(packages, list):
-            kept = [p for p in packages if _registry_type(p) in self.types]
-            removed = [_registry_type(p) for p in packages if _registry_type(p) not in self.types]
-            packages = kept
-        metas: list[dict[str, Any]] = []
-        pending: list[Check] = []
-        enforced = False  # a package was removed because its mirror does not have it
-        if isinstance(packages, list) and packages and self.mirrors.configured:
-            rewrite = rewrite_packages(self.mirrors, packages)
-            if rewrite.drop_server:
-                return Shape(None, "unmirrored", tuple(rewrite.dropped), (), ())
-            removed.extend(rewrite.dropped)
-            packages = []
-            for package, original in zip(rewrite.packages, rewrite.originals, strict=True):
-                meta: dict[str, Any] = {"registryType": _registry_type(package)}
-                if original is not None:
-                    meta["original"] = original
-                if self.verify_mode != "off" and original is not None:
-                    check = check_for(package)
-                    known = lookup(check) if check is not None else None
-                    if check is not None and (known is None or not known.fresh):
-                        pending.append(check)
-                    meta["verification"] = known.result if known else "unknown"
-                    if known is not None:
-                        meta["checkedAt"] = format_timestamp(known.checked_at)
-                    if self.verify_mode == "enforce" and meta["verification"] == "missing":
-                        removed.append(meta["registryType"])
-                        enforced = True
-                        continue
-                packages.append(package)
-                metas.append(meta)
-        if not packages and not server.get("remotes"):
-            reason = "missing from mirror" if enforced else "not installable"
-            return Shape(None, reason, tuple(removed), (), tuple(pending))
-        described = tuple(metas) if any("original" in m for m in metas) else ()
-        if packages != server.get("packages"):
-            assert isinstance(packages, list)  # filtered or rewritten
-            served = with_packages(entry, server, packages)  # the entry's bytes stay as received
-            return Shape(served, "served", tuple(removed), described, tuple(pending))
-        return Shape(b"", "served", tuple(removed), described, tuple(pending))
+
+def _decided(rules: tuple[str, ...], shape: Shape, entry: Entry) -> Decision:
+    if shape.server_json is None:
+        return Decision(
+            False, shape.reason, rules, None, shape.removed, None, (), CLOSE, shape.pending
+        )
+    return Decision(
+        True, "served", rules, None, shape.removed, shape.server_json or entry.server_json,
+        shape.packages, shape.packages_json, shape.pending,
+    )  # fmt: skip

@@ -8,8 +8,8 @@ import sys
 
 CORE = [
     "gateway.entry", "gateway.names", "gateway.merge", "gateway.semver", "gateway.policy",
-    "gateway.mirrors", "gateway.view", "gateway.catalog", "gateway.snapshot", "gateway.search",
-    "gateway.query", "gateway.cursor", "gateway.explain", "gateway.diff", "gateway.registries",
+    "gateway.mirrors", "gateway.shaping", "gateway.view", "gateway.served", "gateway.catalog",
+    "gateway.snapshot", "gateway.search", "gateway.query", "gateway.cursor", "gateway.explain", "gateway.diff", "gateway.registries",
 ]  # fmt: skip
 
 _PROBE = """
@@ -106,3 +106,59 @@ def test_no_module_of_the_gateway_is_over_400_lines() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 400
     }
     assert long == {}
+
+
+def _imports(module: str) -> set[str]:
+    """The gateway modules a module imports (at run time or for types)."""
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / (module.replace(".", "/") + ".py")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("gateway")}
+
+
+def test_the_catalog_only_reads_what_the_build_made() -> None:
+    """The catalog is a read model: it never reaches the policy or the views that decided."""
+    deciding = {"gateway.view", "gateway.policy", "gateway.shaping", "gateway.mirrors"}
+    assert not _imports("gateway.catalog") & deciding
+    assert not _imports("gateway.served") & deciding  # an item's bytes: the build's values only
+
+
+def test_a_deferred_rewrite_holds_values_not_the_view_that_decided_it() -> None:
+    """A build's deferred rewrite is the entry and the view's rewrite settings: no policy,
+    no cache of the build, nothing a later build changes."""
+    import gc
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from gateway.config import MirrorSettings, PolicySettings
+    from gateway.entry import parse_item
+    from gateway.served import Deferred
+    from gateway.shaping import Rewriter
+    from gateway.view import ViewPolicy
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    mirrors = MirrorSettings.model_validate({"npm": "https://npm.example.com/"})
+    view = ViewPolicy.of("v", PolicySettings(), None, mirrors)
+    server = {"name": "io.github.a/b", "version": "1.0.0", "description": "d",
+              "packages": [{"registryType": "npm", "identifier": "b", "version": "1.0.0",
+                            "transport": {"type": "stdio"}}]}  # fmt: skip
+    entry = parse_item({"server": server, "_meta": {}}, seen_at=now)
+    admitted = view.admit("o", entry, now)
+    assert isinstance(admitted, tuple)
+    assert isinstance(admitted[0], Deferred)
+    held = [value for value in gc.get_referents(admitted[0]) if value is not Deferred]
+    assert not any(isinstance(value, ViewPolicy) for value in held)
+    assert {type(value) for value in held} <= {type(entry), Rewriter, type(None)}
+    server_json, end = admitted[0].made()
+    assert orjson.loads(bytes(server_json))["packages"][0]["registryBaseUrl"] == (
+        "https://npm.example.com/"
+    )
+    assert end == b',"packages":[{"registryType":"npm","original":{"registryBaseUrl":null}}]}}}'

@@ -339,7 +339,8 @@ def test_a_rewrite_made_when_written_serves_what_the_decision_does(own: Any) -> 
     """Builds leave a mirror rewrite until the item is first written (no mirror checks, no
     unmirrored rule): which entries a view serves, and the bytes it serves, are the same as
     the whole decision's."""
-    from gateway.view import Decision, Reshaped
+    from gateway.served import Deferred
+    from gateway.view import Decision
 
     settings = ViewSettings.model_validate(own) if own is not None else None
     deciding = ViewPolicy.of("v", PolicySettings(), settings, MIRRORS)
@@ -356,7 +357,7 @@ def test_a_rewrite_made_when_written_serves_what_the_decision_does(own: Any) -> 
         assert not isinstance(admitted, Decision), fields
         server, rules, end = admitted
         assert rules == decision.rules
-        if isinstance(server, Reshaped):
+        if isinstance(server, Deferred):
             deferred += 1
             reshaped = server
             server, end = reshaped.made()

@@ -1,0 +1,142 @@
+"""An item's bytes, and only here: the ServerResponse JSON a catalog serves for one entry in
+one view, as a few byte strings written one after the other.
+
+    {"server":SERVER,"_meta":{...,"<official>":{...,"isLatest":   the registry's `_meta`
+    true},"<namespace>":{"upstream":...,"admittedBy":[...]       the suffix
+    }}}   or   ,"packages":[...]}}}                               the end
+
+- `server`: the upstream's own bytes, or a `Splice` of them around rewritten packages, or a
+  `Deferred` rewrite (made when first written, then kept);
+- the registry's `_meta` up to the value of `isLatest` (`RegistryMeta`: one per entry, shared
+  by every view, made when first written);
+- the suffix: `isLatest`'s value and the gateway's `_meta` left open (`suffix`: one per
+  distinct key in a build, shared by every item with that key);
+- the end: the gateway's `packages` when a view rewrote any, then the braces that close the
+  gateway's `_meta`, `_meta` and the item (`CLOSE`, `packages_end`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from gateway.entry import OFFICIAL, Entry, ServerJson, Splice, format_timestamp
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+HEAD = b'{"server":'
+CLOSE = b"}}}"  # the gateway's `_meta`, the item's `_meta`, the item
+_OFFICIAL_KEY = orjson.dumps(OFFICIAL) + b":"
+
+SuffixKey = tuple[bool, str, tuple[str, ...]]  # isLatest, upstream, admitting rules
+
+
+def packages_end(packages: tuple[dict[str, Any], ...]) -> bytes:
+    """The end of an item whose view rewrote packages: their originals and mirror checks."""
+    return b',"packages":' + orjson.dumps(packages) + CLOSE if packages else CLOSE
+
+
+def namespace_key(namespace: str) -> bytes:
+    return b"," + orjson.dumps(namespace) + b":"
+
+
+def suffix(key: SuffixKey, namespace: bytes, origin_meta: Mapping[str, Any]) -> bytes:
+    """`isLatest`'s value and the gateway's `_meta` (`namespace` is `namespace_key`'s), left
+    open for its `packages`."""
+    is_latest, _, rules = key
+    meta = orjson.dumps({**origin_meta, "admittedBy": list(rules)})[:-1]
+    return b"".join((b"true}" if is_latest else b"false}", namespace, meta))
+
+
+def registry_meta(entry: Entry, namespace: str) -> bytes:
+    """The entry's outer `_meta` up to the value of `isLatest`: the upstream's other keys as
+    sent (but our own namespace, which this gateway writes anew), then the registry's own,
+    with what a bare server.json lacks filled in."""
+    meta = entry.meta
+    meta.pop(namespace, None)
+    official = meta.pop(OFFICIAL, None)
+    if not isinstance(official, dict):
+        official = {}
+    official.pop("isLatest", None)
+    if "status" not in official:
+        official["status"] = entry.status
+    if "publishedAt" not in official:
+        official["publishedAt"] = format_timestamp(entry.published_at)
+    if "updatedAt" not in official:
+        official["updatedAt"] = format_timestamp(entry.updated_at)
+    others = orjson.dumps(meta)[1:-1]
+    return b"".join(
+        (b',"_meta":{', others, b"," if others else b"", _OFFICIAL_KEY,
+         orjson.dumps(official)[:-1], b',"isLatest":')
+    )  # fmt: skip
+
+
+class RegistryMeta:
+    """An entry's outer `_meta` as served (see `registry_meta`), made when first written and
+    kept with the items that share it (every view's, and while a rebuild keeps them)."""
+
+    __slots__ = ("_made", "_namespace", "entry")
+
+    def __init__(self, entry: Entry, namespace: str) -> None:
+        self.entry = entry
+        self._namespace = namespace
+        self._made: bytes | None = None
+
+    def made(self) -> bytes:
+        made = self._made
+        if made is None:  # two threads may both make it: the results are equal
+            made = self._made = registry_meta(self.entry, self._namespace)
+        return made
+
+
+class Rewrite(Protocol):
+    """What a deferred rewrite applies: a value made of a view's package types and mirror
+    settings (`shaping.Rewriter`), never the view's policy."""
+
+    def served(self, entry: Entry) -> tuple[ServerJson, bytes]:
+        """The entry's server object as the view serves it, and the item's end."""
+
+
+class Deferred:
+    """A rewrite the build decided (the entry is served, rewritten by these settings) whose
+    bytes wait until the item is first written, then are kept: rewriting every package of a
+    catalog is most of a cold build, and most items are not asked for before the next build
+    keeps them. Self-contained: the entry and the settings, nothing that changes."""
+
+    __slots__ = ("_entry", "_made", "_rewrite")
+
+    def __init__(self, entry: Entry, rewrite: Rewrite) -> None:
+        self._entry = entry
+        self._rewrite = rewrite
+        self._made: tuple[ServerJson, bytes] | None = None
+
+    def made(self) -> tuple[ServerJson, bytes]:
+        """The server JSON as served, and the item's end (the gateway's `packages`)."""
+        made = self._made
+        if made is None:  # two threads may both make it: the results are equal
+            made = self._made = self._rewrite.served(self._entry)
+        return made
+
+
+def write(
+    server: ServerJson | Deferred,
+    meta: RegistryMeta,
+    suffix: bytes,
+    end: bytes,
+    out: list[bytes],
+) -> None:
+    """Append an item's ServerResponse JSON to `out`, in parts (`end` is b"" for a
+    `Deferred` server: it makes its own)."""
+    if isinstance(server, bytes):
+        out.extend((HEAD, server, meta.made(), suffix, end))
+        return
+    if isinstance(server, Deferred):
+        server, end = server.made()
+    out.append(HEAD)
+    if isinstance(server, Splice):
+        out.extend(server.parts())
+    else:
+        out.append(server)
+    out.extend((meta.made(), suffix, end))

@@ -1,0 +1,127 @@
+"""What a view serves of an entry's server object, whatever its policy says: the view's package
+types, its mirrors' rewrite, and what mirror checks found (`Shape`). A `Rewriter` is a value
+(a view's types and mirror settings, compiled once): the build decides with it, and where
+nothing but the bytes depends on the rewrite, a `served.Deferred` holding the entry and the
+rewriter makes them when the item is first written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.entry import Entry, ServerJson, format_timestamp, with_packages
+from gateway.mirrors import Mirrors, rewrite_packages
+from gateway.registries import check_for
+from gateway.registries.base import Check, Verdict
+from gateway.served import CLOSE, packages_end
+
+Lookup = Callable[[Check], Verdict | None]
+
+
+def no_lookup(_: Check) -> Verdict | None:
+    return None
+
+
+@dataclass(slots=True)
+class Shape:
+    """An entry's server object after package types, mirrors and verification: the part of a
+    decision that views shaping the entry alike share."""
+
+    server_json: ServerJson | None  # None: nothing installable is left; b"": the entry's own
+    reason: str
+    removed: tuple[str, ...]
+    packages: tuple[dict[str, Any], ...]
+    pending: tuple[Check, ...]
+    packages_json: bytes = CLOSE  # ends the gateway `_meta`, `_meta` and the item
+
+    def __post_init__(self) -> None:
+        if self.packages:  # computed once, shared by every view with these mirrors
+            self.packages_json = packages_end(self.packages)
+
+
+AS_RECEIVED = Shape(b"", "served", (), (), ())
+NOT_INSTALLABLE = Shape(None, "not installable", (), (), ())
+
+
+def registry_type(package: object) -> str:
+    return str(package.get("registryType")) if isinstance(package, dict) else "?"
+
+
+class Rewriter:
+    """One view's package types and mirrors: what they make of an entry's server object."""
+
+    __slots__ = ("mirrored", "mirrors", "types", "verify_mode")
+
+    def __init__(self, types: frozenset[str] | None, mirrors: Mirrors) -> None:
+        self.types = types
+        self.mirrors = mirrors
+        self.mirrored = mirrors.configured
+        self.verify_mode = mirrors.settings.verify.mode
+
+    def as_received(self, entry: Entry) -> bool:
+        """Whether the view serves the entry's server object exactly as received."""
+        types = self.types
+        return (types is None or entry.registry_types <= types) and not (
+            entry.has_packages and self.mirrored
+        )
+
+    def nothing_left(self, entry: Entry) -> bool:
+        """Whether no package of the view's types is left and there is no remote."""
+        types = self.types
+        return (
+            types is not None and not entry.has_remotes and types.isdisjoint(entry.registry_types)
+        )
+
+    def served(self, entry: Entry) -> tuple[ServerJson, bytes]:
+        """A deferred rewrite made (see `served.Deferred`): no mirror check consulted, so
+        only for views that check none."""
+        shape = self.shape(entry, no_lookup)
+        assert shape.server_json is not None  # installable: decided by the build
+        return shape.server_json or entry.server_json, shape.packages_json
+
+    def shape(self, entry: Entry, lookup: Lookup) -> Shape:
+        server = entry.server
+        packages = server.get("packages")
+        removed: list[str] = []
+        if self.types is not None and isinstance(packages, list):
+            kept = [p for p in packages if registry_type(p) in self.types]
+            removed = [registry_type(p) for p in packages if registry_type(p) not in self.types]
+            packages = kept
+        metas: list[dict[str, Any]] = []
+        pending: list[Check] = []
+        enforced = False  # a package was removed because its mirror does not have it
+        if isinstance(packages, list) and packages and self.mirrored:
+            rewrite = rewrite_packages(self.mirrors, packages)
+            if rewrite.drop_server:
+                return Shape(None, "unmirrored", tuple(rewrite.dropped), (), ())
+            removed.extend(rewrite.dropped)
+            packages = []
+            for package, original in zip(rewrite.packages, rewrite.originals, strict=True):
+                meta: dict[str, Any] = {"registryType": registry_type(package)}
+                if original is not None:
+                    meta["original"] = original
+                if self.verify_mode != "off" and original is not None:
+                    check = check_for(package)
+                    known = lookup(check) if check is not None else None
+                    if check is not None and (known is None or not known.fresh):
+                        pending.append(check)
+                    meta["verification"] = known.result if known else "unknown"
+                    if known is not None:
+                        meta["checkedAt"] = format_timestamp(known.checked_at)
+                    if self.verify_mode == "enforce" and meta["verification"] == "missing":
+                        removed.append(meta["registryType"])
+                        enforced = True
+                        continue
+                packages.append(package)
+                metas.append(meta)
+        if not packages and not server.get("remotes"):
+            reason = "missing from mirror" if enforced else "not installable"
+            return Shape(None, reason, tuple(removed), (), tuple(pending))
+        described = tuple(metas) if any("original" in m for m in metas) else ()
+        if packages != server.get("packages"):
+            assert isinstance(packages, list)  # filtered or rewritten
+            served = with_packages(entry, server, packages)  # the entry's bytes stay as received
+            return Shape(served, "served", tuple(removed), described, tuple(pending))
+        return Shape(b"", "served", tuple(removed), described, tuple(pending))
