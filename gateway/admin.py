@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +29,7 @@ from gateway.explain import explain
 from gateway.merge import Source
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, reload_config
+from gateway.routes import Route
 from gateway.snapshot import Snapshot, view_policies
 
 log = structlog.get_logger("gateway.admin")
@@ -124,32 +124,32 @@ class Explained:
 
 
 async def handle_admin(
-    request: web.BaseRequest, refresher: Refresher, load: ConfigLoader
+    request: web.BaseRequest, route: Route, refresher: Refresher, load: ConfigLoader
 ) -> dict[str, Any]:
-    """Answer an /admin request with a JSON document."""
+    """Answer an /admin request (its route resolved by `routes`) with a JSON document."""
     authorize(request, refresher.config)
-    path = request.path.rstrip("/")
-    if path == "/admin/explain":
+    endpoint = route.endpoint
+    if endpoint == "explain":
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed("use GET")
         return _explain(refresher, request.query)
-    if path == "/admin/reload":
+    if endpoint == "reload":
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
         refused = await reload_config(refresher, load)
         if refused is not None:
             raise ConfigRefused(refused)
         return {"status": "reloaded", "views": [DEFAULT_VIEW, *refresher.config.views]}
-    if path == "/admin/status":
+    if endpoint == "status":
         return status(refresher)
-    action = re.fullmatch(r"/admin/upstreams/([a-z0-9_-]+)/(confirm-drop|sync)", path)
-    if action:
+    if endpoint in ("sync", "confirm-drop"):
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
-        name, verb = action.groups()
+        name = route.name
+        assert name is not None
         if name not in [feed.name for feed in refresher.feeds]:
             raise UnknownUpstream(name)
-        if verb == "sync":
+        if endpoint == "sync":
             changed = await refresher.sync_now(name)
             feed = refresher.feed(name)
             return {"upstream": name, "changed": changed, "error": feed.last_error}

@@ -1,9 +1,5 @@
-"""The read API: routing on the raw path, and handlers that assemble pre-serialized bytes.
-
-Routing reads the still-encoded path so `%2F` stays inside a server name. Every catalog is a
-base URL: the default view at `/`, a business-unit view at `/views/<view>`; under a base, the
-API answers at `/v0.1`, `/v0` and (an alias some clients use) with no version prefix.
-"""
+"""The read API: answers assembled from pre-serialized bytes, cached per snapshot (its routes
+are in `routes`)."""
 
 from __future__ import annotations
 
@@ -11,9 +7,7 @@ import functools
 import gzip
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 from cachetools import LRUCache
@@ -21,14 +15,12 @@ from multidict import CIMultiDict
 
 from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
-from gateway.config import DEFAULT_VIEW
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound, NotReady, UnknownView
 from gateway.query import parse_include_deleted, parse_list_query, select_page
+from gateway.routes import Route
 from gateway.snapshot import Snapshot
 
-API_PREFIXES = ("/v0.1", "/v0")
 READ_METHODS = frozenset({"GET", "HEAD"})
-ENDPOINT_NOT_FOUND = "Endpoint not found"
 SERVER_NOT_FOUND = "Server not found"
 
 
@@ -110,51 +102,6 @@ def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) ->
         view.write(item, out)
     out.extend((b'],"metadata":', orjson.dumps(metadata), b"}"))
     return b"".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A parsed request path: which view, which endpoint, and its path parameters."""
-
-    view: str
-    endpoint: str  # list | versions | version | health | ping | version_info
-    name: str | None = None
-    version: str | None = None
-
-
-def _decode_name(segment: str) -> str:
-    name = unquote(segment)
-    if "/" not in name and "%" in name:  # `%252F` resolves too, as on the official registry
-        name = unquote(name)
-    return name
-
-
-def parse_route(raw_path: str) -> Route:
-    """Map a raw (still-encoded) request path to a Route; NotFound for anything else."""
-    path = raw_path
-    view = DEFAULT_VIEW
-    if path.startswith("/views/"):
-        view_segment, _, rest = path[len("/views/") :].partition("/")
-        if not view_segment:
-            raise NotFound(ENDPOINT_NOT_FOUND)
-        view, path = unquote(view_segment), "/" + rest
-    api = False
-    for prefix in API_PREFIXES:
-        if path == prefix or path.startswith(prefix + "/"):
-            path, api = path[len(prefix) :], True
-            break
-    if api and path in ("/health", "/ping", "/version"):
-        endpoint = {"/health": "health", "/ping": "ping", "/version": "version_info"}[path]
-        return Route(view, endpoint)
-    if path in ("/servers", "/servers/"):
-        return Route(view, "list")
-    if path.startswith("/servers/"):
-        segments = path[len("/servers/") :].split("/")
-        if len(segments) == 2 and segments[1] == "versions" and segments[0]:
-            return Route(view, "versions", _decode_name(segments[0]))
-        if len(segments) == 3 and segments[1] == "versions" and segments[0] and segments[2]:
-            return Route(view, "version", _decode_name(segments[0]), unquote(segments[2]))
-    raise NotFound(ENDPOINT_NOT_FOUND)
 
 
 class Api:

@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from gateway.admin import Explained, handle_admin
-from gateway.api import Api, Rendered, check_method, parse_route, reject_nul
+from gateway.api import Api, Rendered, check_method, reject_nul
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.errors import (
     FieldError,
@@ -37,16 +37,15 @@ from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
+from gateway.routes import Route, resolve
 from gateway.web import (
     ASSETS,
     CSP,
     PAGE_HEADERS,
-    WebRoute,
     admin_page,
     catalog_page,
     message_page,
     server_page,
-    web_route,
 )
 
 log = structlog.get_logger("gateway.http")
@@ -244,13 +243,13 @@ def _message(title: str, text: str, views: list[str], status: int) -> web.Respon
 
 
 async def _page(
-    app: web.Application, request: web.BaseRequest, refresher: Refresher, page: WebRoute
+    app: web.Application, request: web.BaseRequest, refresher: Refresher, page: Route
 ) -> web.Response:
     """A web page: the catalog of a view, a server's page, the operators' page, an asset."""
     config = refresher.config
     views = [DEFAULT_VIEW, *config.views]
-    if page.page == "asset":
-        asset = ASSETS.get(page.name)
+    if page.endpoint == "asset":
+        asset = ASSETS.get(page.name or "")
         if asset is None:
             raise NotFound("no such file")
         if request.headers.get("If-None-Match") == asset.etag:
@@ -260,13 +259,13 @@ async def _page(
             headers={"Content-Type": asset.content_type, "ETag": asset.etag,
                      "Cache-Control": "no-cache", "Content-Security-Policy": CSP},
         )  # fmt: skip
-    if page.page == "admin":
+    if page.endpoint == "admin":
         if config.gateway.admin_token is None:
             return _message("Not found", "The operators' page is off: set admin_token.", views, 404)
         return _html(admin_page())
-    if page.page == "redirect":
+    if page.endpoint == "redirect":
         query = request.raw_path.partition("?")[2]
-        location = f"{page.name}?{query}" if query else page.name
+        location = f"{page.name}?{query}" if query else f"{page.name}"
         return web.Response(status=308, headers={"Location": location})
     snapshot = refresher.snapshot
     if snapshot is None:
@@ -279,38 +278,35 @@ async def _page(
             message_page("Not found", f"There is no view named {page.view!r}.", views), 404
         )
     namespace = config.gateway.meta_namespace
-    if page.page == "catalog":
+    if page.endpoint == "catalog":
         origin = str(request.url.origin())
         return _html(catalog_page(view, page.view, request.query, views, namespace, origin))
-    report = await app[EXPLAINED].report(refresher, page.view, page.name)
+    name = page.name or ""  # a server page's route always names one
+    report = await app[EXPLAINED].report(refresher, page.view, name)
     if report is None or not report["versions"]:
-        return _message("Not found", f"No upstream offers {page.name!r}.", views, 404)
+        return _message("Not found", f"No upstream offers {name!r}.", views, 404)
     return _html(server_page(view, page.view, report, views, namespace))
 
 
 async def dispatch(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
-    """The one handler: probes, then the read API of whichever view the path names."""
+    """The one handler: the route table (`routes.resolve`) names the area, and each area
+    answers: probes, pages, the admin API, the read API of whichever view the path names."""
     raw_path, _, raw_query = request.raw_path.partition("?")
     reject_nul(request.raw_path)
     if len(raw_path) > MAX_PATH or len(raw_query) > MAX_QUERY:
         raise UriTooLong(MAX_PATH, MAX_QUERY)
     refresher = app[REFRESHER]
-    if raw_path in ("/healthz", "/readyz", "/metrics"):
-        request[ROUTE] = raw_path[1:]
-        return _probe(app, raw_path)
-    page = web_route(raw_path) if request.method in ("GET", "HEAD") else None
-    if page is not None:
-        request[ROUTE] = "asset" if page.page == "asset" else "page"
-        return await _page(app, request, refresher, page)
-    if raw_path == "/admin" or raw_path.startswith("/admin/"):
-        request[ROUTE] = "admin"
-        document = await handle_admin(request, refresher, app[CONFIG_LOADER])
-        return _status(document)
-    snapshot = refresher.snapshot
     method = request.method
-    route = parse_route(raw_path)
+    route = resolve(method, raw_path)
+    request[ROUTE] = route.label
+    if route.area == "probe":
+        return _probe(app, raw_path)
+    if route.area == "page":
+        return await _page(app, request, refresher, route)
+    if route.area == "admin":
+        return _status(await handle_admin(request, route, refresher, app[CONFIG_LOADER]))
+    snapshot = refresher.snapshot
     endpoint = route.endpoint
-    request[ROUTE] = endpoint
     if method == "OPTIONS":
         return _preflight(request)
     check_method(method)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -69,39 +69,6 @@ def _load_assets() -> dict[str, Asset]:
 
 
 ASSETS = _load_assets()
-
-
-@dataclass(frozen=True, slots=True)
-class WebRoute:
-    """A page request: which page, of which view, for which server."""
-
-    page: str  # catalog | server | admin | asset | redirect
-    view: str = DEFAULT_VIEW
-    name: str = ""  # server name, asset file name or redirect target
-
-
-def web_route(raw_path: str) -> WebRoute | None:
-    """The page a path names, or None when it is not a page (the API, probes, /admin API)."""
-    if raw_path == "/":
-        return WebRoute("catalog")
-    if raw_path == "/admin/":
-        return WebRoute("admin")
-    if raw_path.startswith("/_ui/"):
-        return WebRoute("asset", name=raw_path[len("/_ui/") :])
-    view, rest = DEFAULT_VIEW, raw_path
-    if raw_path.startswith("/views/"):
-        segment, slash, rest = raw_path[len("/views/") :].partition("/")
-        if not segment:
-            return None
-        view = unquote(segment)
-        if not slash:
-            return WebRoute("redirect", view, f"/views/{segment}/")
-        if rest == "":
-            return WebRoute("catalog", view)
-        rest = "/" + rest
-    if rest.startswith("/server/") and len(rest) > len("/server/"):
-        return WebRoute("server", view, unquote(rest[len("/server/") :]))
-    return None
 
 
 def view_base(view: str) -> str:

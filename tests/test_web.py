@@ -13,7 +13,7 @@ import yaml
 from gateway.app import REFRESHER
 from gateway.install import package_command
 from gateway.loader import load_config
-from gateway.web import CSP, WebRoute, web_route
+from gateway.web import CSP
 from tests.fakes import FakeMirror
 from tests.web_catalog import (
     ADMIN_TOKEN,
@@ -42,27 +42,6 @@ async def page(client: Any, path: str, status: int = 200) -> str:
 def text_of(markup: str) -> str:
     """What a reader sees: tags removed, entities decoded, spaces collapsed."""
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", markup)))
-
-
-@pytest.mark.parametrize(
-    ("path", "route"),
-    [
-        ("/", WebRoute("catalog")),
-        ("/views/payments/", WebRoute("catalog", "payments")),
-        ("/views/payments", WebRoute("redirect", "payments", "/views/payments/")),
-        ("/server/io.github.acme/weather", WebRoute("server", name="io.github.acme/weather")),
-        ("/views/payments/server/a.b/c", WebRoute("server", "payments", "a.b/c")),
-        ("/admin/", WebRoute("admin")),
-        ("/_ui/style.css", WebRoute("asset", name="style.css")),
-        ("/v0.1/servers", None),
-        ("/servers", None),
-        ("/views/payments/v0.1/servers", None),
-        ("/admin/status", None),
-        ("/server/", None),
-    ],
-)
-def test_routes(path: str, route: WebRoute | None) -> None:
-    assert web_route(path) == route
 
 
 @pytest.mark.parametrize(
