@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,8 +12,7 @@ import structlog
 from aiohttp import web
 from cachetools import LRUCache
 
-from gateway import __version__, compiled
-from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
+from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import format_timestamp
 from gateway.errors import (
     BadRequest,
@@ -30,10 +29,9 @@ from gateway.merge import Source
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, reload_config
 from gateway.routes import Route
-from gateway.snapshot import Snapshot, view_policies
+from gateway.snapshot import view_policies
 
 log = structlog.get_logger("gateway.admin")
-HISTORY = timedelta(days=1)  # of syncs, in /admin/status (the operators' page draws it)
 
 
 def authorize(request: web.BaseRequest, config: FederationConfig) -> None:
@@ -83,15 +81,6 @@ REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
 
 def _report_size(report: dict[str, object]) -> int:
     return 4 * len(orjson.dumps(report)) + 1024  # parsed objects take a few times their JSON
-
-
-def _search_status(snapshot: Snapshot | None) -> dict[str, object]:
-    """Whether searches of the served catalog are answered from the index yet (they scan
-    until it catches up with a build), and its size."""
-    view = snapshot.views.get(DEFAULT_VIEW) if snapshot is not None else None
-    if view is None or view.search is None:
-        return {"indexed": False}
-    return {"indexed": view.search.covers(view.token), **view.search.size()}
 
 
 class Explained:
@@ -164,70 +153,5 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def status(refresher: Refresher) -> dict[str, Any]:
-    """Everything an operator asks first: is each upstream healthy, what does each view serve."""
-    now = datetime.now(UTC)
-    upstreams = []
-    for feed in refresher.feeds:
-        settings = feed.settings
-        age = feed.data_age(now)
-        held = feed.held
-        upstreams.append(
-            {
-                "name": feed.name,
-                "source": redact_url(settings.url) if settings.url else str(settings.file),
-                "optional": settings.optional,
-                "hasData": feed.has_data,  # from state or a sync: what readiness waits for
-                "fullSyncAt": _time(feed.full_synced_at),
-                "syncPosition": _time(feed.synced_up_to),  # incremental polls ask from here
-                "lastSuccess": _time(feed.last_success),
-                "lastError": feed.last_error,
-                "lastErrorAt": _time(feed.last_error_at),
-                "dataSyncedAt": _time(feed.synced_at),
-                "ageSeconds": round(age, 1) if age is not None else None,
-                "entries": len(feed.entries),
-                "skippedLastSync": feed.skipped,
-                "skippedTotal": feed.skipped_total,
-                "failuresTotal": feed.failures_total,
-                "lastDurationMs": round(feed.last_duration * 1000, 1)
-                if feed.last_duration is not None
-                else None,
-                "breaker": {"state": feed.breaker.state, "failures": feed.breaker.failures},
-                "stale": feed.stale(),
-                "staleSince": _time(feed.failing_since),
-                "beyondMaxStale": feed.beyond_max_stale(now),
-                "heldDrop": {"before": held.before, "after": held.after, "since": _time(held.since)}
-                if held
-                else None,
-                # [finished at, milliseconds, succeeded] of each sync in the last day
-                "history": [
-                    [_time(at), round(seconds * 1000, 1), ok]
-                    for at, seconds, ok in feed.history
-                    if now - at <= HISTORY
-                ],
-            }
-        )
-    snapshot = refresher.snapshot
-    views = []
-    if snapshot is not None:
-        for name, view in snapshot.views.items():
-            views.append(
-                {"name": name, "entries": len(view), "hidden": snapshot.hidden.get(name, {})}
-            )
-    return {
-        "version": __version__,
-        "compiled": compiled(),  # whether the snapshot build runs compiled (setup.py)
-        "ready": snapshot is not None,
-        "awaiting": refresher.awaited(),  # required upstreams with no data yet
-        "snapshotBuiltAt": _time(snapshot.built_at) if snapshot else None,
-        "snapshotBuildMs": round(refresher.build_durations[-1] * 1000, 1)
-        if refresher.build_durations
-        else None,
-        "config": {
-            "directory": str(refresher.config.directory),
-            "reloadError": refresher.reload_error,
-        },
-        "upstreams": upstreams,
-        "views": views,
-        "verification": snapshot.verification if snapshot else {},
-        "search": _search_status(snapshot),
-    }
+    """Everything an operator asks first (see `status.GatewayStatus`)."""
+    return refresher.status().to_json(datetime.now(UTC))

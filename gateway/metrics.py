@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from gateway.feed import Feed
 from gateway.refresher import Refresher
+from gateway.status import BREAKER_STATES, UpstreamStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -29,51 +30,51 @@ SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 class _StateCollector(Collector):
-    """Gauges and totals read from the refresher at scrape time."""
+    """Gauges and totals read from the refresher's published status at scrape time."""
 
     def __init__(self, refresher: Refresher) -> None:
         self.refresher = refresher
 
     def collect(self) -> Iterator[Metric]:
         now = datetime.now(UTC)
-        feeds = self.refresher.feeds
-        yield _per_feed("mcp_gateway_upstream_entries", "Entries held per upstream",
-                        feeds, lambda f: len(f.entries))  # fmt: skip
+        status = self.refresher.status()
+        upstreams = status.upstreams
+        yield _per_upstream("mcp_gateway_upstream_entries", "Entries held per upstream",
+                            upstreams, lambda u: u.entries)  # fmt: skip
         ages = GaugeMetricFamily(
             "mcp_gateway_upstream_data_age_seconds",
             "Seconds since each upstream's data was last known good",
             labels=["upstream"],
         )
-        for feed in feeds:
-            age = feed.data_age(now)
+        for upstream in upstreams:
+            age = upstream.data_age(now)
             if age is not None:
-                ages.add_metric([feed.name], age)
+                ages.add_metric([upstream.name], age)
         yield ages
-        yield _per_feed("mcp_gateway_upstream_stale", "1 while an upstream's syncs fail",
-                        feeds, lambda f: float(f.stale()))  # fmt: skip
+        yield _per_upstream("mcp_gateway_upstream_stale", "1 while an upstream's syncs fail",
+                            upstreams, lambda u: float(u.stale))  # fmt: skip
         breaker = GaugeMetricFamily(
             "mcp_gateway_upstream_breaker_state",
             "Circuit breaker state per upstream (1 for the current state)",
             labels=["upstream", "state"],
         )
-        for feed in feeds:
-            for state in ("closed", "open", "half-open"):
-                breaker.add_metric([feed.name, state], float(feed.breaker.state == state))
+        for upstream in upstreams:
+            for state in BREAKER_STATES:
+                breaker.add_metric([upstream.name, state], float(upstream.breaker_state == state))
         yield breaker
-        totals: tuple[tuple[str, str, Callable[[Feed], int]], ...] = (
+        totals: tuple[tuple[str, str, Callable[[UpstreamStatus], int]], ...] = (
             ("mcp_gateway_upstream_sync_failures", "Failed syncs per upstream",
-             lambda f: f.failures_total),
+             lambda u: u.failures_total),
             ("mcp_gateway_upstream_skipped_entries", "Entries skipped as invalid, per upstream",
-             lambda f: f.skipped_total),
+             lambda u: u.skipped_total),
             ("mcp_gateway_upstream_mass_drops_held", "Syncs held by the mass-drop guard",
-             lambda f: f.held_total),
+             lambda u: u.held_total),
         )  # fmt: skip
         for name, help_text, read in totals:
             family = CounterMetricFamily(name, help_text, labels=["upstream"])
-            for feed in feeds:
-                family.add_metric([feed.name], read(feed))
+            for upstream in upstreams:
+                family.add_metric([upstream.name], read(upstream))
             yield family
-        snapshot = self.refresher.snapshot
         entries = GaugeMetricFamily(
             "mcp_gateway_view_entries", "Versions served per view (deleted excluded)",
             labels=["view"],
@@ -88,29 +89,31 @@ class _StateCollector(Collector):
             "Served packages by mirror verification result, over all views",
             labels=["result"],
         )
-        if snapshot is not None:
-            for view, catalog in snapshot.views.items():
-                entries.add_metric([view], len(catalog))
-                for reason, count in snapshot.hidden.get(view, {}).items():
-                    hidden.add_metric([view, reason], count)
-            for result, count in snapshot.verification.items():
-                verified.add_metric([result], count)
+        for view in status.views:
+            entries.add_metric([view.name], view.entries)
+            for reason, count in view.hidden:
+                hidden.add_metric([view.name, reason], count)
+        for result, count in status.verification:
+            verified.add_metric([result], count)
         yield entries
         yield hidden
         yield verified
         reload_failed = GaugeMetricFamily(
             "mcp_gateway_config_reload_failed", "1 while the last config reload was refused"
         )
-        reload_failed.add_metric([], float(self.refresher.reload_error is not None))
+        reload_failed.add_metric([], float(status.reload_error is not None))
         yield reload_failed
 
 
-def _per_feed(
-    name: str, help_text: str, feeds: list[Feed], read: Callable[[Feed], float]
+def _per_upstream(
+    name: str,
+    help_text: str,
+    upstreams: tuple[UpstreamStatus, ...],
+    read: Callable[[UpstreamStatus], float],
 ) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, help_text, labels=["upstream"])
-    for feed in feeds:
-        family.add_metric([feed.name], read(feed))
+    for upstream in upstreams:
+        family.add_metric([upstream.name], read(upstream))
     return family
 
 

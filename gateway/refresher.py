@@ -24,13 +24,15 @@ from datetime import UTC, datetime
 import aiohttp
 import structlog
 
+from gateway import __version__, compiled
 from gateway.catalog import Origin
-from gateway.config import FederationConfig
+from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
 from gateway.errors import Awaited
 from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.registries.base import Check
 from gateway.snapshot import Builder, Snapshot, release, view_policies
+from gateway.status import GatewayStatus, SearchStatus, UpstreamStatus, ViewStatus
 from gateway.verify import Verifier
 
 log = structlog.get_logger("gateway.refresher")
@@ -91,6 +93,32 @@ class Refresher:
     def awaited(self) -> list[str]:
         """The names of the upstreams awaited (see `awaiting`)."""
         return [awaited.upstream for awaited in self.awaiting()]
+
+    def status(self) -> GatewayStatus:
+        """What this refresher publishes to admin, metrics and pages: a frozen copy of its
+        state now (see `gateway.status`)."""
+        snapshot = self.snapshot
+        upstreams = tuple(
+            UpstreamStatus.of(
+                f, redact_url(f.settings.url) if f.settings.url else str(f.settings.file)
+            )
+            for f in self.feeds
+        )
+        views: tuple[ViewStatus, ...] = ()
+        if snapshot is not None:
+            hidden = snapshot.hidden
+            views = tuple(
+                ViewStatus(name, len(view), tuple(hidden.get(name, {}).items()))
+                for name, view in snapshot.views.items()
+            )
+        return GatewayStatus(
+            __version__, compiled(), snapshot is not None, tuple(self.awaited()),
+            snapshot.built_at if snapshot else None,
+            self.build_durations[-1] if self.build_durations else None,
+            str(self.config.directory), self.reload_error, upstreams, views,
+            tuple(snapshot.verification.items()) if snapshot else (),
+            SearchStatus.of(snapshot, DEFAULT_VIEW),
+        )  # fmt: skip
 
     def _may_build(self) -> bool:
         """The first catalog waits for every required upstream's data (see the docstring);

@@ -13,7 +13,8 @@ prefix. Tried in this order:
     [/views/<view>]/server/<name>                   page   server                   GET HEAD
     /admin/                                         page   admin                    GET HEAD
     /_ui/<file>                                     page   asset                    GET HEAD
-    /admin/status  /admin/explain                   admin  status explain           GET HEAD
+    /admin/status                                   admin  status                   any
+    /admin/explain                                  admin  explain                  GET HEAD
     /admin/reload                                   admin  reload                   POST
     /admin/upstreams/<upstream>/(sync|confirm-drop) admin  sync confirm-drop        POST
     [/views/<view>][/v0.1|/v0]/servers              api    list                     GET HEAD OPTIONS

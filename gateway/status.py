@@ -1,0 +1,191 @@
+"""The gateway's state as one frozen value: what the refresher publishes (`Refresher.status`),
+and what `/admin/status`, `/metrics` and the operators' page read. Nothing here reaches back
+into a feed, a breaker or a snapshot: a status is a copy, taken at one moment.
+
+`to_json` is `/admin/status` exactly (users script against it); figures that depend on the
+time they are read at (data age, past `max_stale`, the last day's syncs) are worked out there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from gateway.entry import format_timestamp
+
+if TYPE_CHECKING:
+    from gateway.feed import Feed
+    from gateway.snapshot import Snapshot
+
+HISTORY = timedelta(days=1)  # of syncs, in /admin/status (the operators' page draws it)
+BREAKER_STATES = ("closed", "open", "half-open")
+
+Json = dict[str, object]
+
+
+def _time(moment: datetime | None) -> str | None:
+    return format_timestamp(moment) if moment else None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldDropStatus:
+    before: int
+    after: int
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    """One upstream: its source, its data, its syncs and its breaker."""
+
+    name: str
+    source: str  # a URL with its credentials redacted, or a file's path
+    optional: bool
+    has_data: bool  # from state or a sync: what readiness waits for
+    full_synced_at: datetime | None
+    sync_position: datetime | None  # incremental polls ask from here
+    last_success: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    data_synced_at: datetime | None
+    entries: int
+    skipped_last_sync: int
+    skipped_total: int
+    failures_total: int
+    held_total: int
+    last_duration: float | None  # seconds
+    breaker_state: str
+    breaker_failures: int
+    stale_since: datetime | None  # the first failure since the last success
+    max_stale: float  # seconds
+    held_drop: HeldDropStatus | None
+    history: tuple[tuple[datetime, float, bool], ...]  # (finished at, seconds, succeeded)
+
+    @classmethod
+    def of(cls, feed: Feed, source: str) -> UpstreamStatus:
+        held = feed.held
+        return cls(
+            feed.name, source, feed.settings.optional, feed.has_data, feed.full_synced_at,
+            feed.synced_up_to, feed.last_success, feed.last_error, feed.last_error_at,
+            feed.synced_at, len(feed.entries), feed.skipped, feed.skipped_total,
+            feed.failures_total, feed.held_total, feed.last_duration, feed.breaker.state,
+            feed.breaker.failures, feed.failing_since, feed.settings.max_stale,
+            HeldDropStatus(held.before, held.after, held.since) if held else None,
+            tuple(feed.history),
+        )  # fmt: skip
+
+    @property
+    def stale(self) -> bool:
+        """The most recent sync failed (or the breaker stops syncs): data may be out of date."""
+        return self.stale_since is not None
+
+    def data_age(self, now: datetime) -> float | None:
+        """Seconds since the data was last known good: the last successful sync, or its fetch."""
+        known = self.last_success or self.data_synced_at
+        return (now - known).total_seconds() if known else None
+
+    def beyond_max_stale(self, now: datetime) -> bool:
+        age = self.data_age(now)
+        return self.stale and age is not None and age > self.max_stale
+
+    def to_json(self, now: datetime) -> Json:
+        age = self.data_age(now)
+        held = self.held_drop
+        return {
+            "name": self.name,
+            "source": self.source,
+            "optional": self.optional,
+            "hasData": self.has_data,
+            "fullSyncAt": _time(self.full_synced_at),
+            "syncPosition": _time(self.sync_position),
+            "lastSuccess": _time(self.last_success),
+            "lastError": self.last_error,
+            "lastErrorAt": _time(self.last_error_at),
+            "dataSyncedAt": _time(self.data_synced_at),
+            "ageSeconds": round(age, 1) if age is not None else None,
+            "entries": self.entries,
+            "skippedLastSync": self.skipped_last_sync,
+            "skippedTotal": self.skipped_total,
+            "failuresTotal": self.failures_total,
+            "lastDurationMs": round(self.last_duration * 1000, 1)
+            if self.last_duration is not None
+            else None,
+            "breaker": {"state": self.breaker_state, "failures": self.breaker_failures},
+            "stale": self.stale,
+            "staleSince": _time(self.stale_since),
+            "beyondMaxStale": self.beyond_max_stale(now),
+            "heldDrop": {"before": held.before, "after": held.after, "since": _time(held.since)}
+            if held
+            else None,
+            # [finished at, milliseconds, succeeded] of each sync in the last day
+            "history": [
+                [_time(at), round(seconds * 1000, 1), ok]
+                for at, seconds, ok in self.history
+                if now - at <= HISTORY
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ViewStatus:
+    name: str
+    entries: int  # versions served, deleted ones left out
+    hidden: tuple[tuple[str, int], ...]  # versions not served, by reason
+
+    def to_json(self) -> Json:
+        return {"name": self.name, "entries": self.entries, "hidden": dict(self.hidden)}
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStatus:
+    """Whether searches are answered from the index yet (they scan until it catches up with
+    a build), and its size."""
+
+    indexed: bool
+    size: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, snapshot: Snapshot | None, view: str) -> SearchStatus:
+        catalog = snapshot.views.get(view) if snapshot is not None else None
+        if catalog is None or catalog.search is None:
+            return cls(False)
+        return cls(catalog.search.covers(catalog.token), tuple(catalog.search.size().items()))
+
+    def to_json(self) -> Json:
+        return {"indexed": self.indexed, **dict(self.size)}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """Everything an operator asks first: is each upstream healthy, what does each view serve."""
+
+    version: str
+    compiled: bool  # whether the snapshot build runs compiled (setup.py)
+    ready: bool
+    awaiting: tuple[str, ...]  # required upstreams with no data yet
+    snapshot_built_at: datetime | None
+    build_seconds: float | None  # the last build's
+    config_directory: str
+    reload_error: str | None  # the last refused config, until one is accepted
+    upstreams: tuple[UpstreamStatus, ...]
+    views: tuple[ViewStatus, ...]
+    verification: tuple[tuple[str, int], ...]  # served packages by mirror check result
+    search: SearchStatus
+
+    def to_json(self, now: datetime) -> Json:
+        return {
+            "version": self.version,
+            "compiled": self.compiled,
+            "ready": self.ready,
+            "awaiting": list(self.awaiting),
+            "snapshotBuiltAt": _time(self.snapshot_built_at),
+            "snapshotBuildMs": round(self.build_seconds * 1000, 1)
+            if self.build_seconds is not None
+            else None,
+            "config": {"directory": self.config_directory, "reloadError": self.reload_error},
+            "upstreams": [upstream.to_json(now) for upstream in self.upstreams],
+            "views": [view.to_json() for view in self.views],
+            "verification": dict(self.verification),
+            "search": self.search.to_json(),
+        }
