@@ -6,12 +6,15 @@ mirror rewrite (a mirror named by its configured host and path, a public registr
 usual name), packages the view stops or starts serving (`packages.types`, `unmirrored`), and
 whether their mirror is asked about them (`verify.mode`); grouped by (change, registryType,
 from, to), so a change that sends every package back to the public registries reads as a
-few lines.
+few lines. Each group and each package record is a frozen value that writes itself as
+the `--json` report shows it (`to_json`); a mirror's answers make new records, never edit one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,11 +23,11 @@ import orjson
 from gateway.catalog import Item, ViewCatalog
 from gateway.config import MirrorSettings, redact_url
 from gateway.registries import ECOSYSTEMS, check_for
-from gateway.registries.base import Check
+from gateway.registries.base import Check, Result
 from gateway.registries.oci import OciReference
 from gateway.view import ViewPolicy
 
-Report = dict[str, Any]
+Location = Mapping[str, object]  # a package's location fields, valued as the upstream sent them
 
 LOCATION_KEYS = ("identifier", "registryBaseUrl")  # what a mirror rewrite may change
 
@@ -150,8 +153,8 @@ class Side:
         return "not served"
 
 
-def package_types(policy: ViewPolicy) -> list[str] | None:
-    return sorted(policy.types) if policy.types is not None else None
+def package_types(policy: ViewPolicy) -> tuple[str, ...] | None:
+    return tuple(sorted(policy.types)) if policy.types is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,18 +203,121 @@ def summary(key: GroupKey, count: int) -> str:
     return f"{what} would start being served, from {key.target}{why}"
 
 
-@dataclass(slots=True)
-class _Changes:
-    """The package changes of one view, grouped, and the mirror checks they call for."""
+# -- the package part of the report: values, each written as `--json` shows it ----------------
 
-    groups: dict[GroupKey, list[Report]] = field(default_factory=dict)
-    checks: dict[Check, list[Report]] = field(default_factory=dict)
 
-    def add(self, key: GroupKey, record: Report, after: Served | None) -> None:
-        self.groups.setdefault(key, []).append(record)
-        check = check_for(after.package) if after is not None and after.mirrored else None
-        if check is not None:  # only locations a proposed mirror rule produced are asked about
-            self.checks.setdefault(check, []).append(record)
+def _location_json(location: Location | None) -> dict[str, object] | None:
+    return dict(location) if location is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """A verify.mode before and after: a view's setting, or the check one package gets."""
+
+    before: str
+    after: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"from": self.before, "to": self.after}
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorAnswers:
+    """What mirrors answered about a set of changed locations; no answer counts as unknown."""
+
+    available: int
+    missing: int
+    unknown: int
+
+    @classmethod
+    def count(cls, results: Iterable[Result]) -> MirrorAnswers:
+        counted = Counter(results)
+        return cls(counted["available"], counted["missing"], counted["unknown"])
+
+    def to_json(self) -> dict[str, object]:
+        return {"available": self.available, "missing": self.missing, "unknown": self.unknown}
+
+
+@dataclass(frozen=True, slots=True)
+class PackageRecord:
+    """One package of a served version whose location, serving or verification would change."""
+
+    name: str
+    version: str
+    source: Location | None  # where it installs from (None: not served)
+    target: Location | None  # where it would install from (None: not served)
+    verification: ModeChange | None = None  # served before and after: the check each gets
+    # The question for the proposed mirror whose rule produced `target` (None: no such mirror).
+    # Not reported: it is how `diff --verify` finds the records an answer concerns.
+    check: Check | None = None
+    mirror: Result | None = None  # that mirror's answer, once asked
+
+    def to_json(self) -> dict[str, object]:
+        record: dict[str, object] = {
+            "name": self.name,
+            "version": self.version,
+            "from": _location_json(self.source),
+            "to": _location_json(self.target),
+        }
+        if self.verification is not None:
+            record["verification"] = self.verification.to_json()
+        if self.mirror is not None:
+            record["mirror"] = self.mirror
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class PackageGroup:
+    """The package changes one summary line tells, and each package it stands for."""
+
+    key: GroupKey
+    packages: tuple[PackageRecord, ...]
+    mirror: MirrorAnswers | None = None  # once any of its packages was asked about
+
+    @property
+    def summary(self) -> str:
+        return summary(self.key, len(self.packages))
+
+    def answered(self, results: Mapping[Check, Result]) -> PackageGroup:
+        """The group with each asked-about package's answer (`unknown` when `results` has
+        none for it), and their count."""
+        packages = tuple(
+            replace(record, mirror=results.get(record.check, "unknown"))
+            if record.check is not None
+            else record
+            for record in self.packages
+        )
+        asked = [record.mirror for record in packages if record.mirror is not None]
+        return replace(
+            self, packages=packages, mirror=MirrorAnswers.count(asked) if asked else None
+        )
+
+    def to_json(self) -> dict[str, object]:
+        key = self.key
+        group: dict[str, object] = {
+            "change": key.change,
+            "registryType": key.registry_type,
+            "from": key.source,
+            "to": key.target,
+        }
+        if key.reason is not None:
+            group["reason"] = key.reason
+        if key.modes is not None:
+            group["verifyMode"] = ModeChange(*key.modes).to_json()
+        group["count"] = len(self.packages)
+        group["summary"] = self.summary
+        group["packages"] = [record.to_json() for record in self.packages]
+        if self.mirror is not None:
+            group["mirror"] = self.mirror.to_json()
+        return group
+
+
+# -- comparing one view's packages -------------------------------------------------------------
+
+
+def _check(after: Served) -> Check | None:
+    """Only locations a proposed mirror rule produced are asked about."""
+    return check_for(after.package) if after.mirrored else None
 
 
 def _spelled(served: Served) -> str:
@@ -219,19 +325,18 @@ def _spelled(served: Served) -> str:
     return redact_url(str(location.get("registryBaseUrl") or location.get("identifier")))
 
 
-def _compare(was_item: Item, item: Item, before: Side, after: Side, changes: _Changes) -> None:
+Groups = dict[GroupKey, list[PackageRecord]]
+
+
+def _compare(was_item: Item, item: Item, before: Side, after: Side, groups: Groups) -> None:
     old, new = before.packages(was_item), after.packages(item)
-    head = {"name": item.name, "version": item.version}
     for key in [*old, *(k for k in new if k not in old)]:
         was, now = old.get(key), new.get(key)
         if was is not None and now is not None:
             modes = (before.mode(was), after.mode(now))
-            record = {
-                **head,
-                "from": was.location,
-                "to": now.location,
-                "verification": {"from": modes[0], "to": modes[1]},
-            }
+            record = PackageRecord(
+                item.name, item.version, was.location, now.location, ModeChange(*modes), _check(now)
+            )
             if was.location != now.location:
                 source, target = before.base(was), after.base(now)
                 if source == target:  # e.g. http -> https: name the locations in full
@@ -244,19 +349,21 @@ def _compare(was_item: Item, item: Item, before: Side, after: Side, changes: _Ch
                 )  # fmt: skip
             else:
                 continue
-            changes.add(group, record, now)
         elif was is not None:
             reason = after.why_not(was.upstream)
             group = GroupKey("removed", was.registry_type, before.base(was), None, reason)
-            changes.add(group, {**head, "from": was.location, "to": None}, None)
-        elif now is not None:
+            record = PackageRecord(item.name, item.version, was.location, None)
+        else:
+            assert now is not None  # every key is one of old's or new's
             reason = before.why_not(now.upstream)
             group = GroupKey("added", now.registry_type, None, after.base(now), reason)
-            changes.add(group, {**head, "from": None, "to": now.location}, now)
+            record = PackageRecord(item.name, item.version, None, now.location, check=_check(now))
+        groups.setdefault(group, []).append(record)
 
 
-def view_packages(before: Side, after: Side) -> _Changes:
-    changes = _Changes()
+def view_packages(before: Side, after: Side) -> tuple[PackageGroup, ...]:
+    """The package changes of one view served under both configs, largest group first."""
+    groups: Groups = {}
     same_mode = before.policy.verify_mode == after.policy.verify_mode
     later = {item.key: item for item in after.catalog.active.items}
     for item in before.catalog.active.items:
@@ -265,22 +372,6 @@ def view_packages(before: Side, after: Side) -> _Changes:
             continue
         if same_mode and before.catalog.body(item) == after.catalog.body(other):
             continue  # served alike, byte for byte: the same packages in the same places
-        _compare(item, other, before, after, changes)
-    return changes
-
-
-def group_report(key: GroupKey, records: list[Report]) -> Report:
-    group: Report = {
-        "change": key.change,
-        "registryType": key.registry_type,
-        "from": key.source,
-        "to": key.target,
-    }
-    if key.reason is not None:
-        group["reason"] = key.reason
-    if key.modes is not None:
-        group["verifyMode"] = {"from": key.modes[0], "to": key.modes[1]}
-    group["count"] = len(records)
-    group["summary"] = summary(key, len(records))
-    group["packages"] = records
-    return group
+        _compare(item, other, before, after, groups)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), repr(kv[0])))
+    return tuple(PackageGroup(key, tuple(records)) for key, records in ordered)

@@ -5,7 +5,9 @@ the proposed mirrors have the changed locations: a real fake mirror on loopback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,12 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import MirrorSettings
+from gateway.diff import Diff, diff_configs, render_text
+from gateway.loader import load_config
+from gateway.offline import snapshot_from_state
+from gateway.registries.base import Check, Result, Verdict
 from gateway.relocations import location_base
+from gateway.shaping import Lookup
 from tests.conftest import file_upstream, free_port, write_config
 from tests.fakes import FakeMirror, server_entry
 
@@ -292,6 +299,96 @@ def test_a_change_the_short_names_hide_is_spelled_in_full(tmp_path: Path, capsys
         "2 npm packages would install from https://npm.example.test/r/ instead of "
         "http://npm.example.test/r/"
     )
+
+
+# -- the report as a value, and as scripts read it ----------------------------------------------
+
+
+def diff_in_process(current: str, proposed: str) -> Diff:
+    """What `diff` computes before it prints, on the current config's state, as the CLI does."""
+    old, new = load_config(current), load_config(proposed)
+    now = datetime.now(UTC)
+    before, _ = snapshot_from_state(old, old.gateway.state_dir, now)
+    after, _ = snapshot_from_state(new, old.gateway.state_dir, now)
+    return diff_configs(old, before, new, after)
+
+
+def typed_and_mirrored(tmp_path: Path) -> tuple[str, str]:
+    """A pair whose diff has every optional key: package types and verify.mode change, a type
+    is dropped (a record with no verification), and new mirror locations can be asked about."""
+    current = write_dir(tmp_path / "current", tmp_path / "data", mirrors=None)
+    assert main(["sync", "--config", current]) == 0
+    proposed = write_dir(
+        tmp_path / "proposed", tmp_path / "data",
+        mirrors=MIRRORS + "verify:\n  mode: annotate\n", policy="packages:\n  types: [npm, pypi]\n",
+    )  # fmt: skip
+    return current, proposed
+
+
+def test_the_report_is_what_diff_json_prints(tmp_path: Path, capsys: Any) -> None:
+    """Scripts read `diff --json`: it is the typed report's JSON, keys in the documented order."""
+    current, proposed = typed_and_mirrored(tmp_path)
+    diff = diff_in_process(current, proposed)
+    capsys.readouterr()
+    assert main(["diff", "--config", current, "--against", proposed, "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        printed == orjson.dumps(diff.report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n"
+    )
+    assert main(["diff", "--config", current, "--against", proposed]) == 0
+    assert capsys.readouterr().out == render_text(diff.report) + "\n"
+
+    report = orjson.loads(printed)
+    assert list(report) == ["views", "totals", "packageTotals"]  # "mirror" only with --verify
+    view = report["views"]["default"]
+    assert list(view) == [
+        "status", "appear", "disappear", "latestChanged", "totals", "packages", "packageTypes",
+        "verifyMode",
+    ]  # fmt: skip
+    found = groups(report)
+    assert list(found[("removed", "oci")]) == [
+        "change", "registryType", "from", "to", "reason", "count", "summary", "packages"
+    ]  # fmt: skip
+    assert list(found[("removed", "oci")]["packages"][0]) == ["name", "version", "from", "to"]
+    location = found[("location", "npm")]
+    assert list(location) == [
+        "change", "registryType", "from", "to", "count", "summary", "packages"
+    ]  # fmt: skip
+    assert list(location["packages"][0]) == ["name", "version", "from", "to", "verification"]
+
+
+def answering(result: Result | None) -> Lookup:
+    """A mirror that answers every check alike (None: one that never answers)."""
+
+    def lookup(_: Check) -> Verdict | None:
+        return Verdict(result, datetime.now(UTC), True) if result is not None else None
+
+    return lookup
+
+
+def test_the_report_is_immutable_and_answers_make_a_new_one(tmp_path: Path) -> None:
+    current, proposed = typed_and_mirrored(tmp_path)
+    diff = diff_in_process(current, proposed)
+    report = diff.report
+    [view] = report.views
+    group = view.packages[0]
+    for value, name in [(report, "mirror"), (view, "status"), (group, "packages"),
+                        (group.packages[0], "mirror")]:  # fmt: skip
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, name, None)
+    assert isinstance(view.packages, tuple)
+    assert isinstance(group.packages, tuple)
+
+    before = orjson.dumps(report.to_json())
+    diff.answer(answering("missing"))
+    assert orjson.dumps(report.to_json()) == before  # the first report is as it was
+    answered = diff.report.to_json()
+    assert answered["mirror"] == {"available": 0, "missing": 3, "unknown": 0}
+    npm_group = groups(answered)[("location", "npm")]
+    assert list(npm_group)[-2:] == ["packages", "mirror"]
+    assert npm_group["packages"][0]["mirror"] == "missing"
+    diff.answer(answering(None))  # asked again: the new answers replace the old
+    assert diff.report.to_json()["mirror"] == {"available": 0, "missing": 0, "unknown": 3}
 
 
 # -- --verify: ask the proposed mirrors ---------------------------------------------------------
