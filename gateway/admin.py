@@ -13,7 +13,6 @@ from aiohttp import web
 from cachetools import LRUCache
 
 from gateway.config import DEFAULT_VIEW, FederationConfig
-from gateway.entry import format_timestamp
 from gateway.errors import (
     BadRequest,
     ConfigRefused,
@@ -24,7 +23,7 @@ from gateway.errors import (
     UnknownUpstream,
     UnknownView,
 )
-from gateway.explain import explain
+from gateway.explain import Explanation, explain
 from gateway.merge import Source
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, reload_config
@@ -46,7 +45,7 @@ def authorize(request: web.BaseRequest, config: FederationConfig) -> None:
         raise Unauthorized("a valid bearer token is required for /admin")
 
 
-def _explain(refresher: Refresher, params: Any) -> dict[str, Any]:
+def _explain(refresher: Refresher, params: Any) -> Explanation:
     name = params.get("name")
     if not name:
         raise BadRequest("name is required, e.g. /admin/explain?name=io.github.acme/weather")
@@ -59,7 +58,7 @@ def _explain(refresher: Refresher, params: Any) -> dict[str, Any]:
 
 def explain_server(
     refresher: Refresher, name: str, view: str | None, version: str | None = None
-) -> dict[str, Any]:
+) -> Explanation:
     """How each version of a server fares in a view (every view when None), from the data
     the gateway holds now."""
     config = refresher.config
@@ -79,8 +78,8 @@ def explain_server(
 REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
 
 
-def _report_size(report: dict[str, object]) -> int:
-    return 4 * len(orjson.dumps(report)) + 1024  # parsed objects take a few times their JSON
+def _report_size(report: Explanation) -> int:
+    return 4 * len(orjson.dumps(report.to_json())) + 1024  # objects take a few times their JSON
 
 
 class Explained:
@@ -91,11 +90,11 @@ class Explained:
     def __init__(self) -> None:
         self._built: tuple[int, object] | None = None  # which snapshot (not a reference to it)
         # Bounded by the bytes the reports hold (as JSON, and their keys), not by their number.
-        self._reports: LRUCache[tuple[str, str], dict[str, object]] = LRUCache(
+        self._reports: LRUCache[tuple[str, str], Explanation] = LRUCache(
             maxsize=REPORT_BYTES, getsizeof=_report_size
         )
 
-    async def report(self, refresher: Refresher, view: str, name: str) -> dict[str, object] | None:
+    async def report(self, refresher: Refresher, view: str, name: str) -> Explanation | None:
         """None when no upstream offers the name."""
         snapshot = refresher.snapshot
         built = (id(snapshot), snapshot.built_at if snapshot else None)
@@ -107,7 +106,7 @@ class Explained:
         known = self._reports.get((view, name))
         if known is not None:
             return known
-        report: dict[str, object] = await asyncio.to_thread(explain_server, refresher, name, view)
+        report = await asyncio.to_thread(explain_server, refresher, name, view)
         self._reports[(view, name)] = report
         return report
 
@@ -121,7 +120,7 @@ async def handle_admin(
     if endpoint == "explain":
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed("use GET")
-        return _explain(refresher, request.query)
+        return _explain(refresher, request.query).to_json()
     if endpoint == "reload":
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
@@ -146,10 +145,6 @@ async def handle_admin(
             raise NothingHeld(name)
         return {"status": "applied", "upstream": name, "entries": len(refresher.feed(name).entries)}
     raise NotFound("Endpoint not found")
-
-
-def _time(moment: datetime | None) -> str | None:
-    return format_timestamp(moment) if moment else None
 
 
 def status(refresher: Refresher) -> dict[str, Any]:

@@ -283,7 +283,7 @@ async def _page(
         return _html(catalog_page(view, page.view, request.query, views, namespace, origin))
     name = page.name or ""  # a server page's route always names one
     report = await app[EXPLAINED].report(refresher, page.view, name)
-    if report is None or not report["versions"]:
+    if report is None or not report.versions:
         return _message("Not found", f"No upstream offers {name!r}.", views, 404)
     return _html(server_page(view, page.view, report, views, namespace))
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -25,7 +25,7 @@ from gateway.config import (
 from gateway.diff import Diff, diff_configs
 from gateway.diff import render_text as render_diff
 from gateway.errors import ConfigError
-from gateway.explain import explain
+from gateway.explain import Explanation, explain
 from gateway.explain import render_text as render_explain
 from gateway.fields import parse_duration
 from gateway.loader import load_config
@@ -156,7 +156,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         now=now,
         lookup=lookup,
     )
-    if not report["versions"]:
+    if not report.versions:
         if args.json:  # the same shape for a bot; the exit status says nothing was found
             _print_report(report, True, render_explain)
         print(_not_offered(config, sources, report), file=sys.stderr)
@@ -165,12 +165,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_offered(config: FederationConfig, sources: list[Source], report: dict[str, Any]) -> str:
+def _not_offered(config: FederationConfig, sources: list[Source], report: Explanation) -> str:
     """One line: nothing to explain, and what the operator may have meant or forgotten."""
-    at = f" at version {report['version']}" if report["version"] else ""
-    line = f"error: no upstream offers {report['name']}{at}"
-    if report["reservedBy"]:
-        line += f"; the name is reserved by upstream {report['reservedBy']!r} (owns)"
+    at = f" at version {report.version}" if report.version else ""
+    line = f"error: no upstream offers {report.name}{at}"
+    if report.reserved_by:
+        line += f"; the name is reserved by upstream {report.reserved_by!r} (owns)"
     elif not any(source.entries for source in sources):
         line += (
             f"; {config.gateway.state_dir} holds no upstream data yet "
@@ -179,8 +179,19 @@ def _not_offered(config: FederationConfig, sources: list[Source], report: dict[s
     return line
 
 
-def _print_report(report: dict[str, Any], as_json: bool, render: Callable[[Any], str]) -> None:
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else render(report))
+class _Report(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Report)
+
+
+def _print_report(report: R, as_json: bool, render: Callable[[R], str]) -> None:
+    """A report as JSON (`--json`, what users script against) or as text."""
+    if as_json:
+        print(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(report))
 
 
 async def _ask_mirrors(diff: Diff, settings: VerifySettings, deadline: float) -> None:

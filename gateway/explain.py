@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,18 +13,128 @@ from gateway.merge import Shadow, Source, merge, owner_by_reservation
 from gateway.names import identity
 from gateway.semver import pick_latest
 from gateway.shaping import Lookup, no_lookup
-from gateway.view import ViewPolicy
+from gateway.view import Decision, ViewPolicy
 
-Report = dict[str, Any]
+Json = dict[str, Any]
 
 
-def _packages(server: dict[str, Any], metas: Sequence[dict[str, Any]]) -> list[Report]:
+@dataclass(frozen=True, slots=True)
+class PackageAccount:
+    """A served package of a version: where it installs from now, the location it replaced,
+    what its mirror said (`meta` is the gateway's `_meta` for the package, as served)."""
+
+    meta: Mapping[str, object]
+    location: Mapping[str, object]
+
+    def to_json(self) -> Json:
+        return {**self.meta, "location": dict(self.location)}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a version fares in one view."""
+
+    served: bool
+    reason: str
+    rules: tuple[str, ...]
+    is_latest: bool
+    cooldown_ends_at: datetime | None = None
+    removed_packages: tuple[str, ...] = ()
+    packages: tuple[PackageAccount, ...] = ()
+
+    def to_json(self) -> Json:
+        verdict: Json = {"served": self.served, "reason": self.reason, "rules": list(self.rules)}
+        if self.cooldown_ends_at is not None:
+            verdict["cooldownEndsAt"] = format_timestamp(self.cooldown_ends_at)
+        if self.removed_packages:
+            verdict["removedPackages"] = list(self.removed_packages)
+        if self.packages:
+            verdict["packages"] = [package.to_json() for package in self.packages]
+        verdict["isLatest"] = self.is_latest
+        return verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Shadowed:
+    """Why a version is served by no view: another upstream has (or owns) its name."""
+
+    by: str
+    why: str
+    lookalike_of: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionAccount:
+    """One version of the name (or of a look-alike spelling of it) from one upstream."""
+
+    upstream: str
+    version: str
+    status: str
+    published_at: datetime
+    spelled: str | None  # the version's own name, when a look-alike of the name asked for
+    shadowed: Shadowed | None
+    views: tuple[tuple[str, Verdict], ...]  # none when shadowed
+
+    def verdict(self, view: str) -> Verdict | None:
+        return dict(self.views).get(view)
+
+    def to_json(self) -> Json:
+        item: Json = {
+            "upstream": self.upstream,
+            "version": self.version,
+            "status": self.status,
+            "publishedAt": format_timestamp(self.published_at),
+        }
+        if self.spelled is not None:
+            item["name"] = self.spelled
+        if self.shadowed is not None:
+            item["shadowedBy"] = self.shadowed.by
+            item["why"] = self.shadowed.why
+            if self.shadowed.lookalike_of is not None:
+                item["lookalikeOf"] = self.shadowed.lookalike_of
+            return item
+        item["views"] = {view: verdict.to_json() for view, verdict in self.views}
+        return item
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """How each version of a name, and of every look-alike of it, fares in each view: what
+    `explain --json` prints and `/admin/explain` answers (`to_json`)."""
+
+    name: str
+    identity: str
+    version: str | None  # the version asked about, if one was
+    owner: str | None
+    reserved_by: str | None
+    lookalikes: tuple[str, ...]
+    views: tuple[str, ...]
+    versions: tuple[VersionAccount, ...]
+    config: str
+
+    def to_json(self) -> Json:
+        return {
+            "name": self.name,
+            "identity": self.identity,
+            "version": self.version,
+            "owner": self.owner,
+            "reservedBy": self.reserved_by,
+            "lookalikes": list(self.lookalikes),
+            "views": list(self.views),
+            "versions": [version.to_json() for version in self.versions],
+            "config": self.config,
+        }
+
+
+def _packages(
+    server: dict[str, Any], metas: Sequence[dict[str, Any]]
+) -> tuple[PackageAccount, ...]:
     """Each served package: its location now, the one it replaced, what the mirror said."""
     described = []
     for package, meta in zip(server.get("packages") or [], metas, strict=False):
         location = {k: package.get(k) for k in ("identifier", "registryBaseUrl") if k in package}
-        described.append({**meta, "location": location})
-    return described
+        described.append(PackageAccount(meta, location))
+    return tuple(described)
 
 
 def _why(shadow: Shadow) -> str:
@@ -44,114 +155,108 @@ def explain(
     view: str | None = None,
     now: datetime,
     lookup: Lookup = no_lookup,
-) -> Report:
-    """A JSON-ready account of how each version of `name`, and of every look-alike of it
-    (any name with the same identity), fares in each view."""
+) -> Explanation:
+    """How each version of `name`, and of every look-alike of it (any name with the same
+    identity), fares in each view: each view decides through the build's own path
+    (`ViewPolicy.decide`)."""
     chosen = [p for p in policies if view is None or p.name == view]
     wanted = identity(name)
     relevant = [
         Source(s.upstream, [e for e in s.entries if e.identity == wanted], s.owns) for s in sources
     ]
     merged = merge(relevant)
-    owner = merged.owners.get(wanted)
-    reserved = owner_by_reservation(wanted, sources)
     shadows = {(s.upstream, s.name): s for s in merged.shadowed.get(wanted, [])}
     served: dict[tuple[str, str], list[Entry]] = {}  # (view, name) -> served versions
-    versions: list[Report] = []
+    decided: list[tuple[str, Entry, Shadow | None, list[tuple[str, Decision]]]] = []
     for source in relevant:
         for entry in source.entries:
             if version is not None and entry.version != version:
                 continue
-            item: Report = {
-                "upstream": source.upstream,
-                "version": entry.version,
-                "status": entry.status,
-                "publishedAt": format_timestamp(entry.published_at),
-            }
-            if entry.name != name:
-                item["name"] = entry.name  # a look-alike spelling of the name asked for
             shadow = shadows.get((source.upstream, entry.name))
-            if shadow is not None:
-                item["shadowedBy"] = shadow.by
-                item["why"] = _why(shadow)
-                if shadow.spelled is not None:
-                    item["lookalikeOf"] = shadow.spelled
-                versions.append(item)
-                continue
-            item["views"] = {}
-            for policy in chosen:
-                decision = policy.decide(source.upstream, entry, now, lookup)
-                verdict: Report = {"served": decision.served, "reason": decision.reason}
-                verdict["rules"] = list(decision.rules)
-                if decision.held_until is not None:
-                    verdict["cooldownEndsAt"] = format_timestamp(decision.held_until)
-                if decision.removed_types:
-                    verdict["removedPackages"] = list(decision.removed_types)
-                if decision.server is not None and decision.packages:
-                    verdict["packages"] = _packages(decision.server, decision.packages)
-                if decision.served:
-                    served.setdefault((policy.name, entry.name), []).append(entry)
-                item["views"][policy.name] = verdict
-            versions.append(item)
+            decisions: list[tuple[str, Decision]] = []
+            if shadow is None:
+                for policy in chosen:
+                    decision = policy.decide(source.upstream, entry, now, lookup)
+                    if decision.served:
+                        served.setdefault((policy.name, entry.name), []).append(entry)
+                    decisions.append((policy.name, decision))
+            decided.append((source.upstream, entry, shadow, decisions))
     latest = {}
     for key, entries in served.items():
         best = pick_latest(e for e in entries if e.status != "deleted")
         latest[key] = best.version if best is not None else None
-    for item in versions:
-        for view_name, verdict in item.get("views", {}).items():
-            key = (view_name, item.get("name", name))
-            verdict["isLatest"] = latest.get(key) == item["version"] and verdict["served"]
-    return {
-        "name": name,
-        "identity": wanted,
-        "version": version,
-        "owner": owner,
-        "reservedBy": reserved,
-        "lookalikes": merged.lookalikes(wanted),
-        "views": [p.name for p in chosen],
-        "versions": versions,
-        "config": str(config.directory),
-    }
+    versions = []
+    for upstream, entry, shadow, decisions in decided:
+        newest = {view_name: latest.get((view_name, entry.name)) for view_name, _ in decisions}
+        verdicts = tuple(
+            (view_name, _verdict(d, d.served and newest[view_name] == entry.version))
+            for view_name, d in decisions
+        )
+        versions.append(
+            VersionAccount(
+                upstream, entry.version, entry.status, entry.published_at,
+                entry.name if entry.name != name else None,
+                Shadowed(shadow.by, _why(shadow), shadow.spelled) if shadow is not None else None,
+                verdicts,
+            )
+        )  # fmt: skip
+    return Explanation(
+        name, wanted, version, merged.owners.get(wanted), owner_by_reservation(wanted, sources),
+        tuple(merged.lookalikes(wanted)), tuple(p.name for p in chosen), tuple(versions),
+        str(config.directory),
+    )  # fmt: skip
 
 
-def render_text(report: Report) -> str:
+def _verdict(decision: Decision, is_latest: bool) -> Verdict:
+    server = decision.server if decision.packages else None
+    return Verdict(
+        decision.served, decision.reason, decision.rules, is_latest, decision.held_until,
+        decision.removed_types, _packages(server, decision.packages) if server is not None else (),
+    )  # fmt: skip
+
+
+def render_text(report: Explanation) -> str:
     """The report for a terminal."""
-    lines = [report["name"]]
-    owner = report["owner"] or "(no upstream serves it)"
-    reserved = f", reserved by {report['reservedBy']}" if report["reservedBy"] else ""
+    lines = [report.name]
+    owner = report.owner or "(no upstream serves it)"
+    reserved = f", reserved by {report.reserved_by}" if report.reserved_by else ""
     lines.append(f"  owner: {owner}{reserved}")
-    if report["lookalikes"]:
-        names = ", ".join(report["lookalikes"])
+    if report.lookalikes:
+        names = ", ".join(report.lookalikes)
         lines.append(f"  LOOK-ALIKES served side by side by {owner}: {names}")
-    if not report["versions"]:
-        at = f" at version {report['version']}" if report["version"] else ""
+    if not report.versions:
+        at = f" at version {report.version}" if report.version else ""
         lines.append(f"  no upstream offers this name{at}")
-    for item in report["versions"]:
-        spelled = f"{item['name']}  " if "name" in item else ""
-        head = f"  {spelled}{item['version']}  from {item['upstream']}  {item['status']}"
-        lines.append(f"{head}  published {item['publishedAt']}")
-        if "shadowedBy" in item:
-            lines.append(f"      shadowed: {item['why']}")
+    for item in report.versions:
+        spelled = f"{item.spelled}  " if item.spelled is not None else ""
+        head = f"  {spelled}{item.version}  from {item.upstream}  {item.status}"
+        lines.append(f"{head}  published {format_timestamp(item.published_at)}")
+        if item.shadowed is not None:
+            lines.append(f"      shadowed: {item.shadowed.why}")
             continue
-        for view_name, verdict in item["views"].items():
-            state = "SERVED" if verdict["served"] else "hidden"
-            if verdict.get("isLatest"):
-                state += " (latest)"
-            detail = ", ".join(verdict["rules"])
-            if verdict["reason"] == "cooldown":
-                detail += f"; cooldown until {verdict['cooldownEndsAt']}"
-            elif verdict["reason"] == "denied":
-                detail = f"denied by {verdict['rules'][-1]}"
-            elif verdict["reason"] == "not installable":
-                detail += "; no packages or remotes left"
-            if verdict.get("removedPackages"):
-                detail += f"; removed packages: {', '.join(verdict['removedPackages'])}"
-            lines.append(f"      {view_name:<16} {state:<16} {detail}")
-            for package in verdict.get("packages", []):
-                now_at = " ".join(str(v) for v in package["location"].values())
-                was = " ".join(str(v) for v in (package.get("original") or {}).values())
-                check = package.get("verification", "not verified")
-                lines.append(
-                    f"          {package['registryType']}: {now_at} (was: {was}) [{check}]"
-                )
+        for view_name, verdict in item.views:
+            lines.extend(_verdict_lines(view_name, verdict))
     return "\n".join(lines)
+
+
+def _verdict_lines(view_name: str, verdict: Verdict) -> list[str]:
+    state = "SERVED" if verdict.served else "hidden"
+    if verdict.is_latest:
+        state += " (latest)"
+    detail = ", ".join(verdict.rules)
+    if verdict.reason == "cooldown" and verdict.cooldown_ends_at is not None:
+        detail += f"; cooldown until {format_timestamp(verdict.cooldown_ends_at)}"
+    elif verdict.reason == "denied":
+        detail = f"denied by {verdict.rules[-1]}"
+    elif verdict.reason == "not installable":
+        detail += "; no packages or remotes left"
+    if verdict.removed_packages:
+        detail += f"; removed packages: {', '.join(verdict.removed_packages)}"
+    lines = [f"      {view_name:<16} {state:<16} {detail}"]
+    for package in verdict.packages:
+        now_at = " ".join(str(v) for v in package.location.values())
+        original = package.meta.get("original")
+        was = " ".join(str(v) for v in (original.values() if isinstance(original, dict) else ()))
+        check = package.meta.get("verification", "not verified")
+        lines.append(f"          {package.meta['registryType']}: {now_at} (was: {was}) [{check}]")
+    return lines

@@ -23,7 +23,8 @@ from gateway import hits
 from gateway import search as searching
 from gateway.catalog import Item, ViewCatalog
 from gateway.config import DEFAULT_VIEW
-from gateway.entry import OFFICIAL
+from gateway.entry import OFFICIAL, format_timestamp
+from gateway.explain import Explanation, Verdict
 from gateway.install import Install, installs
 
 CSP = (
@@ -235,16 +236,16 @@ def catalog_page(
     return _page(title, form + summary + cards + pager, views)
 
 
-def _reason(verdict: dict[str, Any]) -> str:
-    if verdict.get("served"):
-        latest = " (latest)" if verdict.get("isLatest") else ""
+def _reason(verdict: Verdict) -> str:
+    if verdict.served:
+        latest = " (latest)" if verdict.is_latest else ""
         return f'<span class="badge shown">shown{latest}</span>'
-    why = esc(verdict.get("reason"))
+    why = esc(verdict.reason)
     extra = []
-    if verdict.get("cooldownEndsAt"):
-        extra.append(f"until {esc(verdict['cooldownEndsAt'])}")
-    if verdict.get("removedPackages"):
-        extra.append("removed: " + esc(", ".join(verdict["removedPackages"])))
+    if verdict.cooldown_ends_at is not None:
+        extra.append(f"until {esc(format_timestamp(verdict.cooldown_ends_at))}")
+    if verdict.removed_packages:
+        extra.append("removed: " + esc(", ".join(verdict.removed_packages)))
     detail = f" ({'; '.join(extra)})" if extra else ""
     return f'<span class="badge hidden">hidden: {why}</span>{detail}'
 
@@ -252,13 +253,13 @@ def _reason(verdict: dict[str, Any]) -> str:
 def server_page(
     view: ViewCatalog,
     view_name: str,
-    report: dict[str, Any],
+    report: Explanation,
     views: list[str],
     namespace: str,
 ) -> bytes:
     """One server in one view: how to install its latest version, and every version with why
     it is shown or hidden here (the same account as `explain`)."""
-    name = report["name"]
+    name = report.name
     base = view_base(view_name)
     latest = view.lookup(name, "latest", include_deleted=False)
     parts = [f'<p><a href="{esc(base)}">All servers in this view</a></p>']
@@ -284,19 +285,22 @@ def server_page(
     else:
         parts.append(f"<p>This view serves no version of <code>{esc(name)}</code>.</p>")
     rows = []
-    newest_first = sorted(report["versions"], key=lambda v: v["publishedAt"], reverse=True)
+    newest_first = sorted(
+        report.versions, key=lambda v: format_timestamp(v.published_at), reverse=True
+    )
     for version in newest_first:
-        verdict = version.get("views", {}).get(view_name)
+        verdict = version.verdict(view_name)
         if verdict is None:
-            why = f'<span class="badge hidden">hidden</span> {esc(version.get("why"))}'
+            why_not = version.shadowed.why if version.shadowed is not None else None
+            why = f'<span class="badge hidden">hidden</span> {esc(why_not)}'
             rules = ""
         else:
             why = _reason(verdict)
-            rules = esc(", ".join(verdict.get("rules", [])))
-        spelled = f"<br><small>as {esc(version['name'])}</small>" if "name" in version else ""
+            rules = esc(", ".join(verdict.rules))
+        spelled = f"<br><small>as {esc(version.spelled)}</small>" if version.spelled else ""
         rows.append(
-            f"<tr><td>{esc(version['version'])}{spelled}</td><td>{esc(version['upstream'])}</td>"
-            f"<td>{esc(version['status'])}</td><td>{esc(version['publishedAt'])}</td>"
+            f"<tr><td>{esc(version.version)}{spelled}</td><td>{esc(version.upstream)}</td>"
+            f"<td>{esc(version.status)}</td><td>{esc(format_timestamp(version.published_at))}</td>"
             f"<td>{why}</td><td>{rules}</td></tr>"
         )
     parts.append(

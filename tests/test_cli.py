@@ -225,3 +225,37 @@ def test_the_readmes_check_of_the_example_config_passes() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert ": OK (" in done.stdout
+
+
+def test_the_explanation_is_what_explain_json_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`explain --json` prints the typed report's own serialisation, and the report is a
+    value: nothing a caller does to it changes what a page or /admin/explain shows next."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from gateway.explain import explain, render_text
+    from gateway.loader import load_config
+    from gateway.offline import sources_from_state
+    from gateway.snapshot import view_policies
+
+    state = str(tmp_path / "state")
+    assert main(["sync", "--config", DEMO, "--state-dir", state]) == 0
+    name = "io.github.github/github-mcp-server"
+    capsys.readouterr()
+    assert main(["explain", name, "--config", DEMO, "--state-dir", state, "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["explain", name, "--config", DEMO, "--state-dir", state]) == 0
+    text = capsys.readouterr().out
+    config = load_config(DEMO)
+    gateway = config.gateway.model_validate({**config.gateway.model_dump(), "state_dir": state})
+    sources, _, _ = sources_from_state(config.model_copy(update={"gateway": gateway}))
+    report = explain(config, view_policies(config), sources, name, now=datetime.now(UTC))
+    assert printed == orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n"
+    assert text == render_text(report) + "\n"
+    assert [list(v["views"]) for v in report.to_json()["versions"]] == [
+        list(report.views) for _ in report.versions
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.versions[0].views[0][1].served = False  # type: ignore[misc]

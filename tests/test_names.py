@@ -158,14 +158,14 @@ async def test_lookalikes_through_the_gateway(
     assert (await twin.json())["server"]["name"] == "io.github.twins/a_b"
 
     refresher = client.app[REFRESHER]
-    report = explain_server(refresher, "io.github.acme/tool", None)
+    report = explain_server(refresher, "io.github.acme/tool", None).to_json()
     shadowed = [v for v in report["versions"] if "shadowedBy" in v]
     assert sorted(v["name"] for v in shadowed) == ["IO.GITHUB.ACME/Tool", "io.github.acme/TOOL"]
     assert {v["why"] for v in shadowed} == {
         "a look-alike of 'io.github.acme/tool', which upstream 'internal' has"
     }
-    reserved = explain_server(refresher, "com.example/foo", None)
+    reserved = explain_server(refresher, "com.example/foo", None).to_json()
     assert {v["shadowedBy"] for v in reserved["versions"]} == {"internal"}
     assert len(reserved["versions"]) == 3
-    twins = explain_server(refresher, "io.github.twins/a-b", None)
+    twins = explain_server(refresher, "io.github.twins/a-b", None).to_json()
     assert twins["lookalikes"] == ["io.github.twins/a-b", "io.github.twins/a_b"]
