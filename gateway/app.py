@@ -19,6 +19,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway import isolated
 from gateway.admin import Explained, handle_admin
 from gateway.api import Api, Rendered, check_method, reject_nul
 from gateway.config import DEFAULT_VIEW, FederationConfig
@@ -355,6 +356,7 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await watcher
                 await refresher.stop()
+                isolated.shutdown()  # a hostile answer still being parsed is abandoned
 
     async def route(request: web.Request) -> web.StreamResponse:
         return await handle(app, request)

@@ -20,19 +20,19 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
-import orjson
 import structlog
 from yarl import URL
 
+from gateway import isolated
 from gateway.bounded import read_body
 from gateway.config import Credential, VerifySettings
-from gateway.errors import MirrorUnavailable
+from gateway.errors import MirrorGarbled, MirrorUnavailable
 from gateway.locations import origin, within
 from gateway.registries import ECOSYSTEMS, INDEXES
 from gateway.registries.base import Ask, Check, Verdict
@@ -53,6 +53,7 @@ def _host(url: str) -> str:
 
 
 Document = frozenset[str] | bool | None  # versions; or found / not found; None = 404
+T = TypeVar("T")
 
 
 class Verifier:
@@ -189,16 +190,17 @@ class Verifier:
             raise MirrorUnavailable(f"answer from {_host(str(response.url))} over {cap} bytes")
         return body
 
-    async def _json(self, url: str, under: str, accept: str = "application/json") -> Any:
-        status, body, _ = await self._request("GET", url, under, {"Accept": accept})
+    async def _json(self, url: str, under: str, extract: Callable[[Any], T]) -> T | None:
+        """`extract` of a JSON answer (None for a 404 or 410), parsed off the serving loop."""
+        status, body, _ = await self._request("GET", url, under, {"Accept": "application/json"})
         if status in (404, 410):
             return None
         if status != 200:
             raise MirrorUnavailable(f"HTTP {status} from {_host(url)}")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise MirrorUnavailable(f"not JSON from {_host(url)}") from None
+        outcome: tuple[T] | None = await isolated.parse(isolated.json_then, body, extract)
+        if outcome is None:
+            raise MirrorUnavailable(f"not JSON from {_host(url)}")
+        return outcome[0]
 
     async def _fetch(self, check: Check) -> Document:
         if check.kind == "nuget":
@@ -214,20 +216,20 @@ class Verifier:
             return None
         if status != 200:
             raise MirrorUnavailable(f"HTTP {status} from {_host(ask.url)}")
-        return index.versions(body, headers.get("Content-Type", ""), check)
+        return await isolated.parse(index.versions, body, headers.get("Content-Type", ""), check)
 
     async def _ask(self, ask: Ask) -> tuple[int, bytes, Any]:
         return await self._request("GET", ask.url, ask.under, {"Accept": ask.accept})
 
     async def _nuget(self, check: Check) -> Document:
         first = NUGET.service_index(check)
-        index = await self._json(first.url, first.under)
-        flat = NUGET.flat_container(index)
+        flat = await self._json(first.url, first.under, NUGET.flat_container)
+        if flat is None:
+            raise MirrorGarbled("NuGet service index without resources")
         mirror = origin(check.location)  # the flat container may sit elsewhere on that host
         if not within(flat, mirror):
             raise MirrorUnavailable("NuGet service index without a usable PackageBaseAddress")
-        document = await self._json(NUGET.ask_in(flat, check), mirror)
-        return None if document is None else NUGET.listed(document)
+        return await self._json(NUGET.ask_in(flat, check), mirror, NUGET.listed)
 
     def _registry_url(self, host: str) -> str:
         plain = host.startswith(("localhost", "127.", "[::1]"))  # as docker treats them
@@ -262,23 +264,16 @@ class Verifier:
         if not within(realm, registry + "/") and self._credential(realm) is None:
             raise MirrorUnavailable("OCI token realm is on a host that is not configured")
         url = f"{realm.split('?')[0]}?{urlencode(fields)}"
-        document = await self._json_with(url, realm.split("?")[0])
-        token = document.get("token") or document.get("access_token")
-        if not isinstance(token, str):
-            raise MirrorUnavailable("OCI token service answered without a token")
-        return token
+        return await self._token(url, realm.split("?")[0])
 
-    async def _json_with(self, url: str, under: str) -> Any:
+    async def _token(self, url: str, under: str) -> str:
         status, body, _ = await self._request("GET", url, under)
         if status != 200:
             raise MirrorUnavailable(f"HTTP {status} from the OCI token service")
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise MirrorUnavailable("OCI token service answer is not JSON") from None
-        if not isinstance(document, dict):
-            raise MirrorUnavailable("OCI token service answer is not an object")
-        return document
+        outcome: tuple[str] | None = await isolated.parse(isolated.json_then, body, _token_of)
+        if outcome is None:
+            raise MirrorUnavailable("OCI token service answer is not JSON")
+        return outcome[0]
 
     async def _mcpb(self, check: Check) -> Document:
         location = check.location
@@ -290,3 +285,13 @@ class Verifier:
         if status in (404, 410):
             return False
         raise MirrorUnavailable(f"HTTP {status} for an mcpb file")
+
+
+def _token_of(document: object) -> str:
+    """The token in an OCI token service's answer."""
+    if not isinstance(document, dict):
+        raise MirrorUnavailable("OCI token service answer is not an object")
+    token = document.get("token") or document.get("access_token")
+    if not isinstance(token, str):
+        raise MirrorUnavailable("OCI token service answered without a token")
+    return token

@@ -194,6 +194,7 @@ class FakeMirror:
         self.redirect: dict[str, str] = {}  # path -> Location answered with 302
         self.realm: str | None = None  # the OCI token service's URL (default: its own /token)
         self.npm_padding = 0  # bytes of padding in every packument
+        self.npm_body: bytes | None = None  # served as every packument when set
         self.seen: list[tuple[str, dict[str, str]]] = []  # (path, headers) of every request
 
     def app(self) -> web.Application:
@@ -228,6 +229,8 @@ class FakeMirror:
             await asyncio.sleep(self.npm_delay)
         finally:
             self.npm_active -= 1
+        if self.npm_body is not None:
+            return web.Response(body=self.npm_body, content_type="application/json")
         versions = self.npm.get(request.match_info["name"])
         if versions is None:
             return web.json_response({"error": "not found"}, status=404)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -460,3 +461,79 @@ def test_a_go_list_that_is_not_one_version_per_line_is_garbled() -> None:
     for body in (b"<html>login</html> page", b"\xff\xfe"):
         with pytest.raises(MirrorGarbled):
             GO.versions(body, "text/html", check)
+
+
+# -- hostile answers are parsed where they cannot stall the serving loop ------------------------
+
+_HOSTILE_ANSWERS = {
+    # orjson parses this in one call that holds the GIL for most of a second
+    "npm": b"[" + b",".join([b"[]"] * 2_000_000) + b"]",
+    # expat calls back for every tag
+    "maven": b"<metadata>" + b"<a/>" * 500_000 + b"</metadata>",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", _HOSTILE_ANSWERS)
+async def test_a_hostile_answer_never_stalls_the_event_loop(
+    mirror: FakeMirror, session: aiohttp.ClientSession, kind: str
+) -> None:
+    """A mirror's answer is parsed where it cannot hold the GIL the serving loop needs (a
+    worker thread would not do: orjson and expat hold it throughout); it is unknown when it
+    makes no sense, never missing."""
+    from tests.test_resilience import _loop_lag_during, p99
+
+    v = verifier(mirror, session)
+    if kind == "npm":
+        mirror.npm_body = _HOSTILE_ANSWERS[kind]
+        check = Check("npm", f"{mirror.url}/npm/", "@acme/weather", "1.2.0")
+    else:
+        mirror.maven_body = _HOSTILE_ANSWERS[kind]
+        check = Check("maven", f"{mirror.url}/maven/", "com.acme:weather-mcp", "1.2.0")
+    lags = await _loop_lag_during(v.run([check]))
+    assert lags  # sampled throughout
+    assert p99(lags) <= 0.050, f"p99 {p99(lags) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms"
+    verdict = v.lookup(check)
+    assert verdict is not None
+    assert verdict.result == "unknown"
+
+
+async def test_a_large_answer_parsed_elsewhere_gives_the_same_result(
+    mirror: FakeMirror, session: aiohttp.ClientSession
+) -> None:
+    from gateway import isolated
+
+    mirror.npm_padding = 4 * isolated.INLINE_BYTES  # parsed by the helper process
+    v = verifier(mirror, session)
+    found = Check("npm", f"{mirror.url}/npm/", "@acme/weather", "1.2.0")
+    absent = Check("npm", f"{mirror.url}/npm/", "@acme/weather", "9.9.9")
+    await v.run([found, absent])
+    assert [v.lookup(c).result for c in (found, absent)] == ["available", "missing"]  # type: ignore[union-attr]
+
+
+async def test_shutdown_stops_a_parse_at_once() -> None:
+    """Exit never waits for the helper to finish parsing a hostile answer."""
+    import time
+
+    from gateway import isolated
+    from gateway.errors import MirrorUnavailable
+    from gateway.registries.npm import NPM
+
+    body = b"[" + b",".join([b"[]"] * 5_000_000) + b"]"  # seconds of parsing
+    check = Check("npm", "https://m.example/npm/", "x", "1.0.0")
+    parsing = asyncio.ensure_future(isolated.parse(NPM.versions, body, "application/json", check))
+    for _ in range(1000):  # until the helper has started
+        pool = isolated._pool
+        if pool is not None and getattr(pool, "_processes", None):
+            break
+        await asyncio.sleep(0.01)
+    assert pool is not None
+    helpers = list(pool._processes.values())  # type: ignore[attr-defined]
+    await asyncio.sleep(0.2)  # well into the parse
+    started = time.perf_counter()
+    isolated.shutdown()
+    for helper in helpers:
+        await asyncio.to_thread(helper.join, 5)
+        assert helper.exitcode is not None
+    assert time.perf_counter() - started < 2
+    with pytest.raises(MirrorUnavailable, match="died"):
+        await parsing
