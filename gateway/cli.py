@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import orjson
 
-from gateway import __version__
+from gateway import __version__, isolated
 from gateway.api import list_body
 from gateway.config import (
     DEFAULT_VIEW,
@@ -204,6 +204,7 @@ async def _ask_mirrors(diff: Diff, settings: VerifySettings, deadline: float) ->
                 await verifier.run(diff.checks)
         except TimeoutError:
             pass
+    isolated.shutdown()  # a hostile answer still being parsed is abandoned
     diff.answer(verifier.lookup)
 
 
