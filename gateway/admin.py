@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
-from cachetools import LRUCache
 
+from gateway.accounts import explain_server
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.errors import (
     BadRequest,
@@ -23,12 +21,10 @@ from gateway.errors import (
     UnknownUpstream,
     UnknownView,
 )
-from gateway.explain import Explanation, explain
-from gateway.merge import Source
+from gateway.explain import Explanation
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, reload_config
 from gateway.routes import Route
-from gateway.snapshot import view_policies
 
 log = structlog.get_logger("gateway.admin")
 
@@ -54,61 +50,6 @@ def _explain(refresher: Refresher, params: Any) -> Explanation:
     if view is not None and view != DEFAULT_VIEW and view not in config.views:
         raise UnknownView(view)
     return explain_server(refresher, name, view, version=params.get("version") or None)
-
-
-def explain_server(
-    refresher: Refresher, name: str, view: str | None, version: str | None = None
-) -> Explanation:
-    """How each version of a server fares in a view (every view when None), from the data
-    the gateway holds now."""
-    config = refresher.config
-    sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in refresher.feeds]
-    return explain(
-        config,
-        view_policies(config),
-        sources,
-        name,
-        version=version,
-        view=view,
-        now=datetime.now(UTC),
-        lookup=refresher.verifier.lookup,
-    )
-
-
-REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
-
-
-def _report_size(report: Explanation) -> int:
-    return 4 * len(orjson.dumps(report.to_json())) + 1024  # objects take a few times their JSON
-
-
-class Explained:
-    """Server pages' accounts (`explain`) for the current snapshot: each scans every entry,
-    so they are worked out in a worker thread, only for names some upstream offers, and
-    remembered until the catalog changes."""
-
-    def __init__(self) -> None:
-        self._built: tuple[int, object] | None = None  # which snapshot (not a reference to it)
-        # Bounded by the bytes the reports hold (as JSON, and their keys), not by their number.
-        self._reports: LRUCache[tuple[str, str], Explanation] = LRUCache(
-            maxsize=REPORT_BYTES, getsizeof=_report_size
-        )
-
-    async def report(self, refresher: Refresher, view: str, name: str) -> Explanation | None:
-        """None when no upstream offers the name."""
-        snapshot = refresher.snapshot
-        built = (id(snapshot), snapshot.built_at if snapshot else None)
-        if built != self._built:
-            self._built = built
-            self._reports.clear()
-        if not refresher.builder.offers(name):
-            return None
-        known = self._reports.get((view, name))
-        if known is not None:
-            return known
-        report = await asyncio.to_thread(explain_server, refresher, name, view)
-        self._reports[(view, name)] = report
-        return report
 
 
 async def handle_admin(

@@ -20,7 +20,8 @@ import structlog
 from aiohttp import web
 
 from gateway import isolated
-from gateway.admin import Explained, handle_admin
+from gateway.accounts import Explained
+from gateway.admin import handle_admin
 from gateway.api import Api, Rendered, check_method, reject_nul
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.errors import (

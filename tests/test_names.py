@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.admin import explain_server
+from gateway.accounts import explain_server
 from gateway.app import REFRESHER
 from gateway.loader import load_config
 from gateway.names import glob_pattern, identity, matches_any

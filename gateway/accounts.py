@@ -1,0 +1,94 @@
+"""Accounts of how a server fares (`explain`), from the data the gateway holds now: for
+`/admin/explain` and for the server pages developers read.
+
+Each account scans every entry of every upstream, so it is worked out in a worker thread.
+The views' policies are compiled once per config, not once per account; they remember what
+they decided last (a build's shortcut), so accounts are worked out one at a time, never in
+two threads at once and never with the build's own policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+
+import orjson
+from cachetools import LRUCache
+
+from gateway.config import FederationConfig
+from gateway.explain import Explanation, explain
+from gateway.merge import Source
+from gateway.refresher import Refresher
+from gateway.snapshot import view_policies
+from gateway.view import ViewPolicy
+
+REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
+
+# Policies remember the rules matching each name they have seen: compiled afresh after this
+# many accounts, so names asked about (any name, on /admin/explain) cannot grow them for good.
+RECOMPILE_EVERY = 1024
+
+_lock = threading.Lock()
+_compiled: tuple[FederationConfig, list[ViewPolicy]] | None = None
+_uses = 0
+
+
+def _policies(config: FederationConfig) -> list[ViewPolicy]:
+    """The views' policies of this config, compiled on first need (call with `_lock` held)."""
+    global _compiled, _uses
+    _uses += 1
+    if _compiled is None or _compiled[0] is not config or _uses > RECOMPILE_EVERY:
+        _compiled, _uses = (config, view_policies(config)), 1
+    return _compiled[1]
+
+
+def explain_server(
+    refresher: Refresher, name: str, view: str | None, version: str | None = None
+) -> Explanation:
+    """How each version of a server fares in a view (every view when None). Blocking."""
+    config = refresher.config
+    sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in refresher.feeds]
+    with _lock:
+        return explain(
+            config,
+            _policies(config),
+            sources,
+            name,
+            version=version,
+            view=view,
+            now=datetime.now(UTC),
+            lookup=refresher.verifier.lookup,
+        )
+
+
+def _report_size(report: Explanation) -> int:
+    return 4 * len(orjson.dumps(report.to_json())) + 1024  # objects take a few times their JSON
+
+
+class Explained:
+    """Server pages' accounts for the current snapshot: only for names some upstream offers,
+    and remembered until the catalog changes."""
+
+    def __init__(self) -> None:
+        self._built: tuple[int, object] | None = None  # which snapshot (not a reference to it)
+        # Bounded by the bytes the reports hold (as JSON, and their keys), not by their number.
+        self._reports: LRUCache[tuple[str, str], Explanation] = LRUCache(
+            maxsize=REPORT_BYTES, getsizeof=_report_size
+        )
+
+    async def report(self, refresher: Refresher, view: str, name: str) -> Explanation | None:
+        """None when no upstream offers the name."""
+        snapshot = refresher.snapshot
+        built = (id(snapshot), snapshot.built_at if snapshot else None)
+        if built != self._built:
+            self._built = built
+            self._reports.clear()
+        if not refresher.builder.offers(name):
+            return None
+        known = self._reports.get((view, name))
+        if known is not None:
+            return known
+        report = await asyncio.to_thread(explain_server, refresher, name, view)
+        self._reports[(view, name)] = report
+        return report
