@@ -25,6 +25,7 @@ COMPILED = [
     "gateway/build.py",
     "gateway/snapshot.py",
     "gateway/search.py",
+    "gateway/postings.py",
     "gateway/hits.py",
     "gateway/stepping.py",
 ]

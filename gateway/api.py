@@ -3,6 +3,7 @@ are in `routes`)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 import hashlib
@@ -15,7 +16,15 @@ from multidict import CIMultiDict
 
 from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
-from gateway.errors import BadRequest, MethodNotAllowed, NotFound, NotReady, UnknownView
+from gateway.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    OverAllowance,
+    UnknownView,
+)
+from gateway.pacing import ON_LOOP, Allowance
 from gateway.query import parse_include_deleted, parse_list_query, select_page
 from gateway.routes import Route
 from gateway.snapshot import Snapshot
@@ -140,7 +149,9 @@ class Api:
         route: Route,
         params: Mapping[str, str],
         raw: str | None = None,
-    ) -> Rendered:
+    ) -> Rendered | Later:
+        """The answer, or (a search longer than the serving loop gives one request) a `Later`
+        that finishes it in a worker thread."""
         if route.endpoint == "health":
             return render({"status": "ok"})
         if route.endpoint == "ping":
@@ -166,19 +177,38 @@ class Api:
         if cached is not None:
             self._remember(raw, route.endpoint, cached.rendered)
             return cached.rendered
+        # What the key holds: at most the text of the parameters it was parsed from.
+        held = sum(len(k) + len(v) for k, v in params.items()) + len(route.name or "")
+        held += len(route.version or "")
         if route.endpoint == "list":
-            rendered = self._list(view, query)
+            try:
+                rendered = self._list(view, query, Allowance(ON_LOOP))
+            except OverAllowance:  # a search longer than the loop gives one request
+                return Later(self, snapshot, key, held, raw, functools.partial(
+                    self._list, view, query, Allowance(None)
+                ))  # fmt: skip
         elif route.endpoint == "versions":
             rendered = self._versions(view, route, include_deleted)
         else:
             rendered = self._version(view, route, include_deleted)
-        # What the key holds: at most the text of the parameters it was parsed from.
-        held = sum(len(k) + len(v) for k, v in params.items()) + len(route.name or "")
-        entry = Cached(held + len(route.version or ""), rendered)
-        rendered.grew = functools.partial(self._grew, key)
-        self._cache[key] = entry
-        self._remember(raw, route.endpoint, rendered)
+        self.keep(snapshot, key, held, raw, route.endpoint, rendered)
         return rendered
+
+    def keep(
+        self,
+        snapshot: Snapshot,
+        key: object,
+        held: int,
+        raw: str | None,
+        endpoint: str,
+        rendered: Rendered,
+    ) -> None:
+        """Remember an answer made from this snapshot (unless a newer one is served now)."""
+        if snapshot is not self._cached_for:
+            return
+        self._cache[key] = Cached(held, rendered)
+        rendered.grew = functools.partial(self._grew, key)
+        self._remember(raw, endpoint, rendered)
 
     def _grew(self, key: object, rendered: Rendered) -> None:
         """An answer's gzip form was made: both caches count it from now on."""
@@ -200,8 +230,8 @@ class Api:
             self._by_url_bytes += cost
 
     @staticmethod
-    def _list(view: ViewCatalog, query: Any) -> Rendered:
-        items, next_cursor = select_page(view, query)
+    def _list(view: ViewCatalog, query: Any, allowance: Allowance) -> Rendered:
+        items, next_cursor = select_page(view, query, allowance)
         metadata: dict[str, Any] = {"count": len(items)}
         if next_cursor is not None:
             metadata["nextCursor"] = next_cursor
@@ -223,6 +253,32 @@ class Api:
         if item is None:
             raise NotFound(SERVER_NOT_FOUND)
         return rendered_bytes(view.body(item))
+
+
+class Later:
+    """A list answer whose search needs more than the serving loop gives one request: made
+    again in a worker thread (where it offers the GIL as it goes), then remembered like any."""
+
+    def __init__(
+        self,
+        api: Api,
+        snapshot: Snapshot,
+        key: object,
+        held: int,
+        raw: str | None,
+        make: Callable[[], Rendered],
+    ) -> None:
+        self._api = api
+        self._snapshot = snapshot
+        self._key = key
+        self._held = held
+        self._raw = raw
+        self._make = make
+
+    async def finished(self) -> Rendered:
+        rendered = await asyncio.to_thread(self._make)
+        self._api.keep(self._snapshot, self._key, self._held, self._raw, "list", rendered)
+        return rendered
 
 
 def check_method(method: str) -> None:

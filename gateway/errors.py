@@ -4,6 +4,7 @@
     ├── ConfigError            a config directory is wrong; carries one ConfigIssue per mistake
     ├── FileRefused            (also an OSError) not a regular file, or larger than allowed
     ├── StillBlocked           a blocking call (a file on a hung mount) past its deadline
+    ├── OverAllowance          work past what the serving loop gives one request (moved off it)
     ├── UpstreamError          an upstream registry or file could not give a good catalog
     │   ├── UpstreamUnavailable    transient: connection, timeout, 5xx, 429 (retried per request)
     │   └── UpstreamInvalid        unusable answer: bad JSON, bad shape, cursor loop (not retried)
@@ -98,6 +99,11 @@ class FileRefused(GatewayError, OSError):
     def __init__(self, reason: str) -> None:
         super().__init__(0, reason)
         self.reason = reason
+
+
+class OverAllowance(GatewayError):
+    """Work that needs more than the serving loop gives one request: it is done again in a
+    worker thread (see `pacing.Allowance`)."""
 
 
 class StillBlocked(GatewayError):

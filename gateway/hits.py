@@ -8,6 +8,8 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from gateway.pacing import Allowance
+
 if TYPE_CHECKING:
     from gateway.catalog import Item
 
@@ -16,9 +18,17 @@ def _matches(item: Item, needle: str) -> bool:
     return needle in item.name_folded or needle in item.registry_meta.entry.text
 
 
-def scan(items: list[Item], start: int, needle: str) -> Iterator[Item]:
+SCAN_STEP = 1024  # items checked between two steps of a scan's allowance
+
+
+def scan(items: list[Item], start: int, needle: str, allowance: Allowance) -> Iterator[Item]:
     """The items from `start` on that match, in list order."""
+    countdown = SCAN_STEP
     for index in range(start, len(items)):
+        countdown -= 1
+        if not countdown:
+            countdown = SCAN_STEP
+            allowance.step()
         item = items[index]
         if needle in item.name_folded or needle in item.registry_meta.entry.text:
             yield item

@@ -23,7 +23,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from gateway.errors import OverAllowance
+
 INTERVAL = 0.002  # seconds of a loop's work between two offers
+ON_LOOP = 4  # steps of work one request may do on the serving loop (about 1-2 ms of a search)
 
 
 class Pacer:
@@ -39,6 +42,28 @@ class Pacer:
         if time.perf_counter() >= self._due:
             time.sleep(0)  # sleeping releases the GIL: a thread waiting for it takes it
             self._due = time.perf_counter() + INTERVAL
+
+
+class Allowance:
+    """How much work one request may do where it runs. On the serving loop, a few steps
+    (`step()` every few hundred candidates of a search) and then `OverAllowance`: the caller
+    does the work again in a worker thread, where an allowance of None steps without limit and
+    offers the GIL like any paced loop. What the loop wasted is at most its allowance."""
+
+    __slots__ = ("_left", "_pacer")
+
+    def __init__(self, steps: int | None) -> None:
+        self._left = steps
+        self._pacer = Pacer() if steps is None else None
+
+    def step(self) -> None:
+        if self._pacer is not None:
+            self._pacer.tick()
+            return
+        assert self._left is not None
+        self._left -= 1
+        if self._left < 0:
+            raise OverAllowance()
 
 
 _pauses = 0

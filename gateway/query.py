@@ -16,6 +16,7 @@ from gateway.cursor import Cursor, Walk, decode_cursor, encode_cursor
 from gateway.entry import parse_timestamp
 from gateway.errors import BadRequest, CursorMismatch, FieldError, ValidationFailed
 from gateway.hits import found, scan
+from gateway.pacing import Allowance
 from gateway.search import MAX_SEARCH, fold
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -148,7 +149,7 @@ def _matches(item: Item, walk: Walk, since: datetime | None) -> bool:
     return since is None or item.updated_at > since
 
 
-def _items(view: ViewCatalog, query: ListQuery) -> Iterator[Item]:
+def _items(view: ViewCatalog, query: ListQuery, allowance: Allowance) -> Iterator[Item]:
     """The listing's items after the cursor that match the walk's search, in list order: from
     the search index where it covers this catalog and the text is rare, else by a scan."""
     listing = _listing(view, query.walk)
@@ -159,20 +160,23 @@ def _items(view: ViewCatalog, query: ListQuery) -> Iterator[Item]:
     items = listing.items
     after = query.after[0] if query.after is not None else ""
     index = view.search
-    names = index.matching(needle, view.token, after) if index is not None else None
+    names = index.matching(needle, view.token, allowance, after) if index is not None else None
     if names is not None:
         return found(items, names, query.after, needle)
     start = 0 if query.after is None else bisect_right(items, query.after, key=_key)
-    return scan(items, start, needle)
+    return scan(items, start, needle, allowance)
 
 
-def select_page(view: ViewCatalog, query: ListQuery) -> tuple[list[Item], str | None]:
-    """The page's items and the cursor for the next page (None when no match follows)."""
+def select_page(
+    view: ViewCatalog, query: ListQuery, allowance: Allowance
+) -> tuple[list[Item], str | None]:
+    """The page's items and the cursor for the next page (None when no match follows).
+    A search steps `allowance` as it goes (`OverAllowance` past it)."""
     walk = query.walk
     plain = query.since is None and walk.version in (None, "latest")
     page: list[Item] = []
     more = False
-    for item in _items(view, query):
+    for item in _items(view, query, allowance):
         if not plain and not _matches(item, walk, query.since):
             continue
         if len(page) == query.limit:

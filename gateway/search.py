@@ -17,13 +17,14 @@ Once the tail, the gone or the changed grow large, the index is built afresh.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from gateway.pacing import Allowance
+from gateway.postings import from_bits, from_ids
 from gateway.stepping import paced
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ TAIL = 2048  # new servers past the ordered ones, at least, before the index is 
 SERVER_GRAMS = 4096
 GRAMS = 1 << 17
 CHARS = 1 << 16  # characters remembered (for searches of one or two)
-_NONZERO = re.compile(rb"[^\x00]")
 _NARROWING = 99  # bitsets intersected at most (the rarest)
 _FEW = 64  # candidates few enough to check each one's texts rather than intersect further
 
@@ -248,10 +248,13 @@ class SearchIndex:
 
     # -- asking (the event loop) ---------------------------------------------------------------
 
-    def matching(self, needle: str, token: int, after: str = "") -> Iterator[str] | None:
+    def matching(
+        self, needle: str, token: int, allowance: Allowance, after: str = ""
+    ) -> Iterator[str] | None:
         """The names of the servers with a text containing a folded needle, from `after` on,
-        in order. None when the index does not cover this build (or is being updated), or
-        the needle is too short for trigrams: then scan."""
+        in order, stepping `allowance` every `postings.STEP` candidates checked. None when the index
+        does not cover this build (or is being updated), or the needle is too short for
+        trigrams: then scan."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -260,11 +263,11 @@ class SearchIndex:
             if len(needle) < 3:  # too short for trigrams: scan, unless no text has its letters
                 unseen = len(self._chars) < CHARS and not set(needle) <= self._chars
                 return iter(()) if unseen and not self._unindexed else None
-            return self._matching(needle, after)
+            return self._matching(needle, after, allowance)
         finally:
             self._lock.release()
 
-    def _matching(self, needle: str, after: str) -> Iterator[str]:
+    def _matching(self, needle: str, after: str, allowance: Allowance) -> Iterator[str]:
         """Everything the answer needs is taken now, under the lock: the iterator reads
         nothing an update changes."""
         names, servers, ordered = self._names, self._servers, self._ordered
@@ -279,7 +282,7 @@ class SearchIndex:
                 continue
             posted = self._lists.get(gram)
             if posted is None:  # no indexed server has this trigram
-                return _from_ids([], ordered, always, servers, needle)
+                return from_ids([], ordered, always, servers, needle, allowance)
             lists.append(posted)
         start = bisect_left(ordered, after)
         if lists:  # trigrams few servers have: their servers, intersected while many
@@ -296,7 +299,7 @@ class SearchIndex:
             if always:
                 tail = sorted((*tail, *always))
             inside = ids[bisect_left(ids, start, hi=split) : split]
-            return _from_ids(inside, ordered, tail, servers, needle)
+            return from_ids(inside, ordered, tail, servers, needle, allowance)
         masks.sort()  # the rarest first: the intersection shrinks fastest
         narrowed = masks[0][1]
         for _, other in masks[1:]:
@@ -305,79 +308,7 @@ class SearchIndex:
         tail = self._tail[bisect_left(self._tail, (after, -1)) :]
         if always:
             tail = sorted((*tail, *always))
-        return _from_bits(raw, start, len(ordered), ordered, tail, servers, needle)
-
-
-# One generator a query, each: the candidates of a page come through a single frame.
-
-_BITS = tuple(tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256))
-
-
-def _bit(raw: bytes, ident: int) -> bool:
-    byte = ident >> 3
-    return byte < len(raw) and bool(raw[byte] >> (ident & 7) & 1)
-
-
-Servers = dict[str, tuple[list["Entry"], str]]
-
-
-def _has(servers: Servers, name: str, needle: str) -> bool:
-    known = servers.get(name)
-    return known is not None and needle in known[1]
-
-
-def _from_ids(
-    ids: list[int],
-    ordered: list[str],
-    tail: list[tuple[str, int]],
-    servers: Servers,
-    needle: str,
-) -> Iterator[str]:
-    """The names of these ids (ascending: in name order) and of the tail's (sorted) whose
-    texts contain the needle, in order."""
-    at = 0
-    for ident in ids:
-        name = ordered[ident]
-        while at < len(tail) and tail[at][0] < name:
-            if _has(servers, tail[at][0], needle):
-                yield tail[at][0]
-            at += 1
-        if _has(servers, name, needle):
-            yield name
-    for other, _ in tail[at:]:
-        if _has(servers, other, needle):
-            yield other
-
-
-def _from_bits(
-    raw: bytes,
-    start: int,
-    end: int,
-    ordered: list[str],
-    tail: list[tuple[str, int]],
-    servers: Servers,
-    needle: str,
-) -> Iterator[str]:
-    """The names whose bits are set (ids start..end, then the tail's, merged in order) and
-    whose texts contain the needle, in order."""
-    at = 0
-    for found in _NONZERO.finditer(raw, start >> 3, (end + 7) >> 3):
-        base = found.start() * 8
-        for bit in _BITS[raw[found.start()]]:
-            ident = base + bit
-            if ident < start or ident >= end:
-                continue
-            name = ordered[ident]
-            while at < len(tail) and tail[at][0] < name:
-                other, other_id = tail[at]
-                at += 1
-                if (other_id < 0 or _bit(raw, other_id)) and _has(servers, other, needle):
-                    yield other
-            if _has(servers, name, needle):
-                yield name
-    for other, other_id in tail[at:]:
-        if (other_id < 0 or _bit(raw, other_id)) and _has(servers, other, needle):
-            yield other
+        return from_bits(raw, start, len(ordered), ordered, tail, servers, needle, allowance)
 
 
 def _texts(name: str, entries: list[Entry]) -> str:

@@ -26,6 +26,7 @@ from gateway.config import DEFAULT_VIEW
 from gateway.entry import OFFICIAL, format_timestamp
 from gateway.explain import Explanation, Verdict
 from gateway.install import Install, installs
+from gateway.pacing import Allowance
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
@@ -187,8 +188,10 @@ def catalog_page(
     views: list[str],
     namespace: str,
     origin: str,
+    allowance: Allowance,
 ) -> bytes:
-    """The servers a view serves (their latest versions), searchable by name, 50 a page."""
+    """The servers a view serves (their latest versions), searchable by name, 50 a page. A
+    search steps `allowance` as it goes (`OverAllowance` past it)."""
     search = query.get("q", "").strip()[: searching.MAX_SEARCH]
     after = query.get("after", "")
     folded = search.casefold()
@@ -197,12 +200,12 @@ def catalog_page(
     source: Iterable[Item] = items[start:]
     if folded:  # the API's search: the index where it answers, else a scan
         index = view.search
-        names = index.matching(folded, view.token, after) if index is not None else None
+        names = None if index is None else index.matching(folded, view.token, allowance, after)
         after_key = (after, "\U0010ffff") if after else None  # past every version of it
         if names is not None:
             source = hits.found(items, names, after_key, folded)
         else:
-            source = hits.scan(items, start, folded)
+            source = hits.scan(items, start, folded, allowance)
     chosen: list[Item] = []
     more = False
     for item in source:

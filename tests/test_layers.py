@@ -9,7 +9,8 @@ import sys
 CORE = [
     "gateway.entry", "gateway.names", "gateway.merge", "gateway.semver", "gateway.policy",
     "gateway.mirrors", "gateway.shaping", "gateway.view", "gateway.served", "gateway.catalog",
-    "gateway.snapshot", "gateway.search", "gateway.query", "gateway.cursor", "gateway.explain", "gateway.diff", "gateway.registries",
+    "gateway.snapshot", "gateway.search", "gateway.postings", "gateway.query", "gateway.cursor",
+    "gateway.explain", "gateway.diff", "gateway.registries",
 ]  # fmt: skip
 
 _PROBE = """

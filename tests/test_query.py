@@ -12,10 +12,12 @@ from gateway.catalog import Origin, ViewCatalog
 from gateway.entry import parse_item
 from gateway.errors import BadRequest, ValidationFailed
 from gateway.merge import Source, merge
+from gateway.pacing import Allowance
 from gateway.query import ListQuery, parse_list_query, select_page
 from tests.fakes import server_entry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
+EVERY_STEP = Allowance(None)  # no limit: as a worker thread runs a search
 
 
 def view_of(*items: dict[str, object]) -> ViewCatalog:
@@ -39,7 +41,7 @@ def walk(view: ViewCatalog, params: dict[str, str]) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
     query = parse_list_query(params)
     while True:
-        items, cursor = select_page(view, query)
+        items, cursor = select_page(view, query, EVERY_STEP)
         seen.extend(item.key for item in items)
         if cursor is None:
             return seen
@@ -93,14 +95,16 @@ def test_is_latest_recomputed_in_bodies() -> None:
 
 
 def test_no_cursor_after_the_last_match() -> None:
-    items, cursor = select_page(CATALOG, parse_list_query({"search": "radar", "limit": "1"}))
+    items, cursor = select_page(
+        CATALOG, parse_list_query({"search": "radar", "limit": "1"}), EVERY_STEP
+    )
     assert [item.key for item in items] == [("io.github.d/weather-radar", "3.0.0")]
     assert cursor is None
 
 
 def test_walk_survives_a_catalog_swap_between_pages() -> None:
     query = parse_list_query({"limit": "2"})
-    first, cursor = select_page(CATALOG, query)
+    first, cursor = select_page(CATALOG, query, EVERY_STEP)
     assert cursor is not None
     # An entry sorting before the cursor appears, one after it disappears: keyset paging
     # neither repeats nor skips entries that exist for the whole walk.
@@ -112,7 +116,7 @@ def test_walk_survives_a_catalog_swap_between_pages() -> None:
         server_entry("io.github.A/upper", "1.0.0"),
         server_entry("io.github.a/Zeta", "0.1.0"),
     )
-    rest, _ = select_page(swapped, parse_list_query({"cursor": cursor, "limit": "10"}))
+    rest, _ = select_page(swapped, parse_list_query({"cursor": cursor, "limit": "10"}), EVERY_STEP)
     keys = [item.key for item in first] + [item.key for item in rest]
     assert keys == [
         ("io.github.A/upper", "1.0.0"),
@@ -163,7 +167,9 @@ def test_unencoded_plus_offset_is_understood() -> None:
 
 
 def test_cursor_conflicting_with_explicit_filter_is_a_400() -> None:
-    _, cursor = select_page(CATALOG, parse_list_query({"search": "weather", "limit": "1"}))
+    _, cursor = select_page(
+        CATALOG, parse_list_query({"search": "weather", "limit": "1"}), EVERY_STEP
+    )
     assert cursor is not None
     with pytest.raises(BadRequest, match="different search"):
         parse_list_query({"cursor": cursor, "search": "radar"})

@@ -16,6 +16,7 @@ from gateway.catalog import Origin
 from gateway.config import FederationConfig, GatewaySettings, UpstreamSettings
 from gateway.entry import Entry, parse_item
 from gateway.merge import Source
+from gateway.pacing import Allowance
 from gateway.query import parse_list_query, select_page
 from gateway.snapshot import Builder, Snapshot
 from tests.fakes import server_entry
@@ -25,6 +26,7 @@ CONFIG = FederationConfig(
     directory=Path("."),
     gateway=GatewaySettings(upstreams=[UpstreamSettings(name="u", file=Path("u.json"))]),
 )
+EVERY_STEP = Allowance(None)  # no limit: as a worker thread runs a search
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +55,7 @@ def walk(snapshot: Snapshot, text: str, limit: int = 3, **params: str) -> list[t
     keys: list[tuple[str, str]] = []
     query = parse_list_query({"search": text, "limit": str(limit), **params})
     while True:
-        items, cursor = select_page(view, query)
+        items, cursor = select_page(view, query, EVERY_STEP)
         keys.extend(item.key for item in items)
         if cursor is None:
             return keys
@@ -140,9 +142,11 @@ def test_a_rare_text_is_answered_from_the_index_without_a_scan() -> None:
     builder.index()
     index, token = snapshot.views["default"].search, snapshot.views["default"].token
     assert index is not None
-    assert list(index.matching("zebra", token) or ()) == ["io.github.b/only"]
-    assert list(index.matching("quokka", token) or ["?"]) == []
-    common = index.matching("eath", token, after="io.github.a/s100")  # a bitset, read in order
+    assert list(index.matching("zebra", token, EVERY_STEP) or ()) == ["io.github.b/only"]
+    assert list(index.matching("quokka", token, EVERY_STEP) or ["?"]) == []
+    common = index.matching(
+        "eath", token, EVERY_STEP, after="io.github.a/s100"
+    )  # a bitset, read in order
     assert common is not None
     assert [next(common), next(common)] == ["io.github.a/s100", "io.github.a/s101"]
     assert walk(snapshot, "ZEBRA cross") == [("io.github.b/only", "1.0.0")]
