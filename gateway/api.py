@@ -8,7 +8,8 @@ import functools
 import gzip
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
 from cachetools import LRUCache
@@ -38,6 +39,7 @@ SERVER_NOT_FOUND = "Server not found"
 RENDERED_BYTES = 2048
 URL_BYTES = 256
 KEY_BYTES = 512
+T = TypeVar("T")
 
 
 class Rendered:
@@ -255,6 +257,16 @@ class Api:
         return rendered_bytes(view.body(item))
 
 
+# Work past its allowance runs here, one piece at a time: however many long searches clients
+# send, the serving loop shares the GIL with one of them, not with a thread per request.
+LONG_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-work")
+
+
+async def elsewhere(work: Callable[[], T]) -> T:
+    """`work` (paced: see `pacing.Allowance`) in the thread for long work, after the rest."""
+    return await asyncio.get_running_loop().run_in_executor(LONG_WORK, work)
+
+
 class Later:
     """A list answer whose search needs more than the serving loop gives one request: made
     again in a worker thread (where it offers the GIL as it goes), then remembered like any."""
@@ -276,7 +288,7 @@ class Later:
         self._make = make
 
     async def finished(self) -> Rendered:
-        rendered = await asyncio.to_thread(self._make)
+        rendered = await elsewhere(self._make)
         self._api.keep(self._snapshot, self._key, self._held, self._raw, "list", rendered)
         return rendered
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway import isolated
 from gateway.accounts import Explained
 from gateway.admin import handle_admin
-from gateway.api import Api, Rendered, check_method, reject_nul
+from gateway.api import Api, Rendered, check_method, elsewhere, reject_nul
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.errors import (
     FieldError,
@@ -290,7 +290,7 @@ async def _page(
         try:
             return _html(made(Allowance(ON_LOOP)))
         except OverAllowance:  # a search longer than the loop gives one request
-            return _html(await asyncio.to_thread(made, Allowance(None)))
+            return _html(await elsewhere(functools.partial(made, Allowance(None))))
     name = page.name or ""  # a server page's route always names one
     report = await app[EXPLAINED].report(refresher, page.view, name)
     if report is None or not report.versions:
