@@ -62,6 +62,19 @@ class HeldDrop:
     since: datetime
 
 
+def data_age(
+    last_success: datetime | None, synced_at: datetime | None, now: datetime
+) -> float | None:
+    """Seconds since the data was last known good: the last successful sync, or its fetch."""
+    known = last_success or synced_at
+    return (now - known).total_seconds() if known else None
+
+
+def beyond_max_stale(stale: bool, age: float | None, max_stale: float) -> bool:
+    """Stale, and for longer than `max_stale` seconds."""
+    return stale and age is not None and age > max_stale
+
+
 @dataclass(slots=True)
 class Feed:
     """An upstream's last good data and sync history (mutated only on the event loop)."""
@@ -114,13 +127,10 @@ class Feed:
         return self.failing_since is not None
 
     def data_age(self, now: datetime) -> float | None:
-        """Seconds since the data was last known good: the last successful sync, or its fetch."""
-        known = self.last_success or self.synced_at
-        return (now - known).total_seconds() if known else None
+        return data_age(self.last_success, self.synced_at, now)
 
     def beyond_max_stale(self, now: datetime) -> bool:
-        age = self.data_age(now)
-        return self.stale() and age is not None and age > self.settings.max_stale
+        return beyond_max_stale(self.stale(), self.data_age(now), self.settings.max_stale)
 
     def high_water(self) -> str | None:
         if self.synced_up_to is None:

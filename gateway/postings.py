@@ -35,6 +35,22 @@ def _has(servers: Servers, name: str, needle: str) -> bool:
     return known is not None and needle in known[1]
 
 
+class _Steps:
+    """Candidates checked, counted: the allowance stepped every `STEP` of them."""
+
+    __slots__ = ("_allowance", "_left")
+
+    def __init__(self, allowance: Allowance) -> None:
+        self._allowance = allowance
+        self._left = STEP
+
+    def check(self) -> None:
+        self._left -= 1
+        if not self._left:
+            self._left = STEP
+            self._allowance.step()
+
+
 def from_ids(
     ids: list[int],
     ordered: list[str],
@@ -46,12 +62,9 @@ def from_ids(
     """The names of these ids (ascending: in name order) and of the tail's (sorted) whose
     texts contain the needle, in order."""
     at = 0
-    countdown = STEP
+    steps = _Steps(allowance)
     for ident in ids:
-        countdown -= 1
-        if not countdown:
-            countdown = STEP
-            allowance.step()
+        steps.check()
         name = ordered[ident]
         while at < len(tail) and tail[at][0] < name:
             if _has(servers, tail[at][0], needle):
@@ -60,10 +73,7 @@ def from_ids(
         if _has(servers, name, needle):
             yield name
     for other, _ in tail[at:]:
-        countdown -= 1
-        if not countdown:
-            countdown = STEP
-            allowance.step()
+        steps.check()
         if _has(servers, other, needle):
             yield other
 
@@ -81,17 +91,14 @@ def from_bits(
     """The names whose bits are set (ids start..end, then the tail's, merged in order) and
     whose texts contain the needle, in order."""
     at = 0
-    countdown = STEP
+    steps = _Steps(allowance)
     for found in _NONZERO.finditer(raw, start >> 3, (end + 7) >> 3):
         base = found.start() * 8
         for bit in _BITS[raw[found.start()]]:
             ident = base + bit
             if ident < start or ident >= end:
                 continue
-            countdown -= 1
-            if not countdown:
-                countdown = STEP
-                allowance.step()
+            steps.check()
             name = ordered[ident]
             while at < len(tail) and tail[at][0] < name:
                 other, other_id = tail[at]
@@ -101,9 +108,6 @@ def from_bits(
             if _has(servers, name, needle):
                 yield name
     for other, other_id in tail[at:]:
-        countdown -= 1
-        if not countdown:
-            countdown = STEP
-            allowance.step()
+        steps.check()
         if (other_id < 0 or _bit(raw, other_id)) and _has(servers, other, needle):
             yield other

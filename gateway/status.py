@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from gateway.entry import format_timestamp
+from gateway.feed import beyond_max_stale, data_age
 
 if TYPE_CHECKING:
     from gateway.feed import Feed
@@ -81,13 +82,10 @@ class UpstreamStatus:
         return self.stale_since is not None
 
     def data_age(self, now: datetime) -> float | None:
-        """Seconds since the data was last known good: the last successful sync, or its fetch."""
-        known = self.last_success or self.data_synced_at
-        return (now - known).total_seconds() if known else None
+        return data_age(self.last_success, self.data_synced_at, now)
 
     def beyond_max_stale(self, now: datetime) -> bool:
-        age = self.data_age(now)
-        return self.stale and age is not None and age > self.max_stale
+        return beyond_max_stale(self.stale, self.data_age(now), self.max_stale)
 
     def to_json(self, now: datetime) -> Json:
         age = self.data_age(now)

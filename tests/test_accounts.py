@@ -12,13 +12,16 @@ from tests.conftest import file_upstream
 from tests.fakes import server_entry
 
 
+async def serving_one(tmp_path: Path, make_config: Any, serve: Any) -> Any:
+    """A gateway serving one server, `com.example/a`."""
+    entries = [server_entry("com.example/a", "1.0.0")]
+    return await serve(make_config(upstreams=[file_upstream(tmp_path / "d", "local", entries)]))
+
+
 async def test_accounts_compile_the_policies_once_per_config(
     tmp_path: Path, make_config: Any, serve: Any
 ) -> None:
-    config = make_config(
-        upstreams=[file_upstream(tmp_path / "d", "local", [server_entry("com.example/a", "1.0.0")])]
-    )
-    client = await serve(config)
+    client = await serving_one(tmp_path, make_config, serve)
     refresher = client.app[REFRESHER]
     first = accounts.explain_server(refresher, "com.example/a", None)
     compiled = accounts._compiled
@@ -35,11 +38,7 @@ async def test_accounts_compile_the_policies_once_per_config(
 async def test_names_asked_about_cannot_grow_the_policies_for_good(
     tmp_path: Path, make_config: Any, serve: Any
 ) -> None:
-    config = make_config(
-        upstreams=[file_upstream(tmp_path / "d", "local", [server_entry("com.example/a", "1.0.0")])]
-    )
-    client = await serve(config)
-    refresher = client.app[REFRESHER]
+    refresher = (await serving_one(tmp_path, make_config, serve)).app[REFRESHER]
     accounts.explain_server(refresher, "com.example/a", None)
     compiled = accounts._compiled
     for index in range(accounts.RECOMPILE_EVERY):
