@@ -55,6 +55,9 @@ async def parse(parser: Callable[..., T], body: bytes, *args: object) -> T:
     except BrokenProcessPool:
         shutdown()  # the next large answer starts a new helper
         raise MirrorUnavailable("the process parsing a large answer died") from None
+    except OSError as exc:  # no process could be started (limits, no /dev/shm): unknown
+        shutdown()
+        raise MirrorUnavailable(f"no process to parse a large answer: {exc}") from None
 
 
 def json_then(body: bytes, extract: Callable[[object], T]) -> tuple[T] | None:

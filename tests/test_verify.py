@@ -537,3 +537,25 @@ async def test_shutdown_stops_a_parse_at_once() -> None:
     assert time.perf_counter() - started < 2
     with pytest.raises(MirrorUnavailable, match="died"):
         await parsing
+
+
+async def test_a_helper_that_cannot_start_makes_the_answer_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where no process can be started (a container without /dev/shm, a process limit), a
+    large answer is unknown, never parsed on the loop, never an unexpected error."""
+    import multiprocessing
+
+    from gateway import isolated
+    from gateway.errors import MirrorUnavailable
+    from gateway.registries.npm import NPM
+
+    def refuse(method: str | None = None) -> object:
+        raise OSError(38, "Function not implemented")
+
+    isolated.shutdown()
+    monkeypatch.setattr(multiprocessing, "get_context", refuse)
+    check = Check("npm", "https://m.example/npm/", "x", "1.0.0")
+    body = b'{"versions":{"1.0.0":{}},"readme":"' + b"x" * (2 * isolated.INLINE_BYTES) + b'"}'
+    with pytest.raises(MirrorUnavailable, match="no process to parse"):
+        await isolated.parse(NPM.versions, body, "application/json", check)
