@@ -54,3 +54,24 @@ async def test_a_published_status_is_a_copy_that_later_syncs_leave_alone(
     assert 'mcp_gateway_upstream_sync_failures_total{upstream="remote"} 1.0' in metrics
     for view in after.views:
         assert f'mcp_gateway_view_entries{{view="{view.name}"}} {float(view.entries)}' in metrics
+
+
+async def test_the_search_index_is_frozen_with_the_catalog(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    """Once the index follows a build, the cyclic collector no longer walks it (a full
+    collection walked its tens of thousands of containers at every pass)."""
+    import asyncio
+    import gc
+
+    entries = [server_entry(f"com.example/s{i}", "1.0.0") for i in range(50)]
+    client = await serve(make_config(upstreams=[file_upstream(tmp_path / "d", "u", entries)]))
+    refresher = client.app[REFRESHER]
+    for _ in range(200):
+        if refresher.status().search.indexed:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the index loop freezes right after the update
+    servers = refresher.builder.search._servers
+    assert servers
+    assert not any(held is servers for held in gc.get_objects())
