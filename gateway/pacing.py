@@ -10,6 +10,9 @@ and rarely enough that handing over is cheap. A loop whose steps are irregular t
 
 The collector: a build runs with the cyclic collector paused (`collector_paused`).
 
+A request: an `Allowance` gives it a few steps of work on the serving loop (`ON_LOOP`); work
+that needs more is done again in the one thread for long work (`api.elsewhere`), paced.
+
 This module is not compiled, on purpose: a tick is an interpreted call, and an interpreted
 call is where a thread waiting for the GIL gets it after the switch interval. Compiled, the
 serving loop waits for the next explicit offer instead: its p99 during the rebuild after a
