@@ -10,7 +10,7 @@ CORE = [
     "gateway.entry", "gateway.names", "gateway.merge", "gateway.semver", "gateway.policy",
     "gateway.mirrors", "gateway.shaping", "gateway.view", "gateway.served", "gateway.catalog",
     "gateway.snapshot", "gateway.search", "gateway.postings", "gateway.query", "gateway.cursor",
-    "gateway.explain", "gateway.diff", "gateway.registries",
+    "gateway.explain", "gateway.diff", "gateway.registries", "gateway.packed",
 ]  # fmt: skip
 
 _PROBE = """
