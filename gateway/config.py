@@ -13,9 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     WithJsonSchema,
@@ -26,14 +24,17 @@ from pydantic import (
 from gateway import registries
 from gateway.fields import (
     REGISTRY_TYPE_SCHEMA,
+    AdvisoryGlobs,
     Duration,
     HostGlobs,
     HttpUrl,
+    Model,
     NameGlob,
     NameGlobs,
     Ranges,
     RegistryTypes,
     ReverseDns,
+    Severities,
     Slug,
     Statuses,
     Strings,
@@ -42,12 +43,7 @@ from gateway.fields import (
     matching,
     pattern_schema,
 )
-
-
-class Model(BaseModel):
-    """Base of every config model: frozen, and an unknown key is an error."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from gateway.trust_config import TrustSettings
 
 
 class RetrySettings(Model):
@@ -149,6 +145,9 @@ class GatewaySettings(Model):
         return int(self.listen.rpartition(":")[2])
 
 
+TRUST_KEYS = ("malicious", "severity", "advisory")
+
+
 class Match(Model):
     """What a rule matches; every key it names must match; a list means any of."""
 
@@ -159,6 +158,15 @@ class Match(Model):
     registry_type: RegistryTypes | None = None
     transport: Transports | None = None
     remote_host: HostGlobs | None = None
+    # Trust signals (trust.yaml's feeds): known malware, the highest severity, advisory ids
+    malicious: bool | Literal["unknown"] | None = None
+    severity: Severities | None = None
+    advisory: AdvisoryGlobs | None = None
+
+    def trust_keys(self) -> list[str]:
+        return [
+            key for key in ("malicious", "severity", "advisory") if getattr(self, key) is not None
+        ]
 
 
 class Rule(Model):
@@ -356,3 +364,4 @@ class FederationConfig(Model):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     mirrors: MirrorSettings = Field(default_factory=MirrorSettings)
     views: dict[str, ViewSettings] = Field(default_factory=dict)
+    trust: TrustSettings = Field(default_factory=TrustSettings)

@@ -12,6 +12,8 @@
     ├── MirrorUnavailable      a mirror could not answer (down, 5xx, timeout): the check is unknown
     │   └── MirrorGarbled          its answer makes no sense for its protocol
     ├── StateError             a persisted state file is unreadable or corrupt
+    ├── FeedInvalid            an advisory feed that cannot be used (the last good one is kept)
+    ├── HelperFailed           the helper process died or could not start: its work is undone
     └── RequestError           a request that cannot be answered; rendered as problem+json
         ├── BadRequest             400
         ├── Unauthorized           401, /admin without the right bearer token
@@ -157,6 +159,23 @@ class StateError(GatewayError):
 
     def __str__(self) -> str:
         return f"state file {self.path}: {self.reason}"
+
+
+class FeedInvalid(GatewayError):
+    """An advisory feed (OSV records) that cannot be used: unreadable, too large, or mostly
+    malformed records (`skipped`: how many, per reason)."""
+
+    def __init__(self, reason: str, skipped: dict[str, int] | None = None) -> None:
+        super().__init__(reason, skipped)
+        self.reason = reason
+        self.skipped = skipped or {}
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class HelperFailed(GatewayError):
+    """Work sent to the helper process (`isolated`) that it could not finish."""
 
 
 @dataclass(frozen=True, slots=True)

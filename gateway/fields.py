@@ -8,10 +8,25 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 from gateway import registries
 from gateway.semver import VersionRange
+
+
+class Model(BaseModel):
+    """Base of every config model: frozen, and an unknown key is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
 
 REGISTRY_TYPE_MARK = "x-gateway-registry-type"  # where config_schemas puts the declared types
 
@@ -164,3 +179,24 @@ Ranges = Annotated[list[RangeText], *_one_or_many(_STRING)]
 Transports = Annotated[list[Transport], *_one_or_many({"enum": list(get_args(Transport))})]
 HostGlobs = Annotated[list[HostGlob], *_one_or_many(_STRING)]
 RegistryTypes = Annotated[list[str], *_one_or_many(REGISTRY_TYPE_SCHEMA)]
+
+
+# Trust match keys (see `trust_config` and `policy`): a severity rating, maybe compared.
+SEVERITY = r"(>=|<=|>|<)?(none|low|medium|high|critical)|unknown"
+Severity = Annotated[
+    str,
+    AfterValidator(matching(SEVERITY, "{value!r} is not a severity like critical or >=high "
+                            "(none, low, medium, high, critical; or unknown)")),
+    pattern_schema(SEVERITY),
+]  # fmt: skip
+ADVISORY_GLOB = r"[A-Za-z0-9*?._:-]{1,128}"
+AdvisoryGlob = Annotated[
+    str,
+    AfterValidator(matching(ADVISORY_GLOB, "{value!r} is not an advisory id glob like GHSA-* "
+                            "(letters, digits, . _ : - and * ?)")),
+    pattern_schema(ADVISORY_GLOB),
+]  # fmt: skip
+Severities = Annotated[list[Severity], *_one_or_many({"type": "string", "pattern": ecma(SEVERITY)})]
+AdvisoryGlobs = Annotated[
+    list[AdvisoryGlob], *_one_or_many({"type": "string", "pattern": ecma(ADVISORY_GLOB)})
+]

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import orjson
 
-from gateway.errors import MirrorUnavailable
+from gateway.errors import HelperFailed, MirrorUnavailable
 
 T = TypeVar("T")
 
@@ -58,6 +58,19 @@ async def parse(parser: Callable[..., T], body: bytes, *args: object) -> T:
     except OSError as exc:  # no process could be started (limits, no /dev/shm): unknown
         shutdown()
         raise MirrorUnavailable(f"no process to parse a large answer: {exc}") from None
+
+
+async def run(work: Callable[..., T], *args: object) -> T:
+    """`work(*args)` in the helper process, whatever its size (pickled, as for `parse`):
+    `HelperFailed` when the helper dies or cannot start."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_helper(), work, *args)
+    except BrokenProcessPool:
+        shutdown()
+        raise HelperFailed("the helper process died") from None
+    except OSError as exc:
+        shutdown()
+        raise HelperFailed(f"no helper process could be started: {exc}") from None
 
 
 def json_then(body: bytes, extract: Callable[[object], T]) -> tuple[T] | None:

@@ -31,6 +31,7 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.fields import SLUG
+from gateway.trust_config import TrustSettings
 
 M = TypeVar("M", bound=BaseModel)
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -275,12 +276,17 @@ def load_config(directory: Path | str) -> FederationConfig:
     mirrors: MirrorSettings | None = MirrorSettings()
     if (directory / "mirrors.yaml").exists():
         mirrors = _load_model(directory / "mirrors.yaml", directory, MirrorSettings, issues)
+    trust: TrustSettings | None = TrustSettings()
+    if (directory / "trust.yaml").exists():
+        trust = _load_model(directory / "trust.yaml", directory, TrustSettings, issues)
     views, files = _load_views(directory, issues)
     if policy is not None:
         rules: dict[str, Rules] = {"policy.yaml": policy}
         rules.update((files[name], view) for name, view in views.items())
         issues.extend(_cross_checks(gateway, policy, rules))
-    if issues or gateway is None or policy is None or mirrors is None:
+        if trust is not None:
+            issues.extend(_trust_checks(trust, rules))
+    if issues or gateway is None or policy is None or mirrors is None or trust is None:
         raise ConfigError(issues)
     return FederationConfig(
         directory=directory,
@@ -288,4 +294,22 @@ def load_config(directory: Path | str) -> FederationConfig:
         policy=policy,
         mirrors=mirrors,
         views=views,
-    )
+        trust=trust.model_copy(update={"osv": [
+            feed.model_copy(update={"file": directory / feed.file})
+            if not feed.file.is_absolute() else feed
+            for feed in trust.osv
+        ]}),
+    )  # fmt: skip
+
+
+def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigIssue]:
+    """A rule on trust signals that no feed in trust.yaml could ever answer is an error, not a
+    rule that silently never matches."""
+    issues = []
+    for file, settings in rules.items():
+        for index, rule in enumerate(settings.rules):
+            verb, match = ("allow", rule.allow) if rule.allow is not None else ("deny", rule.deny)
+            for key in match.trust_keys() if match is not None and not trust.osv else ():
+                message = "no advisory feed is configured (trust.yaml: osv): it would never match"
+                issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
+    return issues

@@ -21,6 +21,7 @@ from gateway.names import compile_globs, glob_pattern
 from gateway.pacing import Pacer
 from gateway.semver import VersionRange
 from gateway.stepping import paced
+from gateway.trust import Trust, TrustCheck, advisory_check, malicious_check, severity_check
 
 
 def _pattern(patterns: Sequence[str]) -> re.Pattern[str]:
@@ -62,7 +63,19 @@ def _glob(patterns: Sequence[str]) -> Callable[[str], bool]:
 Check = Callable[[str, Entry], bool]
 
 
-def _compile_match(match: Match) -> list[Check]:
+def _trust_checks(match: Match, trust: Trust) -> list[Check]:
+    """The match's trust keys, on what the feeds say of the entry (asked once per build)."""
+    tests: list[TrustCheck] = []
+    if match.malicious is not None:
+        tests.append(malicious_check(match.malicious))
+    if match.severity:
+        tests.append(severity_check(match.severity))
+    if match.advisory:
+        tests.append(advisory_check(match.advisory))
+    return [lambda _, entry, test=test: test(trust.of(entry)) for test in tests]  # type: ignore[misc]
+
+
+def _compile_match(match: Match, trust: Trust | None) -> list[Check]:
     """The checks of a match other than its name globs (see `Policy._candidates`)."""
     checks: list[Check] = []
     if match.upstream:
@@ -79,8 +92,10 @@ def _compile_match(match: Match) -> list[Check]:
         checks.append(lambda _, entry: not wanted.isdisjoint(entry.transports))
     if match.remote_host:
         checks.append(_any_host(_glob(match.remote_host)))
-    if match.version:  # last: it parses the version
+    if match.version:  # then: it parses the version
         checks.append(_any_version([VersionRange(text) for text in match.version]))
+    if match.trust_keys():  # last: it reads the packages
+        checks.extend(_trust_checks(match, trust if trust is not None else Trust()))
     return checks
 
 
@@ -130,9 +145,12 @@ class Policy:
     those rules' other checks and nothing else.
     """
 
-    def __init__(self, settings: Rules, source: str) -> None:
+    def __init__(self, settings: Rules, source: str, trust: Trust | None = None) -> None:
         self.settings = settings
         self.source = source
+        self.trusting = any(
+            (rule.allow or rule.deny or Match()).trust_keys() for rule in settings.rules
+        )  # it reads trust signals: a new feed is a reason to decide anew
         self.min_age = timedelta(seconds=settings.min_age) if settings.min_age is not None else None
         self.types = frozenset(settings.packages.types) if settings.packages.types else None
         self._rules: list[tuple[re.Pattern[str] | None, Candidate]] = []
@@ -143,7 +161,7 @@ class Policy:
             assert match is not None
             verdict = Verdict(allow, f"{source} rules[{index}]")
             name = compile_globs(match.name) if match.name else None
-            self._rules.append((name, (verdict, tuple(_compile_match(match)))))
+            self._rules.append((name, (verdict, tuple(_compile_match(match, trust)))))
             if match.name:
                 self._literals.append((index, [glob_pattern(glob)[1] for glob in match.name]))
         self._unnamed = tuple(i for i, (name, _) in enumerate(self._rules) if name is None)
@@ -219,6 +237,10 @@ class Policy:
                 break
         self._last = (entry, upstream, decided)
         return decided
+
+    def anew(self) -> None:
+        """Forget the last answer (the trust signals it read have changed)."""
+        self._last = (None, "", self._default)
 
     def forget(self, live_names: set[str]) -> None:
         """Forget the identities no upstream serves any more."""

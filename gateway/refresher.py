@@ -25,6 +25,7 @@ import aiohttp
 import structlog
 
 from gateway import __version__, compiled
+from gateway.advisories import Feeds, FeedState
 from gateway.catalog import Origin
 from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
 from gateway.errors import Awaited
@@ -32,7 +33,13 @@ from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.registries.base import Check
 from gateway.snapshot import Builder, Snapshot, release, view_policies
-from gateway.status import GatewayStatus, SearchStatus, UpstreamStatus, ViewStatus
+from gateway.status import (
+    AdvisoryFeedStatus,
+    GatewayStatus,
+    SearchStatus,
+    UpstreamStatus,
+    ViewStatus,
+)
 from gateway.verify import Verifier
 
 log = structlog.get_logger("gateway.refresher")
@@ -49,6 +56,15 @@ def origin_of(feed: Feed, now: datetime) -> Origin:
     )
 
 
+def _feed_status(state: FeedState) -> AdvisoryFeedStatus:
+    data = state.advisories
+    return AdvisoryFeedStatus(
+        state.settings.name, str(state.settings.file), tuple(state.settings.ecosystems),
+        state.loaded_at, data.records if data else 0, len(data.packages) if data else 0,
+        tuple(state.skipped.items()), state.checked_at, state.last_error, state.failing_since,
+    )  # fmt: skip
+
+
 class Refresher:
     """Owns the feeds, the sync tasks and the current snapshot of one gateway process."""
 
@@ -58,6 +74,7 @@ class Refresher:
         self.feeds = [Feed(settings) for settings in config.gateway.upstreams]
         self.snapshot: Snapshot | None = None
         self.verifier = Verifier(config.mirrors.verify, session)
+        self.advisories = Feeds(config.trust)
         self.builder = Builder(config)
         self._build_lock = asyncio.Lock()
         self.reload_error: str | None = None  # the last refused config, until one is accepted
@@ -118,6 +135,7 @@ class Refresher:
             str(self.config.directory), self.reload_error, upstreams, views,
             tuple(snapshot.verification.items()) if snapshot else (),
             SearchStatus.of(snapshot, DEFAULT_VIEW),
+            tuple(_feed_status(state) for state in self.advisories.states),
         )  # fmt: skip
 
     def _may_build(self) -> bool:
@@ -134,6 +152,9 @@ class Refresher:
         """Load persisted data, serve it at once if every upstream has some, start syncing."""
         for feed in self.feeds:
             await feed.restore(self.config.gateway.state_dir)
+        # The first catalog already applies what the advisory feeds say (a feed that cannot
+        # be read leaves its package types unknown until it can).
+        await self.advisories.refresh(force=True)
         if self._may_build():
             await self.rebuild_now()
         self._background = background
@@ -148,6 +169,8 @@ class Refresher:
             self._tasks.append(asyncio.create_task(self._sync_loop(feed), name=f"sync-{feed.name}"))
         if any(policy.verify_mode != "off" for policy in view_policies(self.config)):
             self._tasks.append(asyncio.create_task(self._reverify_loop(), name="reverify"))
+        if self.advisories.states:
+            self._tasks.append(asyncio.create_task(self._advisory_loop(), name="advisories"))
 
     async def stop(self) -> None:
         self._schedule_cooldown_rebuild(None)
@@ -188,6 +211,9 @@ class Refresher:
         self.builder = self.builder.succeeded_by(config)
         if config.mirrors.verify != self.verifier.settings:
             self.verifier = Verifier(config.mirrors.verify, self.session)
+        if config.trust != self.advisories.settings:
+            self.advisories = Feeds(config.trust)
+            await self.advisories.refresh(force=True)
         self._start_tasks()
         if self.snapshot is not None or self._may_build():
             await self.rebuild_now()
@@ -249,8 +275,9 @@ class Refresher:
         sources = [Source(f.name, list(f.entries.values()), f.settings.owns) for f in self.feeds]
         origins = {feed.name: origin_of(feed, now) for feed in self.feeds}
         snapshot = await asyncio.to_thread(
-            self.builder.build, sources, origins, now, self.verifier.lookup
-        )
+            self.builder.build, sources, origins, now, self.verifier.lookup,
+            self.advisories.current,
+        )  # fmt: skip
         replaced, self.snapshot = self.snapshot, snapshot
         retired, self._retired = self._retired, None
         self._built.set()
@@ -326,6 +353,18 @@ class Refresher:
         if fetched:
             self._dirty.set()
         return fetched
+
+    async def refresh_advisories(self, force: bool = False) -> bool:
+        """Read the advisory feeds whose files changed; rebuild when what they say did."""
+        changed = await self.advisories.refresh(force)
+        if changed:
+            self._dirty.set()
+        return changed
+
+    async def _advisory_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.advisories.interval())
+            await self.refresh_advisories()
 
     async def _reverify_loop(self) -> None:
         """Results age out after `ttl`: a rebuild then finds them pending and asks again."""

@@ -13,6 +13,7 @@ from gateway.config import (
     ViewSettings,
 )
 from gateway.fields import REGISTRY_TYPE_MARK
+from gateway.trust_config import TrustSettings
 
 
 def config_schemas(extra_types: Sequence[str] = ()) -> dict[str, dict[str, object]]:
@@ -23,6 +24,7 @@ def config_schemas(extra_types: Sequence[str] = ()) -> dict[str, dict[str, objec
         "policy.yaml": PolicySettings.model_json_schema(),
         "mirrors.yaml": MirrorSettings.model_json_schema(),
         "views/<view>.yaml": ViewSettings.model_json_schema(),
+        "trust.yaml": TrustSettings.model_json_schema(),
     }
     allowed = [*registries.KNOWN, *(t for t in extra_types if t not in registries.KNOWN)]
     for schema in schemas.values():
@@ -46,4 +48,5 @@ SCHEMA_FILES = {
     "policy.yaml": "policy.schema.json",
     "mirrors.yaml": "mirrors.schema.json",
     "views/<view>.yaml": "view.schema.json",
+    "trust.yaml": "trust.schema.json",
 }

@@ -16,11 +16,13 @@ from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
 from gateway.merge import Merged, Source, merge
 from gateway.names import identity
+from gateway.osv import Advisories
 from gateway.pacing import Pacer, collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
 from gateway.shaping import Lookup, no_lookup
+from gateway.trust import Trust
 from gateway.view import Admission, Decision, Shapes, ViewPolicy
 
 
@@ -37,12 +39,13 @@ class Snapshot:
     verification: dict[str, int] = field(default_factory=dict)  # result -> packages
 
 
-def view_policies(config: FederationConfig) -> list[ViewPolicy]:
-    """The default view (policy.yaml alone), then each configured view."""
-    base = Policy(config.policy, "policy.yaml")  # decided once per entry for every view
+def view_policies(config: FederationConfig, trust: Trust | None = None) -> list[ViewPolicy]:
+    """The default view (policy.yaml alone), then each configured view; their trust keys
+    read what `trust` says (its feed is set per build)."""
+    base = Policy(config.policy, "policy.yaml", trust)  # decided once per entry for every view
     policies = [ViewPolicy.of(DEFAULT_VIEW, base, None, config.mirrors)]
     for name, settings in config.views.items():
-        policies.append(ViewPolicy.of(name, base, settings, config.mirrors))
+        policies.append(ViewPolicy.of(name, base, settings, config.mirrors, trust))
     shapes = Shapes()  # views that shape an entry alike share its shape
     for policy in policies:
         policy.share(shapes)
@@ -153,7 +156,8 @@ class Builder:
 
     def __init__(self, config: FederationConfig) -> None:
         self.config = config
-        self.policies = view_policies(config)
+        self.trust = Trust()
+        self.policies = view_policies(config, self.trust)
         self.parts = PartCache(config.gateway.meta_namespace)
         self._names: list[str] | None = None
         self._name_set: set[str] = set()
@@ -170,9 +174,17 @@ class Builder:
         origins: dict[str, Origin],
         now: datetime | None = None,
         lookup: Lookup = no_lookup,
+        advisories: Advisories | None = None,
     ) -> Snapshot:
-        with collector_paused():
-            return self._build(sources, origins, now or datetime.now(UTC), lookup)
+        """A snapshot of these upstreams' data; trust rules read `advisories` (the feeds')."""
+        if advisories is not self.trust.advisories:
+            self._forget_trusting()  # every version such a view serves is decided anew
+        self.trust.use(advisories)
+        try:
+            with collector_paused():
+                return self._build(sources, origins, now or datetime.now(UTC), lookup)
+        finally:
+            self.trust.done()
 
     def _build(
         self, sources: list[Source], origins: dict[str, Origin], now: datetime, lookup: Lookup
@@ -258,6 +270,13 @@ class Builder:
         files = {id(one): one for policy in self.policies for one in policy.policies}
         return list(files.values())
 
+    def _forget_trusting(self) -> None:
+        for one in self._files():
+            one.anew()
+        for policy in self.policies:
+            if any(one.trusting for one in policy.policies):
+                self._kept.pop(policy.name, None)
+
     def _forget(self) -> None:
         for policy in self._files():
             policy.forget(self._identities)
@@ -294,6 +313,7 @@ def build_snapshot(
     origins: dict[str, Origin],
     now: datetime | None = None,
     lookup: Lookup = no_lookup,
+    advisories: Advisories | None = None,
 ) -> Snapshot:
     """Merge every upstream's data, decide and build each view (one-off, with no memory)."""
-    return Builder(config).build(sources, origins, now, lookup)
+    return Builder(config).build(sources, origins, now, lookup, advisories)

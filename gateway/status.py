@@ -155,6 +155,32 @@ class SearchStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class AdvisoryFeedStatus:
+    """One advisory feed (trust.yaml): the data in use, and how its last read went."""
+
+    name: str
+    file: str
+    ecosystems: tuple[str, ...]
+    loaded_at: datetime | None  # when the data in use was read (None: never)
+    records: int
+    packages: int  # distinct packages some advisory names
+    skipped: tuple[tuple[str, int], ...]  # malformed records in the data in use, by reason
+    checked_at: datetime | None
+    last_error: str | None
+    failing_since: datetime | None
+
+    def to_json(self, now: datetime) -> Json:
+        age = round((now - self.loaded_at).total_seconds(), 1) if self.loaded_at else None
+        return {
+            "name": self.name, "file": self.file, "ecosystems": list(self.ecosystems),
+            "loadedAt": _time(self.loaded_at), "ageSeconds": age,
+            "records": self.records, "packages": self.packages, "skipped": dict(self.skipped),
+            "checkedAt": _time(self.checked_at), "lastError": self.last_error,
+            "failingSince": _time(self.failing_since),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayStatus:
     """Everything an operator asks first: is each upstream healthy, what does each view serve."""
 
@@ -170,6 +196,7 @@ class GatewayStatus:
     views: tuple[ViewStatus, ...]
     verification: tuple[tuple[str, int], ...]  # served packages by mirror check result
     search: SearchStatus
+    advisories: tuple[AdvisoryFeedStatus, ...] = ()
 
     def to_json(self, now: datetime) -> Json:
         return {
@@ -186,4 +213,5 @@ class GatewayStatus:
             "views": [view.to_json() for view in self.views],
             "verification": dict(self.verification),
             "search": self.search.to_json(),
+            "advisoryFeeds": [feed.to_json(now) for feed in self.advisories],
         }

@@ -26,6 +26,7 @@ from gateway.shaping import (
     no_lookup,
     registry_type,
 )
+from gateway.trust import Trust
 
 
 def _dump(value: object) -> object:
@@ -131,10 +132,11 @@ class ViewPolicy:
         base: PolicySettings | Policy,
         own: ViewSettings | None,
         mirrors: MirrorSettings | None = None,
+        trust: Trust | None = None,
     ) -> ViewPolicy:
-        policies = [base if isinstance(base, Policy) else Policy(base, "policy.yaml")]
+        policies = [base if isinstance(base, Policy) else Policy(base, "policy.yaml", trust)]
         if own is not None:
-            policies.append(Policy(own, f"views/{name}.yaml"))
+            policies.append(Policy(own, f"views/{name}.yaml", trust))
         view_mirrors = own.mirrors if own is not None else None
         return cls(name, policies, (mirrors or MirrorSettings()).overridden_by(view_mirrors))
 

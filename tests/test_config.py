@@ -22,7 +22,9 @@ from gateway.schemas import config_schemas
 
 GOOD_GATEWAY = {"upstreams": [{"name": "official", "url": "https://registry.example.com"}]}
 SCHEMA_OF = {"gateway.yaml": "gateway.yaml", "policy.yaml": "policy.yaml",
-             "mirrors.yaml": "mirrors.yaml", "views/pay.yaml": "views/<view>.yaml"}  # fmt: skip
+             "mirrors.yaml": "mirrors.yaml", "views/pay.yaml": "views/<view>.yaml",
+             "trust.yaml": "trust.yaml"}  # fmt: skip
+FEED = {"name": "osv", "file": "osv.zip", "ecosystems": ["npm"]}
 
 
 def _upstream(**extra: Any) -> dict[str, Any]:
@@ -61,6 +63,17 @@ BAD = [
     ("gateway.yaml", {**GOOD_GATEWAY, "watch_config": 5}, "watch_config"),
     ("gateway.yaml", {**GOOD_GATEWAY, "meta_namespace": "com.example.x\n"}, "meta_namespace"),
     ("gateway.yaml", {**GOOD_GATEWAY, "meta_namespace": "nodots"}, "meta_namespace"),
+    ("trust.yaml", {"osv": [{**FEED, "ecosystems": ["nmp"]}]}, "osv[0].ecosystems[0]"),
+    ("trust.yaml", {"osv": [{**FEED, "ecosystems": ["oci"]}]}, "osv[0].ecosystems[0]"),
+    ("trust.yaml", {"osv": [{**FEED, "ecosystems": []}]}, "osv[0].ecosystems"),
+    ("trust.yaml", {"osv": [{**FEED, "refresh": 300}]}, "osv[0].refresh"),
+    ("trust.yaml", {"osv": [{**FEED, "name": "OSV"}]}, "osv[0].name"),
+    ("trust.yaml", {"osv": [{**FEED, "fiel": "x"}]}, "osv[0].fiel"),
+    ("trust.yaml", {"osvv": []}, "osvv"),
+    ("policy.yaml", {"rules": [{"deny": {"severity": ">=hihg"}}]}, "rules[0].deny.severity"),
+    ("policy.yaml", {"rules": [{"deny": {"severity": ">=unknown"}}]}, "rules[0].deny.severity"),
+    ("policy.yaml", {"rules": [{"deny": {"malicious": "yes"}}]}, "rules[0].deny.malicious"),
+    ("policy.yaml", {"rules": [{"deny": {"advisory": "GHSA 1"}}]}, "rules[0].deny.advisory"),
 ]
 
 
@@ -146,3 +159,20 @@ def test_settings_dump_and_validate_again() -> None:
     """What `serve --listen` does: dump the settings, change a key, validate again."""
     policy = PolicySettings.model_validate({"min_age": "72h"})
     assert PolicySettings.model_validate(policy.model_dump()) == policy
+
+
+def test_a_trust_rule_with_no_feed_to_answer_it_is_an_error(tmp_path: Path) -> None:
+    _write(tmp_path, "gateway.yaml", GOOD_GATEWAY)
+    _write(tmp_path, "policy.yaml", {"rules": [{"deny": {"malicious": True}}]})
+    _write(tmp_path, "views/pay.yaml", {"rules": [{"allow": {"severity": "<high"}}]})
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path)
+    assert [str(issue) for issue in refused.value.issues] == [
+        "policy.yaml: rules[0].deny.malicious: no advisory feed is configured (trust.yaml: osv): "
+        "it would never match",
+        "views/pay.yaml: rules[0].allow.severity: no advisory feed is configured (trust.yaml: "
+        "osv): it would never match",
+    ]
+    _write(tmp_path, "trust.yaml", {"osv": [FEED]})
+    config = load_config(tmp_path)
+    assert config.trust.osv[0].file == tmp_path / "osv.zip"  # resolved against the directory

@@ -159,6 +159,7 @@ def _keys(model: type) -> set[str]:
         ("policy.yaml", "PolicySettings"),
         ("mirrors.yaml", "MirrorSettings"),
         ("views/payments.yaml", "ViewSettings"),
+        ("trust.yaml", "TrustSettings"),
     ],
 )
 def test_example_config_documents_every_key(file: str, model: str) -> None:

@@ -150,12 +150,14 @@ async def test_export_is_served_unchanged_by_another_gateway(
 
 def test_config_schema_validates_the_shipped_configs(tmp_path: Path, capsys: Any) -> None:
     schemas = run_json(capsys, "config-schema")
-    assert set(schemas) == {"gateway.yaml", "policy.yaml", "mirrors.yaml", "views/<view>.yaml"}
+    assert set(schemas) == {
+        "gateway.yaml", "policy.yaml", "mirrors.yaml", "views/<view>.yaml", "trust.yaml",
+    }  # fmt: skip
     for directory in ("demo", "demo-proposed", "example"):
         root = REPO / "federation_config" / directory
         gateway = yaml.safe_load((root / "gateway.yaml").read_text(encoding="utf-8"))
         jsonschema.validate(gateway, schemas["gateway.yaml"])
-        for file in ("policy.yaml", "mirrors.yaml"):
+        for file in ("policy.yaml", "mirrors.yaml", "trust.yaml"):
             if (root / file).exists():
                 document = yaml.safe_load((root / file).read_text(encoding="utf-8"))
                 jsonschema.validate(document, schemas[file])
@@ -167,7 +169,8 @@ def test_config_schema_validates_the_shipped_configs(tmp_path: Path, capsys: Any
         jsonschema.validate({"default": "maybe"}, schemas["policy.yaml"])
     assert main(["config-schema", "--out", str(tmp_path / "schemas")]) == 0
     assert sorted(p.name for p in (tmp_path / "schemas").iterdir()) == [
-        "gateway.schema.json", "mirrors.schema.json", "policy.schema.json", "view.schema.json",
+        "gateway.schema.json", "mirrors.schema.json", "policy.schema.json", "trust.schema.json",
+        "view.schema.json",
     ]  # fmt: skip
 
 

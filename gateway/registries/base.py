@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import univers.versions
+
 Result = Literal["available", "missing", "unknown"]
 Package = dict[str, Any]
 
@@ -21,6 +23,7 @@ Package = dict[str, Any]
 # "version"), and a location (a mirror may be plain http inside).
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
 LOCATION = re.compile(r"https?://[^\s\"'<>\\^`|{}]+")
+MAX_VERSION = 256  # characters of a version string compared at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +76,29 @@ def fits(pattern: re.Pattern[str], value: str) -> bool:
 
 
 class Ecosystem:
-    """One registryType: how its packages are located, mirrored, checked and installed."""
+    """One registryType: how its packages are located, mirrored, checked and installed, and
+    how its versions compare (for advisories' ranges)."""
 
     name: str
     public: str  # how a reader names its public registry ("the public npm registry")
     public_hosts: frozenset[str] = frozenset()  # hosts that are that public registry
     identifier: re.Pattern[str]  # what an identifier may look like in a shown command
+    osv: str | None = None  # its name in OSV advisories, when OSV covers it
+    _versions: type[univers.versions.Version] | None = None  # its tool's version order
+
+    def order(self, version: str) -> univers.versions.Version | None:
+        """The version as its tool orders it (comparable with `<`), or None when the tool
+        would not read it as a version."""
+        if self._versions is None or not version or len(version) > MAX_VERSION:
+            return None
+        try:
+            return self._versions(version)
+        except Exception:
+            return None
+
+    def osv_name(self, identifier: str) -> str:
+        """A package's name as OSV advisories are matched to it (the tool's own sameness)."""
+        return identifier
 
     def check(self, package: Package) -> Check | None:
         """The mirror check for a package as served (after its rewrite), if it has one."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from univers.versions import GolangVersion, Version
+
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
 
@@ -37,6 +39,11 @@ class Go(Index):
     public = "proxy.golang.org"
     public_hosts = frozenset({"proxy.golang.org"})
     identifier = _PATH
+    osv = "Go"
+    _versions = GolangVersion  # `v` SemVer, pseudo-versions and `+incompatible` as go reads them
+
+    def order(self, version: str) -> Version | None:
+        return super().order(_canonical(version))
 
     def same_version(self, wanted: str, offered: str) -> bool:
         return _canonical(wanted) == _canonical(offered)

@@ -9,6 +9,7 @@ import re
 from urllib.parse import quote
 
 import orjson
+from univers.versions import SemverVersion
 
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
@@ -19,6 +20,8 @@ class Npm(Index):
     public = "the public npm registry"
     public_hosts = frozenset({"registry.npmjs.org", "registry.npmjs.com"})
     identifier = re.compile(r"(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*")
+    osv = "npm"
+    _versions = SemverVersion  # node-semver orders SemVer 2.0
 
     def ask(self, check: Check) -> Ask:
         url = f"{check.location.rstrip('/')}/{quote(check.identifier, safe='@')}"

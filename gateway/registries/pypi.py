@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import orjson
 from packaging.version import InvalidVersion, Version
+from univers.versions import PypiVersion
 
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
@@ -70,6 +71,11 @@ class Pypi(Index):
     public = "pypi.org"
     public_hosts = frozenset({"pypi.org", "pypi.python.org"})
     identifier = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+    osv = "PyPI"
+    _versions = PypiVersion  # PEP 440, from `packaging`
+
+    def osv_name(self, identifier: str) -> str:
+        return normalized(identifier)
 
     def same_version(self, wanted: str, offered: str) -> bool:
         # PEP 440 equality, as pip reads versions: 2.0.0-rc.1 is 2.0.0rc1, 1.1 is 1.1.0.

@@ -1,0 +1,214 @@
+"""Advisory feeds (trust.yaml's `osv`): read each file, keep it current, keep the last good.
+
+A feed is a zip of OSV records, a directory of them (`*.json`, at any depth), or one JSON
+file (a record or a list of them). It is read in the helper process (`isolated`): hundreds of
+thousands of records are seconds of parsing that would otherwise hold the serving loop. What
+comes back is the compact index (`osv.Advisories`).
+
+Reading is bounded: `max_bytes` of records in all (uncompressed: a zip's declared sizes are
+not trusted, each member is read up to its bound), `max_records`, a record at most
+`osv.MAX_RECORD_BYTES`; links and special files in a directory are not followed. A feed that
+cannot be read, or is mostly malformed, is refused (`FeedInvalid`) and the last good one is
+kept: advisories never turn unknown because a refresh failed. Until a feed has loaded once,
+the package types it speaks for are unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from gateway import isolated
+from gateway.errors import FeedInvalid, HelperFailed
+from gateway.osv import MAX_RECORD_BYTES, Advisories, Affected, read_feed
+from gateway.trust_config import OsvFeed, TrustSettings
+
+log = structlog.get_logger("gateway.advisories")
+
+
+class _Budget:
+    def __init__(self, feed: OsvFeed) -> None:
+        self.bytes = feed.max_bytes
+        self.records = feed.max_records
+
+    def take(self, size: int) -> None:
+        self.bytes -= size
+        self.records -= 1
+        if self.bytes < 0:
+            raise FeedInvalid("its records are larger than max_bytes")
+        if self.records < 0:
+            raise FeedInvalid("it has more records than max_records")
+
+
+def _from_zip(path: Path, budget: _Budget) -> Iterator[bytes]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FeedInvalid(f"{path.name} is not a readable zip: {exc}") from exc
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir() and m.filename.endswith(".json")]
+        if len(members) > budget.records:
+            raise FeedInvalid("it has more records than max_records")
+        for member in members:
+            try:
+                with archive.open(member) as stream:
+                    data = stream.read(MAX_RECORD_BYTES + 1)
+            except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+                raise FeedInvalid(f"{member.filename!r} cannot be read: {exc}") from exc
+            budget.take(len(data))
+            yield data  # a record over the bound is read no further, and skipped as malformed
+
+
+def _regular(path: Path) -> os.stat_result | None:
+    """The file's status when it is a regular file, not a link (None otherwise)."""
+    info = path.lstat()
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _from_directory(path: Path, budget: _Budget) -> Iterator[bytes]:
+    for found in sorted(path.rglob("*.json")):
+        info = _regular(found)
+        if info is None:
+            continue
+        with found.open("rb") as stream:
+            data = stream.read(MAX_RECORD_BYTES + 1)
+        budget.take(len(data))
+        yield data
+
+
+def documents(feed: OsvFeed) -> Iterator[bytes]:
+    """The feed's records as bytes, within its bounds (`FeedInvalid` past them)."""
+    path = Path(feed.file)
+    budget = _Budget(feed)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            yield from _from_directory(path, budget)
+        elif path.suffix == ".zip":
+            yield from _from_zip(path, budget)
+        else:
+            info = _regular(path)
+            if info is None:
+                raise FeedInvalid(f"{path} is not a regular file")
+            if info.st_size > feed.max_bytes:
+                raise FeedInvalid("it is larger than max_bytes")
+            yield path.read_bytes()[: feed.max_bytes + 1]
+    except FileNotFoundError as exc:
+        raise FeedInvalid(f"{path} does not exist") from exc
+    except OSError as exc:
+        raise FeedInvalid(f"{path} cannot be read: {exc}") from exc
+
+
+def read(feed: OsvFeed) -> Advisories:
+    """One feed, read and indexed (run in the helper process: see the module's docstring)."""
+    digest = hashlib.sha256()
+    chunks = []
+    for data in documents(feed):
+        digest.update(len(data).to_bytes(8, "little") + data)
+        chunks.append(data)
+    return read_feed(chunks, frozenset(feed.ecosystems), digest.hexdigest())
+
+
+def signature(feed: OsvFeed) -> tuple[int, int, int]:
+    """What changes when the feed's files do: (files, total size, newest mtime)."""
+    path = Path(feed.file)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            infos = [info for p in path.rglob("*.json") if (info := _regular(p)) is not None]
+        else:
+            infos = [path.stat()]
+    except OSError:
+        return (-1, -1, -1)
+    return (
+        len(infos),
+        sum(i.st_size for i in infos),
+        max((i.st_mtime_ns for i in infos), default=0),
+    )
+
+
+@dataclass(slots=True)
+class FeedState:
+    """One feed's last good data and how its reads went (for status and logs)."""
+
+    settings: OsvFeed
+    advisories: Advisories | None = None
+    loaded_at: datetime | None = None  # when the data in use was read
+    checked_at: datetime | None = None
+    last_error: str | None = None
+    failing_since: datetime | None = None
+    signature: tuple[int, int, int] | None = None  # of the files last read
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def merged(states: list[FeedState]) -> Advisories | None:
+    """Every loaded feed as one index (None when none has loaded)."""
+    loaded = [s.advisories for s in states if s.advisories is not None]
+    if not loaded:
+        return None
+    if len(loaded) == 1:
+        return loaded[0]
+    packages: dict[tuple[str, str], tuple[Affected, ...]] = {}
+    for one in loaded:
+        for key, found in one.packages.items():
+            packages[key] = packages.get(key, ()) + found
+    covers = frozenset().union(*(one.covers for one in loaded))
+    digest = hashlib.sha256("".join(one.digest for one in loaded).encode()).hexdigest()
+    return Advisories(packages, covers, sum(one.records for one in loaded), {}, digest)
+
+
+class Feeds:
+    """trust.yaml's advisory feeds for one gateway: read, refreshed, merged."""
+
+    def __init__(self, settings: TrustSettings) -> None:
+        self.settings = settings
+        self.states = [FeedState(feed) for feed in settings.osv]
+        self.current: Advisories | None = None
+
+    async def refresh(self, force: bool = False) -> bool:
+        """Read every feed whose files changed (all, with `force`); True when what the feeds
+        say changed."""
+        changed = False
+        for state in self.states:
+            changed = await self._refresh(state, force) or changed
+        if changed:
+            self.current = merged(self.states)
+        return changed
+
+    async def _refresh(self, state: FeedState, force: bool) -> bool:
+        now = datetime.now(UTC)
+        state.checked_at = now
+        seen = await asyncio.to_thread(signature, state.settings)
+        if not force and seen == state.signature and state.last_error is None:
+            return False
+        started = time.monotonic()
+        try:
+            advisories = await isolated.run(read, state.settings)
+        except (FeedInvalid, HelperFailed) as exc:
+            state.last_error = str(exc)
+            state.failing_since = state.failing_since or now
+            state.signature = seen
+            skipped = exc.skipped if isinstance(exc, FeedInvalid) else {}
+            log.warning("advisory_feed_refused", feed=state.settings.name, error=str(exc),
+                        skipped=skipped, keeping=state.loaded_at is not None)  # fmt: skip
+            return False
+        state.signature, state.last_error, state.failing_since = seen, None, None
+        state.skipped = dict(advisories.skipped)
+        if state.advisories is not None and state.advisories.digest == advisories.digest:
+            return False
+        state.advisories, state.loaded_at = advisories, now
+        log.info("advisory_feed_loaded", feed=state.settings.name, records=advisories.records,
+                 packages=len(advisories.packages), skipped=advisories.skipped,
+                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+        return True
+
+    def interval(self) -> float:
+        return min((feed.refresh for feed in self.settings.osv), default=300.0)

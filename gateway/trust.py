@@ -1,0 +1,170 @@
+"""What the advisory feeds say of a server version: its packages' advisories, read by the
+policy's trust keys (`malicious`, `severity`, `advisory`) and by `explain`.
+
+A version's packages are read from its server JSON when a rule first asks (only versions with
+a package of a type OSV covers are read), and each package version is looked up in the
+current feed (`osv.Judge`). What a version gets:
+
+- `malicious`: True when an advisory affecting one of its packages is known malware; None
+  (unknown) when none is but some package could not be told (its type is not covered by a
+  feed that loaded, or its version cannot be compared with a range); else False. A version
+  with no such package (remote-only, OCI, mcpb) is False: there is nothing to know.
+- `severity`: the highest CVSS rating among those advisories ("none" to "critical"); None
+  when none affects it or none has a score (`unrated` says whether one has none).
+- `advisories`: every advisory affecting one of its packages.
+
+`Trust` is owned by a builder: `use` sets the feed at the start of each build, and what it
+learnt is forgotten at its end.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.osv import SEVERITIES, Advisories, Advisory, Finding, Judge
+from gateway.registries import ECOSYSTEMS
+
+if TYPE_CHECKING:
+    from gateway.entry import Entry
+
+OSV_TYPES = frozenset(name for name, e in ECOSYSTEMS.items() if e.osv is not None)
+_COMPARATOR = re.compile(r"(>=|<=|>|<)?(.+)")
+
+
+@dataclass(frozen=True, slots=True)
+class PackageTrust:
+    registry_type: str
+    identifier: str
+    version: str
+    finding: Finding
+
+
+@dataclass(frozen=True, slots=True)
+class VersionTrust:
+    """What the feeds say of one server version (see the module's docstring)."""
+
+    malicious: bool | None
+    severity: str | None
+    unrated: bool  # an advisory affecting it has no CVSS score
+    advisories: tuple[Advisory, ...]
+    packages: tuple[PackageTrust, ...]
+
+    def reasons(self) -> list[str]:
+        """The advisories, as a reader wants them named: malware first."""
+        ordered = sorted(self.advisories, key=lambda a: (not a.malicious, a.id))
+        return [f"{a.id}{f' ({a.severity})' if a.severity else ''}" for a in ordered]
+
+
+NOTHING = VersionTrust(False, None, False, (), ())
+
+
+def _packages(entry: Entry) -> list[tuple[str, str, str]]:
+    try:
+        server = orjson.loads(entry.server_json)
+    except orjson.JSONDecodeError:  # an entry's bytes were parsed when it was made
+        return []
+    found = []
+    for package in server.get("packages") or () if isinstance(server, dict) else ():
+        if not isinstance(package, dict):
+            continue
+        kind, ident = package.get("registryType"), package.get("identifier")
+        version = package.get("version") or entry.version
+        if kind in OSV_TYPES and isinstance(ident, str) and isinstance(version, str):
+            found.append((kind, ident, version))
+    return found
+
+
+def judged(judge: Judge, entry: Entry) -> VersionTrust:
+    """What the judge's feed says of one server version."""
+    if entry.registry_types.isdisjoint(OSV_TYPES):
+        return NOTHING
+    packages = tuple(
+        PackageTrust(kind, ident, version, finding)
+        for kind, ident, version in _packages(entry)
+        if (finding := judge.finding(kind, ident, version)) is not None
+    )
+    advisories: list[Advisory] = []
+    for package in packages:
+        advisories.extend(a for a in package.finding.advisories if a not in advisories)
+    unknown = any(p.finding.state == "unknown" for p in packages)
+    malicious = True if any(a.malicious for a in advisories) else None if unknown else False
+    rated = [SEVERITIES.index(a.severity) for a in advisories if a.severity is not None]
+    severity = SEVERITIES[max(rated)] if rated else None
+    unrated = any(a.severity is None for a in advisories)
+    return VersionTrust(malicious, severity, unrated, tuple(advisories), packages)
+
+
+class Trust:
+    """The current feed's view of each version, remembered for the length of one build."""
+
+    def __init__(self) -> None:
+        self._judge = Judge(None)
+        self._known: dict[int, tuple[Entry, VersionTrust]] = {}
+
+    @property
+    def advisories(self) -> Advisories | None:
+        return self._judge.advisories
+
+    def use(self, advisories: Advisories | None) -> None:
+        """The feed this build decides with (None: no feed has loaded)."""
+        if advisories is not self._judge.advisories:
+            self._judge = Judge(advisories)
+        self._known.clear()
+
+    def done(self) -> None:
+        self._known.clear()
+
+    def of(self, entry: Entry) -> VersionTrust:
+        known = self._known.get(id(entry))
+        if known is None or known[0] is not entry:
+            known = self._known[id(entry)] = (entry, judged(self._judge, entry))
+        return known[1]
+
+
+# -- the policy's trust checks ----------------------------------------------------------------
+
+TrustCheck = Callable[[VersionTrust], bool]
+
+
+def malicious_check(wanted: bool | str) -> TrustCheck:
+    target = None if wanted == "unknown" else wanted
+    return lambda facts: facts.malicious is target
+
+
+def severity_check(values: Sequence[str]) -> TrustCheck:
+    """Any of the values: a rating, a comparison with one (on the highest rating), or
+    `unknown` (an advisory without a score)."""
+    tests: list[Callable[[VersionTrust], bool]] = []
+    for value in values:
+        if value == "unknown":
+            tests.append(lambda facts: facts.unrated)
+            continue
+        match = _COMPARATOR.fullmatch(value)
+        assert match is not None  # the config's own pattern
+        op, rank = match.group(1) or "==", SEVERITIES.index(match.group(2))
+        compare: Callable[[int, int], bool] = {
+            ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+            "<": lambda a, b: a < b, "==": lambda a, b: a == b,
+        }[op]  # fmt: skip
+
+        def test(facts: VersionTrust, compare: Any = compare, rank: int = rank) -> bool:
+            return facts.severity is not None and compare(SEVERITIES.index(facts.severity), rank)
+
+        tests.append(test)
+    return lambda facts: any(test(facts) for test in tests)
+
+
+def advisory_check(globs: Sequence[str]) -> TrustCheck:
+    """Any advisory affecting the version whose id or an alias matches a glob (any case)."""
+    pattern = re.compile("|".join(fnmatch.translate(glob.upper()) for glob in globs))
+    return lambda facts: any(
+        pattern.match(name.upper()) is not None
+        for advisory in facts.advisories
+        for name in (advisory.id, *advisory.aliases)
+    )
