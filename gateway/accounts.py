@@ -19,8 +19,10 @@ from cachetools import LRUCache
 from gateway.config import FederationConfig
 from gateway.explain import Explanation, explain
 from gateway.merge import Source
+from gateway.osv import Advisories
 from gateway.refresher import Refresher
 from gateway.snapshot import view_policies
+from gateway.trust import Trust
 from gateway.view import ViewPolicy
 
 REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
@@ -30,17 +32,25 @@ REPORT_BYTES = 16 * 1024 * 1024  # server pages' accounts kept at once
 RECOMPILE_EVERY = 1024
 
 _lock = threading.Lock()
-_compiled: tuple[FederationConfig, list[ViewPolicy]] | None = None
+_compiled: tuple[FederationConfig, Advisories | None, list[ViewPolicy]] | None = None
 _uses = 0
+_trust = Trust()  # what the policies' trust keys read: the refresher's feed, as the build's
 
 
-def _policies(config: FederationConfig) -> list[ViewPolicy]:
-    """The views' policies of this config, compiled on first need (call with `_lock` held)."""
+def _policies(config: FederationConfig, advisories: Advisories | None) -> list[ViewPolicy]:
+    """The views' policies of this config, compiled on first need and again when the advisory
+    feeds change (call with `_lock` held)."""
     global _compiled, _uses
     _uses += 1
-    if _compiled is None or _compiled[0] is not config or _uses > RECOMPILE_EVERY:
-        _compiled, _uses = (config, view_policies(config)), 1
-    return _compiled[1]
+    if (
+        _compiled is None
+        or _compiled[0] is not config
+        or _compiled[1] is not advisories
+        or _uses > RECOMPILE_EVERY
+    ):
+        _compiled, _uses = (config, advisories, view_policies(config, _trust)), 1
+    _trust.use(advisories)
+    return _compiled[2]
 
 
 def explain_server(
@@ -50,16 +60,20 @@ def explain_server(
     config = refresher.config
     sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in refresher.feeds]
     with _lock:
-        return explain(
-            config,
-            _policies(config),
-            sources,
-            name,
-            version=version,
-            view=view,
-            now=datetime.now(UTC),
-            lookup=refresher.verifier.lookup,
-        )
+        try:
+            return explain(
+                config,
+                _policies(config, refresher.advisories.current),
+                sources,
+                name,
+                version=version,
+                view=view,
+                now=datetime.now(UTC),
+                lookup=refresher.verifier.lookup,
+                trust=_trust,
+            )
+        finally:
+            _trust.done()
 
 
 def _report_size(report: Explanation) -> int:

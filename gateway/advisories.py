@@ -53,6 +53,8 @@ class _Budget:
 def _from_zip(path: Path, budget: _Budget) -> Iterator[bytes]:
     try:
         archive = zipfile.ZipFile(path)
+    except FileNotFoundError as exc:
+        raise FeedInvalid(f"{path} does not exist") from exc
     except (zipfile.BadZipFile, OSError) as exc:
         raise FeedInvalid(f"{path.name} is not a readable zip: {exc}") from exc
     with archive:
@@ -115,7 +117,10 @@ def read(feed: OsvFeed) -> Advisories:
     for data in documents(feed):
         digest.update(len(data).to_bytes(8, "little") + data)
         chunks.append(data)
-    return read_feed(chunks, frozenset(feed.ecosystems), digest.hexdigest())
+    advisories = read_feed(chunks, frozenset(feed.ecosystems), digest.hexdigest())
+    if advisories.records > feed.max_records:  # one file may hold a list of records
+        raise FeedInvalid("it has more records than max_records")
+    return advisories
 
 
 def signature(feed: OsvFeed) -> tuple[int, int, int]:

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.config import FederationConfig
+from gateway.config import FederationConfig, Match
 from gateway.entry import Entry, format_timestamp
 from gateway.merge import Shadow, Source, merge, owner_by_reservation
 from gateway.names import identity
 from gateway.semver import pick_latest
 from gateway.shaping import Lookup, no_lookup
+from gateway.trust import Trust, VersionTrust
 from gateway.view import Decision, ViewPolicy
 
 Json = dict[str, Any]
@@ -41,9 +42,12 @@ class Verdict:
     cooldown_ends_at: datetime | None = None
     removed_packages: tuple[str, ...] = ()
     packages: tuple[PackageAccount, ...] = ()
+    signals: tuple[str, ...] = ()  # what a deciding rule on trust signals read: the advisories
 
     def to_json(self) -> Json:
         verdict: Json = {"served": self.served, "reason": self.reason, "rules": list(self.rules)}
+        if self.signals:
+            verdict["signals"] = list(self.signals)
         if self.cooldown_ends_at is not None:
             verdict["cooldownEndsAt"] = format_timestamp(self.cooldown_ends_at)
         if self.removed_packages:
@@ -74,6 +78,7 @@ class VersionAccount:
     spelled: str | None  # the version's own name, when a look-alike of the name asked for
     shadowed: Shadowed | None
     views: tuple[tuple[str, Verdict], ...]  # none when shadowed
+    trust: VersionTrust | None = None  # what the advisory feeds say (None: none configured)
 
     def verdict(self, view: str) -> Verdict | None:
         return dict(self.views).get(view)
@@ -94,7 +99,20 @@ class VersionAccount:
                 item["lookalikeOf"] = self.shadowed.lookalike_of
             return item
         item["views"] = {view: verdict.to_json() for view, verdict in self.views}
+        if self.trust is not None:
+            item["advisories"] = trust_json(self.trust)
         return item
+
+
+def trust_json(facts: VersionTrust) -> Json:
+    """What the advisory feeds say of a version, as explain and the pages show it."""
+    return {
+        "malicious": facts.malicious, "severity": facts.severity,
+        "advisories": [{"id": a.id, "aliases": list(a.aliases), "malicious": a.malicious,
+                        "severity": a.severity} for a in facts.advisories],
+        "packages": [{"registryType": p.registry_type, "identifier": p.identifier,
+                      "version": p.version, "state": p.finding.state} for p in facts.packages],
+    }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +173,19 @@ def explain(
     view: str | None = None,
     now: datetime,
     lookup: Lookup = no_lookup,
+    trust: Trust | None = None,
 ) -> Explanation:
     """How each version of `name`, and of every look-alike of it (any name with the same
     identity), fares in each view: each view decides through the build's own path
-    (`ViewPolicy.decide`)."""
+    (`ViewPolicy.decide`); `trust` is what the policies' trust keys read (its feed set)."""
     chosen = [p for p in policies if view is None or p.name == view]
+    trusting = {
+        f"{one.source} rules[{index}]"
+        for policy in chosen
+        for one in policy.policies
+        for index, rule in enumerate(one.settings.rules)
+        if (rule.allow or rule.deny or Match()).trust_keys()
+    }
     wanted = identity(name)
     relevant = [
         Source(s.upstream, [e for e in s.entries if e.identity == wanted], s.owns) for s in sources
@@ -188,16 +214,18 @@ def explain(
     versions = []
     for upstream, entry, shadow, decisions in decided:
         newest = {view_name: latest.get((view_name, entry.name)) for view_name, _ in decisions}
+        facts = trust.of(entry) if trust is not None and config.trust.osv else None
         verdicts = tuple(
-            (view_name, _verdict(d, d.served and newest[view_name] == entry.version))
+            (view_name, _verdict(d, d.served and newest[view_name] == entry.version,
+                                 _signals(facts, d.rules, trusting)))
             for view_name, d in decisions
-        )
+        )  # fmt: skip
         versions.append(
             VersionAccount(
                 upstream, entry.version, entry.status, entry.published_at,
                 entry.name if entry.name != name else None,
                 Shadowed(shadow.by, _why(shadow), shadow.spelled) if shadow is not None else None,
-                verdicts,
+                verdicts, facts if shadow is None else None,
             )
         )  # fmt: skip
     return Explanation(
@@ -207,11 +235,25 @@ def explain(
     )  # fmt: skip
 
 
-def _verdict(decision: Decision, is_latest: bool) -> Verdict:
+def _signals(
+    facts: VersionTrust | None, rules: tuple[str, ...], trusting: set[str]
+) -> tuple[str, ...]:
+    """What a deciding rule on trust signals read, named for people."""
+    if facts is None or not rules or rules[-1] not in trusting:
+        return ()
+    if facts.advisories:
+        return tuple(facts.reasons())
+    if facts.malicious is None:
+        return ("unknown: no advisory feed could tell",)
+    return ("no known advisory",)
+
+
+def _verdict(decision: Decision, is_latest: bool, signals: tuple[str, ...] = ()) -> Verdict:
     server = decision.server if decision.packages else None
     return Verdict(
         decision.served, decision.reason, decision.rules, is_latest, decision.held_until,
         decision.removed_types, _packages(server, decision.packages) if server is not None else (),
+        signals,
     )  # fmt: skip
 
 
@@ -248,6 +290,8 @@ def _verdict_lines(view_name: str, verdict: Verdict) -> list[str]:
         detail += f"; cooldown until {format_timestamp(verdict.cooldown_ends_at)}"
     elif verdict.reason == "denied":
         detail = f"denied by {verdict.rules[-1]}"
+    if verdict.signals:
+        detail += ": " + ", ".join(verdict.signals)
     elif verdict.reason == "not installable":
         detail += "; no packages or remotes left"
     if verdict.removed_packages:

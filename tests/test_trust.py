@@ -1,0 +1,255 @@
+"""Trust signals from OSV advisory feeds, end to end: trust.yaml, a feed on disk, rules that
+hide known malware and critical vulnerabilities, `latest` moving, a fail-closed view,
+explain, status, refreshes that keep the last good feed, and hostile feed files."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from gateway.advisories import documents, read
+from gateway.app import REFRESHER
+from gateway.errors import FeedInvalid
+from gateway.loader import load_config
+from gateway.trust_config import OsvFeed
+from tests.conftest import file_upstream
+from tests.fakes import server_entry
+from tests.test_federation import all_entries, keys
+
+TOKEN = {"Authorization": "Bearer tok3n"}
+CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+
+
+def package(kind: str, identifier: str, version: str) -> dict[str, Any]:
+    return {"registryType": kind, "identifier": identifier, "version": version,
+            "transport": {"type": "stdio"}}  # fmt: skip
+
+
+def osv(ident: str, ecosystem: str, name: str, *events: dict[str, str], **extra: Any) -> bytes:
+    return orjson.dumps({
+        "id": ident, "modified": "2026-06-01T00:00:00Z",
+        "affected": [{"package": {"ecosystem": ecosystem, "name": name},
+                      "ranges": [{"type": "ECOSYSTEM", "events": list(events)}]}],
+        **extra,
+    })  # fmt: skip
+
+
+def write_yaml(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+
+SERVERS = [
+    server_entry("io.github.acme/weather", "1.0.0", published="2026-01-01T00:00:00Z",
+                 packages=[package("npm", "acme-weather", "1.0.0")]),
+    server_entry("io.github.acme/weather", "1.1.0", published="2026-02-01T00:00:00Z",
+                 packages=[package("npm", "acme-weather", "1.1.0")]),
+    server_entry("io.github.acme/py", "2.0.0", packages=[package("pypi", "Acme_Py", "2.0.0")]),
+    server_entry("io.github.acme/py", "2.1.0", packages=[package("pypi", "acme-py", "2.1.0")]),
+    server_entry("io.github.acme/remote", "1.0.0",
+                 remotes=[{"type": "streamable-http", "url": "https://mcp.acme.example/"}]),
+    server_entry("io.github.acme/go", "1.0.0",
+                 packages=[package("go", "github.com/acme/go-mcp", "v1.0.0")]),
+]  # fmt: skip
+MALWARE = osv("MAL-2026-1234", "npm", "acme-weather", {"introduced": "1.1.0"}, {"fixed": "1.1.1"})
+VULNERABLE = osv("GHSA-aaaa-bbbb-cccc", "PyPI", "acme-py", {"introduced": "0"}, {"fixed": "2.1.0"},
+                 aliases=["CVE-2026-0042"], severity=[{"type": "CVSS_V3", "score": CRITICAL}])  # fmt: skip
+
+
+@pytest.fixture
+async def setup(tmp_path: Path, make_config: Any, serve: Any) -> Any:
+    upstream = file_upstream(tmp_path / "data", "official", SERVERS)
+    config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
+    directory = config.directory
+    feed = directory / "advisories"
+    feed.mkdir()
+    (feed / "MAL-2026-1234.json").write_bytes(MALWARE)
+    (feed / "nested").mkdir()
+    (feed / "nested" / "GHSA-aaaa-bbbb-cccc.json").write_bytes(VULNERABLE)
+    write_yaml(directory / "trust.yaml", {"osv": [
+        {"name": "osv", "file": "./advisories", "ecosystems": ["npm", "pypi"], "refresh": "1h"},
+    ]})  # fmt: skip
+    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
+        {"deny": {"malicious": True}}, {"deny": {"severity": ">=critical"}},
+    ]})  # fmt: skip
+    write_yaml(directory / "views" / "strict.yaml",
+               {"default": "allow", "rules": [{"deny": {"malicious": "unknown"}}]})  # fmt: skip
+    client = await serve(load_config(directory))
+    return client, directory
+
+
+async def test_known_malware_and_critical_versions_are_hidden_and_latest_moves(setup: Any) -> None:
+    client, _ = setup
+    served = keys(await all_entries(client))
+    assert ("io.github.acme/weather", "1.1.0") not in served  # MAL-2026-1234
+    assert ("io.github.acme/py", "2.0.0") not in served  # critical, fixed in 2.1.0
+    assert {("io.github.acme/weather", "1.0.0"), ("io.github.acme/py", "2.1.0"),
+            ("io.github.acme/remote", "1.0.0"), ("io.github.acme/go", "1.0.0")} <= set(served)  # fmt: skip
+    latest = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/latest")
+    assert (await latest.json())["server"]["version"] == "1.0.0"
+    hidden = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/1.1.0")
+    assert hidden.status == 404
+
+
+async def test_a_fail_closed_view_hides_what_no_feed_could_tell(setup: Any) -> None:
+    client, _ = setup
+    strict = keys(await all_entries(client, "/views/strict"))
+    assert ("io.github.acme/go", "1.0.0") not in strict  # go: no feed speaks for it
+    assert ("io.github.acme/remote", "1.0.0") in strict  # nothing to know: served
+    assert ("io.github.acme/weather", "1.0.0") in strict
+
+
+async def test_explain_names_the_advisories_and_status_the_feed(setup: Any) -> None:
+    client, _ = setup
+    report = await (await client.get("/admin/explain?name=io.github.acme/weather",
+                                     headers=TOKEN)).json()  # fmt: skip
+    by_version = {item["version"]: item for item in report["versions"]}
+    hidden = by_version["1.1.0"]
+    assert hidden["views"]["default"]["served"] is False
+    assert hidden["views"]["default"]["rules"] == ["policy.yaml rules[0]"]
+    assert hidden["views"]["default"]["signals"] == ["MAL-2026-1234"]
+    assert hidden["advisories"]["malicious"] is True
+    assert hidden["advisories"]["packages"] == [
+        {"registryType": "npm", "identifier": "acme-weather", "version": "1.1.0",
+         "state": "present"}]  # fmt: skip
+    assert by_version["1.0.0"]["advisories"]["malicious"] is False
+    py = await (await client.get("/admin/explain?name=io.github.acme/py", headers=TOKEN)).json()
+    old = next(item for item in py["versions"] if item["version"] == "2.0.0")
+    assert old["views"]["default"]["signals"] == ["GHSA-aaaa-bbbb-cccc (critical)"]
+    assert old["advisories"]["advisories"][0]["aliases"] == ["CVE-2026-0042"]
+    status = await (await client.get("/admin/status", headers=TOKEN)).json()
+    [feed] = status["advisoryFeeds"]
+    assert feed["name"] == "osv"
+    assert feed["records"] == 2
+    assert feed["lastError"] is None
+    assert feed["ecosystems"] == ["npm", "pypi"]
+    assert feed["loadedAt"] is not None
+
+
+async def test_a_changed_feed_applies_and_a_broken_one_keeps_the_last_good(setup: Any) -> None:
+    client, directory = setup
+    refresher = client.server.app[REFRESHER]
+    feed = directory / "advisories"
+    (feed / "MAL-2026-2000.json").write_bytes(
+        osv("MAL-2026-2000", "npm", "acme-weather", {"introduced": "0"})
+    )
+    assert await refresher.refresh_advisories() is True
+    await refresher.rebuild_now()
+    served = keys(await all_entries(client))
+    assert not [k for k in served if k[0] == "io.github.acme/weather"]  # every version now
+    assert (
+        await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/latest")
+    ).status == 404
+    for index in range(12):  # mostly malformed: the feed is refused
+        (feed / f"junk-{index}.json").write_bytes(b'{"id": 3}')
+    assert await refresher.refresh_advisories() is False
+    await refresher.rebuild_now()
+    assert not [k for k in keys(await all_entries(client)) if k[0] == "io.github.acme/weather"]
+    status = await (await client.get("/admin/status", headers=TOKEN)).json()
+    assert "12 of its 15 records are malformed" in status["advisoryFeeds"][0]["lastError"]
+    assert status["advisoryFeeds"][0]["records"] == 3  # still the last good data
+
+
+async def test_with_the_feed_missing_nothing_is_hidden_but_what_a_rule_asks(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    upstream = file_upstream(tmp_path / "data", "official", SERVERS)
+    config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
+    directory = config.directory
+    write_yaml(directory / "trust.yaml", {"osv": [
+        {"name": "osv", "file": "./nowhere.zip", "ecosystems": ["npm", "pypi"]}]})  # fmt: skip
+    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
+        {"deny": {"malicious": True}}, {"deny": {"severity": ">=critical"}}]})  # fmt: skip
+    write_yaml(directory / "views" / "strict.yaml",
+               {"default": "allow", "rules": [{"deny": {"malicious": "unknown"}}]})  # fmt: skip
+    client = await serve(load_config(directory))
+    assert len(await all_entries(client)) == len(SERVERS)  # a feed down hides nothing
+    strict = keys(await all_entries(client, "/views/strict"))
+    assert strict == [("io.github.acme/remote", "1.0.0")]  # only what has nothing to know
+    status = await (await client.get("/admin/status", headers=TOKEN)).json()
+    assert "does not exist" in status["advisoryFeeds"][0]["lastError"]
+    assert status["advisoryFeeds"][0]["loadedAt"] is None
+
+
+# -- hostile feed files -------------------------------------------------------------------------
+
+
+def feed_at(path: Path, **settings: Any) -> OsvFeed:
+    return OsvFeed.model_validate({"name": "f", "file": str(path), "ecosystems": ["npm"],
+                                   **settings})  # fmt: skip
+
+
+def test_a_zip_feed_is_read_and_a_bomb_in_it_is_read_no_further(tmp_path: Path) -> None:
+    path = tmp_path / "all.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("MAL-2026-1234.json", MALWARE)
+        archive.writestr("bomb.json", b"[" + b" " * (64 * 1024 * 1024) + b"]")  # 64 MB, ~64 KB
+        archive.writestr("README.md", b"not a record")
+    assert path.stat().st_size < 1024 * 1024
+    advisories = read(feed_at(path))
+    assert advisories.records == 2
+    assert ("npm", "acme-weather") in advisories.packages
+    assert advisories.skipped == {"not JSON": 1}  # the bomb: its first megabyte, not JSON
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda p: p.write_bytes(b"PK\x03\x04 not really"), "not a readable zip"),
+        (lambda p: None, "does not exist"),
+    ],
+)
+def test_an_unreadable_zip_is_refused(tmp_path: Path, make: Any, error: str) -> None:
+    path = tmp_path / "all.zip"
+    make(path)
+    with pytest.raises(FeedInvalid, match=error):
+        read(feed_at(path))
+
+
+def test_a_feed_past_its_bounds_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for index in range(8):
+        (folder / f"r{index}.json").write_bytes(MALWARE)
+    assert len(MALWARE) * 8 > 1024
+    with pytest.raises(FeedInvalid, match="more records than max_records"):
+        list(documents(feed_at(folder, max_records=7)))
+    with pytest.raises(FeedInvalid, match="larger than max_bytes"):
+        list(documents(feed_at(folder, max_bytes=1024)))
+    one = tmp_path / "one.json"
+    one.write_bytes(b"[" + b",".join([MALWARE] * 3) + b"]")
+    assert read(feed_at(one)).records == 3
+    one.write_bytes(b"[" + b",".join([MALWARE] * 8) + b"]")
+    with pytest.raises(FeedInvalid, match="larger than max_bytes"):
+        read(feed_at(one, max_bytes=1024))
+    with pytest.raises(FeedInvalid, match="more records than max_records"):
+        read(feed_at(one, max_records=7))
+
+
+def test_links_and_special_files_in_a_feed_directory_are_not_followed(tmp_path: Path) -> None:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "real.json").write_bytes(MALWARE)
+    secret = tmp_path / "secret.json"
+    secret.write_bytes(osv("MAL-2026-9999", "npm", "elsewhere", {"introduced": "0"}))
+    (folder / "link.json").symlink_to(secret)
+    advisories = read(feed_at(folder))
+    assert advisories.records == 1
+    assert ("npm", "elsewhere") not in advisories.packages
+
+
+def test_check_refuses_a_typo_in_trust_yaml(tmp_path: Path, capsys: Any) -> None:
+    from gateway.cli import main
+
+    write_yaml(tmp_path / "gateway.yaml", {"upstreams": [{"name": "u", "file": "x.json"}]})
+    write_yaml(tmp_path / "trust.yaml", {"osv": [{"name": "osv", "file": "a.zip",
+                                                  "ecosystem": ["npm"]}]})  # fmt: skip
+    assert main(["check", "--config", str(tmp_path)]) == 1
+    err = capsys.readouterr()
+    assert "trust.yaml" in err.out + err.err
+    assert "ecosystem" in err.out + err.err
