@@ -140,6 +140,20 @@ def signature(feed: OsvFeed) -> tuple[int, int, int]:
     )
 
 
+def read_all(settings: TrustSettings) -> tuple[Advisories | None, list[str]]:
+    """Every feed read now, in this process (for the commands that work offline): what they
+    say together, and why a feed could not be read."""
+    states, errors = [], []
+    for feed in settings.osv:
+        state = FeedState(feed)
+        try:
+            state.advisories = read(feed)
+        except FeedInvalid as exc:
+            errors.append(f"advisory feed {feed.name!r}: {exc}")
+        states.append(state)
+    return merged(states), errors
+
+
 @dataclass(slots=True)
 class FeedState:
     """One feed's last good data and how its reads went (for status and logs)."""

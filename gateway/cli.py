@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from gateway import __version__, isolated
+from gateway.advisories import read_all
 from gateway.api import list_body
 from gateway.config import (
     DEFAULT_VIEW,
@@ -32,11 +33,13 @@ from gateway.loader import load_config
 from gateway.logs import configure_logging
 from gateway.merge import Source
 from gateway.offline import snapshot_from_state, sources_from_state
+from gateway.osv import Advisories
 from gateway.refresher import Refresher
 from gateway.schemas import SCHEMA_FILES, config_schemas
 from gateway.serve import serve
 from gateway.shaping import Lookup, no_lookup
 from gateway.snapshot import Snapshot, build_snapshot, view_policies
+from gateway.trust import Trust
 from gateway.verify import Verifier
 from gateway.view import ViewPolicy
 
@@ -104,14 +107,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline(args: argparse.Namespace) -> tuple[FederationConfig, Snapshot, list[Source]]:
+def _offline(
+    args: argparse.Namespace,
+) -> tuple[FederationConfig, Snapshot, list[Source], Advisories | None]:
     config = _load(args)
     configure_logging(config.gateway.log_format, config.gateway.log_level)  # to stderr
     sources, origins, errors = sources_from_state(config)
-    for error in errors:
+    advisories, unread = read_all(config.trust)
+    for error in [*errors, *unread]:
         print(f"warning: {error}", file=sys.stderr)
-    snapshot = build_snapshot(config, sources, origins, datetime.now(UTC))
-    return config, snapshot, sources
+    snapshot = build_snapshot(config, sources, origins, datetime.now(UTC), advisories=advisories)
+    return config, snapshot, sources, advisories
 
 
 async def _verify_for(
@@ -139,11 +145,13 @@ async def _verify_for(
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    config, _, sources = _offline(args)
+    config, _, sources, advisories = _offline(args)
     if args.view and args.view not in [DEFAULT_VIEW, *config.views]:
         print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)
         return 1
-    policies = view_policies(config)
+    trust = Trust()
+    trust.use(advisories)
+    policies = view_policies(config, trust)
     now = datetime.now(UTC)
     lookup = asyncio.run(_verify_for(config, policies, sources, args.name, now))
     report = explain(
@@ -155,6 +163,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         view=args.view,
         now=now,
         lookup=lookup,
+        trust=trust,
     )
     if not report.versions:
         if args.json:  # the same shape for a bot; the exit status says nothing was found
@@ -218,8 +227,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     state_dir = current.gateway.state_dir
     before, errors = snapshot_from_state(current, state_dir, now)
-    after, _ = snapshot_from_state(proposed, state_dir, now)
-    for error in errors:
+    after, proposed_errors = snapshot_from_state(proposed, state_dir, now)
+    for error in dict.fromkeys(str(e) for e in [*errors, *proposed_errors]):
         print(f"warning: {error}", file=sys.stderr)
     if not any(len(view) for snapshot in (before, after) for view in snapshot.views.values()):
         print(
@@ -237,7 +246,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    config, snapshot, _ = _offline(args)
+    config, snapshot, _, _ = _offline(args)
     view = snapshot.views.get(args.view)
     if view is None:
         print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)

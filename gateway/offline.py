@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.advisories import read_all
 from gateway.catalog import Origin
 from gateway.config import FederationConfig
 from gateway.entry import newest_update
@@ -41,6 +42,11 @@ def sources_from_state(
 
 def snapshot_from_state(
     config: FederationConfig, state_dir: Path | None = None, now: datetime | None = None
-) -> tuple[Snapshot, list[StateError]]:
+) -> tuple[Snapshot, list[StateError | str]]:
+    """The config's catalog on the saved data, with what its advisory feeds say (read now);
+    and what could not be read."""
     sources, origins, errors = sources_from_state(config, state_dir)
-    return build_snapshot(config, sources, origins, now or datetime.now(UTC)), errors
+    advisories, unread = read_all(config.trust)
+    snapshot = build_snapshot(config, sources, origins, now or datetime.now(UTC),
+                              advisories=advisories)  # fmt: skip
+    return snapshot, [*errors, *unread]

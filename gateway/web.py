@@ -249,6 +249,8 @@ def _reason(verdict: Verdict) -> str:
         extra.append(f"until {esc(format_timestamp(verdict.cooldown_ends_at))}")
     if verdict.removed_packages:
         extra.append("removed: " + esc(", ".join(verdict.removed_packages)))
+    if verdict.signals:  # a rule on what the advisory feeds say: which advisories
+        extra.append(esc(", ".join(verdict.signals)))
     detail = f" ({'; '.join(extra)})" if extra else ""
     return f'<span class="badge hidden">hidden: {why}</span>{detail}'
 

@@ -253,3 +253,55 @@ def test_check_refuses_a_typo_in_trust_yaml(tmp_path: Path, capsys: Any) -> None
     err = capsys.readouterr()
     assert "trust.yaml" in err.out + err.err
     assert "ecosystem" in err.out + err.err
+
+
+# -- the commands that work offline: explain, and diff of a trust rule -------------------------
+
+
+def offline_config(directory: Path, data: Path, rules: list[dict[str, Any]]) -> str:
+    from tests.conftest import write_config
+
+    write_config(directory, {"upstreams": [file_upstream(data, "official", SERVERS)],
+                             "state_dir": str(data / "state")})  # fmt: skip
+    feed = data / "advisories"
+    feed.mkdir(exist_ok=True)
+    (feed / "MAL-2026-1234.json").write_bytes(MALWARE)
+    (feed / "GHSA-aaaa-bbbb-cccc.json").write_bytes(VULNERABLE)
+    write_yaml(directory / "trust.yaml", {"osv": [
+        {"name": "osv", "file": str(feed), "ecosystems": ["npm", "pypi"]}]})  # fmt: skip
+    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": rules})
+    return str(directory)
+
+
+def test_explain_and_diff_read_the_feeds_offline(tmp_path: Path, capsys: Any) -> None:
+    from gateway.cli import main
+
+    current = offline_config(
+        tmp_path / "current", tmp_path / "data", [{"deny": {"malicious": True}}]
+    )
+    proposed = offline_config(tmp_path / "proposed", tmp_path / "data",
+                              [{"deny": {"malicious": True}}, {"deny": {"severity": ">=high"}}])  # fmt: skip
+    assert main(["sync", "--config", current]) == 0
+    capsys.readouterr()
+    assert main(["explain", "io.github.acme/weather", "--config", current]) == 0
+    text = capsys.readouterr().out
+    assert "denied by policy.yaml rules[0]: MAL-2026-1234" in text
+    assert main(["explain", "io.github.acme/weather", "--config", current, "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    hidden = next(v for v in report["versions"] if v["version"] == "1.1.0")
+    assert hidden["views"]["default"]["signals"] == ["MAL-2026-1234"]
+    assert main(["diff", "--config", current, "--against", proposed, "--json"]) == 0
+    diff = orjson.loads(capsys.readouterr().out)
+    assert diff["views"]["default"]["disappear"] == ["io.github.acme/py@2.0.0"]  # the new rule
+
+
+async def test_the_server_page_says_which_advisory_hid_a_version(setup: Any) -> None:
+    import re
+
+    client, _ = setup
+    response = await client.get("/server/io.github.acme/weather")
+    assert response.status == 200
+    markup = await response.text()
+    row = next(r for r in re.findall(r"<tr><td>.*?</tr>", markup) if "<td>1.1.0</td>" in r)
+    assert "hidden: denied" in row
+    assert "MAL-2026-1234" in row
