@@ -34,7 +34,8 @@ RECOMPILE_EVERY = 1024
 _lock = threading.Lock()
 _compiled: tuple[FederationConfig, Advisories | None, list[ViewPolicy]] | None = None
 _uses = 0
-_trust = Trust()  # what the policies' trust keys read: the refresher's feed, as the build's
+# What the policies' trust keys read: the refresher's feed, as the build's (with details).
+_trust = Trust(detail=True)
 
 
 def _policies(config: FederationConfig, advisories: Advisories | None) -> list[ViewPolicy]:
@@ -73,7 +74,7 @@ def explain_server(
                 trust=_trust,
             )
         finally:
-            _trust.done()
+            _trust.prune(set())  # accounts are one name at a time: nothing worth keeping
 
 
 def _report_size(report: Explanation) -> int:

@@ -149,7 +149,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.view and args.view not in [DEFAULT_VIEW, *config.views]:
         print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)
         return 1
-    trust = Trust()
+    trust = Trust(detail=True)
     trust.use(advisories)
     policies = view_policies(config, trust)
     now = datetime.now(UTC)

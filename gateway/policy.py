@@ -21,7 +21,15 @@ from gateway.names import compile_globs, glob_pattern
 from gateway.pacing import Pacer
 from gateway.semver import VersionRange
 from gateway.stepping import paced
-from gateway.trust import Trust, TrustCheck, advisory_check, malicious_check, severity_check
+from gateway.trust import (
+    NOTHING,
+    OSV_TYPES,
+    Trust,
+    TrustCheck,
+    advisory_check,
+    malicious_check,
+    severity_check,
+)
 
 
 def _pattern(patterns: Sequence[str]) -> re.Pattern[str]:
@@ -72,7 +80,18 @@ def _trust_checks(match: Match, trust: Trust) -> list[Check]:
         tests.append(severity_check(match.severity))
     if match.advisory:
         tests.append(advisory_check(match.advisory))
-    return [lambda _, entry, test=test: test(trust.of(entry)) for test in tests]  # type: ignore[misc]
+    return [_trust_check(test, trust) for test in tests]
+
+
+def _trust_check(test: TrustCheck, trust: Trust) -> Check:
+    nothing = test(NOTHING)  # a version with no package OSV covers: the same answer for all
+
+    def check(_: str, entry: Entry) -> bool:
+        if entry.registry_types.isdisjoint(OSV_TYPES):
+            return nothing
+        return test(trust.of(entry))
+
+    return check
 
 
 def _compile_match(match: Match, trust: Trust | None) -> list[Check]:

@@ -154,9 +154,9 @@ class Builder:
     forgotten every few builds.
     """
 
-    def __init__(self, config: FederationConfig) -> None:
+    def __init__(self, config: FederationConfig, trust: Trust | None = None) -> None:
         self.config = config
-        self.trust = Trust()
+        self.trust = trust or Trust()  # what a predecessor learnt of the feed, kept
         self.policies = view_policies(config, self.trust)
         self.parts = PartCache(config.gateway.meta_namespace)
         self._names: list[str] | None = None
@@ -180,11 +180,8 @@ class Builder:
         if advisories is not self.trust.advisories:
             self._forget_trusting()  # every version such a view serves is decided anew
         self.trust.use(advisories)
-        try:
-            with collector_paused():
-                return self._build(sources, origins, now or datetime.now(UTC), lookup)
-        finally:
-            self.trust.done()
+        with collector_paused():
+            return self._build(sources, origins, now or datetime.now(UTC), lookup)
 
     def _build(
         self, sources: list[Source], origins: dict[str, Origin], now: datetime, lookup: Lookup
@@ -220,7 +217,7 @@ class Builder:
         self._builds += 1
         self._last = (token, order)  # one assignment: an indexing thread reads both
         if self._builds % _FORGET_EVERY == 0:
-            self._forget()
+            self._forget(merged)
         return Snapshot(
             views=views,
             built_at=now,
@@ -248,7 +245,7 @@ class Builder:
         every view whose policy files and mirrors are unchanged (while the gateway's namespace
         is the same). A reload that touched one view, or only upstream settings, then
         rebuilds like an ordinary sync."""
-        successor = Builder(config)
+        successor = Builder(config, self.trust)  # the same feed: what it says of each version
         if config.gateway.meta_namespace != self.config.gateway.meta_namespace:
             return successor  # every item names the namespace
         successor.search = self.search  # the same servers: the same index
@@ -277,9 +274,11 @@ class Builder:
             if any(one.trusting for one in policy.policies):
                 self._kept.pop(policy.name, None)
 
-    def _forget(self) -> None:
+    def _forget(self, merged: Merged) -> None:
         for policy in self._files():
             policy.forget(self._identities)
+        if any(one.trusting for one in self._files()):
+            self.trust.prune({id(e) for _, entries in merged.servers.values() for e in entries})
 
 
 _RELEASE_STEP = 2048  # objects let go of at a time

@@ -13,8 +13,8 @@ current feed (`osv.Judge`). What a version gets:
   when none affects it or none has a score (`unrated` says whether one has none).
 - `advisories`: every advisory affecting one of its packages.
 
-`Trust` is owned by a builder: `use` sets the feed at the start of each build, and what it
-learnt is forgotten at its end.
+`Trust` is owned by a builder: `use` sets the feed at the start of each build; what it learns
+is kept while the feed does not change.
 """
 
 from __future__ import annotations
@@ -80,32 +80,52 @@ def _packages(entry: Entry) -> list[tuple[str, str, str]]:
     return found
 
 
-def judged(judge: Judge, entry: Entry) -> VersionTrust:
-    """What the judge's feed says of one server version."""
+UNKNOWN = VersionTrust(None, None, False, (), ())
+
+
+def judged(judge: Judge, entry: Entry, detail: bool = True) -> VersionTrust:
+    """What the judge's feed says of one server version (with each package's finding when
+    `detail`: what explain shows; a build needs only the verdict)."""
     if entry.registry_types.isdisjoint(OSV_TYPES):
         return NOTHING
-    packages = tuple(
-        PackageTrust(kind, ident, version, finding)
-        for kind, ident, version in _packages(entry)
-        if (finding := judge.finding(kind, ident, version)) is not None
-    )
+    findings = []
     advisories: list[Advisory] = []
-    for package in packages:
-        advisories.extend(a for a in package.finding.advisories if a not in advisories)
-    unknown = any(p.finding.state == "unknown" for p in packages)
+    unknown = False
+    for kind, ident, version in _packages(entry):
+        finding = judge.finding(kind, ident, version)
+        if finding is None:
+            continue
+        if detail:
+            findings.append(PackageTrust(kind, ident, version, finding))
+        if finding.state == "unknown":
+            unknown = True
+        for advisory in finding.advisories:
+            if advisory not in advisories:
+                advisories.append(advisory)
+    if not advisories and not detail:
+        return UNKNOWN if unknown else NOTHING  # most versions: shared answers
     malicious = True if any(a.malicious for a in advisories) else None if unknown else False
     rated = [SEVERITIES.index(a.severity) for a in advisories if a.severity is not None]
     severity = SEVERITIES[max(rated)] if rated else None
     unrated = any(a.severity is None for a in advisories)
-    return VersionTrust(malicious, severity, unrated, tuple(advisories), packages)
+    return VersionTrust(malicious, severity, unrated, tuple(advisories), tuple(findings))
 
 
 class Trust:
-    """The current feed's view of each version, remembered for the length of one build."""
+    """The current feed's view of each version, remembered while the feed stays the same: a
+    full rebuild (a policy change) then reads no version's packages again.
 
-    def __init__(self) -> None:
+    What is remembered holds the entries it was worked out for (so that an id is never
+    another entry's); `prune` lets go of those no upstream serves any more. Versions with no
+    package of a type OSV covers are not remembered: their answer needs no reading.
+    """
+
+    def __init__(self, detail: bool = False) -> None:
+        self.detail = detail  # each package's finding too (for explain)
         self._judge = Judge(None)
-        self._known: dict[int, tuple[Entry, VersionTrust]] = {}
+        self._facts: dict[int, VersionTrust] = {}
+        self._held: list[Entry] = []
+        self._last: tuple[Entry | None, VersionTrust] = (None, NOTHING)
 
     @property
     def advisories(self) -> Advisories | None:
@@ -115,16 +135,30 @@ class Trust:
         """The feed this build decides with (None: no feed has loaded)."""
         if advisories is not self._judge.advisories:
             self._judge = Judge(advisories)
-        self._known.clear()
-
-    def done(self) -> None:
-        self._known.clear()
+            self._facts, self._held = {}, []
+            self._last = (None, NOTHING)
 
     def of(self, entry: Entry) -> VersionTrust:
-        known = self._known.get(id(entry))
-        if known is None or known[0] is not entry:
-            known = self._known[id(entry)] = (entry, judged(self._judge, entry))
-        return known[1]
+        last, facts = self._last
+        if last is entry:  # the views decide each entry in turn
+            return facts
+        if entry.registry_types.isdisjoint(OSV_TYPES):
+            facts = NOTHING
+        else:
+            known = self._facts.get(id(entry))
+            if known is None:
+                known = self._facts[id(entry)] = judged(self._judge, entry, self.detail)
+                self._held.append(entry)
+            facts = known
+        self._last = (entry, facts)
+        return facts
+
+    def prune(self, live: set[int]) -> None:
+        """Forget the versions whose ids are not in `live` (no upstream serves them now)."""
+        held = [entry for entry in self._held if id(entry) in live]
+        self._facts = {id(entry): self._facts[id(entry)] for entry in held}
+        self._held = held
+        self._last = (None, NOTHING)
 
 
 # -- the policy's trust checks ----------------------------------------------------------------
