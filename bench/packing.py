@@ -35,10 +35,15 @@ from gateway.packed import Packed, pack
 from gateway.snapshot import Builder, Snapshot
 
 
-def scenario(per_upstream: int) -> tuple[Snapshot, float]:
-    """The scenario's snapshot, and the MB of upstream JSON it was built from."""
+def scenario(
+    per_upstream: int,
+) -> tuple[Snapshot, float, FederationConfig, tuple[list[Source], dict[str, Origin], datetime]]:
+    """The scenario's snapshot, the MB of upstream JSON it was built from, its config, and
+    what it was built from (sources, origins, the time)."""
     now = datetime.now(UTC)
-    sources, origins, size = [], {}, 0
+    sources: list[Source] = []
+    origins: dict[str, Origin] = {}
+    size = 0
     for index, prefix in enumerate(PREFIXES):
         entries = [parse_item(item, seen_at=now)
                    for item in generate(per_upstream, seed=index + 1, prefix=prefix)]  # fmt: skip
@@ -54,13 +59,13 @@ def scenario(per_upstream: int) -> tuple[Snapshot, float]:
         mirrors=MirrorSettings.model_validate(MIRRORS),
         views={name: ViewSettings.model_validate(view) for name, view in VIEWS.items()},
     )
-    return Builder(config).build(sources, origins, now), size / 1e6
+    return Builder(config).build(sources, origins, now), size / 1e6, config, (sources, origins, now)
 
 
 def main(argv: list[str]) -> None:
     per_upstream = int(argv[0]) if argv else 66_667
     rounds = int(argv[1]) if len(argv) > 1 else 3
-    snapshot, json_mb = scenario(per_upstream)
+    snapshot, json_mb, _, _ = scenario(per_upstream)
     items = {name: len(view.every.items) for name, view in snapshot.views.items()}
     print(f"compiled build: {compiled()}; items per view: {items}; upstream JSON {json_mb:.1f} MB")
     packs, opens = [], []

@@ -1,0 +1,110 @@
+"""Trust rules against none, in-process: the benchmark's scenario (3 upstreams, the 20-rule
+policy, 3 views, mirrors) with and without two trust rules in front of the policy (`deny:
+{malicious: true}`, `deny: {severity: ">=critical"}`), over an OSV feed naming 3,000 of the
+catalog's npm and PyPI packages and 20,000 others.
+
+    python -m bench.trust [versions per upstream, default 66667] [rounds, default 5]
+
+Each round is a full rebuild of every view, as after a reload that changes policy.yaml (the
+builders keep what they learnt of names and of the feed, as a serving gateway does), one
+without trust rules, then one with; then the ratio of the medians (target: at most 1.2x).
+Also the first build after a new feed, which reads every version's packages once.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import statistics
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from bench.packing import scenario
+from bench.scenario import POLICY
+from gateway import compiled
+from gateway.config import PolicySettings
+from gateway.osv import Advisories, read_feed
+from gateway.snapshot import Builder, Snapshot
+from gateway.trust_config import TrustSettings
+
+CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+
+
+def feed(snapshot: Snapshot) -> Advisories:
+    """3,000 of the served npm and PyPI packages affected (a third of them malware, half of
+    them critical) between 0.0.2 and 0.0.6, and 20,000 packages the catalog does not have."""
+    names = set()
+    for item in snapshot.views["default"].every.items:
+        for package in orjson.loads(item.registry_meta.entry.server_json).get("packages") or ():
+            if package.get("registryType") in ("npm", "pypi"):
+                names.add((package["registryType"], package["identifier"]))
+    chosen = sorted(names)
+    random.Random(5).shuffle(chosen)
+    targets = chosen[:3000] + [("npm", f"elsewhere-{i}") for i in range(20_000)]
+    records = []
+    for index, (kind, name) in enumerate(targets):
+        record: dict[str, Any] = {
+            "id": f"MAL-2026-{index}" if index % 3 == 0 else f"GHSA-{index:04d}",
+            "affected": [{
+                "package": {"ecosystem": "npm" if kind == "npm" else "PyPI", "name": name},
+                "ranges": [{"type": "ECOSYSTEM",
+                            "events": [{"introduced": "0.0.2"}, {"fixed": "0.0.6"}]}],
+            }],
+        }  # fmt: skip
+        if index % 2:
+            record["severity"] = [{"type": "CVSS_V3", "score": CRITICAL}]
+        records.append(orjson.dumps(record))
+    return read_feed(records, frozenset({"npm", "pypi"}), "bench")
+
+
+def full_rebuild(builder: Builder, snapshot_inputs: Any, advisories: Advisories | None) -> float:
+    sources, origins, now = snapshot_inputs
+    builder.release()  # nothing kept: every view decides every entry
+    for policy in builder.policies:
+        for one in policy.policies:
+            one.anew()
+    gc.collect()
+    started = time.perf_counter()
+    builder.build(sources, origins, now, advisories=advisories)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> None:
+    per_upstream = int(argv[0]) if argv else 66_667
+    rounds = int(argv[1]) if len(argv) > 1 else 5
+    snapshot, _, config, inputs = scenario(per_upstream)
+    advisories = feed(snapshot)
+    rules: list[object] = [{"deny": {"malicious": True}}, {"deny": {"severity": ">=critical"}}]
+    trusting = config.model_copy(update={
+        "policy": PolicySettings.model_validate({**POLICY, "rules": [*rules, *POLICY["rules"]]}),
+        "trust": TrustSettings.model_validate(
+            {"osv": [{"name": "osv", "file": "x", "ecosystems": ["npm", "pypi"]}]}
+        ),
+    })  # fmt: skip
+    plain, trust = Builder(config), Builder(trusting)
+    plain.build(*inputs)
+    started = time.perf_counter()
+    first = trust.build(*inputs, advisories=advisories)
+    first_seconds = time.perf_counter() - started
+    hidden = sum(first.hidden["default"].values()) - sum(snapshot.hidden["default"].values())
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(rounds):
+        times["without"].append(full_rebuild(plain, inputs, None))
+        times["with"].append(full_rebuild(trust, inputs, advisories))
+    without, with_trust = (statistics.median(times[k]) for k in ("without", "with"))
+    print(f"compiled build: {compiled()}; feed: {advisories.records} records; "
+          f"the trust rules hide {hidden} more versions in the default view")  # fmt: skip
+    for label, values in times.items():
+        print(f"full rebuild {label} trust rules, s: " + ", ".join(f"{t:.3f}" for t in values)
+              + f" (median {statistics.median(values):.3f})")  # fmt: skip
+    print(f"ratio: {with_trust / without:.2f}x (target: at most 1.2x)")
+    print(
+        f"the first build after a new feed (every version's packages read): {first_seconds:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
