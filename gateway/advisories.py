@@ -118,6 +118,7 @@ def read(feed: OsvFeed) -> Advisories:
         digest.update(len(data).to_bytes(8, "little") + data)
         chunks.append(data)
     advisories = read_feed(chunks, frozenset(feed.ecosystems), digest.hexdigest())
+    advisories.feeds.update((kind, (feed.name,)) for kind in feed.ecosystems)
     if advisories.records > feed.max_records:  # one file may hold a list of records
         raise FeedInvalid("it has more records than max_records")
     return advisories
@@ -181,7 +182,13 @@ def merged(states: list[FeedState]) -> Advisories | None:
             packages[key] = packages.get(key, ()) + found
     covers = frozenset().union(*(one.covers for one in loaded))
     digest = hashlib.sha256("".join(one.digest for one in loaded).encode()).hexdigest()
-    return Advisories(packages, covers, sum(one.records for one in loaded), {}, digest)
+    newest = max((one.newest for one in loaded if one.newest), default=None)
+    feeds: dict[str, tuple[str, ...]] = {}
+    for one in loaded:
+        for kind, names in one.feeds.items():
+            feeds[kind] = feeds.get(kind, ()) + names
+    records = sum(one.records for one in loaded)
+    return Advisories(packages, covers, records, {}, digest, newest, feeds)
 
 
 class Feeds:

@@ -5,7 +5,7 @@ the view's listings. The result is a passive `catalog.ViewCatalog`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Protocol
@@ -15,7 +15,7 @@ from gateway.entry import Entry
 from gateway.merge import Merged
 from gateway.search import SearchIndex
 from gateway.semver import pick_latest
-from gateway.served import CLOSE, RegistryMeta, SuffixKey, namespace_key, suffix
+from gateway.served import CLOSE, Mark, RegistryMeta, SuffixKey, namespace_key, suffix
 from gateway.stepping import paced
 from gateway.view import Admission
 
@@ -154,6 +154,7 @@ def build_views(
     parts: PartCache,
     search: SearchIndex | None = None,
     token: int = -1,
+    marks: Callable[[Entry], Mark | None] | None = None,
 ) -> list[tuple[ViewCatalog, dict[str, ServerItems]]]:
     """Build every view's snapshot from the merged upstreams, already in list order, in one
     pass: each entry is decided by every view in turn, so what the views share (policy.yaml's
@@ -162,7 +163,8 @@ def build_views(
     Each view is (name, admit, kept): `admit(upstream, entry)` says what the view serves of an
     entry, or None; `kept` are the view's items per server from the previous build. `isLatest`
     is recomputed on what each view serves, among versions not deleted. Returned per view: its
-    catalog, and the servers whose items can be kept for the next build.
+    catalog, and the servers whose items can be kept for the next build. `marks` says what the
+    advisory feeds say of an entry, for its gateway `_meta` (when trust.yaml names feeds).
     """
     builds = [_ViewBuild(name, admit, kept) for name, admit, kept in views]
     known: dict[SuffixKey, SuffixKey] = {}  # this build's suffixes, made once each
@@ -208,7 +210,7 @@ def build_views(
             server_items = []
             for entry, meta, (server_json, rules, end) in admitted:
                 is_latest = entry is latest
-                key = (is_latest, upstream, rules)
+                key = (is_latest, upstream, rules, marks(entry) if marks is not None else None)
                 shared = known.get(key)
                 if shared is None:
                     shared = known[key] = parts.suffix(key, origin_meta)

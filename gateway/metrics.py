@@ -84,6 +84,12 @@ class _StateCollector(Collector):
             "Versions a view does not serve, by reason (denied, cooldown, stale, ...)",
             labels=["view", "reason"],
         )
+        advised = GaugeMetricFamily(
+            "mcp_gateway_view_advisory_versions",
+            "Versions a view serves by what the advisory feeds say: present (an advisory "
+            "affects a package), absent, unknown (no feed could tell)",
+            labels=["view", "state"],
+        )
         verified = GaugeMetricFamily(
             "mcp_gateway_mirror_verification_packages",
             "Served packages by mirror verification result, over all views",
@@ -93,10 +99,13 @@ class _StateCollector(Collector):
             entries.add_metric([view.name], view.entries)
             for reason, count in view.hidden:
                 hidden.add_metric([view.name, reason], count)
+            for state, count in view.advisories:
+                advised.add_metric([view.name, state], count)
         for result, count in status.verification:
             verified.add_metric([result], count)
         yield entries
         yield hidden
+        yield advised
         yield verified
         reload_failed = GaugeMetricFamily(
             "mcp_gateway_config_reload_failed", "1 while the last config reload was refused"

@@ -17,6 +17,7 @@ high, critical); a record without one has no severity (`None`), which no `>=` ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,6 +36,7 @@ BY_OSV: dict[str, Ecosystem] = {e.osv: e for e in ECOSYSTEMS.values() if e.osv i
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_LIST = 10_000  # aliases, affected packages, ranges, events or versions in one record
 EVENTS = ("introduced", "fixed", "last_affected", "limit")
+_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
 _CACHED = 1 << 16  # version orders remembered per evaluation (versions come from upstreams)
 
 
@@ -82,6 +84,8 @@ class Advisories:
     records: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> records skipped
     digest: str = ""  # identifies the feed's content: a rebuild decides anew when it changes
+    newest: str | None = None  # the newest record's `modified`: how current the data is
+    feeds: dict[str, tuple[str, ...]] = field(default_factory=dict)  # type -> feeds for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +203,7 @@ def read_feed(documents: Iterable[bytes], covers: frozenset[str], digest: str = 
     packages: dict[tuple[str, str], list[Affected]] = {}
     records = 0
     skipped: dict[str, int] = {}
+    newest: str | None = None
     for document in documents:
         try:
             parsed = orjson.loads(document)
@@ -209,6 +214,9 @@ def read_feed(documents: Iterable[bytes], covers: frozenset[str], digest: str = 
             continue
         for record in parsed if isinstance(parsed, list) else [parsed]:
             records += 1
+            modified = record.get("modified") if isinstance(record, dict) else None
+            if isinstance(modified, str) and _MOMENT.fullmatch(modified):
+                newest = modified if newest is None or modified > newest else newest
             try:
                 for key, affected in read_record(record, covers):
                     packages.setdefault(key, []).append(affected)
@@ -218,7 +226,7 @@ def read_feed(documents: Iterable[bytes], covers: frozenset[str], digest: str = 
     if bad >= 10 and bad * 2 > records:
         raise FeedInvalid(f"{bad} of its {records} records are malformed", skipped)
     kept = {key: tuple(found) for key, found in packages.items()}
-    return Advisories(kept, covers, records, skipped, digest)
+    return Advisories(kept, covers, records, skipped, digest, newest)
 
 
 # -- evaluating ----------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from gateway.errors import Awaited
 from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.registries.base import Check
-from gateway.snapshot import Builder, Snapshot, release, view_policies
+from gateway.snapshot import Builder, Snapshot, advisory_states, release, view_policies
 from gateway.status import (
     AdvisoryFeedStatus,
     GatewayStatus,
@@ -89,6 +89,8 @@ class Refresher:
         self._verifying: asyncio.Task[int] | None = None
         self._background = False
         self._retired: Builder | None = None  # replaced by a reload: freed after the next swap
+        # served versions per view by what the advisory feeds say, counted after each build
+        self.advisory_states: dict[str, dict[str, int]] = {}
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -125,7 +127,12 @@ class Refresher:
         if snapshot is not None:
             hidden = snapshot.hidden
             views = tuple(
-                ViewStatus(name, len(view), tuple(hidden.get(name, {}).items()))
+                ViewStatus(
+                    name,
+                    len(view),
+                    tuple(hidden.get(name, {}).items()),
+                    tuple(self.advisory_states.get(name, {}).items()),
+                )
                 for name, view in snapshot.views.items()
             )
         return GatewayStatus(
@@ -314,6 +321,9 @@ class Refresher:
 
     async def _index(self) -> None:
         await asyncio.to_thread(self.builder.index)
+        snapshot = self.snapshot
+        if snapshot is not None and self.config.trust.osv:
+            self.advisory_states = await asyncio.to_thread(advisory_states, snapshot)
         # The index is long-lived like the catalog (tens of thousands of containers at 200k
         # versions): frozen, each full collection does not walk it again (15 ms a time at
         # 200k, measured in-process; full collections come about once a second under

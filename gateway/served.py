@@ -30,7 +30,10 @@ HEAD = b'{"server":'
 CLOSE = b"}}}"  # the gateway's `_meta`, the item's `_meta`, the item
 _OFFICIAL_KEY = orjson.dumps(OFFICIAL) + b":"
 
-SuffixKey = tuple[bool, str, tuple[str, ...]]  # isLatest, upstream, admitting rules
+# What the advisory feeds say of a version, as served (see `trust.mark`): state, malicious,
+# severity, advisory ids, the feeds that speak for its packages' types, their newest record.
+Mark = tuple[str, bool | None, str | None, tuple[str, ...], tuple[str, ...], str | None]
+SuffixKey = tuple[bool, str, tuple[str, ...], Mark | None]  # isLatest, upstream, rules, mark
 
 
 def packages_end(packages: tuple[dict[str, Any], ...]) -> bytes:
@@ -45,8 +48,13 @@ def namespace_key(namespace: str) -> bytes:
 def suffix(key: SuffixKey, namespace: bytes, origin_meta: Mapping[str, Any]) -> bytes:
     """`isLatest`'s value and the gateway's `_meta` (`namespace` is `namespace_key`'s), left
     open for its `packages`."""
-    is_latest, _, rules = key
-    meta = orjson.dumps({**origin_meta, "admittedBy": list(rules)})[:-1]
+    is_latest, _, rules, mark = key
+    gateway: dict[str, Any] = {**origin_meta, "admittedBy": list(rules)}
+    if mark is not None:
+        state, malicious, severity, ids, feeds, as_of = mark
+        gateway["advisories"] = {"state": state, "malicious": malicious, "severity": severity,
+                                 "ids": list(ids), "feeds": list(feeds), "asOf": as_of}  # fmt: skip
+    meta = orjson.dumps(gateway)[:-1]
     return b"".join((b"true}" if is_latest else b"false}", namespace, meta))
 
 

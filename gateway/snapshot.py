@@ -22,6 +22,7 @@ from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
 from gateway.shaping import Lookup, no_lookup
+from gateway.stepping import paced
 from gateway.trust import Trust
 from gateway.view import Admission, Decision, Shapes, ViewPolicy
 
@@ -179,6 +180,8 @@ class Builder:
         """A snapshot of these upstreams' data; trust rules read `advisories` (the feeds')."""
         if advisories is not self.trust.advisories:
             self._forget_trusting()  # every version such a view serves is decided anew
+            if self.config.trust.osv:  # and every served entry says what the feeds say
+                self._kept.clear()
         self.trust.use(advisories)
         with collector_paused():
             return self._build(sources, origins, now or datetime.now(UTC), lookup)
@@ -209,6 +212,7 @@ class Builder:
             self.parts,
             self.search,
             token := self.search.next_token(),
+            self.trust.mark if self.config.trust.osv else None,
         )
         for admitter, (catalog, keep) in zip(admitters, built, strict=True):
             name = admitter.policy.name
@@ -279,6 +283,20 @@ class Builder:
             policy.forget(self._identities)
         if any(one.trusting for one in self._files()):
             self.trust.prune({id(e) for _, entries in merged.servers.values() for e in entries})
+
+
+def advisory_states(snapshot: Snapshot) -> dict[str, dict[str, int]]:
+    """Served versions per view by what the advisory feeds say of them (`present`, `absent`,
+    `unknown`), read from their gateway `_meta`'s marks (blocking: a worker thread)."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, view in snapshot.views.items():
+        states: dict[str, int] = {}
+        for item in paced(view.active.items, 4096):
+            mark = item.suffix[3]
+            if mark is not None:
+                states[mark[0]] = states.get(mark[0], 0) + 1
+        counts[name] = states
+    return counts
 
 
 _RELEASE_STEP = 2048  # objects let go of at a time

@@ -130,9 +130,14 @@ class ViewStatus:
     name: str
     entries: int  # versions served, deleted ones left out
     hidden: tuple[tuple[str, int], ...]  # versions not served, by reason
+    # served versions by what the advisory feeds say (present, absent, unknown; with feeds)
+    advisories: tuple[tuple[str, int], ...] = ()
 
     def to_json(self) -> Json:
-        return {"name": self.name, "entries": self.entries, "hidden": dict(self.hidden)}
+        view: Json = {"name": self.name, "entries": self.entries, "hidden": dict(self.hidden)}
+        if self.advisories:
+            view["advisories"] = dict(self.advisories)
+        return view
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ import orjson
 
 from gateway.osv import SEVERITIES, Advisories, Advisory, Finding, Judge
 from gateway.registries import ECOSYSTEMS
+from gateway.served import Mark
 
 if TYPE_CHECKING:
     from gateway.entry import Entry
@@ -152,6 +153,27 @@ class Trust:
             facts = known
         self._last = (entry, facts)
         return facts
+
+    def mark(self, entry: Entry) -> Mark | None:
+        """What the served entry says of its advisories (None: it has no package a feed
+        could speak for)."""
+        if entry.registry_types.isdisjoint(OSV_TYPES):
+            return None
+        facts = self.of(entry)
+        advisories = self._judge.advisories
+        feeds: tuple[str, ...] = ()
+        as_of = None
+        if advisories is not None:
+            kinds = sorted(entry.registry_types & advisories.covers)
+            feeds = tuple(
+                dict.fromkeys(name for kind in kinds for name in advisories.feeds.get(kind, ()))
+            )
+            as_of = advisories.newest
+        state = (
+            "present" if facts.advisories else "unknown" if facts.malicious is None else "absent"
+        )
+        ids = tuple(a.id for a in facts.advisories)
+        return (state, facts.malicious, facts.severity, ids, feeds, as_of)
 
     def prune(self, live: set[int]) -> None:
         """Forget the versions whose ids are not in `live` (no upstream serves them now)."""

@@ -305,3 +305,44 @@ async def test_the_server_page_says_which_advisory_hid_a_version(setup: Any) -> 
     row = next(r for r in re.findall(r"<tr><td>.*?</tr>", markup) if "<td>1.1.0</td>" in r)
     assert "hidden: denied" in row
     assert "MAL-2026-1234" in row
+
+
+NS = "com.example.mcp-gateway"
+
+
+async def test_served_entries_say_what_the_feeds_say_and_metrics_count_it(setup: Any) -> None:
+    client, directory = setup
+    refresher = client.server.app[REFRESHER]
+    low = "CVSS:3.1/AV:P/AC:H/PR:H/UI:R/S:U/C:L/I:N/A:N"
+    (directory / "advisories" / "GHSA-low.json").write_bytes(osv(
+        "GHSA-low0-low0-low0", "PyPI", "acme-py", {"introduced": "2.1.0"},
+        severity=[{"type": "CVSS_V3", "score": low}], modified="2026-07-01T00:00:00Z",
+    ))  # fmt: skip
+    assert await refresher.refresh_advisories() is True
+    await refresher.rebuild_now()
+    await refresher._index()  # what a serving gateway does after each build, in its thread
+
+    async def meta(name: str, version: str, base: str = "") -> dict[str, Any]:
+        response = await client.get(
+            f"{base}/v0.1/servers/{name.replace('/', '%2F')}/versions/{version}"
+        )
+        assert response.status == 200
+        document: dict[str, Any] = (await response.json())["_meta"][NS]
+        return document
+
+    assert (await meta("io.github.acme/weather", "1.0.0"))["advisories"] == {
+        "state": "absent", "malicious": False, "severity": None, "ids": [], "feeds": ["osv"],
+        "asOf": "2026-07-01T00:00:00Z",
+    }  # fmt: skip
+    served_with_one = (await meta("io.github.acme/py", "2.1.0"))["advisories"]
+    assert served_with_one["state"] == "present"
+    assert served_with_one["ids"] == ["GHSA-low0-low0-low0"]
+    assert served_with_one["severity"] == "low"
+    assert (await meta("io.github.acme/go", "1.0.0"))["advisories"]["state"] == "unknown"
+    assert "advisories" not in await meta("io.github.acme/remote", "1.0.0")
+    status = await (await client.get("/admin/status", headers=TOKEN)).json()
+    default = next(view for view in status["views"] if view["name"] == "default")
+    assert default["advisories"] == {"absent": 1, "present": 1, "unknown": 1}
+    metrics = await (await client.get("/metrics")).text()
+    assert 'mcp_gateway_view_advisory_versions{state="present",view="default"} 1.0' in metrics
+    assert 'mcp_gateway_view_advisory_versions{state="unknown",view="strict"}' not in metrics
