@@ -147,6 +147,9 @@ class _ViewBuild:
         return catalog, self.keep
 
 
+Admitted = tuple[Entry, RegistryMeta, Admission, Mark | None]  # what a view serves of an entry
+
+
 def build_views(
     order: Order,
     origins: Mapping[str, Origin],
@@ -172,7 +175,9 @@ def build_views(
     for name, upstream, entries in paced(order, 16):
         origin_meta = origin_metas[upstream]
         hidden = origins[upstream].hidden
-        deciding: list[tuple[_ViewBuild, list[tuple[Entry, RegistryMeta, Admission]]]] = []
+        deciding: list[
+            tuple[_ViewBuild, list[tuple[Entry, RegistryMeta, Admission, Mark | None]]]
+        ] = []
         for build in builds:
             previous = build.kept.get(name) if build.kept else None
             if (
@@ -194,23 +199,25 @@ def build_views(
             continue
         for entry in entries:
             meta = None
+            mark = None
             for build, admitted in deciding:
                 admission = build.admit(upstream, entry)
                 if admission is not None:
                     if meta is None:  # one per entry, shared by the views of this build
                         meta = RegistryMeta(entry, parts.namespace)
-                    admitted.append((entry, meta, admission))
+                        mark = marks(entry) if marks is not None else None
+                    admitted.append((entry, meta, admission, mark))
         folded = name.casefold()
         folded = name if folded == name else folded  # most names are lower case: share them
         for build, admitted in deciding:
             if len(admitted) == 1:  # a third of servers have one version
                 latest = admitted[0][0] if admitted[0][0].status != "deleted" else None
             else:
-                latest = pick_latest(e for e, _, _ in admitted if e.status != "deleted")
+                latest = pick_latest(e for e, _, _, _ in admitted if e.status != "deleted")
             server_items = []
-            for entry, meta, (server_json, rules, end) in admitted:
+            for entry, meta, (server_json, rules, end), mark in admitted:
                 is_latest = entry is latest
-                key = (is_latest, upstream, rules, marks(entry) if marks is not None else None)
+                key = (is_latest, upstream, rules, mark)
                 shared = known.get(key)
                 if shared is None:
                     shared = known[key] = parts.suffix(key, origin_meta)

@@ -126,7 +126,9 @@ class Trust:
         self._judge = Judge(None)
         self._facts: dict[int, VersionTrust] = {}
         self._held: list[Entry] = []
-        self._last: tuple[Entry | None, VersionTrust] = (None, NOTHING)
+        self._last_entry: Entry | None = None
+        self._last_facts = NOTHING
+        self._marks: dict[tuple[int, frozenset[str]], Mark] = {}
 
     @property
     def advisories(self) -> Advisories | None:
@@ -137,12 +139,12 @@ class Trust:
         if advisories is not self._judge.advisories:
             self._judge = Judge(advisories)
             self._facts, self._held = {}, []
-            self._last = (None, NOTHING)
+            self._last_entry, self._last_facts = None, NOTHING
+            self._marks = {}
 
     def of(self, entry: Entry) -> VersionTrust:
-        last, facts = self._last
-        if last is entry:  # the views decide each entry in turn
-            return facts
+        if self._last_entry is entry:  # the views decide each entry in turn
+            return self._last_facts
         if entry.registry_types.isdisjoint(OSV_TYPES):
             facts = NOTHING
         else:
@@ -151,36 +153,43 @@ class Trust:
                 known = self._facts[id(entry)] = judged(self._judge, entry, self.detail)
                 self._held.append(entry)
             facts = known
-        self._last = (entry, facts)
+        self._last_entry, self._last_facts = entry, facts
         return facts
 
     def mark(self, entry: Entry) -> Mark | None:
         """What the served entry says of its advisories (None: it has no package a feed
-        could speak for)."""
+        could speak for). One tuple per distinct answer, shared by the entries that have it."""
         if entry.registry_types.isdisjoint(OSV_TYPES):
             return None
         facts = self.of(entry)
+        key = (id(facts), entry.registry_types)  # facts stay alive while remembered here
+        made = self._marks.get(key)
+        if made is None:
+            made = self._marks[key] = self._made_mark(facts, entry.registry_types)
+        return made
+
+    def _made_mark(self, facts: VersionTrust, types: frozenset[str]) -> Mark:
         advisories = self._judge.advisories
         feeds: tuple[str, ...] = ()
         as_of = None
         if advisories is not None:
-            kinds = sorted(entry.registry_types & advisories.covers)
-            feeds = tuple(
-                dict.fromkeys(name for kind in kinds for name in advisories.feeds.get(kind, ()))
-            )
+            named = (name for kind in sorted(types & advisories.covers)
+                     for name in advisories.feeds.get(kind, ()))  # fmt: skip
+            feeds = tuple(dict.fromkeys(named))
             as_of = advisories.newest
         state = (
-            "present" if facts.advisories else "unknown" if facts.malicious is None else "absent"
+            "present" if facts.advisories else "absent" if facts.malicious is False else "unknown"
         )
-        ids = tuple(a.id for a in facts.advisories)
-        return (state, facts.malicious, facts.severity, ids, feeds, as_of)
+        return (state, facts.malicious, facts.severity, tuple(a.id for a in facts.advisories),
+                feeds, as_of)  # fmt: skip
 
     def prune(self, live: set[int]) -> None:
         """Forget the versions whose ids are not in `live` (no upstream serves them now)."""
         held = [entry for entry in self._held if id(entry) in live]
         self._facts = {id(entry): self._facts[id(entry)] for entry in held}
         self._held = held
-        self._last = (None, NOTHING)
+        self._last_entry, self._last_facts = None, NOTHING
+        self._marks = {}
 
 
 # -- the policy's trust checks ----------------------------------------------------------------
@@ -213,6 +222,8 @@ def severity_check(values: Sequence[str]) -> TrustCheck:
             return facts.severity is not None and compare(SEVERITIES.index(facts.severity), rank)
 
         tests.append(test)
+    if len(tests) == 1:  # the usual rule: one value, asked of most versions
+        return tests[0]
     return lambda facts: any(test(facts) for test in tests)
 
 
