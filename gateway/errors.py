@@ -14,6 +14,7 @@
     ├── StateError             a persisted state file is unreadable or corrupt
     ├── FeedInvalid            an advisory feed that cannot be used (the last good one is kept)
     ├── HelperFailed           the helper process died or could not start: its work is undone
+    ├── RedirectRefused        a redirect outside the configured location, or too many of them
     └── RequestError           a request that cannot be answered; rendered as problem+json
         ├── BadRequest             400
         ├── Unauthorized           401, /admin without the right bearer token
@@ -172,6 +173,18 @@ class FeedInvalid(GatewayError):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class RedirectRefused(GatewayError):
+    """A redirect the gateway did not follow (`fetching.confined`): to `host`, and why."""
+
+    def __init__(self, host: str, why: str) -> None:
+        super().__init__(host, why)
+        self.host = host
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"a redirect to {self.host}: {self.why}"
 
 
 class HelperFailed(GatewayError):

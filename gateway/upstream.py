@@ -18,12 +18,20 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
+from yarl import URL
 
 from gateway.bounded import FileStamp, read_body, read_file_bounded
 from gateway.config import RetrySettings, UpstreamSettings, redact_url
 from gateway.detached import detached
 from gateway.entry import Entry, parse_item
-from gateway.errors import EntryRejected, StillBlocked, UpstreamInvalid, UpstreamUnavailable
+from gateway.errors import (
+    EntryRejected,
+    RedirectRefused,
+    StillBlocked,
+    UpstreamInvalid,
+    UpstreamUnavailable,
+)
+from gateway.fetching import REDIRECTS, confined
 from gateway.names import identity_matches
 from gateway.page import Raw, read_page
 from gateway.stepping import paced
@@ -162,26 +170,39 @@ class RegistryClient:
     async def _get_once(self, params: dict[str, str]) -> bytes:
         name = self.settings.name
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+        url = URL(self.list_url).update_query(params)
+        assert self.settings.url is not None
+        # Redirects only under the upstream's own URL, its headers along (see `fetching`).
+        under = redact_url(self.settings.url).rstrip("/") + "/"
         try:
-            async with self.session.get(
-                self.list_url, params=params, headers=self.headers, timeout=timeout
-            ) as response:
-                if response.status == 429 or response.status >= 500:
-                    cap = self.settings.retry.max_wait
-                    raise UpstreamUnavailable(
-                        name,
-                        f"HTTP {response.status}",
-                        url=self.shown_url,
-                        retry_after=_retry_after(response.headers.get("Retry-After"), cap),
-                    )
-                if response.status != 200:
-                    raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.shown_url)
-                return await self._read_capped(response)
+            _, body, _ = await confined(
+                self.session, "GET", url, under, lambda _: self.headers, timeout, self._read_ok
+            )
+            return body
+        except RedirectRefused as exc:
+            raise UpstreamInvalid(name, str(exc), url=self.shown_url) from None
         except TimeoutError:
             raise UpstreamUnavailable(name, "timed out", url=self.shown_url) from None
         except aiohttp.ClientError as exc:
             reason = f"{type(exc).__name__}: {exc}".replace(self.list_url, self.shown_url)
             raise UpstreamUnavailable(name, reason, url=self.shown_url) from None
+
+    async def _read_ok(self, response: aiohttp.ClientResponse) -> bytes:
+        """A page's body, or the error its status says (429 and 5xx are retried)."""
+        name = self.settings.name
+        if response.status == 429 or response.status >= 500:
+            cap = self.settings.retry.max_wait
+            raise UpstreamUnavailable(
+                name,
+                f"HTTP {response.status}",
+                url=self.shown_url,
+                retry_after=_retry_after(response.headers.get("Retry-After"), cap),
+            )
+        if response.status in REDIRECTS:  # a redirect without a Location
+            raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.shown_url)
+        if response.status != 200:
+            raise UpstreamInvalid(name, f"HTTP {response.status}", url=self.shown_url)
+        return await self._read_capped(response)
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         body = await read_body(response, self.settings.max_page_bytes)

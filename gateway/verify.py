@@ -27,12 +27,12 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import structlog
-from yarl import URL
 
 from gateway import isolated
 from gateway.bounded import read_body
 from gateway.config import Credential, VerifySettings
-from gateway.errors import MirrorGarbled, MirrorUnavailable
+from gateway.errors import MirrorGarbled, MirrorUnavailable, RedirectRefused
+from gateway.fetching import confined
 from gateway.locations import origin, within
 from gateway.registries import ECOSYSTEMS, INDEXES
 from gateway.registries.base import Ask, Check, Verdict
@@ -42,8 +42,6 @@ from gateway.registries.oci import ACCEPT as OCI_ACCEPT
 log = structlog.get_logger("gateway.verify")
 
 UNKNOWN_TTL = 60.0
-MAX_REDIRECTS = 5
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _host(url: str) -> str:
@@ -165,23 +163,21 @@ class Verifier:
         """One request to a mirror, and the redirects it answers with, each only to a URL
         under `under` and with only the credentials configured for that URL."""
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-        for _ in range(MAX_REDIRECTS + 1):
-            if not within(url, under):
-                raise MirrorUnavailable(f"{_host(url)}: outside the mirror's location")
-            all_headers = {**(self._auth_headers(url) if auth else {}), **(headers or {})}
-            try:
-                async with self.session.request(
-                    method, url, headers=all_headers, timeout=timeout, allow_redirects=False
-                ) as response:
-                    location = response.headers.get("Location")
-                    if response.status in REDIRECTS and location:
-                        url = str(response.url.join(URL(location)))
-                        continue
-                    body = await self._read(response) if method != "HEAD" else b""
-                    return response.status, body, response.headers
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                raise MirrorUnavailable(f"{type(exc).__name__} from {_host(url)}") from None
-        raise MirrorUnavailable(f"more than {MAX_REDIRECTS} redirects from {_host(url)}")
+
+        def headers_for(at: str) -> dict[str, str]:
+            return {**(self._auth_headers(at) if auth else {}), **(headers or {})}
+
+        async def read(response: aiohttp.ClientResponse) -> bytes:
+            return await self._read(response) if method != "HEAD" else b""
+
+        try:
+            return await confined(self.session, method, url, under, headers_for, timeout, read)
+        except RedirectRefused as exc:
+            if exc.why.startswith("more than"):
+                raise MirrorUnavailable(f"{exc.why} from {exc.host}") from None
+            raise MirrorUnavailable(f"{exc.host}: outside the mirror's location") from None
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise MirrorUnavailable(f"{type(exc).__name__} from {_host(url)}") from None
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         body = await read_body(response, self.settings.max_body)

@@ -108,3 +108,90 @@ async def test_walk_stops_on_an_empty_page(registries: Any, session: Any) -> Non
     # Two full pages each came with a cursor; the third page is empty and ends the walk.
     assert batch.pages == 3
     assert registry.requests[0] == {"limit": "2", "include_deleted": "true"}
+
+
+# -- redirects stay where the operator pointed, credentials too --------------------------------
+
+
+async def _recording_server(aiohttp_server: Any, seen: list[dict[str, str]], answer: Any) -> str:
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        result: web.StreamResponse = await answer(request)
+        return result
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    server = await aiohttp_server(app)
+    return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_elsewhere_is_refused_and_the_credentials_stay(
+    aiohttp_server: Any, session: Any, status: int
+) -> None:
+    from aiohttp import web
+
+    elsewhere: list[dict[str, str]] = []
+
+    async def page(_: web.Request) -> web.Response:
+        return web.json_response({"servers": [], "metadata": {"count": 0}})
+
+    other = await _recording_server(aiohttp_server, elsewhere, page)
+    asked: list[dict[str, str]] = []
+
+    async def redirect(_: web.Request) -> web.Response:
+        return web.Response(status=status, headers={"Location": f"{other}/v0.1/servers"})
+
+    registry = await _recording_server(aiohttp_server, asked, redirect)
+    client = RegistryClient(settings(registry, headers={"X-Api-Key": "s3cret"}), session)
+    with pytest.raises(UpstreamInvalid, match="outside its configured location"):
+        await client.get_page({"limit": "100"})
+    assert asked[0]["X-Api-Key"] == "s3cret"
+    assert elsewhere == []  # not asked at all, let alone with the key
+
+
+async def test_a_redirect_under_the_upstreams_url_is_followed(
+    aiohttp_server: Any, session: Any
+) -> None:
+    from aiohttp import web
+
+    asked: list[dict[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/base/v0.1/servers":
+            return web.Response(status=307, headers={"Location": "/base/v0.1/servers/page"})
+        if request.path == "/base/v0.1/servers/page":
+            return web.json_response({"servers": [], "metadata": {"count": 0}})
+        return web.Response(status=404)
+
+    registry = await _recording_server(aiohttp_server, asked, answer)
+    client = RegistryClient(settings(f"{registry}/base", headers={"X-Api-Key": "k"}), session)
+    assert b'"servers"' in await client.get_page({"limit": "100"})
+    assert [headers["X-Api-Key"] for headers in asked] == ["k", "k"]
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["/elsewhere/v0.1/servers", "/base/../elsewhere", "/base/%2e%2e/elsewhere",
+     "/base/%252e%252e/elsewhere", "//{host}/elsewhere", "http://u:p@{host}/base/v0.1/servers",
+     "https://{host}/base/v0.1/servers", "/base\\..\\elsewhere"],
+)  # fmt: skip
+async def test_every_way_out_of_the_upstreams_url_is_refused(
+    aiohttp_server: Any, session: Any, location: str
+) -> None:
+    from aiohttp import web
+
+    asked: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(request.raw_path)
+        host = f"127.0.0.1:{request.url.port}"
+        return web.Response(status=302, headers={"Location": location.format(host=host)})
+
+    registry = await _recording_server(aiohttp_server, [], answer)
+    client = RegistryClient(settings(f"{registry}/base"), session)
+    with pytest.raises(UpstreamInvalid, match="a redirect to"):
+        await client.get_page({"limit": "100"})
+    assert len(asked) == 1  # the first request only
