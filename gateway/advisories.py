@@ -26,10 +26,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import structlog
 
 from gateway import isolated
-from gateway.errors import FeedInvalid, HelperFailed
+from gateway.config import redact_url
+from gateway.errors import FeedInvalid, HelperFailed, RedirectRefused
+from gateway.fetching import confined
+from gateway.locations import origin
 from gateway.osv import MAX_RECORD_BYTES, Advisories, Affected, read_feed
 from gateway.trust_config import OsvFeed, TrustSettings
 
@@ -88,9 +92,9 @@ def _from_directory(path: Path, budget: _Budget) -> Iterator[bytes]:
         yield data
 
 
-def documents(feed: OsvFeed) -> Iterator[bytes]:
-    """The feed's records as bytes, within its bounds (`FeedInvalid` past them)."""
-    path = Path(feed.file)
+def documents(feed: OsvFeed, path: Path) -> Iterator[bytes]:
+    """The records of the feed's file at `path` as bytes, within its bounds (`FeedInvalid`
+    past them)."""
     budget = _Budget(feed)
     try:
         if path.is_dir() and not path.is_symlink():
@@ -110,11 +114,11 @@ def documents(feed: OsvFeed) -> Iterator[bytes]:
         raise FeedInvalid(f"{path} cannot be read: {exc}") from exc
 
 
-def read(feed: OsvFeed) -> Advisories:
-    """One feed, read and indexed (run in the helper process: see the module's docstring)."""
+def read(feed: OsvFeed, path: Path) -> Advisories:
+    """One feed's file, read and indexed (in the helper process: see the module's docstring)."""
     digest = hashlib.sha256()
     chunks = []
-    for data in documents(feed):
+    for data in documents(feed, path):
         digest.update(len(data).to_bytes(8, "little") + data)
         chunks.append(data)
     advisories = read_feed(chunks, frozenset(feed.ecosystems), digest.hexdigest())
@@ -124,9 +128,8 @@ def read(feed: OsvFeed) -> Advisories:
     return advisories
 
 
-def signature(feed: OsvFeed) -> tuple[int, int, int]:
-    """What changes when the feed's files do: (files, total size, newest mtime)."""
-    path = Path(feed.file)
+def signature(path: Path) -> tuple[int, int, int]:
+    """What changes when a feed's files do: (files, total size, newest mtime)."""
     try:
         if path.is_dir() and not path.is_symlink():
             infos = [info for p in path.rglob("*.json") if (info := _regular(p)) is not None]
@@ -141,14 +144,15 @@ def signature(feed: OsvFeed) -> tuple[int, int, int]:
     )
 
 
-def read_all(settings: TrustSettings) -> tuple[Advisories | None, list[str]]:
-    """Every feed read now, in this process (for the commands that work offline): what they
-    say together, and why a feed could not be read."""
+def read_all(settings: TrustSettings, state_dir: Path) -> tuple[Advisories | None, list[str]]:
+    """Every feed read now, in this process, from its file (a URL feed's last download in
+    `state_dir`: the commands that work offline fetch nothing): what they say together, and
+    why a feed could not be read."""
     states, errors = [], []
     for feed in settings.osv:
         state = FeedState(feed)
         try:
-            state.advisories = read(feed)
+            state.advisories = read(feed, feed.path(state_dir))
         except FeedInvalid as exc:
             errors.append(f"advisory feed {feed.name!r}: {exc}")
         states.append(state)
@@ -167,6 +171,7 @@ class FeedState:
     failing_since: datetime | None = None
     signature: tuple[int, int, int] | None = None  # of the files last read
     skipped: dict[str, int] = field(default_factory=dict)
+    validators: dict[str, str] = field(default_factory=dict)  # a URL's ETag, Last-Modified
 
 
 def merged(states: list[FeedState]) -> Advisories | None:
@@ -192,16 +197,24 @@ def merged(states: list[FeedState]) -> Advisories | None:
 
 
 class Feeds:
-    """trust.yaml's advisory feeds for one gateway: read, refreshed, merged."""
+    """trust.yaml's advisory feeds for one gateway: downloaded (URL feeds, into `state_dir`),
+    read, refreshed, merged."""
 
-    def __init__(self, settings: TrustSettings) -> None:
+    def __init__(
+        self,
+        settings: TrustSettings,
+        state_dir: Path,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
         self.settings = settings
+        self.state_dir = state_dir
+        self.session = session
         self.states = [FeedState(feed) for feed in settings.osv]
         self.current: Advisories | None = None
 
     async def refresh(self, force: bool = False) -> bool:
-        """Read every feed whose files changed (all, with `force`); True when what the feeds
-        say changed."""
+        """Download what changed at each URL, read every feed whose file changed (all, with
+        `force`); True when what the feeds say changed."""
         changed = False
         for state in self.states:
             changed = await self._refresh(state, force) or changed
@@ -212,29 +225,117 @@ class Feeds:
     async def _refresh(self, state: FeedState, force: bool) -> bool:
         now = datetime.now(UTC)
         state.checked_at = now
-        seen = await asyncio.to_thread(signature, state.settings)
+        feed = state.settings
+        path = feed.path(self.state_dir)
+        fetched = True
+        if feed.url is not None and self.session is not None:
+            try:
+                await download(feed, self.session, path, state.validators)
+            except FeedInvalid as exc:
+                fetched = False
+                self._failed(state, now, exc)
+                # The last good feed is kept; after a restart, the last download is read.
+                if state.advisories is not None or not await asyncio.to_thread(path.exists):
+                    return False
+        seen = await asyncio.to_thread(signature, path)
         if not force and seen == state.signature and state.last_error is None:
             return False
         started = time.monotonic()
         try:
-            advisories = await isolated.run(read, state.settings)
+            advisories = await isolated.run(read, feed, path)
         except (FeedInvalid, HelperFailed) as exc:
-            state.last_error = str(exc)
-            state.failing_since = state.failing_since or now
             state.signature = seen
-            skipped = exc.skipped if isinstance(exc, FeedInvalid) else {}
-            log.warning("advisory_feed_refused", feed=state.settings.name, error=str(exc),
-                        skipped=skipped, keeping=state.loaded_at is not None)  # fmt: skip
+            self._failed(state, now, exc)
             return False
-        state.signature, state.last_error, state.failing_since = seen, None, None
+        state.signature = seen
+        if fetched:
+            state.last_error, state.failing_since = None, None
         state.skipped = dict(advisories.skipped)
         if state.advisories is not None and state.advisories.digest == advisories.digest:
             return False
         state.advisories, state.loaded_at = advisories, now
-        log.info("advisory_feed_loaded", feed=state.settings.name, records=advisories.records,
+        log.info("advisory_feed_loaded", feed=feed.name, records=advisories.records,
                  packages=len(advisories.packages), skipped=advisories.skipped,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
         return True
 
+    def _failed(self, state: FeedState, now: datetime, exc: Exception) -> None:
+        state.last_error = str(exc)
+        state.failing_since = state.failing_since or now
+        skipped = exc.skipped if isinstance(exc, FeedInvalid) else {}
+        log.warning("advisory_feed_refused", feed=state.settings.name, error=str(exc),
+                    skipped=skipped, keeping=state.loaded_at is not None)  # fmt: skip
+
     def interval(self) -> float:
         return min((feed.refresh for feed in self.settings.osv), default=300.0)
+
+
+# -- a feed by URL ------------------------------------------------------------------------------
+
+_WRITE_BYTES = 1 << 20  # written to disk (in a worker thread) a megabyte at a time
+
+
+async def download(
+    feed: OsvFeed, session: aiohttp.ClientSession, path: Path, validators: dict[str, str]
+) -> bool:
+    """Fetch the feed's URL into `path` (True) unless it is unchanged (a 304 to the last
+    validators): redirects only on the URL's own host, `max_bytes` at most, written to a
+    temporary file and renamed, so a reader never sees half of it. `FeedInvalid` otherwise."""
+    assert feed.url is not None
+    shown = redact_url(feed.url)
+    headers = {key: value.get_secret_value() for key, value in feed.headers.items()}
+    if await asyncio.to_thread(path.exists):
+        if "etag" in validators:
+            headers["If-None-Match"] = validators["etag"]
+        if "modified" in validators:
+            headers["If-Modified-Since"] = validators["modified"]
+    partial = path.with_name(path.name + ".part")
+
+    async def save(response: aiohttp.ClientResponse) -> bool:
+        if response.status == 304:
+            return False
+        if response.status != 200:
+            raise FeedInvalid(f"HTTP {response.status} from {shown}")
+        if (response.content_length or 0) > feed.max_bytes:
+            raise FeedInvalid(f"{shown} is larger than max_bytes")
+        await asyncio.to_thread(partial.parent.mkdir, parents=True, exist_ok=True)
+        size, pending = 0, bytearray()
+        with partial.open("wb") as out:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > feed.max_bytes:
+                    raise FeedInvalid(f"{shown} is larger than max_bytes")
+                pending += chunk
+                if len(pending) >= _WRITE_BYTES:
+                    await asyncio.to_thread(out.write, bytes(pending))
+                    pending.clear()
+            await asyncio.to_thread(out.write, bytes(pending))
+        return True
+
+    timeout = aiohttp.ClientTimeout(total=feed.timeout)
+    try:
+        _, fresh, answered = await confined(
+            session, "GET", feed.url, origin(feed.url), lambda _: headers, timeout, save
+        )
+    except RedirectRefused as exc:
+        raise FeedInvalid(f"{shown}: {exc}") from None
+    except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
+        raise FeedInvalid(f"{shown} could not be fetched: {type(exc).__name__}") from None
+    except BaseException:
+        await asyncio.to_thread(_replace_or_drop, partial, path, False)
+        raise
+    if fresh:
+        await asyncio.to_thread(_replace_or_drop, partial, path, True)
+        validators.clear()
+        if "ETag" in answered:
+            validators["etag"] = answered["ETag"]
+        if "Last-Modified" in answered:
+            validators["modified"] = answered["Last-Modified"]
+    return fresh
+
+
+def _replace_or_drop(partial: Path, path: Path, keep: bool) -> None:
+    if keep and partial.exists():
+        partial.replace(path)
+    else:
+        partial.unlink(missing_ok=True)

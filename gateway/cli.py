@@ -113,7 +113,7 @@ def _offline(
     config = _load(args)
     configure_logging(config.gateway.log_format, config.gateway.log_level)  # to stderr
     sources, origins, errors = sources_from_state(config)
-    advisories, unread = read_all(config.trust)
+    advisories, unread = read_all(config.trust, config.gateway.state_dir)
     for error in [*errors, *unread]:
         print(f"warning: {error}", file=sys.stderr)
     snapshot = build_snapshot(config, sources, origins, datetime.now(UTC), advisories=advisories)

@@ -296,7 +296,7 @@ def load_config(directory: Path | str) -> FederationConfig:
         views=views,
         trust=trust.model_copy(update={"osv": [
             feed.model_copy(update={"file": directory / feed.file})
-            if not feed.file.is_absolute() else feed
+            if feed.file is not None and not feed.file.is_absolute() else feed
             for feed in trust.osv
         ]}),
     )  # fmt: skip

@@ -46,7 +46,7 @@ def snapshot_from_state(
     """The config's catalog on the saved data, with what its advisory feeds say (read now);
     and what could not be read."""
     sources, origins, errors = sources_from_state(config, state_dir)
-    advisories, unread = read_all(config.trust)
+    advisories, unread = read_all(config.trust, state_dir or config.gateway.state_dir)
     snapshot = build_snapshot(config, sources, origins, now or datetime.now(UTC),
                               advisories=advisories)  # fmt: skip
     return snapshot, [*errors, *unread]

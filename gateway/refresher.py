@@ -59,7 +59,9 @@ def origin_of(feed: Feed, now: datetime) -> Origin:
 def _feed_status(state: FeedState) -> AdvisoryFeedStatus:
     data = state.advisories
     return AdvisoryFeedStatus(
-        state.settings.name, str(state.settings.file), tuple(state.settings.ecosystems),
+        state.settings.name,
+        redact_url(state.settings.url) if state.settings.url else str(state.settings.file),
+        tuple(state.settings.ecosystems),
         state.loaded_at, data.records if data else 0, len(data.packages) if data else 0,
         tuple(state.skipped.items()), state.checked_at, state.last_error, state.failing_since,
     )  # fmt: skip
@@ -74,7 +76,7 @@ class Refresher:
         self.feeds = [Feed(settings) for settings in config.gateway.upstreams]
         self.snapshot: Snapshot | None = None
         self.verifier = Verifier(config.mirrors.verify, session)
-        self.advisories = Feeds(config.trust)
+        self.advisories = Feeds(config.trust, config.gateway.state_dir, session)
         self.builder = Builder(config)
         self._build_lock = asyncio.Lock()
         self.reload_error: str | None = None  # the last refused config, until one is accepted
@@ -219,7 +221,7 @@ class Refresher:
         if config.mirrors.verify != self.verifier.settings:
             self.verifier = Verifier(config.mirrors.verify, self.session)
         if config.trust != self.advisories.settings:
-            self.advisories = Feeds(config.trust)
+            self.advisories = Feeds(config.trust, config.gateway.state_dir, self.session)
             await self.advisories.refresh(force=True)
         self._start_tasks()
         if self.snapshot is not None or self._may_build():

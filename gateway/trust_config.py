@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, SecretStr, WithJsonSchema, model_validator
 
 from gateway import registries
-from gateway.fields import Duration, Model, Slug
+from gateway.fields import Duration, HttpUrl, Model, Slug
 
 # The package types OSV has an ecosystem for (registries that name one).
 OSV_TYPES = tuple(name for name, e in registries.ECOSYSTEMS.items() if e.osv is not None)
@@ -32,11 +32,19 @@ OsvType = Annotated[str, AfterValidator(_check_osv_type), WithJsonSchema({"enum"
 
 
 class OsvFeed(Model):
-    """One OSV advisory feed, read from a file the operator keeps current (a zip such as
-    OSV's `<Ecosystem>/all.zip`, a directory of records, or one JSON file)."""
+    """One OSV advisory feed: a file the operator keeps current (a zip such as OSV's
+    `<Ecosystem>/all.zip`, a directory of records, or one JSON file), or a URL serving a zip
+    or a JSON file (a generic repository mirroring OSV's), downloaded into `state_dir`."""
 
     name: Slug = Field(description="short id, named in _meta, explain, logs and status")
-    file: Path = Field(description="a .zip of OSV records, a directory of them, or one .json")
+    file: Path | None = Field(
+        None, description="a .zip of OSV records, a directory of them, or one .json"
+    )
+    url: HttpUrl | None = Field(None, description="a .zip or .json of OSV records over HTTP(S)")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="sent with each request to `url` (and its own redirects)"
+    )
+    timeout: Duration = Field(300.0, description="one download of `url`, at most this")
     ecosystems: list[OsvType] = Field(
         min_length=1,
         description="package types this feed speaks for: for others it says nothing",
@@ -46,6 +54,21 @@ class OsvFeed(Model):
         2 * 1024**3, ge=1024, description="bytes of records read, uncompressed; a bigger feed fails"
     )
     max_records: int = Field(2_000_000, ge=1, description="records read; more fails the feed")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OsvFeed:
+        if (self.file is None) == (self.url is None):
+            raise ValueError("give exactly one of file or url")
+        if self.headers and self.url is None:
+            raise ValueError("headers are sent with `url`: a file feed has none")
+        return self
+
+    def path(self, state_dir: Path) -> Path:
+        """Where the feed is read from: its file, or where its URL's answer is kept."""
+        if self.file is not None:
+            return self.file
+        suffix = ".zip" if str(self.url).lower().split("?")[0].endswith(".zip") else ".json"
+        return state_dir / "advisories" / f"{self.name}{suffix}"
 
 
 class TrustSettings(Model):

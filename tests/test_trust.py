@@ -179,6 +179,11 @@ async def test_with_the_feed_missing_nothing_is_hidden_but_what_a_rule_asks(
 # -- hostile feed files -------------------------------------------------------------------------
 
 
+def read_at(feed: OsvFeed) -> Any:
+    assert feed.file is not None
+    return read(feed, feed.file)
+
+
 def feed_at(path: Path, **settings: Any) -> OsvFeed:
     return OsvFeed.model_validate({"name": "f", "file": str(path), "ecosystems": ["npm"],
                                    **settings})  # fmt: skip
@@ -191,7 +196,7 @@ def test_a_zip_feed_is_read_and_a_bomb_in_it_is_read_no_further(tmp_path: Path) 
         archive.writestr("bomb.json", b"[" + b" " * (64 * 1024 * 1024) + b"]")  # 64 MB, ~64 KB
         archive.writestr("README.md", b"not a record")
     assert path.stat().st_size < 1024 * 1024
-    advisories = read(feed_at(path))
+    advisories = read_at(feed_at(path))
     assert advisories.records == 2
     assert ("npm", "acme-weather") in advisories.packages
     assert advisories.skipped == {"not JSON": 1}  # the bomb: its first megabyte, not JSON
@@ -208,7 +213,7 @@ def test_an_unreadable_zip_is_refused(tmp_path: Path, make: Any, error: str) -> 
     path = tmp_path / "all.zip"
     make(path)
     with pytest.raises(FeedInvalid, match=error):
-        read(feed_at(path))
+        read_at(feed_at(path))
 
 
 def test_a_feed_past_its_bounds_is_refused(tmp_path: Path) -> None:
@@ -218,17 +223,17 @@ def test_a_feed_past_its_bounds_is_refused(tmp_path: Path) -> None:
         (folder / f"r{index}.json").write_bytes(MALWARE)
     assert len(MALWARE) * 8 > 1024
     with pytest.raises(FeedInvalid, match="more records than max_records"):
-        list(documents(feed_at(folder, max_records=7)))
+        list(documents(feed_at(folder, max_records=7), folder))
     with pytest.raises(FeedInvalid, match="larger than max_bytes"):
-        list(documents(feed_at(folder, max_bytes=1024)))
+        list(documents(feed_at(folder, max_bytes=1024), folder))
     one = tmp_path / "one.json"
     one.write_bytes(b"[" + b",".join([MALWARE] * 3) + b"]")
-    assert read(feed_at(one)).records == 3
+    assert read_at(feed_at(one)).records == 3
     one.write_bytes(b"[" + b",".join([MALWARE] * 8) + b"]")
     with pytest.raises(FeedInvalid, match="larger than max_bytes"):
-        read(feed_at(one, max_bytes=1024))
+        read_at(feed_at(one, max_bytes=1024))
     with pytest.raises(FeedInvalid, match="more records than max_records"):
-        read(feed_at(one, max_records=7))
+        read_at(feed_at(one, max_records=7))
 
 
 def test_links_and_special_files_in_a_feed_directory_are_not_followed(tmp_path: Path) -> None:
@@ -238,7 +243,7 @@ def test_links_and_special_files_in_a_feed_directory_are_not_followed(tmp_path: 
     secret = tmp_path / "secret.json"
     secret.write_bytes(osv("MAL-2026-9999", "npm", "elsewhere", {"introduced": "0"}))
     (folder / "link.json").symlink_to(secret)
-    advisories = read(feed_at(folder))
+    advisories = read_at(feed_at(folder))
     assert advisories.records == 1
     assert ("npm", "elsewhere") not in advisories.packages
 
@@ -346,3 +351,72 @@ async def test_served_entries_say_what_the_feeds_say_and_metrics_count_it(setup:
     metrics = await (await client.get("/metrics")).text()
     assert 'mcp_gateway_view_advisory_versions{state="present",view="default"} 1.0' in metrics
     assert 'mcp_gateway_view_advisory_versions{state="unknown",view="strict"}' not in metrics
+
+
+# -- a feed by URL: downloaded when it changes, the last good kept ------------------------------
+
+
+async def test_a_feed_by_url_is_downloaded_revalidated_and_kept(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    import io
+
+    import aiohttp
+    from aiohttp import web
+
+    from gateway.advisories import Feeds
+    from gateway.trust_config import TrustSettings
+
+    def zipped(*records: bytes) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for index, data in enumerate(records):
+                archive.writestr(f"r{index}.json", data)
+        return buffer.getvalue()
+
+    served = {"body": zipped(MALWARE), "etag": '"v1"', "status": 200}
+    asked: list[dict[str, str]] = []
+
+    async def feed(request: web.Request) -> web.Response:
+        asked.append(dict(request.headers))
+        if served["status"] != 200:
+            return web.Response(status=int(served["status"]))
+        if request.headers.get("If-None-Match") == served["etag"]:
+            return web.Response(status=304)
+        return web.Response(body=served["body"], headers={"ETag": str(served["etag"])})
+
+    app = web.Application()
+    app.router.add_get("/osv/npm/all.zip", feed)
+    server = await aiohttp_server(app)
+    settings = TrustSettings.model_validate({"osv": [{
+        "name": "remote", "url": f"http://127.0.0.1:{server.port}/osv/npm/all.zip",
+        "headers": {"X-JFrog-Art-Api": "k3y"}, "ecosystems": ["npm"]}]})  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        feeds = Feeds(settings, tmp_path, session)
+        assert await feeds.refresh() is True
+        assert feeds.current is not None and ("npm", "acme-weather") in feeds.current.packages
+        assert (tmp_path / "advisories" / "remote.zip").exists()
+        assert asked[0]["X-JFrog-Art-Api"] == "k3y"
+        assert await feeds.refresh() is False  # a 304: nothing read again
+        assert asked[-1]["If-None-Match"] == '"v1"'
+        served.update(body=zipped(MALWARE, VULNERABLE_NPM), etag='"v2"')
+        assert await feeds.refresh() is True
+        assert ("npm", "leftish") in feeds.current.packages
+        served["status"] = 503  # down: the last good feed stays, the error is shown
+        assert await feeds.refresh() is False
+        assert ("npm", "leftish") in feeds.current.packages
+        assert "HTTP 503" in str(feeds.states[0].last_error)
+        restarted = Feeds(settings, tmp_path, session)  # no network: the last download
+        assert await restarted.refresh(force=True) is True
+        assert restarted.current is not None and ("npm", "leftish") in restarted.current.packages
+        served.update(status=200, body=b"x" * 4096, etag='"v3"')
+        small = TrustSettings.model_validate({"osv": [{
+            **settings.osv[0].model_dump(mode="json", exclude={"headers"}),
+            "max_bytes": 1024}]})  # fmt: skip
+        bounded = Feeds(small, tmp_path / "other", session)
+        assert await bounded.refresh() is False
+        assert "larger than max_bytes" in str(bounded.states[0].last_error)
+        assert not list((tmp_path / "other").rglob("*.part"))
+
+
+VULNERABLE_NPM = osv("GHSA-npm0-npm0-npm0", "npm", "leftish", {"introduced": "0"})
