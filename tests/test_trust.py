@@ -394,7 +394,8 @@ async def test_a_feed_by_url_is_downloaded_revalidated_and_kept(
     async with aiohttp.ClientSession() as session:
         feeds = Feeds(settings, tmp_path, session)
         assert await feeds.refresh() is True
-        assert feeds.current is not None and ("npm", "acme-weather") in feeds.current.packages
+        assert feeds.current is not None
+        assert ("npm", "acme-weather") in feeds.current.packages
         assert (tmp_path / "advisories" / "remote.zip").exists()
         assert asked[0]["X-JFrog-Art-Api"] == "k3y"
         assert await feeds.refresh() is False  # a 304: nothing read again
@@ -408,7 +409,8 @@ async def test_a_feed_by_url_is_downloaded_revalidated_and_kept(
         assert "HTTP 503" in str(feeds.states[0].last_error)
         restarted = Feeds(settings, tmp_path, session)  # no network: the last download
         assert await restarted.refresh(force=True) is True
-        assert restarted.current is not None and ("npm", "leftish") in restarted.current.packages
+        assert restarted.current is not None
+        assert ("npm", "leftish") in restarted.current.packages
         served.update(status=200, body=b"x" * 4096, etag='"v3"')
         small = TrustSettings.model_validate({"osv": [{
             **settings.osv[0].model_dump(mode="json", exclude={"headers"}),
