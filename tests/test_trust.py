@@ -422,3 +422,68 @@ async def test_a_feed_by_url_is_downloaded_revalidated_and_kept(
 
 
 VULNERABLE_NPM = osv("GHSA-npm0-npm0-npm0", "npm", "leftish", {"introduced": "0"})
+
+
+# -- trust sources down, or large: serving goes on as before -----------------------------------
+
+
+@pytest.mark.slow
+async def test_with_every_trust_source_down_or_large_serving_goes_on(
+    tmp_path: Path, make_config: Any, serve: Any, aiohttp_server: Any
+) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from tests.test_resilience import _loop_lag_during, p99
+
+    async def hangs(_: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(status=200)
+
+    async def down(_: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_get("/hangs/all.zip", hangs)
+    app.router.add_get("/down/all.zip", down)
+    server = await aiohttp_server(app)
+    base = f"http://127.0.0.1:{server.port}"
+    large = tmp_path / "large.zip"
+    with zipfile.ZipFile(large, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index in range(40_000):
+            archive.writestr(f"r{index}.json", osv(f"GHSA-{index}", "npm", f"other-{index}",
+                                                   {"introduced": "0"}, {"fixed": "9.9.9"}))  # fmt: skip
+    upstream = file_upstream(tmp_path / "data", "official", SERVERS)
+    config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
+    directory = config.directory
+    write_yaml(directory / "trust.yaml", {"osv": [
+        {"name": "hangs", "url": f"{base}/hangs/all.zip", "timeout": "1s", "ecosystems": ["npm"]},
+        {"name": "down", "url": f"{base}/down/all.zip", "ecosystems": ["pypi"]},
+    ]})  # fmt: skip
+    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
+        {"deny": {"malicious": True}}, {"deny": {"severity": ">=critical"}}]})  # fmt: skip
+    client = await serve(load_config(directory))
+    refresher = client.server.app[REFRESHER]
+    assert len(await all_entries(client)) == len(SERVERS)  # every source down: nothing hidden
+
+    async def refresh_and_serve() -> None:
+        refreshing = asyncio.create_task(refresher.refresh_advisories(force=True))
+        while not refreshing.done():  # lookups all the while
+            response = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/latest")
+            assert response.status == 200
+        await refreshing
+
+    lags = await _loop_lag_during(refresh_and_serve())
+    assert p99(lags) <= 0.050, f"p99 {p99(lags) * 1000:.1f} ms while the sources are down"
+    status = await (await client.get("/admin/status", headers=TOKEN)).json()
+    errors = {feed["name"]: feed["lastError"] for feed in status["advisoryFeeds"]}
+    assert "TimeoutError" in errors["hangs"]
+    assert "HTTP 503" in errors["down"]
+    # A large feed (40,000 records) is read in the helper process, not on the serving loop.
+    write_yaml(directory / "trust.yaml", {"osv": [
+        {"name": "large", "file": str(large), "ecosystems": ["npm"]}]})  # fmt: skip
+    lags = await _loop_lag_during(refresher.apply(load_config(directory)))
+    assert p99(lags) <= 0.050, f"p99 {p99(lags) * 1000:.1f} ms while a large feed is read"
+    assert refresher.advisories.states[0].advisories is not None
+    assert refresher.advisories.states[0].advisories.records == 40_000
