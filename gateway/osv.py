@@ -20,15 +20,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from cvss import CVSS3, CVSS4
-from univers.versions import SemverVersion, Version
 
 from gateway.errors import FeedInvalid
 from gateway.registries import ECOSYSTEMS
-from gateway.registries.base import MAX_VERSION, Ecosystem
+from gateway.registries.base import MAX_VERSION, Ecosystem, version_class
+
+if TYPE_CHECKING:
+    from univers.versions import Version
 
 State = Literal["present", "absent", "unknown"]
 SEVERITIES = ("none", "low", "medium", "high", "critical")
@@ -130,6 +131,8 @@ def _object(value: object, what: str) -> dict[str, Any]:
 
 
 def _severity(entries: object) -> float | None:
+    from cvss import CVSS3, CVSS4  # read where feeds are read (the helper process), only
+
     best: float | None = None
     for entry in _list(entries, "severity"):
         entry = _object(entry, "severity[]")
@@ -237,7 +240,7 @@ def _semver(version: str) -> Version | None:
     if not text or len(text) > MAX_VERSION:
         return None
     try:
-        return SemverVersion(text)
+        return version_class("SemverVersion")(text)
     except Exception:  # not a SemVer version
         return None
 

@@ -7,14 +7,18 @@ ecosystem says which URL to ask and how to read the answer.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import univers.versions
+if TYPE_CHECKING:
+    from univers.versions import Version
+
 
 Result = Literal["available", "missing", "unknown"]
 Package = dict[str, Any]
@@ -84,15 +88,15 @@ class Ecosystem:
     public_hosts: frozenset[str] = frozenset()  # hosts that are that public registry
     identifier: re.Pattern[str]  # what an identifier may look like in a shown command
     osv: str | None = None  # its name in OSV advisories, when OSV covers it
-    _versions: type[univers.versions.Version] | None = None  # its tool's version order
+    _versions: str | None = None  # its tool's version order: a class of `univers.versions`
 
-    def order(self, version: str) -> univers.versions.Version | None:
+    def order(self, version: str) -> Version | None:
         """The version as its tool orders it (comparable with `<`), or None when the tool
         would not read it as a version."""
         if self._versions is None or not version or len(version) > MAX_VERSION:
             return None
         try:
-            return self._versions(version)
+            return version_class(self._versions)(version)
         except Exception:
             return None
 
@@ -127,6 +131,14 @@ class Ecosystem:
         if version and (not fits(VERSION, version) or version == "latest"):
             return None
         return shlex.join(self.argv(identifier, version, base))
+
+
+@functools.cache
+def version_class(name: str) -> type[Version]:
+    """A version order of `univers`, imported when first asked for: only advisories compare
+    versions, and the library (a few MB) is not loaded where no feed is configured."""
+    found: type[Version] = getattr(importlib.import_module("univers.versions"), name)
+    return found
 
 
 Rule = tuple[Callable[[str], bool], str]  # (does the identifier match, the mirror URL)

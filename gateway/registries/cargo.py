@@ -9,7 +9,6 @@ import re
 from urllib.parse import quote
 
 import orjson
-from univers.versions import SemverVersion
 
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
@@ -31,7 +30,7 @@ class Cargo(Index):
     public_hosts = frozenset({"crates.io", "index.crates.io"})
     identifier = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
     osv = "crates.io"
-    _versions = SemverVersion  # cargo orders SemVer 2.0
+    _versions = "SemverVersion"  # cargo orders SemVer 2.0
 
     def osv_name(self, identifier: str) -> str:
         return identifier.lower()  # crates.io takes names in any case as one crate

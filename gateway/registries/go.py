@@ -9,12 +9,14 @@ module@version` runs a version from the mirror."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-from univers.versions import GolangVersion, Version
 
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
+
+if TYPE_CHECKING:
+    from univers.versions import Version
 
 # A module path: a host-like first element with a dot, then path elements (no `..`).
 _PATH = re.compile(
@@ -40,7 +42,7 @@ class Go(Index):
     public_hosts = frozenset({"proxy.golang.org"})
     identifier = _PATH
     osv = "Go"
-    _versions = GolangVersion  # `v` SemVer, pseudo-versions and `+incompatible` as go reads them
+    _versions = "GolangVersion"  # `v` SemVer, pseudo-versions and `+incompatible` as go reads them
 
     def order(self, version: str) -> Version | None:
         return super().order(_canonical(version))

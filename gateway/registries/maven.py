@@ -12,8 +12,6 @@ import re
 from urllib.parse import quote
 from xml.parsers import expat
 
-from univers.versions import MavenVersion
-
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
 
@@ -83,7 +81,7 @@ class Maven(Index):
     public_hosts = frozenset({"repo1.maven.org", "repo.maven.apache.org", "central.sonatype.com"})
     identifier = _COORDINATES
     osv = "Maven"  # names `groupId:artifactId`, as identifiers are
-    _versions = MavenVersion  # Maven's ComparableVersion: 1.0-alpha < 1.0-rc1 < 1.0 < 1.0-sp
+    _versions = "MavenVersion"  # Maven's ComparableVersion: 1.0-alpha < 1.0-rc1 < 1.0 < 1.0-sp
 
     def ask(self, check: Check) -> Ask:
         base = check.location.rstrip("/")

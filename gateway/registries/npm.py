@@ -9,7 +9,6 @@ import re
 from urllib.parse import quote
 
 import orjson
-from univers.versions import SemverVersion
 
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
@@ -21,7 +20,7 @@ class Npm(Index):
     public_hosts = frozenset({"registry.npmjs.org", "registry.npmjs.com"})
     identifier = re.compile(r"(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*")
     osv = "npm"
-    _versions = SemverVersion  # node-semver orders SemVer 2.0
+    _versions = "SemverVersion"  # node-semver orders SemVer 2.0
 
     def ask(self, check: Check) -> Ask:
         url = f"{check.location.rstrip('/')}/{quote(check.identifier, safe='@')}"

@@ -11,8 +11,6 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from univers.versions import NugetVersion
-
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
 
@@ -23,7 +21,7 @@ class Nuget(Index):
     public_hosts = frozenset({"api.nuget.org", "www.nuget.org"})
     identifier = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
     osv = "NuGet"
-    _versions = NugetVersion  # NuGet's SemVer: four numbers, labels in any case
+    _versions = "NugetVersion"  # NuGet's SemVer: four numbers, labels in any case
 
     def osv_name(self, identifier: str) -> str:
         return identifier.lower()

@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 import orjson
 from packaging.version import InvalidVersion, Version
-from univers.versions import PypiVersion
 
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
@@ -72,7 +71,7 @@ class Pypi(Index):
     public_hosts = frozenset({"pypi.org", "pypi.python.org"})
     identifier = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
     osv = "PyPI"
-    _versions = PypiVersion  # PEP 440, from `packaging`
+    _versions = "PypiVersion"  # PEP 440, from `packaging`
 
     def osv_name(self, identifier: str) -> str:
         return normalized(identifier)
