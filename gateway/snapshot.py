@@ -281,7 +281,8 @@ class Builder:
     def _forget(self, merged: Merged) -> None:
         for policy in self._files():
             policy.forget(self._identities)
-        if any(one.trusting for one in self._files()):
+        if self.config.trust.osv or any(one.trusting for one in self._files()):
+            # what the feed said of versions no upstream serves any more (rules or marks)
             self.trust.prune({id(e) for _, entries in merged.servers.values() for e in entries})
 
 

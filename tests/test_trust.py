@@ -487,3 +487,34 @@ async def test_with_every_trust_source_down_or_large_serving_goes_on(
     assert p99(lags) <= 0.050, f"p99 {p99(lags) * 1000:.1f} ms while a large feed is read"
     assert refresher.advisories.states[0].advisories is not None
     assert refresher.advisories.states[0].advisories.records == 40_000
+
+
+def test_what_the_feed_said_of_versions_gone_is_let_go() -> None:
+    """Served entries say what the feeds say (marks) even with no trust rule: what was
+    remembered of versions no upstream serves any more is let go every few builds."""
+    from datetime import UTC, datetime
+
+    from gateway.catalog import Origin
+    from gateway.config import FederationConfig, GatewaySettings
+    from gateway.entry import parse_item
+    from gateway.merge import Source
+    from gateway.osv import read_feed
+    from gateway.snapshot import _FORGET_EVERY, Builder
+    from gateway.trust_config import TrustSettings
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    config = FederationConfig(
+        directory=Path("."),
+        gateway=GatewaySettings.model_validate({"upstreams": [{"name": "one", "file": "x"}]}),
+        trust=TrustSettings.model_validate(
+            {"osv": [{"name": "osv", "file": "x", "ecosystems": ["npm"]}]}),
+    )  # fmt: skip
+    advisories = read_feed([MALWARE], frozenset({"npm"}))
+    builder = Builder(config)
+    for index in range(3 * _FORGET_EVERY):  # every build, the server's next version alone
+        item = server_entry("io.github.acme/weather", f"1.0.{index}",
+                            packages=[package("npm", "acme-weather", f"1.0.{index}")])  # fmt: skip
+        entry = parse_item(item, seen_at=now)
+        builder.build([Source("one", [entry])], {"one": Origin("one", now)}, now,
+                      advisories=advisories)  # fmt: skip
+    assert len(builder.trust._held) <= _FORGET_EVERY
