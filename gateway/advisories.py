@@ -31,7 +31,7 @@ import structlog
 
 from gateway import isolated
 from gateway.config import redact_url
-from gateway.errors import FeedInvalid, HelperFailed, RedirectRefused
+from gateway.errors import FeedInvalid, RedirectRefused
 from gateway.fetching import confined
 from gateway.locations import origin
 from gateway.osv import MAX_RECORD_BYTES, Advisories, Affected, read_feed
@@ -69,8 +69,8 @@ def _from_zip(path: Path, budget: _Budget) -> Iterator[bytes]:
             try:
                 with archive.open(member) as stream:
                     data = stream.read(MAX_RECORD_BYTES + 1)
-            except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-                raise FeedInvalid(f"{member.filename!r} cannot be read: {exc}") from exc
+            except Exception as exc:  # a damaged member: zlib, lzma, bz2 and zipfile each raise
+                raise FeedInvalid(f"{member.filename!r} cannot be read: {exc!r}") from exc
             budget.take(len(data))
             yield data  # a record over the bound is read no further, and skipped as malformed
 
@@ -125,7 +125,14 @@ def read(feed: OsvFeed, path: Path) -> Advisories:
     advisories.feeds.update((kind, (feed.name,)) for kind in feed.ecosystems)
     if advisories.records > feed.max_records:  # one file may hold a list of records
         raise FeedInvalid("it has more records than max_records")
+    if good(advisories) == 0:  # an error page, an empty file or directory: not "no advisories"
+        raise FeedInvalid("it has no OSV record", advisories.skipped)
     return advisories
+
+
+def good(advisories: Advisories) -> int:
+    """The records of a feed that were read, not skipped."""
+    return advisories.records - sum(advisories.skipped.values())
 
 
 def signature(path: Path) -> tuple[int, int, int]:
@@ -175,17 +182,19 @@ class FeedState:
 
 
 def merged(states: list[FeedState]) -> Advisories | None:
-    """Every loaded feed as one index (None when none has loaded)."""
+    """Every loaded feed as one index (None when none has loaded); a type some feed that has
+    not loaded speaks for is not covered (unknown)."""
     loaded = [s.advisories for s in states if s.advisories is not None]
     if not loaded:
         return None
-    if len(loaded) == 1:
+    waiting = {kind for s in states if s.advisories is None for kind in s.settings.ecosystems}
+    if len(loaded) == 1 and not waiting:
         return loaded[0]
     packages: dict[tuple[str, str], tuple[Affected, ...]] = {}
     for one in loaded:
         for key, found in one.packages.items():
             packages[key] = packages.get(key, ()) + found
-    covers = frozenset().union(*(one.covers for one in loaded))
+    covers = frozenset().union(*(one.covers for one in loaded)) - waiting
     digest = hashlib.sha256("".join(one.digest for one in loaded).encode()).hexdigest()
     newest = max((one.newest for one in loaded if one.newest), default=None)
     feeds: dict[str, tuple[str, ...]] = {}
@@ -216,11 +225,20 @@ class Feeds:
         """Download what changed at each URL, read every feed whose file changed (all, with
         `force`); True when what the feeds say changed."""
         changed = False
+        before = self.pending()
         for state in self.states:
             changed = await self._refresh(state, force) or changed
+        changed = changed or self.pending() != before
         if changed:
             self.current = merged(self.states)
         return changed
+
+    def pending(self) -> frozenset[str]:
+        """The types some feed speaks for that has not loaded yet: unknown whatever the
+        others say (a malware feed down must not make a vulnerability feed's silence count)."""
+        return frozenset(
+            kind for s in self.states if s.advisories is None for kind in s.settings.ecosystems
+        )
 
     async def _refresh(self, state: FeedState, force: bool) -> bool:
         now = datetime.now(UTC)
@@ -243,7 +261,13 @@ class Feeds:
         started = time.monotonic()
         try:
             advisories = await isolated.run(read, feed, path)
-        except (FeedInvalid, HelperFailed) as exc:
+            last = state.advisories
+            if last is not None and good(advisories) * 2 < good(last):
+                raise FeedInvalid(  # a truncated or half-written feed, most likely
+                    f"it has {good(advisories)} good records where the last good feed had "
+                    f"{good(last)}: fewer than half", advisories.skipped
+                )  # fmt: skip
+        except Exception as exc:  # FeedInvalid, HelperFailed, or what a damaged file raised
             state.signature = seen
             self._failed(state, now, exc)
             return False
@@ -317,12 +341,12 @@ async def download(
         _, fresh, answered = await confined(
             session, "GET", feed.url, origin(feed.url), lambda _: headers, timeout, save
         )
-    except RedirectRefused as exc:
-        raise FeedInvalid(f"{shown}: {exc}") from None
-    except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
-        raise FeedInvalid(f"{shown} could not be fetched: {type(exc).__name__}") from None
-    except BaseException:
+    except BaseException as exc:
         await asyncio.to_thread(_replace_or_drop, partial, path, False)
+        if isinstance(exc, RedirectRefused):
+            raise FeedInvalid(f"{shown}: {exc}") from None
+        if isinstance(exc, (TimeoutError, aiohttp.ClientError, ValueError, OSError)):
+            raise FeedInvalid(f"{shown} could not be fetched: {type(exc).__name__}") from None
         raise
     if fresh:
         await asyncio.to_thread(_replace_or_drop, partial, path, True)

@@ -26,7 +26,7 @@ import orjson
 
 from gateway.errors import FeedInvalid
 from gateway.registries import ECOSYSTEMS
-from gateway.registries.base import MAX_VERSION, Ecosystem, version_class
+from gateway.registries.base import MAX_VERSION, SEMVER, Ecosystem, version_class
 
 if TYPE_CHECKING:
     from univers.versions import Version
@@ -237,7 +237,7 @@ def read_feed(documents: Iterable[bytes], covers: frozenset[str], digest: str = 
 
 def _semver(version: str) -> Version | None:
     text = version.removeprefix("v")
-    if not text or len(text) > MAX_VERSION:
+    if len(text) > MAX_VERSION or SEMVER.fullmatch(text) is None:
         return None
     try:
         return version_class("SemverVersion")(text)
@@ -262,36 +262,81 @@ class Judge:
             self._orders[key] = made
         return self._orders[key]
 
+    @staticmethod
+    def _every(events: tuple[Event, ...]) -> bool:
+        """A range of every version: introduced at "0", nothing after (or a limit of "*")."""
+        return bool(events) and all(
+            (k == "introduced" and v == "0") or (k == "limit" and v == "*") for k, v in events
+        )
+
     def _affects(self, ecosystem: Ecosystem, kind: str, events: tuple[Event, ...],
-                 version: str) -> bool | None:  # fmt: skip
-        """Whether one range covers the version (None: it cannot be told)."""
-        mine = self._order(kind, ecosystem, version)
+                 version: str | None) -> bool | None:  # fmt: skip
+        """Whether one range covers the version (None: it cannot be told). A version its
+        order cannot read, or no version at all (the newest is installed), is covered only by
+        a range of every version. Versions that cannot be compared are not compared."""
+        if self._every(events):
+            return True
+        mine = self._order(kind, ecosystem, version) if version is not None else None
         if mine is None:
-            every = all(v == "0" for k, v in events if k == "introduced") and all(
-                k == "introduced" for k, _ in events
-            )
-            return True if events and every else None  # "every version" needs no order
+            return None
+        try:
+            return self._within(kind, ecosystem, events, mine)
+        except Exception:  # orders of one library that still do not compare: cannot tell
+            return None
+
+    def _within(self, kind: str, ecosystem: Ecosystem, events: tuple[Event, ...],
+                mine: Version) -> bool | None:  # fmt: skip
         affected = False
         ordered: list[tuple[Version, str]] = []
+        limits: list[Version] = []
+        unlimited = False
         for event_kind, text in events:
             if event_kind == "introduced" and text == "0":
                 affected = True  # "0": before every version, so the first event in order
                 continue
+            if event_kind == "limit" and text == "*":
+                unlimited = True
+                continue
             order = self._order(kind, ecosystem, text)
             if order is None:
                 return None
-            ordered.append((order, event_kind))
+            if event_kind == "limit":  # the schema's BeforeLimits: below any of them
+                limits.append(order)
+            else:
+                ordered.append((order, event_kind))
         ordered.sort(key=lambda pair: pair[0])
         for order, event_kind in ordered:
             if event_kind == "introduced":
                 affected = affected or mine >= order
-            elif mine > order or (mine == order and event_kind != "last_affected"):
-                affected = False  # fixed or limit at or below it, last_affected below it
+            elif mine > order or (mine == order and event_kind == "fixed"):
+                affected = False  # fixed at or below it, last_affected below it
+        if limits and not unlimited:
+            affected = affected and any(mine < limit for limit in limits)
         return affected
 
-    def finding(self, registry_type: str, identifier: str, version: str) -> Finding | None:
-        """What the feed says of one package version; None when OSV has no ecosystem for
-        its type (nothing to know, nothing unknown)."""
+    def _listed(self, ecosystem: Ecosystem, listed: frozenset[str], version: str | None) -> bool:
+        """Whether the version is one of `versions`, as its tool reads both (`1.0` is `1.0.0`
+        to pip; go's `v1.0.0` is OSV's `1.0.0`)."""
+        if version is None or not listed:
+            return False
+        if version in listed:
+            return True
+        mine = self._order("ECOSYSTEM", ecosystem, version)
+        if mine is None:
+            return False
+        for text in listed:
+            other = self._order("ECOSYSTEM", ecosystem, text)
+            try:
+                if other is not None and other == mine:
+                    return True
+            except Exception:  # not comparable: not the same version
+                continue
+        return False
+
+    def finding(self, registry_type: str, identifier: str, version: str | None) -> Finding | None:
+        """What the feed says of one package version (`version` None: the package names none,
+        so its tool installs the newest); None when OSV has no ecosystem for its type
+        (nothing to know, nothing unknown)."""
         ecosystem = ECOSYSTEMS.get(registry_type)
         if ecosystem is None or ecosystem.osv is None:
             return None
@@ -304,13 +349,10 @@ class Judge:
         hits: list[Advisory] = []
         unsure = False
         for affected in found:
-            verdict: bool | None = version in affected.versions or None
-            if verdict is None:
-                verdict = False
-                for kind, ranges in (
-                    ("SEMVER", affected.semver),
-                    ("ECOSYSTEM", affected.ecosystem),
-                ):
+            verdict = self._listed(ecosystem, affected.versions, version)
+            if not verdict:
+                kinds = (("SEMVER", affected.semver), ("ECOSYSTEM", affected.ecosystem))
+                for kind, ranges in kinds:
                     for events in ranges:
                         one = self._affects(ecosystem, kind, events, version)
                         if one:
@@ -320,7 +362,8 @@ class Judge:
                             unsure = True
                     if verdict:
                         break
-                unsure = unsure or (affected.opaque and not verdict)
+                # a GIT range, or a version not named: what it covers cannot be told
+                unsure = unsure or (not verdict and (affected.opaque or version is None))
             if verdict and affected.advisory not in hits:
                 hits.append(affected.advisory)
         if hits:

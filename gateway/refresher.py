@@ -376,7 +376,10 @@ class Refresher:
     async def _advisory_loop(self) -> None:
         while True:
             await asyncio.sleep(self.advisories.interval())
-            await self.refresh_advisories()
+            try:
+                await self.refresh_advisories()
+            except Exception:  # the loop goes on: the last good feeds stay in use
+                log.exception("advisory_refresh_failed")
 
     async def _reverify_loop(self) -> None:
         """Results age out after `ttl`: a rebuild then finds them pending and asks again."""

@@ -67,7 +67,7 @@ def _view_inputs(config: FederationConfig, view: str) -> tuple[object, ...]:
     """Everything in a config that a view's items depend on (upstream data aside)."""
     own = config.views.get(view)
     exists = view == DEFAULT_VIEW or own is not None
-    return (exists, config.policy, own, config.mirrors)
+    return (exists, config.policy, own, config.mirrors, bool(config.trust.osv))  # marks or not
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
 
 from gateway.osv import SEVERITIES, Advisories, Advisory, Finding, Judge
 from gateway.registries import ECOSYSTEMS
@@ -34,6 +35,7 @@ from gateway.served import Mark
 if TYPE_CHECKING:
     from gateway.entry import Entry
 
+log = structlog.get_logger("gateway.trust")
 OSV_TYPES = frozenset(name for name, e in ECOSYSTEMS.items() if e.osv is not None)
 _COMPARATOR = re.compile(r"(>=|<=|>|<)?(.+)")
 
@@ -42,7 +44,7 @@ _COMPARATOR = re.compile(r"(>=|<=|>|<)?(.+)")
 class PackageTrust:
     registry_type: str
     identifier: str
-    version: str
+    version: str | None  # None: the package names none (its tool installs the newest)
     finding: Finding
 
 
@@ -65,7 +67,10 @@ class VersionTrust:
 NOTHING = VersionTrust(False, None, False, (), ())
 
 
-def _packages(entry: Entry) -> list[tuple[str, str, str]]:
+def _packages(entry: Entry) -> list[tuple[str, str, str | None]]:
+    """(type, identifier, version) of each package of a type OSV covers. A package that names
+    no version as a string has None: its tool installs the newest, whatever the server's own
+    version says."""
     try:
         server = orjson.loads(entry.server_json)
     except orjson.JSONDecodeError:  # an entry's bytes were parsed when it was made
@@ -74,10 +79,9 @@ def _packages(entry: Entry) -> list[tuple[str, str, str]]:
     for package in server.get("packages") or () if isinstance(server, dict) else ():
         if not isinstance(package, dict):
             continue
-        kind, ident = package.get("registryType"), package.get("identifier")
-        version = package.get("version") or entry.version
-        if kind in OSV_TYPES and isinstance(ident, str) and isinstance(version, str):
-            found.append((kind, ident, version))
+        kind, ident, version = (package.get(k) for k in ("registryType", "identifier", "version"))
+        if kind in OSV_TYPES and isinstance(ident, str):
+            found.append((kind, ident, version if isinstance(version, str) and version else None))
     return found
 
 
@@ -150,7 +154,13 @@ class Trust:
         else:
             known = self._facts.get(id(entry))
             if known is None:
-                known = self._facts[id(entry)] = judged(self._judge, entry, self.detail)
+                try:
+                    made = judged(self._judge, entry, self.detail)
+                except Exception:  # never a reason for a build to fail: it cannot be told
+                    log.exception("advisory_judgement_failed", name=entry.name,
+                                  version=entry.version)  # fmt: skip
+                    made = UNKNOWN
+                known = self._facts[id(entry)] = made
                 self._held.append(entry)
             facts = known
         self._last_entry, self._last_facts = entry, facts

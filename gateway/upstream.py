@@ -181,6 +181,8 @@ class RegistryClient:
             return body
         except RedirectRefused as exc:
             raise UpstreamInvalid(name, str(exc), url=self.shown_url) from None
+        except ValueError:  # a Location that is not a URL
+            raise UpstreamInvalid(name, "a redirect to no URL", url=self.shown_url) from None
         except TimeoutError:
             raise UpstreamUnavailable(name, "timed out", url=self.shown_url) from None
         except aiohttp.ClientError as exc:

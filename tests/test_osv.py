@@ -252,3 +252,80 @@ def test_any_json_is_read_or_skipped_never_an_error(document: object) -> None:
     j = Judge(feed)
     for kind, name in feed.packages:
         j.finding(kind, name, "1.0.0")
+
+
+# -- what a hostile feed or upstream tried, found in review ------------------------------------
+
+LIMITS = [
+    ([("introduced", "0"), ("limit", "1.0.0"), ("limit", "5.0.0")], "3.0.0", True),
+    ([("introduced", "0"), ("limit", "1.0.0"), ("limit", "5.0.0")], "5.0.0", False),
+    ([("introduced", "0"), ("limit", "*")], "9.0.0", True),
+    ([("introduced", "1.0.0"), ("limit", "*")], "0.5.0", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("events", "version", "affected"), LIMITS)
+def test_limits_bound_a_range_as_the_schema_says(
+    events: list[tuple[str, str]], version: str, affected: bool
+) -> None:
+    j = judge(record(ranges=[between(*events)]))
+    assert state(j, "npm", "left-pad", version) == ("present" if affected else "absent")
+
+
+@pytest.mark.parametrize(
+    ("kind", "ecosystem", "version"),
+    [("npm", "npm", "1.x"), ("npm", "npm", "1"), ("npm", "npm", "^1.0.0"),
+     ("cargo", "crates.io", "1"), ("go", "Go", "v1"), ("maven", "Maven", "LATEST"),
+     ("maven", "Maven", "RELEASE"), ("nuget", "NuGet", "v"), ("nuget", "NuGet", "1.x")],
+)  # fmt: skip
+def test_a_version_its_tool_reads_as_a_range_is_never_absent(
+    kind: str, ecosystem: str, version: str
+) -> None:
+    """`npx evil@1.x` installs the newest 1.x: a range that starts after 1.0.0 may cover it."""
+    name = "org.acme:evil" if kind == "maven" else "evil"
+    j = judge(record("GHSA-R", ecosystem=ecosystem, name=name,
+                     ranges=[between(("introduced", "1.0.5"), ("fixed", "1.9.0"))]))  # fmt: skip
+    assert state(j, kind, name, version) == "unknown"
+    every = judge(record("MAL-2026-7", ecosystem=ecosystem, name=name,
+                         ranges=[between(("introduced", "0"))]))  # fmt: skip
+    assert state(every, kind, name, version) == "present"
+
+
+@pytest.mark.parametrize(
+    ("kind", "ecosystem", "listed", "version"),
+    [("pypi", "PyPI", "1.0.0", "1.0"), ("pypi", "PyPI", "1.0.0", "1.0.0.0"),
+     ("go", "Go", "1.0.0", "v1.0.0"), ("nuget", "NuGet", "1.0.0", "1.0"),
+     ("maven", "Maven", "1.0", "1.0.0"), ("npm", "npm", "1.0.0", "1.0.0+build.1")],
+)  # fmt: skip
+def test_a_listed_version_matches_in_any_spelling_of_it(
+    kind: str, ecosystem: str, listed: str, version: str
+) -> None:
+    name = "org.acme:evil" if kind == "maven" else "evil"
+    j = judge(record("MAL-2026-8", ecosystem=ecosystem, name=name, versions=[listed]))
+    assert state(j, kind, name, version) == "present"
+
+
+def test_a_package_naming_no_version_is_judged_for_whatever_its_tool_installs() -> None:
+    ranged = judge(record(ranges=[between(("introduced", "1.1.0"))]))
+    every = judge(record("MAL-2026-9", ranges=[between(("introduced", "0"))]))
+    assert state(ranged, "npm", "left-pad", None) == "unknown"  # type: ignore[arg-type]
+    assert state(every, "npm", "left-pad", None) == "present"  # type: ignore[arg-type]
+    assert state(every, "npm", "other", None) == "absent"  # type: ignore[arg-type]
+
+
+VERSIONISH = st.text(alphabet="0123456789.-+vVxX*^~<>=abcrLATESTRELASNAPHOT", max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(EVERY)), VERSIONISH, st.lists(VERSIONISH, min_size=1, max_size=3),
+       st.sampled_from(["SEMVER", "ECOSYSTEM"]))  # fmt: skip
+def test_any_version_against_any_range_is_an_answer_never_an_error(
+    kind: str, version: str, events: list[str], range_kind: str
+) -> None:
+    ecosystem = ECOSYSTEMS[kind].osv
+    assert ecosystem is not None
+    name = "org.acme:x" if kind == "maven" else "x"
+    keys = ["introduced", "fixed", "last_affected", "limit"]
+    j = judge(record(ecosystem=ecosystem, name=name, versions=events[:1], ranges=[
+        between(*[(keys[i % 4], e) for i, e in enumerate(events)], kind=range_kind)]))  # fmt: skip
+    assert state(j, kind, name, version) in ("present", "absent", "unknown")

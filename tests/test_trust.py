@@ -518,3 +518,88 @@ def test_what_the_feed_said_of_versions_gone_is_let_go() -> None:
         builder.build([Source("one", [entry])], {"one": Origin("one", now)}, now,
                       advisories=advisories)  # fmt: skip
     assert len(builder.trust._held) <= _FORGET_EVERY
+
+
+# -- feeds that turn to garbage, break, or never load -------------------------------------------
+
+
+def _zip_of(path: Path, *records: bytes) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index, data in enumerate(records):
+            archive.writestr(f"r{index}.json", data)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"[]", b'{"error": "rate limited"}', b"<html>503</html>", MALWARE[:40], "empty-zip",
+     "half", "damaged-zip"],
+)  # fmt: skip
+async def test_a_feed_turned_to_garbage_is_refused_and_the_last_good_stays(
+    tmp_path: Path, garbage: bytes | str
+) -> None:
+    from gateway.advisories import Feeds
+    from gateway.trust_config import TrustSettings
+
+    path = tmp_path / "all.zip"
+    _zip_of(
+        path, MALWARE, *(osv(f"GHSA-{i}", "npm", f"p{i}", {"introduced": "0"}) for i in range(9))
+    )
+    feeds = Feeds(TrustSettings.model_validate(
+        {"osv": [{"name": "f", "file": str(path), "ecosystems": ["npm"]}]}), tmp_path)  # fmt: skip
+    assert await feeds.refresh() is True
+    if garbage == "empty-zip":
+        _zip_of(path)
+    elif garbage == "half":  # a feed that lost most of its records at once
+        _zip_of(path, MALWARE, osv("GHSA-0", "npm", "p0", {"introduced": "0"}))
+    elif garbage == "damaged-zip":
+        data = bytearray(path.read_bytes())
+        data[60:90] = b"\xff" * 30  # inside the first member's compressed bytes
+        path.write_bytes(bytes(data))
+    else:
+        assert isinstance(garbage, bytes)
+        path.write_bytes(garbage)
+    assert await feeds.refresh() is False  # no exception: the refresh loop goes on
+    assert feeds.states[0].last_error
+    assert feeds.current is not None
+    assert ("npm", "acme-weather") in feeds.current.packages  # the last good feed
+
+
+async def test_a_type_a_feed_that_never_loaded_speaks_for_stays_unknown(tmp_path: Path) -> None:
+    from gateway.advisories import Feeds
+    from gateway.osv import Judge
+    from gateway.trust_config import TrustSettings
+
+    vulns = tmp_path / "vulns.zip"
+    _zip_of(vulns, VULNERABLE_NPM)
+    feeds = Feeds(TrustSettings.model_validate({"osv": [
+        {"name": "vulns", "file": str(vulns), "ecosystems": ["npm"]},
+        {"name": "malware", "file": str(tmp_path / "missing.zip"), "ecosystems": ["npm"]},
+    ]}), tmp_path)  # fmt: skip
+    await feeds.refresh()
+    finding = Judge(feeds.current).finding("npm", "evil", "1.0.0")
+    assert finding is not None
+    assert finding.state == "unknown"  # the malware feed could have named it
+    _zip_of(tmp_path / "missing.zip", MALWARE)
+    assert await feeds.refresh() is True
+    finding = Judge(feeds.current).finding("npm", "evil", "1.0.0")
+    assert finding is not None
+    assert finding.state == "absent"
+
+
+def test_a_package_with_no_version_or_not_a_string_is_not_judged_by_the_servers() -> None:
+    from datetime import UTC, datetime
+
+    from gateway.entry import parse_item
+    from gateway.osv import read_feed
+    from gateway.trust import Trust
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    feed = read_feed([osv("GHSA-late", "npm", "evil", {"introduced": "1.1.0"})], frozenset({"npm"}))
+    trust = Trust()
+    trust.use(feed)
+    for version in (None, "", 1.0):
+        pkg = {"registryType": "npm", "identifier": "evil", "transport": {"type": "stdio"}}
+        if version is not None:
+            pkg["version"] = version
+        entry = parse_item(server_entry("io.github.x/evil", "1.0.0", packages=[pkg]), seen_at=now)
+        assert trust.of(entry).malicious is None  # the newest is installed: it may be affected

@@ -176,7 +176,7 @@ async def test_a_redirect_under_the_upstreams_url_is_followed(
     "location",
     ["/elsewhere/v0.1/servers", "/base/../elsewhere", "/base/%2e%2e/elsewhere",
      "/base/%252e%252e/elsewhere", "//{host}/elsewhere", "http://u:p@{host}/base/v0.1/servers",
-     "https://{host}/base/v0.1/servers", "/base\\..\\elsewhere"],
+     "https://{host}/base/v0.1/servers", "/base\\..\\elsewhere", "http://[::1"],
 )  # fmt: skip
 async def test_every_way_out_of_the_upstreams_url_is_refused(
     aiohttp_server: Any, session: Any, location: str

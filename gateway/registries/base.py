@@ -28,6 +28,10 @@ Package = dict[str, Any]
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
 LOCATION = re.compile(r"https?://[^\s\"'<>\\^`|{}]+")
 MAX_VERSION = 256  # characters of a version string compared at all
+_IDS = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
+# SemVer 2.0 (npm, cargo; go with its `v`), NuGet's (up to four numbers)
+SEMVER = re.compile(rf"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-{_IDS})?(?:\+{_IDS})?")
+NUGET_VERSION = re.compile(rf"[0-9]+(?:\.[0-9]+){{1,3}}(?:-{_IDS})?(?:\+{_IDS})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +93,20 @@ class Ecosystem:
     identifier: re.Pattern[str]  # what an identifier may look like in a shown command
     osv: str | None = None  # its name in OSV advisories, when OSV covers it
     _versions: str | None = None  # its tool's version order: a class of `univers.versions`
+    # What a single version looks like to its tool: the order's library reads more (`1.x`,
+    # `1`, `LATEST`), which the tool takes for a range or the newest, not one version.
+    _exact: re.Pattern[str] | None = None
+    _build_ignored = False  # SemVer's `+build` does not order (npm, cargo, nuget drop it)
 
     def order(self, version: str) -> Version | None:
         """The version as its tool orders it (comparable with `<`), or None when the tool
-        would not read it as a version."""
+        would not read it as one version."""
         if self._versions is None or not version or len(version) > MAX_VERSION:
             return None
+        if self._exact is not None and self._exact.fullmatch(version) is None:
+            return None
+        if self._build_ignored:
+            version = version.partition("+")[0]
         try:
             return version_class(self._versions)(version)
         except Exception:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import orjson
 
 from gateway.errors import MirrorGarbled
-from gateway.registries.base import Ask, Check, Index
+from gateway.registries.base import SEMVER, Ask, Check, Index
 
 
 def index_path(name: str) -> str:
@@ -30,6 +30,8 @@ class Cargo(Index):
     public_hosts = frozenset({"crates.io", "index.crates.io"})
     identifier = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
     osv = "crates.io"
+    _exact = SEMVER  # `1.x`, `^1.2` and `1` are ranges to it
+    _build_ignored = True
     _versions = "SemverVersion"  # cargo orders SemVer 2.0
 
     def osv_name(self, identifier: str) -> str:

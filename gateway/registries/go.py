@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from gateway.errors import MirrorGarbled
-from gateway.registries.base import Ask, Check, Index
+from gateway.registries.base import SEMVER, Ask, Check, Index
 
 if TYPE_CHECKING:
     from univers.versions import Version
@@ -42,6 +42,7 @@ class Go(Index):
     public_hosts = frozenset({"proxy.golang.org"})
     identifier = _PATH
     osv = "Go"
+    _exact = re.compile(r"v" + SEMVER.pattern)  # `v1` is not a version to go
     _versions = "GolangVersion"  # `v` SemVer, pseudo-versions and `+incompatible` as go reads them
 
     def order(self, version: str) -> Version | None:

@@ -81,6 +81,8 @@ class Maven(Index):
     public_hosts = frozenset({"repo1.maven.org", "repo.maven.apache.org", "central.sonatype.com"})
     identifier = _COORDINATES
     osv = "Maven"  # names `groupId:artifactId`, as identifiers are
+    # A version starts with a digit: `LATEST` and `RELEASE` name the newest, and `[1.0,)` a range
+    _exact = re.compile(r"[0-9][0-9A-Za-z._+-]*")
     _versions = "MavenVersion"  # Maven's ComparableVersion: 1.0-alpha < 1.0-rc1 < 1.0 < 1.0-sp
 
     def ask(self, check: Check) -> Ask:

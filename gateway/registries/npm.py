@@ -11,7 +11,7 @@ from urllib.parse import quote
 import orjson
 
 from gateway.errors import MirrorGarbled
-from gateway.registries.base import Ask, Check, Index
+from gateway.registries.base import SEMVER, Ask, Check, Index
 
 
 class Npm(Index):
@@ -20,6 +20,8 @@ class Npm(Index):
     public_hosts = frozenset({"registry.npmjs.org", "registry.npmjs.com"})
     identifier = re.compile(r"(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*")
     osv = "npm"
+    _exact = SEMVER  # `1.x`, `^1.2` and `1` are ranges to it
+    _build_ignored = True
     _versions = "SemverVersion"  # node-semver orders SemVer 2.0
 
     def ask(self, check: Check) -> Ask:

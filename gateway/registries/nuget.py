@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway.errors import MirrorGarbled
-from gateway.registries.base import Ask, Check, Index
+from gateway.registries.base import NUGET_VERSION, Ask, Check, Index
 
 
 class Nuget(Index):
@@ -21,6 +21,8 @@ class Nuget(Index):
     public_hosts = frozenset({"api.nuget.org", "www.nuget.org"})
     identifier = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
     osv = "NuGet"
+    _exact = NUGET_VERSION
+    _build_ignored = True
     _versions = "NugetVersion"  # NuGet's SemVer: four numbers, labels in any case
 
     def osv_name(self, identifier: str) -> str:
