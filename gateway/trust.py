@@ -20,13 +20,13 @@ is kept while the feed does not change.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import structlog
 
 from gateway.osv import SEVERITIES, Advisories, Advisory, Finding, Judge
 from gateway.registries import ECOSYSTEMS
@@ -35,7 +35,7 @@ from gateway.served import Mark
 if TYPE_CHECKING:
     from gateway.entry import Entry
 
-log = structlog.get_logger("gateway.trust")
+log = logging.getLogger("gateway.trust")  # the core imports no asyncio (structlog does)
 OSV_TYPES = frozenset(name for name, e in ECOSYSTEMS.items() if e.osv is not None)
 _COMPARATOR = re.compile(r"(>=|<=|>|<)?(.+)")
 
@@ -157,8 +157,7 @@ class Trust:
                 try:
                     made = judged(self._judge, entry, self.detail)
                 except Exception:  # never a reason for a build to fail: it cannot be told
-                    log.exception("advisory_judgement_failed", name=entry.name,
-                                  version=entry.version)  # fmt: skip
+                    log.exception("advisory_judgement_failed: %s %s", entry.name, entry.version)
                     made = UNKNOWN
                 known = self._facts[id(entry)] = made
                 self._held.append(entry)
