@@ -16,6 +16,7 @@ the package types it speaks for are unknown.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import stat
@@ -115,13 +116,17 @@ def documents(feed: OsvFeed, path: Path) -> Iterator[bytes]:
 
 
 def read(feed: OsvFeed, path: Path) -> Advisories:
-    """One feed's file, read and indexed (in the helper process: see the module's docstring)."""
+    """One feed's file, read and indexed (in the helper process: see the module's docstring).
+    Records are read one at a time, never all held at once."""
     digest = hashlib.sha256()
-    chunks = []
-    for data in documents(feed, path):
-        digest.update(len(data).to_bytes(8, "little") + data)
-        chunks.append(data)
-    advisories = read_feed(chunks, frozenset(feed.ecosystems), digest.hexdigest())
+
+    def hashed() -> Iterator[bytes]:
+        for data in documents(feed, path):
+            digest.update(len(data).to_bytes(8, "little") + data)
+            yield data
+
+    advisories = read_feed(hashed(), frozenset(feed.ecosystems))
+    advisories = dataclasses.replace(advisories, digest=digest.hexdigest())
     advisories.feeds.update((kind, (feed.name,)) for kind in feed.ecosystems)
     if advisories.records > feed.max_records:  # one file may hold a list of records
         raise FeedInvalid("it has more records than max_records")
