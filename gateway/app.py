@@ -42,6 +42,7 @@ from gateway.pacing import ON_LOOP, Allowance
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
 from gateway.routes import Route, resolve
+from gateway.snapshot import Snapshot
 from gateway.web import (
     ASSETS,
     CSP,
@@ -276,6 +277,20 @@ async def _page(
         return _html(
             message_page("Starting", _sentence(NotReady(refresher.awaiting()).detail), views), 503
         )
+    with refresher.readers.reading(snapshot):  # across the awaits below: not released
+        return await _view_page(app, request, refresher, page, snapshot, views)
+
+
+async def _view_page(
+    app: web.Application,
+    request: web.BaseRequest,
+    refresher: Refresher,
+    page: Route,
+    snapshot: Snapshot,
+    views: list[str],
+) -> web.Response:
+    """A view's catalog page or a server's page, from this snapshot."""
+    config = refresher.config
     view = snapshot.views.get(page.view)
     if view is None:
         return _html(
@@ -324,7 +339,11 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
         raise NotReady(refresher.awaiting())
     raw = request.raw_path if method == "GET" else None  # remembered for the fast path
     answer = app[API].answer(snapshot, route, request.query, raw=raw)
-    rendered = answer if isinstance(answer, Rendered) else await answer.finished()
+    if isinstance(answer, Rendered):
+        rendered = answer
+    else:
+        with refresher.readers.reading(snapshot):  # read in a worker thread: not released
+            rendered = await answer.finished()
     response = respond(request, rendered)
     if snapshot is not None and snapshot.stale and endpoint in CATALOG_ENDPOINTS:
         response.headers[STALE_HEADER] = ", ".join(snapshot.stale)

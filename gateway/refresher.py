@@ -31,6 +31,7 @@ from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
 from gateway.errors import Awaited
 from gateway.feed import Feed
 from gateway.merge import Source
+from gateway.readers import Readers
 from gateway.registries.base import Check
 from gateway.snapshot import Builder, Snapshot, advisory_states, release, view_policies
 from gateway.status import (
@@ -43,6 +44,7 @@ from gateway.status import (
 from gateway.verify import Verifier
 
 log = structlog.get_logger("gateway.refresher")
+READERS_WAIT = 10.0  # seconds a replaced catalog waits for the requests still reading it
 
 
 def origin_of(feed: Feed, now: datetime) -> Origin:
@@ -93,6 +95,7 @@ class Refresher:
         self._retired: Builder | None = None  # replaced by a reload: freed after the next swap
         # served versions per view by what the advisory feeds say, counted after each build
         self.advisory_states: dict[str, dict[str, int]] = {}
+        self.readers = Readers()  # requests reading a snapshot across awaits
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -298,6 +301,9 @@ class Refresher:
         self.build_durations = [*self.build_durations[-99:], duration]
         # What the new catalog does not share is freed in a worker thread, a slice at a time
         # (see `release`), not in one stall of the event loop; the next build waits for it.
+        # Release empties the old catalog's lists: not while a request still reads them.
+        if replaced is not None and not await self.readers.done(replaced, READERS_WAIT):
+            replaced = None  # freed by reference counting once its last reader is done
         await asyncio.to_thread(release, replaced, retired)
         log.info(
             "catalog_swapped",

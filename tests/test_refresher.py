@@ -65,3 +65,35 @@ async def test_malformed_entries_are_skipped_one_by_one(
     client = await serve(make_config(upstreams=[upstream]))
     assert await names(client) == ["io.github.ok/a@1.0.0", "io.github.ok/b@1.0.0"]
     assert client.app[REFRESHER].feeds[0].skipped == 3
+
+
+async def test_a_catalog_a_request_still_reads_is_not_released_under_it(
+    tmp_path: Any, make_config: Any, serve: Any, monkeypatch: Any
+) -> None:
+    """A server page waits for its account and a long search for its worker thread, holding
+    the snapshot they began with: a rebuild meanwhile waits to empty that snapshot's lists
+    (it used to empty them at once: the page then said the view serves no version)."""
+    import asyncio
+
+    import gateway.refresher
+    from gateway.app import REFRESHER
+    from tests.conftest import file_upstream
+    from tests.fakes import server_entry
+
+    upstream = file_upstream(tmp_path / "data", "u", [server_entry("io.github.a/n", "1.0.0")])
+    client = await serve(make_config(upstreams=[upstream], access_log=False))
+    refresher = client.server.app[REFRESHER]
+    old = refresher.snapshot
+    with refresher.readers.reading(old):
+        rebuilding = asyncio.create_task(refresher.rebuild_now())
+        await asyncio.sleep(0.1)
+        assert refresher.snapshot is not old  # the new one is served at once
+        assert not rebuilding.done()  # but the old one is not released yet
+        assert len(old.views["default"].every.items) == 1
+    await rebuilding
+    assert old.views["default"].every.items == []  # released once its reader was done
+    monkeypatch.setattr(gateway.refresher, "READERS_WAIT", 0.05)
+    older = refresher.snapshot
+    with refresher.readers.reading(older):  # a reader that never finishes: not waited for
+        await refresher.rebuild_now()
+        assert len(older.views["default"].every.items) == 1  # dropped, not emptied under it
