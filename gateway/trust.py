@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway import trust_config
 from gateway.osv import SEVERITIES, Advisories, Advisory, Finding, Judge
+from gateway.registries import ECOSYSTEMS
 from gateway.served import Mark
 
 if TYPE_CHECKING:
     from gateway.entry import Entry
 
 log = logging.getLogger("gateway.trust")  # the core imports no asyncio (structlog does)
-OSV_TYPES = frozenset(trust_config.OSV_TYPES)  # the types OSV has an ecosystem for
+OSV_TYPES = frozenset(name for name, e in ECOSYSTEMS.items() if e.osv is not None)
 _COMPARATOR = re.compile(r"(>=|<=|>|<)?(.+)")
 
 
