@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import orjson
 
-from gateway import __version__, isolated
+from gateway import __version__
 from gateway.advisories import read_all
 from gateway.api import list_body
 from gateway.config import (
@@ -40,7 +41,7 @@ from gateway.serve import serve
 from gateway.shaping import Lookup, no_lookup
 from gateway.snapshot import Snapshot, build_snapshot, view_policies
 from gateway.trust import Trust
-from gateway.verify import Verifier
+from gateway.verify import answers
 from gateway.view import ViewPolicy
 
 DEMO_CONFIG = Path(__file__).parent / "demo"
@@ -128,7 +129,7 @@ async def _verify_for(
     now: datetime,
 ) -> Lookup:
     """Ask the mirrors about this one server's packages (only where verification is on)."""
-    if all(policy.verify_mode == "off" for policy in policies):
+    if all(policy.verify_mode == "off" and not policy.signing for policy in policies):
         return no_lookup
     checks = {
         check
@@ -138,10 +139,7 @@ async def _verify_for(
         for policy in policies
         for check in policy.decide(source.upstream, entry, now).pending
     }
-    async with aiohttp.ClientSession(headers={"User-Agent": "mcp-discovery-gateway"}) as session:
-        verifier = Verifier(config.mirrors.verify, session)
-        await verifier.run(checks)
-    return verifier.lookup
+    return await answers(config.mirrors.verify, config.trust.npm, checks, math.inf)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -206,15 +204,7 @@ def _print_report(report: R, as_json: bool, render: Callable[[R], str]) -> None:
 async def _ask_mirrors(diff: Diff, settings: VerifySettings, deadline: float) -> None:
     """Ask the proposed mirrors about every changed location, `settings.concurrency` at a
     time, for at most `deadline` seconds in all: what is not answered by then is unknown."""
-    async with aiohttp.ClientSession(headers={"User-Agent": "mcp-discovery-gateway"}) as session:
-        verifier = Verifier(settings, session)
-        try:
-            async with asyncio.timeout(deadline):
-                await verifier.run(diff.checks)
-        except TimeoutError:
-            pass
-    isolated.shutdown()  # a hostile answer still being parsed is abandoned
-    diff.answer(verifier.lookup)
+    diff.answer(await answers(settings, None, diff.checks, deadline))
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -228,6 +218,17 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     state_dir = current.gateway.state_dir
     before, errors = snapshot_from_state(current, state_dir, now)
     after, proposed_errors = snapshot_from_state(proposed, state_dir, now)
+    if args.verify and (current.trust.npm or proposed.trust.npm):
+        # rules on signals decide with what each config's mirrors say: asked, then rebuilt
+        configure_logging(current.gateway.log_format, current.gateway.log_level)
+        for config in (current, proposed):
+            snapshot = before if config is current else after
+            asked = answers(
+                config.mirrors.verify, config.trust.npm, snapshot.pending, args.verify_timeout
+            )
+            lookup = asyncio.run(asked)
+            rebuilt, _ = snapshot_from_state(config, state_dir, now, lookup)
+            before, after = (rebuilt, after) if config is current else (before, rebuilt)
     for error in dict.fromkeys(str(e) for e in [*errors, *proposed_errors]):
         print(f"warning: {error}", file=sys.stderr)
     if not any(len(view) for snapshot in (before, after) for view in snapshot.views.values()):

@@ -35,6 +35,7 @@ from gateway.fields import (
     RegistryTypes,
     ReverseDns,
     Severities,
+    SignalStates,
     Slug,
     Statuses,
     Strings,
@@ -162,11 +163,19 @@ class Match(Model):
     malicious: bool | Literal["unknown"] | None = None
     severity: Severities | None = None
     advisory: AdvisoryGlobs | None = None
+    # npm registry signatures and provenance (trust.yaml's npm), at the view's mirror
+    signature: SignalStates | None = None
+    provenance: SignalStates | None = None
 
     def trust_keys(self) -> list[str]:
+        """The advisory keys it names (what OSV feeds answer)."""
         return [
             key for key in ("malicious", "severity", "advisory") if getattr(self, key) is not None
         ]
+
+    def signal_keys(self) -> list[str]:
+        """The signal keys it names (what the view's mirror answers)."""
+        return [key for key in ("signature", "provenance") if getattr(self, key) is not None]
 
 
 class Rule(Model):

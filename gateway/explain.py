@@ -13,6 +13,7 @@ from gateway.merge import Shadow, Source, merge, owner_by_reservation
 from gateway.names import identity
 from gateway.semver import pick_latest
 from gateway.shaping import Lookup, no_lookup
+from gateway.signals import SIGNALS
 from gateway.trust import Trust, VersionTrust
 from gateway.view import Decision, ViewPolicy
 
@@ -186,6 +187,7 @@ def explain(
         for index, rule in enumerate(one.settings.rules)
         if (rule.allow or rule.deny or Match()).trust_keys()
     }
+    signing = _signal_rules(chosen)
     wanted = identity(name)
     relevant = [
         Source(s.upstream, [e for e in s.entries if e.identity == wanted], s.owns) for s in sources
@@ -215,9 +217,11 @@ def explain(
     for upstream, entry, shadow, decisions in decided:
         newest = {view_name: latest.get((view_name, entry.name)) for view_name, _ in decisions}
         facts = trust.of(entry) if trust is not None and config.trust.osv else None
+        by_name = {policy.name: policy for policy in chosen}
         verdicts = tuple(
             (view_name, _verdict(d, d.served and newest[view_name] == entry.version,
-                                 _signals(facts, d.rules, trusting)))
+                                 _signals(facts, d.rules, trusting)
+                                 + _read(by_name[view_name], entry, d.rules, signing, lookup)))
             for view_name, d in decisions
         )  # fmt: skip
         versions.append(
@@ -246,6 +250,48 @@ def _signals(
     if facts.malicious is None:
         return ("unknown: no advisory feed could tell",)
     return ("no known advisory",)
+
+
+def _signal_rules(policies: Sequence[ViewPolicy]) -> dict[str, list[str]]:
+    """The rules on npm signals, and the signals they read; a file's `default` too when
+    some rule of it reads signals (a version no rule admitted: what did they read?)."""
+    found: dict[str, list[str]] = {}
+    for policy in policies:
+        for one in policy.policies:
+            for index, rule in enumerate(one.settings.rules):
+                read = (rule.allow or rule.deny or Match()).signal_keys()
+                if read:
+                    found[f"{one.source} rules[{index}]"] = read
+                    default = found.setdefault(f"{one.source} default", [])
+                    default.extend(key for key in read if key not in default)
+    return found
+
+
+def _read(
+    policy: ViewPolicy,
+    entry: Entry,
+    rules: tuple[str, ...],
+    signing: dict[str, list[str]],
+    lookup: Lookup,
+) -> tuple[str, ...]:
+    """What a deciding rule on npm signals read at the view's mirror: each npm package's
+    state and why ("provenance verified: built by github.com/acme/weather at commit ...")."""
+    keys = signing.get(rules[-1]) if rules else None
+    if not keys:
+        return ()
+    read = []
+    for meta in policy.shape(entry, lookup).packages:
+        found = meta.get("signals")
+        if not isinstance(found, dict):
+            continue
+        for key in keys:
+            signal = found.get(key)
+            if isinstance(signal, dict):
+                read.append(f"{key} {signal.get('state')}: {signal.get('why')}")
+    if not read:  # no npm package at a mirror of the view
+        states = policy.states(entry)
+        read = [f"{key} {states[SIGNALS.index(key)]}" for key in keys]
+    return tuple(read)
 
 
 def _verdict(decision: Decision, is_latest: bool, signals: tuple[str, ...] = ()) -> Verdict:
@@ -303,4 +349,11 @@ def _verdict_lines(view_name: str, verdict: Verdict) -> list[str]:
         was = " ".join(str(v) for v in (original.values() if isinstance(original, dict) else ()))
         check = package.meta.get("verification", "not verified")
         lines.append(f"          {package.meta['registryType']}: {now_at} (was: {was}) [{check}]")
+        found = package.meta.get("signals")
+        if not isinstance(found, dict):
+            continue
+        for key in SIGNALS:
+            signal = found.get(key)
+            if isinstance(signal, dict):
+                lines.append(f"            {key} {signal.get('state')}: {signal.get('why')}")
     return lines

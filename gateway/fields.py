@@ -20,6 +20,7 @@ from pydantic import (
 
 from gateway import registries
 from gateway.semver import VersionRange
+from gateway.signals import SignalState
 
 
 class Model(BaseModel):
@@ -200,3 +201,5 @@ Severities = Annotated[list[Severity], *_one_or_many({"type": "string", "pattern
 AdvisoryGlobs = Annotated[
     list[AdvisoryGlob], *_one_or_many({"type": "string", "pattern": ecma(ADVISORY_GLOB)})
 ]
+# A signal's state for a version (`signature`, `provenance`: see `signals`).
+SignalStates = Annotated[list[SignalState], *_one_or_many({"enum": list(get_args(SignalState))})]

@@ -285,7 +285,7 @@ def load_config(directory: Path | str) -> FederationConfig:
         rules.update((files[name], view) for name, view in views.items())
         issues.extend(_cross_checks(gateway, policy, rules))
         if trust is not None:
-            issues.extend(_trust_checks(trust, rules))
+            issues.extend(_trust_checks(_resolve_trust(trust, directory), rules))
     if issues or gateway is None or policy is None or mirrors is None or trust is None:
         raise ConfigError(issues)
     return FederationConfig(
@@ -294,22 +294,55 @@ def load_config(directory: Path | str) -> FederationConfig:
         policy=policy,
         mirrors=mirrors,
         views=views,
-        trust=trust.model_copy(update={"osv": [
-            feed.model_copy(update={"file": directory / feed.file})
-            if feed.file is not None and not feed.file.is_absolute() else feed
-            for feed in trust.osv
-        ]}),
-    )  # fmt: skip
+        trust=_resolve_trust(trust, directory),
+    )
+
+
+def _resolve_trust(trust: TrustSettings, directory: Path) -> TrustSettings:
+    """trust.yaml's relative paths, from its directory."""
+    feeds = [
+        feed.model_copy(update={"file": directory / feed.file})
+        if feed.file is not None and not feed.file.is_absolute() else feed
+        for feed in trust.osv
+    ]  # fmt: skip
+    npm = trust.npm
+    if npm is not None and npm.trusted_root is not None and not npm.trusted_root.is_absolute():
+        npm = npm.model_copy(update={"trusted_root": directory / npm.trusted_root})
+    return trust.model_copy(update={"osv": feeds, "npm": npm})
 
 
 def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigIssue]:
     """A rule on trust signals that no feed in trust.yaml could ever answer is an error, not a
     rule that silently never matches."""
     issues = []
+    npm = trust.npm
     for file, settings in rules.items():
         for index, rule in enumerate(settings.rules):
             verb, match = ("allow", rule.allow) if rule.allow is not None else ("deny", rule.deny)
-            for key in match.trust_keys() if match is not None and not trust.osv else ():
+            if match is None:
+                continue
+            for key in match.trust_keys() if not trust.osv else ():
                 message = "no advisory feed is configured (trust.yaml: osv): it would never match"
                 issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
+            for key in match.signal_keys():
+                if npm is None or not getattr(npm, "signatures" if key == "signature" else key):
+                    message = (
+                        "npm registry keys are not configured (trust.yaml: npm.keys or "
+                        "npm.mirror_keys)" if key == "signature" else
+                        "no Sigstore trusted root is configured (trust.yaml: npm.trusted_root)"
+                    ) + ": it would never be verified"  # fmt: skip
+                    issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
+    if npm is not None and npm.trusted_root is not None:
+        issues.extend(_trusted_root_issues(npm.trusted_root))
     return issues
+
+
+def _trusted_root_issues(path: Path) -> list[ConfigIssue]:
+    """A trusted root that Sigstore cannot read is an error now, not at each verification."""
+    from gateway.provenance import load_root  # Sigstore: imported only when configured
+
+    try:
+        load_root(path)
+    except (OSError, ValueError) as exc:
+        return [ConfigIssue("trust.yaml", "npm.trusted_root", f"{path}: {exc}")]
+    return []

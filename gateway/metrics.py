@@ -90,6 +90,12 @@ class _StateCollector(Collector):
             "affects a package), absent, unknown (no feed could tell)",
             labels=["view", "state"],
         )
+        signed = GaugeMetricFamily(
+            "mcp_gateway_view_signal_versions",
+            "Versions a view serves by npm signal (signature, provenance) and its state at the "
+            "view's mirror: verified, present, absent, invalid, unknown",
+            labels=["view", "signal", "state"],
+        )
         verified = GaugeMetricFamily(
             "mcp_gateway_mirror_verification_packages",
             "Served packages by mirror verification result, over all views",
@@ -101,11 +107,14 @@ class _StateCollector(Collector):
                 hidden.add_metric([view.name, reason], count)
             for state, count in view.advisories:
                 advised.add_metric([view.name, state], count)
+            for (signal, state), count in view.signals:
+                signed.add_metric([view.name, signal, state], count)
         for result, count in status.verification:
             verified.add_metric([result], count)
         yield entries
         yield hidden
         yield advised
+        yield signed
         yield verified
         reload_failed = GaugeMetricFamily(
             "mcp_gateway_config_reload_failed", "1 while the last config reload was refused"

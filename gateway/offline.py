@@ -12,6 +12,7 @@ from gateway.entry import newest_update
 from gateway.errors import StateError
 from gateway.merge import Source
 from gateway.names import identity_matches
+from gateway.shaping import Lookup, no_lookup
 from gateway.snapshot import Snapshot, build_snapshot
 from gateway.state import load_all
 
@@ -41,12 +42,15 @@ def sources_from_state(
 
 
 def snapshot_from_state(
-    config: FederationConfig, state_dir: Path | None = None, now: datetime | None = None
+    config: FederationConfig,
+    state_dir: Path | None = None,
+    now: datetime | None = None,
+    lookup: Lookup = no_lookup,
 ) -> tuple[Snapshot, list[StateError | str]]:
-    """The config's catalog on the saved data, with what its advisory feeds say (read now);
-    and what could not be read."""
+    """The config's catalog on the saved data, with what its advisory feeds say (read now)
+    and what `lookup` knows of its mirrors; and what could not be read."""
     sources, origins, errors = sources_from_state(config, state_dir)
     advisories, unread = read_all(config.trust, state_dir or config.gateway.state_dir)
     snapshot = build_snapshot(config, sources, origins, now or datetime.now(UTC),
-                              advisories=advisories)  # fmt: skip
+                              lookup, advisories)  # fmt: skip
     return snapshot, [*errors, *unread]

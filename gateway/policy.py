@@ -14,12 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import translate
+from typing import Protocol
 
 from gateway.config import Match, Rules
 from gateway.entry import Entry
 from gateway.names import compile_globs, glob_pattern
 from gateway.pacing import Pacer
 from gateway.semver import VersionRange
+from gateway.signals import SIGNALS, SignalState
 from gateway.stepping import paced
 from gateway.trust import (
     NOTHING,
@@ -94,7 +96,34 @@ def _trust_check(test: TrustCheck, trust: Trust) -> Check:
     return check
 
 
-def _compile_match(match: Match, trust: Trust | None) -> list[Check]:
+class SignalSource(Protocol):
+    """What a view says of an entry's signals at its own mirrors (see `view.ViewPolicy`)."""
+
+    def states(self, entry: Entry) -> tuple[SignalState | None, ...]: ...
+
+
+def _signal_checks(match: Match, policy: Policy) -> list[Check]:
+    """The match's signal keys, on the states the deciding view's mirrors give (a signal not
+    collected, or a policy with no view: `unknown`)."""
+    checks: list[Check] = []
+    for index, key in enumerate(SIGNALS):
+        wanted = getattr(match, key)
+        if not wanted:
+            continue
+        allowed = frozenset(wanted)
+
+        def check(
+            _: str, entry: Entry, index: int = index, allowed: frozenset[str] = allowed
+        ) -> bool:
+            source = policy.signal_source
+            state = source.states(entry)[index] if source is not None else None
+            return (state or "unknown") in allowed
+
+        checks.append(check)
+    return checks
+
+
+def _compile_match(match: Match, trust: Trust | None, policy: Policy) -> list[Check]:
     """The checks of a match other than its name globs (see `Policy._candidates`)."""
     checks: list[Check] = []
     if match.upstream:
@@ -115,6 +144,8 @@ def _compile_match(match: Match, trust: Trust | None) -> list[Check]:
         checks.append(_any_version([VersionRange(text) for text in match.version]))
     if match.trust_keys():  # last: it reads the packages
         checks.extend(_trust_checks(match, trust if trust is not None else Trust()))
+    if match.signal_keys():  # it shapes the entry in the view
+        checks.extend(_signal_checks(match, policy))
     return checks
 
 
@@ -170,6 +201,11 @@ class Policy:
         self.trusting = any(
             (rule.allow or rule.deny or Match()).trust_keys() for rule in settings.rules
         )  # it reads trust signals: a new feed is a reason to decide anew
+        # It reads the signals a view's mirrors give: each view decides with its own copy.
+        self.signing = any(
+            (rule.allow or rule.deny or Match()).signal_keys() for rule in settings.rules
+        )
+        self.signal_source: SignalSource | None = None
         self.min_age = timedelta(seconds=settings.min_age) if settings.min_age is not None else None
         self.types = frozenset(settings.packages.types) if settings.packages.types else None
         self._rules: list[tuple[re.Pattern[str] | None, Candidate]] = []
@@ -180,7 +216,7 @@ class Policy:
             assert match is not None
             verdict = Verdict(allow, f"{source} rules[{index}]")
             name = compile_globs(match.name) if match.name else None
-            self._rules.append((name, (verdict, tuple(_compile_match(match, trust)))))
+            self._rules.append((name, (verdict, tuple(_compile_match(match, trust, self)))))
             if match.name:
                 self._literals.append((index, [glob_pattern(glob)[1] for glob in match.name]))
         self._unnamed = tuple(i for i, (name, _) in enumerate(self._rules) if name is None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -77,7 +78,7 @@ class Refresher:
         self.session = session
         self.feeds = [Feed(settings) for settings in config.gateway.upstreams]
         self.snapshot: Snapshot | None = None
-        self.verifier = Verifier(config.mirrors.verify, session)
+        self.verifier = Verifier(config.mirrors.verify, session, config.trust.npm)
         self.advisories = Feeds(config.trust, config.gateway.state_dir, session)
         self.builder = Builder(config)
         self._build_lock = asyncio.Lock()
@@ -137,6 +138,7 @@ class Refresher:
                     len(view),
                     tuple(hidden.get(name, {}).items()),
                     tuple(self.advisory_states.get(name, {}).items()),
+                    tuple(snapshot.signals.get(name, {}).items()),
                 )
                 for name, view in snapshot.views.items()
             )
@@ -221,8 +223,9 @@ class Refresher:
         self.feeds = feeds
         self._retired = self.builder  # let go of after the next swap (its items serve until then)
         self.builder = self.builder.succeeded_by(config)
-        if config.mirrors.verify != self.verifier.settings:
-            self.verifier = Verifier(config.mirrors.verify, self.session)
+        verifier = self.verifier
+        if config.mirrors.verify != verifier.settings or config.trust.npm != verifier.signing:
+            self.verifier = Verifier(config.mirrors.verify, self.session, config.trust.npm)
         if config.trust != self.advisories.settings:
             self.advisories = Feeds(config.trust, config.gateway.state_dir, self.session)
             await self.advisories.refresh(force=True)
@@ -390,5 +393,6 @@ class Refresher:
     async def _reverify_loop(self) -> None:
         """Results age out after `ttl`: a rebuild then finds them pending and asks again."""
         while True:
-            await asyncio.sleep(self.config.mirrors.verify.ttl)
+            npm = self.config.trust.npm
+            await asyncio.sleep(min(self.config.mirrors.verify.ttl, npm.ttl if npm else math.inf))
             self._dirty.set()

@@ -8,7 +8,7 @@ rewriter makes them when the item is first written.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.entry import Entry, ServerJson, format_timestamp, with_packages
@@ -16,8 +16,10 @@ from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.registries import check_for
 from gateway.registries.base import Check, Verdict
 from gateway.served import CLOSE, packages_end
+from gateway.signals import SIGNALS, Signals, SignalState, bound, combined
 
 Lookup = Callable[[Check], Verdict | None]
+NO_SIGNALS = (False, False)
 
 
 def no_lookup(_: Check) -> Verdict | None:
@@ -35,6 +37,9 @@ class Shape:
     packages: tuple[dict[str, Any], ...]
     pending: tuple[Check, ...]
     packages_json: bytes = CLOSE  # ends the gateway `_meta`, `_meta` and the item
+    # the served npm packages' signals combined (see `signals`); None: not collected
+    signature: SignalState | None = None
+    provenance: SignalState | None = None
 
     def __post_init__(self) -> None:
         if self.packages:  # computed once, shared by every view with these mirrors
@@ -45,6 +50,11 @@ AS_RECEIVED = Shape(b"", "served", (), (), ())
 NOT_INSTALLABLE = Shape(None, "not installable", (), (), ())
 
 
+def _state(signals: Signals | None, signal: str) -> SignalState:
+    found = signals.state(signal) if signals is not None else None
+    return found or "unknown"
+
+
 def registry_type(package: object) -> str:
     return str(package.get("registryType")) if isinstance(package, dict) else "?"
 
@@ -52,13 +62,19 @@ def registry_type(package: object) -> str:
 class Rewriter:
     """One view's package types and mirrors: what they make of an entry's server object."""
 
-    __slots__ = ("mirrored", "mirrors", "types", "verify_mode")
+    __slots__ = ("mirrored", "mirrors", "signing", "types", "verify_mode")
 
-    def __init__(self, types: frozenset[str] | None, mirrors: Mirrors) -> None:
+    def __init__(
+        self,
+        types: frozenset[str] | None,
+        mirrors: Mirrors,
+        signing: tuple[bool, bool] = NO_SIGNALS,
+    ) -> None:
         self.types = types
         self.mirrors = mirrors
         self.mirrored = mirrors.configured
         self.verify_mode = mirrors.settings.verify.mode
+        self.signing = signing  # (signatures, provenance) collected for npm packages
 
     def as_received(self, entry: Entry) -> bool:
         """Whether the view serves the entry's server object exactly as received."""
@@ -91,7 +107,9 @@ class Rewriter:
             packages = kept
         metas: list[dict[str, Any]] = []
         pending: list[Check] = []
+        signals: list[Signals | None] = []  # of each npm package served
         enforced = False  # a package was removed because its mirror does not have it
+        signing = self.signing != NO_SIGNALS
         if isinstance(packages, list) and packages and self.mirrored:
             rewrite = rewrite_packages(self.mirrors, packages)
             if rewrite.drop_server:
@@ -102,11 +120,14 @@ class Rewriter:
                 meta: dict[str, Any] = {"registryType": registry_type(package)}
                 if original is not None:
                     meta["original"] = original
-                if self.verify_mode != "off" and original is not None:
+                signed = signing and meta["registryType"] == "npm"
+                known = None
+                if (self.verify_mode != "off" or signed) and original is not None:
                     check = check_for(package)
                     known = lookup(check) if check is not None else None
                     if check is not None and (known is None or not known.fresh):
                         pending.append(check)
+                if self.verify_mode != "off" and original is not None:
                     meta["verification"] = known.result if known else "unknown"
                     if known is not None:
                         meta["checkedAt"] = format_timestamp(known.checked_at)
@@ -114,14 +135,42 @@ class Rewriter:
                         removed.append(meta["registryType"])
                         enforced = True
                         continue
+                if signed:
+                    found = known.signals if known is not None else None
+                    if found is not None and found.provenance is not None:
+                        found = replace(
+                            found, provenance=bound(found.provenance, server.get("repository"))
+                        )
+                    signals.append(found)
+                    meta["signals"] = found.meta() if found is not None else self._unread(original)
                 packages.append(package)
                 metas.append(meta)
+        elif signing and isinstance(packages, list):  # nothing mirrored: nothing asked
+            signals.extend(None for p in packages if registry_type(p) == "npm")
         if not packages and not server.get("remotes"):
             reason = "missing from mirror" if enforced else "not installable"
             return Shape(None, reason, tuple(removed), (), tuple(pending))
-        described = tuple(metas) if any("original" in m for m in metas) else ()
+        described = tuple(metas) if any("original" in m or "signals" in m for m in metas) else ()
+        states = self._states(signals) if signing else (None, None)
         if packages != server.get("packages"):
             assert isinstance(packages, list)  # filtered or rewritten
             served = with_packages(entry, server, packages)  # the entry's bytes stay as received
-            return Shape(served, "served", tuple(removed), described, tuple(pending))
-        return Shape(b"", "served", tuple(removed), described, tuple(pending))
+            return Shape(
+                served, "served", tuple(removed), described, tuple(pending), CLOSE, *states
+            )
+        return Shape(b"", "served", tuple(removed), described, tuple(pending), CLOSE, *states)
+
+    def _unread(self, original: dict[str, Any] | None) -> dict[str, Any]:
+        why = "not asked yet" if original is not None else "not installed from a configured mirror"
+        found: dict[str, Any] = {}
+        for signal, collected in zip(SIGNALS, self.signing, strict=True):
+            if collected:
+                found[signal] = {"state": "unknown", "why": why}
+        return found
+
+    def _states(self, signals: list[Signals | None]) -> tuple[SignalState | None, ...]:
+        """Each collected signal's state for the version: the worst of its npm packages'."""
+        return tuple(
+            combined([_state(s, signal) for s in signals]) if collected else None
+            for signal, collected in zip(SIGNALS, self.signing, strict=True)
+        )

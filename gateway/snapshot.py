@@ -21,7 +21,8 @@ from gateway.pacing import Pacer, collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
-from gateway.shaping import Lookup, no_lookup
+from gateway.shaping import NO_SIGNALS, Lookup, no_lookup
+from gateway.signals import SIGNALS
 from gateway.stepping import paced
 from gateway.trust import Trust
 from gateway.view import Admission, Decision, Shapes, ViewPolicy
@@ -38,15 +39,19 @@ class Snapshot:
     pending: frozenset[Check] = frozenset()  # mirror checks to run, then rebuild
     stale: tuple[str, ...] = ()  # upstreams whose syncs are failing
     verification: dict[str, int] = field(default_factory=dict)  # result -> packages
+    # view -> (signal, state) -> served versions (views that collect npm signals)
+    signals: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
 
 
 def view_policies(config: FederationConfig, trust: Trust | None = None) -> list[ViewPolicy]:
     """The default view (policy.yaml alone), then each configured view; their trust keys
     read what `trust` says (its feed is set per build)."""
     base = Policy(config.policy, "policy.yaml", trust)  # decided once per entry for every view
-    policies = [ViewPolicy.of(DEFAULT_VIEW, base, None, config.mirrors)]
+    npm = config.trust.npm
+    signing = (npm.signatures, npm.provenance) if npm is not None else NO_SIGNALS
+    policies = [ViewPolicy.of(DEFAULT_VIEW, base, None, config.mirrors, trust, signing)]
     for name, settings in config.views.items():
-        policies.append(ViewPolicy.of(name, base, settings, config.mirrors, trust))
+        policies.append(ViewPolicy.of(name, base, settings, config.mirrors, trust, signing))
     shapes = Shapes()  # views that shape an entry alike share its shape
     for policy in policies:
         policy.share(shapes)
@@ -61,13 +66,15 @@ class _Totals:
     held: list[datetime] = field(default_factory=list)
     pending: set[Check] = field(default_factory=set)
     verification: dict[str, int] = field(default_factory=dict)
+    signals: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
 
 
 def _view_inputs(config: FederationConfig, view: str) -> tuple[object, ...]:
     """Everything in a config that a view's items depend on (upstream data aside)."""
     own = config.views.get(view)
     exists = view == DEFAULT_VIEW or own is not None
-    return (exists, config.policy, own, config.mirrors, bool(config.trust.osv))  # marks or not
+    marks = bool(config.trust.osv)  # the served entries say what the feeds say, or not
+    return (exists, config.policy, own, config.mirrors, marks, config.trust.npm)
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:
@@ -96,10 +103,11 @@ class _Admitter:
         self.totals = totals
         self.hidden: dict[str, int] = {}
         # Items that waited on a clock or on mirror answers are decided again every build.
-        self._keepable = policy.verify_mode == "off"
+        self._keepable = policy.verify_mode == "off" and not policy.signing
         self._reusable = True
         self._tally: dict[str, int] = {}
         self._verified: dict[str, int] = {}
+        self.signals: dict[tuple[str, str], int] = {}  # served versions by signal state
 
     def begin(self) -> None:
         self._reusable = self._keepable
@@ -113,6 +121,8 @@ class _Admitter:
             return None
         decision = self.policy.admit(upstream, entry, self.now, self.lookup)
         if not isinstance(decision, Decision):
+            if self.policy.signing:
+                self._count(self.policy.states(entry))
             return decision  # served, its rewrite made when first written
         if decision.pending:
             self.totals.pending.update(decision.pending)
@@ -122,12 +132,20 @@ class _Admitter:
                 self.totals.held.append(decision.held_until)
                 self._reusable = False
             return None
+        if self.policy.signing:
+            self._count(decision.signals)
         for package in decision.packages:
             if "verification" in package:
                 result = package["verification"]
                 self._verified[result] = self._verified.get(result, 0) + 1
         assert decision.server_json is not None
         return decision.server_json, decision.rules, decision.packages_json
+
+    def _count(self, states: tuple[str | None, ...]) -> None:
+        for signal, state in zip(SIGNALS, states, strict=True):
+            if state is not None:
+                key = (signal, state)
+                self.signals[key] = self.signals.get(key, 0) + 1
 
     def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
         self.tally(self._tally, self._verified)
@@ -218,6 +236,8 @@ class Builder:
             name = admitter.policy.name
             views[name], self._kept[name] = catalog, keep
             totals.hidden[name] = admitter.hidden
+            if admitter.signals:
+                totals.signals[name] = admitter.signals
         self._builds += 1
         self._last = (token, order)  # one assignment: an indexing thread reads both
         if self._builds % _FORGET_EVERY == 0:
@@ -230,6 +250,7 @@ class Builder:
             pending=frozenset(totals.pending),
             stale=tuple(name for name, origin in origins.items() if origin.stale),
             verification=totals.verification,
+            signals=totals.signals,
         )
 
     def index(self) -> None:

@@ -132,11 +132,18 @@ class ViewStatus:
     hidden: tuple[tuple[str, int], ...]  # versions not served, by reason
     # served versions by what the advisory feeds say (present, absent, unknown; with feeds)
     advisories: tuple[tuple[str, int], ...] = ()
+    # served versions by npm signal and state: ((signal, state), count)
+    signals: tuple[tuple[tuple[str, str], int], ...] = ()
 
     def to_json(self) -> Json:
         view: Json = {"name": self.name, "entries": self.entries, "hidden": dict(self.hidden)}
         if self.advisories:
             view["advisories"] = dict(self.advisories)
+        if self.signals:
+            signals: dict[str, dict[str, int]] = {}
+            for (signal, state), count in self.signals:
+                signals.setdefault(signal, {})[state] = count
+            view["signals"] = signals
         return view
 
 

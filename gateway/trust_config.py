@@ -1,20 +1,31 @@
 """trust.yaml: where the gateway's trust signals come from, owned by the security team.
 
-Today: OSV advisory feeds (known vulnerabilities and malware), each a zip of OSV records, a
-directory of them, or one JSON file (a record or a list), for the package types it covers.
-Policy and view rules then match versions by what the feeds say (`malicious`, `severity`,
-`advisory`: see `config.Match`).
+- `osv`: advisory feeds (known vulnerabilities and malware), each a zip of OSV records, a
+  directory of them, or one JSON file (a record or a list), for the package types it covers.
+  Rules match versions by what the feeds say (`malicious`, `severity`, `advisory`).
+- `npm`: how npm registry signatures and provenance read at a view's mirror are verified: the
+  registry keys pinned here (or read from the mirror's keys endpoint), and the Sigstore trusted
+  root provenance is verified against. Rules match versions by `signature` and `provenance`.
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, SecretStr, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from gateway import registries
-from gateway.fields import Duration, HttpUrl, Model, Slug
+from gateway.fields import Duration, HttpUrl, Model, Slug, matching, pattern_schema
 
 # The package types OSV has an ecosystem for (registries that name one).
 OSV_TYPES = tuple(name for name, e in registries.ECOSYSTEMS.items() if e.osv is not None)
@@ -71,10 +82,79 @@ class OsvFeed(Model):
         return state_dir / "advisories" / f"{self.name}{suffix}"
 
 
+KEYID = r"SHA256:[A-Za-z0-9+/]{43}=?"
+GITHUB_ACTIONS = "https://token.actions.githubusercontent.com"
+
+
+class NpmKey(Model):
+    """One npm registry signing key, as the registry's keys endpoint lists it."""
+
+    keyid: Annotated[
+        str,
+        AfterValidator(matching(KEYID, "{value!r} is not an npm key id (SHA256:<base64>)")),
+        pattern_schema(KEYID),
+    ] = Field(description="the id signatures name (SHA256:...)")
+    key: str = Field(description="the public key: base64 of its DER SubjectPublicKeyInfo")
+    expires: AwareDatetime | None = Field(
+        None, description="signatures on versions published after this do not count"
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _p256(cls, value: str) -> str:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+        try:
+            key = load_der_public_key(base64.b64decode(value, validate=True))
+        except ValueError:
+            raise ValueError("not base64 of a DER public key") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise ValueError("not an ECDSA P-256 key (ecdsa-sha2-nistp256)")
+        return value
+
+
+class NpmSigning(Model):
+    """How npm signatures and provenance read at a view's mirror are verified."""
+
+    keys: list[NpmKey] = Field(
+        default_factory=list, description="registry keys pinned here: signatures by others fail"
+    )
+    mirror_keys: bool = Field(
+        False, description="also trust the keys the mirror lists at /-/npm/v1/keys"
+    )
+    trusted_root: Path | None = Field(
+        None, description="a Sigstore trusted_root.json: provenance is verified against it"
+    )
+    issuers: list[HttpUrl] = Field(
+        default_factory=lambda: [GITHUB_ACTIONS],
+        min_length=1,
+        description="OIDC issuers of the build identities accepted in provenance",
+    )
+    attestations: list[HttpUrl] = Field(
+        default_factory=list,
+        description="locations besides the mirror whose attestation bundles may be fetched",
+    )
+    ttl: Duration = Field(3600.0, description="how long a version's answer is kept")
+    max_bundle: int = Field(
+        1024**2, ge=1024, description="bytes of one version's attestations read; more: unknown"
+    )
+
+    @property
+    def signatures(self) -> bool:
+        """Whether registry signatures are collected (some key to check them with)."""
+        return bool(self.keys) or self.mirror_keys
+
+    @property
+    def provenance(self) -> bool:
+        return self.trusted_root is not None
+
+
 class TrustSettings(Model):
     """trust.yaml: the sources of trust signals."""
 
     osv: list[OsvFeed] = Field(default_factory=list, description="OSV advisory feeds")
+    npm: NpmSigning | None = Field(None, description="npm registry signatures and provenance")
 
     @model_validator(mode="after")
     def _distinct(self) -> TrustSettings:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -34,10 +35,14 @@ from gateway.config import Credential, VerifySettings
 from gateway.errors import MirrorGarbled, MirrorUnavailable, RedirectRefused
 from gateway.fetching import confined
 from gateway.locations import origin, within
+from gateway.npm_trust import NpmSignals
 from gateway.registries import ECOSYSTEMS, INDEXES
-from gateway.registries.base import Ask, Check, Verdict
+from gateway.registries.base import Ask, Check, Result, Verdict
+from gateway.registries.npm import NPM
 from gateway.registries.nuget import NUGET
 from gateway.registries.oci import ACCEPT as OCI_ACCEPT
+from gateway.signals import Dist
+from gateway.trust_config import NpmSigning
 
 log = structlog.get_logger("gateway.verify")
 
@@ -50,16 +55,25 @@ def _host(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-Document = frozenset[str] | bool | None  # versions; or found / not found; None = 404
+# versions (npm with signals: each version's dist facts); or found / not found; None = 404
+Document = frozenset[str] | dict[str, Dist] | bool | None
 T = TypeVar("T")
 
 
 class Verifier:
     """Checks with bounded concurrency and a cache shared by every view and snapshot."""
 
-    def __init__(self, settings: VerifySettings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        settings: VerifySettings,
+        session: aiohttp.ClientSession,
+        signing: NpmSigning | None = None,
+    ) -> None:
         self.settings = settings
         self.session = session
+        self.signing = signing
+        wanted = signing is not None and (signing.signatures or signing.provenance)
+        self.signals = NpmSignals(signing, self) if signing is not None and wanted else None
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._documents: dict[tuple[str, ...], tuple[Document | MirrorUnavailable, float]] = {}
         self._checked_at: dict[tuple[str, ...], datetime] = {}
@@ -82,15 +96,23 @@ class Verifier:
         document, expires = cached
         fresh = time.monotonic() < expires
         checked_at = self._checked_at[key]
+        result: Result
         if isinstance(document, MirrorUnavailable):
-            return Verdict("unknown", checked_at, fresh)
-        if document is None or document is False:
-            return Verdict("missing", checked_at, fresh)
-        if document is True:
-            return Verdict("available", checked_at, fresh)
-        ecosystem = ECOSYSTEMS[check.kind]
-        found = any(ecosystem.same_version(check.version, v) for v in document)
-        return Verdict("available" if found else "missing", checked_at, fresh)
+            result = "unknown"
+        elif document is None or document is False:
+            result = "missing"
+        elif document is True:
+            result = "available"
+        else:
+            ecosystem = ECOSYSTEMS[check.kind]
+            found = any(ecosystem.same_version(check.version, v) for v in document)
+            result = "available" if found else "missing"
+        if self.signals is not None and check.kind == "npm":
+            known = self.signals.lookup(check)
+            if known is None:  # the document is known, its signals not yet
+                return Verdict(result, checked_at, False)
+            return Verdict(result, checked_at, fresh and known[1], known[0])
+        return Verdict(result, checked_at, fresh)
 
     # -- I/O -------------------------------------------------------------------------------
 
@@ -98,13 +120,19 @@ class Verifier:
         """Fetch what is not cached or has expired; returns how many documents were fetched."""
         self._forget_unasked()
         todo: dict[tuple[str, ...], Check] = {}
+        signing: list[Check] = []
         for check in checks:
             key = self._key(check)
-            verdict = self.lookup(check)
-            if verdict is None or not verdict.fresh:
+            cached = self._documents.get(key)
+            if cached is None or time.monotonic() >= cached[1]:
                 todo.setdefault(key, check)
+            if self.signals is not None and check.kind == "npm" and self.signals.stale(check):
+                signing.append(check)
         await asyncio.gather(*(self._fetch_once(key, check) for key, check in todo.items()))
-        return len(todo)
+        if self.signals is not None and signing:
+            documents = {check: self._documents[self._key(check)][0] for check in signing}
+            await self.signals.collect(list(dict.fromkeys(signing)), documents)
+        return len(todo) + len(signing)
 
     def _forget_unasked(self) -> None:
         """Drop results expired for a whole `ttl` more: no snapshot asked for them again (the
@@ -113,6 +141,8 @@ class Verifier:
         for key in [k for k, (_, expires) in self._documents.items() if expires < cutoff]:
             del self._documents[key]
             self._checked_at.pop(key, None)
+        if self.signals is not None:
+            self.signals.forget_unasked()
 
     async def _fetch_once(self, key: tuple[str, ...], check: Check) -> None:
         pending = self._inflight.get(key)
@@ -152,13 +182,14 @@ class Verifier:
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         return headers
 
-    async def _request(
+    async def request(
         self,
         method: str,
         url: str,
         under: str,
         headers: dict[str, str] | None = None,
         auth: bool = True,
+        limit: int | None = None,
     ) -> tuple[int, bytes, Any]:
         """One request to a mirror, and the redirects it answers with, each only to a URL
         under `under` and with only the credentials configured for that URL."""
@@ -168,7 +199,7 @@ class Verifier:
             return {**(self._auth_headers(at) if auth else {}), **(headers or {})}
 
         async def read(response: aiohttp.ClientResponse) -> bytes:
-            return await self._read(response) if method != "HEAD" else b""
+            return await self._read(response, limit) if method != "HEAD" else b""
 
         try:
             return await confined(self.session, method, url, under, headers_for, timeout, read)
@@ -179,16 +210,16 @@ class Verifier:
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise MirrorUnavailable(f"{type(exc).__name__} from {_host(url)}") from None
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        body = await read_body(response, self.settings.max_body)
+    async def _read(self, response: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
+        cap = limit or self.settings.max_body
+        body = await read_body(response, cap)
         if body is None:
-            cap = self.settings.max_body
             raise MirrorUnavailable(f"answer from {_host(str(response.url))} over {cap} bytes")
         return body
 
-    async def _json(self, url: str, under: str, extract: Callable[[Any], T]) -> T | None:
+    async def json(self, url: str, under: str, extract: Callable[[Any], T]) -> T | None:
         """`extract` of a JSON answer (None for a 404 or 410), parsed off the serving loop."""
-        status, body, _ = await self._request("GET", url, under, {"Accept": "application/json"})
+        status, body, _ = await self.request("GET", url, under, {"Accept": "application/json"})
         if status in (404, 410):
             return None
         if status != 200:
@@ -206,26 +237,28 @@ class Verifier:
         if check.kind == "mcpb":
             return await self._mcpb(check)
         index = INDEXES[check.kind]
-        ask = index.ask(check)
+        signed = self.signals is not None and index is NPM
+        ask = NPM.full(check) if signed else index.ask(check)
         status, body, headers = await self._ask(ask)
         if status in (404, 410):
             return None
         if status != 200:
             raise MirrorUnavailable(f"HTTP {status} from {_host(ask.url)}")
-        return await isolated.parse(index.versions, body, headers.get("Content-Type", ""), check)
+        read = NPM.dists if signed else index.versions  # with signals: each version's dist
+        return await isolated.parse(read, body, headers.get("Content-Type", ""), check)
 
     async def _ask(self, ask: Ask) -> tuple[int, bytes, Any]:
-        return await self._request("GET", ask.url, ask.under, {"Accept": ask.accept})
+        return await self.request("GET", ask.url, ask.under, {"Accept": ask.accept})
 
     async def _nuget(self, check: Check) -> Document:
         first = NUGET.service_index(check)
-        flat = await self._json(first.url, first.under, NUGET.flat_container)
+        flat = await self.json(first.url, first.under, NUGET.flat_container)
         if flat is None:
             raise MirrorGarbled("NuGet service index without resources")
         mirror = origin(check.location)  # the flat container may sit elsewhere on that host
         if not within(flat, mirror):
             raise MirrorUnavailable("NuGet service index without a usable PackageBaseAddress")
-        return await self._json(NUGET.ask_in(flat, check), mirror, NUGET.listed)
+        return await self.json(NUGET.ask_in(flat, check), mirror, NUGET.listed)
 
     def _registry_url(self, host: str) -> str:
         plain = host.startswith(("localhost", "127.", "[::1]"))  # as docker treats them
@@ -236,11 +269,11 @@ class Verifier:
         url = f"{registry}/v2/{check.identifier}/manifests/{quote(check.version, safe=':')}"
         under = f"{registry}/v2/"
         headers = {"Accept": OCI_ACCEPT}
-        status, _, response_headers = await self._request("HEAD", url, under, headers, auth=False)
+        status, _, response_headers = await self.request("HEAD", url, under, headers, auth=False)
         if status == 401:
             token = await self._oci_token(response_headers.get("WWW-Authenticate", ""), registry)
             headers["Authorization"] = f"Bearer {token}"
-            status, _, _ = await self._request("HEAD", url, under, headers, auth=False)
+            status, _, _ = await self.request("HEAD", url, under, headers, auth=False)
         if status == 200:
             return True
         if status == 404:
@@ -263,7 +296,7 @@ class Verifier:
         return await self._token(url, realm.split("?")[0])
 
     async def _token(self, url: str, under: str) -> str:
-        status, body, _ = await self._request("GET", url, under)
+        status, body, _ = await self.request("GET", url, under)
         if status != 200:
             raise MirrorUnavailable(f"HTTP {status} from the OCI token service")
         outcome: tuple[str] | None = await isolated.parse(isolated.json_then, body, _token_of)
@@ -273,14 +306,31 @@ class Verifier:
 
     async def _mcpb(self, check: Check) -> Document:
         location = check.location
-        status, _, _ = await self._request("HEAD", location, location)
+        status, _, _ = await self.request("HEAD", location, location)
         if status == 405:
-            status, _, _ = await self._request("GET", location, location, {"Range": "bytes=0-0"})
+            status, _, _ = await self.request("GET", location, location, {"Range": "bytes=0-0"})
         if status in (200, 206):
             return True
         if status in (404, 410):
             return False
         raise MirrorUnavailable(f"HTTP {status} for an mcpb file")
+
+
+async def answers(
+    settings: VerifySettings, signing: NpmSigning | None, checks: Iterable[Check], deadline: float
+) -> Callable[[Check], Verdict | None]:
+    """Ask the mirrors once (for the command line): what they answered within `deadline`
+    seconds; what they did not is unknown. A hostile answer still being parsed is abandoned."""
+    headers = {"User-Agent": "mcp-discovery-gateway"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        verifier = Verifier(settings, session, signing)
+        try:
+            async with asyncio.timeout(deadline if deadline < math.inf else None):
+                await verifier.run(checks)
+        except TimeoutError:
+            pass
+    isolated.shutdown()
+    return verifier.lookup
 
 
 def _token_of(document: object) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from gateway.config import DEFAULT_VIEW as DEFAULT_VIEW
-from gateway.config import MirrorSettings, PolicySettings, ViewSettings
+from gateway.config import MirrorSettings, Rules, ViewSettings
 from gateway.entry import Entry, ServerJson, json_bytes
 from gateway.mirrors import Mirrors
 from gateway.policy import Policy
@@ -19,6 +19,7 @@ from gateway.registries.base import Check
 from gateway.served import CLOSE, Deferred
 from gateway.shaping import (
     AS_RECEIVED,
+    NO_SIGNALS,
     NOT_INSTALLABLE,
     Lookup,
     Rewriter,
@@ -26,6 +27,7 @@ from gateway.shaping import (
     no_lookup,
     registry_type,
 )
+from gateway.signals import SignalState
 from gateway.trust import Trust
 
 
@@ -53,6 +55,7 @@ class Decision:
     packages: tuple[dict[str, Any], ...] = ()  # gateway _meta per package
     packages_json: bytes = CLOSE  # the same, as the end of the gateway's `_meta` JSON
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
+    signals: tuple[SignalState | None, ...] = (None, None)  # signature, provenance (if collected)
 
     @property
     def server(self) -> dict[str, Any] | None:
@@ -109,7 +112,11 @@ class ViewPolicy:
     shows) is `admit`'s answer with the served object made and its details filled in."""
 
     def __init__(
-        self, name: str, policies: list[Policy], mirrors: MirrorSettings | None = None
+        self,
+        name: str,
+        policies: list[Policy],
+        mirrors: MirrorSettings | None = None,
+        signing: tuple[bool, bool] = NO_SIGNALS,
     ) -> None:
         self.name = name
         self.policies = policies
@@ -117,11 +124,23 @@ class ViewPolicy:
         types = [p.types for p in policies if p.types is not None]
         self.types: frozenset[str] | None = frozenset.intersection(*types) if types else None
         self.mirrors = Mirrors(mirrors or MirrorSettings())
-        self.rewriter = Rewriter(self.types, self.mirrors)
+        self.rewriter = Rewriter(self.types, self.mirrors, signing)
         self.verify_mode = self.mirrors.settings.verify.mode
+        # npm signals are collected at the view's mirrors: what it serves says them, and its
+        # rules may read them (with the lookup of the decision being made)
+        self.signing = signing != NO_SIGNALS
+        self._lookup: Lookup = no_lookup
+        for policy in policies:
+            if policy.signing:
+                assert policy.signal_source is None, "a policy reading signals is one view's"
+                policy.signal_source = self
         # Whether an entry's rewrite can wait until it is written (see served.Deferred):
         # nothing a build counts or hides depends on it.
-        self._defers = self.verify_mode == "off" and self.mirrors.settings.unmirrored == "keep"
+        self._defers = (
+            self.verify_mode == "off"
+            and self.mirrors.settings.unmirrored == "keep"
+            and not self.signing
+        )
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
         self._keys: dict[frozenset[str], object] = {}  # registry types -> shaping key
 
@@ -129,16 +148,20 @@ class ViewPolicy:
     def of(
         cls,
         name: str,
-        base: PolicySettings | Policy,
+        base: Rules | Policy,
         own: ViewSettings | None,
         mirrors: MirrorSettings | None = None,
         trust: Trust | None = None,
+        signing: tuple[bool, bool] = NO_SIGNALS,
     ) -> ViewPolicy:
+        if isinstance(base, Policy) and base.signing:  # it reads this view's signals
+            base = base.settings
         policies = [base if isinstance(base, Policy) else Policy(base, "policy.yaml", trust)]
         if own is not None:
             policies.append(Policy(own, f"views/{name}.yaml", trust))
         view_mirrors = own.mirrors if own is not None else None
-        return cls(name, policies, (mirrors or MirrorSettings()).overridden_by(view_mirrors))
+        settings = (mirrors or MirrorSettings()).overridden_by(view_mirrors)
+        return cls(name, policies, settings, signing)
 
     def share(self, shapes: Shapes) -> None:
         """Keep shapes in a store shared with the config's other views."""
@@ -158,6 +181,17 @@ class ViewPolicy:
                 self.types, settings.unmirrored, settings.verify.model_dump_json(), relevant
             )  # fmt: skip
         return key
+
+    def states(self, entry: Entry) -> tuple[SignalState | None, ...]:
+        """The entry's signals as this view serves it (for rules on `signature` and
+        `provenance`): the worst of its npm packages' at the view's mirrors."""
+        if not self.signing:
+            return (None, None)
+        if self.rewriter.as_received(entry):  # no mirror: nothing was asked
+            state: SignalState = "unknown" if "npm" in entry.registry_types else "absent"
+            return tuple(state if on else None for on in self.rewriter.signing)
+        shape = self.shape(entry, self._lookup)
+        return (shape.signature, shape.provenance)
 
     def _rules(self, upstream: str, entry: Entry, now: datetime) -> tuple[str, ...] | Decision:
         """What the policy files say: the rules that admit the entry, or why it is hidden."""
@@ -179,6 +213,7 @@ class ViewPolicy:
         """What the view serves of an entry: its admission (the server object, or its rewrite
         deferred until written where nothing else depends on it; the admitting rules; the
         item's end), or the decision that hides it or carries mirror checks."""
+        self._lookup = lookup  # what rules on signals read, through `states`
         rules = self._rules(upstream, entry, now)
         if isinstance(rules, Decision):
             return rules
@@ -240,5 +275,5 @@ def _decided(rules: tuple[str, ...], shape: Shape, entry: Entry) -> Decision:
         )
     return Decision(
         True, "served", rules, None, shape.removed, shape.server_json or entry.server_json,
-        shape.packages, shape.packages_json, shape.pending,
+        shape.packages, shape.packages_json, shape.pending, (shape.signature, shape.provenance),
     )  # fmt: skip

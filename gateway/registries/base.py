@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from univers.versions import Version
 
+    from gateway.signals import Signals
+
 
 Result = Literal["available", "missing", "unknown"]
 Package = dict[str, Any]
@@ -48,7 +50,8 @@ class Check:
 class Verdict:
     result: Result
     checked_at: datetime
-    fresh: bool
+    fresh: bool  # and, where signals are collected, they are fresh too
+    signals: Signals | None = None  # npm signatures and provenance at that mirror
 
 
 @dataclass(frozen=True, slots=True)

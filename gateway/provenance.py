@@ -1,0 +1,259 @@
+"""Verifying what an npm mirror says of a version: its registry signatures (ECDSA P-256 over
+`name@version:integrity`) and its provenance (a Sigstore bundle holding a DSSE-signed SLSA
+statement). Pure functions over bytes already read, run in the helper process (`isolated`):
+Sigstore's checks take milliseconds and hold the GIL.
+
+Nothing here trusts the answer being verified: registry keys are pinned in trust.yaml or read
+from the mirror's keys endpoint, never from the document carrying the signature; provenance is
+verified against the trusted root trust.yaml names. The repository a build came from is read
+from its certificate (what the CA attests), and the statement must not name another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from gateway.signals import Dist, Provenance, Signature
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+    from sigstore.models import TrustedRoot
+
+SLSA = ("https://slsa.dev/provenance/v1", "https://slsa.dev/provenance/v0.2")
+IN_TOTO = "application/vnd.in-toto+json"
+STATEMENTS = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
+_REPOSITORY = "1.3.6.1.4.1.57264.1.12"  # Fulcio: Source Repository URI
+_COMMIT = "1.3.6.1.4.1.57264.1.13"  # Source Repository Digest
+_REPOSITORY_ID = "1.3.6.1.4.1.57264.1.15"  # Source Repository Identifier
+
+Keys = dict[str, tuple[bytes, datetime | None]]  # keyid -> (DER public key, expiry)
+
+
+def verify_signature(name: str, version: str, dist: Dist, keys: Keys | None) -> Signature:
+    """The registry signatures over `name@version:integrity` against trusted keys (None: no
+    key is pinned and the mirror lists none)."""
+    if not dist.signatures:
+        return Signature("absent", "the mirror's document has no dist.signatures")
+    if dist.integrity is None:
+        return Signature("invalid", "signed, but with no dist.integrity to bind it to")
+    if keys is None:
+        return Signature("present", "signed; no registry key is pinned or listed by the mirror")
+    message = f"{name}@{version}:{dist.integrity}".encode()
+    when = dist.published or datetime.now(UTC)
+    reasons = []
+    for keyid, signature in dist.signatures:
+        known = keys.get(keyid)
+        if known is None:
+            reasons.append(f"key {keyid} is not a trusted registry key")
+            continue
+        der, expires = known
+        if expires is not None and when > expires:
+            reasons.append(f"key {keyid} expired on {expires:%Y-%m-%d}, before this version")
+            continue
+        try:
+            public = load_der_public_key(der)
+            assert isinstance(public, ec.EllipticCurvePublicKey)  # trust_config checked it
+            public.verify(base64.b64decode(signature), message, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, binascii.Error, ValueError):
+            reasons.append(f"the signature by {keyid} does not verify")
+            continue
+        return Signature("verified", f"signed by {keyid} over {dist.integrity}", keyid)
+    return Signature("invalid", "; ".join(reasons), dist.signatures[0][0])
+
+
+def load_root(path: Path) -> TrustedRoot:
+    """A Sigstore trusted root, read from a file (ValueError naming what is wrong)."""
+    from sigstore.models import TrustedRoot
+
+    try:
+        return TrustedRoot.from_file(str(path))
+    except OSError:
+        raise
+    except Exception as exc:  # the model's own errors: not a trusted root
+        raise ValueError(f"not a Sigstore trusted root ({type(exc).__name__}: {exc})") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _root(path: str, stamp: tuple[int, int]) -> TrustedRoot:
+    return load_root(Path(path))  # cached while the file's size and time stay the same
+
+
+def sha512_hex(integrity: str) -> str | None:
+    """The sha512 of an SRI `integrity` (`sha512-<base64>`, maybe among others), as hex."""
+    for part in integrity.split():
+        algorithm, _, value = part.partition("-")
+        if algorithm == "sha512":
+            try:
+                return base64.b64decode(value, validate=True).hex()
+            except binascii.Error:
+                return None
+    return None
+
+
+def purl(name: str, version: str) -> str:
+    """The package URL npm attests: only a scope's `@` escaped (`pkg:npm/%40scope/name@1.0.0`,
+    a version as published, `+build` included), as npm's own `npa.toPurl` writes it."""
+    return f"pkg:npm/{name.replace('@', '%40', 1) if name.startswith('@') else name}@{version}"
+
+
+def verify_provenance(
+    body: bytes,
+    name: str,
+    version: str,
+    integrity: str | None,
+    root: Path,
+    issuers: tuple[str, ...],
+) -> Provenance:
+    """The provenance in an attestations document (`{"attestations": [{predicateType,
+    bundle}]}`) verified against the trusted root, for the bytes the mirror says it serves
+    (`integrity`). Not yet bound to a server's repository (`signals.bound`)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return Provenance("unknown", "the attestations answer is not JSON")
+    bundle = _provenance_bundle(document)
+    if bundle is None:
+        return Provenance("invalid", "the attestations hold no SLSA provenance")
+    digest = sha512_hex(integrity) if integrity is not None else None
+    if digest is None:
+        return Provenance("invalid", "no sha512 dist.integrity to bind the provenance to")
+    try:
+        stat = os.stat(root)
+        trusted = _root(str(root), (stat.st_size, stat.st_mtime_ns))
+    except (OSError, ValueError) as exc:
+        return Provenance("unknown", f"the trusted root cannot be read: {exc}")
+    return _verified(bundle, name, version, digest, trusted, issuers)
+
+
+def _provenance_bundle(document: object) -> bytes | None:
+    items = document.get("attestations") if isinstance(document, dict) else None
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and item.get("predicateType") in SLSA:
+            bundle = item.get("bundle")
+            return orjson.dumps(bundle) if isinstance(bundle, dict) else None
+    return None
+
+
+def _verified(
+    raw: bytes, name: str, version: str, digest: str, root: TrustedRoot, issuers: tuple[str, ...]
+) -> Provenance:
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import Bundle
+    from sigstore.verify import Verifier
+    from sigstore.verify.policy import AnyOf, OIDCIssuer, OIDCIssuerV2, VerificationPolicy
+
+    policies: list[VerificationPolicy] = [OIDCIssuerV2(i) for i in issuers]
+    policies += [OIDCIssuer(i) for i in issuers]  # older certificates: the raw extension
+    try:
+        bundle = Bundle.from_json(raw)
+        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, AnyOf(policies))
+    except SigstoreError as exc:
+        return Provenance("invalid", f"the Sigstore bundle does not verify: {exc}")
+    except (ValueError, TypeError, KeyError) as exc:  # a malformed bundle
+        return Provenance("invalid", f"not a valid Sigstore bundle ({type(exc).__name__})")
+    certificate = bundle.signing_certificate
+    facts = _certified(certificate)
+    if kind != IN_TOTO:
+        return Provenance("invalid", f"the signed payload is {kind!r}, not an in-toto statement")
+    try:
+        statement = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return Provenance("invalid", "the signed statement is not JSON")
+    problem = _statement_problem(statement, name, version, digest, facts.get("repository"))
+    if problem is not None:
+        return Provenance("invalid", problem, **facts)
+    built = facts.get("repository") or "an unnamed repository"
+    commit = f" at commit {facts['commit']}" if facts.get("commit") else ""
+    return Provenance("verified", f"built by {built}{commit}", **facts)
+
+
+def _certified(certificate: Certificate) -> dict[str, Any]:
+    """What the certificate (the CA) says of the build: its repository, id, commit, identity."""
+    from cryptography import x509
+    from cryptography.hazmat import asn1
+
+    facts: dict[str, Any] = {}
+    for oid, key in ((_REPOSITORY, "repository"), (_COMMIT, "commit"),
+                     (_REPOSITORY_ID, "repository_id")):  # fmt: skip
+        try:
+            value = certificate.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
+            facts[key] = asn1.decode_der(str, value.value)  # type: ignore[attr-defined]
+        except (x509.ExtensionNotFound, ValueError, AttributeError):
+            continue
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+        facts["workflow"] = uris[0] if uris else None
+    except x509.ExtensionNotFound:
+        pass
+    return facts
+
+
+def _statement_problem(
+    statement: object, name: str, version: str, digest: str, repository: str | None
+) -> str | None:
+    """Why a verified statement does not speak for these bytes (None: it does)."""
+    from gateway.signals import repository_key
+
+    if not isinstance(statement, dict) or statement.get("_type") not in STATEMENTS:
+        return "the signed payload is not an in-toto statement"
+    if statement.get("predicateType") not in SLSA:
+        return f"the statement is {statement.get('predicateType')!r}, not SLSA provenance"
+    subjects = statement.get("subject")
+    digests = [
+        subject.get("digest", {}).get("sha512")
+        for subject in (subjects if isinstance(subjects, list) else ())
+        if isinstance(subject, dict) and subject.get("name") == purl(name, version)
+        and isinstance(subject.get("digest"), dict)
+    ]  # fmt: skip
+    if not digests:
+        return f"the statement does not attest {purl(name, version)}"
+    if digest not in digests:
+        return "the attested digest is not the mirror's dist.integrity"
+    predicate = statement.get("predicate")
+    claimed = _claimed_repository(predicate)
+    if (
+        claimed is not None
+        and repository is not None
+        and repository_key(claimed) != repository_key(repository)
+    ):
+        return f"the statement names {claimed}, its certificate {repository}"
+    return None
+
+
+def _claimed_repository(predicate: object) -> str | None:
+    """The source repository a SLSA v1 statement names (buildDefinition.externalParameters
+    .workflow.repository), if any."""
+    try:
+        value = predicate["buildDefinition"]["externalParameters"]["workflow"]["repository"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+# One batch of work for the helper process: ("signature", name, version, dist, keys) or
+# ("provenance", body, name, version, integrity, root, issuers): each function's arguments.
+Job = tuple[Any, ...]
+
+
+def verify_all(jobs: list[Job]) -> list[Signature | Provenance]:
+    """Every job's answer, in order (what crosses to the helper process and back)."""
+    done: list[Signature | Provenance] = []
+    for job in jobs:
+        if job[0] == "signature":
+            done.append(verify_signature(*job[1:]))
+        else:
+            done.append(verify_provenance(*job[1:]))
+    return done

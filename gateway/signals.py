@@ -1,0 +1,153 @@
+"""Signals the package side gives of one package version at one mirror: npm registry
+signatures and provenance, each `verified`, `present`, `absent`, `invalid` or `unknown`.
+
+- `verified`: checked against what trust.yaml pins (registry keys, a Sigstore trusted root) and
+  bound to the bytes the mirror serves (its `dist.integrity`); provenance also to the server's
+  own repository.
+- `present`: there, but nothing configured or served can check it (a key the mirror does not
+  list and trust.yaml does not pin is not this: that is `invalid`).
+- `absent`: the mirror's document has none for the version.
+- `invalid`: checked, and it fails: a bad signature, an unknown or expired key, a certificate
+  from another CA, a digest that is not the mirror's, another repository.
+- `unknown`: it could not be told: the mirror (or the attestation source) is down, slow or
+  answers nonsense, or the package is not served from a configured mirror. Never a reason to
+  hide unless a rule says so.
+
+A version's state for a rule is the worst of its npm packages' (`combined`); a version with no
+npm package has nothing to sign (`absent`). What is verified depends only on (mirror, package,
+version); binding provenance to the server's repository (`bound`) is per server version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+SignalState = Literal["verified", "present", "absent", "invalid", "unknown"]
+
+# Worst first: a version's state is the first of its packages' in this order.
+ORDER: tuple[SignalState, ...] = ("invalid", "absent", "unknown", "present", "verified")
+SIGNALS = ("signature", "provenance")
+
+
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """What an npm package document says of one version's bytes and their signals."""
+
+    integrity: str | None
+    signatures: tuple[tuple[str, str], ...]  # (keyid, base64 signature)
+    attestations: str | None  # the URL of its attestations
+    provenance: bool  # the document says a provenance attestation is among them
+    published: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    state: SignalState
+    why: str
+    keyid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    state: SignalState
+    why: str
+    repository: str | None = None  # the build's source repository, as its certificate says
+    repository_id: str | None = None  # the hosting service's id of it
+    commit: str | None = None
+    workflow: str | None = None  # the build identity (the certificate's subject)
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What one mirror's answers say of one package version (a field None: not collected)."""
+
+    source: str  # the mirror location asked
+    integrity: str | None
+    signature: Signature | None
+    provenance: Provenance | None
+    checked_at: datetime
+
+    def state(self, signal: str) -> SignalState | None:
+        found = self.signature if signal == "signature" else self.provenance
+        return found.state if found is not None else None
+
+    def meta(self) -> dict[str, Any]:
+        """The served `_meta` of a package's signals: what was verified, against which digest,
+        from which source, when."""
+        meta: dict[str, Any] = {"source": self.source, "checkedAt": _stamp(self.checked_at)}
+        if self.integrity is not None:
+            meta["integrity"] = self.integrity
+        if self.signature is not None:
+            signature = {"state": self.signature.state, "why": self.signature.why}
+            if self.signature.keyid is not None:
+                signature["keyid"] = self.signature.keyid
+            meta["signature"] = signature
+        if self.provenance is not None:
+            p = self.provenance
+            provenance = {"state": p.state, "why": p.why}
+            for key, value in (("repository", p.repository), ("repositoryId", p.repository_id),
+                               ("commit", p.commit), ("workflow", p.workflow)):  # fmt: skip
+                if value is not None:
+                    provenance[key] = value
+            meta["provenance"] = provenance
+        return meta
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def unknown(
+    source: str, why: str, checked_at: datetime, signature: bool, provenance: bool
+) -> Signals:
+    """Nothing could be told (the mirror is down, or the package is not at a mirror)."""
+    return Signals(
+        source,
+        None,
+        Signature("unknown", why) if signature else None,
+        Provenance("unknown", why) if provenance else None,
+        checked_at,
+    )
+
+
+def repository_key(url: str) -> str | None:
+    """A repository URL as one identity: host and path, lower case, without `.git`, a trailing
+    slash or a `git+` scheme prefix (`https://GitHub.com/Acme/Weather.git` is
+    `github.com/acme/weather`). None when it is not an http(s) URL with a path."""
+    text = url.strip().removeprefix("git+")
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return None
+    path = parts.path.rstrip("/").removesuffix(".git").strip("/").lower()
+    return f"{parts.hostname.lower()}/{path}" if path else None
+
+
+def bound(provenance: Provenance, repository: object) -> Provenance:
+    """Verified provenance bound to the server's own `repository` (its URL, and its id where
+    the server gives one): another repository is `invalid`; a server naming none, `present`."""
+    if provenance.state != "verified":
+        return provenance
+    url = repository.get("url") if isinstance(repository, dict) else None
+    wanted = repository_key(url) if isinstance(url, str) else None
+    if wanted is None:
+        why = provenance.why + "; the server names no repository to bind it to"
+        return replace(provenance, state="present", why=why)
+    if provenance.repository is None or repository_key(provenance.repository) != wanted:
+        why = f"built from {provenance.repository}, not the server's {wanted}"
+        return replace(provenance, state="invalid", why=why)
+    known_id = repository.get("id") if isinstance(repository, dict) else None
+    if isinstance(known_id, str) and known_id and provenance.repository_id != known_id:
+        return replace(provenance, state="invalid", why=(
+            f"built from repository id {provenance.repository_id}, not the server's {known_id}"
+            " (a repository of that name, deleted and made again?)"))  # fmt: skip
+    return provenance
+
+
+def combined(states: list[SignalState]) -> SignalState:
+    """A version's state from its npm packages' (the worst); none: `absent`."""
+    if not states:
+        return "absent"
+    return min(states, key=ORDER.index)
