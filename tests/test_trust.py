@@ -447,6 +447,7 @@ async def test_with_every_trust_source_down_or_large_serving_goes_on(
     app = web.Application()
     app.router.add_get("/hangs/all.zip", hangs)
     app.router.add_get("/down/all.zip", down)
+    app.router.add_get("/hangs/npm/{name:.*}", hangs)  # the npm mirror: signatures, provenance
     server = await aiohttp_server(app)
     base = f"http://127.0.0.1:{server.port}"
     large = tmp_path / "large.zip"
@@ -460,12 +461,35 @@ async def test_with_every_trust_source_down_or_large_serving_goes_on(
     write_yaml(directory / "trust.yaml", {"osv": [
         {"name": "hangs", "url": f"{base}/hangs/all.zip", "timeout": "1s", "ecosystems": ["npm"]},
         {"name": "down", "url": f"{base}/down/all.zip", "ecosystems": ["pypi"]},
-    ]})  # fmt: skip
+    ], "npm": {"mirror_keys": True}})  # fmt: skip
+    write_yaml(
+        directory / "mirrors.yaml", {"npm": f"{base}/hangs/npm/", "verify": {"timeout": "1s"}}
+    )
     write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
-        {"deny": {"malicious": True}}, {"deny": {"severity": ">=critical"}}]})  # fmt: skip
+        {"deny": {"malicious": True}}, {"deny": {"severity": ">=critical"}},
+        {"deny": {"signature": "invalid"}}, {"deny": {"provenance": "invalid"}}]})  # fmt: skip
+    write_yaml(directory / "trust.yaml", {**yaml.safe_load((directory / "trust.yaml").read_text()),
+                                          "npm": {"mirror_keys": True,
+                                                  "trusted_root": str(_test_root(tmp_path))}})  # fmt: skip
     client = await serve(load_config(directory))
     refresher = client.server.app[REFRESHER]
     assert len(await all_entries(client)) == len(SERVERS)  # every source down: nothing hidden
+
+    async def verify_and_serve() -> None:  # the npm mirror hangs: signals unknown
+        asking = asyncio.create_task(refresher.verify())
+        while not asking.done():
+            response = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/latest")
+            assert response.status == 200
+        await asking
+
+    await refresher.rebuild_now()
+    lags = await _loop_lag_during(verify_and_serve())
+    assert p99(lags) <= 0.050, f"p99 {p99(lags) * 1000:.1f} ms while the npm mirror hangs"
+    await refresher.rebuild_now()
+    assert len(await all_entries(client)) == len(SERVERS)  # unknown signals hide nothing
+    weather = await client.get("/v0.1/servers/io.github.acme%2Fweather/versions/1.0.0")
+    signals = (await weather.json())["_meta"]["com.example.mcp-gateway"]["packages"][0]["signals"]
+    assert signals["signature"]["state"] == signals["provenance"]["state"] == "unknown"
 
     async def refresh_and_serve() -> None:
         refreshing = asyncio.create_task(refresher.refresh_advisories(force=True))
@@ -481,12 +505,21 @@ async def test_with_every_trust_source_down_or_large_serving_goes_on(
     assert "TimeoutError" in errors["hangs"]
     assert "HTTP 503" in errors["down"]
     # A large feed (40,000 records) is read in the helper process, not on the serving loop.
+    npm = yaml.safe_load((directory / "trust.yaml").read_text())["npm"]
     write_yaml(directory / "trust.yaml", {"osv": [
-        {"name": "large", "file": str(large), "ecosystems": ["npm"]}]})  # fmt: skip
+        {"name": "large", "file": str(large), "ecosystems": ["npm"]}], "npm": npm})  # fmt: skip
     lags = await _loop_lag_during(refresher.apply(load_config(directory)))
     assert p99(lags) <= 0.050, f"p99 {p99(lags) * 1000:.1f} ms while a large feed is read"
     assert refresher.advisories.states[0].advisories is not None
     assert refresher.advisories.states[0].advisories.records == 40_000
+
+
+def _test_root(directory: Path) -> Path:
+    from tests.signing import SigningSetup
+
+    path = directory / "trusted_root.json"
+    path.write_bytes(orjson.dumps(SigningSetup().trusted_root()))
+    return path
 
 
 def test_what_the_feed_said_of_versions_gone_is_let_go() -> None:
