@@ -11,9 +11,12 @@ down, `unknown`, with nothing hidden that a rule did not ask to hide.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -627,3 +630,62 @@ def test_check_refuses_what_would_never_verify(
     assert main(["check", "--config", str(tmp_path)]) == 1
     err = capsys.readouterr()
     assert error in err.out + err.err
+
+
+# -- the commands: explain and diff ask the mirrors too ----------------------------------------
+
+
+@contextlib.contextmanager
+def mirror_in_thread() -> Iterator[SignedMirror]:
+    """The signed mirror on its own loop in a thread (the commands run their own loops)."""
+    mirror = SignedMirror(catalog())
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(mirror.app(), access_log=None)
+
+    async def start() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        mirror.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield mirror
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_explain_and_diff_ask_the_mirror_for_signals(tmp_path: Path, capsys: Any) -> None:
+    from gateway.cli import main
+    from tests.conftest import write_config
+
+    with mirror_in_thread() as mirror:
+        configs = {}
+        for name, rules in (("current", [{"deny": {"signature": "invalid"}}]),
+                            ("proposed", [{"deny": {"signature": "invalid"}},
+                                          {"deny": {"provenance": "invalid"}}])):  # fmt: skip
+            directory = tmp_path / name
+            write_config(directory, {"upstreams": [file_upstream(tmp_path / "data", "official", entries())],
+                                     "state_dir": str(tmp_path / "state")})  # fmt: skip
+            trust_config(directory, mirror)
+            (directory / "views" / "payments.yaml").unlink()
+            write_yaml(directory / "policy.yaml", {"default": "allow", "rules": rules})
+            configs[name] = str(directory)
+        assert main(["sync", "--config", configs["current"]]) == 0
+        capsys.readouterr()
+        assert main(["explain", SERVER, "--config", configs["current"]]) == 0
+        text = capsys.readouterr().out
+        assert (
+            f"provenance verified: built by https://github.com/acme/weather at commit {COMMIT}"
+            in text
+        )
+        assert "denied by policy.yaml rules[0]: signature invalid: key" in text  # 1.4.0
+        assert main(["diff", "--config", configs["current"], "--against", configs["proposed"],
+                     "--verify", "--json"]) == 0  # fmt: skip
+        diff = orjson.loads(capsys.readouterr().out)
+        gone = {f"{SERVER}@{v}" for v in ("1.2.0", "1.3.0", "1.6.0")}  # provenance invalid
+        assert set(diff["views"]["default"]["disappear"]) == gone
