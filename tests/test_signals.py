@@ -689,3 +689,14 @@ def test_explain_and_diff_ask_the_mirror_for_signals(tmp_path: Path, capsys: Any
         diff = orjson.loads(capsys.readouterr().out)
         gone = {f"{SERVER}@{v}" for v in ("1.2.0", "1.3.0", "1.6.0")}  # provenance invalid
         assert set(diff["views"]["default"]["disappear"]) == gone
+
+
+async def test_the_server_page_says_which_signal_hid_a_version(gateway: Any) -> None:
+    import re
+
+    response = await gateway.get(f"/server/{SERVER}")
+    assert response.status == 200
+    markup = await response.text()
+    row = next(r for r in re.findall(r"<tr><td>.*?</tr>", markup) if "<td>1.4.0</td>" in r)
+    assert "hidden: denied" in row
+    assert "signature invalid: key" in row and "is not a trusted registry key" in row
