@@ -1,7 +1,9 @@
 """Trust rules against none, in-process: the benchmark's scenario (3 upstreams, the 20-rule
 policy, 3 views, mirrors) with and without two trust rules in front of the policy (`deny:
 {malicious: true}`, `deny: {severity: ">=critical"}`), over an OSV feed naming 3,000 of the
-catalog's npm and PyPI packages and 20,000 others.
+catalog's npm and PyPI packages and 20,000 others; and with two npm signal rules instead
+(`deny: {signature: invalid}`, `deny: {provenance: invalid}`, trust.yaml's `npm` set), every
+mirror answer known (signals included), as after the mirrors were asked.
 
     python -m bench.trust [versions per upstream, default 66667] [rounds, default 5]
 
@@ -18,6 +20,8 @@ import random
 import statistics
 import sys
 import time
+import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,6 +31,9 @@ from bench.scenario import POLICY
 from gateway import compiled
 from gateway.config import PolicySettings
 from gateway.osv import Advisories, read_feed
+from gateway.registries.base import Check, Verdict
+from gateway.shaping import Lookup, no_lookup
+from gateway.signals import Provenance, Signals, Signature
 from gateway.snapshot import Builder, Snapshot
 from gateway.trust_config import TrustSettings
 
@@ -60,7 +67,38 @@ def feed(snapshot: Snapshot) -> Advisories:
     return read_feed(records, frozenset({"npm", "pypi"}), "bench")
 
 
-def full_rebuild(builder: Builder, snapshot_inputs: Any, advisories: Advisories | None) -> float:
+class Answers:
+    """Every mirror check answered (`available`); with `signed`, npm signals too: a tenth of
+    the packages with an invalid signature, half with verified provenance. Its `generation`
+    stays the same, as the gateway's mirror answers do between syncs that change nothing."""
+
+    generation = (0, 0)
+
+    def __init__(self, signed: bool) -> None:
+        self.signed = signed
+        self.now = datetime.now(UTC)
+        self.known: dict[Check, Verdict] = {}
+
+    def __call__(self, check: Check) -> Verdict:
+        found = self.known.get(check)
+        if found is None:
+            signals = None
+            if self.signed and check.kind == "npm":
+                spread = zlib.crc32(check.identifier.encode()) % 10
+                signature = Signature("verified" if spread else "invalid", "signed by SHA256:k")
+                provenance = Provenance("verified" if spread > 4 else "absent", "built by",
+                                        "https://github.com/acme/x", "1", "c0ffee")  # fmt: skip
+                signals = Signals(check.location, "sha512-x", signature, provenance, self.now)
+            found = self.known[check] = Verdict("available", self.now, True, signals)
+        return found
+
+
+def full_rebuild(
+    builder: Builder,
+    snapshot_inputs: Any,
+    advisories: Advisories | None,
+    lookup: Lookup = no_lookup,
+) -> float:
     sources, origins, now = snapshot_inputs
     builder.release()  # nothing kept: every view decides every entry
     for policy in builder.policies:
@@ -68,7 +106,7 @@ def full_rebuild(builder: Builder, snapshot_inputs: Any, advisories: Advisories 
             one.anew()
     gc.collect()
     started = time.perf_counter()
-    builder.build(sources, origins, now, advisories=advisories)
+    builder.build(sources, origins, now, lookup, advisories)
     return time.perf_counter() - started
 
 
@@ -84,23 +122,39 @@ def main(argv: list[str]) -> None:
             {"osv": [{"name": "osv", "file": "x", "ecosystems": ["npm", "pypi"]}]}
         ),
     })  # fmt: skip
-    plain, trust = Builder(config), Builder(trusting)
+    signing = config.model_copy(update={
+        "policy": PolicySettings.model_validate({**POLICY, "rules": [
+            {"deny": {"signature": "invalid"}}, {"deny": {"provenance": "invalid"}},
+            *POLICY["rules"]]}),
+        "trust": TrustSettings.model_validate({"npm": {"mirror_keys": True, "trusted_root": "x"}}),
+    })  # fmt: skip
+    plain, trust, signed = Builder(config), Builder(trusting), Builder(signing)
     plain.build(*inputs)
+    plain_answers, signed_answers = Answers(False), Answers(True)
+    signed.build(*inputs, signed_answers)
     started = time.perf_counter()
     first = trust.build(*inputs, advisories=advisories)
     first_seconds = time.perf_counter() - started
     hidden = sum(first.hidden["default"].values()) - sum(snapshot.hidden["default"].values())
-    times: dict[str, list[float]] = {"without": [], "with": []}
+    times: dict[str, list[float]] = {"without": [], "with": [], "with npm signal": [],
+                                     "without (mirrors answered)": []}  # fmt: skip
     for _ in range(rounds):
         times["without"].append(full_rebuild(plain, inputs, None))
         times["with"].append(full_rebuild(trust, inputs, advisories))
-    without, with_trust = (statistics.median(times[k]) for k in ("without", "with"))
+        times["without (mirrors answered)"].append(full_rebuild(plain, inputs, None, plain_answers))
+        times["with npm signal"].append(full_rebuild(signed, inputs, None, signed_answers))
+    without, with_trust, answered, with_signals = (
+        statistics.median(times[k])
+        for k in ("without", "with", "without (mirrors answered)", "with npm signal")
+    )
     print(f"compiled build: {compiled()}; feed: {advisories.records} records; "
           f"the trust rules hide {hidden} more versions in the default view")  # fmt: skip
     for label, values in times.items():
         print(f"full rebuild {label} trust rules, s: " + ", ".join(f"{t:.3f}" for t in values)
               + f" (median {statistics.median(values):.3f})")  # fmt: skip
     print(f"ratio: {with_trust / without:.2f}x (target: at most 1.2x)")
+    print(f"npm signal rules, ratio to the same mirror answers without them: "
+          f"{with_signals / answered:.2f}x (target: at most 1.2x)")  # fmt: skip
     print(
         f"the first build after a new feed (every version's packages read): {first_seconds:.2f} s"
     )

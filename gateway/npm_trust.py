@@ -71,6 +71,7 @@ class NpmSignals:
         cutoff = time.monotonic() - self.settings.ttl
         for key in [k for k, (_, expires) in self._found.items() if expires < cutoff]:
             del self._found[key]
+            self.verifier.changes += 1
 
     async def collect(
         self, checks: list[Check], documents: Mapping[Check, object | MirrorUnavailable]
@@ -236,6 +237,7 @@ class NpmSignals:
         states = [x.state for x in (signals.signature, signals.provenance) if x is not None]
         ttl = UNKNOWN_TTL if "unknown" in states else self.settings.ttl
         self._found[_key(check)] = (signals, time.monotonic() + ttl)
+        self.verifier.changes += 1
 
 
 def _keys_of(document: object) -> Keys | None:

@@ -101,6 +101,9 @@ class SignalSource(Protocol):
 
     def states(self, entry: Entry) -> tuple[SignalState | None, ...]: ...
 
+    def signal_key(self, entry: Entry) -> object:
+        """Equal for views whose mirrors give the entry the same signals."""
+
 
 def _signal_checks(match: Match, policy: Policy) -> list[Check]:
     """The match's signal keys, on the states the deciding view's mirrors give (a signal not
@@ -116,6 +119,7 @@ def _signal_checks(match: Match, policy: Policy) -> list[Check]:
             _: str, entry: Entry, index: int = index, allowed: frozenset[str] = allowed
         ) -> bool:
             source = policy.signal_source
+            policy.read_signals = True
             state = source.states(entry)[index] if source is not None else None
             return (state or "unknown") in allowed
 
@@ -201,11 +205,12 @@ class Policy:
         self.trusting = any(
             (rule.allow or rule.deny or Match()).trust_keys() for rule in settings.rules
         )  # it reads trust signals: a new feed is a reason to decide anew
-        # It reads the signals a view's mirrors give: each view decides with its own copy.
+        # It reads the signals a view's mirrors give: the deciding view sets itself as source.
         self.signing = any(
             (rule.allow or rule.deny or Match()).signal_keys() for rule in settings.rules
         )
         self.signal_source: SignalSource | None = None
+        self.read_signals = False  # the last decision read them (then they are remembered)
         self.min_age = timedelta(seconds=settings.min_age) if settings.min_age is not None else None
         self.types = frozenset(settings.packages.types) if settings.packages.types else None
         self._rules: list[tuple[re.Pattern[str] | None, Candidate]] = []
@@ -227,7 +232,7 @@ class Policy:
         self._interned: dict[tuple[int, ...], tuple[Candidate, ...]] = {}
         # The last answer: views decide each entry in turn, so policy.yaml, which every view
         # applies, is asked the same question several times in a row.
-        self._last: tuple[Entry | None, str, Verdict] = (None, "", self._default)
+        self._last: tuple[Entry | None, str, object, Verdict] = (None, "", None, self._default)
 
     def _candidates(self, identity: str) -> tuple[Candidate, ...]:
         indices = tuple(
@@ -276,9 +281,16 @@ class Policy:
             )
 
     def verdict(self, upstream: str, entry: Entry) -> Verdict:
-        last, last_upstream, known = self._last
-        if last is entry and last_upstream == upstream:
+        last, last_upstream, last_key, known = self._last
+        source = self.signal_source  # set by the view deciding (its mirrors' signals)
+        # the same, unless it read signals and this view's mirrors give others
+        if (
+            last is entry
+            and last_upstream == upstream
+            and (last_key is None or (source is not None and source.signal_key(entry) == last_key))
+        ):
             return known
+        self.read_signals = False
         candidates = self._every if self._every is not None else self._by_name.get(entry.identity)
         if candidates is None:
             candidates = self._candidates(entry.identity)
@@ -290,12 +302,13 @@ class Policy:
             else:
                 decided = verdict
                 break
-        self._last = (entry, upstream, decided)
+        key = source.signal_key(entry) if self.read_signals and source is not None else None
+        self._last = (entry, upstream, key, decided)
         return decided
 
     def anew(self) -> None:
         """Forget the last answer (the trust signals it read have changed)."""
-        self._last = (None, "", self._default)
+        self._last = (None, "", None, self._default)
 
     def forget(self, live_names: set[str]) -> None:
         """Forget the identities no upstream serves any more."""

@@ -290,7 +290,7 @@ class Refresher:
         sources = [Source(f.name, list(f.entries.values()), f.settings.owns) for f in self.feeds]
         origins = {feed.name: origin_of(feed, now) for feed in self.feeds}
         snapshot = await asyncio.to_thread(
-            self.builder.build, sources, origins, now, self.verifier.lookup,
+            self.builder.build, sources, origins, now, self.verifier,
             self.advisories.current,
         )  # fmt: skip
         replaced, self.snapshot = self.snapshot, snapshot

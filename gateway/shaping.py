@@ -14,7 +14,7 @@ from typing import Any
 from gateway.entry import Entry, ServerJson, format_timestamp, with_packages
 from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.registries import check_for
-from gateway.registries.base import Check, Verdict
+from gateway.registries.base import Check, Verdict, unchanged
 from gateway.served import CLOSE, packages_end
 from gateway.signals import SIGNALS, Signals, SignalState, bound, combined
 
@@ -59,6 +59,36 @@ def registry_type(package: object) -> str:
     return str(package.get("registryType")) if isinstance(package, dict) else "?"
 
 
+@dataclass(frozen=True, slots=True)
+class SignalFacts:
+    """What a view's npm signals say of an entry: combined states, the checks still to ask,
+    and the answers they were decided with (what its deferred bytes are then made from)."""
+
+    states: tuple[SignalState | None, ...]
+    pending: tuple[Check, ...]
+    answers: tuple[tuple[Check, Verdict | None], ...]
+
+
+NO_FACTS = SignalFacts((None, None), (), ())
+
+
+class Answered:
+    """A rewrite whose bytes say the mirror answers its decision was made with (a value, as
+    `served.Deferred` wants: later answers wait for the next build)."""
+
+    __slots__ = ("answers", "rewriter")
+
+    def __init__(self, rewriter: Rewriter, answers: tuple[tuple[Check, Verdict | None], ...]):
+        self.rewriter = rewriter
+        self.answers = answers
+
+    def served(self, entry: Entry) -> tuple[ServerJson, bytes]:
+        known = dict(self.answers)
+        shape = self.rewriter.shape(entry, known.get)
+        assert shape.server_json is not None  # installable: decided by the build
+        return shape.server_json or entry.server_json, shape.packages_json
+
+
 class Rewriter:
     """One view's package types and mirrors: what they make of an entry's server object."""
 
@@ -96,6 +126,37 @@ class Rewriter:
         shape = self.shape(entry, no_lookup)
         assert shape.server_json is not None  # installable: decided by the build
         return shape.server_json or entry.server_json, shape.packages_json
+
+    def signal_facts(self, entry: Entry, lookup: Lookup) -> SignalFacts:
+        """The signals a view decides an entry with, without shaping it: each npm package's
+        mirror location, its answer, and the combined states (what `shape` would find)."""
+        server = entry.server
+        packages = server.get("packages")
+        if not isinstance(packages, list):
+            packages = []
+        types = self.types
+        states: list[Signals | None] = []
+        pending: list[Check] = []
+        answers: list[tuple[Check, Verdict | None]] = []
+        for package in packages:
+            if registry_type(package) != "npm" or (types is not None and "npm" not in types):
+                continue
+            result = self.mirrors.rewrite(package) if self.mirrored else unchanged(package)
+            check = check_for(result.package) if result.original is not None else None
+            if check is None:
+                states.append(None)
+                continue
+            known = lookup(check)
+            answers.append((check, known))
+            if known is None or not known.fresh:
+                pending.append(check)
+            found = known.signals if known is not None else None
+            if found is not None and found.provenance is not None:
+                provenance = bound(found.provenance, server.get("repository"))
+                if provenance is not found.provenance:
+                    found = replace(found, provenance=provenance)
+            states.append(found)
+        return SignalFacts(self._states(states), tuple(pending), tuple(answers))
 
     def shape(self, entry: Entry, lookup: Lookup) -> Shape:
         server = entry.server

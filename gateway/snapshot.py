@@ -107,7 +107,7 @@ class _Admitter:
         self._reusable = True
         self._tally: dict[str, int] = {}
         self._verified: dict[str, int] = {}
-        self.signals: dict[tuple[str, str], int] = {}  # served versions by signal state
+        self._states: dict[tuple[str | None, ...], int] = {}  # served versions by states
 
     def begin(self) -> None:
         self._reusable = self._keepable
@@ -122,10 +122,12 @@ class _Admitter:
         decision = self.policy.admit(upstream, entry, self.now, self.lookup)
         if not isinstance(decision, Decision):
             if self.policy.signing:
-                self._count(self.policy.states(entry))
+                self._signed(entry)
             return decision  # served, its rewrite made when first written
         if decision.pending:
             self.totals.pending.update(decision.pending)
+        elif not decision.served and self.policy.read_of is entry:  # hidden by what it read
+            self.totals.pending.update(self.policy.signal_pending(entry))
         if not decision.served:
             self._tally[decision.reason] = self._tally.get(decision.reason, 0) + 1
             if decision.held_until is not None:
@@ -141,11 +143,29 @@ class _Admitter:
         assert decision.server_json is not None
         return decision.server_json, decision.rules, decision.packages_json
 
+    def _signed(self, entry: Entry) -> None:
+        """Count a served entry's signals, and what its mirrors must still be asked."""
+        policy = self.policy
+        if "npm" not in entry.registry_types or policy.rewriter.as_received(entry):
+            self._count(policy.states(entry))  # nothing asked
+            return
+        facts = policy.signal_facts(entry)
+        if facts.pending:
+            self.totals.pending.update(facts.pending)
+        self._count(facts.states)
+
     def _count(self, states: tuple[str | None, ...]) -> None:
-        for signal, state in zip(SIGNALS, states, strict=True):
-            if state is not None:
-                key = (signal, state)
-                self.signals[key] = self.signals.get(key, 0) + 1
+        self._states[states] = self._states.get(states, 0) + 1
+
+    @property
+    def signals(self) -> dict[tuple[str, str], int]:
+        """Served versions by (signal, state)."""
+        counts: dict[tuple[str, str], int] = {}
+        for states, count in self._states.items():
+            for signal, state in zip(SIGNALS, states, strict=True):
+                if state is not None:
+                    counts[(signal, state)] = counts.get((signal, state), 0) + count
+        return counts
 
     def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
         self.tally(self._tally, self._verified)

@@ -78,8 +78,19 @@ class Verifier:
         self._documents: dict[tuple[str, ...], tuple[Document | MirrorUnavailable, float]] = {}
         self._checked_at: dict[tuple[str, ...], datetime] = {}
         self._inflight: dict[tuple[str, ...], asyncio.Future[None]] = {}
+        self.changes = 0  # counts every answer stored or forgotten (see `generation`)
 
     # -- pure lookups, for snapshot builds ---------------------------------------------------
+
+    def __call__(self, check: Check) -> Verdict | None:
+        """A build's lookup (`lookup`), with a `generation` that says when answers changed."""
+        return self.lookup(check)
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes when any answer is stored or forgotten, and every minute (when answers may
+        have turned stale): what was worked out from the answers holds while it is equal."""
+        return (self.changes, int(time.monotonic() // UNKNOWN_TTL))
 
     @staticmethod
     def _key(check: Check) -> tuple[str, ...]:
@@ -141,6 +152,7 @@ class Verifier:
         for key in [k for k, (_, expires) in self._documents.items() if expires < cutoff]:
             del self._documents[key]
             self._checked_at.pop(key, None)
+            self.changes += 1
         if self.signals is not None:
             self.signals.forget_unasked()
 
@@ -161,6 +173,7 @@ class Verifier:
                     log.warning("mirror_check_failed", kind=check.kind, reason=str(exc))
             self._documents[key] = (document, time.monotonic() + ttl)
             self._checked_at[key] = datetime.now(UTC)
+            self.changes += 1
         finally:
             del self._inflight[key]
             future.set_result(None)

@@ -19,11 +19,14 @@ from gateway.registries.base import Check
 from gateway.served import CLOSE, Deferred
 from gateway.shaping import (
     AS_RECEIVED,
+    NO_FACTS,
     NO_SIGNALS,
     NOT_INSTALLABLE,
+    Answered,
     Lookup,
     Rewriter,
     Shape,
+    SignalFacts,
     no_lookup,
     registry_type,
 )
@@ -87,6 +90,18 @@ class Shapes:
         self._entry: Entry | None = None
         self._found: dict[object, Shape] = {}
         self._later: dict[object, Deferred] = {}
+        self._signals: dict[object, SignalFacts] = {}
+        # Signal facts kept across builds while the answers they were read from stay the
+        # same (the lookup's `generation`): (entry id, shaping key) -> (entry, facts)
+        self._kept: dict[tuple[int, object], tuple[Entry, SignalFacts]] = {}
+        self._generation: object = None
+
+    def kept(self, generation: object) -> dict[tuple[int, object], tuple[Entry, SignalFacts]]:
+        """The signal facts kept for this generation of answers (emptied when it changed)."""
+        if generation != self._generation:
+            self._generation = generation
+            self._kept = {}
+        return self._kept
 
     def of(self, entry: Entry) -> dict[object, Shape]:
         """The shapes found so far for this entry, by shaping key."""
@@ -98,11 +113,17 @@ class Shapes:
         self._current(entry)
         return self._later
 
+    def signals(self, entry: Entry) -> dict[object, SignalFacts]:
+        """The npm signal facts found so far for this entry, by shaping key."""
+        self._current(entry)
+        return self._signals
+
     def _current(self, entry: Entry) -> None:
         if entry is not self._entry:
             self._entry = entry
             self._found = {}
             self._later = {}
+            self._signals = {}
 
 
 class ViewPolicy:
@@ -130,17 +151,15 @@ class ViewPolicy:
         # rules may read them (with the lookup of the decision being made)
         self.signing = signing != NO_SIGNALS
         self._lookup: Lookup = no_lookup
-        for policy in policies:
-            if policy.signing:
-                assert policy.signal_source is None, "a policy reading signals is one view's"
-                policy.signal_source = self
-        # Whether an entry's rewrite can wait until it is written (see served.Deferred):
-        # nothing a build counts or hides depends on it.
-        self._defers = (
-            self.verify_mode == "off"
-            and self.mirrors.settings.unmirrored == "keep"
-            and not self.signing
+        self.read_of: Entry | None = None  # the last entry whose signals a rule read
+        self._last_facts: tuple[Entry | None, SignalFacts] = (None, NO_FACTS)
+        self._nothing: tuple[SignalState | None, ...] = tuple(
+            "absent" if on else None for on in signing
         )
+        self._signing_policies = [policy for policy in policies if policy.signing]
+        # Whether an entry's rewrite can wait until it is written (see served.Deferred):
+        # nothing a build counts or hides depends on it (npm signals are read on their own).
+        self._defers = self.verify_mode == "off" and self.mirrors.settings.unmirrored == "keep"
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
         self._keys: dict[frozenset[str], object] = {}  # registry types -> shaping key
 
@@ -154,8 +173,6 @@ class ViewPolicy:
         trust: Trust | None = None,
         signing: tuple[bool, bool] = NO_SIGNALS,
     ) -> ViewPolicy:
-        if isinstance(base, Policy) and base.signing:  # it reads this view's signals
-            base = base.settings
         policies = [base if isinstance(base, Policy) else Policy(base, "policy.yaml", trust)]
         if own is not None:
             policies.append(Policy(own, f"views/{name}.yaml", trust))
@@ -187,14 +204,65 @@ class ViewPolicy:
         `provenance`): the worst of its npm packages' at the view's mirrors."""
         if not self.signing:
             return (None, None)
+        if "npm" not in entry.registry_types:  # nothing to sign, whatever the view
+            return self._nothing
+        self.read_of = entry  # a rule read them: what it decided on must be asked for
+        return self._states(entry)
+
+    def _states(self, entry: Entry) -> tuple[SignalState | None, ...]:
         if self.rewriter.as_received(entry):  # no mirror: nothing was asked
             state: SignalState = "unknown" if "npm" in entry.registry_types else "absent"
             return tuple(state if on else None for on in self.rewriter.signing)
+        if self._defers:  # the rewrite waits: read the signals alone
+            return self.signal_facts(entry).states
         shape = self.shape(entry, self._lookup)
         return (shape.signature, shape.provenance)
 
+    def signal_pending(self, entry: Entry) -> tuple[Check, ...]:
+        """The mirror checks the entry's signals still wait for in this view."""
+        if self.rewriter.as_received(entry):
+            return ()
+        if self._defers:
+            return self.signal_facts(entry).pending
+        return self.shape(entry, self._lookup).pending
+
+    def signal_facts(self, entry: Entry) -> SignalFacts:
+        """The entry's npm signals in this view, shared by views shaping it alike."""
+        last, last_facts = self._last_facts
+        if last is entry:  # its rules and the count ask in turn
+            return last_facts
+        facts = self._signal_facts(entry)
+        self._last_facts = (entry, facts)
+        return facts
+
+    def _signal_facts(self, entry: Entry) -> SignalFacts:
+        found = self.shapes.signals(entry)
+        key = self._key(entry.registry_types)
+        facts = found.get(key)
+        if facts is None:
+            generation = getattr(self._lookup, "generation", None)
+            if generation is None:  # answers that say nothing of when they change
+                facts = found[key] = self.rewriter.signal_facts(entry, self._lookup)
+                return facts
+            kept = self.shapes.kept(generation)
+            known = kept.get((id(entry), key))
+            if known is not None and known[0] is entry:
+                facts = found[key] = known[1]
+            else:
+                facts = found[key] = self.rewriter.signal_facts(entry, self._lookup)
+                kept[(id(entry), key)] = (entry, facts)
+        return facts
+
+    def signal_key(self, entry: Entry) -> object:
+        """Equal for views whose mirrors give the entry the same signals: the states."""
+        if not self.signing or "npm" not in entry.registry_types:
+            return None  # no npm package: the same signals in every view
+        return self._states(entry)
+
     def _rules(self, upstream: str, entry: Entry, now: datetime) -> tuple[str, ...] | Decision:
         """What the policy files say: the rules that admit the entry, or why it is hidden."""
+        for policy in self._signing_policies:  # their signal rules read this view's mirrors
+            policy.signal_source = self
         rules: tuple[str, ...] = ()
         for policy in self.policies:
             verdict = policy.verdict(upstream, entry)
@@ -213,7 +281,8 @@ class ViewPolicy:
         """What the view serves of an entry: its admission (the server object, or its rewrite
         deferred until written where nothing else depends on it; the admitting rules; the
         item's end), or the decision that hides it or carries mirror checks."""
-        self._lookup = lookup  # what rules on signals read, through `states`
+        if lookup is not self._lookup:  # another build's answers
+            self._lookup, self._last_facts = lookup, (None, NO_FACTS)
         rules = self._rules(upstream, entry, now)
         if isinstance(rules, Decision):
             return rules
@@ -230,7 +299,10 @@ class ViewPolicy:
         key = self._key(entry.registry_types)
         deferred = later.get(key)
         if deferred is None:
-            deferred = later[key] = Deferred(entry, rewriter)
+            made = (
+                Answered(rewriter, self.signal_facts(entry).answers) if self.signing else rewriter
+            )
+            deferred = later[key] = Deferred(entry, made)
         return deferred, rules, b""
 
     def decide(
