@@ -56,16 +56,14 @@ class NpmSignals:
         self._keys: dict[str, tuple[Keys | MirrorUnavailable | None, float]] = {}
         self._busy: dict[tuple[str, str, str], asyncio.Future[None]] = {}  # being collected
 
-    def lookup(self, check: Check) -> tuple[Signals, bool] | None:
-        """What is known of a check's version, and whether it is still fresh."""
-        found = self._found.get(_key(check))
-        if found is None:
-            return None
-        return found[0], time.monotonic() < found[1]
+    def lookup(self, check: Check) -> tuple[Signals, float] | None:
+        """What is known of a check's version, and until when (`time.monotonic()`) it is
+        fresh."""
+        return self._found.get(_key(check))
 
     def stale(self, check: Check) -> bool:
         found = self.lookup(check)
-        return found is None or not found[1]
+        return found is None or time.monotonic() >= found[1]
 
     def forget_unasked(self) -> None:
         cutoff = time.monotonic() - self.settings.ttl

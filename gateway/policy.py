@@ -114,10 +114,17 @@ def _signal_checks(match: Match, policy: Policy) -> list[Check]:
         if not wanted:
             continue
         allowed = frozenset(wanted)
+        nothing = "absent" in allowed  # a version with no npm package: absent in every view
 
         def check(
-            _: str, entry: Entry, index: int = index, allowed: frozenset[str] = allowed
+            _: str,
+            entry: Entry,
+            index: int = index,
+            allowed: frozenset[str] = allowed,
+            nothing: bool = nothing,
         ) -> bool:
+            if "npm" not in entry.registry_types:
+                return nothing
             source = policy.signal_source
             policy.read_signals = True
             state = source.states(entry)[index] if source is not None else None

@@ -7,6 +7,7 @@ rewriter makes them when the item is first written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -67,6 +68,7 @@ class SignalFacts:
     states: tuple[SignalState | None, ...]
     pending: tuple[Check, ...]
     answers: tuple[tuple[Check, Verdict | None], ...]
+    until: float = math.inf  # `time.monotonic()` when the first answer it read turns stale
 
 
 NO_FACTS = SignalFacts((None, None), (), ())
@@ -156,7 +158,8 @@ class Rewriter:
                 if provenance is not found.provenance:
                     found = replace(found, provenance=provenance)
             states.append(found)
-        return SignalFacts(self._states(states), tuple(pending), tuple(answers))
+        until = min((v.until if v is not None else 0.0 for _, v in answers), default=math.inf)
+        return SignalFacts(self._states(states), tuple(pending), tuple(answers), until)
 
     def shape(self, entry: Entry, lookup: Lookup) -> Shape:
         server = entry.server

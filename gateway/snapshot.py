@@ -108,6 +108,7 @@ class _Admitter:
         self._tally: dict[str, int] = {}
         self._verified: dict[str, int] = {}
         self._states: dict[tuple[str | None, ...], int] = {}  # served versions by states
+        self._unsigned = 0  # served versions with no npm package
 
     def begin(self) -> None:
         self._reusable = self._keepable
@@ -146,7 +147,10 @@ class _Admitter:
     def _signed(self, entry: Entry) -> None:
         """Count a served entry's signals, and what its mirrors must still be asked."""
         policy = self.policy
-        if "npm" not in entry.registry_types or policy.rewriter.as_received(entry):
+        if "npm" not in entry.registry_types:
+            self._unsigned += 1  # nothing to sign: absent (counted at the end)
+            return
+        if policy.rewriter.as_received(entry):
             self._count(policy.states(entry))  # nothing asked
             return
         facts = policy.signal_facts(entry)
@@ -161,7 +165,11 @@ class _Admitter:
     def signals(self) -> dict[tuple[str, str], int]:
         """Served versions by (signal, state)."""
         counts: dict[tuple[str, str], int] = {}
-        for states, count in self._states.items():
+        states_of = dict(self._states)
+        if self._unsigned:
+            nothing = self.policy.states_of_unsigned
+            states_of[nothing] = states_of.get(nothing, 0) + self._unsigned
+        for states, count in states_of.items():
             for signal, state in zip(SIGNALS, states, strict=True):
                 if state is not None:
                     counts[(signal, state)] = counts.get((signal, state), 0) + count
@@ -242,6 +250,10 @@ class Builder:
         views: dict[str, ViewCatalog] = {}
         totals = _Totals()
         self.parts.new_build()
+        for view_policy in self.policies:
+            view_policy.use(lookup)
+        if self.policies:
+            self.policies[0].shapes.new_build()  # one store for every view
         admitters = [_Admitter(policy, origins, now, lookup, totals) for policy in self.policies]
         built = build_views(
             order,

@@ -78,19 +78,9 @@ class Verifier:
         self._documents: dict[tuple[str, ...], tuple[Document | MirrorUnavailable, float]] = {}
         self._checked_at: dict[tuple[str, ...], datetime] = {}
         self._inflight: dict[tuple[str, ...], asyncio.Future[None]] = {}
-        self.changes = 0  # counts every answer stored or forgotten (see `generation`)
+        self.changes = 0  # answers stored or forgotten (see `generation`)
 
     # -- pure lookups, for snapshot builds ---------------------------------------------------
-
-    def __call__(self, check: Check) -> Verdict | None:
-        """A build's lookup (`lookup`), with a `generation` that says when answers changed."""
-        return self.lookup(check)
-
-    @property
-    def generation(self) -> tuple[int, int]:
-        """Changes when any answer is stored or forgotten, and every minute (when answers may
-        have turned stale): what was worked out from the answers holds while it is equal."""
-        return (self.changes, int(time.monotonic() // UNKNOWN_TTL))
 
     @staticmethod
     def _key(check: Check) -> tuple[str, ...]:
@@ -122,8 +112,20 @@ class Verifier:
             known = self.signals.lookup(check)
             if known is None:  # the document is known, its signals not yet
                 return Verdict(result, checked_at, False)
-            return Verdict(result, checked_at, fresh and known[1], known[0])
-        return Verdict(result, checked_at, fresh)
+            signals, signals_until = known
+            until = min(expires, signals_until)
+            return Verdict(result, checked_at, time.monotonic() < until, signals, until)
+        return Verdict(result, checked_at, fresh, None, expires)
+
+    def __call__(self, check: Check) -> Verdict | None:
+        """A build's lookup (`lookup`), with a `generation` that says when answers changed."""
+        return self.lookup(check)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever an answer is stored or forgotten: what was read from the answers
+        holds while it is the same (and they are fresh: see `Verdict.until`)."""
+        return self.changes
 
     # -- I/O -------------------------------------------------------------------------------
 

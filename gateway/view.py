@@ -3,6 +3,7 @@ then the view's mirrors rewrite package locations, and verification results appl
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -75,6 +76,8 @@ Admission = tuple[ServerJson | Deferred, tuple[str, ...], bytes]
 
 
 _MIRRORED_KINDS = frozenset(KNOWN)  # the keys of mirrors.yaml by type
+_SHAPINGS: dict[object, int] = {}  # what shapes an entry -> its number (few: views x types)
+Kept = tuple[Entry, SignalFacts, object]  # an entry, its facts, the answers' generation
 
 
 class Shapes:
@@ -91,17 +94,14 @@ class Shapes:
         self._found: dict[object, Shape] = {}
         self._later: dict[object, Deferred] = {}
         self._signals: dict[object, SignalFacts] = {}
-        # Signal facts kept across builds while the answers they were read from stay the
-        # same (the lookup's `generation`): (entry id, shaping key) -> (entry, facts)
-        self._kept: dict[tuple[int, object], tuple[Entry, SignalFacts]] = {}
-        self._generation: object = None
+        # Signal facts kept from the last build, and those of this one: (entry id, shaping
+        # key) -> (entry, facts), used again while the mirror answers they read are the same
+        self.last_kept: dict[tuple[int, object], Kept] = {}
+        self.kept: dict[tuple[int, object], Kept] = {}
 
-    def kept(self, generation: object) -> dict[tuple[int, object], tuple[Entry, SignalFacts]]:
-        """The signal facts kept for this generation of answers (emptied when it changed)."""
-        if generation != self._generation:
-            self._generation = generation
-            self._kept = {}
-        return self._kept
+    def new_build(self) -> None:
+        """What the last build kept is what this one may use; what it does not use is let go."""
+        self.last_kept, self.kept = self.kept, {}
 
     def of(self, entry: Entry) -> dict[object, Shape]:
         """The shapes found so far for this entry, by shaping key."""
@@ -151,17 +151,20 @@ class ViewPolicy:
         # rules may read them (with the lookup of the decision being made)
         self.signing = signing != NO_SIGNALS
         self._lookup: Lookup = no_lookup
+        self._generation: object = None
+        self._now = 0.0
         self.read_of: Entry | None = None  # the last entry whose signals a rule read
         self._last_facts: tuple[Entry | None, SignalFacts] = (None, NO_FACTS)
         self._nothing: tuple[SignalState | None, ...] = tuple(
             "absent" if on else None for on in signing
         )
+        self.states_of_unsigned = self._nothing  # a version with no npm package
         self._signing_policies = [policy for policy in policies if policy.signing]
         # Whether an entry's rewrite can wait until it is written (see served.Deferred):
         # nothing a build counts or hides depends on it (npm signals are read on their own).
         self._defers = self.verify_mode == "off" and self.mirrors.settings.unmirrored == "keep"
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
-        self._keys: dict[frozenset[str], object] = {}  # registry types -> shaping key
+        self._keys: dict[frozenset[str], int] = {}  # registry types -> shaping key
 
     @classmethod
     def of(
@@ -194,9 +197,10 @@ class ViewPolicy:
                 (kind, orjson.dumps(getattr(settings, kind), default=_dump))
                 for kind in sorted(registry_types & _MIRRORED_KINDS)
             )
-            key = self._keys[registry_types] = (
-                self.types, settings.unmirrored, settings.verify.model_dump_json(), relevant
-            )  # fmt: skip
+            described = (self.types, settings.unmirrored, settings.verify.model_dump_json(),
+                         relevant)  # fmt: skip
+            # one small number per distinct shaping: hashed for every entry a build decides
+            key = self._keys[registry_types] = _SHAPINGS.setdefault(described, len(_SHAPINGS))
         return key
 
     def states(self, entry: Entry) -> tuple[SignalState | None, ...]:
@@ -240,18 +244,29 @@ class ViewPolicy:
         key = self._key(entry.registry_types)
         facts = found.get(key)
         if facts is None:
-            generation = getattr(self._lookup, "generation", None)
-            if generation is None:  # answers that say nothing of when they change
-                facts = found[key] = self.rewriter.signal_facts(entry, self._lookup)
-                return facts
-            kept = self.shapes.kept(generation)
-            known = kept.get((id(entry), key))
-            if known is not None and known[0] is entry:
-                facts = found[key] = known[1]
+            shapes, lookup, generation = self.shapes, self._lookup, self._generation
+            known = shapes.last_kept.get((id(entry), key))
+            # What the last build read holds while every answer it read is the same and
+            # fresh: no answer has changed since (the lookup's generation), or each is equal.
+            if (
+                known is not None
+                and known[0] is entry
+                and self._now < known[1].until
+                and (known[2] == generation or _same(known[1], lookup))
+            ):
+                facts = known[1]
             else:
-                facts = found[key] = self.rewriter.signal_facts(entry, self._lookup)
-                kept[(id(entry), key)] = (entry, facts)
+                facts = self.rewriter.signal_facts(entry, lookup)
+            found[key] = facts
+            if generation is not None:
+                shapes.kept[(id(entry), key)] = (entry, facts, generation)
         return facts
+
+    def use(self, lookup: Lookup) -> None:
+        """The mirror answers a build (or a command) decides with."""
+        self._lookup, self._last_facts = lookup, (None, NO_FACTS)
+        self._generation = getattr(lookup, "generation", None)  # None: nothing is kept
+        self._now = time.monotonic()
 
     def signal_key(self, entry: Entry) -> object:
         """Equal for views whose mirrors give the entry the same signals: the states."""
@@ -281,8 +296,8 @@ class ViewPolicy:
         """What the view serves of an entry: its admission (the server object, or its rewrite
         deferred until written where nothing else depends on it; the admitting rules; the
         item's end), or the decision that hides it or carries mirror checks."""
-        if lookup is not self._lookup:  # another build's answers
-            self._lookup, self._last_facts = lookup, (None, NO_FACTS)
+        if lookup is not self._lookup:  # a command's own answers (a build calls `use`)
+            self.use(lookup)
         rules = self._rules(upstream, entry, now)
         if isinstance(rules, Decision):
             return rules
@@ -338,6 +353,15 @@ class ViewPolicy:
         if shape is None:
             shape = found[key] = self.rewriter.shape(entry, lookup)
         return shape
+
+
+def _same(facts: SignalFacts, lookup: Lookup) -> bool:
+    """Whether the mirror answers a view's signal facts were read from are still the ones
+    the lookup gives (checks not answered then are asked again)."""
+    for check, verdict in facts.answers:
+        if verdict is None or lookup(check) != verdict:
+            return False
+    return True
 
 
 def _decided(rules: tuple[str, ...], shape: Shape, entry: Entry) -> Decision:

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 
 from gateway.loader import load_config
 from gateway.provenance import Keys, purl, verify_provenance, verify_signature
-from gateway.signals import Dist, Provenance, bound, combined, repository_key
+from gateway.signals import Dist, Provenance, Signals, Signature, bound, combined, repository_key
 from tests.conftest import file_upstream
 from tests.fakes import server_entry
 from tests.signing import GITHUB_ISSUER, NpmKey, SigningSetup, github_identity, slsa_statement
@@ -699,4 +700,74 @@ async def test_the_server_page_says_which_signal_hid_a_version(gateway: Any) -> 
     markup = await response.text()
     row = next(r for r in re.findall(r"<tr><td>.*?</tr>", markup) if "<td>1.4.0</td>" in r)
     assert "hidden: denied" in row
-    assert "signature invalid: key" in row and "is not a trusted registry key" in row
+    assert "signature invalid: key" in row
+    assert "is not a trusted registry key" in row
+
+
+# -- what a build keeps of the signals follows the answers --------------------------------------
+
+
+class Answers:
+    """Mirror answers for a build, as the gateway's verifier gives them: a `generation` that
+    changes when an answer is stored, and answers fresh until a time."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.known: dict[str, tuple[Signals, float]] = {}
+        self.asked: list[str] = []
+        self.at = datetime.now(UTC)
+
+    def set(self, version: str, state: Any, until: float = float("inf")) -> None:
+        self.known[version] = (
+            Signals("m", "sha512-x", Signature(state, "why"), None, self.at),
+            until,
+        )
+        self.generation += 1
+
+    def __call__(self, check: Any) -> Any:
+        from gateway.registries.base import Verdict
+
+        self.asked.append(check.version)
+        signals, until = self.known[check.version]
+        return Verdict("available", self.at, time.monotonic() < until, signals, until)
+
+
+def test_signals_kept_between_builds_follow_every_changed_or_stale_answer(tmp_path: Path) -> None:
+    from gateway.catalog import Origin
+    from gateway.entry import parse_item
+    from gateway.merge import Source
+    from gateway.snapshot import Builder
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path / "config",
+                          {"upstreams": [file_upstream(tmp_path / "data", "official", [])]})  # fmt: skip
+    directory = config.directory
+    write_yaml(directory / "trust.yaml", {"npm": {"mirror_keys": True}})
+    write_yaml(directory / "mirrors.yaml", {"npm": "https://mirror.example/npm/"})
+    write_yaml(directory / "policy.yaml", {"rules": [{"deny": {"signature": "invalid"}}]})
+    config = load_config(directory)
+    now = datetime.now(UTC)
+    items = [e for e in entries() if e["server"]["name"] == SERVER][:3]
+    source = Source("official", [parse_item(item, seen_at=now) for item in items])
+    origins = {"official": Origin("official", now)}
+    builder = Builder(config)
+    answers = Answers()
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        answers.set(version, "verified")
+
+    def served() -> set[str]:
+        snapshot = builder.build([source], origins, datetime.now(UTC), answers)
+        return {item.version for item in snapshot.views["default"].every.items}
+
+    assert served() == {"1.0.0", "1.1.0", "1.2.0"}
+    answers.asked.clear()
+    assert served() == {"1.0.0", "1.1.0", "1.2.0"}
+    assert answers.asked == []  # nothing changed: what was read is kept
+    answers.set("1.1.0", "invalid")  # a new answer: read again, decided again
+    assert served() == {"1.0.0", "1.2.0"}
+    answers.set("1.0.0", "verified", until=time.monotonic() + 0.2)
+    snapshot = builder.build([source], origins, datetime.now(UTC), answers)
+    assert not snapshot.pending
+    time.sleep(0.3)  # it turns stale with no new answer stored: read again, and asked for
+    snapshot = builder.build([source], origins, datetime.now(UTC), answers)
+    assert {check.version for check in snapshot.pending} == {"1.0.0"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import re
 import shlex
 from collections.abc import Callable
@@ -52,6 +53,7 @@ class Verdict:
     checked_at: datetime
     fresh: bool  # and, where signals are collected, they are fresh too
     signals: Signals | None = None  # npm signatures and provenance at that mirror
+    until: float = math.inf  # `time.monotonic()` when it stops being fresh
 
 
 @dataclass(frozen=True, slots=True)
