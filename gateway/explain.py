@@ -279,15 +279,8 @@ def _read(
     keys = signing.get(rules[-1]) if rules else None
     if not keys:
         return ()
-    read = []
-    for meta in policy.shape(entry, lookup).packages:
-        found = meta.get("signals")
-        if not isinstance(found, dict):
-            continue
-        for key in keys:
-            signal = found.get(key)
-            if isinstance(signal, dict):
-                read.append(f"{key} {signal.get('state')}: {signal.get('why')}")
+    read = [line for meta in policy.shape(entry, lookup).packages
+            for line in _signal_lines(meta, keys)]  # fmt: skip
     if not read:  # no npm package at a mirror of the view
         states = policy.states(entry)
         read = [f"{key} {states[SIGNALS.index(key)]}" for key in keys]
@@ -349,11 +342,17 @@ def _verdict_lines(view_name: str, verdict: Verdict) -> list[str]:
         was = " ".join(str(v) for v in (original.values() if isinstance(original, dict) else ()))
         check = package.meta.get("verification", "not verified")
         lines.append(f"          {package.meta['registryType']}: {now_at} (was: {was}) [{check}]")
-        found = package.meta.get("signals")
-        if not isinstance(found, dict):
-            continue
-        for key in SIGNALS:
-            signal = found.get(key)
-            if isinstance(signal, dict):
-                lines.append(f"            {key} {signal.get('state')}: {signal.get('why')}")
+        lines.extend(f"            {line}" for line in _signal_lines(package.meta, SIGNALS))
     return lines
+
+
+def _signal_lines(meta: Mapping[str, object], keys: Sequence[str]) -> list[str]:
+    """A package's signals, as its gateway `_meta` says them: "provenance verified: why"."""
+    found = meta.get("signals")
+    if not isinstance(found, dict):
+        return []
+    return [
+        f"{key} {signal.get('state')}: {signal.get('why')}"
+        for key in keys
+        if isinstance(signal := found.get(key), dict)
+    ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -117,14 +118,23 @@ def file_upstream(directory: Path, name: str, items: list[dict[str, Any]]) -> di
     return {"name": name, "file": str(path), "refresh": "1h"}
 
 
-@pytest.fixture
-async def mirror() -> AsyncIterator[FakeMirror]:
-    fake = FakeMirror()
-    runner = web.AppRunner(fake.app(), access_log=None)
+@contextlib.asynccontextmanager
+async def loopback(app: web.Application) -> AsyncIterator[str]:
+    """Serve an aiohttp app on 127.0.0.1 (a free port) while in the block: its base URL."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def mirror() -> AsyncIterator[FakeMirror]:
+    fake = FakeMirror()
+    async with loopback(fake.app()) as url:
+        fake.url = url
+        yield fake

@@ -27,7 +27,7 @@ import yaml
 from aiohttp import web
 
 from gateway.loader import load_config
-from tests.conftest import file_upstream
+from tests.conftest import file_upstream, loopback
 from tests.fakes import server_entry
 from tests.signing import GITHUB_ISSUER, NpmKey, SigningSetup, github_identity, slsa_statement
 from tests.test_real_mirrors import (
@@ -138,13 +138,8 @@ async def attestation_source(tarballs: dict[str, bytes]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/attestations/{spec:.*}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/attestations/"
-    await runner.cleanup()
+    async with loopback(app) as url:
+        yield f"{url}/attestations/"
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from gateway.loader import load_config
 from gateway.provenance import Keys, purl, verify_provenance, verify_signature
 from gateway.signals import Dist, Provenance, Signals, Signature, bound, combined, repository_key
-from tests.conftest import file_upstream
+from tests.conftest import file_upstream, loopback
 from tests.fakes import server_entry
 from tests.signing import GITHUB_ISSUER, NpmKey, SigningSetup, github_identity, slsa_statement
 from tests.test_federation import all_entries, keys
@@ -176,14 +176,9 @@ class SignedMirror:
 @pytest.fixture
 async def signed_mirror() -> AsyncIterator[SignedMirror]:
     mirror = SignedMirror(catalog())
-    runner = web.AppRunner(mirror.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    mirror.url = f"http://127.0.0.1:{port}"
-    yield mirror
-    await runner.cleanup()
+    async with loopback(mirror.app()) as url:
+        mirror.url = url
+        yield mirror
 
 
 def write_yaml(path: Path, document: Any) -> None:
