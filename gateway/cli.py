@@ -26,6 +26,7 @@ from gateway.config import (
 )
 from gateway.diff import Diff, diff_configs
 from gateway.diff import render_text as render_diff
+from gateway.entry import Entry
 from gateway.errors import ConfigError
 from gateway.explain import Explanation, explain
 from gateway.explain import render_text as render_explain
@@ -36,6 +37,7 @@ from gateway.merge import Source
 from gateway.offline import snapshot_from_state, sources_from_state
 from gateway.osv import Advisories
 from gateway.refresher import Refresher
+from gateway.registries.base import Check
 from gateway.schemas import SCHEMA_FILES, config_schemas
 from gateway.serve import serve
 from gateway.shaping import Lookup, no_lookup
@@ -137,9 +139,18 @@ async def _verify_for(
         for entry in source.entries
         if entry.name == name
         for policy in policies
-        for check in policy.decide(source.upstream, entry, now).pending
+        for check in _asked(policy, source.upstream, entry, now)
     }
     return await answers(config.mirrors.verify, config.trust.npm, checks, math.inf)
+
+
+def _asked(policy: ViewPolicy, upstream: str, entry: Entry, now: datetime) -> tuple[Check, ...]:
+    """What the view's mirrors must be asked to decide the entry (its signals too, when a
+    rule read them and hid it)."""
+    decision = policy.decide(upstream, entry, now)
+    if not decision.served and policy.read_of is entry:
+        return (*decision.pending, *policy.signal_pending(entry))
+    return decision.pending
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -28,6 +29,7 @@ from gateway.errors import HelperFailed, MirrorUnavailable
 from gateway.locations import within
 from gateway.provenance import Job, Keys
 from gateway.registries.base import Check
+from gateway.registries.npm import NPM
 from gateway.signals import Dist, Provenance, Signals, Signature, unknown
 from gateway.trust_config import NpmSigning
 
@@ -38,7 +40,25 @@ log = structlog.get_logger("gateway.npm_trust")
 
 UNKNOWN_TTL = 60.0  # an unknown answer is asked again this soon
 _BATCH = 256  # verifications per trip to the helper process
+_CHUNK = 64  # versions collected together: at most this many bundles held at once
 _MAX_KEYS = 64
+
+
+Part = Job | Signature | Provenance | None  # a job for the helper, an answer, or not collected
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    dist: Dist
+    signature: Part
+    provenance: Part
+
+
+def _answered(
+    part: Part, answers: Iterator[Signature | Provenance]
+) -> Signature | Provenance | None:
+    """A part's answer: the helper's next one for a job (answers come in the jobs' order)."""
+    return next(answers) if isinstance(part, tuple) else part
 
 
 def _key(check: Check) -> tuple[str, str, str]:
@@ -92,63 +112,65 @@ class NpmSignals:
     async def _collect(
         self, checks: list[Check], documents: Mapping[Check, object | MirrorUnavailable]
     ) -> None:
-        now = datetime.now(UTC)
-        jobs: list[Job] = []
-        pending: list[tuple[Check, Dist, int | None, int | Provenance | None]] = []
-        for check in checks:
-            document = documents.get(check)
-            if isinstance(document, MirrorUnavailable):
-                self._keep(check, self._unknown(check, f"the mirror: {document}", now))
-                continue
-            dist = document.get(check.version) if isinstance(document, dict) else None
-            if not isinstance(dist, Dist):
-                self._keep(check, self._absent(check, now))
-                continue
-            signature_at: int | None = None
-            provenance_at: int | Provenance | None = None
-            if self.settings.signatures:
-                keys = await self._keys_for(check.location)
-                if isinstance(keys, MirrorUnavailable) and not dist.signatures:
-                    keys = None  # nothing to check: absent, whatever the keys
-                if isinstance(keys, MirrorUnavailable):
-                    signature_at = -1
-                else:
-                    signature_at = len(jobs)
-                    jobs.append(("signature", check.identifier, check.version, dist, keys))
-            if self.settings.provenance:
-                provenance_at = await self._provenance_job(check, dist, jobs)
-            pending.append((check, dist, signature_at, provenance_at))
-        answers = await self._verified(jobs)
-        for check, dist, signature_at, provenance_at in pending:
-            signature = provenance_found = None
-            if signature_at is not None:
-                signature = (
-                    Signature("unknown", "the mirror's registry keys could not be read")
-                    if signature_at < 0 else answers[signature_at]
-                )  # fmt: skip
-            if provenance_at is not None:
-                provenance_found = (
-                    provenance_at
-                    if isinstance(provenance_at, Provenance)
-                    else answers[provenance_at]
+        """A chunk at a time: its attestations fetched together (the mirror checks'
+        concurrency), then verified in one trip to the helper process, so at most a chunk's
+        bundles are held at once."""
+        for start in range(0, len(checks), _CHUNK):
+            chunk = checks[start : start + _CHUNK]
+            now = datetime.now(UTC)
+            read = await asyncio.gather(*(self._read(c, documents.get(c), now) for c in chunk))
+            jobs = [
+                part for _, found in read if isinstance(found, _Read)
+                for part in (found.signature, found.provenance) if isinstance(part, tuple)
+            ]  # fmt: skip
+            answers = iter(await self._verified(jobs))
+            for check, found in read:
+                if isinstance(found, Signals):
+                    self._keep(check, found)
+                    continue
+                signature = _answered(found.signature, answers)
+                provenance_found = _answered(found.provenance, answers)
+                assert signature is None or isinstance(signature, Signature)
+                assert provenance_found is None or isinstance(provenance_found, Provenance)
+                integrity = found.dist.integrity
+                self._keep(
+                    check, Signals(check.location, integrity, signature, provenance_found, now)
                 )
-            assert signature is None or isinstance(signature, Signature)
-            assert provenance_found is None or isinstance(provenance_found, Provenance)
-            signals = Signals(check.location, dist.integrity, signature, provenance_found, now)
-            self._keep(check, signals)
 
-    # -- parts --------------------------------------------------------------------------------
+    async def _read(
+        self, check: Check, document: object, now: datetime
+    ) -> tuple[Check, Signals | _Read]:
+        """A check's signals when they are known at once, else what is left to verify."""
+        if isinstance(document, MirrorUnavailable):
+            return check, self._unknown(check, f"the mirror: {document}", now)
+        found = _dist_of(document, check.version)
+        if found is None:
+            return check, self._absent(check, now)
+        version, dist = found  # the mirror's spelling of the version: what it signed
+        signature: Part = None
+        if self.settings.signatures:
+            keys = await self._keys_for(check.location)
+            if isinstance(keys, MirrorUnavailable) and dist.signatures:
+                signature = Signature("unknown", "the mirror's registry keys could not be read")
+            else:
+                listed = keys if not isinstance(keys, MirrorUnavailable) else None
+                signature = ("signature", check.identifier, version, dist, listed)
+        provenance: Part = None
+        if self.settings.provenance:
+            provenance = await self._provenance_job(check, version, dist)
+        return check, _Read(dist, signature, provenance)
 
-    async def _provenance_job(self, check: Check, dist: Dist, jobs: list[Job]) -> int | Provenance:
-        """A provenance job's index in `jobs`, or the answer when none is needed."""
-        if dist.attestations is None and not dist.provenance:
+    async def _provenance_job(self, check: Check, version: str, dist: Dist) -> Job | Provenance:
+        """A provenance job for the helper, or the answer when none is needed."""
+        if not dist.provenance:  # attestations without provenance (a publish attestation)
             return Provenance("absent", "the mirror lists no provenance")
-        url = self._attestations_url(check, dist.attestations)
+        url = self._attestations_url(check, version, dist.attestations)
         try:
-            status, body, _ = await self.verifier.request(
-                "GET", url, self._under(url, check), {"Accept": "application/json"},
-                limit=self.settings.max_bundle,
-            )  # fmt: skip
+            async with self.verifier.semaphore:
+                status, body, _ = await self.verifier.request(
+                    "GET", url, self._under(url, check), {"Accept": "application/json"},
+                    limit=self.settings.max_bundle,
+                )  # fmt: skip
         except MirrorUnavailable as exc:
             return Provenance("unknown", f"attestations: {exc}")
         if status in (404, 410):
@@ -158,18 +180,17 @@ class NpmSignals:
             return Provenance("unknown", f"attestations: HTTP {status}")
         root = self.settings.trusted_root
         assert root is not None  # provenance is collected only with one
-        jobs.append(("provenance", body, check.identifier, check.version, dist.integrity,
-                     root, tuple(self.settings.issuers)))  # fmt: skip
-        return len(jobs) - 1
+        return ("provenance", body, check.identifier, version, dist.integrity, root,
+                tuple(self.settings.issuers))  # fmt: skip
 
-    def _attestations_url(self, check: Check, url: str | None) -> str:
+    def _attestations_url(self, check: Check, version: str, url: str | None) -> str:
         """The document's attestations URL where it is under a location the operator named,
         else the mirror's own."""
         allowed = (check.location.rstrip("/") + "/", *self.settings.attestations)
         if url is not None and any(within(url, prefix) for prefix in allowed):
             return url
         name = quote(check.identifier, safe="@")
-        return f"{check.location.rstrip('/')}/-/npm/v1/attestations/{name}@{quote(check.version)}"
+        return f"{check.location.rstrip('/')}/-/npm/v1/attestations/{name}@{quote(version)}"
 
     def _under(self, url: str, check: Check) -> str:
         for prefix in self.settings.attestations:
@@ -199,7 +220,8 @@ class NpmSignals:
 
     async def _listed(self, location: str) -> Keys | None:
         url = f"{location.rstrip('/')}/-/npm/v1/keys"
-        found: Keys | None = await self.verifier.json(url, location.rstrip("/") + "/", _keys_of)
+        async with self.verifier.semaphore:
+            found: Keys | None = await self.verifier.json(url, location.rstrip("/") + "/", _keys_of)
         return found
 
     async def _verified(self, jobs: list[Job]) -> list[Signature | Provenance]:
@@ -236,6 +258,20 @@ class NpmSignals:
         ttl = UNKNOWN_TTL if "unknown" in states else self.settings.ttl
         self._found[_key(check)] = (signals, time.monotonic() + ttl)
         self.verifier.changes += 1
+
+
+def _dist_of(document: object, version: str) -> tuple[str, Dist] | None:
+    """The version as the mirror spells it, and its dist facts (`1.2.3+build` is `1.2.3`,
+    as the mirror check takes it)."""
+    if not isinstance(document, dict):
+        return None
+    found = document.get(version)
+    if isinstance(found, Dist):
+        return version, found
+    for spelled, dist in document.items():
+        if isinstance(dist, Dist) and NPM.same_version(version, spelled):
+            return spelled, dist
+    return None
 
 
 def _keys_of(document: object) -> Keys | None:

@@ -296,7 +296,7 @@ class Policy:
             and last_upstream == upstream
             and (last_key is None or (source is not None and source.signal_key(entry) == last_key))
         ):
-            return known
+            return known  # (the view read the signals it was decided on: `signal_key`)
         self.read_signals = False
         candidates = self._every if self._every is not None else self._by_name.get(entry.identity)
         if candidates is None:

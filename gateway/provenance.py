@@ -15,7 +15,7 @@ import base64
 import binascii
 import functools
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from gateway.signals import Dist, Provenance, Signature
+from gateway.signals import Dist, Provenance, SignalState, Signature
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -51,15 +51,20 @@ def verify_signature(name: str, version: str, dist: Dist, keys: Keys | None) -> 
     if keys is None:
         return Signature("present", "signed; no registry key is pinned or listed by the mirror")
     message = f"{name}@{version}:{dist.integrity}".encode()
-    when = dist.published or datetime.now(UTC)
+    when = dist.published
     reasons = []
+    untold = False  # a key with an expiry, and no publish time to compare it with
     for keyid, signature in dist.signatures:
         known = keys.get(keyid)
         if known is None:
             reasons.append(f"key {keyid} is not a trusted registry key")
             continue
         der, expires = known
-        if expires is not None and when > expires:
+        if expires is not None and when is None:
+            untold = True
+            reasons.append(f"key {keyid} expires, and the mirror gives no publish time")
+            continue
+        if expires is not None and when is not None and when > expires:
             reasons.append(f"key {keyid} expired on {expires:%Y-%m-%d}, before this version")
             continue
         try:
@@ -70,7 +75,8 @@ def verify_signature(name: str, version: str, dist: Dist, keys: Keys | None) -> 
             reasons.append(f"the signature by {keyid} does not verify")
             continue
         return Signature("verified", f"signed by {keyid} over {dist.integrity}", keyid)
-    return Signature("invalid", "; ".join(reasons), dist.signatures[0][0])
+    state: SignalState = "unknown" if untold else "invalid"
+    return Signature(state, "; ".join(reasons), dist.signatures[0][0])
 
 
 def load_root(path: Path) -> TrustedRoot:
@@ -91,15 +97,18 @@ def _root(path: str, stamp: tuple[int, int]) -> TrustedRoot:
 
 
 def sha512_hex(integrity: str) -> str | None:
-    """The sha512 of an SRI `integrity` (`sha512-<base64>`, maybe among others), as hex."""
+    """The sha512 an SRI `integrity` binds the bytes to, as hex: None unless it names exactly
+    one. npm takes the strongest algorithm given and accepts bytes matching *any* of its
+    hashes, so `sha512-<attested> sha512-<other>` would let other bytes install."""
+    found = set()
     for part in integrity.split():
         algorithm, _, value = part.partition("-")
         if algorithm == "sha512":
             try:
-                return base64.b64decode(value, validate=True).hex()
+                found.add(base64.b64decode(value.split("?")[0], validate=True).hex())
             except binascii.Error:
                 return None
-    return None
+    return found.pop() if len(found) == 1 else None
 
 
 def purl(name: str, version: str) -> str:
@@ -123,9 +132,11 @@ def verify_provenance(
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return Provenance("unknown", "the attestations answer is not JSON")
+    if not isinstance(document, dict) or not isinstance(document.get("attestations"), list):
+        return Provenance("unknown", "the attestations answer is not an attestations document")
     bundle = _provenance_bundle(document)
     if bundle is None:
-        return Provenance("invalid", "the attestations hold no SLSA provenance")
+        return Provenance("invalid", "provenance is listed, but the attestations hold none")
     digest = sha512_hex(integrity) if integrity is not None else None
     if digest is None:
         return Provenance("invalid", "no sha512 dist.integrity to bind the provenance to")

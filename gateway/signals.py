@@ -114,15 +114,21 @@ def unknown(
 
 
 def repository_key(url: str) -> str | None:
-    """A repository URL as one identity: host and path, lower case, without `.git`, a trailing
-    slash or a `git+` scheme prefix (`https://GitHub.com/Acme/Weather.git` is
-    `github.com/acme/weather`). None when it is not an http(s) URL with a path."""
+    """A repository URL as one identity: host and path, lower case, without `www.`, `.git`, a
+    trailing slash or a `git+` scheme prefix (`https://GitHub.com/Acme/Weather.git` is
+    `github.com/acme/weather`); on GitHub, whose repositories are `owner/name`, a deeper path
+    (`/tree/main/servers/x`, a monorepo's folder) names the same repository. None when it is
+    not an http(s) URL with a path."""
     text = url.strip().removeprefix("git+")
     parts = urlsplit(text)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return None
-    path = parts.path.rstrip("/").removesuffix(".git").strip("/").lower()
-    return f"{parts.hostname.lower()}/{path}" if path else None
+    host = parts.hostname.lower().removeprefix("www.")
+    path = parts.path.rstrip("/").strip("/").lower()
+    if host == "github.com":
+        path = "/".join(path.split("/")[:2])
+    path = path.removesuffix(".git")
+    return f"{host}/{path}" if path else None
 
 
 def bound(provenance: Provenance, repository: object) -> Provenance:

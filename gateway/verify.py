@@ -74,7 +74,7 @@ class Verifier:
         self.signing = signing
         wanted = signing is not None and (signing.signatures or signing.provenance)
         self.signals = NpmSignals(signing, self) if signing is not None and wanted else None
-        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self.semaphore = asyncio.Semaphore(settings.concurrency)
         self._documents: dict[tuple[str, ...], tuple[Document | MirrorUnavailable, float]] = {}
         self._checked_at: dict[tuple[str, ...], datetime] = {}
         self._inflight: dict[tuple[str, ...], asyncio.Future[None]] = {}
@@ -139,7 +139,13 @@ class Verifier:
             cached = self._documents.get(key)
             if cached is None or time.monotonic() >= cached[1]:
                 todo.setdefault(key, check)
-            if self.signals is not None and check.kind == "npm" and self.signals.stale(check):
+            if (
+                self.signals is not None
+                and check.kind == "npm"
+                and (
+                    key in todo or self.signals.stale(check)  # a document read again: its signals
+                )
+            ):
                 signing.append(check)
         await asyncio.gather(*(self._fetch_once(key, check) for key, check in todo.items()))
         if self.signals is not None and signing:
@@ -166,7 +172,7 @@ class Verifier:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            async with self._semaphore:
+            async with self.semaphore:
                 try:
                     document: Document | MirrorUnavailable = await self._fetch(check)
                     ttl = self.settings.ttl

@@ -272,6 +272,7 @@ class ViewPolicy:
         """Equal for views whose mirrors give the entry the same signals: the states."""
         if not self.signing or "npm" not in entry.registry_types:
             return None  # no npm package: the same signals in every view
+        self.read_of = entry  # asked because a rule read them: they must be asked for
         return self._states(entry)
 
     def _rules(self, upstream: str, entry: Entry, now: datetime) -> tuple[str, ...] | Decision:

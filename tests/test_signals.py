@@ -685,6 +685,15 @@ def test_explain_and_diff_ask_the_mirror_for_signals(tmp_path: Path, capsys: Any
         diff = orjson.loads(capsys.readouterr().out)
         gone = {f"{SERVER}@{v}" for v in ("1.2.0", "1.3.0", "1.6.0")}  # provenance invalid
         assert set(diff["views"]["default"]["disappear"]) == gone
+        # a view admitting only verified provenance: explain asks its mirror too
+        write_yaml(Path(configs["current"]) / "views" / "payments.yaml", {
+            "default": "deny", "rules": [{"allow": {"provenance": "verified"}}],
+            "mirrors": {"npm": f"{mirror.url}/npm"},  # its own location: its own checks
+        })  # fmt: skip
+        assert main(["explain", SERVER, "--config", configs["current"], "--json"]) == 0
+        report = orjson.loads(capsys.readouterr().out)
+        served = {v["version"] for v in report["versions"] if v["views"]["payments"]["served"]}
+        assert served == {"1.0.0"}
 
 
 async def test_the_server_page_says_which_signal_hid_a_version(gateway: Any) -> None:
@@ -766,3 +775,116 @@ def test_signals_kept_between_builds_follow_every_changed_or_stale_answer(tmp_pa
     time.sleep(0.3)  # it turns stale with no new answer stored: read again, and asked for
     snapshot = builder.build([source], origins, datetime.now(UTC), answers)
     assert {check.version for check in snapshot.pending} == {"1.0.0"}
+
+
+# -- what a hostile or changing mirror cannot do --------------------------------------------------
+
+
+def test_an_integrity_naming_two_sha512s_binds_no_provenance(root: Path) -> None:
+    """npm accepts bytes matching any sha512 of the integrity: a second one would let other
+    bytes install under the attested one's provenance."""
+    good = orjson.dumps(attestation("2.0.0", b"bytes"))
+    both = f"{integrity_of(b'bytes')} {integrity_of(b'evil')}"
+    found = verify_provenance(good, NAME, "2.0.0", both, root, (GITHUB_ISSUER,))
+    assert found.state == "invalid"
+    alone = verify_provenance(good, NAME, "2.0.0", integrity_of(b"bytes"), root, (GITHUB_ISSUER,))
+    assert alone.state == "verified"
+
+
+def test_not_an_attestations_document_is_unknown(
+    root: Path,
+) -> None:
+    assert provenance_of({}, root).state == "unknown"  # a proxy's error page, as JSON
+    assert provenance_of({"errors": ["no"]}, root).state == "unknown"
+
+
+def test_an_expiring_key_with_no_publish_time_cannot_tell() -> None:
+    made = dist(b"x", [KEY.sign(NAME, "1.0.0", integrity_of(b"x"))])  # no `time` for it
+    found = verify_signature(NAME, "1.0.0", made, {KEY.keyid: (KEY.public_der, EXPIRES)})
+    assert found.state == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("server", "state"),
+    [
+        ("https://github.com/acme/weather/tree/main/servers/weather", "verified"),
+        ("https://www.github.com/acme/weather", "verified"),
+        ("https://github.com/acme/weather-other/tree/main", "invalid"),
+    ],
+)
+def test_github_repository_urls_name_owner_and_repository(
+    root: Path, server: str, state: str
+) -> None:
+    found = provenance_of(attestation("2.0.0", b"bytes"), root)
+    assert bound(found, {"url": server, "source": "github"}).state == state
+
+
+async def test_a_document_read_again_has_its_signals_read_again(
+    signed_mirror: SignedMirror,
+) -> None:
+    """The mirror swaps 1.0.0's bytes: when its document is read again (`verify.ttl`), the
+    signals are too, whatever `npm.ttl` says."""
+    import aiohttp
+
+    from gateway.config import VerifySettings
+    from gateway.registries.base import Check
+    from gateway.trust_config import NpmSigning
+    from gateway.verify import Verifier
+
+    signing = NpmSigning.model_validate(
+        {"keys": [{"keyid": KEY.keyid, "key": base64.b64encode(KEY.public_der).decode()}]}
+    )
+    check = Check("npm", f"{signed_mirror.url}/npm/", NAME, "1.0.0")
+    async with aiohttp.ClientSession() as session:
+        verifier = Verifier(VerifySettings(), session, signing)
+        await verifier.run([check])
+        found = verifier.lookup(check)
+        assert found is not None
+        assert found.signals is not None
+        assert found.signals.state("signature") == "verified"
+        signed_mirror.versions["1.0.0"] = Published(b"other bytes, unsigned")
+        for key, (document, _) in list(verifier._documents.items()):
+            verifier._documents[key] = (document, 0.0)  # as when verify.ttl has run out
+        await verifier.run([check])
+        found = verifier.lookup(check)
+        assert found is not None
+        assert found.signals is not None
+        assert found.signals.state("signature") == "absent"
+        assert found.signals.integrity == integrity_of(b"other bytes, unsigned")
+
+
+async def test_a_view_with_its_own_mirror_learns_the_signals_policy_yaml_reads(
+    tmp_path: Path, make_config: Any, serve: Any, signed_mirror: SignedMirror
+) -> None:
+    """policy.yaml admits only verified signatures; only the view has an npm mirror: its
+    mirror is asked, and what it verifies is served there."""
+    upstream = file_upstream(tmp_path / "data", "official", entries())
+    config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
+    directory = config.directory
+    trust_config(directory, signed_mirror)
+    write_yaml(directory / "mirrors.yaml", {})
+    write_yaml(directory / "policy.yaml", {"default": "deny", "rules": [
+        {"allow": {"signature": "verified"}}]})  # fmt: skip
+    write_yaml(directory / "views" / "payments.yaml",
+               {"default": "allow", "mirrors": {"npm": f"{signed_mirror.url}/npm/"}})  # fmt: skip
+    client = await serve(load_config(directory))
+    await settle(client)
+    assert versions_of(keys(await all_entries(client))) == set()  # no mirror: unknown
+    payments = versions_of(keys(await all_entries(client, "/views/payments")))
+    assert payments == {"1.0.0", "1.2.0", "1.3.0", "1.6.0"}
+
+
+def test_signals_find_a_version_as_the_mirror_check_does() -> None:
+    """npm compares versions as written (`1.0.0+build.7` is not `1.0.0` to the mirror
+    check): the signals read the same version the mirror check found, or none."""
+    from gateway.npm_trust import _dist_of
+    from gateway.registries.npm import NPM
+
+    found = _dist(b"x")
+    for asked in ("1.0.0", "1.0.0+build.7", "1.0.1", "v1.0.0"):
+        same = NPM.same_version(asked, "1.0.0")
+        assert _dist_of({"1.0.0": found}, asked) == (("1.0.0", found) if same else None)
+
+
+def _dist(data: bytes) -> Dist:
+    return dist(data, [KEY.sign(NAME, "1.0.0", integrity_of(data))])
