@@ -24,13 +24,12 @@ from urllib.parse import quote
 
 import structlog
 
-from gateway import isolated, provenance
+from gateway import isolated
 from gateway.errors import HelperFailed, MirrorUnavailable
 from gateway.locations import within
-from gateway.provenance import Job, Keys
 from gateway.registries.base import Check
 from gateway.registries.npm import NPM
-from gateway.signals import Dist, Provenance, Signals, Signature, unknown
+from gateway.signals import Dist, Job, Keys, Provenance, Signals, Signature, unknown
 from gateway.trust_config import NpmSigning
 
 if TYPE_CHECKING:
@@ -225,6 +224,8 @@ class NpmSignals:
         return found
 
     async def _verified(self, jobs: list[Job]) -> list[Signature | Provenance]:
+        from gateway import provenance  # cryptography: loaded only where signals are read
+
         answers: list[Signature | Provenance] = []
         for start in range(0, len(jobs), _BATCH):
             batch = jobs[start : start + _BATCH]

@@ -15,7 +15,6 @@ import base64
 import binascii
 import functools
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from gateway.signals import Dist, Provenance, SignalState, Signature
+from gateway.signals import Dist, Job, Keys, Provenance, SignalState, Signature
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -37,8 +36,6 @@ STATEMENTS = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v
 _REPOSITORY = "1.3.6.1.4.1.57264.1.12"  # Fulcio: Source Repository URI
 _COMMIT = "1.3.6.1.4.1.57264.1.13"  # Source Repository Digest
 _REPOSITORY_ID = "1.3.6.1.4.1.57264.1.15"  # Source Repository Identifier
-
-Keys = dict[str, tuple[bytes, datetime | None]]  # keyid -> (DER public key, expiry)
 
 
 def verify_signature(name: str, version: str, dist: Dist, keys: Keys | None) -> Signature:
@@ -252,11 +249,6 @@ def _claimed_repository(predicate: object) -> str | None:
     except (KeyError, TypeError):
         return None
     return value if isinstance(value, str) else None
-
-
-# One batch of work for the helper process: ("signature", name, version, dist, keys) or
-# ("provenance", body, name, version, integrity, root, issuers): each function's arguments.
-Job = tuple[Any, ...]
 
 
 def verify_all(jobs: list[Job]) -> list[Signature | Provenance]:

@@ -27,6 +27,11 @@ from urllib.parse import urlsplit
 
 SignalState = Literal["verified", "present", "absent", "invalid", "unknown"]
 
+Keys = dict[str, tuple[bytes, datetime | None]]  # npm registry keyid -> (DER key, expiry)
+# One verification for the helper process (`provenance.verify_all`): ("signature", name,
+# version, dist, keys) or ("provenance", body, name, version, integrity, root, issuers).
+Job = tuple[Any, ...]
+
 # Worst first: a version's state is the first of its packages' in this order.
 ORDER: tuple[SignalState, ...] = ("invalid", "absent", "unknown", "present", "verified")
 SIGNALS = ("signature", "provenance")

@@ -163,3 +163,17 @@ def test_a_deferred_rewrite_holds_values_not_the_view_that_decided_it() -> None:
         "https://npm.example.com/"
     )
     assert end == b',"packages":[{"registryType":"npm","original":{"registryBaseUrl":null}}]}}}'
+
+
+def test_the_serving_process_loads_no_signature_library_until_signals_are_read() -> None:
+    """cryptography and sigstore (about 10 MB of resident memory) are loaded by the helper
+    process that verifies signals, and by config checks of keys and roots: never by a gateway
+    whose trust.yaml reads no npm signals."""
+    probe = (
+        "import sys, gateway.app, gateway.cli, gateway.serve\n"
+        "print(sorted(m for m in ('cryptography', 'sigstore', 'univers', 'cvss') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -31,8 +31,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.loader import load_config
-from gateway.provenance import Keys, purl, verify_provenance, verify_signature
-from gateway.signals import Dist, Provenance, Signals, Signature, bound, combined, repository_key
+from gateway.provenance import purl, verify_provenance, verify_signature
+from gateway.signals import (
+    Dist,
+    Keys,
+    Provenance,
+    Signals,
+    Signature,
+    bound,
+    combined,
+    repository_key,
+)
 from tests.conftest import file_upstream, loopback
 from tests.fakes import server_entry
 from tests.signing import GITHUB_ISSUER, NpmKey, SigningSetup, github_identity, slsa_statement
