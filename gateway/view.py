@@ -155,6 +155,7 @@ class ViewPolicy:
         self._now = 0.0
         self.read_of: Entry | None = None  # the last entry whose signals a rule read
         self._last_facts: tuple[Entry | None, SignalFacts] = (None, NO_FACTS)
+        self._last_states: tuple[Entry | None, tuple[SignalState | None, ...]] = (None, ())
         self._nothing: tuple[SignalState | None, ...] = tuple(
             "absent" if on else None for on in signing
         )
@@ -214,6 +215,13 @@ class ViewPolicy:
         return self._states(entry)
 
     def _states(self, entry: Entry) -> tuple[SignalState | None, ...]:
+        last, states = self._last_states
+        if last is not entry:  # its rules, policy.yaml's memo and the count ask in turn
+            states = self._states_of(entry)
+            self._last_states = (entry, states)
+        return states
+
+    def _states_of(self, entry: Entry) -> tuple[SignalState | None, ...]:
         if self.rewriter.as_received(entry):  # no mirror: nothing was asked
             state: SignalState = "unknown" if "npm" in entry.registry_types else "absent"
             return tuple(state if on else None for on in self.rewriter.signing)
@@ -264,7 +272,7 @@ class ViewPolicy:
 
     def use(self, lookup: Lookup) -> None:
         """The mirror answers a build (or a command) decides with."""
-        self._lookup, self._last_facts = lookup, (None, NO_FACTS)
+        self._lookup, self._last_facts, self._last_states = lookup, (None, NO_FACTS), (None, ())
         self._generation = getattr(lookup, "generation", None)  # None: nothing is kept
         self._now = time.monotonic()
 
