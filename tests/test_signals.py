@@ -585,7 +585,7 @@ SHAPED = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(SHAPED)
 def test_any_package_document_reads_as_dist_facts_or_is_garbled(document: object) -> None:
     """Whatever a mirror answers, reading it gives well-typed facts or `MirrorGarbled`."""
