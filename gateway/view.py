@@ -323,9 +323,8 @@ class ViewPolicy:
         key = self._key(entry.registry_types)
         deferred = later.get(key)
         if deferred is None:
-            made = (
-                Answered(rewriter, self.signal_facts(entry).answers) if self.signing else rewriter
-            )
+            signed = self.signing and "npm" in entry.registry_types  # else: nothing to say
+            made = Answered(rewriter, self.signal_facts(entry).answers) if signed else rewriter
             deferred = later[key] = Deferred(entry, made)
         return deferred, rules, b""
 
