@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,13 @@ async def test_a_published_status_is_a_copy_that_later_syncs_leave_alone(
     assert (remote_before.stale, remote_before.failures_total) == (False, 0)
     assert (remote_after.stale, remote_after.failures_total) == (True, 1)
 
-    # /admin/status and /metrics both say what the published status says
+    # /admin/status and /metrics both say what the published status says, once the search
+    # index (which follows each build in a worker thread) has caught up: until then the two
+    # readings may straddle it
+    for _ in range(250):
+        if refresher.status().search.indexed:
+            break
+        await asyncio.sleep(0.02)
     now = datetime.now(UTC)
     served = await (await client.get("/admin/status", headers=AUTH)).json()
     published = refresher.status().to_json(now)
