@@ -119,6 +119,21 @@ def _audit_path(index: int, leaves: list[bytes]) -> list[bytes]:
     return [*_audit_path(index - k, leaves[k:]), _tree_hash(leaves[:k])]
 
 
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates; a leaf (a build's signing key) signs what it attests."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 class NpmKey:
     """An ECDSA P-256 key standing in for the npm registry's signing key."""
 
@@ -294,17 +309,7 @@ class SigningSetup:
         issuer_key: ec.EllipticCurvePrivateKey,
         path_length: int,
     ) -> x509.Certificate:
-        usage = x509.KeyUsage(
-            digital_signature=False,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
+        usage = _key_usage(ca=True)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -401,17 +406,7 @@ class SigningSetup:
             name = x509.RFC822Name(san)
         else:
             name = x509.UniformResourceIdentifier(san)
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
-        )
+        usage = _key_usage(ca=False)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
