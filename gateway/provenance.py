@@ -260,3 +260,90 @@ def verify_all(jobs: list[Job]) -> list[Signature | Provenance]:
         else:
             done.append(verify_provenance(*job[1:]))
     return done
+
+
+# -- PyPI: PEP 740 provenance ---------------------------------------------------------------------
+
+PYPI_TYPES = ("https://docs.pypi.org/attestations/publish/v1", "https://slsa.dev/provenance/v1")
+
+
+def verify_pypi_provenance(
+    body: bytes, filename: str, sha256: str, root: Path, issuers: tuple[str, ...]
+) -> Provenance:
+    """A PEP 740 provenance object (what a PEP 691 index's `provenance` URL answers) verified
+    against the pinned trusted root, for the distribution file and the sha256 the **mirror**
+    serves. `pypi-attestations` reads the object and turns each attestation into a Sigstore
+    bundle; its own `verify` knows only Sigstore's production and staging roots, so the
+    bundle is verified here with the pinned one, and its subject checked as it checks it
+    (exactly one subject: this file's name and sha256). Not yet bound to a server's
+    repository (`signals.bound`)."""
+    from pydantic import ValidationError
+    from pypi_attestations import Provenance as Pep740
+
+    try:
+        provenance = Pep740.model_validate_json(body)
+    except ValidationError:
+        return Provenance("unknown", "the provenance answer is not a PEP 740 provenance object")
+    try:
+        stat = os.stat(root)
+        trusted = _root(str(root), (stat.st_size, stat.st_mtime_ns))
+    except (OSError, ValueError) as exc:
+        return Provenance("unknown", f"the trusted root cannot be read: {exc}")
+    problems = []
+    for bundle in provenance.attestation_bundles:
+        for attestation in bundle.attestations:
+            found = _pypi_attestation(attestation, filename, sha256, trusted, issuers)
+            if found.state == "verified":
+                return found
+            problems.append(found.why)
+    return Provenance("invalid", "; ".join(problems) or "the provenance holds no attestation")
+
+
+def _pypi_attestation(
+    attestation: Any, filename: str, sha256: str, root: TrustedRoot, issuers: tuple[str, ...]
+) -> Provenance:
+    from pypi_attestations import ConversionError
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.verify import Verifier
+    from sigstore.verify.policy import AnyOf, OIDCIssuer, OIDCIssuerV2, VerificationPolicy
+
+    policies: list[VerificationPolicy] = [OIDCIssuerV2(i) for i in issuers]
+    policies += [OIDCIssuer(i) for i in issuers]
+    try:
+        bundle = attestation.to_bundle()
+        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, AnyOf(policies))
+    except ConversionError as exc:
+        return Provenance("invalid", f"not a valid attestation ({exc})")
+    except SigstoreError as exc:
+        return Provenance("invalid", f"the attestation does not verify: {exc}")
+    facts = _certified(bundle.signing_certificate)
+    try:
+        statement = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return Provenance("invalid", "the signed statement is not JSON", **facts)
+    problem = _pypi_problem(kind, statement, filename, sha256)
+    if problem is not None:
+        return Provenance("invalid", problem, **facts)
+    built = facts.get("repository") or "an unnamed repository"
+    commit = f" at commit {facts['commit']}" if facts.get("commit") else ""
+    return Provenance("verified", f"published by {built}{commit}", **facts)
+
+
+def _pypi_problem(kind: str, statement: object, filename: str, sha256: str) -> str | None:
+    """Why a verified PEP 740 statement does not speak for this file (None: it does)."""
+    if kind != IN_TOTO or not isinstance(statement, dict):
+        return "the signed payload is not an in-toto statement"
+    if statement.get("_type") not in STATEMENTS:
+        return "the signed payload is not an in-toto statement"
+    if statement.get("predicateType") not in PYPI_TYPES:
+        return f"the statement is {statement.get('predicateType')!r}, not a PyPI attestation"
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(subjects[0], dict):
+        return "the statement must name exactly one subject"
+    subject = subjects[0]
+    if subject.get("name") != filename:
+        return f"the statement attests {subject.get('name')!r}, not {filename!r}"
+    digest = subject.get("digest")
+    if not isinstance(digest, dict) or digest.get("sha256") != sha256.lower():
+        return "the attested digest is not the sha256 the mirror serves"
+    return None

@@ -171,7 +171,7 @@ def test_the_serving_process_loads_no_signature_library_until_signals_are_read()
     whose trust.yaml reads no npm signals."""
     probe = (
         "import sys, gateway.app, gateway.cli, gateway.serve\n"
-        "print(sorted(m for m in ('cryptography', 'sigstore', 'univers', 'cvss') "
+        "print(sorted(m for m in ('cryptography', 'sigstore', 'pypi_attestations', 'univers', 'cvss') "
         "if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
