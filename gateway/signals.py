@@ -49,6 +49,17 @@ class Dist:
 
 
 @dataclass(frozen=True, slots=True)
+class PypiFile:
+    """What a PEP 691 index says of one distribution file: its sha256 (what provenance must
+    attest) and where its PEP 740 provenance is, if anywhere."""
+
+    filename: str
+    sha256: str | None
+    provenance: str | None
+    yanked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Signature:
     state: SignalState
     why: str

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pypi_attestations import Attestation
 from sigstore.models import Bundle
 
@@ -120,3 +122,71 @@ def test_a_flipped_byte_in_the_signed_statement_is_invalid(root: Path) -> None:
     statement[len(statement) // 2] ^= 1
     attestation["envelope"]["statement"] = base64.b64encode(bytes(statement)).decode()
     assert verify(orjson.dumps(document), root).state == "invalid"
+
+
+# -- what a PEP 691 index says of each file -----------------------------------------------------
+
+
+def test_a_pep_691_page_gives_each_versions_files_sha256_and_provenance() -> None:
+    from gateway.registries.base import Check
+    from gateway.registries.pypi import PYPI
+
+    page = orjson.dumps({"meta": {"api-version": "1.1"}, "name": "acme-tools", "files": [
+        {"filename": WHEEL, "url": "x", "hashes": {"sha256": SHA256.upper()},
+         "provenance": "https://mirror.example/simple/acme-tools/p/1.json"},
+        {"filename": "acme-tools-1.0.0.tar.gz", "url": "y", "hashes": {"sha256": "zz"}},
+        {"filename": "acme_tools-1.1.0-py3-none-any.whl", "hashes": {}, "yanked": "broken"},
+        {"filename": "other-1.0.0-py3-none-any.whl", "hashes": {"sha256": SHA256}},
+        "not a file", {"filename": 7},
+    ]})  # fmt: skip
+    check = Check("pypi", "https://mirror.example/simple/", "Acme_Tools", "1.0.0")
+    found = PYPI.distributions(page, "application/vnd.pypi.simple.v1+json", check)
+    assert set(found) == {"1.0.0", "1.1.0"}
+    wheel, sdist = found["1.0.0"]
+    assert (wheel.filename, wheel.sha256, wheel.yanked) == (WHEEL, SHA256, False)
+    assert wheel.provenance == "https://mirror.example/simple/acme-tools/p/1.json"
+    assert (sdist.sha256, sdist.provenance) == (None, None)  # not a sha256: none
+    assert found["1.1.0"][0].yanked is True
+
+
+def test_an_html_page_gives_the_sha256_of_each_link() -> None:
+    from gateway.registries.base import Check
+    from gateway.registries.pypi import PYPI
+
+    page = f'<a href="../../p/{WHEEL}#sha256={SHA256}">w</a><a href="/x/acme-tools-1.0.0.zip">z</a>'
+    check = Check("pypi", "https://mirror.example/simple/", "acme-tools", "1.0.0")
+    files = PYPI.distributions(page.encode(), "text/html", check)["1.0.0"]
+    assert [(f.filename, f.sha256) for f in files] == [
+        (WHEEL, SHA256),
+        ("acme-tools-1.0.0.zip", None),
+    ]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["files", "filename", "hashes", "sha256", "provenance",
+                                       "yanked", "url"]), inner, max_size=5),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(JSON)
+def test_any_index_page_reads_as_files_or_is_garbled(document: object) -> None:
+    from gateway.errors import MirrorGarbled
+    from gateway.registries.base import Check
+    from gateway.registries.pypi import PYPI
+
+    check = Check("pypi", "https://mirror.example/simple/", "acme-tools", "1.0.0")
+    for body, kind in ((orjson.dumps(document), "application/vnd.pypi.simple.v1+json"),
+                       (str(document).encode(), "text/html")):  # fmt: skip
+        try:
+            found = PYPI.distributions(body, kind, check)
+        except MirrorGarbled:
+            continue
+        for files in found.values():
+            for item in files:
+                assert isinstance(item.filename, str)
+                assert item.sha256 is None or len(item.sha256) == 64
+                assert item.provenance is None or isinstance(item.provenance, str)

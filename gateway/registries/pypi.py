@@ -17,6 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 from gateway.errors import MirrorGarbled
 from gateway.registries.base import Ask, Check, Index
+from gateway.signals import PypiFile
 
 _SEPARATORS = re.compile(r"[-_.]+")
 _ARCHIVES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
@@ -53,16 +54,57 @@ def file_versions(name: str, filenames: Iterable[str]) -> set[str]:
 
 
 class _Links(HTMLParser):
-    """The file names an HTML simple page links to."""
+    """The file names an HTML simple page links to (and the `#sha256=` of each)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
+        self.hashes: list[str | None] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             href = dict(attrs).get("href") or ""
-            self.names.append(href.split("#")[0].rstrip("/").rsplit("/", 1)[-1])
+            path, _, fragment = href.partition("#")
+            self.names.append(path.rstrip("/").rsplit("/", 1)[-1])
+            algorithm, _, value = fragment.partition("=")
+            self.hashes.append(value.lower() if algorithm == "sha256" else None)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.lower()
+    return value if _SHA256.fullmatch(value) else None
+
+
+def _files(body: bytes, content_type: str) -> list[PypiFile]:
+    """The files a simple page lists (see `Pypi.distributions`)."""
+    if "json" not in content_type:
+        parser = _Links()
+        parser.feed(body.decode("utf-8", "replace"))
+        return [PypiFile(name, _sha256(sha), None, False)
+                for name, sha in zip(parser.names, parser.hashes, strict=True)]  # fmt: skip
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MirrorGarbled("PEP 691 answer is not JSON") from None
+    files = document.get("files") if isinstance(document, dict) else None
+    found = []
+    for item in files if isinstance(files, list) else ():
+        if not isinstance(item, dict) or not isinstance(item.get("filename"), str):
+            continue
+        hashes = item.get("hashes")
+        provenance = item.get("provenance")
+        found.append(PypiFile(
+            item["filename"],
+            _sha256(hashes.get("sha256")) if isinstance(hashes, dict) else None,
+            provenance if isinstance(provenance, str) and len(provenance) <= 4096 else None,
+            bool(item.get("yanked")),
+        ))  # fmt: skip
+    return found
 
 
 class Pypi(Index):
@@ -104,6 +146,19 @@ class Pypi(Index):
         parser = _Links()
         parser.feed(body.decode("utf-8", "replace"))
         return frozenset(file_versions(check.identifier, parser.names))
+
+    def distributions(
+        self, body: bytes, content_type: str, check: Check
+    ) -> dict[str, tuple[PypiFile, ...]]:
+        """Each version's files, with their sha256 and PEP 740 provenance URL: a PEP 691 JSON
+        page says both (`hashes.sha256`, `provenance`); an HTML page only the sha256, in each
+        link's `#sha256=` fragment. Whatever has the wrong shape is left out."""
+        found: dict[str, list[PypiFile]] = {}
+        for item in _files(body, content_type):
+            versions = file_versions(check.identifier, [item.filename])
+            for version in versions:
+                found.setdefault(version, []).append(item)
+        return {version: tuple(files) for version, files in found.items()}
 
     def argv(self, identifier: str, version: str, base: str) -> list[str]:
         at = f"{identifier}@{version}" if version else identifier
