@@ -257,6 +257,8 @@ class NpmSignals:
     def _keep(self, check: Check, signals: Signals) -> None:
         states = [x.state for x in (signals.signature, signals.provenance) if x is not None]
         ttl = UNKNOWN_TTL if "unknown" in states else self.settings.ttl
+        if "unknown" in states:
+            self.verifier.unknown_until = min(self.verifier.unknown_until, time.monotonic() + ttl)
         self._found[_key(check)] = (signals, time.monotonic() + ttl)
         self.verifier.changes += 1
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -181,7 +180,8 @@ class Refresher:
         self._tasks.append(asyncio.create_task(self._index_loop(), name="search-indexer"))
         for feed in self.feeds:
             self._tasks.append(asyncio.create_task(self._sync_loop(feed), name=f"sync-{feed.name}"))
-        if any(policy.verify_mode != "off" for policy in view_policies(self.config)):
+        asking = view_policies(self.config)  # views that check mirrors or read npm signals
+        if any(policy.verify_mode != "off" or policy.signing for policy in asking):
             self._tasks.append(asyncio.create_task(self._reverify_loop(), name="reverify"))
         if self.advisories.states:
             self._tasks.append(asyncio.create_task(self._advisory_loop(), name="advisories"))
@@ -391,8 +391,8 @@ class Refresher:
                 log.exception("advisory_refresh_failed")
 
     async def _reverify_loop(self) -> None:
-        """Results age out after `ttl`: a rebuild then finds them pending and asks again."""
+        """Answers age out (`Verifier.due`): a rebuild then finds them pending and asks again."""
         while True:
-            npm = self.config.trust.npm
-            await asyncio.sleep(min(self.config.mirrors.verify.ttl, npm.ttl if npm else math.inf))
-            self._dirty.set()
+            await asyncio.sleep(self.verifier.tick)
+            if self.verifier.due():
+                self._dirty.set()

@@ -35,7 +35,7 @@ from gateway.config import Credential, VerifySettings
 from gateway.errors import MirrorGarbled, MirrorUnavailable, RedirectRefused
 from gateway.fetching import confined
 from gateway.locations import origin, within
-from gateway.npm_trust import NpmSignals
+from gateway.npm_trust import UNKNOWN_TTL, NpmSignals
 from gateway.registries import ECOSYSTEMS, INDEXES
 from gateway.registries.base import Ask, Check, Result, Verdict
 from gateway.registries.npm import NPM
@@ -45,8 +45,6 @@ from gateway.signals import Dist
 from gateway.trust_config import NpmSigning
 
 log = structlog.get_logger("gateway.verify")
-
-UNKNOWN_TTL = 60.0
 
 
 def _host(url: str) -> str:
@@ -79,6 +77,10 @@ class Verifier:
         self._checked_at: dict[tuple[str, ...], datetime] = {}
         self._inflight: dict[tuple[str, ...], asyncio.Future[None]] = {}
         self.changes = 0  # answers stored or forgotten (see `generation`)
+        # the earliest time an unknown answer may be asked again (the refresher then rebuilds,
+        # and what is still pending is asked): an outage that ends is noticed within a minute
+        self.unknown_until = math.inf
+        self._due_at = time.monotonic()
 
     # -- pure lookups, for snapshot builds ---------------------------------------------------
 
@@ -116,6 +118,25 @@ class Verifier:
             until = min(expires, signals_until)
             return Verdict(result, checked_at, time.monotonic() < until, signals, until)
         return Verdict(result, checked_at, fresh, None, expires)
+
+    @property
+    def ttl(self) -> float:
+        return min(self.settings.ttl, self.signing.ttl if self.signing is not None else math.inf)
+
+    @property
+    def tick(self) -> float:
+        """How often `due` is worth asking."""
+        return min(self.ttl, UNKNOWN_TTL)
+
+    def due(self) -> bool:
+        """Whether answers may have aged out since it last said so: every `ttl` (the mirror
+        checks', or the npm signals' if shorter), and once an unknown answer's minute is up,
+        so that an outage that ends is noticed within a minute or so."""
+        now = time.monotonic()
+        if now - self._due_at >= self.ttl or now >= self.unknown_until:
+            self._due_at, self.unknown_until = now, math.inf
+            return True
+        return False
 
     def __call__(self, check: Check) -> Verdict | None:
         """A build's lookup (`lookup`), with a `generation` that says when answers changed."""
@@ -178,6 +199,7 @@ class Verifier:
                     ttl = self.settings.ttl
                 except MirrorUnavailable as exc:
                     document, ttl = exc, min(self.settings.ttl, UNKNOWN_TTL)
+                    self.unknown_until = min(self.unknown_until, time.monotonic() + ttl)
                     log.warning("mirror_check_failed", kind=check.kind, reason=str(exc))
             self._documents[key] = (document, time.monotonic() + ttl)
             self._checked_at[key] = datetime.now(UTC)

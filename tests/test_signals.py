@@ -897,3 +897,30 @@ def test_signals_find_a_version_as_the_mirror_check_does() -> None:
 
 def _dist(data: bytes) -> Dist:
     return dist(data, [KEY.sign(NAME, "1.0.0", integrity_of(data))])
+
+
+async def test_a_mirror_back_from_an_outage_is_asked_again_within_its_minute(
+    tmp_path: Path,
+    make_config: Any,
+    serve: Any,
+    signed_mirror: SignedMirror,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unknown answers are kept a minute (here a fifth of a second), then asked again without
+    waiting for an upstream change or `ttl`: a view admitting only verified provenance serves
+    again soon after its mirror is back."""
+    monkeypatch.setattr("gateway.verify.UNKNOWN_TTL", 0.2)
+    monkeypatch.setattr("gateway.npm_trust.UNKNOWN_TTL", 0.2)
+    signed_mirror.down = True
+    upstream = file_upstream(tmp_path / "data", "official", entries())
+    config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
+    trust_config(config.directory, signed_mirror)
+    client = await serve(load_config(config.directory))
+    await settle(client)
+    assert versions_of(keys(await all_entries(client, "/views/payments"))) == set()
+    signed_mirror.down = False
+    for _ in range(150):  # the refresher's own rounds, nothing else
+        if versions_of(keys(await all_entries(client, "/views/payments"))) == {"1.0.0"}:
+            break
+        await asyncio.sleep(0.05)
+    assert versions_of(keys(await all_entries(client, "/views/payments"))) == {"1.0.0"}
