@@ -29,6 +29,7 @@ from gateway.signals import Dist, Job, Keys, Provenance, SignalState, Signature
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
     from sigstore.models import TrustedRoot
+    from sigstore.verify.policy import VerificationPolicy
 
 SLSA = ("https://slsa.dev/provenance/v1", "https://slsa.dev/provenance/v0.2")
 IN_TOTO = "application/vnd.in-toto+json"
@@ -93,6 +94,24 @@ def _root(path: str, stamp: tuple[int, int]) -> TrustedRoot:
     return load_root(Path(path))  # cached while the file's size and time stay the same
 
 
+def _pinned(root: Path) -> TrustedRoot | Provenance:
+    """The pinned trusted root, or why it cannot be read (`unknown`: nothing was checked)."""
+    try:
+        stat = os.stat(root)
+        return _root(str(root), (stat.st_size, stat.st_mtime_ns))
+    except (OSError, ValueError) as exc:
+        return Provenance("unknown", f"the trusted root cannot be read: {exc}")
+
+
+def _issuers(issuers: tuple[str, ...]) -> VerificationPolicy:
+    """A build identity from any accepted OIDC issuer (older certificates carry the raw
+    issuer extension, newer ones the DER-encoded one)."""
+    from sigstore.verify.policy import AnyOf, OIDCIssuer, OIDCIssuerV2
+
+    policies: list[VerificationPolicy] = [OIDCIssuerV2(i) for i in issuers]
+    return AnyOf([*policies, *(OIDCIssuer(i) for i in issuers)])
+
+
 def sha512_hex(integrity: str) -> str | None:
     """The sha512 an SRI `integrity` binds the bytes to, as hex: None unless it names exactly
     one. npm takes the strongest algorithm given and accepts bytes matching *any* of its
@@ -137,11 +156,9 @@ def verify_provenance(
     digest = sha512_hex(integrity) if integrity is not None else None
     if digest is None:
         return Provenance("invalid", "no sha512 dist.integrity to bind the provenance to")
-    try:
-        stat = os.stat(root)
-        trusted = _root(str(root), (stat.st_size, stat.st_mtime_ns))
-    except (OSError, ValueError) as exc:
-        return Provenance("unknown", f"the trusted root cannot be read: {exc}")
+    trusted = _pinned(root)
+    if isinstance(trusted, Provenance):
+        return trusted
     return _verified(bundle, name, version, digest, trusted, issuers)
 
 
@@ -160,13 +177,10 @@ def _verified(
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle
     from sigstore.verify import Verifier
-    from sigstore.verify.policy import AnyOf, OIDCIssuer, OIDCIssuerV2, VerificationPolicy
 
-    policies: list[VerificationPolicy] = [OIDCIssuerV2(i) for i in issuers]
-    policies += [OIDCIssuer(i) for i in issuers]  # older certificates: the raw extension
     try:
         bundle = Bundle.from_json(raw)
-        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, AnyOf(policies))
+        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, _issuers(issuers))
     except SigstoreError as exc:
         return Provenance("invalid", f"the Sigstore bundle does not verify: {exc}")
     except (ValueError, TypeError, KeyError) as exc:  # a malformed bundle
@@ -284,11 +298,9 @@ def verify_pypi_provenance(
         provenance = Pep740.model_validate_json(body)
     except ValidationError:
         return Provenance("unknown", "the provenance answer is not a PEP 740 provenance object")
-    try:
-        stat = os.stat(root)
-        trusted = _root(str(root), (stat.st_size, stat.st_mtime_ns))
-    except (OSError, ValueError) as exc:
-        return Provenance("unknown", f"the trusted root cannot be read: {exc}")
+    trusted = _pinned(root)
+    if isinstance(trusted, Provenance):
+        return trusted
     problems = []
     for bundle in provenance.attestation_bundles:
         for attestation in bundle.attestations:
@@ -305,13 +317,10 @@ def _pypi_attestation(
     from pypi_attestations import ConversionError
     from sigstore.errors import Error as SigstoreError
     from sigstore.verify import Verifier
-    from sigstore.verify.policy import AnyOf, OIDCIssuer, OIDCIssuerV2, VerificationPolicy
 
-    policies: list[VerificationPolicy] = [OIDCIssuerV2(i) for i in issuers]
-    policies += [OIDCIssuer(i) for i in issuers]
     try:
         bundle = attestation.to_bundle()
-        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, AnyOf(policies))
+        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, _issuers(issuers))
     except ConversionError as exc:
         return Provenance("invalid", f"not a valid attestation ({exc})")
     except SigstoreError as exc:
