@@ -156,10 +156,10 @@ class ViewPolicy:
         self.read_of: Entry | None = None  # the last entry whose signals a rule read
         self._last_facts: tuple[Entry | None, SignalFacts] = (None, NO_FACTS)
         self._last_states: tuple[Entry | None, tuple[SignalState | None, ...]] = (None, ())
-        self._nothing: tuple[SignalState | None, ...] = tuple(
+        # the signals of a version with no npm package: nothing to sign, in every view
+        self.states_of_unsigned: tuple[SignalState | None, ...] = tuple(
             "absent" if on else None for on in signing
         )
-        self.states_of_unsigned = self._nothing  # a version with no npm package
         self._signing_policies = [policy for policy in policies if policy.signing]
         # Whether an entry's rewrite can wait until it is written (see served.Deferred):
         # nothing a build counts or hides depends on it (npm signals are read on their own).
@@ -210,7 +210,7 @@ class ViewPolicy:
         if not self.signing:
             return (None, None)
         if "npm" not in entry.registry_types:  # nothing to sign, whatever the view
-            return self._nothing
+            return self.states_of_unsigned
         self.read_of = entry  # a rule read them: what it decided on must be asked for
         return self._states(entry)
 
