@@ -141,7 +141,7 @@ async def _verify_for(
         for policy in policies
         for check in _asked(policy, source.upstream, entry, now)
     }
-    return await answers(config.mirrors.verify, config.trust.npm, checks, math.inf)
+    return await answers(config.mirrors.verify, config.trust, checks, math.inf)
 
 
 def _asked(policy: ViewPolicy, upstream: str, entry: Entry, now: datetime) -> tuple[Check, ...]:
@@ -229,13 +229,13 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     state_dir = current.gateway.state_dir
     before, errors = snapshot_from_state(current, state_dir, now)
     after, proposed_errors = snapshot_from_state(proposed, state_dir, now)
-    if args.verify and (current.trust.npm or proposed.trust.npm):
+    if args.verify and (current.trust.signing() or proposed.trust.signing()):
         # rules on signals decide with what each config's mirrors say: asked, then rebuilt
         configure_logging(current.gateway.log_format, current.gateway.log_level)
         for config in (current, proposed):
             snapshot = before if config is current else after
             asked = answers(
-                config.mirrors.verify, config.trust.npm, snapshot.pending, args.verify_timeout
+                config.mirrors.verify, config.trust, snapshot.pending, args.verify_timeout
             )
             lookup = asyncio.run(asked)
             rebuilt, _ = snapshot_from_state(config, state_dir, now, lookup)

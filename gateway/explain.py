@@ -253,7 +253,7 @@ def _signals(
 
 
 def _signal_rules(policies: Sequence[ViewPolicy]) -> dict[str, list[str]]:
-    """The rules on npm signals, and the signals they read; a file's `default` too when
+    """The rules on signals, and the signals they read; a file's `default` too when
     some rule of it reads signals (a version no rule admitted: what did they read?)."""
     found: dict[str, list[str]] = {}
     for policy in policies:
@@ -274,14 +274,14 @@ def _read(
     signing: dict[str, list[str]],
     lookup: Lookup,
 ) -> tuple[str, ...]:
-    """What a deciding rule on npm signals read at the view's mirror: each npm package's
+    """What a deciding rule on signals read at the view's mirror: each signed package's
     state and why ("provenance verified: built by github.com/acme/weather at commit ...")."""
     keys = signing.get(rules[-1]) if rules else None
     if not keys:
         return ()
     read = [line for meta in policy.shape(entry, lookup).packages
             for line in _signal_lines(meta, keys)]  # fmt: skip
-    if not read:  # no npm package at a mirror of the view
+    if not read:  # no signed package at a mirror of the view
         states = policy.states(entry)
         read = [f"{key} {states[SIGNALS.index(key)]}" for key in keys]
     return tuple(read)

@@ -305,10 +305,12 @@ def _resolve_trust(trust: TrustSettings, directory: Path) -> TrustSettings:
         if feed.file is not None and not feed.file.is_absolute() else feed
         for feed in trust.osv
     ]  # fmt: skip
-    npm = trust.npm
+    npm, pypi = trust.npm, trust.pypi
     if npm is not None and npm.trusted_root is not None and not npm.trusted_root.is_absolute():
         npm = npm.model_copy(update={"trusted_root": directory / npm.trusted_root})
-    return trust.model_copy(update={"osv": feeds, "npm": npm})
+    if pypi is not None and not pypi.trusted_root.is_absolute():
+        pypi = pypi.model_copy(update={"trusted_root": directory / pypi.trusted_root})
+    return trust.model_copy(update={"osv": feeds, "npm": npm, "pypi": pypi})
 
 
 def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigIssue]:
@@ -316,6 +318,7 @@ def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigI
     rule that silently never matches."""
     issues = []
     npm = trust.npm
+    collected = trust.signing().flags  # (signature, provenance): collected for some type
     for file, settings in rules.items():
         for index, rule in enumerate(settings.rules):
             verb, match = ("allow", rule.allow) if rule.allow is not None else ("deny", rule.deny)
@@ -325,24 +328,27 @@ def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigI
                 message = "no advisory feed is configured (trust.yaml: osv): it would never match"
                 issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
             for key in match.signal_keys():
-                if npm is None or not getattr(npm, "signatures" if key == "signature" else key):
+                if not collected[0 if key == "signature" else 1]:
                     message = (
                         "npm registry keys are not configured (trust.yaml: npm.keys or "
                         "npm.mirror_keys)" if key == "signature" else
-                        "no Sigstore trusted root is configured (trust.yaml: npm.trusted_root)"
+                        "no Sigstore trusted root is configured (trust.yaml: npm.trusted_root "
+                        "or pypi.trusted_root)"
                     ) + ": it would never be verified"  # fmt: skip
                     issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
     if npm is not None and npm.trusted_root is not None:
-        issues.extend(_trusted_root_issues(npm.trusted_root))
+        issues.extend(_trusted_root_issues(npm.trusted_root, "npm.trusted_root"))
+    if trust.pypi is not None:
+        issues.extend(_trusted_root_issues(trust.pypi.trusted_root, "pypi.trusted_root"))
     return issues
 
 
-def _trusted_root_issues(path: Path) -> list[ConfigIssue]:
+def _trusted_root_issues(path: Path, key: str) -> list[ConfigIssue]:
     """A trusted root that Sigstore cannot read is an error now, not at each verification."""
     from gateway.provenance import load_root  # Sigstore: imported only when configured
 
     try:
         load_root(path)
     except (OSError, ValueError) as exc:
-        return [ConfigIssue("trust.yaml", "npm.trusted_root", f"{path}: {exc}")]
+        return [ConfigIssue("trust.yaml", key, f"{path}: {exc}")]
     return []

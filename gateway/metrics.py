@@ -92,7 +92,7 @@ class _StateCollector(Collector):
         )
         signed = GaugeMetricFamily(
             "mcp_gateway_view_signal_versions",
-            "Versions a view serves by npm signal (signature, provenance) and its state at the "
+            "Versions a view serves by signal (signature, provenance) and its state at the "
             "view's mirror: verified, present, absent, invalid, unknown",
             labels=["view", "signal", "state"],
         )

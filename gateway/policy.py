@@ -21,7 +21,7 @@ from gateway.entry import Entry
 from gateway.names import compile_globs, glob_pattern
 from gateway.pacing import Pacer
 from gateway.semver import VersionRange
-from gateway.signals import SIGNALS, SignalState
+from gateway.signals import SIGNABLE, SIGNALS, SignalState
 from gateway.stepping import paced
 from gateway.trust import (
     NOTHING,
@@ -99,6 +99,8 @@ def _trust_check(test: TrustCheck, trust: Trust) -> Check:
 class SignalSource(Protocol):
     """What a view says of an entry's signals at its own mirrors (see `view.ViewPolicy`)."""
 
+    signed_types: frozenset[str]  # the package types some signal is collected for
+
     def states(self, entry: Entry) -> tuple[SignalState | None, ...]: ...
 
     def signal_key(self, entry: Entry) -> object:
@@ -114,7 +116,7 @@ def _signal_checks(match: Match, policy: Policy) -> list[Check]:
         if not wanted:
             continue
         allowed = frozenset(wanted)
-        nothing = "absent" in allowed  # a version with no npm package: absent in every view
+        nothing = "absent" in allowed  # a version with no signed package: absent in every view
 
         def check(
             _: str,
@@ -123,9 +125,10 @@ def _signal_checks(match: Match, policy: Policy) -> list[Check]:
             allowed: frozenset[str] = allowed,
             nothing: bool = nothing,
         ) -> bool:
-            if "npm" not in entry.registry_types:
-                return nothing
             source = policy.signal_source
+            signed = source.signed_types if source is not None else SIGNABLE
+            if signed.isdisjoint(entry.registry_types):
+                return nothing
             policy.read_signals = True
             state = source.states(entry)[index] if source is not None else None
             return (state or "unknown") in allowed

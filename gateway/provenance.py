@@ -15,6 +15,7 @@ import base64
 import binascii
 import functools
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -271,6 +272,9 @@ def verify_all(jobs: list[Job]) -> list[Signature | Provenance]:
     for job in jobs:
         if job[0] == "signature":
             done.append(verify_signature(*job[1:]))
+        elif job[0] == "pypi":
+            found = verify_pypi_provenance(*job[1:])
+            done.append(replace(found, why=f"{job[2]}: {found.why}"))  # the file it speaks of
         else:
             done.append(verify_provenance(*job[1:]))
     return done

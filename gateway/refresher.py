@@ -41,7 +41,7 @@ from gateway.status import (
     UpstreamStatus,
     ViewStatus,
 )
-from gateway.verify import Verifier
+from gateway.verify import Verifier, sources
 
 log = structlog.get_logger("gateway.refresher")
 READERS_WAIT = 10.0  # seconds a replaced catalog waits for the requests still reading it
@@ -77,7 +77,7 @@ class Refresher:
         self.session = session
         self.feeds = [Feed(settings) for settings in config.gateway.upstreams]
         self.snapshot: Snapshot | None = None
-        self.verifier = Verifier(config.mirrors.verify, session, config.trust.npm)
+        self.verifier = Verifier(config.mirrors.verify, session, config.trust)
         self.advisories = Feeds(config.trust, config.gateway.state_dir, session)
         self.builder = Builder(config)
         self._build_lock = asyncio.Lock()
@@ -224,8 +224,8 @@ class Refresher:
         self._retired = self.builder  # let go of after the next swap (its items serve until then)
         self.builder = self.builder.succeeded_by(config)
         verifier = self.verifier
-        if config.mirrors.verify != verifier.settings or config.trust.npm != verifier.signing:
-            self.verifier = Verifier(config.mirrors.verify, self.session, config.trust.npm)
+        if config.mirrors.verify != verifier.settings or sources(config.trust) != verifier.sources:
+            self.verifier = Verifier(config.mirrors.verify, self.session, config.trust)
         if config.trust != self.advisories.settings:
             self.advisories = Feeds(config.trust, config.gateway.state_dir, self.session)
             await self.advisories.refresh(force=True)

@@ -17,10 +17,10 @@ from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.registries import check_for
 from gateway.registries.base import Check, Verdict, unchanged
 from gateway.served import CLOSE, packages_end
-from gateway.signals import SIGNALS, Signals, SignalState, bound, combined
+from gateway.signals import NO_SIGNALS, SIGNALS, Signals, SignalState, Signing, bound, combined
 
 Lookup = Callable[[Check], Verdict | None]
-NO_SIGNALS = (False, False)
+Found = tuple[str, Signals | None]  # a served package's type, and its signals (None: unread)
 
 
 def no_lookup(_: Check) -> Verdict | None:
@@ -38,7 +38,7 @@ class Shape:
     packages: tuple[dict[str, Any], ...]
     pending: tuple[Check, ...]
     packages_json: bytes = CLOSE  # ends the gateway `_meta`, `_meta` and the item
-    # the served npm packages' signals combined (see `signals`); None: not collected
+    # the served packages' signals combined (see `signals`); None: not collected
     signature: SignalState | None = None
     provenance: SignalState | None = None
 
@@ -62,7 +62,7 @@ def registry_type(package: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SignalFacts:
-    """What a view's npm signals say of an entry: combined states, the checks still to ask,
+    """What a view's signals say of an entry: combined states, the checks still to ask,
     and the answers they were decided with (what its deferred bytes are then made from)."""
 
     states: tuple[SignalState | None, ...]
@@ -100,13 +100,13 @@ class Rewriter:
         self,
         types: frozenset[str] | None,
         mirrors: Mirrors,
-        signing: tuple[bool, bool] = NO_SIGNALS,
+        signing: Signing = NO_SIGNALS,
     ) -> None:
         self.types = types
         self.mirrors = mirrors
         self.mirrored = mirrors.configured
         self.verify_mode = mirrors.settings.verify.mode
-        self.signing = signing  # (signatures, provenance) collected for npm packages
+        self.signing = signing  # which signals are collected for which package types
 
     def as_received(self, entry: Entry) -> bool:
         """Whether the view serves the entry's server object exactly as received."""
@@ -130,23 +130,25 @@ class Rewriter:
         return shape.server_json or entry.server_json, shape.packages_json
 
     def signal_facts(self, entry: Entry, lookup: Lookup) -> SignalFacts:
-        """The signals a view decides an entry with, without shaping it: each npm package's
+        """The signals a view decides an entry with, without shaping it: each signed package's
         mirror location, its answer, and the combined states (what `shape` would find)."""
         server = entry.server
         packages = server.get("packages")
         if not isinstance(packages, list):
             packages = []
         types = self.types
-        states: list[Signals | None] = []
+        states: list[Found] = []
         pending: list[Check] = []
         answers: list[tuple[Check, Verdict | None]] = []
+        signed = self.signing.types
         for package in packages:
-            if registry_type(package) != "npm" or (types is not None and "npm" not in types):
+            kind = registry_type(package)
+            if kind not in signed or (types is not None and kind not in types):
                 continue
             result = self.mirrors.rewrite(package) if self.mirrored else unchanged(package)
             check = check_for(result.package) if result.original is not None else None
             if check is None:
-                states.append(None)
+                states.append((kind, None))
                 continue
             known = lookup(check)
             answers.append((check, known))
@@ -157,7 +159,7 @@ class Rewriter:
                 provenance = bound(found.provenance, server.get("repository"))
                 if provenance is not found.provenance:
                     found = replace(found, provenance=provenance)
-            states.append(found)
+            states.append((kind, found))
         until = min((v.until if v is not None else 0.0 for _, v in answers), default=math.inf)
         return SignalFacts(self._states(states), tuple(pending), tuple(answers), until)
 
@@ -171,7 +173,7 @@ class Rewriter:
             packages = kept
         metas: list[dict[str, Any]] = []
         pending: list[Check] = []
-        signals: list[Signals | None] = []  # of each npm package served
+        signals: list[Found] = []  # of each signed package served
         enforced = False  # a package was removed because its mirror does not have it
         signing = self.signing != NO_SIGNALS
         if isinstance(packages, list) and packages and self.mirrored:
@@ -184,7 +186,7 @@ class Rewriter:
                 meta: dict[str, Any] = {"registryType": registry_type(package)}
                 if original is not None:
                     meta["original"] = original
-                signed = signing and meta["registryType"] == "npm"
+                signed = signing and meta["registryType"] in self.signing.types
                 known = None
                 if (self.verify_mode != "off" or signed) and original is not None:
                     check = check_for(package)
@@ -205,12 +207,17 @@ class Rewriter:
                         found = replace(
                             found, provenance=bound(found.provenance, server.get("repository"))
                         )
-                    signals.append(found)
-                    meta["signals"] = found.meta() if found is not None else self._unread(original)
+                    kind = meta["registryType"]
+                    signals.append((kind, found))
+                    meta["signals"] = (
+                        found.meta() if found is not None else self._unread(original, kind)
+                    )
                 packages.append(package)
                 metas.append(meta)
         elif signing and isinstance(packages, list):  # nothing mirrored: nothing asked
-            signals.extend(None for p in packages if registry_type(p) == "npm")
+            signals.extend(
+                (registry_type(p), None) for p in packages if registry_type(p) in self.signing.types
+            )
         if not packages and not server.get("remotes"):
             reason = "missing from mirror" if enforced else "not installable"
             return Shape(None, reason, tuple(removed), (), tuple(pending))
@@ -224,17 +231,21 @@ class Rewriter:
             )
         return Shape(b"", "served", tuple(removed), described, tuple(pending), CLOSE, *states)
 
-    def _unread(self, original: dict[str, Any] | None) -> dict[str, Any]:
+    def _unread(self, original: dict[str, Any] | None, kind: str) -> dict[str, Any]:
         why = "not asked yet" if original is not None else "not installed from a configured mirror"
         found: dict[str, Any] = {}
-        for signal, collected in zip(SIGNALS, self.signing, strict=True):
+        for signal, collected in zip(SIGNALS, self.signing.of(kind), strict=True):
             if collected:
                 found[signal] = {"state": "unknown", "why": why}
         return found
 
-    def _states(self, signals: list[Signals | None]) -> tuple[SignalState | None, ...]:
-        """Each collected signal's state for the version: the worst of its npm packages'."""
+    def _states(self, signals: list[Found]) -> tuple[SignalState | None, ...]:
+        """Each collected signal's state for the version: the worst of its packages' whose
+        type collects it."""
+        of = self.signing.of
         return tuple(
-            combined([_state(s, signal) for s in signals]) if collected else None
-            for signal, collected in zip(SIGNALS, self.signing, strict=True)
-        )
+            combined([_state(s, signal) for kind, s in signals if of(kind)[index]])
+            if collected else None
+            for index, (signal, collected) in enumerate(zip(SIGNALS, self.signing.flags,
+                                                            strict=True))
+        )  # fmt: skip

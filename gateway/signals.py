@@ -1,5 +1,6 @@
 """Signals the package side gives of one package version at one mirror: npm registry
-signatures and provenance, each `verified`, `present`, `absent`, `invalid` or `unknown`.
+signatures, npm provenance and PyPI's PEP 740 provenance, each `verified`, `present`,
+`absent`, `invalid` or `unknown`.
 
 - `verified`: checked against what trust.yaml pins (registry keys, a Sigstore trusted root) and
   bound to the bytes the mirror serves (its `dist.integrity`); provenance also to the server's
@@ -13,14 +14,15 @@ signatures and provenance, each `verified`, `present`, `absent`, `invalid` or `u
   answers nonsense, or the package is not served from a configured mirror. Never a reason to
   hide unless a rule says so.
 
-A version's state for a rule is the worst of its npm packages' (`combined`); a version with no
-npm package has nothing to sign (`absent`). What is verified depends only on (mirror, package,
-version); binding provenance to the server's repository (`bound`) is per server version.
+A version's state for a rule is the worst of its packages' whose type collects that signal
+(`combined`; `Signing` says which: npm signatures, npm and PyPI provenance); a version with no
+such package has nothing to sign (`absent`). What is verified depends only on (mirror,
+package, version); binding provenance to the server's repository (`bound`) is per version.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -29,12 +31,42 @@ SignalState = Literal["verified", "present", "absent", "invalid", "unknown"]
 
 Keys = dict[str, tuple[bytes, datetime | None]]  # npm registry keyid -> (DER key, expiry)
 # One verification for the helper process (`provenance.verify_all`): ("signature", name,
-# version, dist, keys) or ("provenance", body, name, version, integrity, root, issuers).
+# version, dist, keys), ("provenance", body, name, version, integrity, root, issuers) or
+# ("pypi", body, filename, sha256, root, issuers).
 Job = tuple[Any, ...]
 
 # Worst first: a version's state is the first of its packages' in this order.
 ORDER: tuple[SignalState, ...] = ("invalid", "absent", "unknown", "present", "verified")
 SIGNALS = ("signature", "provenance")
+SIGNABLE = frozenset({"npm", "pypi"})  # the package types the gateway collects signals for
+
+
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """Which signals are collected for which package types (trust.yaml: `npm`, `pypi`)."""
+
+    by_type: tuple[tuple[str, tuple[bool, bool]], ...] = ()  # (type, (signature, provenance))
+    # worked out once (asked for every package a build shapes):
+    types: frozenset[str] = field(init=False, compare=False)  # types some signal is collected for
+    flags: tuple[bool, bool] = field(init=False, compare=False)  # each signal, for some type
+    _of: dict[str, tuple[bool, bool]] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kinds = dict(self.by_type)
+        object.__setattr__(self, "_of", kinds)
+        object.__setattr__(self, "types", frozenset(k for k, flags in kinds.items() if any(flags)))
+        flags = (any(f[0] for f in kinds.values()), any(f[1] for f in kinds.values()))
+        object.__setattr__(self, "flags", flags)
+
+    def of(self, kind: str) -> tuple[bool, bool]:
+        """What is collected for packages of this type."""
+        return self._of.get(kind, (False, False))
+
+    def __bool__(self) -> bool:
+        return any(self.flags)
+
+
+NO_SIGNALS = Signing()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +201,7 @@ def bound(provenance: Provenance, repository: object) -> Provenance:
 
 
 def combined(states: list[SignalState]) -> SignalState:
-    """A version's state from its npm packages' (the worst); none: `absent`."""
+    """A version's state from its packages' (the worst); none: `absent`."""
     if not states:
         return "absent"
     return min(states, key=ORDER.index)

@@ -21,7 +21,7 @@ from gateway.pacing import Pacer, collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
-from gateway.shaping import NO_SIGNALS, Lookup, no_lookup
+from gateway.shaping import Lookup, no_lookup
 from gateway.signals import SIGNALS
 from gateway.stepping import paced
 from gateway.trust import Trust
@@ -39,7 +39,7 @@ class Snapshot:
     pending: frozenset[Check] = frozenset()  # mirror checks to run, then rebuild
     stale: tuple[str, ...] = ()  # upstreams whose syncs are failing
     verification: dict[str, int] = field(default_factory=dict)  # result -> packages
-    # view -> (signal, state) -> served versions (views that collect npm signals)
+    # view -> (signal, state) -> served versions (views that collect signals)
     signals: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
 
 
@@ -47,8 +47,7 @@ def view_policies(config: FederationConfig, trust: Trust | None = None) -> list[
     """The default view (policy.yaml alone), then each configured view; their trust keys
     read what `trust` says (its feed is set per build)."""
     base = Policy(config.policy, "policy.yaml", trust)  # decided once per entry for every view
-    npm = config.trust.npm
-    signing = (npm.signatures, npm.provenance) if npm is not None else NO_SIGNALS
+    signing = config.trust.signing()
     policies = [ViewPolicy.of(DEFAULT_VIEW, base, None, config.mirrors, trust, signing)]
     for name, settings in config.views.items():
         policies.append(ViewPolicy.of(name, base, settings, config.mirrors, trust, signing))
@@ -74,7 +73,7 @@ def _view_inputs(config: FederationConfig, view: str) -> tuple[object, ...]:
     own = config.views.get(view)
     exists = view == DEFAULT_VIEW or own is not None
     marks = bool(config.trust.osv)  # the served entries say what the feeds say, or not
-    return (exists, config.policy, own, config.mirrors, marks, config.trust.npm)
+    return (exists, config.policy, own, config.mirrors, marks, config.trust.npm, config.trust.pypi)
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:
@@ -108,7 +107,7 @@ class _Admitter:
         self._tally: dict[str, int] = {}
         self._verified: dict[str, int] = {}
         self._states: dict[tuple[str | None, ...], int] = {}  # served versions by states
-        self._unsigned = 0  # served versions with no npm package
+        self._unsigned = 0  # served versions with no signed package
 
     def begin(self) -> None:
         self._reusable = self._keepable
@@ -147,7 +146,7 @@ class _Admitter:
     def _signed(self, entry: Entry) -> None:
         """Count a served entry's signals, and what its mirrors must still be asked."""
         policy = self.policy
-        if "npm" not in entry.registry_types:
+        if policy.signed_types.isdisjoint(entry.registry_types):
             self._unsigned += 1  # nothing to sign: absent (counted at the end)
             return
         if policy.rewriter.as_received(entry):

@@ -132,7 +132,7 @@ class ViewStatus:
     hidden: tuple[tuple[str, int], ...]  # versions not served, by reason
     # served versions by what the advisory feeds say (present, absent, unknown; with feeds)
     advisories: tuple[tuple[str, int], ...] = ()
-    # served versions by npm signal and state: ((signal, state), count)
+    # served versions by signal and state: ((signal, state), count)
     signals: tuple[tuple[tuple[str, str], int], ...] = ()
 
     def to_json(self) -> Json:

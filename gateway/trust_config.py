@@ -26,6 +26,7 @@ from pydantic import (
 
 from gateway import registries
 from gateway.fields import Duration, HttpUrl, Model, Slug, matching, pattern_schema
+from gateway.signals import Signing
 
 # The package types OSV has an ecosystem for (registries that name one).
 OSV_TYPES = tuple(name for name, e in registries.ECOSYSTEMS.items() if e.osv is not None)
@@ -150,11 +151,33 @@ class NpmSigning(Model):
         return self.trusted_root is not None
 
 
+class PypiSigning(Model):
+    """How PEP 740 provenance read at a view's PyPI mirror is verified."""
+
+    trusted_root: Path = Field(
+        description="a Sigstore trusted_root.json: provenance is verified against it"
+    )
+    issuers: list[HttpUrl] = Field(
+        default_factory=lambda: [GITHUB_ACTIONS],
+        min_length=1,
+        description="OIDC issuers of the publisher identities accepted in provenance",
+    )
+    provenance_sources: list[HttpUrl] = Field(
+        default_factory=list,
+        description="locations besides the mirror whose provenance objects may be fetched",
+    )
+    ttl: Duration = Field(3600.0, description="how long a version's answer is kept")
+    max_bundle: int = Field(
+        1024**2, ge=1024, description="bytes of one file's provenance read; more: unknown"
+    )
+
+
 class TrustSettings(Model):
     """trust.yaml: the sources of trust signals."""
 
     osv: list[OsvFeed] = Field(default_factory=list, description="OSV advisory feeds")
     npm: NpmSigning | None = Field(None, description="npm registry signatures and provenance")
+    pypi: PypiSigning | None = Field(None, description="PyPI PEP 740 provenance")
 
     @model_validator(mode="after")
     def _distinct(self) -> TrustSettings:
@@ -163,6 +186,15 @@ class TrustSettings(Model):
         if twice:
             raise ValueError(f"feed names must differ: {', '.join(twice)} given twice")
         return self
+
+    def signing(self) -> Signing:
+        """Which signals are collected for which package types."""
+        kinds: list[tuple[str, tuple[bool, bool]]] = []
+        if self.npm is not None:
+            kinds.append(("npm", (self.npm.signatures, self.npm.provenance)))
+        if self.pypi is not None:  # PyPI has no registry signatures: PEP 740 is provenance
+            kinds.append(("pypi", (False, True)))
+        return Signing(tuple(kinds))
 
     def covers(self) -> frozenset[str]:
         """Every package type some feed speaks for."""

@@ -31,18 +31,21 @@ import structlog
 
 from gateway import isolated
 from gateway.bounded import read_body
+from gateway.collecting import UNKNOWN_TTL, Collector
 from gateway.config import Credential, VerifySettings
 from gateway.errors import MirrorGarbled, MirrorUnavailable, RedirectRefused
 from gateway.fetching import confined
 from gateway.locations import origin, within
-from gateway.npm_trust import UNKNOWN_TTL, NpmSignals
+from gateway.npm_trust import NpmSignals
+from gateway.pypi_trust import PypiSignals
 from gateway.registries import ECOSYSTEMS, INDEXES
 from gateway.registries.base import Ask, Check, Result, Verdict
 from gateway.registries.npm import NPM
 from gateway.registries.nuget import NUGET
 from gateway.registries.oci import ACCEPT as OCI_ACCEPT
-from gateway.signals import Dist
-from gateway.trust_config import NpmSigning
+from gateway.registries.pypi import PYPI
+from gateway.signals import Dist, PypiFile
+from gateway.trust_config import NpmSigning, PypiSigning, TrustSettings
 
 log = structlog.get_logger("gateway.verify")
 
@@ -53,8 +56,10 @@ def _host(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-# versions (npm with signals: each version's dist facts); or found / not found; None = 404
-Document = frozenset[str] | dict[str, Dist] | bool | None
+# versions (with signals: each npm version's dist facts, each PyPI version's files); or
+# found / not found; None = 404
+Document = frozenset[str] | dict[str, Dist] | dict[str, tuple[PypiFile, ...]] | bool | None
+Sources = tuple[NpmSigning | None, PypiSigning | None]  # trust.yaml's signal sources
 T = TypeVar("T")
 
 
@@ -65,13 +70,16 @@ class Verifier:
         self,
         settings: VerifySettings,
         session: aiohttp.ClientSession,
-        signing: NpmSigning | None = None,
+        trust: TrustSettings | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
-        self.signing = signing
-        wanted = signing is not None and (signing.signatures or signing.provenance)
-        self.signals = NpmSignals(signing, self) if signing is not None and wanted else None
+        npm, pypi = self.sources = sources(trust)
+        self.collectors: dict[str, Collector] = {}  # by package type: what collects signals
+        if npm is not None and (npm.signatures or npm.provenance):
+            self.collectors["npm"] = NpmSignals(npm, self)
+        if pypi is not None:
+            self.collectors["pypi"] = PypiSignals(pypi, self)
         self.semaphore = asyncio.Semaphore(settings.concurrency)
         self._documents: dict[tuple[str, ...], tuple[Document | MirrorUnavailable, float]] = {}
         self._checked_at: dict[tuple[str, ...], datetime] = {}
@@ -110,8 +118,9 @@ class Verifier:
             ecosystem = ECOSYSTEMS[check.kind]
             found = any(ecosystem.same_version(check.version, v) for v in document)
             result = "available" if found else "missing"
-        if self.signals is not None and check.kind == "npm":
-            known = self.signals.lookup(check)
+        collector = self.collectors.get(check.kind)
+        if collector is not None:
+            known = collector.lookup(check)
             if known is None:  # the document is known, its signals not yet
                 return Verdict(result, checked_at, False)
             signals, signals_until = known
@@ -121,7 +130,7 @@ class Verifier:
 
     @property
     def ttl(self) -> float:
-        return min(self.settings.ttl, self.signing.ttl if self.signing is not None else math.inf)
+        return min([self.settings.ttl, *(c.ttl for c in self.collectors.values())])
 
     @property
     def tick(self) -> float:
@@ -130,7 +139,7 @@ class Verifier:
 
     def due(self) -> bool:
         """Whether answers may have aged out since it last said so: every `ttl` (the mirror
-        checks', or the npm signals' if shorter), and once an unknown answer's minute is up,
+        checks', or the signals' if shorter), and once an unknown answer's minute is up,
         so that an outage that ends is noticed within a minute or so."""
         now = time.monotonic()
         if now - self._due_at >= self.ttl or now >= self.unknown_until:
@@ -154,25 +163,21 @@ class Verifier:
         """Fetch what is not cached or has expired; returns how many documents were fetched."""
         self._forget_unasked()
         todo: dict[tuple[str, ...], Check] = {}
-        signing: list[Check] = []
+        signing: dict[str, list[Check]] = {}  # by package type
         for check in checks:
             key = self._key(check)
             cached = self._documents.get(key)
             if cached is None or time.monotonic() >= cached[1]:
                 todo.setdefault(key, check)
-            if (
-                self.signals is not None
-                and check.kind == "npm"
-                and (
-                    key in todo or self.signals.stale(check)  # a document read again: its signals
-                )
-            ):
-                signing.append(check)
+            collector = self.collectors.get(check.kind)
+            # a document read again: its signals too
+            if collector is not None and (key in todo or collector.stale(check)):
+                signing.setdefault(check.kind, []).append(check)
         await asyncio.gather(*(self._fetch_once(key, check) for key, check in todo.items()))
-        if self.signals is not None and signing:
-            documents = {check: self._documents[self._key(check)][0] for check in signing}
-            await self.signals.collect(list(dict.fromkeys(signing)), documents)
-        return len(todo) + len(signing)
+        for kind, asked in signing.items():
+            documents = {check: self._documents[self._key(check)][0] for check in asked}
+            await self.collectors[kind].collect(list(dict.fromkeys(asked)), documents)
+        return len(todo) + sum(len(asked) for asked in signing.values())
 
     def _forget_unasked(self) -> None:
         """Drop results expired for a whole `ttl` more: no snapshot asked for them again (the
@@ -182,8 +187,8 @@ class Verifier:
             del self._documents[key]
             self._checked_at.pop(key, None)
             self.changes += 1
-        if self.signals is not None:
-            self.signals.forget_unasked()
+        for collector in self.collectors.values():
+            collector.forget_unasked()
 
     async def _fetch_once(self, key: tuple[str, ...], check: Check) -> None:
         pending = self._inflight.get(key)
@@ -280,14 +285,16 @@ class Verifier:
         if check.kind == "mcpb":
             return await self._mcpb(check)
         index = INDEXES[check.kind]
-        signed = self.signals is not None and index is NPM
-        ask = NPM.full(check) if signed else index.ask(check)
+        signed = check.kind in self.collectors
+        ask = NPM.full(check) if signed and index is NPM else index.ask(check)
         status, body, headers = await self._ask(ask)
         if status in (404, 410):
             return None
         if status != 200:
             raise MirrorUnavailable(f"HTTP {status} from {_host(ask.url)}")
-        read = NPM.dists if signed else index.versions  # with signals: each version's dist
+        read: Callable[[bytes, str, Check], Document] = index.versions
+        if signed:  # each version's dist facts, or files
+            read = NPM.dists if index is NPM else PYPI.distributions
         return await isolated.parse(read, body, headers.get("Content-Type", ""), check)
 
     async def _ask(self, ask: Ask) -> tuple[int, bytes, Any]:
@@ -359,14 +366,19 @@ class Verifier:
         raise MirrorUnavailable(f"HTTP {status} for an mcpb file")
 
 
+def sources(trust: TrustSettings | None) -> Sources:
+    """trust.yaml's signal sources: a verifier made for others is made again."""
+    return (trust.npm, trust.pypi) if trust is not None else (None, None)
+
+
 async def answers(
-    settings: VerifySettings, signing: NpmSigning | None, checks: Iterable[Check], deadline: float
+    settings: VerifySettings, trust: TrustSettings | None, checks: Iterable[Check], deadline: float
 ) -> Callable[[Check], Verdict | None]:
     """Ask the mirrors once (for the command line): what they answered within `deadline`
     seconds; what they did not is unknown. A hostile answer still being parsed is abandoned."""
     headers = {"User-Agent": "mcp-discovery-gateway"}
     async with aiohttp.ClientSession(headers=headers) as session:
-        verifier = Verifier(settings, session, signing)
+        verifier = Verifier(settings, session, trust)
         try:
             async with asyncio.timeout(deadline if deadline < math.inf else None):
                 await verifier.run(checks)

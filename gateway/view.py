@@ -21,7 +21,6 @@ from gateway.served import CLOSE, Deferred
 from gateway.shaping import (
     AS_RECEIVED,
     NO_FACTS,
-    NO_SIGNALS,
     NOT_INSTALLABLE,
     Answered,
     Lookup,
@@ -31,7 +30,7 @@ from gateway.shaping import (
     no_lookup,
     registry_type,
 )
-from gateway.signals import SignalState
+from gateway.signals import NO_SIGNALS, SignalState, Signing
 from gateway.trust import Trust
 
 
@@ -137,7 +136,7 @@ class ViewPolicy:
         name: str,
         policies: list[Policy],
         mirrors: MirrorSettings | None = None,
-        signing: tuple[bool, bool] = NO_SIGNALS,
+        signing: Signing = NO_SIGNALS,
     ) -> None:
         self.name = name
         self.policies = policies
@@ -147,22 +146,23 @@ class ViewPolicy:
         self.mirrors = Mirrors(mirrors or MirrorSettings())
         self.rewriter = Rewriter(self.types, self.mirrors, signing)
         self.verify_mode = self.mirrors.settings.verify.mode
-        # npm signals are collected at the view's mirrors: what it serves says them, and its
+        # signals are collected at the view's mirrors: what it serves says them, and its
         # rules may read them (with the lookup of the decision being made)
         self.signing = signing != NO_SIGNALS
+        self.signed_types = signing.types
         self._lookup: Lookup = no_lookup
         self._generation: object = None
         self._now = 0.0
         self.read_of: Entry | None = None  # the last entry whose signals a rule read
         self._last_facts: tuple[Entry | None, SignalFacts] = (None, NO_FACTS)
         self._last_states: tuple[Entry | None, tuple[SignalState | None, ...]] = (None, ())
-        # the signals of a version with no npm package: nothing to sign, in every view
+        # the signals of a version with no signed package: nothing to sign, in every view
         self.states_of_unsigned: tuple[SignalState | None, ...] = tuple(
-            "absent" if on else None for on in signing
+            "absent" if on else None for on in signing.flags
         )
         self._signing_policies = [policy for policy in policies if policy.signing]
         # Whether an entry's rewrite can wait until it is written (see served.Deferred):
-        # nothing a build counts or hides depends on it (npm signals are read on their own).
+        # nothing a build counts or hides depends on it (signals are read on their own).
         self._defers = self.verify_mode == "off" and self.mirrors.settings.unmirrored == "keep"
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
         self._keys: dict[frozenset[str], int] = {}  # registry types -> shaping key
@@ -175,7 +175,7 @@ class ViewPolicy:
         own: ViewSettings | None,
         mirrors: MirrorSettings | None = None,
         trust: Trust | None = None,
-        signing: tuple[bool, bool] = NO_SIGNALS,
+        signing: Signing = NO_SIGNALS,
     ) -> ViewPolicy:
         policies = [base if isinstance(base, Policy) else Policy(base, "policy.yaml", trust)]
         if own is not None:
@@ -206,10 +206,10 @@ class ViewPolicy:
 
     def states(self, entry: Entry) -> tuple[SignalState | None, ...]:
         """The entry's signals as this view serves it (for rules on `signature` and
-        `provenance`): the worst of its npm packages' at the view's mirrors."""
+        `provenance`): the worst of its signed packages' at the view's mirrors."""
         if not self.signing:
             return (None, None)
-        if "npm" not in entry.registry_types:  # nothing to sign, whatever the view
+        if self.signed_types.isdisjoint(entry.registry_types):  # nothing to sign, whatever the view
             return self.states_of_unsigned
         self.read_of = entry  # a rule read them: what it decided on must be asked for
         return self._states(entry)
@@ -223,12 +223,18 @@ class ViewPolicy:
 
     def _states_of(self, entry: Entry) -> tuple[SignalState | None, ...]:
         if self.rewriter.as_received(entry):  # no mirror: nothing was asked
-            state: SignalState = "unknown" if "npm" in entry.registry_types else "absent"
-            return tuple(state if on else None for on in self.rewriter.signing)
+            return tuple(self._unasked(entry, index) if on else None
+                         for index, on in enumerate(self.rewriter.signing.flags))  # fmt: skip
         if self._defers:  # the rewrite waits: read the signals alone
             return self.signal_facts(entry).states
         shape = self.shape(entry, self._lookup)
         return (shape.signature, shape.provenance)
+
+    def _unasked(self, entry: Entry, index: int) -> SignalState:
+        """A signal of an entry served as received (no mirror: nothing was asked): unknown
+        where a package of its types collects it, else nothing to sign."""
+        of = self.rewriter.signing.of
+        return "unknown" if any(of(kind)[index] for kind in entry.registry_types) else "absent"
 
     def signal_pending(self, entry: Entry) -> tuple[Check, ...]:
         """The mirror checks the entry's signals still wait for in this view."""
@@ -239,7 +245,7 @@ class ViewPolicy:
         return self.shape(entry, self._lookup).pending
 
     def signal_facts(self, entry: Entry) -> SignalFacts:
-        """The entry's npm signals in this view, shared by views shaping it alike."""
+        """The entry's signals in this view, shared by views shaping it alike."""
         last, last_facts = self._last_facts
         if last is entry:  # its rules and the count ask in turn
             return last_facts
@@ -278,8 +284,8 @@ class ViewPolicy:
 
     def signal_key(self, entry: Entry) -> object:
         """Equal for views whose mirrors give the entry the same signals: the states."""
-        if not self.signing or "npm" not in entry.registry_types:
-            return None  # no npm package: the same signals in every view
+        if not self.signing or self.signed_types.isdisjoint(entry.registry_types):
+            return None  # no signed package: the same signals in every view
         self.read_of = entry  # asked because a rule read them: they must be asked for
         return self._states(entry)
 
@@ -323,7 +329,7 @@ class ViewPolicy:
         key = self._key(entry.registry_types)
         deferred = later.get(key)
         if deferred is None:
-            signed = self.signing and "npm" in entry.registry_types  # else: nothing to say
+            signed = self.signing and not self.signed_types.isdisjoint(entry.registry_types)
             made = Answered(rewriter, self.signal_facts(entry).answers) if signed else rewriter
             deferred = later[key] = Deferred(entry, made)
         return deferred, rules, b""

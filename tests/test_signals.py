@@ -837,11 +837,11 @@ async def test_a_document_read_again_has_its_signals_read_again(
 
     from gateway.config import VerifySettings
     from gateway.registries.base import Check
-    from gateway.trust_config import NpmSigning
+    from gateway.trust_config import TrustSettings
     from gateway.verify import Verifier
 
-    signing = NpmSigning.model_validate(
-        {"keys": [{"keyid": KEY.keyid, "key": base64.b64encode(KEY.public_der).decode()}]}
+    signing = TrustSettings.model_validate(
+        {"npm": {"keys": [{"keyid": KEY.keyid, "key": base64.b64encode(KEY.public_der).decode()}]}}
     )
     check = Check("npm", f"{signed_mirror.url}/npm/", NAME, "1.0.0")
     async with aiohttp.ClientSession() as session:
