@@ -19,10 +19,10 @@ from aiohttp import web
 
 from gateway.loader import load_config
 from tests.conftest import file_upstream, loopback
-from tests.test_pypi_provenance import SETUP, provenance
-from tests.test_signals import settle, write_yaml
 from tests.fakes import server_entry
 from tests.test_federation import all_entries, keys
+from tests.test_pypi_provenance import SETUP, provenance
+from tests.test_signals import settle, write_yaml
 
 SERVER = "io.github.acme/tools"
 PROJECT = "acme-tools"
