@@ -19,7 +19,7 @@ from gateway import isolated
 from gateway.errors import HelperFailed, MirrorUnavailable
 from gateway.locations import within
 from gateway.registries.base import Check
-from gateway.signals import ORDER, Job, Provenance, Signals, Signature, unknown
+from gateway.signals import ORDER, Digest, Job, Provenance, Signals, Signature, unknown
 
 if TYPE_CHECKING:
     from gateway.verify import Verifier
@@ -60,11 +60,19 @@ def key_of(check: Check) -> tuple[str, str, str]:
 class Collector:
     """Collects and keeps each (mirror, package, version)'s signals for one ecosystem."""
 
-    def __init__(self, verifier: Verifier, ttl: float, signatures: bool, provenance: bool) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        ttl: float,
+        signatures: bool,
+        provenance: bool,
+        digests: bool = False,
+    ) -> None:
         self.verifier = verifier
         self.ttl = ttl
         self.signatures = signatures  # which signals this ecosystem collects
         self.provenance = provenance
+        self.digests = digests
         self._found: dict[tuple[str, str, str], tuple[Signals, float]] = {}
         self._busy: dict[tuple[str, str, str], asyncio.Future[None]] = {}  # being collected
 
@@ -181,7 +189,7 @@ class Collector:
         return answers
 
     def unknown(self, check: Check, why: str, now: datetime) -> Signals:
-        return unknown(check.location, why, now, self.signatures, self.provenance)
+        return unknown(check.location, why, now, self.signatures, self.provenance, self.digests)
 
     def absent(self, check: Check, now: datetime) -> Signals:
         why = "the mirror does not serve this version"
@@ -189,12 +197,17 @@ class Collector:
             check.location, None,
             Signature("absent", why) if self.signatures else None,
             Provenance("absent", why) if self.provenance else None, now,
+            Digest("absent", why) if self.digests else None,
         )  # fmt: skip
 
+    def retry_soon(self, signals: Signals) -> bool:
+        """Whether an answer is asked again within the minute (it could not be told)."""
+        found = (signals.signature, signals.provenance, signals.digest)
+        return any(x is not None and x.state == "unknown" for x in found)
+
     def _keep(self, check: Check, signals: Signals) -> None:
-        states = [x.state for x in (signals.signature, signals.provenance) if x is not None]
-        ttl = UNKNOWN_TTL if "unknown" in states else self.ttl
-        if "unknown" in states:
+        ttl = UNKNOWN_TTL if self.retry_soon(signals) else self.ttl
+        if ttl == UNKNOWN_TTL:
             self.verifier.unknown_until = min(self.verifier.unknown_until, time.monotonic() + ttl)
         self._found[key_of(check)] = (signals, time.monotonic() + ttl)
         self.verifier.changes += 1

@@ -44,6 +44,7 @@ from gateway.fields import (
     matching,
     pattern_schema,
 )
+from gateway.signals import SIGNALS
 from gateway.trust_config import TrustSettings
 
 
@@ -163,9 +164,11 @@ class Match(Model):
     malicious: bool | Literal["unknown"] | None = None
     severity: Severities | None = None
     advisory: AdvisoryGlobs | None = None
-    # npm registry signatures and provenance (trust.yaml's npm), at the view's mirror
+    # npm registry signatures, npm and PyPI provenance, the mcpb digest join (trust.yaml's
+    # npm, pypi, mcpb), at the view's mirror
     signature: SignalStates | None = None
     provenance: SignalStates | None = None
+    digest: SignalStates | None = None
 
     def trust_keys(self) -> list[str]:
         """The advisory keys it names (what OSV feeds answer)."""
@@ -175,7 +178,7 @@ class Match(Model):
 
     def signal_keys(self) -> list[str]:
         """The signal keys it names (what the view's mirror answers)."""
-        return [key for key in ("signature", "provenance") if getattr(self, key) is not None]
+        return [key for key in SIGNALS if getattr(self, key) is not None]
 
 
 class Rule(Model):

@@ -201,5 +201,5 @@ Severities = Annotated[list[Severity], *_one_or_many({"type": "string", "pattern
 AdvisoryGlobs = Annotated[
     list[AdvisoryGlob], *_one_or_many({"type": "string", "pattern": ecma(ADVISORY_GLOB)})
 ]
-# A signal's state for a version (`signature`, `provenance`: see `signals`).
+# A signal's state for a version (`signature`, `provenance`, `digest`: see `signals`).
 SignalStates = Annotated[list[SignalState], *_one_or_many({"enum": list(get_args(SignalState))})]

@@ -31,6 +31,7 @@ from gateway.config import (
 )
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.fields import SLUG
+from gateway.signals import SIGNALS
 from gateway.trust_config import TrustSettings
 
 M = TypeVar("M", bound=BaseModel)
@@ -313,12 +314,20 @@ def _resolve_trust(trust: TrustSettings, directory: Path) -> TrustSettings:
     return trust.model_copy(update={"osv": feeds, "npm": npm, "pypi": pypi})
 
 
+_UNCOLLECTED = {
+    "signature": "npm registry keys are not configured (trust.yaml: npm.keys or npm.mirror_keys)",
+    "provenance": "no Sigstore trusted root is configured (trust.yaml: npm.trusted_root or "
+    "pypi.trusted_root)",
+    "digest": "the mcpb digest join is off (trust.yaml: mcpb: true)",
+}
+
+
 def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigIssue]:
     """A rule on trust signals that no feed in trust.yaml could ever answer is an error, not a
     rule that silently never matches."""
     issues = []
     npm = trust.npm
-    collected = trust.signing().flags  # (signature, provenance): collected for some type
+    collected = trust.signing().flags  # each of SIGNALS: collected for some type
     for file, settings in rules.items():
         for index, rule in enumerate(settings.rules):
             verb, match = ("allow", rule.allow) if rule.allow is not None else ("deny", rule.deny)
@@ -328,13 +337,8 @@ def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigI
                 message = "no advisory feed is configured (trust.yaml: osv): it would never match"
                 issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
             for key in match.signal_keys():
-                if not collected[0 if key == "signature" else 1]:
-                    message = (
-                        "npm registry keys are not configured (trust.yaml: npm.keys or "
-                        "npm.mirror_keys)" if key == "signature" else
-                        "no Sigstore trusted root is configured (trust.yaml: npm.trusted_root "
-                        "or pypi.trusted_root)"
-                    ) + ": it would never be verified"  # fmt: skip
+                if not collected[SIGNALS.index(key)]:
+                    message = _UNCOLLECTED[key] + ": it would never be verified"
                     issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
     if npm is not None and npm.trusted_root is not None:
         issues.extend(_trusted_root_issues(npm.trusted_root, "npm.trusted_root"))

@@ -17,7 +17,17 @@ from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.registries import check_for
 from gateway.registries.base import Check, Verdict, unchanged
 from gateway.served import CLOSE, packages_end
-from gateway.signals import NO_SIGNALS, SIGNALS, Signals, SignalState, Signing, bound, combined
+from gateway.signals import (
+    NO_SIGNALS,
+    NO_STATES,
+    SIGNALS,
+    Signals,
+    SignalState,
+    Signing,
+    bound,
+    combined,
+    joined,
+)
 
 Lookup = Callable[[Check], Verdict | None]
 Found = tuple[str, Signals | None]  # a served package's type, and its signals (None: unread)
@@ -38,9 +48,8 @@ class Shape:
     packages: tuple[dict[str, Any], ...]
     pending: tuple[Check, ...]
     packages_json: bytes = CLOSE  # ends the gateway `_meta`, `_meta` and the item
-    # the served packages' signals combined (see `signals`); None: not collected
-    signature: SignalState | None = None
-    provenance: SignalState | None = None
+    # each of SIGNALS, the served packages' combined (see `signals`); None: not collected
+    signals: tuple[SignalState | None, ...] = NO_STATES
 
     def __post_init__(self) -> None:
         if self.packages:  # computed once, shared by every view with these mirrors
@@ -54,6 +63,21 @@ NOT_INSTALLABLE = Shape(None, "not installable", (), (), ())
 def _state(signals: Signals | None, signal: str) -> SignalState:
     found = signals.state(signal) if signals is not None else None
     return found or "unknown"
+
+
+def _of_entry(found: Signals | None, server: dict[str, Any], package: object) -> Signals | None:
+    """A package version's signals as one entry has them: provenance bound to the server's
+    repository, the mirror's digest joined to the package's own."""
+    if found is None:
+        return None
+    provenance, digest = found.provenance, found.digest
+    if provenance is not None:
+        provenance = bound(provenance, server.get("repository"))
+    if digest is not None:
+        digest = joined(digest, package)
+    if provenance is found.provenance and digest is found.digest:
+        return found
+    return replace(found, provenance=provenance, digest=digest)
 
 
 def registry_type(package: object) -> str:
@@ -71,7 +95,7 @@ class SignalFacts:
     until: float = math.inf  # `time.monotonic()` when the first answer it read turns stale
 
 
-NO_FACTS = SignalFacts((None, None), (), ())
+NO_FACTS = SignalFacts(NO_STATES, (), ())
 
 
 class Answered:
@@ -154,11 +178,7 @@ class Rewriter:
             answers.append((check, known))
             if known is None or not known.fresh:
                 pending.append(check)
-            found = known.signals if known is not None else None
-            if found is not None and found.provenance is not None:
-                provenance = bound(found.provenance, server.get("repository"))
-                if provenance is not found.provenance:
-                    found = replace(found, provenance=provenance)
+            found = _of_entry(known.signals if known is not None else None, server, package)
             states.append((kind, found))
         until = min((v.until if v is not None else 0.0 for _, v in answers), default=math.inf)
         return SignalFacts(self._states(states), tuple(pending), tuple(answers), until)
@@ -202,11 +222,7 @@ class Rewriter:
                         enforced = True
                         continue
                 if signed:
-                    found = known.signals if known is not None else None
-                    if found is not None and found.provenance is not None:
-                        found = replace(
-                            found, provenance=bound(found.provenance, server.get("repository"))
-                        )
+                    found = _of_entry(known.signals if known is not None else None, server, package)
                     kind = meta["registryType"]
                     signals.append((kind, found))
                     meta["signals"] = (
@@ -222,14 +238,12 @@ class Rewriter:
             reason = "missing from mirror" if enforced else "not installable"
             return Shape(None, reason, tuple(removed), (), tuple(pending))
         described = tuple(metas) if any("original" in m or "signals" in m for m in metas) else ()
-        states = self._states(signals) if signing else (None, None)
+        states = self._states(signals) if signing else NO_STATES
         if packages != server.get("packages"):
             assert isinstance(packages, list)  # filtered or rewritten
             served = with_packages(entry, server, packages)  # the entry's bytes stay as received
-            return Shape(
-                served, "served", tuple(removed), described, tuple(pending), CLOSE, *states
-            )
-        return Shape(b"", "served", tuple(removed), described, tuple(pending), CLOSE, *states)
+            return Shape(served, "served", tuple(removed), described, tuple(pending), CLOSE, states)
+        return Shape(b"", "served", tuple(removed), described, tuple(pending), CLOSE, states)
 
     def _unread(self, original: dict[str, Any] | None, kind: str) -> dict[str, Any]:
         why = "not asked yet" if original is not None else "not installed from a configured mirror"

@@ -22,6 +22,7 @@ package, version); binding provenance to the server's repository (`bound`) is pe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -37,30 +38,34 @@ Job = tuple[Any, ...]
 
 # Worst first: a version's state is the first of its packages' in this order.
 ORDER: tuple[SignalState, ...] = ("invalid", "absent", "unknown", "present", "verified")
-SIGNALS = ("signature", "provenance")
-SIGNABLE = frozenset({"npm", "pypi"})  # the package types the gateway collects signals for
+SIGNALS = ("signature", "provenance", "digest")
+SIGNABLE = frozenset({"npm", "pypi", "mcpb"})  # the package types signals are collected for
+Flags = tuple[bool, ...]  # for each of SIGNALS: whether it is collected
+NOTHING: Flags = (False,) * len(SIGNALS)
+NO_STATES: tuple[SignalState | None, ...] = (None,) * len(SIGNALS)
 
 
 @dataclass(frozen=True, slots=True)
 class Signing:
-    """Which signals are collected for which package types (trust.yaml: `npm`, `pypi`)."""
+    """Which signals are collected for which package types (trust.yaml: `npm`, `pypi`,
+    `mcpb`)."""
 
-    by_type: tuple[tuple[str, tuple[bool, bool]], ...] = ()  # (type, (signature, provenance))
+    by_type: tuple[tuple[str, Flags], ...] = ()  # (type, a flag for each of SIGNALS)
     # worked out once (asked for every package a build shapes):
     types: frozenset[str] = field(init=False, compare=False)  # types some signal is collected for
-    flags: tuple[bool, bool] = field(init=False, compare=False)  # each signal, for some type
-    _of: dict[str, tuple[bool, bool]] = field(init=False, compare=False)
+    flags: Flags = field(init=False, compare=False)  # each signal: collected for some type
+    _of: dict[str, Flags] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         kinds = dict(self.by_type)
         object.__setattr__(self, "_of", kinds)
         object.__setattr__(self, "types", frozenset(k for k, flags in kinds.items() if any(flags)))
-        flags = (any(f[0] for f in kinds.values()), any(f[1] for f in kinds.values()))
+        flags = tuple(any(f[i] for f in kinds.values()) for i in range(len(SIGNALS)))
         object.__setattr__(self, "flags", flags)
 
-    def of(self, kind: str) -> tuple[bool, bool]:
+    def of(self, kind: str) -> Flags:
         """What is collected for packages of this type."""
-        return self._of.get(kind, (False, False))
+        return self._of.get(kind, NOTHING)
 
     def __bool__(self) -> bool:
         return any(self.flags)
@@ -109,6 +114,17 @@ class Provenance:
 
 
 @dataclass(frozen=True, slots=True)
+class Digest:
+    """The digest join: the mirror's bytes against the digest the entry names (mcpb's
+    `fileSha256`). As collected, `present` with the mirror's digest; `joined` decides it."""
+
+    state: SignalState
+    why: str
+    value: str | None = None  # the mirror's bytes' digest, "sha256:<hex>"
+    method: str | None = None  # how it was learned: a checksum header, or a download
+
+
+@dataclass(frozen=True, slots=True)
 class Signals:
     """What one mirror's answers say of one package version (a field None: not collected)."""
 
@@ -117,9 +133,13 @@ class Signals:
     signature: Signature | None
     provenance: Provenance | None
     checked_at: datetime
+    digest: Digest | None = None
 
     def state(self, signal: str) -> SignalState | None:
-        found = self.signature if signal == "signature" else self.provenance
+        found = (
+            self.signature if signal == "signature"
+            else self.provenance if signal == "provenance" else self.digest
+        )  # fmt: skip
         return found.state if found is not None else None
 
     def meta(self) -> dict[str, Any]:
@@ -141,6 +161,13 @@ class Signals:
                 if value is not None:
                     provenance[key] = value
             meta["provenance"] = provenance
+        if self.digest is not None:
+            d = self.digest
+            digest = {"state": d.state, "why": d.why}
+            for key, value in (("value", d.value), ("method", d.method)):
+                if value is not None:
+                    digest[key] = value
+            meta["digest"] = digest
         return meta
 
 
@@ -149,7 +176,12 @@ def _stamp(when: datetime) -> str:
 
 
 def unknown(
-    source: str, why: str, checked_at: datetime, signature: bool, provenance: bool
+    source: str,
+    why: str,
+    checked_at: datetime,
+    signature: bool,
+    provenance: bool,
+    digest: bool = False,
 ) -> Signals:
     """Nothing could be told (the mirror is down, or the package is not at a mirror)."""
     return Signals(
@@ -158,6 +190,7 @@ def unknown(
         Signature("unknown", why) if signature else None,
         Provenance("unknown", why) if provenance else None,
         checked_at,
+        Digest("unknown", why) if digest else None,
     )
 
 
@@ -198,6 +231,25 @@ def bound(provenance: Provenance, repository: object) -> Provenance:
             f"built from repository id {provenance.repository_id}, not the server's {known_id}"
             " (a repository of that name, deleted and made again?)"))  # fmt: skip
     return provenance
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def joined(digest: Digest, package: object) -> Digest:
+    """The mirror's digest against the one the package names (`fileSha256`): the same bytes
+    `verified`, others `invalid`; a package naming none, `absent` (nothing to join)."""
+    if digest.state != "present" or digest.value is None:
+        return digest
+    named = package.get("fileSha256") if isinstance(package, dict) else None
+    wanted = named.lower() if isinstance(named, str) else None
+    if wanted is None or not _SHA256.fullmatch(wanted):
+        why = "the entry names no fileSha256 to join the mirror's bytes to"
+        return replace(digest, state="absent", why=why)
+    if digest.value != f"sha256:{wanted}":
+        why = f"the mirror's bytes are {digest.value}, not the entry's fileSha256 {wanted}"
+        return replace(digest, state="invalid", why=why)
+    return replace(digest, state="verified", why=f"the mirror's bytes are the entry's {wanted}")
 
 
 def combined(states: list[SignalState]) -> SignalState:

@@ -178,6 +178,13 @@ class TrustSettings(Model):
     osv: list[OsvFeed] = Field(default_factory=list, description="OSV advisory feeds")
     npm: NpmSigning | None = Field(None, description="npm registry signatures and provenance")
     pypi: PypiSigning | None = Field(None, description="PyPI PEP 740 provenance")
+    mcpb: bool = Field(
+        False,
+        description="the digest join: each mcpb file at the view's mirror against its fileSha256",
+    )
+    max_mcpb_bytes: int = Field(
+        50 * 1024**2, ge=1024, description="bytes an mcpb download for the digest join reads"
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> TrustSettings:
@@ -189,11 +196,13 @@ class TrustSettings(Model):
 
     def signing(self) -> Signing:
         """Which signals are collected for which package types."""
-        kinds: list[tuple[str, tuple[bool, bool]]] = []
+        kinds: list[tuple[str, tuple[bool, ...]]] = []  # (signature, provenance, digest)
         if self.npm is not None:
-            kinds.append(("npm", (self.npm.signatures, self.npm.provenance)))
+            kinds.append(("npm", (self.npm.signatures, self.npm.provenance, False)))
         if self.pypi is not None:  # PyPI has no registry signatures: PEP 740 is provenance
-            kinds.append(("pypi", (False, True)))
+            kinds.append(("pypi", (False, True, False)))
+        if self.mcpb:  # no signature: the digest join
+            kinds.append(("mcpb", (False, False, True)))
         return Signing(tuple(kinds))
 
     def covers(self) -> frozenset[str]:

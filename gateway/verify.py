@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import structlog
@@ -36,13 +35,14 @@ from gateway.config import Credential, VerifySettings
 from gateway.errors import MirrorGarbled, MirrorUnavailable, RedirectRefused
 from gateway.fetching import confined
 from gateway.locations import origin, within
+from gateway.mcpb_trust import McpbSignals
 from gateway.npm_trust import NpmSignals
+from gateway.oci_access import OciAccess
 from gateway.pypi_trust import PypiSignals
 from gateway.registries import ECOSYSTEMS, INDEXES
 from gateway.registries.base import Ask, Check, Result, Verdict
 from gateway.registries.npm import NPM
 from gateway.registries.nuget import NUGET
-from gateway.registries.oci import ACCEPT as OCI_ACCEPT
 from gateway.registries.pypi import PYPI
 from gateway.signals import Dist, PypiFile
 from gateway.trust_config import NpmSigning, PypiSigning, TrustSettings
@@ -59,7 +59,8 @@ def _host(url: str) -> str:
 # versions (with signals: each npm version's dist facts, each PyPI version's files); or
 # found / not found; None = 404
 Document = frozenset[str] | dict[str, Dist] | dict[str, tuple[PypiFile, ...]] | bool | None
-Sources = tuple[NpmSigning | None, PypiSigning | None]  # trust.yaml's signal sources
+# trust.yaml's signal sources: npm, PyPI, and the mcpb digest join (with its bound)
+Sources = tuple[NpmSigning | None, PypiSigning | None, int | None]
 T = TypeVar("T")
 
 
@@ -74,12 +75,14 @@ class Verifier:
     ) -> None:
         self.settings = settings
         self.session = session
-        npm, pypi = self.sources = sources(trust)
+        npm, pypi, _ = self.sources = sources(trust)
         self.collectors: dict[str, Collector] = {}  # by package type: what collects signals
         if npm is not None and (npm.signatures or npm.provenance):
             self.collectors["npm"] = NpmSignals(npm, self)
         if pypi is not None:
             self.collectors["pypi"] = PypiSignals(pypi, self)
+        if trust is not None and trust.mcpb:
+            self.collectors["mcpb"] = McpbSignals(trust, self)
         self.semaphore = asyncio.Semaphore(settings.concurrency)
         self._documents: dict[tuple[str, ...], tuple[Document | MirrorUnavailable, float]] = {}
         self._checked_at: dict[tuple[str, ...], datetime] = {}
@@ -241,13 +244,26 @@ class Verifier:
     ) -> tuple[int, bytes, Any]:
         """One request to a mirror, and the redirects it answers with, each only to a URL
         under `under` and with only the credentials configured for that URL."""
+
+        async def read(response: aiohttp.ClientResponse) -> bytes:
+            return await self._read(response, limit) if method != "HEAD" else b""
+
+        return await self.stream(method, url, under, read, headers, auth)
+
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        under: str,
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+    ) -> tuple[int, T, Any]:
+        """`request` with what `read` makes of the answer (it may stream it)."""
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
 
         def headers_for(at: str) -> dict[str, str]:
             return {**(self._auth_headers(at) if auth else {}), **(headers or {})}
-
-        async def read(response: aiohttp.ClientResponse) -> bytes:
-            return await self._read(response, limit) if method != "HEAD" else b""
 
         try:
             return await confined(self.session, method, url, under, headers_for, timeout, read)
@@ -310,49 +326,18 @@ class Verifier:
             raise MirrorUnavailable("NuGet service index without a usable PackageBaseAddress")
         return await self.json(NUGET.ask_in(flat, check), mirror, NUGET.listed)
 
-    def _registry_url(self, host: str) -> str:
-        plain = host.startswith(("localhost", "127.", "[::1]"))  # as docker treats them
-        return f"{'http' if plain else 'https'}://{host}"
-
     async def _oci(self, check: Check) -> Document:
-        registry = self._registry_url(check.location)
-        url = f"{registry}/v2/{check.identifier}/manifests/{quote(check.version, safe=':')}"
-        under = f"{registry}/v2/"
-        headers = {"Accept": OCI_ACCEPT}
-        status, _, response_headers = await self.request("HEAD", url, under, headers, auth=False)
-        if status == 401:
-            token = await self._oci_token(response_headers.get("WWW-Authenticate", ""), registry)
-            headers["Authorization"] = f"Bearer {token}"
-            status, _, _ = await self.request("HEAD", url, under, headers, auth=False)
+        url = f"/v2/{check.identifier}/manifests/{quote(check.version, safe=':')}"
+        status, _, _ = await OciAccess(self, check.location).request("HEAD", url)
         if status == 200:
             return True
         if status == 404:
             return False
         raise MirrorUnavailable(f"HTTP {status} for an OCI manifest")
 
-    async def _oci_token(self, challenge: str, registry: str) -> str:
-        scheme, _, params = challenge.partition(" ")
-        if scheme.lower() != "bearer":
-            raise MirrorUnavailable("OCI registry asks for an unsupported auth scheme")
-        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
-        realm = fields.pop("realm", "")
-        if not realm.startswith(("https://", "http://")):
-            raise MirrorUnavailable("OCI token challenge without a realm")
-        # Follow a realm only to the registry itself or to a location credentials are
-        # configured for; the credentials sent are the realm's own (by prefix), if any.
-        if not within(realm, registry + "/") and self._credential(realm) is None:
-            raise MirrorUnavailable("OCI token realm is on a host that is not configured")
-        url = f"{realm.split('?')[0]}?{urlencode(fields)}"
-        return await self._token(url, realm.split("?")[0])
-
-    async def _token(self, url: str, under: str) -> str:
-        status, body, _ = await self.request("GET", url, under)
-        if status != 200:
-            raise MirrorUnavailable(f"HTTP {status} from the OCI token service")
-        outcome: tuple[str] | None = await isolated.parse(isolated.json_then, body, _token_of)
-        if outcome is None:
-            raise MirrorUnavailable("OCI token service answer is not JSON")
-        return outcome[0]
+    def credential_for(self, url: str) -> bool:
+        """Whether credentials are configured for a URL (an OCI token realm elsewhere)."""
+        return self._credential(url) is not None
 
     async def _mcpb(self, check: Check) -> Document:
         location = check.location
@@ -368,7 +353,9 @@ class Verifier:
 
 def sources(trust: TrustSettings | None) -> Sources:
     """trust.yaml's signal sources: a verifier made for others is made again."""
-    return (trust.npm, trust.pypi) if trust is not None else (None, None)
+    if trust is None:
+        return (None, None, None)
+    return (trust.npm, trust.pypi, trust.max_mcpb_bytes if trust.mcpb else None)
 
 
 async def answers(
@@ -386,13 +373,3 @@ async def answers(
             pass
     isolated.shutdown()
     return verifier.lookup
-
-
-def _token_of(document: object) -> str:
-    """The token in an OCI token service's answer."""
-    if not isinstance(document, dict):
-        raise MirrorUnavailable("OCI token service answer is not an object")
-    token = document.get("token") or document.get("access_token")
-    if not isinstance(token, str):
-        raise MirrorUnavailable("OCI token service answered without a token")
-    return token

@@ -30,7 +30,7 @@ from gateway.shaping import (
     no_lookup,
     registry_type,
 )
-from gateway.signals import NO_SIGNALS, SignalState, Signing
+from gateway.signals import NO_SIGNALS, NO_STATES, SignalState, Signing
 from gateway.trust import Trust
 
 
@@ -58,7 +58,7 @@ class Decision:
     packages: tuple[dict[str, Any], ...] = ()  # gateway _meta per package
     packages_json: bytes = CLOSE  # the same, as the end of the gateway's `_meta` JSON
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
-    signals: tuple[SignalState | None, ...] = (None, None)  # signature, provenance (if collected)
+    signals: tuple[SignalState | None, ...] = NO_STATES  # each of SIGNALS (if collected)
 
     @property
     def server(self) -> dict[str, Any] | None:
@@ -208,7 +208,7 @@ class ViewPolicy:
         """The entry's signals as this view serves it (for rules on `signature` and
         `provenance`): the worst of its signed packages' at the view's mirrors."""
         if not self.signing:
-            return (None, None)
+            return NO_STATES
         if self.signed_types.isdisjoint(entry.registry_types):  # nothing to sign, whatever the view
             return self.states_of_unsigned
         self.read_of = entry  # a rule read them: what it decided on must be asked for
@@ -228,7 +228,7 @@ class ViewPolicy:
         if self._defers:  # the rewrite waits: read the signals alone
             return self.signal_facts(entry).states
         shape = self.shape(entry, self._lookup)
-        return (shape.signature, shape.provenance)
+        return shape.signals
 
     def _unasked(self, entry: Entry, index: int) -> SignalState:
         """A signal of an entry served as received (no mirror: nothing was asked): unknown
@@ -385,5 +385,5 @@ def _decided(rules: tuple[str, ...], shape: Shape, entry: Entry) -> Decision:
         )
     return Decision(
         True, "served", rules, None, shape.removed, shape.server_json or entry.server_json,
-        shape.packages, shape.packages_json, shape.pending, (shape.signature, shape.provenance),
+        shape.packages, shape.packages_json, shape.pending, shape.signals,
     )  # fmt: skip
