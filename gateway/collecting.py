@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway import isolated
 from gateway.errors import HelperFailed, MirrorUnavailable
@@ -33,12 +33,17 @@ Part = Job | Signature | Provenance | None  # a job for the helper, an answer, o
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """What is left to verify of one version: a signature part, and provenance parts (one
-    per distribution file; the version's provenance is the worst of theirs)."""
+    """What is left to verify of one version: signature parts and provenance parts, and
+    parts whose answer says which it is (an OCI image's Sigstore bundles). Parts over
+    different bytes (a PyPI version's files) give the version the worst of their answers;
+    parts over the same bytes (`best`: an image's several signatures), the best."""
 
     integrity: str | None
-    signature: Part
+    signature: tuple[Part, ...]
     provenance: tuple[Part, ...]
+    either: tuple[Part, ...] = ()
+    best: bool = False
+    artifacts: tuple[str, ...] = ()  # other artifact types attached (an image's SBOMs)
 
 
 def _answered(
@@ -48,9 +53,17 @@ def _answered(
     return next(answers) if isinstance(part, tuple) else part
 
 
-def worst(found: list[Provenance]) -> Provenance | None:
-    """The provenance a version's files give it: the worst of theirs."""
+Answer = TypeVar("Answer", Signature, Provenance)
+
+
+def worst(found: list[Answer]) -> Answer | None:
+    """The answer parts over different bytes give a version: the worst of theirs."""
     return min(found, key=lambda p: ORDER.index(p.state), default=None)
+
+
+def best(found: list[Answer]) -> Answer | None:
+    """The answer parts over the same bytes give it: the best of theirs."""
+    return max(found, key=lambda p: ORDER.index(p.state), default=None)
 
 
 def key_of(check: Check) -> tuple[str, str, str]:
@@ -121,18 +134,21 @@ class Collector:
             read = await asyncio.gather(*(self._read(c, documents.get(c), now) for c in chunk))
             jobs = [
                 part for _, found in read if isinstance(found, Read)
-                for part in (found.signature, *found.provenance) if isinstance(part, tuple)
+                for part in (*found.signature, *found.provenance, *found.either)
+                if isinstance(part, tuple)
             ]  # fmt: skip
             answers = iter(await self._verified(jobs))
             for check, found in read:
                 if isinstance(found, Signals):
                     self._keep(check, found)
                     continue
-                signature = _answered(found.signature, answers)
-                files = [_answered(part, answers) for part in found.provenance]
-                assert signature is None or isinstance(signature, Signature)
-                provenance = worst([p for p in files if isinstance(p, Provenance)])
-                signals = Signals(check.location, found.integrity, signature, provenance, now)
+                parts = (*found.signature, *found.provenance, *found.either)
+                told = [_answered(part, answers) for part in parts]
+                pick = best if found.best else worst
+                signature = pick([a for a in told if isinstance(a, Signature)])
+                provenance = pick([a for a in told if isinstance(a, Provenance)])
+                signals = Signals(check.location, found.integrity, signature, provenance, now,
+                                  artifacts=found.artifacts)  # fmt: skip
                 self._keep(check, signals)
 
     async def _read(

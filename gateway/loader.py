@@ -306,18 +306,19 @@ def _resolve_trust(trust: TrustSettings, directory: Path) -> TrustSettings:
         if feed.file is not None and not feed.file.is_absolute() else feed
         for feed in trust.osv
     ]  # fmt: skip
-    npm, pypi = trust.npm, trust.pypi
-    if npm is not None and npm.trusted_root is not None and not npm.trusted_root.is_absolute():
-        npm = npm.model_copy(update={"trusted_root": directory / npm.trusted_root})
-    if pypi is not None and not pypi.trusted_root.is_absolute():
-        pypi = pypi.model_copy(update={"trusted_root": directory / pypi.trusted_root})
-    return trust.model_copy(update={"osv": feeds, "npm": npm, "pypi": pypi})
+    roots = {}
+    for key in ("npm", "pypi", "oci"):
+        section = getattr(trust, key)
+        root = section.trusted_root if section is not None else None
+        if root is not None and not root.is_absolute():
+            section = section.model_copy(update={"trusted_root": directory / root})
+        roots[key] = section
+    return trust.model_copy(update={"osv": feeds, **roots})
 
 
 _UNCOLLECTED = {
-    "signature": "npm registry keys are not configured (trust.yaml: npm.keys or npm.mirror_keys)",
-    "provenance": "no Sigstore trusted root is configured (trust.yaml: npm.trusted_root or "
-    "pypi.trusted_root)",
+    "signature": "nothing collects signatures (trust.yaml: npm.keys, npm.mirror_keys or oci)",
+    "provenance": "nothing collects provenance (trust.yaml: npm.trusted_root, pypi or oci)",
     "digest": "the mcpb digest join is off (trust.yaml: mcpb: true)",
 }
 
@@ -326,7 +327,6 @@ def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigI
     """A rule on trust signals that no feed in trust.yaml could ever answer is an error, not a
     rule that silently never matches."""
     issues = []
-    npm = trust.npm
     collected = trust.signing().flags  # each of SIGNALS: collected for some type
     for file, settings in rules.items():
         for index, rule in enumerate(settings.rules):
@@ -340,10 +340,10 @@ def _trust_checks(trust: TrustSettings, rules: dict[str, Rules]) -> list[ConfigI
                 if not collected[SIGNALS.index(key)]:
                     message = _UNCOLLECTED[key] + ": it would never be verified"
                     issues.append(ConfigIssue(file, f"rules[{index}].{verb}.{key}", message))
-    if npm is not None and npm.trusted_root is not None:
-        issues.extend(_trusted_root_issues(npm.trusted_root, "npm.trusted_root"))
-    if trust.pypi is not None:
-        issues.extend(_trusted_root_issues(trust.pypi.trusted_root, "pypi.trusted_root"))
+    for key in ("npm", "pypi", "oci"):
+        section = getattr(trust, key)
+        if section is not None and section.trusted_root is not None:
+            issues.extend(_trusted_root_issues(section.trusted_root, f"{key}.trusted_root"))
     return issues
 
 

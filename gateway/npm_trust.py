@@ -47,14 +47,14 @@ class NpmSignals(Collector):
         if found is None:
             return self.absent(check, now)
         version, dist = found  # the mirror's spelling of the version: what it signed
-        signature: Part = None
+        signature: tuple[Part, ...] = ()
         if self.settings.signatures:
             keys = await self._keys_for(check.location)
             if isinstance(keys, MirrorUnavailable) and dist.signatures:
-                signature = Signature("unknown", "the mirror's registry keys could not be read")
+                signature = (Signature("unknown", "the mirror's registry keys could not be read"),)
             else:
                 listed = keys if not isinstance(keys, MirrorUnavailable) else None
-                signature = ("signature", check.identifier, version, dist, listed)
+                signature = (("signature", check.identifier, version, dist, listed),)
         provenance: tuple[Part, ...] = ()
         if self.settings.provenance:
             provenance = (await self._provenance_job(check, version, dist),)

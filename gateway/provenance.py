@@ -95,7 +95,7 @@ def _root(path: str, stamp: tuple[int, int]) -> TrustedRoot:
     return load_root(Path(path))  # cached while the file's size and time stay the same
 
 
-def _pinned(root: Path) -> TrustedRoot | Provenance:
+def pinned_root(root: Path) -> TrustedRoot | Provenance:
     """The pinned trusted root, or why it cannot be read (`unknown`: nothing was checked)."""
     try:
         stat = os.stat(root)
@@ -104,7 +104,7 @@ def _pinned(root: Path) -> TrustedRoot | Provenance:
         return Provenance("unknown", f"the trusted root cannot be read: {exc}")
 
 
-def _issuers(issuers: tuple[str, ...]) -> VerificationPolicy:
+def issuer_policy(issuers: tuple[str, ...]) -> VerificationPolicy:
     """A build identity from any accepted OIDC issuer (older certificates carry the raw
     issuer extension, newer ones the DER-encoded one)."""
     from sigstore.verify.policy import AnyOf, OIDCIssuer, OIDCIssuerV2
@@ -157,7 +157,7 @@ def verify_provenance(
     digest = sha512_hex(integrity) if integrity is not None else None
     if digest is None:
         return Provenance("invalid", "no sha512 dist.integrity to bind the provenance to")
-    trusted = _pinned(root)
+    trusted = pinned_root(root)
     if isinstance(trusted, Provenance):
         return trusted
     return _verified(bundle, name, version, digest, trusted, issuers)
@@ -181,13 +181,13 @@ def _verified(
 
     try:
         bundle = Bundle.from_json(raw)
-        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, _issuers(issuers))
+        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, issuer_policy(issuers))
     except SigstoreError as exc:
         return Provenance("invalid", f"the Sigstore bundle does not verify: {exc}")
     except (ValueError, TypeError, KeyError) as exc:  # a malformed bundle
         return Provenance("invalid", f"not a valid Sigstore bundle ({type(exc).__name__})")
     certificate = bundle.signing_certificate
-    facts = _certified(certificate)
+    facts = certified(certificate)
     if kind != IN_TOTO:
         return Provenance("invalid", f"the signed payload is {kind!r}, not an in-toto statement")
     try:
@@ -202,7 +202,7 @@ def _verified(
     return Provenance("verified", f"built by {built}{commit}", **facts)
 
 
-def _certified(certificate: Certificate) -> dict[str, Any]:
+def certified(certificate: Certificate) -> dict[str, Any]:
     """What the certificate (the CA) says of the build: its repository, id, commit, identity."""
     from cryptography import x509
     from cryptography.hazmat import asn1
@@ -246,7 +246,7 @@ def _statement_problem(
     if digest not in digests:
         return "the attested digest is not the mirror's dist.integrity"
     predicate = statement.get("predicate")
-    claimed = _claimed_repository(predicate)
+    claimed = claimed_repository(predicate)
     if (
         claimed is not None
         and repository is not None
@@ -256,7 +256,7 @@ def _statement_problem(
     return None
 
 
-def _claimed_repository(predicate: object) -> str | None:
+def claimed_repository(predicate: object) -> str | None:
     """The source repository a SLSA v1 statement names (buildDefinition.externalParameters
     .workflow.repository), if any."""
     try:
@@ -272,6 +272,10 @@ def verify_all(jobs: list[Job]) -> list[Signature | Provenance]:
     for job in jobs:
         if job[0] == "signature":
             done.append(verify_signature(*job[1:]))
+        elif job[0] == "oci":
+            from gateway.oci_verify import verify_oci_bundle
+
+            done.append(verify_oci_bundle(*job[1:]))
         elif job[0] == "pypi":
             found = verify_pypi_provenance(*job[1:])
             done.append(replace(found, why=f"{job[2]}: {found.why}"))  # the file it speaks of
@@ -302,7 +306,7 @@ def verify_pypi_provenance(
         provenance = Pep740.model_validate_json(body)
     except ValidationError:
         return Provenance("unknown", "the provenance answer is not a PEP 740 provenance object")
-    trusted = _pinned(root)
+    trusted = pinned_root(root)
     if isinstance(trusted, Provenance):
         return trusted
     problems = []
@@ -324,12 +328,12 @@ def _pypi_attestation(
 
     try:
         bundle = attestation.to_bundle()
-        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, _issuers(issuers))
+        kind, payload = Verifier(trusted_root=root).verify_dsse(bundle, issuer_policy(issuers))
     except ConversionError as exc:
         return Provenance("invalid", f"not a valid attestation ({exc})")
     except SigstoreError as exc:
         return Provenance("invalid", f"the attestation does not verify: {exc}")
-    facts = _certified(bundle.signing_certificate)
+    facts = certified(bundle.signing_certificate)
     try:
         statement = orjson.loads(payload)
     except orjson.JSONDecodeError:

@@ -44,7 +44,7 @@ class PypiSignals(Collector):
         parts = [await self._job(check, file) for file in files[:_FILES]]
         if len(files) > _FILES:
             parts.append(Provenance("unknown", f"more than {_FILES} files for one version"))
-        return Read(_digest(files), None, tuple(parts))
+        return Read(_digest(files), (), tuple(parts))
 
     async def _job(self, check: Check, file: PypiFile) -> Part:
         """A file's provenance job for the helper, or its answer when none is needed."""

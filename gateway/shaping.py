@@ -66,18 +66,21 @@ def _state(signals: Signals | None, signal: str) -> SignalState:
 
 
 def _of_entry(found: Signals | None, server: dict[str, Any], package: object) -> Signals | None:
-    """A package version's signals as one entry has them: provenance bound to the server's
-    repository, the mirror's digest joined to the package's own."""
+    """A package version's signals as one entry has them: provenance (and keyless signatures)
+    bound to the server's repository, the mirror's digest joined to the package's own."""
     if found is None:
         return None
-    provenance, digest = found.provenance, found.digest
+    signature, provenance, digest = found.signature, found.provenance, found.digest
+    if signature is not None:
+        signature = bound(signature, server.get("repository"))
     if provenance is not None:
         provenance = bound(provenance, server.get("repository"))
     if digest is not None:
         digest = joined(digest, package)
-    if provenance is found.provenance and digest is found.digest:
+    same = signature is found.signature and provenance is found.provenance
+    if same and digest is found.digest:
         return found
-    return replace(found, provenance=provenance, digest=digest)
+    return replace(found, signature=signature, provenance=provenance, digest=digest)
 
 
 def registry_type(package: object) -> str:

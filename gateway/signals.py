@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 SignalState = Literal["verified", "present", "absent", "invalid", "unknown"]
@@ -100,7 +100,11 @@ class PypiFile:
 class Signature:
     state: SignalState
     why: str
-    keyid: str | None = None
+    keyid: str | None = None  # an npm registry key
+    # a keyless (Sigstore) signature's identity, as its certificate says (OCI)
+    identity: str | None = None
+    repository: str | None = None
+    repository_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,7 @@ class Signals:
     provenance: Provenance | None
     checked_at: datetime
     digest: Digest | None = None
+    artifacts: tuple[str, ...] = ()  # other artifacts attached (an image's SBOMs, attestations)
 
     def state(self, signal: str) -> SignalState | None:
         found = (
@@ -150,8 +155,12 @@ class Signals:
             meta["integrity"] = self.integrity
         if self.signature is not None:
             signature = {"state": self.signature.state, "why": self.signature.why}
-            if self.signature.keyid is not None:
-                signature["keyid"] = self.signature.keyid
+            for key, value in (("keyid", self.signature.keyid),
+                               ("identity", self.signature.identity),
+                               ("repository", self.signature.repository),
+                               ("repositoryId", self.signature.repository_id)):  # fmt: skip
+                if value is not None:
+                    signature[key] = value
             meta["signature"] = signature
         if self.provenance is not None:
             p = self.provenance
@@ -168,6 +177,8 @@ class Signals:
                 if value is not None:
                     digest[key] = value
             meta["digest"] = digest
+        if self.artifacts:
+            meta["artifacts"] = list(self.artifacts)
         return meta
 
 
@@ -212,10 +223,16 @@ def repository_key(url: str) -> str | None:
     return f"{host}/{path}" if path else None
 
 
-def bound(provenance: Provenance, repository: object) -> Provenance:
-    """Verified provenance bound to the server's own `repository` (its URL, and its id where
-    the server gives one): another repository is `invalid`; a server naming none, `present`."""
+Bindable = TypeVar("Bindable", Signature, Provenance)
+
+
+def bound(provenance: Bindable, repository: object) -> Bindable:
+    """Verified provenance (or a keyless signature) bound to the server's own `repository`
+    (its URL, and its id where the server gives one): another repository is `invalid`; a
+    server naming none, `present`. A signature by a registry key has no identity to bind."""
     if provenance.state != "verified":
+        return provenance
+    if isinstance(provenance, Signature) and provenance.identity is None:
         return provenance
     url = repository.get("url") if isinstance(repository, dict) else None
     wanted = repository_key(url) if isinstance(url, str) else None
@@ -223,7 +240,8 @@ def bound(provenance: Provenance, repository: object) -> Provenance:
         why = provenance.why + "; the server names no repository to bind it to"
         return replace(provenance, state="present", why=why)
     if provenance.repository is None or repository_key(provenance.repository) != wanted:
-        why = f"built from {provenance.repository}, not the server's {wanted}"
+        made = "signed by a workflow of" if isinstance(provenance, Signature) else "built from"
+        why = f"{made} {provenance.repository}, not the server's {wanted}"
         return replace(provenance, state="invalid", why=why)
     known_id = repository.get("id") if isinstance(repository, dict) else None
     if isinstance(known_id, str) and known_id and provenance.repository_id != known_id:

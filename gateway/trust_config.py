@@ -172,12 +172,33 @@ class PypiSigning(Model):
     )
 
 
+class OciSigning(Model):
+    """How signatures and provenance attached to an image at a view's OCI mirror are read."""
+
+    trusted_root: Path | None = Field(
+        None,
+        description="a Sigstore trusted_root.json: bundles are verified against it (none: present)",
+    )
+    issuers: list[HttpUrl] = Field(
+        default_factory=lambda: [GITHUB_ACTIONS],
+        min_length=1,
+        description="OIDC issuers of the signing identities accepted",
+    )
+    ttl: Duration = Field(3600.0, description="how long an image's answer is kept")
+    max_bundle: int = Field(
+        1024**2, ge=1024, description="bytes of one Sigstore bundle read; more: unknown"
+    )
+
+
 class TrustSettings(Model):
     """trust.yaml: the sources of trust signals."""
 
     osv: list[OsvFeed] = Field(default_factory=list, description="OSV advisory feeds")
     npm: NpmSigning | None = Field(None, description="npm registry signatures and provenance")
     pypi: PypiSigning | None = Field(None, description="PyPI PEP 740 provenance")
+    oci: OciSigning | None = Field(
+        None, description="signatures, provenance and SBOMs attached to images"
+    )
     mcpb: bool = Field(
         False,
         description="the digest join: each mcpb file at the view's mirror against its fileSha256",
@@ -201,6 +222,8 @@ class TrustSettings(Model):
             kinds.append(("npm", (self.npm.signatures, self.npm.provenance, False)))
         if self.pypi is not None:  # PyPI has no registry signatures: PEP 740 is provenance
             kinds.append(("pypi", (False, True, False)))
+        if self.oci is not None:
+            kinds.append(("oci", (True, True, False)))
         if self.mcpb:  # no signature: the digest join
             kinds.append(("mcpb", (False, False, True)))
         return Signing(tuple(kinds))

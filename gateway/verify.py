@@ -38,6 +38,7 @@ from gateway.locations import origin, within
 from gateway.mcpb_trust import McpbSignals
 from gateway.npm_trust import NpmSignals
 from gateway.oci_access import OciAccess
+from gateway.oci_trust import OciSignals
 from gateway.pypi_trust import PypiSignals
 from gateway.registries import ECOSYSTEMS, INDEXES
 from gateway.registries.base import Ask, Check, Result, Verdict
@@ -45,7 +46,7 @@ from gateway.registries.npm import NPM
 from gateway.registries.nuget import NUGET
 from gateway.registries.pypi import PYPI
 from gateway.signals import Dist, PypiFile
-from gateway.trust_config import NpmSigning, PypiSigning, TrustSettings
+from gateway.trust_config import NpmSigning, OciSigning, PypiSigning, TrustSettings
 
 log = structlog.get_logger("gateway.verify")
 
@@ -59,8 +60,8 @@ def _host(url: str) -> str:
 # versions (with signals: each npm version's dist facts, each PyPI version's files); or
 # found / not found; None = 404
 Document = frozenset[str] | dict[str, Dist] | dict[str, tuple[PypiFile, ...]] | bool | None
-# trust.yaml's signal sources: npm, PyPI, and the mcpb digest join (with its bound)
-Sources = tuple[NpmSigning | None, PypiSigning | None, int | None]
+# trust.yaml's signal sources: npm, PyPI, OCI, and the mcpb digest join (with its bound)
+Sources = tuple[NpmSigning | None, PypiSigning | None, OciSigning | None, int | None]
 T = TypeVar("T")
 
 
@@ -75,12 +76,14 @@ class Verifier:
     ) -> None:
         self.settings = settings
         self.session = session
-        npm, pypi, _ = self.sources = sources(trust)
+        npm, pypi, oci, _ = self.sources = sources(trust)
         self.collectors: dict[str, Collector] = {}  # by package type: what collects signals
         if npm is not None and (npm.signatures or npm.provenance):
             self.collectors["npm"] = NpmSignals(npm, self)
         if pypi is not None:
             self.collectors["pypi"] = PypiSignals(pypi, self)
+        if oci is not None:
+            self.collectors["oci"] = OciSignals(oci, self)
         if trust is not None and trust.mcpb:
             self.collectors["mcpb"] = McpbSignals(trust, self)
         self.semaphore = asyncio.Semaphore(settings.concurrency)
@@ -354,8 +357,8 @@ class Verifier:
 def sources(trust: TrustSettings | None) -> Sources:
     """trust.yaml's signal sources: a verifier made for others is made again."""
     if trust is None:
-        return (None, None, None)
-    return (trust.npm, trust.pypi, trust.max_mcpb_bytes if trust.mcpb else None)
+        return (None, None, None, None)
+    return (trust.npm, trust.pypi, trust.oci, trust.max_mcpb_bytes if trust.mcpb else None)
 
 
 async def answers(

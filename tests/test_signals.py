@@ -615,12 +615,15 @@ def test_any_package_document_reads_as_dist_facts_or_is_garbled(document: object
         ({"npm": {"keys": [{"keyid": KEY.keyid, "key": "bm90IGEga2V5"}]}}, None, "public key"),
         ({"npm": {"trusted_root": "./missing.json"}}, None, "missing.json"),
         ({"npm": {"trusted_root": "./policy.yaml"}}, None, "not a Sigstore trusted root"),
-        ({}, {"deny": {"signature": "invalid"}}, "npm registry keys are not configured"),
+        ({}, {"deny": {"signature": "invalid"}}, "nothing collects signatures"),
+        ({"pypi": {"trusted_root": "./missing.json"}}, None, "pypi.trusted_root"),
+        ({"oci": {"trusted_root": "./policy.yaml"}}, None, "oci.trusted_root"),
         (
             {"npm": {"mirror_keys": True}},
             {"allow": {"provenance": "verified"}},
-            "no Sigstore trusted root",
+            "nothing collects provenance",
         ),
+        ({"npm": {"mirror_keys": True}}, {"deny": {"digest": "invalid"}}, "mcpb: true"),
         ({"npm": {"mirror_keys": True}}, {"deny": {"signature": "unsigned"}}, "signature"),
     ],
 )
