@@ -1,9 +1,11 @@
 """Trust rules against none, in-process: the benchmark's scenario (3 upstreams, the 20-rule
 policy, 3 views, mirrors) with and without two trust rules in front of the policy (`deny:
 {malicious: true}`, `deny: {severity: ">=critical"}`), over an OSV feed naming 3,000 of the
-catalog's npm and PyPI packages and 20,000 others; and with two npm signal rules instead
-(`deny: {signature: invalid}`, `deny: {provenance: invalid}`, trust.yaml's `npm` set), every
-mirror answer known (signals included), as after the mirrors were asked.
+catalog's npm and PyPI packages and 20,000 others; with two npm signal rules instead
+(`deny: {signature: invalid}`, `deny: {provenance: invalid}`, trust.yaml's `npm` set); and
+with a rule on every signal (`digest` and `scan` too) over npm, PyPI, OCI and mcpb packages
+(trust.yaml's `npm`, `pypi`, `oci`, `mcpb`, `scan_receipts`). Every mirror answer known
+(signals included), as after the mirrors were asked.
 
     python -m bench.trust [versions per upstream, default 66667] [rounds, default 5]
 
@@ -33,7 +35,7 @@ from gateway.config import PolicySettings
 from gateway.osv import Advisories, read_feed
 from gateway.registries.base import Check, Verdict
 from gateway.shaping import Lookup, no_lookup
-from gateway.signals import Provenance, Signals, Signature
+from gateway.signals import Digest, Provenance, Signals, Signature
 from gateway.snapshot import Builder, Snapshot
 from gateway.trust_config import TrustSettings
 
@@ -68,14 +70,17 @@ def feed(snapshot: Snapshot) -> Advisories:
 
 
 class Answers:
-    """Every mirror check answered (`available`); with `signed`, npm signals too: a tenth of
-    the packages with an invalid signature, half with verified provenance. Its `generation`
-    stays the same, as the gateway's mirror answers do until a round stores another."""
+    """Every mirror check answered (`available`); with `signed`, signals too (npm alone, or
+    with `every` the npm, PyPI, OCI and mcpb ones, with digests): a tenth of the packages with
+    an invalid signature, half with verified provenance, mcpb digests that are not the
+    entry's. Its `generation` stays the same, as the gateway's mirror answers do until a round
+    stores another."""
 
     generation = 0
 
-    def __init__(self, signed: bool) -> None:
+    def __init__(self, signed: bool, every: bool = False) -> None:
         self.signed = signed
+        self.kinds = ("npm", "pypi", "oci", "mcpb") if every else ("npm",)
         self.now = datetime.now(UTC)
         self.known: dict[Check, Verdict] = {}
 
@@ -83,12 +88,19 @@ class Answers:
         found = self.known.get(check)
         if found is None:
             signals = None
-            if self.signed and check.kind == "npm":
+            if self.signed and check.kind in self.kinds:
                 spread = zlib.crc32(check.identifier.encode()) % 10
                 signature = Signature("verified" if spread else "invalid", "signed by SHA256:k")
                 provenance = Provenance("verified" if spread > 4 else "absent", "built by",
                                         "https://github.com/acme/x", "1", "c0ffee")  # fmt: skip
-                signals = Signals(check.location, "sha512-x", signature, provenance, self.now)
+                value = f"sha256:{spread:064x}"
+                digest = (
+                    Digest("present", "the mirror's bytes", value) if check.kind == "mcpb" else None
+                )
+                signals = Signals(check.location, "sha512-x",
+                                  signature if check.kind in ("npm", "oci") else None,
+                                  provenance if check.kind != "mcpb" else None, self.now,
+                                  digest, digests=(value,))  # fmt: skip
             found = self.known[check] = Verdict("available", self.now, True, signals)
         return found
 
@@ -128,21 +140,34 @@ def main(argv: list[str]) -> None:
             *POLICY["rules"]]}),
         "trust": TrustSettings.model_validate({"npm": {"mirror_keys": True, "trusted_root": "x"}}),
     })  # fmt: skip
+    every = config.model_copy(update={
+        "policy": PolicySettings.model_validate({**POLICY, "rules": [
+            {"deny": {"signature": "invalid"}}, {"deny": {"provenance": "invalid"}},
+            {"deny": {"digest": "invalid"}}, {"deny": {"scan": "findings"}}, *POLICY["rules"]]}),
+        "trust": TrustSettings.model_validate({
+            "npm": {"mirror_keys": True, "trusted_root": "x"}, "pypi": {"trusted_root": "x"},
+            "oci": {"trusted_root": "x"}, "mcpb": True, "scan_receipts": True}),
+    })  # fmt: skip
     plain, trust, signed = Builder(config), Builder(trusting), Builder(signing)
+    everything = Builder(every)
     plain.build(*inputs)
     plain_answers, signed_answers = Answers(False), Answers(True)
+    every_answers = Answers(True, every=True)
     signed.build(*inputs, signed_answers)
+    everything.build(*inputs, every_answers)
     started = time.perf_counter()
     first = trust.build(*inputs, advisories=advisories)
     first_seconds = time.perf_counter() - started
     hidden = sum(first.hidden["default"].values()) - sum(snapshot.hidden["default"].values())
     times: dict[str, list[float]] = {"without": [], "with": [], "with npm signal": [],
-                                     "without (mirrors answered)": []}  # fmt: skip
+                                     "without (mirrors answered)": [],
+                                     "with every signal": []}  # fmt: skip
     for _ in range(rounds):
         times["without"].append(full_rebuild(plain, inputs, None))
         times["with"].append(full_rebuild(trust, inputs, advisories))
         times["without (mirrors answered)"].append(full_rebuild(plain, inputs, None, plain_answers))
         times["with npm signal"].append(full_rebuild(signed, inputs, None, signed_answers))
+        times["with every signal"].append(full_rebuild(everything, inputs, None, every_answers))
     without, with_trust, answered, with_signals = (
         statistics.median(times[k])
         for k in ("without", "with", "without (mirrors answered)", "with npm signal")
@@ -155,6 +180,10 @@ def main(argv: list[str]) -> None:
     print(f"ratio: {with_trust / without:.2f}x (target: at most 1.2x)")
     print(f"npm signal rules, ratio to the same mirror answers without them: "
           f"{with_signals / answered:.2f}x (target: at most 1.2x)")  # fmt: skip
+    with_every = statistics.median(times["with every signal"])
+    print(f"every signal rule (signature, provenance, digest, scan; npm, PyPI, OCI, mcpb), "
+          f"ratio to the same mirror answers without them: {with_every / answered:.2f}x "
+          f"(target: at most 1.2x)")  # fmt: skip
     print(
         f"the first build after a new feed (every version's packages read): {first_seconds:.2f} s"
     )

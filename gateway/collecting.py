@@ -44,6 +44,7 @@ class Read:
     either: tuple[Part, ...] = ()
     best: bool = False
     artifacts: tuple[str, ...] = ()  # other artifact types attached (an image's SBOMs)
+    digests: tuple[str, ...] = ()  # the mirror's digests of the bytes (what receipts join to)
 
 
 def _answered(
@@ -148,7 +149,7 @@ class Collector:
                 signature = pick([a for a in told if isinstance(a, Signature)])
                 provenance = pick([a for a in told if isinstance(a, Provenance)])
                 signals = Signals(check.location, found.integrity, signature, provenance, now,
-                                  artifacts=found.artifacts)  # fmt: skip
+                                  artifacts=found.artifacts, digests=found.digests)  # fmt: skip
                 self._keep(check, signals)
 
     async def _read(

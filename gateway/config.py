@@ -34,6 +34,7 @@ from gateway.fields import (
     Ranges,
     RegistryTypes,
     ReverseDns,
+    ScanStates,
     Severities,
     SignalStates,
     Slug,
@@ -169,6 +170,8 @@ class Match(Model):
     signature: SignalStates | None = None
     provenance: SignalStates | None = None
     digest: SignalStates | None = None
+    # the publisher's scan receipts over the bytes the view's mirror serves (scan_receipts)
+    scan: ScanStates | None = None
 
     def trust_keys(self) -> list[str]:
         """The advisory keys it names (what OSV feeds answer)."""

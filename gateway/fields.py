@@ -20,7 +20,7 @@ from pydantic import (
 
 from gateway import registries
 from gateway.semver import VersionRange
-from gateway.signals import SignalState
+from gateway.signals import ScanState, SignalState
 
 
 class Model(BaseModel):
@@ -203,3 +203,5 @@ AdvisoryGlobs = Annotated[
 ]
 # A signal's state for a version (`signature`, `provenance`, `digest`: see `signals`).
 SignalStates = Annotated[list[SignalState], *_one_or_many({"enum": list(get_args(SignalState))})]
+# What the publisher's scan receipts that count say (`scan`: see `signals.scanned`).
+ScanStates = Annotated[list[ScanState], *_one_or_many({"enum": list(get_args(ScanState))})]

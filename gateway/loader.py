@@ -320,6 +320,8 @@ _UNCOLLECTED = {
     "signature": "nothing collects signatures (trust.yaml: npm.keys, npm.mirror_keys or oci)",
     "provenance": "nothing collects provenance (trust.yaml: npm.trusted_root, pypi or oci)",
     "digest": "the mcpb digest join is off (trust.yaml: mcpb: true)",
+    "scan": "scan receipts are not read (trust.yaml: scan_receipts: true, with a section that "
+    "reads the packages' digests: npm, pypi, oci or mcpb)",
 }
 
 

@@ -97,7 +97,7 @@ class McpbSignals(Collector):
         value, method = found
         why = f"the mirror's bytes are sha256:{value} ({method})"
         digest = Digest("present", why, f"sha256:{value}", method)
-        return Signals(check.location, None, None, None, now, digest)
+        return Signals(check.location, None, None, None, now, digest, digests=(f"sha256:{value}",))
 
     def retry_soon(self, signals: Signals) -> bool:
         digest = signals.digest

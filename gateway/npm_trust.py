@@ -22,7 +22,7 @@ from gateway.collecting import UNKNOWN_TTL, Collector, Part, Read
 from gateway.errors import MirrorUnavailable
 from gateway.registries.base import Check
 from gateway.registries.npm import NPM
-from gateway.signals import Dist, Job, Keys, Provenance, Signals, Signature
+from gateway.signals import Dist, Job, Keys, Provenance, Signals, Signature, integrity_digests
 from gateway.trust_config import NpmSigning
 
 if TYPE_CHECKING:
@@ -58,7 +58,9 @@ class NpmSignals(Collector):
         provenance: tuple[Part, ...] = ()
         if self.settings.provenance:
             provenance = (await self._provenance_job(check, version, dist),)
-        return Read(dist.integrity, signature, provenance)
+        return Read(
+            dist.integrity, signature, provenance, digests=integrity_digests(dist.integrity)
+        )
 
     async def _provenance_job(self, check: Check, version: str, dist: Dist) -> Job | Provenance:
         """A provenance job for the helper, or the answer when none is needed."""

@@ -114,7 +114,8 @@ class OciSignals(Collector):
             signatures.append(Signature("absent", "no signature among its referrers or tags"))
         if not provenance and not either:
             provenance.append(Provenance("absent", "no provenance among its referrers or tags"))
-        return Read(digest, tuple(signatures), tuple(provenance), either, True, artifacts)
+        return Read(digest, tuple(signatures), tuple(provenance), either, True, artifacts,
+                    (digest,))  # fmt: skip
 
     async def _get(
         self, access: OciAccess, path: str, accept: str, limit: int

@@ -21,7 +21,7 @@ from gateway.entry import Entry
 from gateway.names import compile_globs, glob_pattern
 from gateway.pacing import Pacer
 from gateway.semver import VersionRange
-from gateway.signals import SIGNABLE, SIGNALS, SignalState
+from gateway.signals import SIGNABLE, SIGNALS, State
 from gateway.stepping import paced
 from gateway.trust import (
     NOTHING,
@@ -101,7 +101,7 @@ class SignalSource(Protocol):
 
     signed_types: frozenset[str]  # the package types some signal is collected for
 
-    def states(self, entry: Entry) -> tuple[SignalState | None, ...]: ...
+    def states(self, entry: Entry) -> tuple[State | None, ...]: ...
 
     def signal_key(self, entry: Entry) -> object:
         """Equal for views whose mirrors give the entry the same signals."""

@@ -44,7 +44,8 @@ class PypiSignals(Collector):
         parts = [await self._job(check, file) for file in files[:_FILES]]
         if len(files) > _FILES:
             parts.append(Provenance("unknown", f"more than {_FILES} files for one version"))
-        return Read(_digest(files), (), tuple(parts))
+        digests = tuple(f"sha256:{f.sha256}" for f in files if f.sha256 is not None)
+        return Read(_digest(files), (), tuple(parts), digests=digests)
 
     async def _job(self, check: Check, file: PypiFile) -> Part:
         """A file's provenance job for the helper, or its answer when none is needed."""

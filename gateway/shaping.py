@@ -8,8 +8,10 @@ rewriter makes them when the item is first written.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.entry import Entry, ServerJson, format_timestamp, with_packages
@@ -22,12 +24,16 @@ from gateway.signals import (
     NO_STATES,
     SIGNALS,
     Signals,
-    SignalState,
     Signing,
+    State,
     bound,
     combined,
     joined,
+    receipts,
+    scanned,
 )
+
+SCAN = SIGNALS.index("scan")
 
 Lookup = Callable[[Check], Verdict | None]
 Found = tuple[str, Signals | None]  # a served package's type, and its signals (None: unread)
@@ -49,7 +55,7 @@ class Shape:
     pending: tuple[Check, ...]
     packages_json: bytes = CLOSE  # ends the gateway `_meta`, `_meta` and the item
     # each of SIGNALS, the served packages' combined (see `signals`); None: not collected
-    signals: tuple[SignalState | None, ...] = NO_STATES
+    signals: tuple[State | None, ...] = NO_STATES
 
     def __post_init__(self) -> None:
         if self.packages:  # computed once, shared by every view with these mirrors
@@ -60,16 +66,21 @@ AS_RECEIVED = Shape(b"", "served", (), (), ())
 NOT_INSTALLABLE = Shape(None, "not installable", (), (), ())
 
 
-def _state(signals: Signals | None, signal: str) -> SignalState:
+def _state(signals: Signals | None, signal: str) -> State:
     found = signals.state(signal) if signals is not None else None
     return found or "unknown"
 
 
-def _of_entry(found: Signals | None, server: dict[str, Any], package: object) -> Signals | None:
+def _of_entry(
+    found: Signals | None, server: dict[str, Any], package: object, scan: bool
+) -> Signals | None:
     """A package version's signals as one entry has them: provenance (and keyless signatures)
-    bound to the server's repository, the mirror's digest joined to the package's own."""
+    bound to the server's repository, the mirror's digest joined to the package's own, and
+    (`scan`) what the entry's scan receipts say of the mirror's bytes."""
     if found is None:
         return None
+    if scan:
+        found = replace(found, scan=scanned(found, receipts(server), datetime.now(UTC)))
     signature, provenance, digest = found.signature, found.provenance, found.digest
     if signature is not None:
         signature = bound(signature, server.get("repository"))
@@ -92,7 +103,7 @@ class SignalFacts:
     """What a view's signals say of an entry: combined states, the checks still to ask,
     and the answers they were decided with (what its deferred bytes are then made from)."""
 
-    states: tuple[SignalState | None, ...]
+    states: tuple[State | None, ...]
     pending: tuple[Check, ...]
     answers: tuple[tuple[Check, Verdict | None], ...]
     until: float = math.inf  # `time.monotonic()` when the first answer it read turns stale
@@ -181,9 +192,15 @@ class Rewriter:
             answers.append((check, known))
             if known is None or not known.fresh:
                 pending.append(check)
-            found = _of_entry(known.signals if known is not None else None, server, package)
+            scan = self.signing.of(kind)[SCAN]
+            found = _of_entry(known.signals if known is not None else None, server, package, scan)
             states.append((kind, found))
         until = min((v.until if v is not None else 0.0 for _, v in answers), default=math.inf)
+        ends = [s.scan.until for _, s in states if s is not None and s.scan is not None]
+        if any(ends):  # a receipt that counts stops counting then: decide anew
+            first = min(end for end in ends if end is not None)
+            left = (first - datetime.now(UTC)).total_seconds()
+            until = min(until, time.monotonic() + left)
         return SignalFacts(self._states(states), tuple(pending), tuple(answers), until)
 
     def shape(self, entry: Entry, lookup: Lookup) -> Shape:
@@ -225,7 +242,9 @@ class Rewriter:
                         enforced = True
                         continue
                 if signed:
-                    found = _of_entry(known.signals if known is not None else None, server, package)
+                    scan = self.signing.of(meta["registryType"])[SCAN]
+                    found = known.signals if known is not None else None
+                    found = _of_entry(found, server, package, scan)
                     kind = meta["registryType"]
                     signals.append((kind, found))
                     meta["signals"] = (
@@ -256,12 +275,12 @@ class Rewriter:
                 found[signal] = {"state": "unknown", "why": why}
         return found
 
-    def _states(self, signals: list[Found]) -> tuple[SignalState | None, ...]:
+    def _states(self, signals: list[Found]) -> tuple[State | None, ...]:
         """Each collected signal's state for the version: the worst of its packages' whose
         type collects it."""
         of = self.signing.of
         return tuple(
-            combined([_state(s, signal) for kind, s in signals if of(kind)[index]])
+            combined([_state(s, signal) for kind, s in signals if of(kind)[index]], signal)
             if collected else None
             for index, (signal, collected) in enumerate(zip(SIGNALS, self.signing.flags,
                                                             strict=True))

@@ -206,6 +206,11 @@ class TrustSettings(Model):
     max_mcpb_bytes: int = Field(
         50 * 1024**2, ge=1024, description="bytes an mcpb download for the digest join reads"
     )
+    scan_receipts: bool = Field(
+        False,
+        description="publishers' scan receipts count for `scan` rules when they are over the "
+        "bytes the view's mirror serves and fresh",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> TrustSettings:
@@ -217,15 +222,18 @@ class TrustSettings(Model):
 
     def signing(self) -> Signing:
         """Which signals are collected for which package types."""
-        kinds: list[tuple[str, tuple[bool, ...]]] = []  # (signature, provenance, digest)
+        # (signature, provenance, digest, scan); receipts join to the digests each type's
+        # collection reads at the mirror
+        scan = self.scan_receipts
+        kinds: list[tuple[str, tuple[bool, ...]]] = []
         if self.npm is not None:
-            kinds.append(("npm", (self.npm.signatures, self.npm.provenance, False)))
+            kinds.append(("npm", (self.npm.signatures, self.npm.provenance, False, scan)))
         if self.pypi is not None:  # PyPI has no registry signatures: PEP 740 is provenance
-            kinds.append(("pypi", (False, True, False)))
+            kinds.append(("pypi", (False, True, False, scan)))
         if self.oci is not None:
-            kinds.append(("oci", (True, True, False)))
+            kinds.append(("oci", (True, True, False, scan)))
         if self.mcpb:  # no signature: the digest join
-            kinds.append(("mcpb", (False, False, True)))
+            kinds.append(("mcpb", (False, False, True, scan)))
         return Signing(tuple(kinds))
 
     def covers(self) -> frozenset[str]:

@@ -60,8 +60,9 @@ def _host(url: str) -> str:
 # versions (with signals: each npm version's dist facts, each PyPI version's files); or
 # found / not found; None = 404
 Document = frozenset[str] | dict[str, Dist] | dict[str, tuple[PypiFile, ...]] | bool | None
-# trust.yaml's signal sources: npm, PyPI, OCI, and the mcpb digest join (with its bound)
-Sources = tuple[NpmSigning | None, PypiSigning | None, OciSigning | None, int | None]
+# trust.yaml's signal sources: npm, PyPI, OCI, the mcpb digest join (with its bound), and
+# whether scan receipts are read (then npm documents are read for their digests alone)
+Sources = tuple[NpmSigning | None, PypiSigning | None, OciSigning | None, int | None, bool]
 T = TypeVar("T")
 
 
@@ -76,9 +77,9 @@ class Verifier:
     ) -> None:
         self.settings = settings
         self.session = session
-        npm, pypi, oci, _ = self.sources = sources(trust)
+        npm, pypi, oci, _, scan = self.sources = sources(trust)
         self.collectors: dict[str, Collector] = {}  # by package type: what collects signals
-        if npm is not None and (npm.signatures or npm.provenance):
+        if npm is not None and (npm.signatures or npm.provenance or scan):
             self.collectors["npm"] = NpmSignals(npm, self)
         if pypi is not None:
             self.collectors["pypi"] = PypiSignals(pypi, self)
@@ -357,8 +358,9 @@ class Verifier:
 def sources(trust: TrustSettings | None) -> Sources:
     """trust.yaml's signal sources: a verifier made for others is made again."""
     if trust is None:
-        return (None, None, None, None)
-    return (trust.npm, trust.pypi, trust.oci, trust.max_mcpb_bytes if trust.mcpb else None)
+        return (None, None, None, None, False)
+    mcpb = trust.max_mcpb_bytes if trust.mcpb else None
+    return (trust.npm, trust.pypi, trust.oci, mcpb, trust.scan_receipts)
 
 
 async def answers(

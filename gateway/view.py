@@ -30,7 +30,7 @@ from gateway.shaping import (
     no_lookup,
     registry_type,
 )
-from gateway.signals import NO_SIGNALS, NO_STATES, SignalState, Signing
+from gateway.signals import NO_SIGNALS, NO_STATES, Signing, State
 from gateway.trust import Trust
 
 
@@ -58,7 +58,7 @@ class Decision:
     packages: tuple[dict[str, Any], ...] = ()  # gateway _meta per package
     packages_json: bytes = CLOSE  # the same, as the end of the gateway's `_meta` JSON
     pending: tuple[Check, ...] = ()  # mirror checks not known yet, or out of date
-    signals: tuple[SignalState | None, ...] = NO_STATES  # each of SIGNALS (if collected)
+    signals: tuple[State | None, ...] = NO_STATES  # each of SIGNALS (if collected)
 
     @property
     def server(self) -> dict[str, Any] | None:
@@ -155,9 +155,9 @@ class ViewPolicy:
         self._now = 0.0
         self.read_of: Entry | None = None  # the last entry whose signals a rule read
         self._last_facts: tuple[Entry | None, SignalFacts] = (None, NO_FACTS)
-        self._last_states: tuple[Entry | None, tuple[SignalState | None, ...]] = (None, ())
+        self._last_states: tuple[Entry | None, tuple[State | None, ...]] = (None, ())
         # the signals of a version with no signed package: nothing to sign, in every view
-        self.states_of_unsigned: tuple[SignalState | None, ...] = tuple(
+        self.states_of_unsigned: tuple[State | None, ...] = tuple(
             "absent" if on else None for on in signing.flags
         )
         self._signing_policies = [policy for policy in policies if policy.signing]
@@ -204,7 +204,7 @@ class ViewPolicy:
             key = self._keys[registry_types] = _SHAPINGS.setdefault(described, len(_SHAPINGS))
         return key
 
-    def states(self, entry: Entry) -> tuple[SignalState | None, ...]:
+    def states(self, entry: Entry) -> tuple[State | None, ...]:
         """The entry's signals as this view serves it (for rules on `signature` and
         `provenance`): the worst of its signed packages' at the view's mirrors."""
         if not self.signing:
@@ -214,14 +214,14 @@ class ViewPolicy:
         self.read_of = entry  # a rule read them: what it decided on must be asked for
         return self._states(entry)
 
-    def _states(self, entry: Entry) -> tuple[SignalState | None, ...]:
+    def _states(self, entry: Entry) -> tuple[State | None, ...]:
         last, states = self._last_states
         if last is not entry:  # its rules, policy.yaml's memo and the count ask in turn
             states = self._states_of(entry)
             self._last_states = (entry, states)
         return states
 
-    def _states_of(self, entry: Entry) -> tuple[SignalState | None, ...]:
+    def _states_of(self, entry: Entry) -> tuple[State | None, ...]:
         if self.rewriter.as_received(entry):  # no mirror: nothing was asked
             return tuple(self._unasked(entry, index) if on else None
                          for index, on in enumerate(self.rewriter.signing.flags))  # fmt: skip
@@ -230,7 +230,7 @@ class ViewPolicy:
         shape = self.shape(entry, self._lookup)
         return shape.signals
 
-    def _unasked(self, entry: Entry, index: int) -> SignalState:
+    def _unasked(self, entry: Entry, index: int) -> State:
         """A signal of an entry served as received (no mirror: nothing was asked): unknown
         where a package of its types collects it, else nothing to sign."""
         of = self.rewriter.signing.of
