@@ -20,9 +20,10 @@ import structlog
 
 from gateway.collecting import UNKNOWN_TTL, Collector, Part, Read
 from gateway.errors import MirrorUnavailable
+from gateway.receipts import integrity_digests
 from gateway.registries.base import Check
 from gateway.registries.npm import NPM
-from gateway.signals import Dist, Job, Keys, Provenance, Signals, Signature, integrity_digests
+from gateway.signals import Dist, Job, Keys, Provenance, Signals, Signature
 from gateway.trust_config import NpmSigning
 
 if TYPE_CHECKING:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.entry import Entry, ServerJson, format_timestamp, with_packages
 from gateway.mirrors import Mirrors, rewrite_packages
+from gateway.receipts import receipts, scanned
 from gateway.registries import check_for
 from gateway.registries.base import Check, Verdict, unchanged
 from gateway.served import CLOSE, packages_end
@@ -29,8 +30,6 @@ from gateway.signals import (
     bound,
     combined,
     joined,
-    receipts,
-    scanned,
 )
 
 SCAN = SIGNALS.index("scan")
@@ -79,19 +78,18 @@ def _of_entry(
     (`scan`) what the entry's scan receipts say of the mirror's bytes."""
     if found is None:
         return None
-    if scan:
-        found = replace(found, scan=scanned(found, receipts(server), datetime.now(UTC)))
     signature, provenance, digest = found.signature, found.provenance, found.digest
-    if signature is not None:
+    if signature is not None and signature.identity is not None:  # keyless: bound
         signature = bound(signature, server.get("repository"))
     if provenance is not None:
         provenance = bound(provenance, server.get("repository"))
     if digest is not None:
         digest = joined(digest, package)
+    checked = scanned(found, receipts(server), datetime.now(UTC)) if scan else None
     same = signature is found.signature and provenance is found.provenance
-    if same and digest is found.digest:
+    if same and digest is found.digest and checked is None:
         return found
-    return replace(found, signature=signature, provenance=provenance, digest=digest)
+    return found.of_entry(signature, provenance, digest, checked)
 
 
 def registry_type(package: object) -> str:
@@ -132,7 +130,7 @@ class Answered:
 class Rewriter:
     """One view's package types and mirrors: what they make of an entry's server object."""
 
-    __slots__ = ("mirrored", "mirrors", "signing", "types", "verify_mode")
+    __slots__ = ("collected", "mirrored", "mirrors", "signing", "types", "verify_mode")
 
     def __init__(
         self,
@@ -145,6 +143,12 @@ class Rewriter:
         self.mirrored = mirrors.configured
         self.verify_mode = mirrors.settings.verify.mode
         self.signing = signing  # which signals are collected for which package types
+        # each collected signal: its index in SIGNALS, name, and the types that collect it
+        self.collected: tuple[tuple[int, str, frozenset[str]], ...] = tuple(
+            (index, signal, frozenset(k for k, flags in signing.by_type if flags[index]))
+            for index, signal in enumerate(SIGNALS)
+            if signing.flags[index]
+        )
 
     def as_received(self, entry: Entry) -> bool:
         """Whether the view serves the entry's server object exactly as received."""
@@ -278,10 +282,8 @@ class Rewriter:
     def _states(self, signals: list[Found]) -> tuple[State | None, ...]:
         """Each collected signal's state for the version: the worst of its packages' whose
         type collects it."""
-        of = self.signing.of
-        return tuple(
-            combined([_state(s, signal) for kind, s in signals if of(kind)[index]], signal)
-            if collected else None
-            for index, (signal, collected) in enumerate(zip(SIGNALS, self.signing.flags,
-                                                            strict=True))
-        )  # fmt: skip
+        states = list(NO_STATES)
+        for index, signal, kinds in self.collected:
+            states[index] = combined([_state(s, signal) for kind, s in signals if kind in kinds],
+                                     signal)  # fmt: skip
+        return tuple(states)

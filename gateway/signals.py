@@ -22,8 +22,7 @@ package, version); binding provenance to the server's repository (`bound`) is pe
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -51,8 +50,6 @@ SIGNABLE = frozenset({"npm", "pypi", "mcpb"})  # the package types signals are c
 Flags = tuple[bool, ...]  # for each of SIGNALS: whether it is collected
 NOTHING: Flags = (False,) * len(SIGNALS)
 NO_STATES: tuple[State | None, ...] = (None,) * len(SIGNALS)
-SCAN_KEY = "io.modelcontextprotocol.registry/security-scan"  # the receipts in a server's _meta
-MAX_RECEIPTS = 32  # read per version; the rest do not count
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +162,18 @@ class Signals:
     digests: tuple[str, ...] = ()
     scan: Scan | None = None  # set per entry (`scanned`): the receipts are the entry's
 
+    def of_entry(
+        self,
+        signature: Signature | None,
+        provenance: Provenance | None,
+        digest: Digest | None,
+        scan: Scan | None,
+    ) -> Signals:
+        """These signals as one entry has them (a build makes one per signed version: the
+        constructor, several times faster than `dataclasses.replace`)."""
+        return Signals(self.source, self.integrity, signature, provenance, self.checked_at,
+                       digest, self.artifacts, self.digests, scan)  # fmt: skip
+
     def state(self, signal: str) -> State | None:
         found = (
             self.signature if signal == "signature"
@@ -236,6 +245,7 @@ def unknown(
     )
 
 
+@functools.lru_cache(maxsize=65536)  # a build binds every signed version: the same few URLs
 def repository_key(url: str) -> str | None:
     """A repository URL as one identity: host and path, lower case, without `www.`, `.git`, a
     trailing slash or a `git+` scheme prefix (`https://GitHub.com/Acme/Weather.git` is
@@ -307,82 +317,3 @@ def combined(states: list[State], signal: str = "signature") -> State:
         return "absent"
     order: tuple[State, ...] = SCAN_ORDER if signal == "scan" else ORDER
     return min(states, key=order.index)
-
-
-def integrity_digests(integrity: str | None) -> tuple[str, ...]:
-    """An npm `dist.integrity`'s digests as receipts name them (`sha512-<base64>` is
-    `sha512:<hex>`)."""
-    found = []
-    for part in (integrity or "").split():
-        algorithm, _, encoded = part.partition("-")
-        if algorithm in ("sha256", "sha512"):
-            try:
-                raw = base64.b64decode(encoded.split("?")[0], validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            found.append(f"{algorithm}:{raw.hex()}")
-    return tuple(found)
-
-
-_RECEIPT_DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
-_VERDICTS: tuple[ScanState, ...] = ("findings", "warnings", "inconclusive", "clean")  # worst first
-
-
-def receipts(server: object) -> list[dict[str, Any]]:
-    """The publisher's scan receipts in a server's `_meta` (at most `MAX_RECEIPTS`)."""
-    meta = server.get("_meta") if isinstance(server, dict) else None
-    found = meta.get(SCAN_KEY) if isinstance(meta, dict) else None
-    if not isinstance(found, list):
-        return []
-    return [r for r in found[:MAX_RECEIPTS] if isinstance(r, dict)]
-
-
-def _when(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def scanned(found: Signals, given: list[dict[str, Any]], now: datetime) -> Scan:
-    """What the receipts say of the bytes the mirror serves: a receipt counts when its
-    `scanned_artifact_digest` is a digest of those bytes and it is fresh (scanned by now,
-    `freshness_expires_at` still ahead); the version has the worst verdict of those."""
-    if not found.digests:
-        if any(x is not None and x.state == "unknown"
-               for x in (found.signature, found.provenance, found.digest)):  # fmt: skip
-            return Scan("unknown", "the mirror's digest of the bytes could not be learned")
-        return Scan("absent", "the mirror gives no digest to join scan receipts to")
-    if not given:
-        return Scan("absent", "the entry carries no scan receipt")
-    counted: list[tuple[ScanState, str]] = []
-    ends: list[datetime] = []
-    other = stale = 0
-    for receipt in given:
-        digest = str(receipt.get("scanned_artifact_digest", "")).lower()
-        verdict = str(receipt.get("verdict"))
-        if not _RECEIPT_DIGEST.fullmatch(digest) or verdict not in _VERDICTS:
-            other += 1
-            continue
-        if digest not in found.digests:
-            other += 1
-            continue
-        scanned_at = _when(receipt.get("scanned_at"))
-        expires = _when(receipt.get("freshness_expires_at"))
-        if scanned_at is None or expires is None or not scanned_at <= now < expires:
-            stale += 1
-            continue
-        scanner = " ".join(str(receipt.get(k, "")) for k in ("scanner", "scanner_version"))
-        attestation = receipt.get("attestation", "unattested")
-        ends.append(expires)
-        counted.append((verdict, f"{scanner.strip()} ({attestation}): {verdict} until "
-                                      f"{expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"))  # fmt: skip
-    if not counted:
-        why = f"no receipt counts: {other} over other bytes or malformed, {stale} not fresh"
-        return Scan("absent", why)
-    verdict = _VERDICTS[min(_VERDICTS.index(v) for v, _ in counted)]
-    why = f"{len(counted)} receipt(s) for the mirror's bytes: the worst {verdict}"
-    return Scan(verdict, why, tuple(line for _, line in counted), min(ends))

@@ -76,7 +76,8 @@ Admission = tuple[ServerJson | Deferred, tuple[str, ...], bytes]
 
 _MIRRORED_KINDS = frozenset(KNOWN)  # the keys of mirrors.yaml by type
 _SHAPINGS: dict[object, int] = {}  # what shapes an entry -> its number (few: views x types)
-Kept = tuple[Entry, SignalFacts, object]  # an entry, its facts, the answers' generation
+# an entry, its shaping key, its facts, the answers' generation
+Kept = tuple[Entry, int, SignalFacts, object]
 
 
 class Shapes:
@@ -93,10 +94,10 @@ class Shapes:
         self._found: dict[object, Shape] = {}
         self._later: dict[object, Deferred] = {}
         self._signals: dict[object, SignalFacts] = {}
-        # Signal facts kept from the last build, and those of this one: (entry id, shaping
-        # key) -> (entry, facts), used again while the mirror answers they read are the same
-        self.last_kept: dict[tuple[int, object], Kept] = {}
-        self.kept: dict[tuple[int, object], Kept] = {}
+        # Signal facts kept from the last build, and those of this one, by `slot` (entry,
+        # shaping key), used again while the mirror answers they read are the same
+        self.last_kept: dict[int, Kept] = {}
+        self.kept: dict[int, Kept] = {}
 
     def new_build(self) -> None:
         """What the last build kept is what this one may use; what it does not use is let go."""
@@ -188,7 +189,7 @@ class ViewPolicy:
         """Keep shapes in a store shared with the config's other views."""
         self.shapes = shapes
 
-    def _key(self, registry_types: frozenset[str]) -> object:
+    def _key(self, registry_types: frozenset[str]) -> int:
         """What shapes an entry with these registry types in this view: equal keys, equal
         shapes, whichever view asks."""
         key = self._keys.get(registry_types)
@@ -259,21 +260,28 @@ class ViewPolicy:
         facts = found.get(key)
         if facts is None:
             shapes, lookup, generation = self.shapes, self._lookup, self._generation
-            known = shapes.last_kept.get((id(entry), key))
+            # One int per (entry, shaping key), not a tuple: a build keeps one per signed
+            # entry and view, and lets the last build's go (addresses are below 2**48).
+            slot = id(entry) ^ (key << 48)
+            known = shapes.last_kept.get(slot)
             # What the last build read holds while every answer it read is the same and
             # fresh: no answer has changed since (the lookup's generation), or each is equal.
             if (
                 known is not None
                 and known[0] is entry
-                and self._now < known[1].until
-                and (known[2] == generation or _same(known[1], lookup))
+                and known[1] == key
+                and self._now < known[2].until
+                and (known[3] == generation or _same(known[2], lookup))
             ):
-                facts = known[1]
+                facts = known[2]
+                if generation is not None:  # the same tuple again, if nothing changed
+                    shapes.kept[slot] = known if known[3] == generation else (
+                        entry, key, facts, generation)  # fmt: skip
             else:
                 facts = self.rewriter.signal_facts(entry, lookup)
+                if generation is not None:
+                    shapes.kept[slot] = (entry, key, facts, generation)
             found[key] = facts
-            if generation is not None:
-                shapes.kept[(id(entry), key)] = (entry, facts, generation)
         return facts
 
     def use(self, lookup: Lookup) -> None:

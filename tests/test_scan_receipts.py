@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.loader import load_config
-from gateway.signals import SCAN_KEY, Digest, Signals, integrity_digests, scanned
+from gateway.receipts import SCAN_KEY, integrity_digests, scanned
+from gateway.signals import Digest, Signals
 from tests.conftest import file_upstream, loopback
 from tests.fakes import server_entry
 from tests.test_federation import all_entries, keys
