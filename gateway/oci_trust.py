@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 MAX_REFERRERS = 16  # descriptors read per image (the rest are not)
 _MANIFEST_BYTES = 4 * 1024**2
+_TYPE_CHARS = 255  # a media type longer than this is not one (RFC 6838: 127 + 1 + 127)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -65,7 +66,7 @@ def _descriptors(document: object) -> list[Descriptor]:
         if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
             continue
         kind = item.get("artifactType") or item.get("mediaType")
-        if isinstance(kind, str) and _DIGEST.fullmatch(item["digest"]):
+        if isinstance(kind, str) and len(kind) <= _TYPE_CHARS and _DIGEST.fullmatch(item["digest"]):
             found.append((kind, item["digest"]))
     return found
 
@@ -86,7 +87,7 @@ def _manifest(document: object) -> tuple[str, list[Descriptor]]:
         if isinstance(layer, dict) and isinstance(layer.get("mediaType"), str)
         and isinstance(layer.get("digest"), str) and _DIGEST.fullmatch(layer["digest"])
     ]  # fmt: skip
-    return (kind if isinstance(kind, str) else "?"), found
+    return (kind if isinstance(kind, str) and len(kind) <= _TYPE_CHARS else "?"), found
 
 
 class OciSignals(Collector):

@@ -15,6 +15,7 @@ from gateway.signals import Scan, ScanState, Signals
 
 SCAN_KEY = "io.modelcontextprotocol.registry/security-scan"  # the receipts in a server's _meta
 MAX_RECEIPTS = 32  # read per version; the rest do not count
+_NAME_CHARS = 100  # of a scanner's name, version or attestation said in the served _meta
 
 
 def integrity_digests(integrity: str | None) -> tuple[str, ...]:
@@ -83,8 +84,9 @@ def scanned(found: Signals, given: list[dict[str, Any]], now: datetime) -> Scan:
         if scanned_at is None or expires is None or not scanned_at <= now < expires:
             stale += 1
             continue
-        scanner = " ".join(str(receipt.get(k, "")) for k in ("scanner", "scanner_version"))
-        attestation = receipt.get("attestation", "unattested")
+        scanner = " ".join(str(receipt.get(k, ""))[:_NAME_CHARS]
+                           for k in ("scanner", "scanner_version"))  # fmt: skip
+        attestation = str(receipt.get("attestation", "unattested"))[:_NAME_CHARS]
         ends.append(expires)
         counted.append((verdict, f"{scanner.strip()} ({attestation}): {verdict} until "
                                       f"{expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"))  # fmt: skip

@@ -115,7 +115,22 @@ class NpmKey(Model):
         return value
 
 
-class NpmSigning(Model):
+class Sigstore(Model):
+    """What every Sigstore-verified signal shares: accepted identities, how long an answer is
+    kept, and how much of one bundle is read."""
+
+    issuers: list[HttpUrl] = Field(
+        default_factory=lambda: [GITHUB_ACTIONS],
+        min_length=1,
+        description="OIDC issuers of the build, publisher or signing identities accepted",
+    )
+    ttl: Duration = Field(3600.0, description="how long a version's answer is kept")
+    max_bundle: int = Field(
+        1024**2, ge=1024, description="bytes of one attestation or bundle read; more: unknown"
+    )
+
+
+class NpmSigning(Sigstore):
     """How npm signatures and provenance read at a view's mirror are verified."""
 
     keys: list[NpmKey] = Field(
@@ -127,18 +142,9 @@ class NpmSigning(Model):
     trusted_root: Path | None = Field(
         None, description="a Sigstore trusted_root.json: provenance is verified against it"
     )
-    issuers: list[HttpUrl] = Field(
-        default_factory=lambda: [GITHUB_ACTIONS],
-        min_length=1,
-        description="OIDC issuers of the build identities accepted in provenance",
-    )
     attestations: list[HttpUrl] = Field(
         default_factory=list,
         description="locations besides the mirror whose attestation bundles may be fetched",
-    )
-    ttl: Duration = Field(3600.0, description="how long a version's answer is kept")
-    max_bundle: int = Field(
-        1024**2, ge=1024, description="bytes of one version's attestations read; more: unknown"
     )
 
     @property
@@ -151,42 +157,24 @@ class NpmSigning(Model):
         return self.trusted_root is not None
 
 
-class PypiSigning(Model):
+class PypiSigning(Sigstore):
     """How PEP 740 provenance read at a view's PyPI mirror is verified."""
 
     trusted_root: Path = Field(
         description="a Sigstore trusted_root.json: provenance is verified against it"
     )
-    issuers: list[HttpUrl] = Field(
-        default_factory=lambda: [GITHUB_ACTIONS],
-        min_length=1,
-        description="OIDC issuers of the publisher identities accepted in provenance",
-    )
     provenance_sources: list[HttpUrl] = Field(
         default_factory=list,
         description="locations besides the mirror whose provenance objects may be fetched",
     )
-    ttl: Duration = Field(3600.0, description="how long a version's answer is kept")
-    max_bundle: int = Field(
-        1024**2, ge=1024, description="bytes of one file's provenance read; more: unknown"
-    )
 
 
-class OciSigning(Model):
+class OciSigning(Sigstore):
     """How signatures and provenance attached to an image at a view's OCI mirror are read."""
 
     trusted_root: Path | None = Field(
         None,
         description="a Sigstore trusted_root.json: bundles are verified against it (none: present)",
-    )
-    issuers: list[HttpUrl] = Field(
-        default_factory=lambda: [GITHUB_ACTIONS],
-        min_length=1,
-        description="OIDC issuers of the signing identities accepted",
-    )
-    ttl: Duration = Field(3600.0, description="how long an image's answer is kept")
-    max_bundle: int = Field(
-        1024**2, ge=1024, description="bytes of one Sigstore bundle read; more: unknown"
     )
 
 

@@ -23,7 +23,7 @@ from gateway.mcpb_trust import checksum
 from tests.conftest import file_upstream, loopback
 from tests.fakes import server_entry
 from tests.test_federation import all_entries, keys
-from tests.test_signals import settle, write_yaml
+from tests.trusted import TOKEN, explained, start_gateway, write_yaml
 
 SERVER = "io.github.acme/bundle"
 LIMIT = 4096  # trust.yaml's max_mcpb_bytes in these tests
@@ -123,18 +123,12 @@ def entries() -> list[dict[str, Any]]:
 
 
 async def start(tmp_path: Path, make_config: Any, serve: Any, mirror: McpbMirror) -> Any:
-    upstream = file_upstream(tmp_path / "data", "official", entries())
-    config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
-    directory = config.directory
-    write_yaml(directory / "trust.yaml", {"mcpb": True, "max_mcpb_bytes": LIMIT})
-    write_yaml(directory / "mirrors.yaml", {"mcpb": {"https://github.com/": f"{mirror.url}/gh/"}})
-    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
-        {"deny": {"digest": "invalid"}}]})  # fmt: skip
-    write_yaml(directory / "views" / "strict.yaml",
-               {"default": "deny", "rules": [{"allow": {"digest": "verified"}}]})  # fmt: skip
-    client = await serve(load_config(directory))
-    await settle(client)
-    return client
+    return await start_gateway(
+        tmp_path, make_config, serve, entries(),
+        trust={"mcpb": True, "max_mcpb_bytes": LIMIT},
+        mirrors={"mcpb": {"https://github.com/": f"{mirror.url}/gh/"}},
+        deny={"digest": "invalid"}, view=("strict", {"digest": "verified"}),
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -144,14 +138,6 @@ async def gateway(tmp_path: Path, make_config: Any, serve: Any, mcpb_mirror: Mcp
 
 def versions_of(served: list[tuple[str, str]]) -> set[str]:
     return {version for name, version in served if name == SERVER}
-
-
-async def explained(client: Any, version: str) -> dict[str, Any]:
-    report = await (await client.get(f"/admin/explain?name={SERVER}&version={version}",
-                                     headers={"Authorization": "Bearer tok3n"})).json()  # fmt: skip
-    [item] = report["versions"]
-    found: dict[str, Any] = item["views"]
-    return found
 
 
 async def test_other_bytes_are_hidden_and_only_joined_ones_in_the_strict_view(
@@ -180,7 +166,7 @@ async def test_other_bytes_are_hidden_and_only_joined_ones_in_the_strict_view(
 async def test_each_file_is_joined_and_says_how(
     gateway: Any, version: str, state: str, method: str | None, why: str
 ) -> None:
-    views = await explained(gateway, version)
+    views = await explained(gateway, SERVER, version)
     default = views["default"]
     if state == "invalid":  # policy.yaml's rule hid it, and says what it read
         assert default["served"] is False
@@ -214,7 +200,7 @@ async def test_with_the_mirror_down_nothing_is_hidden_but_what_a_rule_asks(
     client = await start(tmp_path, make_config, serve, mcpb_mirror)
     assert versions_of(keys(await all_entries(client))) == set(bundles())  # unknown: not invalid
     assert versions_of(keys(await all_entries(client, "/views/strict"))) == set()
-    views = await explained(client, "1.2.0")
+    views = await explained(client, SERVER, "1.2.0")
     [package] = views["default"]["packages"]
     assert package["signals"]["digest"]["state"] == "unknown"
 
@@ -268,3 +254,17 @@ def test_any_checksum_header_reads_as_a_sha256_or_nothing(headers: dict[str, str
 
     found = checksum(CIMultiDict(headers))
     assert found is None or (len(found[0]) == 64 and found[0] == found[0].lower())
+
+
+async def test_status_and_metrics_count_served_versions_by_digest_state(gateway: Any) -> None:
+    status = await (await gateway.get("/admin/status", headers=TOKEN)).json()
+    views = {view["name"]: view for view in status["views"]}
+    # 1.2.0 and 1.3.0 are hidden (invalid); of the served: five joined, one too large, one
+    # with no fileSha256; every version counts once per signal the view collects
+    assert views["default"]["signals"]["digest"] == {"verified": 5, "unknown": 1, "absent": 1}
+    assert views["strict"]["signals"]["digest"] == {"verified": 5}
+    metrics = await (await gateway.get("/metrics")).text()
+    assert (
+        'mcp_gateway_view_signal_versions{signal="digest",state="verified",view="default"} 5.0'
+        in metrics
+    )

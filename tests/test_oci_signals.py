@@ -11,19 +11,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from gateway.loader import load_config
-from tests.conftest import file_upstream, loopback
+from tests.conftest import loopback
 from tests.fakes import server_entry
 from tests.oci_images import REPO, FakeOciRegistry, Scenario, push_all
 from tests.test_federation import all_entries, keys
-from tests.test_signals import OTHER_CA, SETUP, settle, write_yaml
+from tests.test_signals import OTHER_CA, SETUP
+from tests.trusted import ROOT, explained, start_gateway
 
 SERVER = "io.github.acme/tool"
 REPOSITORY = {"url": "https://github.com/acme/tool", "source": "github"}
-TOKEN = {"Authorization": "Bearer tok3n"}
 
 
 def entries(versions: list[str]) -> list[dict[str, Any]]:
@@ -36,36 +34,16 @@ def entries(versions: list[str]) -> list[dict[str, Any]]:
     return made
 
 
-async def start(
-    tmp_path: Path, make_config: Any, serve: Any, host: str, scenario: Scenario,
-    name: str = "config",
-) -> Any:  # fmt: skip
-    upstream = file_upstream(tmp_path / "data", "official", entries(list(scenario.expected)))
-    config = make_config(name, upstreams=[upstream], admin_token="tok3n", access_log=False)
-    directory = config.directory
-    (directory / "sigstore").mkdir()
-    (directory / "sigstore" / "trusted_root.json").write_bytes(orjson.dumps(SETUP.trusted_root()))
-    write_yaml(directory / "trust.yaml", {"oci": {"trusted_root": "./sigstore/trusted_root.json"}})
-    write_yaml(directory / "mirrors.yaml", {"oci": {"ghcr.io": host}})
-    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
-        {"deny": {"signature": "invalid"}}]})  # fmt: skip
-    write_yaml(directory / "views" / "signed.yaml",
-               {"default": "deny", "rules": [{"allow": {"signature": "verified"}}]})  # fmt: skip
-    client = await serve(load_config(directory))
-    await settle(client)
-    return client
+async def start(tmp_path: Path, make_config: Any, serve: Any, host: str, scenario: Scenario) -> Any:
+    return await start_gateway(
+        tmp_path, make_config, serve, entries(list(scenario.expected)),
+        trust={"oci": {"trusted_root": ROOT}}, mirrors={"oci": {"ghcr.io": host}},
+        deny={"signature": "invalid"}, view=("signed", {"signature": "verified"}), setup=SETUP,
+    )  # fmt: skip
 
 
 def versions_of(served: list[tuple[str, str]]) -> set[str]:
     return {version for name, version in served if name == SERVER}
-
-
-async def explained(client: Any, version: str) -> dict[str, Any]:
-    report = await (await client.get(f"/admin/explain?name={SERVER}&version={version}",
-                                     headers=TOKEN)).json()  # fmt: skip
-    [item] = report["versions"]
-    found: dict[str, Any] = item["views"]
-    return found
 
 
 async def check_every_version(client: Any, scenario: Scenario) -> None:
@@ -76,7 +54,7 @@ async def check_every_version(client: Any, scenario: Scenario) -> None:
     signed = versions_of(keys(await all_entries(client, "/views/signed")))
     assert signed == {v for v, (signature, _) in expected.items() if signature == "verified"}
     for version, (signature, provenance) in expected.items():
-        views = await explained(client, version)
+        views = await explained(client, SERVER, version)
         default = views["default"]
         if signature == "invalid":
             assert default["served"] is False, version
@@ -126,10 +104,10 @@ async def test_served_entries_say_who_signed_what_and_list_the_sbom(
     assert signals["provenance"]["why"].startswith("built by https://github.com/acme/tool")
     assert signals["artifacts"] == ["sbom application/spdx+json"]
     assert body["server"]["packages"][0]["identifier"] == f"{host}/{REPO}:1.0.0"
-    views = await explained(client, "1.4.0")
+    views = await explained(client, SERVER, "1.4.0")
     assert any("signed by a workflow of https://github.com/evil/tool, not the server's" in line
                for line in views["default"]["signals"])  # fmt: skip
-    views = await explained(client, "1.7.0")
+    views = await explained(client, SERVER, "1.7.0")
     [package] = views["default"]["packages"]
     assert "Notation" in package["signals"]["signature"]["why"]
 

@@ -17,12 +17,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.loader import load_config
-from tests.conftest import file_upstream, loopback
+from tests.conftest import loopback
 from tests.fakes import server_entry
 from tests.test_federation import all_entries, keys
 from tests.test_pypi_provenance import SETUP, provenance
-from tests.test_signals import settle, write_yaml
+from tests.trusted import ROOT, explained, start_gateway
 
 SERVER = "io.github.acme/tools"
 PROJECT = "acme-tools"
@@ -157,41 +156,29 @@ async def pypi_mirror() -> AsyncIterator[PypiMirror]:
         yield mirror
 
 
-def entries() -> list[dict[str, Any]]:
+def entries(versions: list[str]) -> list[dict[str, Any]]:
+    """The server's versions, each with the acme-tools release of that version, and a
+    remote-only server."""
     package = {"registryType": "pypi", "identifier": PROJECT, "registryBaseUrl":
                "https://pypi.org", "transport": {"type": "stdio"}}  # fmt: skip
     return [
         server_entry(SERVER, version, published=f"2026-03-0{index + 1}T00:00:00Z",
                      packages=[{**package, "version": version}], repository=REPOSITORY)
-        for index, version in enumerate(files())
+        for index, version in enumerate(versions)
     ] + [server_entry("io.github.acme/remote", "1.0.0",
                       remotes=[{"type": "streamable-http", "url": "https://mcp.acme.example/"}])]  # fmt: skip
-
-
-def configure(directory: Path, mirror: PypiMirror) -> None:
-    """policy.yaml hides invalid provenance everywhere; `secure` serves only verified."""
-    (directory / "sigstore").mkdir()
-    (directory / "sigstore" / "trusted_root.json").write_bytes(orjson.dumps(SETUP.trusted_root()))
-    write_yaml(directory / "trust.yaml", {"pypi": {
-        "trusted_root": "./sigstore/trusted_root.json",
-        "provenance_sources": [f"{mirror.source}/"],
-    }})  # fmt: skip
-    write_yaml(directory / "mirrors.yaml", {"pypi": f"{mirror.url}/simple/"})
-    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
-        {"deny": {"provenance": "invalid"}}]})  # fmt: skip
-    write_yaml(directory / "views" / "secure.yaml",
-               {"default": "deny", "rules": [{"allow": {"provenance": "verified"}}]})  # fmt: skip
 
 
 async def start(
     tmp_path: Path, make_config: Any, serve: Any, mirror: PypiMirror, name: str = "config"
 ) -> Any:
-    upstream = file_upstream(tmp_path / "data", "official", entries())
-    config = make_config(name, upstreams=[upstream], admin_token="tok3n", access_log=False)
-    configure(config.directory, mirror)
-    client = await serve(load_config(config.directory))
-    await settle(client)
-    return client
+    """policy.yaml hides invalid provenance everywhere; `secure` serves only verified."""
+    return await start_gateway(
+        tmp_path, make_config, serve, entries(list(files())),
+        trust={"pypi": {"trusted_root": ROOT, "provenance_sources": [f"{mirror.source}/"]}},
+        mirrors={"pypi": f"{mirror.url}/simple/"}, deny={"provenance": "invalid"},
+        view=("secure", {"provenance": "verified"}), setup=SETUP, name=name,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -253,10 +240,8 @@ async def test_served_entries_say_what_was_verified_against_which_digest(gateway
 async def test_each_file_and_broken_copy_gets_its_state_and_explain_says_why(
     gateway: Any, version: str, state: str, why: str
 ) -> None:
-    report = await (await gateway.get(f"/admin/explain?name={SERVER}&version={version}",
-                                      headers={"Authorization": "Bearer tok3n"})).json()  # fmt: skip
-    [item] = report["versions"]
-    default, secure = item["views"]["default"], item["views"]["secure"]
+    views = await explained(gateway, SERVER, version)
+    default, secure = views["default"], views["secure"]
     if state == "invalid":  # policy.yaml's rule hid it, and says what it read
         assert default["served"] is False
         assert default["signals"][0].startswith("provenance invalid")

@@ -26,11 +26,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.loader import load_config
-from tests.conftest import file_upstream, loopback
-from tests.fakes import server_entry
+from tests.conftest import loopback
 from tests.test_federation import all_entries, keys
 from tests.test_pypi_provenance import SETUP, provenance
+from tests.test_pypi_signals import PROJECT, SERVER, entries
 from tests.test_real_mirrors import (
     PIP_INSTALL,
     build_wheel,
@@ -39,13 +38,10 @@ from tests.test_real_mirrors import (
     running,
     tool_env,
 )
-from tests.test_signals import settle, write_yaml
+from tests.trusted import ROOT, explained, start_gateway
 
 pytestmark = [pytest.mark.mirrors, pytest.mark.slow]
 
-PROJECT = "acme-tools"
-SERVER = "io.github.acme/tools"
-REPOSITORY = {"url": "https://github.com/acme/tools", "source": "github"}
 VERSIONS = ("1.0.0", "1.1.0")  # 1.1.0's provenance attests other bytes
 PASSWORD = "devpi-test"
 JSON_INDEX = "application/vnd.pypi.simple.v1+json"
@@ -175,35 +171,13 @@ async def front(devpi: Devpi) -> AsyncIterator[Front]:
         yield made
 
 
-def entries() -> list[dict[str, Any]]:
-    package = {"registryType": "pypi", "identifier": PROJECT, "registryBaseUrl":
-               "https://pypi.org", "transport": {"type": "stdio"}}  # fmt: skip
-    return [
-        server_entry(SERVER, version, published=f"2026-03-0{index + 1}T00:00:00Z",
-                     packages=[{**package, "version": version}], repository=REPOSITORY)
-        for index, version in enumerate(VERSIONS)
-    ]  # fmt: skip
-
-
-async def start(
-    tmp_path: Path, make_config: Any, serve: Any, mirror: str, source: str, name: str = "config"
-) -> Any:
-    upstream = file_upstream(tmp_path / "data", "official", entries())
-    config = make_config(name, upstreams=[upstream], admin_token="tok3n", access_log=False)
-    directory = config.directory
-    (directory / "sigstore").mkdir()
-    (directory / "sigstore" / "trusted_root.json").write_bytes(orjson.dumps(SETUP.trusted_root()))
-    write_yaml(directory / "trust.yaml", {"pypi": {
-        "trusted_root": "./sigstore/trusted_root.json", "provenance_sources": [f"{source}/"]}})  # fmt: skip
-    write_yaml(directory / "mirrors.yaml",
-               {"pypi": mirror, "verify": {"mode": "annotate", "ttl": "1h"}})  # fmt: skip
-    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
-        {"deny": {"provenance": "invalid"}}]})  # fmt: skip
-    write_yaml(directory / "views" / "secure.yaml",
-               {"default": "deny", "rules": [{"allow": {"provenance": "verified"}}]})  # fmt: skip
-    client = await serve(load_config(directory))
-    await settle(client)
-    return client
+async def start(tmp_path: Path, make_config: Any, serve: Any, mirror: str, source: str) -> Any:
+    return await start_gateway(
+        tmp_path, make_config, serve, entries(list(VERSIONS)),
+        trust={"pypi": {"trusted_root": ROOT, "provenance_sources": [f"{source}/"]}},
+        mirrors={"pypi": mirror, "verify": {"mode": "annotate", "ttl": "1h"}},
+        deny={"provenance": "invalid"}, view=("secure", {"provenance": "verified"}), setup=SETUP,
+    )  # fmt: skip
 
 
 async def package_of(client: Any, version: str) -> dict[str, Any]:
@@ -244,10 +218,7 @@ async def test_provenance_over_devpis_digest_is_verified_and_over_other_bytes_in
     assert provenance_found["repository"] == "https://github.com/acme/tools"
     assert versions_of(keys(await all_entries(client))) == {"1.0.0"}  # 1.1.0: invalid
     assert versions_of(keys(await all_entries(client, "/views/secure"))) == {"1.0.0"}
-    report = await (await client.get(f"/admin/explain?name={SERVER}&version=1.1.0",
-                                     headers={"Authorization": "Bearer tok3n"})).json()  # fmt: skip
-    [item] = report["versions"]
-    read = item["views"]["default"]["signals"]
+    read = (await explained(client, SERVER, "1.1.0"))["default"]["signals"]
     assert read[0].startswith("provenance invalid")
     assert any("not the sha256 the mirror serves" in line for line in read)
 

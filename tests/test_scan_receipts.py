@@ -17,14 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.loader import load_config
 from gateway.receipts import SCAN_KEY, integrity_digests, scanned
 from gateway.signals import Digest, Signals
-from tests.conftest import file_upstream, loopback
+from tests.conftest import loopback
 from tests.fakes import server_entry
 from tests.test_federation import all_entries, keys
 from tests.test_mcpb_digest import Bundle, McpbMirror
-from tests.test_signals import settle, write_yaml
+from tests.trusted import explained, start_gateway
 
 SERVER = "io.github.acme/scanned"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -96,18 +95,12 @@ async def mirror() -> AsyncIterator[McpbMirror]:
 
 @pytest.fixture
 async def gateway(tmp_path: Path, make_config: Any, serve: Any, mirror: McpbMirror) -> Any:
-    upstream = file_upstream(tmp_path / "data", "official", entries())
-    config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
-    directory = config.directory
-    write_yaml(directory / "trust.yaml", {"mcpb": True, "scan_receipts": True})
-    write_yaml(directory / "mirrors.yaml", {"mcpb": {"https://github.com/": f"{mirror.url}/gh/"}})
-    write_yaml(directory / "policy.yaml", {"default": "allow", "rules": [
-        {"deny": {"scan": "findings"}}]})  # fmt: skip
-    write_yaml(directory / "views" / "scanned.yaml",
-               {"default": "deny", "rules": [{"allow": {"scan": "clean"}}]})  # fmt: skip
-    client = await serve(load_config(directory))
-    await settle(client)
-    return client
+    return await start_gateway(
+        tmp_path, make_config, serve, entries(),
+        trust={"mcpb": True, "scan_receipts": True},
+        mirrors={"mcpb": {"https://github.com/": f"{mirror.url}/gh/"}},
+        deny={"scan": "findings"}, view=("scanned", {"scan": "clean"}),
+    )  # fmt: skip
 
 
 def versions_of(served: list[tuple[str, str]]) -> set[str]:
@@ -123,10 +116,7 @@ async def test_receipts_over_the_mirrors_bytes_decide_and_others_do_not_count(
     scanned_view = versions_of(keys(await all_entries(gateway, "/views/scanned")))
     assert scanned_view == {v for v, state in expected.items() if state == "clean"}
     for version, state in expected.items():
-        report = await (await gateway.get(f"/admin/explain?name={SERVER}&version={version}",
-                                          headers={"Authorization": "Bearer tok3n"})).json()  # fmt: skip
-        [item] = report["versions"]
-        default = item["views"]["default"]
+        default = (await explained(gateway, SERVER, version))["default"]
         if state == "findings":
             assert default["signals"][0].startswith("scan findings"), version
             continue

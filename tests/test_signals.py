@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 import pytest
-import yaml
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,6 +45,7 @@ from tests.conftest import file_upstream, loopback
 from tests.fakes import server_entry
 from tests.signing import GITHUB_ISSUER, NpmKey, SigningSetup, github_identity, slsa_statement
 from tests.test_federation import all_entries, keys
+from tests.trusted import settle, write_yaml
 
 TOKEN = {"Authorization": "Bearer tok3n"}
 NAME = "@acme/weather"
@@ -190,11 +190,6 @@ async def signed_mirror() -> AsyncIterator[SignedMirror]:
         yield mirror
 
 
-def write_yaml(path: Path, document: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-
-
 def entries() -> list[dict[str, Any]]:
     package = {"registryType": "npm", "identifier": NAME, "registryBaseUrl":
                "https://registry.npmjs.org", "transport": {"type": "stdio"}}  # fmt: skip
@@ -220,17 +215,6 @@ def trust_config(directory: Path, mirror: SignedMirror) -> None:
         {"deny": {"signature": "invalid"}}]})  # fmt: skip
     write_yaml(directory / "views" / "payments.yaml",
                {"default": "deny", "rules": [{"allow": {"provenance": "verified"}}]})  # fmt: skip
-
-
-async def settle(client: Any) -> None:
-    """Ask the mirror what the catalog needs, then serve the answers."""
-    from gateway.app import REFRESHER
-
-    refresher = client.app[REFRESHER]
-    await refresher.rebuild_now()
-    await refresher.verify()
-    snapshot = await refresher.rebuild_now()
-    assert not snapshot.pending
 
 
 @pytest.fixture
