@@ -20,6 +20,7 @@ COMPILED = [
     "gateway/policy.py",
     "gateway/shaping.py",
     "gateway/view.py",
+    "gateway/shapes.py",
     "gateway/served.py",
     "gateway/catalog.py",
     "gateway/build.py",

@@ -13,20 +13,23 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from gateway import isolated
 from gateway.errors import HelperFailed, MirrorUnavailable
 from gateway.locations import within
 from gateway.registries.base import Check
-from gateway.signals import ORDER, Digest, Job, Provenance, Signals, Signature, unknown
+from gateway.signals import Digest, Job, Provenance, Signals, Signature, best, unknown, worst
 
 if TYPE_CHECKING:
     from gateway.verify import Verifier
 
 UNKNOWN_TTL = 60.0  # an unknown answer is asked again this soon
-_BATCH = 256  # verifications per trip to the helper process
-_CHUNK = 64  # versions collected together: at most this many bundles held at once
+_BATCH = 256  # verifications per trip to the helper process, at most
+_BATCH_BYTES = 32 * 1024**2  # and at most this many bytes of bundles in one trip
+_CHUNK = 64  # versions collected together, at most
+_HELD = 64 * 1024**2  # bundle bytes a chunk may hold at the most (see `Collector.chunk`)
+_DEADLINE = 4  # one version's signals take at most this many `verify.timeout`s in all
 
 Part = Job | Signature | Provenance | None  # a job for the helper, an answer, or not collected
 
@@ -54,17 +57,22 @@ def _answered(
     return next(answers) if isinstance(part, tuple) else part
 
 
-Answer = TypeVar("Answer", Signature, Provenance)
-
-
-def worst(found: list[Answer]) -> Answer | None:
-    """The answer parts over different bytes give a version: the worst of theirs."""
-    return min(found, key=lambda p: ORDER.index(p.state), default=None)
-
-
-def best(found: list[Answer]) -> Answer | None:
-    """The answer parts over the same bytes give it: the best of theirs."""
-    return max(found, key=lambda p: ORDER.index(p.state), default=None)
+def _batches(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs in trips to the helper process: at most `_BATCH` and `_BATCH_BYTES` of bundles
+    each (a job larger than that alone)."""
+    batches: list[list[Job]] = []
+    batch: list[Job] = []
+    held = 0
+    for job in jobs:
+        size = len(job[1]) if isinstance(job[1], bytes) else 0
+        if batch and (len(batch) >= _BATCH or held + size > _BATCH_BYTES):
+            batches.append(batch)
+            batch, held = [], 0
+        batch.append(job)
+        held += size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def key_of(check: Check) -> tuple[str, str, str]:
@@ -74,6 +82,8 @@ def key_of(check: Check) -> tuple[str, str, str]:
 class Collector:
     """Collects and keeps each (mirror, package, version)'s signals for one ecosystem."""
 
+    none_why = "the mirror lists none"  # a signal collected, and nothing found for it
+
     def __init__(
         self,
         verifier: Verifier,
@@ -81,12 +91,17 @@ class Collector:
         signatures: bool,
         provenance: bool,
         digests: bool = False,
+        bundle_bytes: int = 0,
     ) -> None:
         self.verifier = verifier
         self.ttl = ttl
         self.signatures = signatures  # which signals this ecosystem collects
         self.provenance = provenance
         self.digests = digests
+        # Versions read together: as many as keep the bundles they may fetch (each version
+        # at most `bundle_bytes`) within `_HELD`.
+        self.chunk = max(1, min(_CHUNK, _HELD // bundle_bytes)) if bundle_bytes else _CHUNK
+        self.deadline = verifier.settings.timeout * _DEADLINE
         self._found: dict[tuple[str, str, str], tuple[Signals, float]] = {}
         self._busy: dict[tuple[str, str, str], asyncio.Future[None]] = {}  # being collected
 
@@ -129,8 +144,8 @@ class Collector:
         """A chunk at a time: its bundles fetched together (the mirror checks' concurrency),
         then verified in one trip to the helper process, so at most a chunk's bundles are
         held at once."""
-        for start in range(0, len(checks), _CHUNK):
-            chunk = checks[start : start + _CHUNK]
+        for start in range(0, len(checks), self.chunk):
+            chunk = checks[start : start + self.chunk]
             now = datetime.now(UTC)
             read = await asyncio.gather(*(self._read(c, documents.get(c), now) for c in chunk))
             jobs = [
@@ -145,19 +160,41 @@ class Collector:
                     continue
                 parts = (*found.signature, *found.provenance, *found.either)
                 told = [_answered(part, answers) for part in parts]
-                pick = best if found.best else worst
-                signature = pick([a for a in told if isinstance(a, Signature)])
-                provenance = pick([a for a in told if isinstance(a, Provenance)])
-                signals = Signals(check.location, found.integrity, signature, provenance, now,
-                                  artifacts=found.artifacts, digests=found.digests)  # fmt: skip
-                self._keep(check, signals)
+                self._keep(check, self._signals(check, found, told, now))
+
+    def _signals(
+        self, check: Check, found: Read, told: list[Signature | Provenance | None], now: datetime
+    ) -> Signals:
+        """A version's signals from its parts' answers: the worst or best of each kind (every
+        answer kept when there are several, to be bound to each entry's repository before it
+        is picked: `Signals.of_entry`); a collected signal with no answer, `absent`."""
+        pick = best if found.best else worst
+        signatures = [a for a in told if isinstance(a, Signature)]
+        provenances = [a for a in told if isinstance(a, Provenance)]
+        signature, provenance = pick(signatures), pick(provenances)
+        if signature is None and self.signatures:
+            signature = Signature("absent", self.none_why)
+        if provenance is None and self.provenance:
+            provenance = Provenance("absent", self.none_why)
+        several = len(signatures) > 1 or len(provenances) > 1
+        return Signals(check.location, found.integrity, signature, provenance, now,
+                       artifacts=found.artifacts, digests=found.digests,
+                       answers=(*signatures, *provenances) if several else (),
+                       best=found.best)  # fmt: skip
 
     async def _read(
         self, check: Check, document: object, now: datetime
     ) -> tuple[Check, Signals | Read]:
         if isinstance(document, MirrorUnavailable):
             return check, self.unknown(check, f"the mirror: {document}", now)
-        return check, await self.read(check, document, now)
+        try:
+            async with asyncio.timeout(self.deadline):
+                return check, await self.read(check, document, now)
+        except TimeoutError:
+            why = f"no answer within {self.deadline:g} s (4 x verify.timeout)"
+            return check, self.unknown(check, why, now)
+        except MirrorUnavailable as exc:
+            return check, self.unknown(check, f"the mirror: {exc}", now)
 
     async def read(self, check: Check, document: object, now: datetime) -> Signals | Read:
         """A check's signals when they are known at once, else what is left to verify."""
@@ -191,8 +228,7 @@ class Collector:
         from gateway import provenance  # cryptography: loaded only where signals are read
 
         answers: list[Signature | Provenance] = []
-        for start in range(0, len(jobs), _BATCH):
-            batch = jobs[start : start + _BATCH]
+        for batch in _batches(jobs):
             try:
                 answers.extend(await isolated.run(provenance.verify_all, batch))
             except HelperFailed as exc:

@@ -69,6 +69,8 @@ def checksum(headers: Mapping[str, str]) -> tuple[str, str] | None:
         value = _base64_hex(found)
         if value is not None:
             return value, "x-amz-checksum-sha256"
+    if headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None  # Repr-Digest and Digest would be of the encoded bytes
     for name, wrapped in (("Repr-Digest", True), ("Digest", False)):
         found = headers.get(name)
         if found is not None:
@@ -109,7 +111,7 @@ class McpbSignals(Collector):
         verifier = self.verifier
         async with verifier.semaphore:
             status, _, headers = await verifier.request(
-                "HEAD", url, url, {"x-amz-checksum-mode": "ENABLED"}
+                "HEAD", url, url, {"x-amz-checksum-mode": "ENABLED", "Accept-Encoding": "identity"}
             )
         if status in (404, 410):
             return Digest("absent", "the mirror does not serve this file")

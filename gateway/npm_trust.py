@@ -38,7 +38,8 @@ class NpmSignals(Collector):
     """npm's signals of each (mirror, package, version) (see the module)."""
 
     def __init__(self, settings: NpmSigning, verifier: Verifier) -> None:
-        super().__init__(verifier, settings.ttl, settings.signatures, settings.provenance)
+        super().__init__(verifier, settings.ttl, settings.signatures, settings.provenance,
+                         bundle_bytes=settings.max_bundle)  # fmt: skip
         self.settings = settings
         self._pinned: Keys = {k.keyid: (base64.b64decode(k.key), k.expires) for k in settings.keys}
         self._keys: dict[str, tuple[Keys | MirrorUnavailable | None, float]] = {}

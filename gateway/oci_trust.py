@@ -62,7 +62,7 @@ def _descriptors(document: object) -> list[Descriptor]:
     if not isinstance(items, list):
         raise MirrorUnavailable("the referrers answer is not an OCI index")
     found = []
-    for item in items[:MAX_REFERRERS]:
+    for item in items[: MAX_REFERRERS + 1]:  # one more: says the list was cut
         if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
             continue
         kind = item.get("artifactType") or item.get("mediaType")
@@ -93,30 +93,29 @@ def _manifest(document: object) -> tuple[str, list[Descriptor]]:
 class OciSignals(Collector):
     """An image's signatures, provenance and SBOMs at a mirror (see the module)."""
 
+    none_why = "none among its referrers or tags"
+
     def __init__(self, settings: OciSigning, verifier: Verifier) -> None:
-        super().__init__(verifier, settings.ttl, True, True)
+        super().__init__(verifier, settings.ttl, True, True,
+                         bundle_bytes=settings.max_bundle * MAX_REFERRERS)  # fmt: skip
         self.settings = settings
 
     async def read(self, check: Check, document: object, now: datetime) -> Signals | Read:
         if document is not True:  # the mirror answers 404 for the reference
             return self.absent(check, now)
         access = OciAccess(self.verifier, check.location)
-        try:
-            digest = await self._digest(access, check)
-            attached = await self._referrers(access, check.identifier, digest)
-            attached += await self._legacy(access, check.identifier, digest)
-            parts, artifacts = await self._parts(access, check.identifier, digest, attached)
-        except MirrorUnavailable as exc:
-            return self.unknown(check, f"the mirror: {exc}", now)
-        signatures = [p for p, kind in parts if kind == "signature"]
-        provenance = [p for p, kind in parts if kind == "provenance"]
+        digest = await self._digest(access, check)  # the mirror down: unknown (see `_read`)
+        attached = await self._referrers(access, check.identifier, digest)
+        attached += await self._legacy(access, check.identifier, digest)
+        parts, artifacts = await self._parts(access, check.identifier, digest, attached)
+        if len(attached) > MAX_REFERRERS:  # what was not read might have told
+            why = f"more than {MAX_REFERRERS} artifacts attached; the rest were not read"
+            parts += [(Signature("unknown", why), "signature"),
+                      (Provenance("unknown", why), "provenance")]  # fmt: skip
+        signatures = tuple(p for p, kind in parts if kind == "signature")
+        provenance = tuple(p for p, kind in parts if kind == "provenance")
         either = tuple(p for p, kind in parts if kind == "either")
-        if not signatures and not either:
-            signatures.append(Signature("absent", "no signature among its referrers or tags"))
-        if not provenance and not either:
-            provenance.append(Provenance("absent", "no provenance among its referrers or tags"))
-        return Read(digest, tuple(signatures), tuple(provenance), either, True, artifacts,
-                    (digest,))  # fmt: skip
+        return Read(digest, signatures, provenance, either, True, artifacts, (digest,))
 
     async def _get(
         self, access: OciAccess, path: str, accept: str, limit: int
@@ -194,21 +193,30 @@ class OciSignals(Collector):
             if kind not in BUNDLES and not kind.startswith("cosign ."):
                 artifacts.append(kind)
                 continue
-            manifest = await self._json(access, f"/v2/{repo}/manifests/{reference}", MANIFEST,
-                                        _manifest)  # fmt: skip
-            layers = manifest[1] if manifest else []
-            bundles = [d for media, d in layers if media in BUNDLES]
-            if bundles:
-                parts.append((await self._bundle(access, repo, digest, bundles[0]), "either"))
-            elif kind == "cosign .sig":
-                why = "a legacy cosign signature (simple signing): no maintained Python verifier"
-                parts.append((Signature("present", why), "signature"))
-            elif kind == "cosign .att":
-                why = "a legacy cosign attestation: no maintained Python verifier"
-                parts.append((Provenance("present", why), "provenance"))
-            else:
-                parts.append((Signature("invalid", "a bundle referrer with no bundle"), "either"))
+            try:  # one artifact the mirror fails to serve leaves the others standing
+                parts.append(await self._signed_part(access, repo, digest, kind, reference))
+            except MirrorUnavailable as exc:
+                parts.append((Signature("unknown", f"an attached artifact: {exc}"), "either"))
         return parts, tuple(artifacts)
+
+    async def _signed_part(
+        self, access: OciAccess, repo: str, digest: str, kind: str, reference: str
+    ) -> tuple[Part, str]:
+        """A signature-like artifact (a bundle referrer, a cosign tag) as a part."""
+        manifest = await self._json(access, f"/v2/{repo}/manifests/{reference}", MANIFEST,
+                                    _manifest)  # fmt: skip
+        if manifest is None:
+            return Signature("unknown", "an attached artifact's manifest is not served"), "either"
+        bundles = [d for media, d in manifest[1] if media in BUNDLES]
+        if bundles:
+            return await self._bundle(access, repo, digest, bundles[0]), "either"
+        if kind == "cosign .sig":
+            why = "a legacy cosign signature (simple signing): no maintained Python verifier"
+            return Signature("present", why), "signature"
+        if kind == "cosign .att":
+            why = "a legacy cosign attestation: no maintained Python verifier"
+            return Provenance("present", why), "provenance"
+        return Signature("unknown", "a Sigstore bundle referrer that holds no bundle"), "either"
 
     async def _bundle(self, access: OciAccess, repo: str, digest: str, blob: str) -> Part:
         """A Sigstore bundle's verification job (or why there is none)."""
@@ -216,8 +224,8 @@ class OciSignals(Collector):
                                        self.settings.max_bundle)  # fmt: skip
         if status != 200:
             return Signature("unknown", f"its Sigstore bundle: HTTP {status}")
-        if "sha256:" + hashlib.sha256(body).hexdigest() != blob:
-            return Signature("invalid", "the mirror serves other bytes for its Sigstore bundle")
+        if "sha256:" + hashlib.sha256(body).hexdigest() != blob:  # corrupt, or not the blob
+            return Signature("unknown", "the mirror serves other bytes for its Sigstore bundle")
         root = self.settings.trusted_root
         if root is None:
             return Signature("present", "a Sigstore bundle; no trusted root is configured")

@@ -267,21 +267,30 @@ def claimed_repository(predicate: object) -> str | None:
 
 
 def verify_all(jobs: list[Job]) -> list[Signature | Provenance]:
-    """Every job's answer, in order (what crosses to the helper process and back)."""
+    """Every job's answer, in order (what crosses to the helper process and back). A job
+    that fails in a way nobody foresaw is `unknown`: the others in its batch are answered."""
     done: list[Signature | Provenance] = []
     for job in jobs:
-        if job[0] == "signature":
-            done.append(verify_signature(*job[1:]))
-        elif job[0] == "oci":
-            from gateway.oci_verify import verify_oci_bundle
-
-            done.append(verify_oci_bundle(*job[1:]))
-        elif job[0] == "pypi":
-            found = verify_pypi_provenance(*job[1:])
-            done.append(replace(found, why=f"{job[2]}: {found.why}"))  # the file it speaks of
-        else:
-            done.append(verify_provenance(*job[1:]))
+        try:
+            done.append(_verify(job))
+        except Exception as exc:  # hostile bytes: one job never sinks its batch
+            why = f"not verified: {type(exc).__name__} while verifying"
+            done.append(Signature("unknown", why) if job[0] == "signature" else
+                        Provenance("unknown", why))  # fmt: skip
     return done
+
+
+def _verify(job: Job) -> Signature | Provenance:
+    if job[0] == "signature":
+        return verify_signature(*job[1:])
+    if job[0] == "oci":
+        from gateway.oci_verify import verify_oci_bundle
+
+        return verify_oci_bundle(*job[1:])
+    if job[0] == "pypi":
+        found = verify_pypi_provenance(*job[1:])
+        return replace(found, why=f"{job[2]}: {found.why}")  # the file it speaks of
+    return verify_provenance(*job[1:])
 
 
 # -- PyPI: PEP 740 provenance ---------------------------------------------------------------------

@@ -33,7 +33,8 @@ class PypiSignals(Collector):
     """PyPI's signals of each (mirror, project, version) (see the module)."""
 
     def __init__(self, settings: PypiSigning, verifier: Verifier) -> None:
-        super().__init__(verifier, settings.ttl, False, True)
+        super().__init__(verifier, settings.ttl, False, True,
+                         bundle_bytes=settings.max_bundle * _FILES)  # fmt: skip
         self.settings = settings
         self._sources = [str(url) for url in settings.provenance_sources]
 
@@ -50,12 +51,17 @@ class PypiSignals(Collector):
     async def _job(self, check: Check, file: PypiFile) -> Part:
         """A file's provenance job for the helper, or its answer when none is needed."""
         name = file.filename
-        if file.sha256 is None:
-            return Provenance("invalid", f"{name}: the mirror gives no sha256 to bind it to")
+        if file.sha256 is None:  # PEP 691 asks for one: the mirror answers nonsense
+            return Provenance("unknown", f"{name}: the mirror gives no sha256 to bind it to")
         if file.provenance is None:
             return Provenance("absent", f"{name}: the mirror's index lists no provenance")
-        url = urljoin(PYPI.ask(check).url, file.provenance)  # relative: to the project page
-        under = self.allowed(url, check, self._sources)
+        try:
+            url = urljoin(PYPI.ask(check).url, file.provenance)  # relative: to the project page
+            under = self.allowed(url, check, self._sources)
+        except ValueError:
+            return Provenance(
+                "unknown", f"{name}: the mirror gives a provenance URL that is not one"
+            )
         if under is None:
             why = f"{name}: its provenance is at a location trust.yaml does not name"
             return Provenance("present", why)

@@ -19,18 +19,19 @@ _NAME_CHARS = 100  # of a scanner's name, version or attestation said in the ser
 
 
 def integrity_digests(integrity: str | None) -> tuple[str, ...]:
-    """An npm `dist.integrity`'s digests as receipts name them (`sha512-<base64>` is
-    `sha512:<hex>`)."""
+    """The digest npm checks of an npm `dist.integrity`, as receipts name it (`sha512-<base64>`
+    is `sha512:<hex>`): exactly one sha512, or none (an integrity naming two sha512 digests,
+    or a sha256 npm would not check, binds no receipt: `provenance.sha512_hex` alike)."""
     found = []
     for part in (integrity or "").split():
         algorithm, _, encoded = part.partition("-")
-        if algorithm in ("sha256", "sha512"):
+        if algorithm == "sha512":
             try:
                 raw = base64.b64decode(encoded.split("?")[0], validate=True)
             except (binascii.Error, ValueError):
-                continue
-            found.append(f"{algorithm}:{raw.hex()}")
-    return tuple(found)
+                return ()
+            found.append(f"sha512:{raw.hex()}")
+    return tuple(found) if len(found) == 1 and len(found[0]) == 7 + 128 else ()
 
 
 _RECEIPT_DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
@@ -58,17 +59,17 @@ def _when(value: object) -> datetime | None:
 
 def scanned(found: Signals, given: list[dict[str, Any]], now: datetime) -> Scan:
     """What the receipts say of the bytes the mirror serves: a receipt counts when its
-    `scanned_artifact_digest` is a digest of those bytes and it is fresh (scanned by now,
-    `freshness_expires_at` still ahead); the version has the worst verdict of those."""
+    `scanned_artifact_digest` is one of those digests and it is fresh (scanned by now,
+    `freshness_expires_at` still ahead). Each digest (a PyPI version's each file) needs a
+    receipt that counts: the worst verdict of those, else `absent`."""
     if not found.digests:
-        if any(x is not None and x.state == "unknown"
-               for x in (found.signature, found.provenance, found.digest)):  # fmt: skip
+        told = (found.signature, found.provenance, found.digest)
+        if not found.reachable or any(x is not None and x.state == "unknown" for x in told):
             return Scan("unknown", "the mirror's digest of the bytes could not be learned")
         return Scan("absent", "the mirror gives no digest to join scan receipts to")
     if not given:
         return Scan("absent", "the entry carries no scan receipt")
-    counted: list[tuple[ScanState, str]] = []
-    ends: list[datetime] = []
+    counted: dict[str, list[tuple[ScanState, str, datetime]]] = {d: [] for d in found.digests}
     other = stale = 0
     for receipt in given:
         digest = str(receipt.get("scanned_artifact_digest", "")).lower()
@@ -76,7 +77,7 @@ def scanned(found: Signals, given: list[dict[str, Any]], now: datetime) -> Scan:
         if not _RECEIPT_DIGEST.fullmatch(digest) or verdict not in _VERDICTS:
             other += 1
             continue
-        if digest not in found.digests:
+        if digest not in counted:
             other += 1
             continue
         scanned_at = _when(receipt.get("scanned_at"))
@@ -87,12 +88,18 @@ def scanned(found: Signals, given: list[dict[str, Any]], now: datetime) -> Scan:
         scanner = " ".join(str(receipt.get(k, ""))[:_NAME_CHARS]
                            for k in ("scanner", "scanner_version"))  # fmt: skip
         attestation = str(receipt.get("attestation", "unattested"))[:_NAME_CHARS]
-        ends.append(expires)
-        counted.append((verdict, f"{scanner.strip()} ({attestation}): {verdict} until "
-                                      f"{expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"))  # fmt: skip
-    if not counted:
-        why = f"no receipt counts: {other} over other bytes or malformed, {stale} not fresh"
+        line = f"{scanner.strip()} ({attestation}): {verdict} until {_stamp(expires)}"
+        counted[digest].append((verdict, line, expires))
+    missing = [d for d, found_for in counted.items() if not found_for]
+    if missing:
+        why = (f"no receipt counts for {len(missing)} of the mirror's {len(counted)} digest(s): "
+               f"{other} over other bytes or malformed, {stale} not fresh")  # fmt: skip
         return Scan("absent", why)
-    verdict = _VERDICTS[min(_VERDICTS.index(v) for v, _ in counted)]
-    why = f"{len(counted)} receipt(s) for the mirror's bytes: the worst {verdict}"
-    return Scan(verdict, why, tuple(line for _, line in counted), min(ends))
+    every = [item for items in counted.values() for item in items]
+    verdict = _VERDICTS[min(_VERDICTS.index(v) for v, _, _ in every)]
+    why = f"{len(every)} receipt(s) for the mirror's bytes: the worst {verdict}"
+    return Scan(verdict, why, tuple(line for _, line, _ in every), min(e for _, _, e in every))
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

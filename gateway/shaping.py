@@ -24,12 +24,16 @@ from gateway.signals import (
     NO_SIGNALS,
     NO_STATES,
     SIGNALS,
+    Provenance,
     Signals,
+    Signature,
     Signing,
     State,
+    best,
     bound,
     combined,
     joined,
+    worst,
 )
 
 SCAN = SIGNALS.index("scan")
@@ -79,10 +83,18 @@ def _of_entry(
     if found is None:
         return None
     signature, provenance, digest = found.signature, found.provenance, found.digest
-    if signature is not None and signature.identity is not None:  # keyless: bound
-        signature = bound(signature, server.get("repository"))
-    if provenance is not None:
-        provenance = bound(provenance, server.get("repository"))
+    repository = server.get("repository")
+    if found.answers:  # several: each bound, then the worst (or best) picked
+        pick = best if found.best else worst
+        signatures = [bound(a, repository) for a in found.answers if isinstance(a, Signature)]
+        provenances = [bound(a, repository) for a in found.answers if isinstance(a, Provenance)]
+        signature = pick(signatures) or signature
+        provenance = pick(provenances) or provenance
+    else:
+        if signature is not None and signature.identity is not None:  # keyless: bound
+            signature = bound(signature, repository)
+        if provenance is not None:
+            provenance = bound(provenance, repository)
     if digest is not None:
         digest = joined(digest, package)
     checked = scanned(found, receipts(server), datetime.now(UTC)) if scan else None

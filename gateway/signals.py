@@ -46,7 +46,7 @@ SCAN_ORDER: tuple[ScanState, ...] = (
     "findings", "warnings", "inconclusive", "absent", "unknown", "clean"
 )  # fmt: skip
 SIGNALS = ("signature", "provenance", "digest", "scan")
-SIGNABLE = frozenset({"npm", "pypi", "mcpb"})  # the package types signals are collected for
+SIGNABLE = frozenset({"npm", "pypi", "oci", "mcpb"})  # the types signals are collected for
 Flags = tuple[bool, ...]  # for each of SIGNALS: whether it is collected
 NOTHING: Flags = (False,) * len(SIGNALS)
 NO_STATES: tuple[State | None, ...] = (None,) * len(SIGNALS)
@@ -161,6 +161,11 @@ class Signals:
     # receipts join to
     digests: tuple[str, ...] = ()
     scan: Scan | None = None  # set per entry (`scanned`): the receipts are the entry's
+    # several answers of a kind (an image's signatures, a PyPI version's files), each to be
+    # bound to an entry's repository before the worst (or, `best`, the best) is picked
+    answers: tuple[Signature | Provenance, ...] = ()
+    best: bool = False
+    reachable: bool = True  # False: the mirror could not be asked (nothing is known)
 
     def of_entry(
         self,
@@ -172,7 +177,8 @@ class Signals:
         """These signals as one entry has them (a build makes one per signed version: the
         constructor, several times faster than `dataclasses.replace`)."""
         return Signals(self.source, self.integrity, signature, provenance, self.checked_at,
-                       digest, self.artifacts, self.digests, scan)  # fmt: skip
+                       digest, self.artifacts, self.digests, scan, (), self.best,
+                       self.reachable)  # fmt: skip
 
     def state(self, signal: str) -> State | None:
         found = (
@@ -242,6 +248,7 @@ def unknown(
         Provenance("unknown", why) if provenance else None,
         checked_at,
         Digest("unknown", why) if digest else None,
+        reachable=False,
     )
 
 
@@ -251,12 +258,16 @@ def repository_key(url: str) -> str | None:
     trailing slash or a `git+` scheme prefix (`https://GitHub.com/Acme/Weather.git` is
     `github.com/acme/weather`); on GitHub, whose repositories are `owner/name`, a deeper path
     (`/tree/main/servers/x`, a monorepo's folder) names the same repository. None when it is
-    not an http(s) URL with a path."""
+    not an http(s) URL with a path (or not a URL at all: `https://[x`)."""
     text = url.strip().removeprefix("git+")
-    parts = urlsplit(text)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+    except ValueError:  # an upstream's or a statement's text: anything at all
         return None
-    host = parts.hostname.lower().removeprefix("www.")
+    if parts.scheme not in ("https", "http") or not hostname:
+        return None
+    host = hostname.lower().removeprefix("www.")
     path = parts.path.rstrip("/").strip("/").lower()
     if host == "github.com":
         path = "/".join(path.split("/")[:2])
@@ -309,6 +320,19 @@ def joined(digest: Digest, package: object) -> Digest:
         why = f"the mirror's bytes are {digest.value}, not the entry's fileSha256 {wanted}"
         return replace(digest, state="invalid", why=why)
     return replace(digest, state="verified", why=f"the mirror's bytes are the entry's {wanted}")
+
+
+Answer = TypeVar("Answer", Signature, Provenance)
+
+
+def worst(found: list[Answer]) -> Answer | None:
+    """The answer parts over different bytes give a version: the worst of theirs."""
+    return min(found, key=lambda p: ORDER.index(p.state), default=None)
+
+
+def best(found: list[Answer]) -> Answer | None:
+    """The answer parts over the same bytes give it: the best of theirs."""
+    return max(found, key=lambda p: ORDER.index(p.state), default=None)
 
 
 def combined(states: list[State], signal: str = "signature") -> State:

@@ -21,11 +21,12 @@ from gateway.pacing import Pacer, collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
+from gateway.shapes import Shapes
 from gateway.shaping import Lookup, no_lookup
 from gateway.signals import SIGNALS
 from gateway.stepping import paced
 from gateway.trust import Trust
-from gateway.view import Admission, Decision, Shapes, ViewPolicy
+from gateway.view import Admission, Decision, ViewPolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from gateway.policy import Policy
 from gateway.registries import KNOWN
 from gateway.registries.base import Check
 from gateway.served import CLOSE, Deferred
+from gateway.shapes import Shapes
 from gateway.shaping import (
     AS_RECEIVED,
     NO_FACTS,
@@ -76,54 +77,6 @@ Admission = tuple[ServerJson | Deferred, tuple[str, ...], bytes]
 
 _MIRRORED_KINDS = frozenset(KNOWN)  # the keys of mirrors.yaml by type
 _SHAPINGS: dict[object, int] = {}  # what shapes an entry -> its number (few: views x types)
-# an entry, its shaping key, its facts, the answers' generation
-Kept = tuple[Entry, int, SignalFacts, object]
-
-
-class Shapes:
-    """The shapes of the entry being decided, shared by every view that shapes it alike: the
-    same package types, and the same mirror settings for the registry types it has. A view
-    with its own npm mirror still shares the shapes of PyPI-only and remote-only entries.
-
-    A build decides each entry in every view in turn, so only the current entry's shapes are
-    kept: nothing per entry outlives its decision (an unchanged server keeps its items).
-    """
-
-    def __init__(self) -> None:
-        self._entry: Entry | None = None
-        self._found: dict[object, Shape] = {}
-        self._later: dict[object, Deferred] = {}
-        self._signals: dict[object, SignalFacts] = {}
-        # Signal facts kept from the last build, and those of this one, by `slot` (entry,
-        # shaping key), used again while the mirror answers they read are the same
-        self.last_kept: dict[int, Kept] = {}
-        self.kept: dict[int, Kept] = {}
-
-    def new_build(self) -> None:
-        """What the last build kept is what this one may use; what it does not use is let go."""
-        self.last_kept, self.kept = self.kept, {}
-
-    def of(self, entry: Entry) -> dict[object, Shape]:
-        """The shapes found so far for this entry, by shaping key."""
-        self._current(entry)
-        return self._found
-
-    def later(self, entry: Entry) -> dict[object, Deferred]:
-        """The rewrites deferred until written made so far for this entry, by shaping key."""
-        self._current(entry)
-        return self._later
-
-    def signals(self, entry: Entry) -> dict[object, SignalFacts]:
-        """The npm signal facts found so far for this entry, by shaping key."""
-        self._current(entry)
-        return self._signals
-
-    def _current(self, entry: Entry) -> None:
-        if entry is not self._entry:
-            self._entry = entry
-            self._found = {}
-            self._later = {}
-            self._signals = {}
 
 
 class ViewPolicy:
@@ -286,6 +239,7 @@ class ViewPolicy:
 
     def use(self, lookup: Lookup) -> None:
         """The mirror answers a build (or a command) decides with."""
+        self.shapes.forget()  # found with other answers
         self._lookup, self._last_facts, self._last_states = lookup, (None, NO_FACTS), (None, ())
         self._generation = getattr(lookup, "generation", None)  # None: nothing is kept
         self._now = time.monotonic()

@@ -10,6 +10,7 @@ are manifests of their own.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -159,6 +160,10 @@ def push_all(writer: Writer, setup: SigningSetup, other_ca: SigningSetup) -> Sce
     notation = image("1.7.0")  # Notation: present, never verified
     notation.attach(NOTATION, "application/jose+json", b'{"payload": "..."}')
     expected["1.7.0"] = ("present", "absent")
+    both = image("1.8.0")  # another repository's signature first, then its own: one suffices
+    both.attach(BUNDLE, BUNDLE, bundle(setup, both.subject, repository="evil/tool"))
+    both.attach(BUNDLE, BUNDLE, bundle(setup, both.subject))
+    expected["1.8.0"] = ("verified", "absent")
     return Scenario(expected, digests)
 
 
@@ -174,6 +179,7 @@ class FakeOciRegistry:
         self.tags: dict[str, str] = {}
         self.asked: list[str] = []
         self.down = False
+        self.delay = 0.0  # seconds before each answer
 
     def put_blob(self, repo: str, data: bytes) -> str:
         self.blobs[digest_of(data)] = data
@@ -219,6 +225,8 @@ class FakeOciRegistry:
             self.asked.append(request.path)
             if self.down:
                 return web.Response(status=503)
+            if self.delay:
+                await asyncio.sleep(self.delay)
             response: web.StreamResponse = await handler(request)
             return response
 

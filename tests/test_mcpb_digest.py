@@ -268,3 +268,10 @@ async def test_status_and_metrics_count_served_versions_by_digest_state(gateway:
         'mcp_gateway_view_signal_versions{signal="digest",state="verified",view="default"} 5.0'
         in metrics
     )
+
+
+def test_a_digest_of_encoded_bytes_is_not_the_files() -> None:
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict({"Repr-Digest": f"sha-256=:{b64(b'gz')}:", "Content-Encoding": "gzip"})
+    assert checksum(headers) is None

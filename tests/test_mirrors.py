@@ -17,7 +17,8 @@ from gateway.entry import Splice, json_bytes, parse_item, with_packages
 from gateway.locations import decoded
 from gateway.mirrors import Mirrors, rewrite_packages
 from gateway.registries.oci import OciReference
-from gateway.view import Shapes, ViewPolicy
+from gateway.shapes import Shapes
+from gateway.view import ViewPolicy
 from tests.fakes import server_entry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -121,3 +121,23 @@ async def test_with_the_registry_down_nothing_is_hidden_but_what_a_rule_asks(
     client = await start(tmp_path, make_config, serve, host, scenario)
     assert versions_of(keys(await all_entries(client))) == set(scenario.expected)
     assert versions_of(keys(await all_entries(client, "/views/signed"))) == set()
+
+
+async def test_an_image_whose_answers_take_too_long_is_unknown(
+    registry: tuple[FakeOciRegistry, str, Scenario],
+    tmp_path: Path, make_config: Any, serve: Any,
+) -> None:  # fmt: skip
+    """Each request within `verify.timeout`, all of them together not: one version's signals
+    take at most four times it (an image may need some twenty requests in a row)."""
+    fake, host, _ = registry
+    fake.delay = 0.3
+    client = await start_gateway(
+        tmp_path, make_config, serve, entries(["1.0.0"]),
+        trust={"oci": {"trusted_root": ROOT}},
+        mirrors={"oci": {"ghcr.io": host}, "verify": {"timeout": "0.5s"}},
+        deny={"signature": "invalid"}, view=("signed", {"signature": "verified"}), setup=SETUP,
+    )  # fmt: skip
+    [package] = (await explained(client, SERVER, "1.0.0"))["default"]["packages"]
+    signature = package["signals"]["signature"]
+    assert signature["state"] == "unknown"
+    assert "no answer within 2 s" in signature["why"]

@@ -149,16 +149,19 @@ def test_a_pep_691_page_gives_each_versions_files_sha256_and_provenance() -> Non
     assert found["1.1.0"][0].yanked is True
 
 
-def test_an_html_page_gives_the_sha256_of_each_link() -> None:
+def test_an_html_page_gives_each_links_sha256_provenance_and_yanked_mark() -> None:
     from gateway.registries.base import Check
     from gateway.registries.pypi import PYPI
 
-    page = f'<a href="../../p/{WHEEL}#sha256={SHA256}">w</a><a href="/x/acme-tools-1.0.0.zip">z</a>'
+    page = (
+        f'<a href="../../p/{WHEEL}#sha256={SHA256}" data-provenance="../../p/{WHEEL}.prov">w</a>'
+        '<a href="/x/acme-tools-1.0.0.zip" data-yanked="">z</a>'
+    )
     check = Check("pypi", "https://mirror.example/simple/", "acme-tools", "1.0.0")
     files = PYPI.distributions(page.encode(), "text/html", check)["1.0.0"]
-    assert [(f.filename, f.sha256) for f in files] == [
-        (WHEEL, SHA256),
-        ("acme-tools-1.0.0.zip", None),
+    assert [(f.filename, f.sha256, f.provenance, f.yanked) for f in files] == [
+        (WHEEL, SHA256, f"../../p/{WHEEL}.prov", False),  # PEP 740's data-provenance
+        ("acme-tools-1.0.0.zip", None, None, True),  # PEP 592's data-yanked
     ]
 
 

@@ -71,7 +71,16 @@ def files() -> dict[str, list[File]]:
         # the wheel is attested, the sdist is not: uvx may install either
         "1.5.0": [release("1.5.0"), File(sdist("1.5.0"), b"sdist of 1.5.0")],
         "1.6.0": [release("1.6.0", where="mirror")],  # the mirror serves it itself
+        # two wheels, one published from another repository: invalid, whichever comes first
+        "1.7.0": [release("1.7.0"), evil_wheel("1.7.0")],
+        "1.8.0": [evil_wheel("1.8.0"), release("1.8.0")],
     }  # fmt: skip
+
+
+def evil_wheel(version: str) -> File:
+    """A second wheel of the version, attested, but published from another repository."""
+    name, data = f"acme_tools-{version}-cp311-none-any.whl", f"cp311 wheel of {version}".encode()
+    return File(name, data, provenance(name=name, digest=sha(data), repository="evil/tools"))
 
 
 @dataclass
@@ -203,7 +212,7 @@ async def test_invalid_provenance_is_hidden_and_only_verified_in_the_secure_view
     gateway: Any,
 ) -> None:
     served = versions_of(keys(await all_entries(gateway)))
-    assert served == {"1.0.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0"}  # 1.1.0, 1.2.0: invalid
+    assert served == {"1.0.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0"}  # the others: invalid
     secure = keys(await all_entries(gateway, "/views/secure"))
     assert versions_of(secure) == {"1.0.0", "1.6.0"}
     assert ("io.github.acme/remote", "1.0.0") not in secure  # nothing to attest: absent
@@ -235,6 +244,8 @@ async def test_served_entries_say_what_was_verified_against_which_digest(gateway
         ("1.4.0", "present", "a location trust.yaml does not name"),
         ("1.5.0", "absent", f"{sdist('1.5.0')}: the mirror's index lists no provenance"),
         ("1.6.0", "verified", "published by"),
+        ("1.7.0", "invalid", "not the server's github.com/acme/tools"),
+        ("1.8.0", "invalid", "not the server's github.com/acme/tools"),
     ],
 )
 async def test_each_file_and_broken_copy_gets_its_state_and_explain_says_why(

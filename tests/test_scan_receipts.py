@@ -206,3 +206,30 @@ JSON = st.recursive(
 def test_any_receipts_read_as_a_scan_state(given: list[dict[str, Any]]) -> None:
     found = scanned(MIRROR, given, NOW)
     assert found.state in ("clean", "warnings", "findings", "inconclusive", "absent")
+
+
+def test_npm_binds_receipts_only_to_the_one_sha512_it_checks() -> None:
+    import base64
+
+    sha512 = "sha512-" + base64.b64encode(hashlib.sha512(b"tarball").digest()).decode()
+    sha256 = "sha256-" + base64.b64encode(hashlib.sha256(b"scanned").digest()).decode()
+    other = "sha512-" + base64.b64encode(hashlib.sha512(b"other").digest()).decode()
+    assert integrity_digests(f"{sha256} {sha512}") == integrity_digests(sha512)  # npm: sha512
+    assert integrity_digests(f"{sha512} {other}") == ()  # two: either could be installed
+
+
+def test_every_file_of_a_version_needs_a_receipt_that_counts() -> None:
+    wheel, sdist = f"sha256:{sha(b'wheel')}", f"sha256:{sha(b'sdist')}"
+    files = Signals("m", None, None, None, NOW, digests=(wheel, sdist))
+    one = scanned(files, [receipt(b"wheel", "clean")], NOW)
+    assert one.state == "absent"
+    assert "1 of the mirror's 2 digest(s)" in one.why
+    both = scanned(files, [receipt(b"wheel", "clean"), receipt(b"sdist", "warnings")], NOW)
+    assert both.state == "warnings"
+
+
+def test_a_mirror_that_could_not_be_asked_is_unknown_whatever_was_collected() -> None:
+    from gateway.signals import unknown
+
+    down = unknown("m", "the mirror: HTTP 503", NOW, False, False)  # npm read for digests alone
+    assert scanned(down, [receipt(b"a", "clean")], NOW).state == "unknown"

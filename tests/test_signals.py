@@ -773,6 +773,36 @@ def test_signals_kept_between_builds_follow_every_changed_or_stale_answer(tmp_pa
     assert {check.version for check in snapshot.pending} == {"1.0.0"}
 
 
+def test_a_catalog_of_one_entry_is_decided_anew_when_its_answers_change(tmp_path: Path) -> None:
+    """The entry a build decides last is the one the next decides first: what was worked out
+    for it must not outlive its build (a one-server catalog showed it)."""
+    from gateway.catalog import Origin
+    from gateway.entry import parse_item
+    from gateway.merge import Source
+    from gateway.snapshot import Builder
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path / "config",
+                          {"upstreams": [file_upstream(tmp_path / "data", "official", [])]})  # fmt: skip
+    directory = config.directory
+    write_yaml(directory / "trust.yaml", {"npm": {"mirror_keys": True}})
+    write_yaml(directory / "mirrors.yaml", {"npm": "https://mirror.example/npm/"})
+    write_yaml(directory / "policy.yaml", {"rules": [{"deny": {"signature": "invalid"}}]})
+    config = load_config(directory)
+    now = datetime.now(UTC)
+    [item] = [e for e in entries() if e["server"]["name"] == SERVER][:1]
+    source = Source("official", [parse_item(item, seen_at=now)])
+    origins = {"official": Origin("official", now)}
+    builder = Builder(config)
+    nothing_yet = builder.build([source], origins, now)  # no answers: asked for
+    assert {check.version for check in nothing_yet.pending} == {"1.0.0"}
+    answers = Answers()
+    answers.set("1.0.0", "invalid")
+    answered = builder.build([source], origins, datetime.now(UTC), answers)
+    assert not answered.pending
+    assert [i.version for i in answered.views["default"].every.items] == []  # hidden
+
+
 # -- what a hostile or changing mirror cannot do --------------------------------------------------
 
 
@@ -911,3 +941,31 @@ async def test_a_mirror_back_from_an_outage_is_asked_again_within_its_minute(
             break
         await asyncio.sleep(0.05)
     assert versions_of(keys(await all_entries(client, "/views/payments"))) == {"1.0.0"}
+
+
+def test_a_repository_that_is_not_a_url_binds_nothing_and_stops_nothing() -> None:
+    assert repository_key("https://[x/acme") is None
+    verified = Provenance("verified", "built by", "https://github.com/acme/weather")
+    assert bound(verified, {"url": "https://[x/acme"}).state == "present"
+    claimed = Provenance("verified", "built by", "https://[x")
+    assert bound(claimed, REPOSITORY).state == "invalid"
+
+
+def test_a_job_that_fails_unforeseen_is_unknown_and_its_batch_answered() -> None:
+    from gateway.provenance import verify_all
+
+    good = ("signature", NAME, "1.0.0", _dist(b"x"), None)
+    broken = ("signature", NAME, "1.0.0", None, None)  # not a Dist: raises inside
+    answers = verify_all([broken, good])
+    assert answers[0].state == "unknown"
+    assert answers[0].why.startswith("not verified: AttributeError")
+    assert answers[1].state in ("absent", "present", "invalid", "verified")
+
+
+def test_bundles_go_to_the_helper_bounded_in_count_and_bytes() -> None:
+    from gateway.collecting import _BATCH, _BATCH_BYTES, _batches
+
+    big = [("oci", b"x" * (_BATCH_BYTES // 3), "d", None, ()) for _ in range(7)]
+    assert [len(b) for b in _batches(big)] == [3, 3, 1]
+    small = [("signature", NAME, "1", None, None)] * (_BATCH + 1)
+    assert [len(b) for b in _batches(small)] == [_BATCH, 1]

@@ -54,20 +54,27 @@ def file_versions(name: str, filenames: Iterable[str]) -> set[str]:
 
 
 class _Links(HTMLParser):
-    """The file names an HTML simple page links to (and the `#sha256=` of each)."""
+    """The file names an HTML simple page links to, with the `#sha256=` of each and its
+    PEP 740 `data-provenance` URL and PEP 592 `data-yanked` mark."""
 
     def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
         self.hashes: list[str | None] = []
+        self.provenance: list[str | None] = []
+        self.yanked: list[bool] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
-            href = dict(attrs).get("href") or ""
+            found = dict(attrs)
+            href = found.get("href") or ""
             path, _, fragment = href.partition("#")
             self.names.append(path.rstrip("/").rsplit("/", 1)[-1])
             algorithm, _, value = fragment.partition("=")
             self.hashes.append(value.lower() if algorithm == "sha256" else None)
+            provenance = found.get("data-provenance")
+            self.provenance.append(provenance if provenance and len(provenance) <= 4096 else None)
+            self.yanked.append("data-yanked" in found)
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -85,8 +92,10 @@ def _files(body: bytes, content_type: str) -> list[PypiFile]:
     if "json" not in content_type:
         parser = _Links()
         parser.feed(body.decode("utf-8", "replace"))
-        return [PypiFile(name, _sha256(sha), None, False)
-                for name, sha in zip(parser.names, parser.hashes, strict=True)]  # fmt: skip
+        return [PypiFile(name, _sha256(sha), provenance, yanked)
+                for name, sha, provenance, yanked in zip(parser.names, parser.hashes,
+                                                         parser.provenance, parser.yanked,
+                                                         strict=True)]  # fmt: skip
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
