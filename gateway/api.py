@@ -293,6 +293,12 @@ class Later:
         return rendered
 
 
+def etag_matches(header: str, etags: tuple[str, ...]) -> bool:
+    """Whether an `If-None-Match` header names one of these ETags (weak or not), or `*`."""
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in candidates or any(etag in candidates for etag in etags)
+
+
 def check_method(method: str) -> None:
     if method not in READ_METHODS:
         raise MethodNotAllowed("this registry is read-only: it serves discovery data only")

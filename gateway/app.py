@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway import isolated
 from gateway.accounts import Explained
 from gateway.admin import handle_admin
-from gateway.api import Api, Rendered, check_method, elsewhere, reject_nul
+from gateway.api import Api, Rendered, check_method, elsewhere, etag_matches, reject_nul
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.errors import (
     FieldError,
@@ -51,6 +51,7 @@ from gateway.web import (
     catalog_page,
     message_page,
     server_page,
+    views_document,
 )
 
 log = structlog.get_logger("gateway.http")
@@ -194,11 +195,6 @@ def _preflight(request: web.BaseRequest) -> web.Response:
     return response
 
 
-def _etag_matches(header: str, etags: tuple[str, ...]) -> bool:
-    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
-    return "*" in candidates or any(etag in candidates for etag in etags)
-
-
 def respond(request: web.BaseRequest, rendered: Rendered) -> web.Response:
     """Write a rendered body with ETag/304 and gzip negotiation."""
     request_headers = request.headers
@@ -207,7 +203,7 @@ def respond(request: web.BaseRequest, rendered: Rendered) -> web.Response:
     )
     etag = rendered.gzip_etag if gzip_ok else rendered.etag
     if_none_match = request_headers.get("If-None-Match")
-    if if_none_match and _etag_matches(if_none_match, (rendered.etag, etag)):
+    if if_none_match and etag_matches(if_none_match, (rendered.etag, etag)):
         return web.Response(status=304, headers=rendered.not_modified(etag))
     if gzip_ok:
         return web.Response(body=rendered.gzipped(), headers=rendered.gzip_headers)
@@ -268,6 +264,10 @@ async def _page(
         if config.gateway.admin_token is None:
             return _message("Not found", "The operators' page is off: set admin_token.", views, 404)
         return _html(admin_page())
+    if page.endpoint == "views":
+        described = {name: settings.description for name, settings in config.views.items()}
+        body = views_document(described, str(request.url.origin()))
+        return web.Response(body=body, content_type="application/json")
     if page.endpoint == "redirect":
         query = request.raw_path.partition("?")[2]
         location = f"{page.name}?{query}" if query else f"{page.name}"
@@ -299,9 +299,11 @@ async def _view_page(
     namespace = config.gateway.meta_namespace
     if page.endpoint == "catalog":
         origin = str(request.url.origin())
+        own = config.views.get(page.view)
         made = functools.partial(
-            catalog_page, view, page.view, request.query, views, namespace, origin
-        )
+            catalog_page, view, page.view, request.query, views, namespace, origin,
+            description=own.description if own is not None else "",
+        )  # fmt: skip
         try:
             return _html(made(Allowance(ON_LOOP)))
         except OverAllowance:  # a search longer than the loop gives one request

@@ -9,6 +9,7 @@ prefix. Tried in this order:
     path                                            area   endpoint                 methods
     /healthz  /readyz  /metrics                     probe  healthz readyz metrics   any
     /  /views/<view>/                               page   catalog                  GET HEAD
+    /views  /views/                                 page   views (JSON)             GET HEAD
     /views/<view>                                   page   redirect (to .../)       GET HEAD
     [/views/<view>]/server/<name>                   page   server                   GET HEAD
     /admin/                                         page   admin                    GET HEAD
@@ -80,6 +81,8 @@ def _page(raw_path: str) -> Route | None:
         return Route(DEFAULT_VIEW, "catalog", area="page")
     if raw_path == "/admin/":
         return Route(DEFAULT_VIEW, "admin", area="page")
+    if raw_path in ("/views", "/views/"):
+        return Route(DEFAULT_VIEW, "views", area="page")
     if raw_path.startswith("/_ui/"):
         return Route(DEFAULT_VIEW, "asset", raw_path[len("/_ui/") :], area="page")
     view, rest = DEFAULT_VIEW, raw_path

@@ -3,7 +3,8 @@ operators' page (`/admin/`).
 
 Server-rendered HTML with every value escaped (descriptions come from strangers), a little plain
 JavaScript served from `/_ui/` (copy buttons; the operators' page), and a strict
-Content-Security-Policy: no inline script or style, images only from https.
+Content-Security-Policy: no inline script or style, images only from the gateway (server icons
+are placeholders: a browser contacts no third party).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gateway.install import Install, installs
 from gateway.pacing import Allowance
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 PAGE_HEADERS = {
@@ -85,20 +86,42 @@ def _https(url: object) -> str | None:
 
 
 def _icon(server: dict[str, Any]) -> str:
-    for icon in server.get("icons") or []:
-        src = _https(icon.get("src")) if isinstance(icon, dict) else None
-        if src:
-            return f'<img class="icon" src="{esc(src)}" alt="" loading="lazy">'
-    return ""
+    """A neutral placeholder, the first letter of the server's title: a server's own icon is on
+    a third-party host, which every developer's browser would contact (and which is not there
+    offline). The Content-Security-Policy allows images from the gateway alone."""
+    title = str(server.get("title") or server.get("name") or "?").strip()
+    shown = title.rsplit("/", 1)[-1][:1].upper() if title else "?"
+    return f'<span class="icon" aria-hidden="true">{esc(shown or "?")}</span>'
+
+
+def views_document(described: Mapping[str, str], origin: str) -> bytes:
+    """`/views`: each view's name, description and the registry URL to give an IDE (the
+    default view first)."""
+    listed = [{"name": DEFAULT_VIEW, "description": "every server policy.yaml allows",
+               "url": origin}]  # fmt: skip
+    listed.extend({"name": name, "description": text, "url": origin + view_base(name).rstrip("/")}
+                  for name, text in described.items())  # fmt: skip
+    return orjson.dumps({"views": listed})
 
 
 def _view_label(view: str) -> str:
     return "all servers" if view == DEFAULT_VIEW else view
 
 
-def _page(title: str, body: str, views: Iterable[str], *, script: str = "catalog.js") -> bytes:
+def _page(
+    title: str,
+    body: str,
+    views: Iterable[str],
+    *,
+    script: str = "catalog.js",
+    active: str | None = None,
+) -> bytes:
     links = " ".join(
-        f'<a href="{esc(view_base(view))}">{esc(_view_label(view))}</a>' for view in views
+        f'<a href="{esc(view_base(view))}" aria-current="page" class="active">'
+        f"{esc(_view_label(view))}</a>"
+        if view == active
+        else f'<a href="{esc(view_base(view))}">{esc(_view_label(view))}</a>'
+        for view in views
     )
     nav = f"Views: {links}" if views else '<a href="/">The catalog</a>'
     return (
@@ -189,6 +212,7 @@ def catalog_page(
     namespace: str,
     origin: str,
     allowance: Allowance,
+    description: str = "",
 ) -> bytes:
     """The servers a view serves (their latest versions), searchable by name, 50 a page. A
     search steps `allowance` as it goes (`OverAllowance` past it)."""
@@ -236,7 +260,8 @@ def catalog_page(
         params = {"after": chosen[-1].name, **({"q": search} if search else {})}
         href = f"{base}?{urlencode(params)}"
         pager = f'<div class="pager"><span></span><a href="{esc(href)}">Next page</a></div>'
-    return _page(title, form + summary + cards + pager, views)
+    about = f'<p class="view-description">{esc(description)}</p>' if description else ""
+    return _page(title, about + form + summary + cards + pager, views, active=view_name)
 
 
 def _reason(verdict: Verdict) -> str:
@@ -314,7 +339,7 @@ def server_page(
         "<th>Status</th><th>Published</th><th>Here</th><th>Deciding rules</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
-    return _page(name, "".join(parts), views)
+    return _page(name, "".join(parts), views, active=view_name)
 
 
 def message_page(title: str, text: str, views: list[str]) -> bytes:

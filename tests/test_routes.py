@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.config import DEFAULT_VIEW
 from gateway.errors import NotFound
 from gateway.routes import Route, resolve
 
@@ -54,7 +55,7 @@ def test_every_area_resolves_from_one_table(method: str, path: str, route: Route
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/server/"), ("POST", "/"), ("GET", "/views/"), ("GET", "/ping"),
+    [("GET", "/server/"), ("POST", "/"), ("GET", "/ping"),
      ("GET", "/v0.1/servers/a/versions/1/x"), ("GET", "/v0.1/servers//versions"),
      ("GET", "/nothing")],
 )  # fmt: skip
@@ -100,3 +101,8 @@ def test_any_path_resolves_or_is_not_found(path: str) -> None:
     except NotFound:
         return
     assert route.area in {"probe", "page", "admin", "api"}
+
+
+@pytest.mark.parametrize("path", ["/views", "/views/"])
+def test_the_list_of_views_is_a_page(path: str) -> None:
+    assert resolve("GET", path) == Route(DEFAULT_VIEW, "views", area="page")

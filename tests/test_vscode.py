@@ -198,21 +198,30 @@ class Workbench:
         return last
 
     async def install(self, title: str, name: str) -> dict[str, Any]:
-        """ "Install in Workspace" on a listed server: its entry in the mcp.json written."""
+        """Install in Workspace, from the server's details: its entry in the mcp.json written
+        (the click is made again if nothing was written after a while: a busy machine)."""
         rows = await self.mcp(title, expect=title)
         assert any(row.startswith(title + "\n") for row in rows), rows
-        row = self.page.locator(".extensions-viewlet .monaco-list-row").filter(has_text=title)
-        await row.first.click(button="right")
-        menu = self.page.locator(".monaco-menu .action-label", has_text="Install in Workspace")
-        await menu.first.click()
+        page = self.page
+        await (
+            page.locator(".extensions-viewlet .monaco-list-row")
+            .filter(has_text=title)
+            .first.click()
+        )
+        editor = page.locator(".extension-editor").filter(has_text=title).first
+        await editor.wait_for(timeout=30_000)
+        button = editor.locator(".action-label", has_text="Install in Workspace").first
         written = self.workspace / ".vscode" / "mcp.json"
-        for _ in range(80):
-            await asyncio.sleep(0.25)
-            found = _servers(written.read_text()) if written.exists() else {}
-            if name in found:
-                entry: dict[str, Any] = found[name]
-                return entry
-        raise AssertionError(f"{title}: VS Code wrote no mcp.json entry for {name}")
+        for _attempt in range(3):
+            await button.click()
+            for _ in range(60):
+                await asyncio.sleep(0.25)
+                found = _servers(written.read_text()) if written.exists() else {}
+                if name in found:
+                    entry: dict[str, Any] = found[name]
+                    return entry
+        shown = written.read_text() if written.exists() else "(none)"
+        raise AssertionError(f"{title}: VS Code wrote no mcp.json entry for {name}: {shown}")
 
 
 def _servers(text: str) -> dict[str, Any]:

@@ -114,8 +114,20 @@ async def test_the_catalog_lists_latest_versions_with_mirror_install_commands(cl
     assert "needs WEATHER_API_KEY" in seen
     assert re.search(r'class="badge deprecated">deprecated<', markup)
     assert "https://mcp.example.com/mcp" in seen  # a remote, with its transport
-    assert 'src="https://acme.example.com/icon.png"' in markup
     assert "MCP registry URL for your IDE" in seen
+
+
+async def test_no_page_makes_a_browser_fetch_from_a_third_party(client: Any) -> None:
+    """Server icons are on their publishers' hosts: every developer's browser would contact
+    them (and they are not there offline). The pages show a placeholder instead, and their
+    policy allows images from the gateway alone."""
+    for path in ("/", "/?q=weather", "/server/io.github.acme/weather"):
+        answer = await client.get(path)
+        markup = await answer.text()
+        assert "acme.example.com/icon.png" not in markup
+        assert not re.search(r"<img[^>]+src=\"https?://", markup)
+        assert re.search(r'<span class="icon" aria-hidden="true">A</span>', markup)
+        assert "img-src 'self';" in answer.headers["Content-Security-Policy"]
 
 
 async def test_descriptions_from_strangers_are_text(client: Any) -> None:
@@ -237,3 +249,26 @@ async def test_the_mirror_verification_result_is_shown(
     assert "mirror: missing" in seen  # 1.1.0, the latest, never reached the mirror
     older = text_of(await page(client, "/server/io.github.acme/weather"))
     assert f"npx -y --registry {mirror.url}/npm/ @acme/weather@1.1.0" in older
+
+
+async def test_views_are_listed_for_people_and_for_programs(client: Any) -> None:
+    answer = await client.get("/views")
+    assert answer.status == 200
+    assert answer.content_type == "application/json"
+    origin = str(client.make_url("")).rstrip("/")
+    assert await answer.json() == {"views": [
+        {"name": "default", "description": "every server policy.yaml allows", "url": origin},
+        {"name": "payments",
+         "description": "What the payments teams may install: nothing from io.github.evil.",
+         "url": f"{origin}/views/payments"},
+    ]}  # fmt: skip
+    assert (await (await client.get("/views/")).json()) == (
+        await (await client.get("/views")).json()
+    )
+    markup = await page(client, "/views/payments/")
+    assert re.search(r'<a href="/views/payments/" aria-current="page" class="active">payments</a>',
+                     markup)  # fmt: skip
+    assert "What the payments teams may install: nothing from io.github.evil." in text_of(markup)
+    home = await page(client, "/")
+    assert re.search(r'<a href="/" aria-current="page" class="active">all servers</a>', home)
+    assert 'href="/views/payments/" aria-current' not in home

@@ -84,6 +84,7 @@ def write_web_config(
             "oci": {"ghcr.io": "registry.example.com/ghcr"},
         },
         "views/payments.yaml": {
+            "description": "What the payments teams may install: nothing from io.github.evil.",
             "rules": [{"deny": {"name": "io.github.evil/*"}}],
             "mirrors": {"npm": PAYMENTS_NPM},
         },
