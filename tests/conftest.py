@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,25 @@ async def mirror() -> AsyncIterator[FakeMirror]:
     async with loopback(fake.app()) as url:
         fake.url = url
         yield fake
+
+
+CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium") or ""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium through Playwright (no browser download): skipped where it is not
+    installed, a failure on CI (`.ci/run` installs it)."""
+    if not CHROMIUM or not Path(CHROMIUM).exists():
+        reason = "Chromium is not installed: apt-get install chromium (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        await launched.close()

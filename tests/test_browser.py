@@ -8,8 +8,6 @@ docs/screenshots/ (the README links them).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,26 +22,8 @@ from tests.web_catalog import ADMIN_TOKEN, HOSTILE, NPM_MIRROR, write_web_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(120)]
 
-CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium") or ""
 SCREENSHOTS = REPO / "docs" / "screenshots"
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM or not Path(CHROMIUM).exists():
-        reason = "Chromium is not installed: apt-get install chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture

