@@ -355,7 +355,11 @@ def admin_page() -> bytes:
         '<input id="token" type="password" autocomplete="off" required></label>'
         '<button type="submit">Sign in</button>'
         '<p id="login-error" class="error" role="alert" hidden></p></form>'
-        '<section id="dashboard" hidden><p><button id="logout" type="button">Sign out</button></p>'
+        '<section id="dashboard" hidden>'
+        '<div id="config-alert" class="alert" role="alert" hidden><strong>The last config '
+        "reload was refused; the gateway serves the config before it. Each mistake:</strong>"
+        '<ul id="config-issues"></ul></div>'
+        '<p><button id="logout" type="button">Sign out</button></p>'
         "<h2>Upstreams</h2>"
         '<div class="table-wrap"><table><thead><tr><th>Upstream</th><th>Last success</th>'
         "<th>Data age</th><th>Breaker</th><th>Freshness</th><th>Entries</th><th>Skipped</th>"

@@ -186,3 +186,30 @@ async def test_the_pages_fit_a_phone(browser: Any, site: tuple[str, Any]) -> Non
     assert await _fits(page)
     assert problems == []
     await context.close()
+
+
+async def test_a_refused_config_is_an_alert_with_each_mistake_on_its_line(
+    browser: Any, site: tuple[str, Any], tmp_path: Path
+) -> None:
+    import aiohttp
+
+    base, _ = site
+    (tmp_path / "config" / "policy.yaml").write_text(
+        "default: allw\nmin_age: 72\n", encoding="utf-8"
+    )
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with session.post(f"{base}/admin/reload", headers=headers) as answer:
+            assert answer.status == 400  # refused; the config before it is served
+    context, page, problems = await _page(browser)
+    await page.goto(base + "/admin/")
+    await page.fill("#token", ADMIN_TOKEN)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#config-alert:not([hidden])")
+    mistakes = await page.locator("#config-issues li").all_inner_texts()
+    assert len(mistakes) == 2
+    assert any(line.startswith("policy.yaml: default:") for line in mistakes)
+    assert any("min_age" in line for line in mistakes)
+    await page.screenshot(path=str(SCREENSHOTS / "admin-refused-config.png"))
+    assert problems == []
+    await context.close()

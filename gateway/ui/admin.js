@@ -128,11 +128,24 @@ async function load() {
   $("login").hidden = true;
   $("dashboard").hidden = false;
   $("status-line").textContent = `Version ${status.version}; catalog built ` +
-    `${status.snapshotBuiltAt || "not yet"} in ${status.snapshotBuildMs ?? "-"} ms` +
-    (status.config.reloadError ? `; last config reload refused: ${status.config.reloadError}` : "");
+    `${status.snapshotBuiltAt || "not yet"} in ${status.snapshotBuildMs ?? "-"} ms`;
+  renderConfigAlert(status.config.reloadError);
   renderUpstreams(status.upstreams);
   renderViews(status.views);
   renderCharts(status.upstreams, Date.now());
+}
+
+// A refused config: an alert at the top, each mistake on its own line (the gateway's
+// message lists one per line).
+function renderConfigAlert(refused) {
+  const list = $("config-issues");
+  list.replaceChildren();
+  for (const line of (refused || "").split("\n").filter((l) => l.trim())) {
+    const item = document.createElement("li");
+    item.textContent = line;
+    list.appendChild(item);
+  }
+  $("config-alert").hidden = !refused;
 }
 
 function showLogin(message) {
