@@ -150,7 +150,7 @@ def code_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodeServer
 
 
 class Workbench:
-    """One VS Code window on a workspace, its gallery set to `gallery`."""
+    """One VS Code window on a workspace (its gallery: the user settings the fixture wrote)."""
 
     def __init__(self, page: Any, workspace: Path) -> None:
         self.page = page
