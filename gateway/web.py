@@ -26,7 +26,7 @@ from gateway.catalog import Item, ViewCatalog
 from gateway.config import DEFAULT_VIEW
 from gateway.entry import OFFICIAL, format_timestamp
 from gateway.explain import Explanation, Verdict
-from gateway.install import Install, installs
+from gateway.install import Install, ide_entry, installs, mcp_json, vscode_link
 from gateway.pacing import Allowance
 
 CSP = (
@@ -161,6 +161,21 @@ def _install_list(found: list[Install]) -> str:
     return f'<ul class="install">{"".join(rows)}</ul>' if rows else "<p>Nothing to install.</p>"
 
 
+def _for_ides(name: str, server: dict[str, Any]) -> str:
+    """VS Code's install link and the mcp.json to paste, both running from the mirror."""
+    found = ide_entry(server)
+    if found is None:
+        return ""
+    entry, inputs = found
+    snippet = mcp_json(name, entry, inputs)
+    return (
+        f'<p><a class="vscode" href="{esc(vscode_link(name, entry, inputs))}">Install in VS Code'
+        "</a></p><h3>Or add it to <code>.vscode/mcp.json</code></h3>"
+        f'<pre class="snippet"><code>{esc(snippet)}</code></pre>'
+        f'<button class="copy" type="button" data-copy="{esc(snippet)}">Copy</button>'
+    )
+
+
 Parsed = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
@@ -247,10 +262,20 @@ def catalog_page(
         '<button type="submit">Search</button></form>'
     )
     found = "matching" if search else "served in this view"
+    registry = origin + base.rstrip("/")
+    setting = '"chat.mcp.gallery.serviceUrl": ' + orjson.dumps(registry).decode()
     summary = (
         f'<p class="summary">Servers {found}{" " + esc(repr(search)) if search else ""}; '
         f"install commands point at this organisation's package mirrors. "
-        f"MCP registry URL for your IDE: <code>{esc(origin + base.rstrip('/'))}</code></p>"
+        f"MCP registry URL for your IDE: <code>{esc(registry)}</code> "
+        f'<button class="copy" type="button" data-copy="{esc(registry)}">Copy</button></p>'
+        '<details class="ide-setup"><summary>Where to paste it</summary><ul>'
+        "<li>VS Code (desktop, web) user settings: "
+        f"<code>{esc(setting)}</code> "
+        f'<button class="copy" type="button" data-copy="{esc(setting)}">Copy</button></li>'
+        "<li>Desktop VS Code, managed by policy: <code>McpGalleryServiceUrl</code> set to the URL"
+        "</li><li>GitHub Copilot (organisation or enterprise settings): MCP Registry URL set to "
+        "the URL</li></ul></details>"
     )
     cards = "".join(_card(view, item, base, namespace) for item in chosen)
     if not chosen:
@@ -311,6 +336,7 @@ def server_page(
             f'<p class="name"><code>{esc(name)}</code> {" ".join(links)}</p>'
             f'<p class="description">{esc(server.get("description"))}</p>'
             f"<h3>Install version {esc(latest.version)}</h3>{_install_list(installs(server, ours))}"
+            + _for_ides(name, server)
         )
     else:
         parts.append(f"<p>This view serves no version of <code>{esc(name)}</code>.</p>")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.app import REFRESHER
 from gateway.install import package_command
@@ -272,3 +275,60 @@ async def test_views_are_listed_for_people_and_for_programs(client: Any) -> None
     home = await page(client, "/")
     assert re.search(r'<a href="/" aria-current="page" class="active">all servers</a>', home)
     assert 'href="/views/payments/" aria-current' not in home
+
+
+async def test_a_server_page_installs_in_vscode_from_the_mirror(client: Any) -> None:
+    """VS Code's install link and the mcp.json to paste name the same command, from the
+    mirror, and ask for the secret rather than carry it."""
+    from urllib.parse import unquote
+
+    markup = await page(client, "/server/io.github.acme/weather")
+    entry = {
+        "type": "stdio", "command": "npx",
+        "args": ["-y", "--registry", NPM_MIRROR, "@acme/weather@1.1.0"],
+        "env": {"WEATHER_API_KEY": "${input:WEATHER_API_KEY}"},
+    }  # fmt: skip
+    inputs = [{"id": "WEATHER_API_KEY", "type": "promptString",
+               "description": "WEATHER_API_KEY", "password": True}]  # fmt: skip
+    link = re.search(r'<a class="vscode" href="vscode:mcp/install\?([^"]+)">', markup)
+    assert link is not None
+    configuration = json.loads(unquote(html.unescape(link[1])))
+    assert configuration == {"name": "io.github.acme/weather", **entry, "inputs": inputs}
+    snippet = re.search(r'<pre class="snippet"><code>(.*?)</code></pre>', markup, re.S)
+    assert snippet is not None
+    assert json.loads(html.unescape(snippet[1])) == {
+        "servers": {"io.github.acme/weather": entry}, "inputs": inputs}  # fmt: skip
+
+
+async def test_the_catalog_says_where_to_paste_its_registry_url(client: Any) -> None:
+    markup = await page(client, "/views/payments/")
+    url = str(client.make_url("/views/payments")).rstrip("/")
+    assert f'data-copy="{url}"' in markup
+    setting = html.escape(f'"chat.mcp.gallery.serviceUrl": "{url}"', quote=True)
+    assert f'data-copy="{setting}"' in markup
+    assert "McpGalleryServiceUrl" in markup
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["registryType", "identifier", "version", "registryBaseUrl",
+                                       "environmentVariables", "name", "isSecret", "url",
+                                       "type", "description"]), children, max_size=6),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@given(st.dictionaries(st.sampled_from(["packages", "remotes"]), JSON, max_size=2))
+def test_any_server_gives_a_safe_ide_entry_or_none(server: dict[str, Any]) -> None:
+    from gateway.install import _ENV_NAME, ide_entry, mcp_json, vscode_link
+
+    found = ide_entry(server)
+    if found is None:
+        return
+    entry, inputs = found
+    assert entry["type"] in ("stdio", "http", "sse")
+    assert all(_ENV_NAME.fullmatch(name) for name in entry.get("env", {}))
+    assert [i["id"] for i in inputs] == list(entry.get("env", {}))
+    assert json.loads(mcp_json("n", entry, inputs))["servers"]["n"] == entry
+    assert vscode_link("n", entry, inputs).startswith("vscode:mcp/install?%7B")

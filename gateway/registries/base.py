@@ -140,6 +140,12 @@ class Ecosystem:
     def command(self, package: Package) -> str | None:
         """The shell command for a served package; None when a field (from upstream data) is
         not one the command can carry safely. Values are shell-quoted where they need it."""
+        argv = self.argv_of(package)
+        return shlex.join(argv) if argv is not None else None
+
+    def argv_of(self, package: Package) -> list[str] | None:
+        """The command for a served package as words (what an IDE's mcp.json holds); None
+        when a field (from upstream data) is not one the command can carry safely."""
         identifier = str(package.get("identifier", ""))
         version = str(package.get("version") or "")
         base = str(package.get("registryBaseUrl") or "")
@@ -147,7 +153,7 @@ class Ecosystem:
             return None
         if version and (not fits(VERSION, version) or version == "latest"):
             return None
-        return shlex.join(self.argv(identifier, version, base))
+        return self.argv(identifier, version, base)
 
 
 @functools.cache
