@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -136,8 +137,9 @@ def running(
     it afterwards. Its output goes to `log`, never to a pipe nobody reads."""
     with log.open("wb") as output:
         process = subprocess.Popen(
-            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
-        )
+            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+            start_new_session=True,  # its own process group: its children are stopped with it
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not _answers(ready_url):
@@ -152,13 +154,17 @@ def running(
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
+    """Stop a server and every process it started (code-server's extension host, for one)."""
+    for signal_number, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal_number)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=wait)
+            break
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            continue
+    with contextlib.suppress(ProcessLookupError):  # what outlived its parent
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
