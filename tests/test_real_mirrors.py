@@ -34,10 +34,10 @@ import orjson
 import pytest
 import yaml
 
-from gateway.app import REFRESHER
 from gateway.loader import load_config
 from tests.conftest import file_upstream
 from tests.fakes import OFFICIAL, server_entry
+from tests.trusted import settle
 
 pytestmark = [pytest.mark.mirrors, pytest.mark.slow]
 
@@ -382,18 +382,8 @@ async def start_gateway(
     config = make_config(name, upstreams=[upstream], access_log=False)
     (config.directory / "mirrors.yaml").write_text(yaml.safe_dump(mirrors), encoding="utf-8")
     client = await serve(load_config(config.directory))
-    await verify_now(client)
+    await settle(client)
     return client
-
-
-async def verify_now(client: Any) -> None:
-    """Ask the mirrors what the served catalog needs (results that expired included), then
-    serve the answers: deterministic, whatever the background rounds did meanwhile."""
-    refresher = client.app[REFRESHER]
-    await refresher.rebuild_now()  # its pending checks are what `verify()` asks
-    await refresher.verify()
-    snapshot = await refresher.rebuild_now()
-    assert not snapshot.pending, "every mirror check should have an answer now"
 
 
 async def served(client: Any, name: str, version: str) -> dict[str, Any] | None:
@@ -594,7 +584,7 @@ async def test_mirror_that_goes_down_turns_unknown_and_enforce_keeps_serving(
         assert gateway_meta(before)["verification"] == "available"
         assert await served_versions(client, SERVER) == [PUBLISHED]
     await asyncio.sleep(ttl + 0.2)  # the results expire; the mirror is gone
-    await verify_now(client)
+    await settle(client)
 
     after = await served(client, SERVER, PUBLISHED)
     assert after is not None

@@ -913,8 +913,9 @@ async def test_a_mirror_back_from_an_outage_is_asked_again_within_its_minute(
     """Unknown answers are kept a minute (here a fifth of a second), then asked again without
     waiting for an upstream change or `ttl`: a view admitting only verified provenance serves
     again soon after its mirror is back."""
-    monkeypatch.setattr("gateway.verify.UNKNOWN_TTL", 0.2)
-    monkeypatch.setattr("gateway.npm_trust.UNKNOWN_TTL", 0.2)
+    monkeypatch.setattr("gateway.verify.UNKNOWN_TTL", 0.2)  # mirror checks
+    monkeypatch.setattr("gateway.collecting.UNKNOWN_TTL", 0.2)  # the signals collected
+    monkeypatch.setattr("gateway.npm_trust.UNKNOWN_TTL", 0.2)  # the mirror's registry keys
     signed_mirror.down = True
     upstream = file_upstream(tmp_path / "data", "official", entries())
     config = make_config(upstreams=[upstream], admin_token="tok3n", access_log=False)
