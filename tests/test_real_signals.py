@@ -39,8 +39,8 @@ from tests.test_real_mirrors import (
     running,
     tool_env,
     verdaccio_config,
-    verify_now,
 )
+from tests.trusted import settle
 
 pytestmark = [pytest.mark.mirrors, pytest.mark.slow]
 
@@ -204,7 +204,7 @@ async def test_the_gateway_verifies_what_verdaccio_serves(
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(yaml.safe_dump(document), encoding="utf-8")
     client = await serve(load_config(directory))
-    await verify_now(client)
+    await settle(client)
 
     async def versions(base: str = "") -> list[str]:
         answer = await client.get(f"{base}/v0.1/servers/{quote(SERVER, safe='')}/versions")
