@@ -38,6 +38,7 @@ from gateway.errors import (
 from gateway.loader import load_config
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
+from gateway.operators import admin_page
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
@@ -47,7 +48,6 @@ from gateway.web import (
     ASSETS,
     CSP,
     PAGE_HEADERS,
-    admin_page,
     catalog_page,
     message_page,
     server_page,
