@@ -22,14 +22,12 @@ from aiohttp import web
 from gateway import isolated
 from gateway.accounts import Explained
 from gateway.admin import handle_admin
-from gateway.api import Api, Rendered, check_method, elsewhere, etag_matches, reject_nul
-from gateway.config import DEFAULT_VIEW, FederationConfig
+from gateway.api import Api, Rendered, check_method, etag_matches, reject_nul
+from gateway.config import FederationConfig
 from gateway.errors import (
     FieldError,
     MethodNotAllowed,
-    NotFound,
     NotReady,
-    OverAllowance,
     RequestError,
     Unauthorized,
     UriTooLong,
@@ -38,21 +36,10 @@ from gateway.errors import (
 from gateway.loader import load_config
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
-from gateway.operators import admin_page
-from gateway.pacing import ON_LOOP, Allowance
+from gateway.pages import accepts_gzip, page_response
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
-from gateway.routes import Route, resolve
-from gateway.snapshot import Snapshot
-from gateway.web import (
-    ASSETS,
-    CSP,
-    PAGE_HEADERS,
-    catalog_page,
-    message_page,
-    server_page,
-    views_document,
-)
+from gateway.routes import resolve
 
 log = structlog.get_logger("gateway.http")
 
@@ -67,7 +54,6 @@ MAX_QUERY = 8192
 
 # Lines longer than ours still get a problem body from us, up to aiohttp's own limit.
 HANDLER_ARGS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
-GZIP_MIN_BYTES = 1024
 STALE_HEADER = "X-Gateway-Stale-Upstreams"  # upstreams whose last good data is being served
 CATALOG_ENDPOINTS = frozenset({"list", "versions", "version"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -198,9 +184,7 @@ def _preflight(request: web.BaseRequest) -> web.Response:
 def respond(request: web.BaseRequest, rendered: Rendered) -> web.Response:
     """Write a rendered body with ETag/304 and gzip negotiation."""
     request_headers = request.headers
-    gzip_ok = len(rendered.body) >= GZIP_MIN_BYTES and "gzip" in request_headers.get(
-        "Accept-Encoding", ""
-    )
+    gzip_ok = accepts_gzip(request, rendered.body)
     etag = rendered.gzip_etag if gzip_ok else rendered.etag
     if_none_match = request_headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, (rendered.etag, etag)):
@@ -231,90 +215,6 @@ def _probe(app: web.Application, path: str) -> web.Response:
     return _status({"status": "ready", "awaiting": refresher.awaited()})
 
 
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] + "."
-
-
-def _html(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=body, headers=PAGE_HEADERS)
-
-
-def _message(title: str, text: str, views: list[str], status: int) -> web.Response:
-    return _html(message_page(title, text, views), status)
-
-
-async def _page(
-    app: web.Application, request: web.BaseRequest, refresher: Refresher, page: Route
-) -> web.Response:
-    """A web page: the catalog of a view, a server's page, the operators' page, an asset."""
-    config = refresher.config
-    views = [DEFAULT_VIEW, *config.views]
-    if page.endpoint == "asset":
-        asset = ASSETS.get(page.name or "")
-        if asset is None:
-            raise NotFound("no such file")
-        if request.headers.get("If-None-Match") == asset.etag:
-            return web.Response(status=304, headers={"ETag": asset.etag})
-        return web.Response(
-            body=asset.body,
-            headers={"Content-Type": asset.content_type, "ETag": asset.etag,
-                     "Cache-Control": "no-cache", "Content-Security-Policy": CSP},
-        )  # fmt: skip
-    if page.endpoint == "admin":
-        if config.gateway.admin_token is None:
-            return _message("Not found", "The operators' page is off: set admin_token.", views, 404)
-        return _html(admin_page())
-    if page.endpoint == "views":
-        described = {name: settings.description for name, settings in config.views.items()}
-        body = views_document(described, str(request.url.origin()))
-        return web.Response(body=body, content_type="application/json")
-    if page.endpoint == "redirect":
-        query = request.raw_path.partition("?")[2]
-        location = f"{page.name}?{query}" if query else f"{page.name}"
-        return web.Response(status=308, headers={"Location": location})
-    snapshot = refresher.snapshot
-    if snapshot is None:
-        return _html(
-            message_page("Starting", _sentence(NotReady(refresher.awaiting()).detail), views), 503
-        )
-    with refresher.readers.reading(snapshot):  # across the awaits below: not released
-        return await _view_page(app, request, refresher, page, snapshot, views)
-
-
-async def _view_page(
-    app: web.Application,
-    request: web.BaseRequest,
-    refresher: Refresher,
-    page: Route,
-    snapshot: Snapshot,
-    views: list[str],
-) -> web.Response:
-    """A view's catalog page or a server's page, from this snapshot."""
-    config = refresher.config
-    view = snapshot.views.get(page.view)
-    if view is None:
-        return _html(
-            message_page("Not found", f"There is no view named {page.view!r}.", views), 404
-        )
-    namespace = config.gateway.meta_namespace
-    if page.endpoint == "catalog":
-        origin = str(request.url.origin())
-        own = config.views.get(page.view)
-        made = functools.partial(
-            catalog_page, view, page.view, request.query, views, namespace, origin,
-            description=own.description if own is not None else "",
-        )  # fmt: skip
-        try:
-            return _html(made(Allowance(ON_LOOP)))
-        except OverAllowance:  # a search longer than the loop gives one request
-            return _html(await elsewhere(functools.partial(made, Allowance(None))))
-    name = page.name or ""  # a server page's route always names one
-    report = await app[EXPLAINED].report(refresher, page.view, name)
-    if report is None or not report.versions:
-        return _message("Not found", f"No upstream offers {name!r}.", views, 404)
-    return _html(server_page(view, page.view, report, views, namespace))
-
-
 async def dispatch(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
     """The one handler: the route table (`routes.resolve`) names the area, and each area
     answers: probes, pages, the admin API, the read API of whichever view the path names."""
@@ -329,7 +229,7 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     if route.area == "probe":
         return _probe(app, raw_path)
     if route.area == "page":
-        return await _page(app, request, refresher, route)
+        return await page_response(request, route, refresher, app[EXPLAINED])
     if route.area == "admin":
         return _status(await handle_admin(request, route, refresher, app[CONFIG_LOADER]))
     snapshot = refresher.snapshot

@@ -40,7 +40,9 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
+    "Vary": "Accept-Encoding",
 }
+GZIP_PAGE_HEADERS = {**PAGE_HEADERS, "Content-Encoding": "gzip"}
 PAGE_SIZE = 50
 _ASSET_TYPES = {
     ".css": "text/css; charset=utf-8",
@@ -115,6 +117,7 @@ def page(
     *,
     script: str = "catalog.js",
     active: str | None = None,
+    stylesheet: str | None = None,
 ) -> bytes:
     links = " ".join(
         f'<a href="{esc(view_base(view))}" aria-current="page" class="active">'
@@ -129,7 +132,9 @@ def page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title>"
         '<link rel="icon" href="/_ui/icon.svg" type="image/svg+xml">'
-        '<link rel="stylesheet" href="/_ui/style.css"></head><body>'
+        '<link rel="stylesheet" href="/_ui/style.css">'
+        + (f'<link rel="stylesheet" href="/_ui/{esc(stylesheet)}">' if stylesheet else "")
+        + "</head><body>"
         f'<header class="top"><h1>{esc(title)}</h1><nav>{nav}</nav></header>'
         f'<main>{body}</main><script src="/_ui/{esc(script)}"></script></body></html>'
     ).encode()
