@@ -14,7 +14,9 @@ prefix. Tried in this order:
     [/views/<view>]/server/<name>                   page   server                   GET HEAD
     /admin/                                         page   admin                    GET HEAD
     /_ui/<file>                                     page   asset                    GET HEAD
+    /_icons?src=<url>                               page   icon                     GET HEAD
     /admin/status                                   admin  status                   any
+    /admin/audit                                    admin  audit                    GET HEAD
     /admin/explain                                  admin  explain                  GET HEAD
     /admin/reload                                   admin  reload                   POST
     /admin/upstreams/<upstream>/(sync|confirm-drop) admin  sync confirm-drop        POST
@@ -59,7 +61,7 @@ class Route:
         if self.area == "probe" or self.area == "api":
             return self.endpoint
         if self.area == "page":
-            return "asset" if self.endpoint == "asset" else "page"
+            return self.endpoint if self.endpoint in ("asset", "icon") else "page"
         return "admin"
 
 
@@ -83,6 +85,8 @@ def _page(raw_path: str) -> Route | None:
         return Route(DEFAULT_VIEW, "admin", area="page")
     if raw_path in ("/views", "/views/"):
         return Route(DEFAULT_VIEW, "views", area="page")
+    if raw_path == "/_icons":
+        return Route(DEFAULT_VIEW, "icon", area="page")
     if raw_path.startswith("/_ui/"):
         return Route(DEFAULT_VIEW, "asset", raw_path[len("/_ui/") :], area="page")
     view, rest = DEFAULT_VIEW, raw_path
@@ -102,7 +106,7 @@ def _page(raw_path: str) -> Route | None:
 
 
 def _admin(path: str) -> Route:
-    if path in ("/admin/status", "/admin/explain", "/admin/reload"):
+    if path in ("/admin/status", "/admin/explain", "/admin/reload", "/admin/audit"):
         return Route(DEFAULT_VIEW, path[len("/admin/") :], area="admin")
     action = _UPSTREAM_ACTION.fullmatch(path)
     if action:
