@@ -33,6 +33,7 @@ from gateway.errors import (
     UriTooLong,
     ValidationFailed,
 )
+from gateway.icons import Icons
 from gateway.loader import load_config
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
@@ -48,6 +49,7 @@ CONFIG_LOADER: web.AppKey[ConfigLoader] = web.AppKey("config_loader")
 API = web.AppKey("api", Api)
 METRICS = web.AppKey("metrics", Metrics)
 EXPLAINED = web.AppKey("explained", Explained)
+ICONS = web.AppKey("icons", Icons)  # server icons, when gateway.yaml `icons` allows any
 ROUTE = web.RequestKey("route", str)  # the endpoint kind: the metrics route label
 MAX_PATH = 2048
 MAX_QUERY = 8192
@@ -229,7 +231,7 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     if route.area == "probe":
         return _probe(app, raw_path)
     if route.area == "page":
-        return await page_response(request, route, refresher, app[EXPLAINED])
+        return await page_response(request, route, refresher, app[EXPLAINED], app[ICONS])
     if route.area == "admin":
         return _status(await handle_admin(request, route, refresher, app[CONFIG_LOADER]))
     snapshot = refresher.snapshot
@@ -269,6 +271,7 @@ def create_app(
     app[API] = Api()
     app[METRICS] = Metrics()
     app[EXPLAINED] = Explained()
+    app[ICONS] = Icons()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
@@ -287,6 +290,7 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await watcher
                 await refresher.stop()
+                await app[ICONS].close()
                 isolated.shutdown()  # a hostile answer still being parsed is abandoned
 
     async def route(request: web.Request) -> web.StreamResponse:

@@ -122,7 +122,7 @@ class _ViewBuild:
     keep: dict[str, ServerItems] = field(default_factory=dict)
 
     def catalog(
-        self, parts: PartCache, search: SearchIndex | None, token: int
+        self, parts: PartCache, search: SearchIndex | None, token: int, offered: int
     ) -> tuple[ViewCatalog, dict[str, ServerItems]]:
         items = self.items
         active: list[Item] = []
@@ -143,6 +143,7 @@ class _ViewBuild:
             upstream_counts=self.counts,
             search=search,
             token=token,
+            offered=offered,
         )
         return catalog, self.keep
 
@@ -172,7 +173,9 @@ def build_views(
     builds = [_ViewBuild(name, admit, kept) for name, admit, kept in views]
     known: dict[SuffixKey, SuffixKey] = {}  # this build's suffixes, made once each
     origin_metas = {name: origin.as_meta() for name, origin in origins.items()}
+    offered = 0  # servers with a version not deleted, whether a view serves them or not
     for name, upstream, entries in paced(order, 16):
+        offered += any(entry.status != "deleted" for entry in entries)
         origin_meta = origin_metas[upstream]
         hidden = origins[upstream].hidden
         deciding: list[
@@ -241,7 +244,7 @@ def build_views(
             reusable, tally, verification = build.admit.end()
             if reusable:
                 build.keep[name] = ServerItems(upstream, entries, server_items, tally, verification)
-    return [view.catalog(parts, search, token) for view in builds]
+    return [view.catalog(parts, search, token, offered) for view in builds]
 
 
 def plain_view(

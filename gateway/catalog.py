@@ -130,6 +130,14 @@ class ViewCatalog:
     upstream_counts: Mapping[str, int] = field(default_factory=dict)
     search: SearchIndex | None = None  # shared by every view of a builder
     token: int = -1  # which build this is: the index answers once it covers that build
+    offered: int = 0  # servers the upstreams offer (a version not deleted), served here or not
+    # what pages work out from this catalog once (see `listing`): it lives and dies with it
+    memo: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def hidden(self) -> int:
+        """Servers the upstreams offer of which this view serves no version."""
+        return max(0, self.offered - len(self.latest.items))
 
     def __len__(self) -> int:
         return len(self.active.items)

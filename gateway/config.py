@@ -45,6 +45,7 @@ from gateway.fields import (
     matching,
     pattern_schema,
 )
+from gateway.icon_config import IconSettings
 from gateway.signals import SIGNALS
 from gateway.trust_config import TrustSettings
 
@@ -129,6 +130,7 @@ class GatewaySettings(Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     watch_config: Duration = Field(5.0, description="reload when config files change; 0s: off")
+    icons: IconSettings = Field(default_factory=IconSettings, description="off: no prefix")
     upstreams: list[UpstreamSettings] = Field(min_length=1)
 
     @field_validator("admin_token")

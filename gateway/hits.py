@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from gateway.catalog import Item
 
 
-def _matches(item: Item, needle: str) -> bool:
+def matches(item: Item, needle: str) -> bool:
     return needle in item.name_folded or needle in item.registry_meta.entry.text
 
 
@@ -57,5 +57,5 @@ def found(
             at += 1
             if after is not None and (item.name, item.version) <= after:
                 continue
-            if _matches(item, needle):
+            if matches(item, needle):
                 yield item

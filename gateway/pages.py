@@ -1,5 +1,6 @@
-"""The web pages' answers: a view's catalog, a server's page, the operators' page, `/views` and
-the pages' own files, gzip-compressed when the client takes it (as the API's answers are)."""
+"""The web pages' answers: a view's catalog, a server's page, the operators' page, `/views`,
+the pages' own files and server icons (`icons`), gzip-compressed when the client takes it (as
+the API's answers are)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from aiohttp import web
 
 from gateway.accounts import Explained
 from gateway.api import elsewhere
+from gateway.browse import catalog_page
 from gateway.config import DEFAULT_VIEW
-from gateway.errors import NotFound, NotReady, OverAllowance
+from gateway.errors import BadRequest, NotFound, NotReady, OverAllowance
+from gateway.icons import Icons, answer
 from gateway.operators import admin_page
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.refresher import Refresher
@@ -22,7 +25,6 @@ from gateway.web import (
     CSP,
     GZIP_PAGE_HEADERS,
     PAGE_HEADERS,
-    catalog_page,
     message_page,
     server_page,
     views_document,
@@ -54,10 +56,17 @@ def _message(
 
 
 async def page_response(
-    request: web.BaseRequest, page: Route, refresher: Refresher, explained: Explained
+    request: web.BaseRequest,
+    page: Route,
+    refresher: Refresher,
+    explained: Explained,
+    icons: Icons,
 ) -> web.Response:
-    """A web page: the catalog of a view, a server's page, the operators' page, an asset."""
+    """A web page: the catalog of a view, a server's page, the operators' page, an asset, an
+    icon."""
     config = refresher.config
+    if page.endpoint == "icon":
+        return await answer(request.query.getall("src", []), icons, config.gateway.icons)
     views = [DEFAULT_VIEW, *config.views]
     if page.endpoint == "asset":
         asset = ASSETS.get(page.name or "")
@@ -117,13 +126,18 @@ async def _view_page(
         made = functools.partial(
             catalog_page, view, page.view, request.query, views, namespace, origin,
             description=own.description if own is not None else "",
+            icons=config.gateway.icons.prefixes(),
         )  # fmt: skip
         try:
-            return _html(request, made(Allowance(ON_LOOP)))
-        except OverAllowance:  # a search longer than the loop gives one request
-            return _html(request, await elsewhere(functools.partial(made, Allowance(None))))
+            try:
+                return _html(request, made(Allowance(ON_LOOP)))
+            except OverAllowance:  # more work than the loop gives one request: a thread's
+                return _html(request, await elsewhere(functools.partial(made, Allowance(None))))
+        except BadRequest as exc:  # a hand-made query string: say which part, on a page
+            return _message(request, "Bad request", _sentence(exc.detail), views, 400)
     name = page.name or ""  # a server page's route always names one
     report = await explained.report(refresher, page.view, name)
     if report is None or not report.versions:
         return _message(request, "Not found", f"No upstream offers {name!r}.", views, 404)
-    return _html(request, server_page(view, page.view, report, views, namespace))
+    icons = config.gateway.icons.prefixes()
+    return _html(request, server_page(view, page.view, report, views, namespace, icons))

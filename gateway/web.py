@@ -1,33 +1,31 @@
-"""Web pages: the catalog developers browse (`/`, `/views/<view>/`, a server's page) and the
-operators' page (`/admin/`).
+"""Web pages: the shell every page shares, a server's page and the parts the catalog page
+(`browse`) and the operators' page (`operators`) use.
 
 Server-rendered HTML with every value escaped (descriptions come from strangers), a little plain
 JavaScript served from `/_ui/` (copy buttons; the operators' page), and a strict
-Content-Security-Policy: no inline script or style, images only from the gateway (server icons
-are placeholders: a browser contacts no third party).
+Content-Security-Policy: no inline script or style, images only from the gateway. Server icons
+are placeholders (a browser contacts no third party), or, where gateway.yaml `icons` allows
+their hosts, served by the gateway from `/_icons` (see `icons`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import orjson
 
-from gateway import hits
-from gateway import search as searching
 from gateway.catalog import Item, ViewCatalog
 from gateway.config import DEFAULT_VIEW
 from gateway.entry import OFFICIAL, format_timestamp
 from gateway.explain import Explanation, Verdict
+from gateway.icon_config import icon_src
 from gateway.install import Install, ide_entry, installs, mcp_json, vscode_link
-from gateway.pacing import Allowance
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -87,10 +85,14 @@ def _https(url: object) -> str | None:
     return url if isinstance(url, str) and url.startswith("https://") else None
 
 
-def _icon(server: dict[str, Any]) -> str:
-    """A neutral placeholder, the first letter of the server's title: a server's own icon is on
-    a third-party host, which every developer's browser would contact (and which is not there
-    offline). The Content-Security-Policy allows images from the gateway alone."""
+def icon_html(server: dict[str, Any], allow: tuple[str, ...] = ()) -> str:
+    """The server's icon through the gateway, when `allow` (gateway.yaml `icons.allow`) takes
+    it; else a neutral placeholder, the first letter of the server's title: a server's own icon
+    is on a third-party host, which every developer's browser would contact (and which is not
+    there offline). The Content-Security-Policy allows images from the gateway alone."""
+    src = icon_src(server, allow)
+    if src is not None:
+        return f'<img class="icon" src="{esc(src)}" alt="" width="28" height="28">'
     title = str(server.get("title") or server.get("name") or "?").strip()
     shown = title.rsplit("/", 1)[-1][:1].upper() if title else "?"
     return f'<span class="icon" aria-hidden="true">{esc(shown or "?")}</span>'
@@ -140,7 +142,7 @@ def page(
     ).encode()
 
 
-def _install_list(found: list[Install]) -> str:
+def install_list(found: list[Install]) -> str:
     rows = []
     for install in found:
         verified = (
@@ -184,7 +186,7 @@ def _for_ides(name: str, server: dict[str, Any]) -> str:
 Parsed = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
-def _parsed(view: ViewCatalog, item: Item, namespace: str) -> Parsed:
+def parsed(view: ViewCatalog, item: Item, namespace: str) -> Parsed:
     """An item as served: its server, the registry's `_meta` and the gateway's."""
     document = orjson.loads(view.body(item))
     meta = document.get("_meta", {})
@@ -196,7 +198,7 @@ def _parsed(view: ViewCatalog, item: Item, namespace: str) -> Parsed:
     )
 
 
-def _badges(server: dict[str, Any], item: Item, meta: dict[str, Any]) -> str:
+def badges(server: dict[str, Any], item: Item, meta: dict[str, Any]) -> str:
     badges = [f'<span class="badge">v{esc(item.version)}</span>']
     status = meta.get("status", "active")
     if item.deleted:
@@ -208,90 +210,6 @@ def _badges(server: dict[str, Any], item: Item, meta: dict[str, Any]) -> str:
     if server.get("packages"):
         badges.append('<span class="badge">local</span>')
     return "".join(badges)
-
-
-def _card(view: ViewCatalog, item: Item, base: str, namespace: str) -> str:
-    server, official, ours = _parsed(view, item, namespace)
-    title = server.get("title") or server.get("name")
-    link = f"{base}server/{quote(item.name, safe='/')}"
-    return (
-        '<article class="server"><div class="heading">'
-        f'{_icon(server)}<h2><a href="{esc(link)}">{esc(title)}</a></h2>'
-        f"{_badges(server, item, official)}</div>"
-        f'<p class="name"><code>{esc(item.name)}</code></p>'
-        f'<p class="description">{esc(server.get("description"))}</p>'
-        f"{_install_list(installs(server, ours))}</article>"
-    )
-
-
-def catalog_page(
-    view: ViewCatalog,
-    view_name: str,
-    query: Mapping[str, str],
-    views: list[str],
-    namespace: str,
-    origin: str,
-    allowance: Allowance,
-    description: str = "",
-) -> bytes:
-    """The servers a view serves (their latest versions), searchable by name, 50 a page. A
-    search steps `allowance` as it goes (`OverAllowance` past it)."""
-    search = query.get("q", "").strip()[: searching.MAX_SEARCH]
-    after = query.get("after", "")
-    folded = search.casefold()
-    items = view.latest.items
-    start = bisect_right(items, after, key=lambda item: item.name) if after else 0
-    source: Iterable[Item] = items[start:]
-    if folded:  # the API's search: the index where it answers, else a scan
-        index = view.search
-        names = None if index is None else index.matching(folded, view.token, allowance, after)
-        after_key = (after, "\U0010ffff") if after else None  # past every version of it
-        if names is not None:
-            source = hits.found(items, names, after_key, folded)
-        else:
-            source = hits.scan(items, start, folded, allowance)
-    chosen: list[Item] = []
-    more = False
-    for item in source:
-        if len(chosen) == PAGE_SIZE:
-            more = True
-            break
-        chosen.append(item)
-    base = view_base(view_name)
-    title = "MCP servers" if view_name == DEFAULT_VIEW else f"MCP servers: {view_name}"
-    form = (
-        f'<form class="search" method="get" action="{esc(base)}" role="search">'
-        f'<input type="search" name="q" value="{esc(search)}" '
-        'placeholder="Search name, title, description" '
-        'aria-label="Search servers by name, title or description">'
-        '<button type="submit">Search</button></form>'
-    )
-    found = "matching" if search else "served in this view"
-    registry = origin + base.rstrip("/")
-    setting = '"chat.mcp.gallery.serviceUrl": ' + orjson.dumps(registry).decode()
-    summary = (
-        f'<p class="summary">Servers {found}{" " + esc(repr(search)) if search else ""}; '
-        f"install commands point at this organisation's package mirrors. "
-        f"MCP registry URL for your IDE: <code>{esc(registry)}</code> "
-        f'<button class="copy" type="button" data-copy="{esc(registry)}">Copy</button></p>'
-        '<details class="ide-setup"><summary>Where to paste it</summary><ul>'
-        "<li>VS Code (desktop, web) user settings: "
-        f"<code>{esc(setting)}</code> "
-        f'<button class="copy" type="button" data-copy="{esc(setting)}">Copy</button></li>'
-        "<li>Desktop VS Code, managed by policy: <code>McpGalleryServiceUrl</code> set to the URL"
-        "</li><li>GitHub Copilot (organisation or enterprise settings): MCP Registry URL set to "
-        "the URL</li></ul></details>"
-    )
-    cards = "".join(_card(view, item, base, namespace) for item in chosen)
-    if not chosen:
-        cards = '<p class="summary">No server matches.</p>'
-    pager = ""
-    if more:
-        params = {"after": chosen[-1].name, **({"q": search} if search else {})}
-        href = f"{base}?{urlencode(params)}"
-        pager = f'<div class="pager"><span></span><a href="{esc(href)}">Next page</a></div>'
-    about = f'<p class="view-description">{esc(description)}</p>' if description else ""
-    return page(title, about + form + summary + cards + pager, views, active=view_name)
 
 
 def _reason(verdict: Verdict) -> str:
@@ -316,6 +234,7 @@ def server_page(
     report: Explanation,
     views: list[str],
     namespace: str,
+    icons: tuple[str, ...] = (),
 ) -> bytes:
     """One server in one view: how to install its latest version, and every version with why
     it is shown or hidden here (the same account as `explain`)."""
@@ -324,7 +243,7 @@ def server_page(
     latest = view.lookup(name, "latest", include_deleted=False)
     parts = [f'<p><a href="{esc(base)}">All servers in this view</a></p>']
     if latest is not None:
-        server, official, ours = _parsed(view, latest, namespace)
+        server, official, ours = parsed(view, latest, namespace)
         repository = server.get("repository")
         source = repository.get("url") if isinstance(repository, dict) else None
         links = [
@@ -336,11 +255,12 @@ def server_page(
             if url
         ]
         parts.append(
-            f'<div class="heading">{_icon(server)}<h2>{esc(server.get("title") or name)}</h2>'
-            f"{_badges(server, latest, official)}</div>"
+            f'<div class="heading">{icon_html(server, icons)}'
+            f"<h2>{esc(server.get('title') or name)}</h2>"
+            f"{badges(server, latest, official)}</div>"
             f'<p class="name"><code>{esc(name)}</code> {" ".join(links)}</p>'
             f'<p class="description">{esc(server.get("description"))}</p>'
-            f"<h3>Install version {esc(latest.version)}</h3>{_install_list(installs(server, ours))}"
+            f"<h3>Install version {esc(latest.version)}</h3>{install_list(installs(server, ours))}"
             + _for_ides(name, server)
         )
     else:

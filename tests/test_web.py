@@ -150,7 +150,7 @@ async def test_search_and_paging(client: Any) -> None:
     assert "old-tool" not in found
     first = await page(client, "/?q=filler")
     assert first.count('<article class="server">') == 50
-    next_link = re.search(r'href="([^"]*after=[^"]*)">Next page', first)
+    next_link = re.search(r'href="([^"]*after=[^"]*)" rel="next">Next page', first)
     assert next_link is not None
     second = await page(client, html.unescape(next_link.group(1)))
     assert second.count('<article class="server">') == 10

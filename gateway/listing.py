@@ -1,0 +1,260 @@
+"""The catalog page's list: what people filter a view's servers by, and pages of it in either
+order, forward and back.
+
+Each server's facts (served remotely or locally, its package types, status, what the mirror
+said of its packages, which trust signals every signed package has) are read once per view
+from its latest version as served, then kept with the view (`ViewCatalog.memo`): a page is a
+pass over those facts, not over the served documents. Cursors are keys, not offsets: a page
+after or before a server's name (or its latest version's `updatedAt` and name), so a page
+stays right while the catalog changes under it.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.catalog import Item, ViewCatalog
+from gateway.entry import OFFICIAL
+from gateway.errors import BadRequest
+from gateway.hits import matches
+from gateway.pacing import Allowance
+
+PAGE_SIZE = 50
+SORTS = ("name", "updated")
+TRANSPORTS = ("remote", "local")
+STATUSES = ("active", "deprecated")
+MIRROR = ("available", "missing", "unknown")  # worst first: missing, unknown, available
+TRUST = ("signature", "provenance", "digest", "scan")
+GOOD = {"signature": "verified", "provenance": "verified", "digest": "verified", "scan": "clean"}
+_MIRROR_RANK = {"missing": 0, "unknown": 1, "available": 2}
+_TYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+_UPDATED_CURSOR = re.compile(r"(-?[0-9]{1,20}) (\S{1,200})")
+STEP = 512  # facts checked between two steps of a page's allowance
+MEMO_KEY = "listing"
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """One server as the page filters it: its latest version in the view."""
+
+    item: Item
+    updated: int  # the latest version's updatedAt, in microseconds: ordering by it is exact
+    remote: bool
+    local: bool
+    types: frozenset[str]  # of the packages served
+    deprecated: bool
+    mirror: str | None  # the worst the mirror said of a mirrored package; None: none checked
+    trust: frozenset[str]  # the signals every signed package has at their best (GOOD)
+
+    def order(self, sort: str) -> tuple[int, str]:
+        return (-self.updated, self.item.name) if sort == "updated" else (0, self.item.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewFacts:
+    """A view's servers' facts, in both orders, and the package types present."""
+
+    by_name: list[Facts]
+    by_updated: list[Facts]
+    types: tuple[str, ...]
+
+    def ordered(self, sort: str) -> list[Facts]:
+        return self.by_updated if sort == "updated" else self.by_name
+
+
+def _micros(item: Item) -> int:
+    moment = item.updated_at
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _package_facts(checks: object) -> tuple[str | None, frozenset[str]]:
+    """The worst mirror answer and the signals at their best on every signed package, from
+    the gateway's `_meta.packages` (one object per package served)."""
+    mirror: str | None = None
+    signed = 0
+    counts = dict.fromkeys(TRUST, 0)
+    for check in checks if isinstance(checks, list) else ():
+        if not isinstance(check, dict):
+            continue
+        said = check.get("verification")
+        if (isinstance(said, str) and said in _MIRROR_RANK
+                and (mirror is None or _MIRROR_RANK[said] < _MIRROR_RANK[mirror])):  # fmt: skip
+            mirror = said
+        signals = check.get("signals")
+        if isinstance(signals, dict):
+            signed += 1
+            for signal, good in GOOD.items():
+                found = signals.get(signal)
+                if isinstance(found, dict) and found.get("state") == good:
+                    counts[signal] += 1
+    trust = frozenset(s for s, n in counts.items() if signed and n == signed)
+    return mirror, trust
+
+
+def facts_of(item: Item, body: bytes, namespace: str) -> Facts:
+    document = orjson.loads(body)
+    server: dict[str, Any] = document.get("server") or {}
+    meta: dict[str, Any] = document.get("_meta") or {}
+    official, ours = meta.get(OFFICIAL), meta.get(namespace)
+    status = official.get("status") if isinstance(official, dict) else None
+    packages = [p for p in server.get("packages") or () if isinstance(p, dict)]
+    mirror, trust = _package_facts(ours.get("packages") if isinstance(ours, dict) else None)
+    return Facts(
+        item=item,
+        updated=_micros(item),
+        remote=bool(server.get("remotes")),
+        local=bool(packages),
+        types=frozenset(str(p.get("registryType")) for p in packages if p.get("registryType")),
+        deprecated=status == "deprecated",
+        mirror=mirror,
+        trust=trust,
+    )
+
+
+def view_facts(view: ViewCatalog, namespace: str, allowance: Allowance) -> ViewFacts:
+    """The view's facts: made once (stepping `allowance` as it goes), then kept with it."""
+    made = view.memo.get(MEMO_KEY)
+    if isinstance(made, ViewFacts):
+        return made
+    by_name = []
+    countdown = STEP
+    for item in view.latest.items:
+        countdown -= 1
+        if not countdown:
+            countdown = STEP
+            allowance.step()
+        by_name.append(facts_of(item, view.body(item), namespace))
+    by_updated = sorted(by_name, key=lambda facts: (-facts.updated, facts.item.name))
+    types = tuple(sorted({kind for facts in by_name for kind in facts.types}))
+    made = view.memo[MEMO_KEY] = ViewFacts(by_name, by_updated, types)
+    return made
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What a catalog page asks for (its query string), checked."""
+
+    search: str = ""
+    transport: str = ""
+    type: str = ""
+    status: str = ""
+    mirror: str = ""
+    trust: str = ""
+    sort: str = "name"
+
+    @classmethod
+    def of(cls, query: Mapping[str, str], max_search: int) -> Filters:
+        def chosen(key: str, allowed: Iterable[str]) -> str:
+            value = query.get(key, "")
+            if value and value not in allowed:
+                listed = ", ".join(allowed)
+                raise BadRequest(f"{key} must be one of {listed} (or empty), not {value[:40]!r}")
+            return value
+
+        kind = query.get("type", "")
+        if kind and not _TYPE.fullmatch(kind):
+            raise BadRequest("type must be a package type such as npm, pypi or oci")
+        return cls(
+            search=query.get("q", "").strip()[:max_search],
+            transport=chosen("transport", TRANSPORTS),
+            type=kind,
+            status=chosen("status", STATUSES),
+            mirror=chosen("mirror", MIRROR),
+            trust=chosen("trust", TRUST),
+            sort=chosen("sort", SORTS) or "name",
+        )
+
+    def admits(self, facts: Facts) -> bool:
+        if self.transport == "remote" and not facts.remote:
+            return False
+        if self.transport == "local" and not facts.local:
+            return False
+        if self.type and self.type not in facts.types:
+            return False
+        if self.status and facts.deprecated != (self.status == "deprecated"):
+            return False
+        if self.mirror and facts.mirror != self.mirror:
+            return False
+        return not self.trust or self.trust in facts.trust
+
+    @property
+    def narrowed(self) -> bool:
+        return any((self.search, self.transport, self.type, self.status, self.mirror, self.trust))
+
+    def query(self) -> dict[str, str]:
+        """The query string that asks for these filters again (empty ones left out)."""
+        asked = {"q": self.search, "transport": self.transport, "type": self.type,
+                 "status": self.status, "mirror": self.mirror, "trust": self.trust}  # fmt: skip
+        if self.sort != "name":
+            asked["sort"] = self.sort
+        return {key: value for key, value in asked.items() if value}
+
+
+def cursor_of(facts: Facts, sort: str) -> str:
+    return f"{facts.updated} {facts.item.name}" if sort == "updated" else facts.item.name
+
+
+def _key(cursor: str, sort: str, which: str) -> tuple[int, str]:
+    if sort != "updated":
+        return (0, cursor)
+    found = _UPDATED_CURSOR.fullmatch(cursor)
+    if found is None:
+        raise BadRequest(f"{which} is not a cursor of this page (follow its links)")
+    return (-int(found[1]), found[2])
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    shown: list[Facts]
+    matching: int  # servers the filters admit, in all
+    previous: str | None  # the cursor for the page before (None: this is the first)
+    next: str | None
+
+
+def select(
+    ordered: list[Facts],
+    filters: Filters,
+    names: set[str] | None,
+    query: Mapping[str, str],
+    allowance: Allowance,
+    size: int = PAGE_SIZE,
+) -> Page:
+    """The page after `after` (or before `before`) of the servers the filters admit. A search
+    is the API's (case-insensitive, in the name, title and description); `names`, the servers
+    the search index found, when it answered, spares checking the others."""
+    after, before = query.get("after", ""), query.get("before", "")
+    if after and before:
+        raise BadRequest("ask for the page after a server or before one, not both")
+    needle = filters.search.casefold()
+    matched: list[Facts] = []
+    countdown = STEP
+    for facts in ordered:
+        countdown -= 1
+        if not countdown:
+            countdown = STEP
+            allowance.step()
+        if needle and not (
+            (names is None or facts.item.name in names) and matches(facts.item, needle)
+        ):
+            continue
+        if filters.admits(facts):
+            matched.append(facts)
+    sort = filters.sort
+    keys = [facts.order(sort) for facts in matched]
+    if before:
+        end = bisect_left(keys, _key(before, sort, "before"))
+        start = max(0, end - size)
+        end = min(len(matched), start + size)  # the first page is a whole one too
+    else:
+        start = bisect_right(keys, _key(after, sort, "after")) if after else 0
+        end = min(len(matched), start + size)
+    shown = matched[start:end]
+    previous = cursor_of(shown[0], sort) if shown and start > 0 else None
+    following = cursor_of(shown[-1], sort) if shown and end < len(matched) else None
+    return Page(shown, len(matched), previous, following)
