@@ -4,6 +4,7 @@ servers the view serves (their latest versions; see `listing`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -13,6 +14,7 @@ from gateway.catalog import ViewCatalog
 from gateway.config import DEFAULT_VIEW
 from gateway.install import installs
 from gateway.listing import (
+    MEMO_KEY,
     MIRROR,
     SORTS,
     STATUSES,
@@ -21,7 +23,11 @@ from gateway.listing import (
     Facts,
     Filters,
     Page,
+    ViewFacts,
+    package_facts,
     select,
+    select_all,
+    view_checks,
     view_facts,
 )
 from gateway.pacing import Allowance
@@ -48,6 +54,20 @@ _LABELS = {
                         "digest": "digest matches", "scan": "scanned clean"}),
     "sort": ("Sort by", {"name": "name", "updated": "recently updated"}),
 }  # fmt: skip
+
+
+def _types(view: ViewCatalog) -> tuple[str, ...]:
+    """The package types the form offers: those of the view's servers when their facts are
+    known, else every type the upstreams' entries name (the facts are not worked out for a
+    page that needs none)."""
+    known = view.memo.get(MEMO_KEY)
+    if isinstance(known, ViewFacts):
+        return known.types
+    types = view.memo.get("types")
+    if not isinstance(types, tuple):
+        found = {t for item in view.latest.items for t in item.registry_meta.entry.registry_types}
+        types = view.memo["types"] = tuple(sorted(found))
+    return types
 
 
 def _select(key: str, values: tuple[str, ...], chosen: str, *, any_label: str | None) -> str:
@@ -86,18 +106,19 @@ def _form(base: str, filters: Filters, types: tuple[str, ...]) -> str:
     )
 
 
-def _trust_badges(facts: Facts) -> str:
+def _trust_badges(ours: dict[str, Any]) -> str:
+    mirror, trust = package_facts(ours.get("packages"))
     found = []
-    if facts.mirror is not None:
+    if mirror is not None:
         found.append(
-            f'<span class="badge mirror {esc(facts.mirror)}" tabindex="0" '
-            f'title="{esc(MIRROR_MEANING[facts.mirror])}">mirror: {esc(facts.mirror)}</span>'
+            f'<span class="badge mirror {esc(mirror)}" tabindex="0" '
+            f'title="{esc(MIRROR_MEANING[mirror])}">mirror: {esc(mirror)}</span>'
         )
     found.extend(
         f'<span class="badge trust" tabindex="0" title="{esc(TRUST_MEANING[signal])}">'
         f"{esc(_LABELS['trust'][1][signal])}</span>"
         for signal in TRUST
-        if signal in facts.trust
+        if signal in trust
     )
     return "".join(found)
 
@@ -112,7 +133,7 @@ def _card(
     return (
         '<article class="server"><div class="heading">'
         f'{icon_html(server, icons)}<h2><a href="{esc(link)}">{esc(title)}</a></h2>'
-        f"{badges(server, item, official)}{_trust_badges(facts)}</div>"
+        f"{badges(server, item, official)}{_trust_badges(ours)}</div>"
         f'<p class="name"><code>{esc(item.name)}</code></p>'
         f'<p class="description">{esc(server.get("description"))}</p>'
         f"{install_list(installs(server, ours))}</article>"
@@ -175,16 +196,23 @@ def catalog_page(
     """The servers a view serves (their latest versions), 50 a page, as `query` asks. Steps
     `allowance` as it goes (`OverAllowance` past it: made again off the serving loop)."""
     filters = Filters.of(query, searching.MAX_SEARCH)
-    known = view_facts(view, namespace, allowance)
-    names = None
-    folded = filters.search.casefold()
-    if folded and view.search is not None:
-        found = view.search.matching(folded, view.token, allowance)
-        names = None if found is None else set(found)
-    result = select(known.ordered(filters.sort), filters, names, query, allowance)
+    if not filters.narrowed and filters.sort == "name":  # no facts needed but the shown's
+        result, types = select_all(view, query), _types(view)
+    else:
+        known = view_facts(view, allowance)
+        checks = view_checks(view, namespace, allowance) if filters.checks else None
+        names = None
+        folded = filters.search.casefold()
+        if folded and view.search is not None:
+            found = view.search.matching(folded, view.token, allowance)
+            names = None if found is None else set(found)
+        ordered = known.ordered(filters.sort)
+        result = select(ordered, filters, names, query, allowance, checks=checks)
+        types = known.types
     base = view_base(view_name)
     title = "MCP servers" if view_name == DEFAULT_VIEW else f"MCP servers: {view_name}"
-    counted = f"{len(known.by_name):,} server{'' if len(known.by_name) == 1 else 's'}"
+    served = len(view.latest.items)
+    counted = f"{served:,} server{'' if served == 1 else 's'}"
     counted += f"; {view.hidden:,} hidden in this view"
     if filters.narrowed:
         counted += f". {result.matching:,} match"
@@ -195,5 +223,5 @@ def catalog_page(
     if not result.shown:
         cards = '<p class="summary">No server matches.</p>'
     about = f'<p class="view-description">{esc(description)}</p>' if description else ""
-    body = about + _form(base, filters, known.types) + counts + _setup(origin, base)
+    body = about + _form(base, filters, types) + counts + _setup(origin, base)
     return page(title, body + cards + _pager(base, filters, result), views, active=view_name)

@@ -15,12 +15,10 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from gateway.catalog import Item, ViewCatalog
-from gateway.entry import OFFICIAL
 from gateway.errors import BadRequest
 from gateway.hits import matches
 from gateway.pacing import Allowance
@@ -41,16 +39,15 @@ MEMO_KEY = "listing"
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """One server as the page filters it: its latest version in the view."""
+    """One server as the page filters it: its latest version in the view, as its upstream
+    sent it (what the mirrors said of it is in `Checks`, worked out when a page asks)."""
 
     item: Item
     updated: int  # the latest version's updatedAt, in microseconds: ordering by it is exact
     remote: bool
     local: bool
-    types: frozenset[str]  # of the packages served
+    types: frozenset[str]  # of its packages
     deprecated: bool
-    mirror: str | None  # the worst the mirror said of a mirrored package; None: none checked
-    trust: frozenset[str]  # the signals every signed package has at their best (GOOD)
 
     def order(self, sort: str) -> tuple[int, str]:
         return (-self.updated, self.item.name) if sort == "updated" else (0, self.item.name)
@@ -73,7 +70,7 @@ def _micros(item: Item) -> int:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
-def _package_facts(checks: object) -> tuple[str | None, frozenset[str]]:
+def package_facts(checks: object) -> tuple[str | None, frozenset[str]]:
     """The worst mirror answer and the signals at their best on every signed package, from
     the gateway's `_meta.packages` (one object per package served)."""
     mirror: str | None = None
@@ -97,27 +94,42 @@ def _package_facts(checks: object) -> tuple[str | None, frozenset[str]]:
     return mirror, trust
 
 
-def facts_of(item: Item, body: bytes, namespace: str) -> Facts:
-    document = orjson.loads(body)
-    server: dict[str, Any] = document.get("server") or {}
-    meta: dict[str, Any] = document.get("_meta") or {}
-    official, ours = meta.get(OFFICIAL), meta.get(namespace)
-    status = official.get("status") if isinstance(official, dict) else None
-    packages = [p for p in server.get("packages") or () if isinstance(p, dict)]
-    mirror, trust = _package_facts(ours.get("packages") if isinstance(ours, dict) else None)
-    return Facts(
-        item=item,
-        updated=_micros(item),
-        remote=bool(server.get("remotes")),
-        local=bool(packages),
-        types=frozenset(str(p.get("registryType")) for p in packages if p.get("registryType")),
-        deprecated=status == "deprecated",
-        mirror=mirror,
-        trust=trust,
-    )
+Checked = tuple[str | None, frozenset[str]]  # the worst mirror answer; the signals at best
+Checks = dict[str, Checked]  # by server name
 
 
-def view_facts(view: ViewCatalog, namespace: str, allowance: Allowance) -> ViewFacts:
+def facts_of(item: Item) -> Facts:
+    entry = item.registry_meta.entry
+    return Facts(item, _micros(item), entry.has_remotes, entry.has_packages,
+                 entry.registry_types, entry.status == "deprecated")  # fmt: skip
+
+
+def checked_of(body: bytes, namespace: str) -> Checked:
+    """What the mirrors said of a served version, from its gateway `_meta`."""
+    meta = orjson.loads(body).get("_meta")
+    ours = meta.get(namespace) if isinstance(meta, dict) else None
+    return package_facts(ours.get("packages") if isinstance(ours, dict) else None)
+
+
+def view_checks(view: ViewCatalog, namespace: str, allowance: Allowance) -> Checks:
+    """What the mirrors said of each server's latest version: served JSON read once (the
+    first page that filters by it pays for rendering every server), then kept with the view."""
+    made = view.memo.get("checks")
+    if isinstance(made, dict):
+        return made
+    checks: Checks = {}
+    countdown = STEP
+    for item in view.latest.items:
+        countdown -= 1
+        if not countdown:
+            countdown = STEP
+            allowance.step()
+        checks[item.name] = checked_of(view.body(item), namespace)
+    view.memo["checks"] = checks
+    return checks
+
+
+def view_facts(view: ViewCatalog, allowance: Allowance) -> ViewFacts:
     """The view's facts: made once (stepping `allowance` as it goes), then kept with it."""
     made = view.memo.get(MEMO_KEY)
     if isinstance(made, ViewFacts):
@@ -129,7 +141,7 @@ def view_facts(view: ViewCatalog, namespace: str, allowance: Allowance) -> ViewF
         if not countdown:
             countdown = STEP
             allowance.step()
-        by_name.append(facts_of(item, view.body(item), namespace))
+        by_name.append(facts_of(item))
     by_updated = sorted(by_name, key=lambda facts: (-facts.updated, facts.item.name))
     types = tuple(sorted({kind for facts in by_name for kind in facts.types}))
     made = view.memo[MEMO_KEY] = ViewFacts(by_name, by_updated, types)
@@ -170,7 +182,12 @@ class Filters:
             sort=chosen("sort", SORTS) or "name",
         )
 
-    def admits(self, facts: Facts) -> bool:
+    @property
+    def checks(self) -> bool:
+        """Whether the filters ask what the mirrors said (`Checks`)."""
+        return bool(self.mirror or self.trust)
+
+    def admits(self, facts: Facts, checks: Checks | None = None) -> bool:
         if self.transport == "remote" and not facts.remote:
             return False
         if self.transport == "local" and not facts.local:
@@ -179,9 +196,12 @@ class Filters:
             return False
         if self.status and facts.deprecated != (self.status == "deprecated"):
             return False
-        if self.mirror and facts.mirror != self.mirror:
+        if checks is None:
+            return True
+        mirror, trust = checks.get(facts.item.name, (None, frozenset()))
+        if self.mirror and mirror != self.mirror:
             return False
-        return not self.trust or self.trust in facts.trust
+        return not self.trust or self.trust in trust
 
     @property
     def narrowed(self) -> bool:
@@ -217,6 +237,28 @@ class Page:
     next: str | None
 
 
+def _name(item: Item) -> str:
+    return item.name
+
+
+def select_all(view: ViewCatalog, query: Mapping[str, str], size: int = PAGE_SIZE) -> Page:
+    """`select` when nothing narrows the list and it is in name order: the page straight from
+    the view's items (bisected), facts worked out for the servers shown alone."""
+    after, before = query.get("after", ""), query.get("before", "")
+    if after and before:
+        raise BadRequest("ask for the page after a server or before one, not both")
+    items = view.latest.items
+    if before:
+        start = max(0, bisect_left(items, before, key=_name) - size)
+    else:
+        start = bisect_right(items, after, key=_name) if after else 0
+    end = min(len(items), start + size)
+    shown = [facts_of(item) for item in items[start:end]]
+    previous = shown[0].item.name if shown and start > 0 else None
+    following = shown[-1].item.name if shown and end < len(items) else None
+    return Page(shown, len(items), previous, following)
+
+
 def select(
     ordered: list[Facts],
     filters: Filters,
@@ -224,6 +266,7 @@ def select(
     query: Mapping[str, str],
     allowance: Allowance,
     size: int = PAGE_SIZE,
+    checks: Checks | None = None,
 ) -> Page:
     """The page after `after` (or before `before`) of the servers the filters admit. A search
     is the API's (case-insensitive, in the name, title and description); `names`, the servers
@@ -243,7 +286,7 @@ def select(
             (names is None or facts.item.name in names) and matches(facts.item, needle)
         ):
             continue
-        if filters.admits(facts):
+        if filters.admits(facts, checks):
             matched.append(facts)
     sort = filters.sort
     keys = [facts.order(sort) for facts in matched]

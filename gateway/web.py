@@ -280,14 +280,17 @@ def server_page(
             rules = esc(", ".join(verdict.rules))
         spelled = f"<br><small>as {esc(version.spelled)}</small>" if version.spelled else ""
         rows.append(
-            f"<tr><td>{esc(version.version)}{spelled}</td><td>{esc(version.upstream)}</td>"
-            f"<td>{esc(version.status)}</td><td>{esc(format_timestamp(version.published_at))}</td>"
-            f"<td>{why}</td><td>{rules}</td></tr>"
+            f'<tr><td data-label="Version">{esc(version.version)}{spelled}</td>'
+            f'<td data-label="Here">{why}</td><td data-label="Deciding rules">{rules}</td>'
+            f'<td data-label="Upstream">{esc(version.upstream)}</td>'
+            f'<td data-label="Status">{esc(version.status)}</td>'
+            f'<td data-label="Published">{esc(format_timestamp(version.published_at))}</td></tr>'
         )
     parts.append(
         "<h3>Versions, and why each is shown or hidden in this view</h3>"
-        '<div class="table-wrap"><table><thead><tr><th>Version</th><th>Upstream</th>'
-        "<th>Status</th><th>Published</th><th>Here</th><th>Deciding rules</th></tr></thead>"
+        '<div class="table-wrap"><table class="versions"><thead><tr><th>Version</th>'
+        "<th>Here</th><th>Deciding rules</th><th>Upstream</th><th>Status</th><th>Published</th>"
+        "</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
     return page(name, "".join(parts), views, active=view_name)

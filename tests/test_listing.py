@@ -18,7 +18,7 @@ from gateway.listing import (
     PAGE_SIZE,
     Facts,
     Filters,
-    _package_facts,
+    package_facts,
     select,
     view_facts,
 )
@@ -85,7 +85,7 @@ CATALOG = view_of([entry(i, k, s, m) for i, (k, s, m) in enumerate(
 
 
 def test_filters_narrow_by_transport_type_and_status() -> None:
-    known = view_facts(CATALOG, NAMESPACE, EVERY_STEP)
+    known = view_facts(CATALOG, EVERY_STEP)
     assert known.types == ("npm", "oci", "pypi")
 
     def names(**asked: str) -> set[str]:
@@ -103,7 +103,7 @@ def test_filters_narrow_by_transport_type_and_status() -> None:
 
 
 def test_sorting_by_updated_puts_the_newest_first_ties_by_name() -> None:
-    known = view_facts(CATALOG, NAMESPACE, EVERY_STEP)
+    known = view_facts(CATALOG, EVERY_STEP)
     filters = Filters.of({"sort": "updated"}, 256)
     shown = select(known.ordered("updated"), filters, None, {}, EVERY_STEP).shown
     keys = [(-f.updated, f.item.name) for f in shown]
@@ -113,7 +113,7 @@ def test_sorting_by_updated_puts_the_newest_first_ties_by_name() -> None:
 
 def test_the_page_before_a_server_near_the_top_is_a_whole_first_page() -> None:
     """Servers added since a page was shown: the page before it is still a whole page."""
-    ordered = view_facts(CATALOG, NAMESPACE, EVERY_STEP).by_name
+    ordered = view_facts(CATALOG, EVERY_STEP).by_name
     third = ordered[2].item.name
     found = select(ordered, Filters(), None, {"before": third}, EVERY_STEP, 10)
     assert [f.item.name for f in found.shown] == [f.item.name for f in ordered[:10]]
@@ -128,7 +128,7 @@ def test_the_page_before_a_server_near_the_top_is_a_whole_first_page() -> None:
      ({"sort": "updated", "after": "yesterday"}, "not a cursor")],
 )  # fmt: skip
 def test_a_bad_query_names_what_is_wrong(query: dict[str, str], complaint: str) -> None:
-    known = view_facts(CATALOG, NAMESPACE, EVERY_STEP)
+    known = view_facts(CATALOG, EVERY_STEP)
 
     def ask() -> None:
         filters = Filters.of(query, 256)
@@ -145,13 +145,13 @@ def test_package_facts_take_the_worst_mirror_answer_and_signals_every_package_ha
         {"verification": "unknown", "signals": {"signature": good,
                                                 "provenance": {"state": "absent"}}},
     ]  # fmt: skip
-    assert _package_facts(checks) == ("unknown", frozenset({"signature"}))
-    assert _package_facts([{"verification": "missing"}, {"verification": "unknown"}]) == (
+    assert package_facts(checks) == ("unknown", frozenset({"signature"}))
+    assert package_facts([{"verification": "missing"}, {"verification": "unknown"}]) == (
         "missing", frozenset())  # fmt: skip
-    assert _package_facts([{"signals": {"scan": {"state": "clean"}}}]) == (None,
+    assert package_facts([{"signals": {"scan": {"state": "clean"}}}]) == (None,
                                                                           frozenset({"scan"}))  # fmt: skip
-    assert _package_facts("not a list") == (None, frozenset())
-    assert _package_facts([{"verification": "made-up", "signals": "no"}]) == (None, frozenset())
+    assert package_facts("not a list") == (None, frozenset())
+    assert package_facts([{"verification": "made-up", "signals": "no"}]) == (None, frozenset())
 
 
 ROWS = st.lists(
@@ -175,7 +175,7 @@ def test_paging_forward_and_back_shows_each_match_once_in_order(
 ) -> None:
     view = view_of([entry(i, k, s, m) for i, (k, s, m) in enumerate(rows)])
     filters = Filters.of(asked, 256)
-    facts = view_facts(view, NAMESPACE, EVERY_STEP).ordered(filters.sort)
+    facts = view_facts(view, EVERY_STEP).ordered(filters.sort)
     expected = [
         f.item.name for f in facts
         if filters.admits(f) and (not filters.search or filters.search in f.item.name_folded

@@ -96,3 +96,62 @@ def write_web_config(
     upstreams = [upstream, *extra_upstreams]
     settings = {"admin_token": ADMIN_TOKEN, "access_log": False, "upstreams": upstreams}
     return write_config(directory, {**settings, **gateway})
+
+
+WORDS = ("weather", "calendar", "postgres", "tickets", "search", "files", "metrics", "billing",
+         "slack", "kubernetes", "invoices", "translate", "maps", "notes", "builds")  # fmt: skip
+
+
+def many_entries(count: int) -> list[dict[str, Any]]:
+    """`count` servers of every kind a large catalog has: npm, PyPI and OCI packages, remotes,
+    deprecated ones, a spread of update times, a few versions each; about one in twelve from
+    io.github.blocked, which the `many` view's policy denies."""
+    entries = []
+    for index in range(count):
+        word = WORDS[index % len(WORDS)]
+        owner = "blocked" if index % 12 == 5 else f"team{index % 40:02d}"
+        name = f"io.github.{owner}/{word}-{index:05d}"
+        updated = f"2026-{1 + index % 11:02d}-{1 + index % 27:02d}T{index % 24:02d}:00:00Z"
+        kind = index % 4
+        common: dict[str, Any] = {"title": f"{word.capitalize()} {index}", "updated": updated,
+                  "status": "deprecated" if index % 9 == 4 else "active",
+                  "description": f"Works with {word} for team {index % 40}: server {index}."}  # fmt: skip
+        for minor in range(1 + index % 3):
+            version = f"1.{minor}.0"
+            if kind == 0:
+                package = npm(f"@{owner}/{word}-{index}", version)
+            elif kind == 1:
+                package = {"registryType": "pypi", "identifier": f"{word}-{index}",
+                           "version": version, "transport": {"type": "stdio"}}  # fmt: skip
+            elif kind == 2:
+                package = {"registryType": "oci", "transport": {"type": "stdio"},
+                           "identifier": f"ghcr.io/{owner}/{word}-{index}:{version}"}  # fmt: skip
+            if kind == 3:
+                remote = {"type": "streamable-http", "url": f"https://{word}.example.com/{index}"}
+                entries.append(server_entry(name, version, remotes=[remote], **common))
+            else:
+                entries.append(server_entry(name, version, packages=[package], **common))
+    return entries
+
+
+def write_many_config(directory: Path, count: int, **gateway: Any) -> FederationConfig:
+    """The web catalog's config over `count` generated servers (`many_entries`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "policy.yaml": {"rules": [{"deny": {"name": "io.github.blocked/*"}}]},
+        "mirrors.yaml": {
+            "npm": NPM_MIRROR,
+            "pypi": PYPI_MIRROR,
+            "oci": {"ghcr.io": "registry.example.com/ghcr"},
+        },
+        "views/payments.yaml": {
+            "description": "What the payments teams may install: no team07 servers.",
+            "rules": [{"deny": {"name": "io.github.team07/*"}}],
+        },
+    }
+    for path, document in files.items():
+        (directory / path).parent.mkdir(parents=True, exist_ok=True)
+        (directory / path).write_text(yaml.safe_dump(document), encoding="utf-8")
+    upstream = file_upstream(directory / "data", "many", many_entries(count))
+    settings = {"admin_token": ADMIN_TOKEN, "access_log": False, "upstreams": [upstream]}
+    return write_config(directory, {**settings, **gateway})
