@@ -292,7 +292,9 @@ async def test_the_server_page_says_which_file_hid_a_version(gateway: Any) -> No
     response = await gateway.get(f"/server/{SERVER}")
     assert response.status == 200
     markup = await response.text()
-    row = next(r for r in re.findall(r"<tr><td>.*?</tr>", markup) if "<td>1.1.0</td>" in r)
+    row = next(
+        r for r in re.findall(r"<tr>.*?</tr>", markup) if '<td data-label="Version">1.1.0</td>' in r
+    )
     assert "hidden: denied" in row
     assert "provenance invalid" in row
     assert wheel("1.1.0") in row

@@ -119,7 +119,7 @@ async def test_the_api_and_the_catalog_page_answer_a_long_search_from_a_thread(
     client = await serve(make_config(upstreams=[file_upstream(tmp_path / "d", "u", servers)]))
     await asyncio.to_thread(client.app[REFRESHER].builder.index)
     monkeypatch.setattr("gateway.api.ON_LOOP", 0)
-    monkeypatch.setattr("gateway.app.ON_LOOP", 0)
+    monkeypatch.setattr("gateway.pages.ON_LOOP", 0)
     answer = await client.get("/v0.1/servers", params={"search": "tickets wiki"})
     assert answer.status == 200
     body = await answer.json()

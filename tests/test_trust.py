@@ -307,7 +307,9 @@ async def test_the_server_page_says_which_advisory_hid_a_version(setup: Any) -> 
     response = await client.get("/server/io.github.acme/weather")
     assert response.status == 200
     markup = await response.text()
-    row = next(r for r in re.findall(r"<tr><td>.*?</tr>", markup) if "<td>1.1.0</td>" in r)
+    row = next(
+        r for r in re.findall(r"<tr>.*?</tr>", markup) if '<td data-label="Version">1.1.0</td>' in r
+    )
     assert "hidden: denied" in row
     assert "MAL-2026-1234" in row
 
