@@ -256,6 +256,7 @@ def test_two_processes_appending_to_one_audit_both_show(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # two processes, a few thousand appends each
 def test_two_processes_cutting_one_audit_keep_it_whole_and_bounded(tmp_path: Path) -> None:
     _writers(tmp_path, 30_000, 1000)
     lines = (tmp_path / AUDIT_FILE).read_bytes().splitlines()
