@@ -217,7 +217,7 @@ def catalog_page(
     if filters.narrowed:
         counted += f". {result.matching:,} match"
         if filters.search:
-            counted += f" {esc(repr(filters.search))}"
+            counted += f" \u201c{esc(filters.search)}\u201d"
     counts = f'<p class="summary counts" role="status">{counted}.</p>'
     cards = "".join(_card(view, facts, base, namespace, icons) for facts in result.shown)
     if not result.shown:

@@ -26,6 +26,7 @@ from gateway.entry import OFFICIAL, format_timestamp
 from gateway.explain import Explanation, Verdict
 from gateway.icon_config import icon_src
 from gateway.install import Install, ide_entry, installs, mcp_json, vscode_link
+from gateway.semver import SemverKey, semver_key
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -266,9 +267,14 @@ def server_page(
     else:
         parts.append(f"<p>This view serves no version of <code>{esc(name)}</code>.</p>")
     rows = []
-    newest_first = sorted(
-        report.versions, key=lambda v: format_timestamp(v.published_at), reverse=True
-    )
+
+    def newest(version: Any) -> tuple[str, bool, SemverKey | tuple[()], str]:
+        """Newest published first; versions published together by semver, then as text."""
+        key = semver_key(version.version)
+        return (format_timestamp(version.published_at), key is not None, key or (),
+                version.version)  # fmt: skip
+
+    newest_first = sorted(report.versions, key=newest, reverse=True)
     for version in newest_first:
         verdict = version.verdict(view_name)
         if verdict is None:

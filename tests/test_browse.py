@@ -72,7 +72,7 @@ async def test_counts_say_how_many_are_served_and_hidden(client: Any) -> None:
         if "weather" in name and versions[-1]["server"].get("remotes")
         and not name.startswith("io.github.blocked/")
     )  # fmt: skip
-    assert narrowed.endswith(f"{remote_weather} match 'WEATHER'.")
+    assert narrowed.endswith(f"{remote_weather} match \u201cWEATHER\u201d.")
 
 
 async def test_filters_keep_only_what_they_name(client: Any) -> None:
@@ -169,3 +169,9 @@ async def test_mirror_filters_read_what_the_mirror_answered(
     assert "io.github.filler/server-007" not in missing
     assert "com.example/remote-only" not in missing + names(await get(client, "/?mirror=unknown"))
     assert counts(await get(client, "/?trust=signature")).endswith(" 0 match.")
+
+
+async def test_versions_published_together_are_listed_newest_first(client: Any) -> None:
+    markup = await get(client, "/server/io.github.team07/postgres-00047")
+    shown = re.findall(r'<td data-label="Version">([^<]+)</td>', markup)
+    assert shown == ["1.2.0", "1.1.0", "1.0.0"]

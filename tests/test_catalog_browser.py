@@ -203,7 +203,7 @@ async def _every_page(page: Any) -> list[str]:
 
 
 def _match(count: int, word: str = "") -> str:
-    return f". {count:,} match" + (f" '{word}'." if word else ".")
+    return f". {count:,} match" + (f" \u201c{word}\u201d." if word else ".")
 
 
 async def test_a_word_only_in_descriptions_finds_its_servers(site: Site, tab: Tab) -> None:

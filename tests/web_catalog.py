@@ -105,7 +105,7 @@ WORDS = ("weather", "calendar", "postgres", "tickets", "search", "files", "metri
 def many_entries(count: int) -> list[dict[str, Any]]:
     """`count` servers of every kind a large catalog has: npm, PyPI and OCI packages, remotes,
     deprecated ones, a spread of update times, a few versions each; about one in twelve from
-    io.github.blocked, which the `many` view's policy denies."""
+    io.github.blocked, which policy.yaml denies (in every view)."""
     entries = []
     for index in range(count):
         word = WORDS[index % len(WORDS)]
