@@ -19,6 +19,7 @@ from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
 from gateway.errors import (
     BadRequest,
+    Busy,
     MethodNotAllowed,
     NotFound,
     NotReady,
@@ -262,9 +263,21 @@ class Api:
 LONG_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="long-work")
 
 
+MAX_WAITING = 32  # long work queued at once; more is refused (`Busy`), not queued
+_waiting = 0
+
+
 async def elsewhere(work: Callable[[], T]) -> T:
-    """`work` (paced: see `pacing.Allowance`) in the thread for long work, after the rest."""
-    return await asyncio.get_running_loop().run_in_executor(LONG_WORK, work)
+    """`work` (paced: see `pacing.Allowance`) in the thread for long work, after the rest;
+    `Busy` when MAX_WAITING pieces wait already (each holds its snapshot while it waits)."""
+    global _waiting
+    if _waiting >= MAX_WAITING:
+        raise Busy()
+    _waiting += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(LONG_WORK, work)
+    finally:
+        _waiting -= 1
 
 
 class Later:

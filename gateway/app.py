@@ -25,6 +25,7 @@ from gateway.admin import handle_admin
 from gateway.api import Api, Rendered, check_method, etag_matches, reject_nul
 from gateway.config import FederationConfig
 from gateway.errors import (
+    Busy,
     FieldError,
     MethodNotAllowed,
     NotReady,
@@ -153,6 +154,8 @@ async def _answer(
         response = await dispatch(app, request)
     except RequestError as exc:
         response = _request_problem(exc)
+        if isinstance(exc, Busy):
+            response.headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, MethodNotAllowed):
             response.headers["Allow"] = "GET, HEAD, OPTIONS"
         if isinstance(exc, NotReady):

@@ -14,7 +14,6 @@ from gateway.catalog import ViewCatalog
 from gateway.config import DEFAULT_VIEW
 from gateway.install import installs
 from gateway.listing import (
-    MEMO_KEY,
     MIRROR,
     SORTS,
     STATUSES,
@@ -23,7 +22,6 @@ from gateway.listing import (
     Facts,
     Filters,
     Page,
-    ViewFacts,
     package_facts,
     select,
     select_all,
@@ -39,11 +37,13 @@ MIRROR_MEANING = {
     "unknown": "Not checked yet: the mirror has not answered for a package of this version",
 }
 TRUST_MEANING = {
-    "signature": "Signed: every package's signature over the bytes in the mirror checks out",
-    "provenance": "Provenance: every package has a verified build attestation from its "
+    "signature": "Signed: every signed package's signature over the bytes in the mirror checks out",
+    "provenance": "Provenance: every signed package has a verified build attestation from its "
     "source repository",
-    "digest": "Digest: the bytes in the mirror are the ones the publisher listed",
-    "scan": "Scanned clean: a fresh scan of the bytes in the mirror found nothing",
+    "digest": "Digest: for every signed package, the bytes in the mirror are the ones the "
+    "publisher listed",
+    "scan": "Scanned clean: for every signed package, a fresh scan of the bytes in the mirror "
+    "found nothing",
 }
 _LABELS = {
     "transport": ("Transport", {"remote": "remote (hosted)", "local": "local (package)"}),
@@ -54,20 +54,6 @@ _LABELS = {
                         "digest": "digest matches", "scan": "scanned clean"}),
     "sort": ("Sort by", {"name": "name", "updated": "recently updated"}),
 }  # fmt: skip
-
-
-def _types(view: ViewCatalog) -> tuple[str, ...]:
-    """The package types the form offers: those of the view's servers when their facts are
-    known, else every type the upstreams' entries name (the facts are not worked out for a
-    page that needs none)."""
-    known = view.memo.get(MEMO_KEY)
-    if isinstance(known, ViewFacts):
-        return known.types
-    types = view.memo.get("types")
-    if not isinstance(types, tuple):
-        found = {t for item in view.latest.items for t in item.registry_meta.entry.registry_types}
-        types = view.memo["types"] = tuple(sorted(found))
-    return types
 
 
 def _select(key: str, values: tuple[str, ...], chosen: str, *, any_label: str | None) -> str:
@@ -81,8 +67,7 @@ def _select(key: str, values: tuple[str, ...], chosen: str, *, any_label: str | 
     return f'<label>{esc(label)} <select name="{esc(key)}">{"".join(options)}</select></label>'
 
 
-def _form(base: str, filters: Filters, types: tuple[str, ...]) -> str:
-    kinds = types if not filters.type or filters.type in types else (*types, filters.type)
+def _form(base: str, filters: Filters, kinds: tuple[str, ...]) -> str:
     return (
         f'<form class="search" method="get" action="{esc(base)}" role="search">'
         f'<input type="search" name="q" value="{esc(filters.search)}" '
@@ -192,12 +177,15 @@ def catalog_page(
     allowance: Allowance,
     description: str = "",
     icons: tuple[str, ...] = (),
+    types: tuple[str, ...] = (),
 ) -> bytes:
     """The servers a view serves (their latest versions), 50 a page, as `query` asks. Steps
-    `allowance` as it goes (`OverAllowance` past it: made again off the serving loop)."""
-    filters = Filters.of(query, searching.MAX_SEARCH)
+    `allowance` as it goes (`OverAllowance` past it: made again off the serving loop).
+    `types`: the package types the gateway knows (policy.yaml's extra ones too), offered in
+    the form: never a list from upstream data."""
+    filters = Filters.of(query, searching.MAX_SEARCH, types)
     if not filters.narrowed and filters.sort == "name":  # no facts needed but the shown's
-        result, types = select_all(view, query), _types(view)
+        result = select_all(view, query)
     else:
         known = view_facts(view, allowance)
         checks = view_checks(view, namespace, allowance) if filters.checks else None
@@ -208,7 +196,6 @@ def catalog_page(
             names = None if found is None else set(found)
         ordered = known.ordered(filters.sort)
         result = select(ordered, filters, names, query, allowance, checks=checks)
-        types = known.types
     base = view_base(view_name)
     title = "MCP servers" if view_name == DEFAULT_VIEW else f"MCP servers: {view_name}"
     served = len(view.latest.items)

@@ -22,7 +22,8 @@
         ├── MethodNotAllowed       405
         ├── UriTooLong             414
         ├── ValidationFailed       422, with one FieldError per bad parameter
-        └── NotReady               503, no catalog yet: upstreams' first data awaited
+        ├── NotReady               503, no catalog yet: upstreams' first data awaited
+        └── Busy                   503, too much long work waiting already (Retry-After)
 
 Exceptions carry fields, not preformatted strings; `str()` renders them for people.
 """
@@ -347,3 +348,16 @@ class NotReady(RequestError):
             return "the catalog is being built; retry in a moment"
         named = ", ".join(f"{a.upstream} ({a.error or 'first sync running'})" for a in self.awaited)
         return f"waiting for the first data of upstream(s): {named}"
+
+
+class Busy(RequestError):
+    """Work too long for the serving loop, while as much already waits for the thread that
+    does it: answered at once, to be asked again shortly, rather than queued without end."""
+
+    status = 503
+    title = "Service Unavailable"
+    retry_after = 1
+
+    @property
+    def detail(self) -> str:
+        return "the gateway is busy with long searches; try again in a second"

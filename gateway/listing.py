@@ -11,10 +11,14 @@ stays right while the catalog changes under it.
 
 from __future__ import annotations
 
+import heapq
 import re
+import unicodedata
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import orjson
 
@@ -34,6 +38,10 @@ _MIRROR_RANK = {"missing": 0, "unknown": 1, "available": 2}
 _TYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _UPDATED_CURSOR = re.compile(r"(-?[0-9]{1,20}) (\S{1,200})")
 STEP = 512  # facts checked between two steps of a page's allowance
+FACTS_STEP = 128  # facts worked out between two steps
+CHECKS_STEP = 16  # served versions read (each rendered, if no one asked for it yet) per step
+SORT_PIECE = 2048  # the by-update order is sorted in pieces this long, then merged (paced)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MEMO_KEY = "listing"
 
 
@@ -55,19 +63,44 @@ class Facts:
 
 @dataclass(frozen=True, slots=True)
 class ViewFacts:
-    """A view's servers' facts, in both orders, and the package types present."""
+    """A view's servers' facts, in both orders."""
 
     by_name: list[Facts]
     by_updated: list[Facts]
-    types: tuple[str, ...]
 
     def ordered(self, sort: str) -> list[Facts]:
         return self.by_updated if sort == "updated" else self.by_name
 
 
+T = TypeVar("T")
+
+
+def paced_sorted(
+    values: list[T], key: Callable[[T], tuple[int, str]], allowance: Allowance
+) -> list[T]:
+    """`sorted(values, key=key)`, in pieces of SORT_PIECE merged a step at a time: one sort of
+    60,000 holds the GIL for 40 ms, and the serving loop waits behind it."""
+    pieces = []
+    for start in range(0, len(values), SORT_PIECE):
+        if start:
+            allowance.step()
+        pieces.append(sorted(values[start : start + SORT_PIECE], key=key))
+    if len(pieces) == 1:
+        return pieces[0]
+    merged: list[T] = []
+    countdown = STEP
+    for value in heapq.merge(*pieces, key=key):
+        countdown -= 1
+        if not countdown:
+            countdown = STEP
+            allowance.step()
+        merged.append(value)
+    return merged
+
+
 def _micros(item: Item) -> int:
-    moment = item.updated_at
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    micros: int = (item.updated_at - _EPOCH) // timedelta(microseconds=1)  # before 1970 too
+    return micros
 
 
 def package_facts(checks: object) -> tuple[str | None, frozenset[str]]:
@@ -96,6 +129,7 @@ def package_facts(checks: object) -> tuple[str | None, frozenset[str]]:
 
 Checked = tuple[str | None, frozenset[str]]  # the worst mirror answer; the signals at best
 Checks = dict[str, Checked]  # by server name
+_CHECKED: dict[Checked, Checked] = {}  # at most 4 x 2**4 values: one object each, shared
 
 
 def facts_of(item: Item) -> Facts:
@@ -108,7 +142,8 @@ def checked_of(body: bytes, namespace: str) -> Checked:
     """What the mirrors said of a served version, from its gateway `_meta`."""
     meta = orjson.loads(body).get("_meta")
     ours = meta.get(namespace) if isinstance(meta, dict) else None
-    return package_facts(ours.get("packages") if isinstance(ours, dict) else None)
+    found = package_facts(ours.get("packages") if isinstance(ours, dict) else None)
+    return _CHECKED.setdefault(found, found)
 
 
 def view_checks(view: ViewCatalog, namespace: str, allowance: Allowance) -> Checks:
@@ -117,12 +152,14 @@ def view_checks(view: ViewCatalog, namespace: str, allowance: Allowance) -> Chec
     made = view.memo.get("checks")
     if isinstance(made, dict):
         return made
+    items = view.latest.items
+    allowance.ensure(len(items) // CHECKS_STEP)
     checks: Checks = {}
-    countdown = STEP
-    for item in view.latest.items:
+    countdown = CHECKS_STEP
+    for item in items:
         countdown -= 1
         if not countdown:
-            countdown = STEP
+            countdown = CHECKS_STEP
             allowance.step()
         checks[item.name] = checked_of(view.body(item), namespace)
     view.memo["checks"] = checks
@@ -134,17 +171,18 @@ def view_facts(view: ViewCatalog, allowance: Allowance) -> ViewFacts:
     made = view.memo.get(MEMO_KEY)
     if isinstance(made, ViewFacts):
         return made
+    items = view.latest.items
+    allowance.ensure(len(items) // FACTS_STEP + len(items) // SORT_PIECE)
     by_name = []
-    countdown = STEP
-    for item in view.latest.items:
+    countdown = FACTS_STEP
+    for item in items:
         countdown -= 1
         if not countdown:
-            countdown = STEP
+            countdown = FACTS_STEP
             allowance.step()
         by_name.append(facts_of(item))
-    by_updated = sorted(by_name, key=lambda facts: (-facts.updated, facts.item.name))
-    types = tuple(sorted({kind for facts in by_name for kind in facts.types}))
-    made = view.memo[MEMO_KEY] = ViewFacts(by_name, by_updated, types)
+    by_updated = paced_sorted(by_name, lambda facts: (-facts.updated, facts.item.name), allowance)
+    made = view.memo[MEMO_KEY] = ViewFacts(by_name, by_updated)
     return made
 
 
@@ -161,7 +199,10 @@ class Filters:
     sort: str = "name"
 
     @classmethod
-    def of(cls, query: Mapping[str, str], max_search: int) -> Filters:
+    def of(cls, query: Mapping[str, str], max_search: int, types: Iterable[str] = ()) -> Filters:
+        """The filters a query asks for; `types`: the package types there are (empty: any
+        that looks like one)."""
+
         def chosen(key: str, allowed: Iterable[str]) -> str:
             value = query.get(key, "")
             if value and value not in allowed:
@@ -170,10 +211,12 @@ class Filters:
             return value
 
         kind = query.get("type", "")
-        if kind and not _TYPE.fullmatch(kind):
-            raise BadRequest("type must be a package type such as npm, pypi or oci")
+        known = tuple(types)
+        if kind and (not _TYPE.fullmatch(kind) or (known and kind not in known)):
+            listed = ", ".join(known) if known else "npm, pypi, oci and the like"
+            raise BadRequest(f"type must be a package type: {listed}")
         return cls(
-            search=query.get("q", "").strip()[:max_search],
+            search=_printable(query.get("q", "")).strip()[:max_search],
             transport=chosen("transport", TRANSPORTS),
             type=kind,
             status=chosen("status", STATUSES),
@@ -216,6 +259,12 @@ class Filters:
         return {key: value for key, value in asked.items() if value}
 
 
+def _printable(text: str) -> str:
+    """A search without control or format characters: they match nothing a person sees, and
+    shown back (a shared link) they would put reversed or hidden text on the page."""
+    return "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf"))
+
+
 def cursor_of(facts: Facts, sort: str) -> str:
     return f"{facts.updated} {facts.item.name}" if sort == "updated" else facts.item.name
 
@@ -252,6 +301,8 @@ def select_all(view: ViewCatalog, query: Mapping[str, str], size: int = PAGE_SIZ
         start = max(0, bisect_left(items, before, key=_name) - size)
     else:
         start = bisect_right(items, after, key=_name) if after else 0
+        if start >= len(items) and items:  # past the last server (a stale link): the last page
+            start = max(0, len(items) - size)
     end = min(len(items), start + size)
     shown = [facts_of(item) for item in items[start:end]]
     previous = shown[0].item.name if shown and start > 0 else None
@@ -296,6 +347,8 @@ def select(
         end = min(len(matched), start + size)  # the first page is a whole one too
     else:
         start = bisect_right(keys, _key(after, sort, "after")) if after else 0
+        if start >= len(matched) and matched:  # past the last match (a stale link): the last page
+            start = max(0, len(matched) - size)
         end = min(len(matched), start + size)
     shown = matched[start:end]
     previous = cursor_of(shown[0], sort) if shown and start > 0 else None

@@ -59,6 +59,12 @@ class Allowance:
         self._left = steps
         self._pacer = Pacer() if steps is None else None
 
+    def ensure(self, steps: int) -> None:
+        """`OverAllowance` now, when the work ahead is known to take more steps than are left
+        (rather than after spending what is left on it)."""
+        if self._left is not None and steps > self._left:
+            raise OverAllowance()
+
     def step(self) -> None:
         if self._pacer is not None:
             self._pacer.tick()

@@ -13,7 +13,7 @@ from gateway.accounts import Explained
 from gateway.api import elsewhere
 from gateway.browse import catalog_page
 from gateway.config import DEFAULT_VIEW
-from gateway.errors import BadRequest, NotFound, NotReady, OverAllowance
+from gateway.errors import BadRequest, Busy, NotFound, NotReady, OverAllowance
 from gateway.icons import Icons, answer
 from gateway.operators import admin_page
 from gateway.pacing import ON_LOOP, Allowance
@@ -127,6 +127,7 @@ async def _view_page(
             catalog_page, view, page.view, request.query, views, namespace, origin,
             description=own.description if own is not None else "",
             icons=config.gateway.icons.prefixes(),
+            types=config.policy.allowed_registry_types(),
         )  # fmt: skip
         try:
             try:
@@ -135,6 +136,10 @@ async def _view_page(
                 return _html(request, await elsewhere(functools.partial(made, Allowance(None))))
         except BadRequest as exc:  # a hand-made query string: say which part, on a page
             return _message(request, "Bad request", _sentence(exc.detail), views, 400)
+        except Busy as exc:
+            busy = _message(request, "Busy", _sentence(exc.detail), views, 503)
+            busy.headers["Retry-After"] = str(exc.retry_after)
+            return busy
     name = page.name or ""  # a server page's route always names one
     report = await explained.report(refresher, page.view, name)
     if report is None or not report.versions:

@@ -369,6 +369,15 @@ def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
     if snapshot is not None:
         for view in snapshot.views.values():
             chunks.extend((view.latest.items, view.active.items, view.every.items))
+            for made in list(view.memo.values()):  # what pages worked out (see `listing`)
+                if isinstance(made, dict):
+                    chunks.append(list(made.values()))  # shared values: the dict frees fast
+                    made.clear()
+                for field in ("by_name", "by_updated"):
+                    found = getattr(made, field, None)
+                    if isinstance(found, list):
+                        chunks.append(found)
+            view.memo.clear()
     if builder is not None:
         chunks.extend(builder.release())
     pacer = Pacer()

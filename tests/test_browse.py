@@ -3,17 +3,23 @@ both ways, bad queries as pages, gzip."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import html
 import re
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
 
+from gateway.api import elsewhere
 from gateway.app import REFRESHER
+from gateway.errors import Busy
 from gateway.loader import load_config
+from gateway.registries import KNOWN as allowed_types
 from tests.fakes import FakeMirror
 from tests.web_catalog import many_entries, write_many_config, write_web_config
 
@@ -175,3 +181,48 @@ async def test_versions_published_together_are_listed_newest_first(client: Any) 
     markup = await get(client, "/server/io.github.team07/postgres-00047")
     shown = re.findall(r'<td data-label="Version">([^<]+)</td>', markup)
     assert shown == ["1.2.0", "1.1.0", "1.0.0"]
+
+
+async def test_a_search_is_shown_back_without_control_or_format_characters(client: Any) -> None:
+    markup = await get(client, "/?q=" + quote("weat\u202eher\u200b\x07"))
+    assert counts(markup).endswith("match \u201cweather\u201d.")
+    assert "\u202e" not in markup
+
+
+async def test_the_form_offers_the_types_the_gateway_knows_not_what_upstreams_send(
+    client: Any,
+) -> None:
+    markup = await get(client, "/")
+    offered = re.findall(
+        r'<option value="([^"]*)"', markup.split('name="type"')[1].split("</select>")[0]
+    )
+    assert offered == ["", *allowed_types]
+    await get(client, "/?type=NuGet", 400)
+
+
+async def test_long_work_beyond_what_waits_already_is_busy_not_queued(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long work (past the loop's allowance) while as much waits already for the one thread
+    that does it: a 503 with Retry-After at once, for pages and the API alike (`elsewhere`)."""
+    monkeypatch.setattr("gateway.api.MAX_WAITING", 1)
+    monkeypatch.setattr("gateway.pages.ON_LOOP", 0)
+    started, go_on = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        started.set()
+        go_on.wait(10)
+
+    waiting = asyncio.ensure_future(elsewhere(blocking))
+    await asyncio.to_thread(started.wait, 10)
+    try:
+        page = await client.get("/?transport=remote")
+        assert page.status == 503
+        assert page.headers["Retry-After"] == "1"
+        assert "busy" in await page.text()
+        with pytest.raises(Busy):
+            await elsewhere(lambda: None)
+    finally:
+        go_on.set()
+        await waiting
+    assert (await client.get("/?transport=remote")).status == 200  # room again

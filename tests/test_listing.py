@@ -13,17 +13,22 @@ from hypothesis import strategies as st
 from gateway.build import plain_view
 from gateway.catalog import Origin, ViewCatalog
 from gateway.entry import parse_item
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, OverAllowance
 from gateway.listing import (
     PAGE_SIZE,
     Facts,
     Filters,
+    checked_of,
+    paced_sorted,
     package_facts,
     select,
+    select_all,
+    view_checks,
     view_facts,
 )
 from gateway.merge import Source, merge
 from gateway.pacing import Allowance
+from gateway.snapshot import Snapshot, release
 from tests.fakes import server_entry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -86,7 +91,6 @@ CATALOG = view_of([entry(i, k, s, m) for i, (k, s, m) in enumerate(
 
 def test_filters_narrow_by_transport_type_and_status() -> None:
     known = view_facts(CATALOG, EVERY_STEP)
-    assert known.types == ("npm", "oci", "pypi")
 
     def names(**asked: str) -> set[str]:
         filters = Filters.of(asked, 256)
@@ -195,3 +199,66 @@ def test_paging_forward_and_back_shows_each_match_once_in_order(
         assert [n for page in back for n in page] == expected
         assert all(len(page) == size for page in back[:-1])
         assert back[0] == forward[0]
+
+
+def test_update_times_before_1970_sort_as_times() -> None:
+    view = view_of([
+        server_entry("io.github.a/older", "1.0.0", updated="1969-12-31T23:59:59.900000Z"),
+        server_entry("io.github.b/newer", "1.0.0", updated="1970-01-01T00:00:00.100000Z"),
+    ])  # fmt: skip
+    ordered = view_facts(view, EVERY_STEP).ordered("updated")
+    assert [f.item.name for f in ordered] == ["io.github.b/newer", "io.github.a/older"]
+
+
+def test_a_cursor_past_the_last_match_shows_the_last_page() -> None:
+    """A stale Next link (servers gone since): the last page, not an empty dead end."""
+    ordered = view_facts(CATALOG, EVERY_STEP).by_name
+    past = {"after": "io.github.zzz/after-everything"}
+    found = select(ordered, Filters(), None, past, EVERY_STEP, 10)
+    assert [f.item.name for f in found.shown] == [f.item.name for f in ordered[-10:]]
+    assert found.next is None
+    assert found.previous == ordered[-10].item.name
+    plain = select_all(CATALOG, past, 10)
+    assert [f.item.name for f in plain.shown] == [f.item.name for f in ordered[-10:]]
+
+
+def test_only_the_package_types_the_gateway_knows_are_asked_for() -> None:
+    known = ("npm", "pypi", "oci")
+    assert Filters.of({"type": "pypi"}, 256, known).type == "pypi"
+    for hostile in ("NuGet", "None", "x" * 40, "made-up"):
+        with pytest.raises(BadRequest, match="type must be a package type: npm, pypi, oci"):
+            Filters.of({"type": hostile}, 256, known)
+
+
+def test_a_catalog_too_large_for_the_loop_is_refused_there_before_any_work() -> None:
+    """On the serving loop (a few steps), the facts of a view that needs more are not begun:
+    `OverAllowance` at once, and nothing is kept half made."""
+    view = view_of([entry(i, "npm", "active", i) for i in range(300)])
+    with pytest.raises(OverAllowance):
+        view_facts(view, Allowance(0))
+    with pytest.raises(OverAllowance):
+        view_checks(view, NAMESPACE, Allowance(0))
+    assert view.memo == {}
+    small = view_of([entry(0, "npm", "active", 1)])
+    assert len(view_facts(small, Allowance(0)).by_name) == 1  # small enough: done where asked
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-5, 5), st.text("ab", max_size=3)), max_size=9000))
+def test_the_paced_sort_is_the_sort(values: list[tuple[int, str]]) -> None:
+    assert paced_sorted(values, lambda v: v, EVERY_STEP) == sorted(values)
+
+
+def test_what_the_mirrors_said_is_shared_not_copied_per_server() -> None:
+    body = b'{"server":{},"_meta":{"gw":{"packages":[{"verification":"missing"}]}}}'
+    assert checked_of(body, "gw") is checked_of(body, "gw")
+
+
+def test_releasing_a_snapshot_lets_go_of_what_its_pages_worked_out() -> None:
+    view = view_of([entry(i, "npm", "active", i) for i in range(20)])
+    facts = view_facts(view, EVERY_STEP)
+    view_checks(view, NAMESPACE, EVERY_STEP)
+    release(Snapshot({"default": view}, built_at=NOW))
+    assert view.memo == {}
+    assert facts.by_name == []
+    assert facts.by_updated == []
