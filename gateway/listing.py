@@ -25,7 +25,7 @@ import orjson
 from gateway.catalog import Item, ViewCatalog
 from gateway.errors import BadRequest
 from gateway.hits import matches
-from gateway.pacing import Allowance
+from gateway.pacing import Allowance, stepped
 
 PAGE_SIZE = 50
 SORTS = ("name", "updated")
@@ -87,15 +87,7 @@ def paced_sorted(
         pieces.append(sorted(values[start : start + SORT_PIECE], key=key))
     if len(pieces) == 1:
         return pieces[0]
-    merged: list[T] = []
-    countdown = STEP
-    for value in heapq.merge(*pieces, key=key):
-        countdown -= 1
-        if not countdown:
-            countdown = STEP
-            allowance.step()
-        merged.append(value)
-    return merged
+    return list(stepped(heapq.merge(*pieces, key=key), allowance, STEP))
 
 
 def _micros(item: Item) -> int:
@@ -155,12 +147,7 @@ def view_checks(view: ViewCatalog, namespace: str, allowance: Allowance) -> Chec
     items = view.latest.items
     allowance.ensure(len(items) // CHECKS_STEP)
     checks: Checks = {}
-    countdown = CHECKS_STEP
-    for item in items:
-        countdown -= 1
-        if not countdown:
-            countdown = CHECKS_STEP
-            allowance.step()
+    for item in stepped(items, allowance, CHECKS_STEP):
         checks[item.name] = checked_of(view.body(item), namespace)
     view.memo["checks"] = checks
     return checks
@@ -173,14 +160,7 @@ def view_facts(view: ViewCatalog, allowance: Allowance) -> ViewFacts:
         return made
     items = view.latest.items
     allowance.ensure(len(items) // FACTS_STEP + len(items) // SORT_PIECE)
-    by_name = []
-    countdown = FACTS_STEP
-    for item in items:
-        countdown -= 1
-        if not countdown:
-            countdown = FACTS_STEP
-            allowance.step()
-        by_name.append(facts_of(item))
+    by_name = [facts_of(item) for item in stepped(items, allowance, FACTS_STEP)]
     by_updated = paced_sorted(by_name, lambda facts: (-facts.updated, facts.item.name), allowance)
     made = view.memo[MEMO_KEY] = ViewFacts(by_name, by_updated)
     return made
@@ -327,12 +307,7 @@ def select(
         raise BadRequest("ask for the page after a server or before one, not both")
     needle = filters.search.casefold()
     matched: list[Facts] = []
-    countdown = STEP
-    for facts in ordered:
-        countdown -= 1
-        if not countdown:
-            countdown = STEP
-            allowance.step()
+    for facts in stepped(ordered, allowance, STEP):
         if needle and not (
             (names is None or facts.item.name in names) and matches(facts.item, needle)
         ):

@@ -23,8 +23,9 @@ interpreted step per item made that rebuild about 20 % slower.
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from gateway.errors import OverAllowance
 
@@ -73,6 +74,20 @@ class Allowance:
         self._left -= 1
         if self._left < 0:
             raise OverAllowance()
+
+
+T = TypeVar("T")
+
+
+def stepped(items: Iterable[T], allowance: Allowance, every: int) -> Iterator[T]:
+    """The items, in order, stepping `allowance` every `every` of them."""
+    countdown = every
+    for item in items:
+        countdown -= 1
+        if not countdown:
+            countdown = every
+            allowance.step()
+        yield item
 
 
 _pauses = 0

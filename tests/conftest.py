@@ -145,8 +145,8 @@ async def mirror() -> AsyncIterator[FakeMirror]:
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium") or ""
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
     """Debian's Chromium through Playwright (no browser download): skipped where it is not
     installed, a failure on CI (`.ci/run` installs it)."""
     if not CHROMIUM or not Path(CHROMIUM).exists():
@@ -162,3 +162,38 @@ async def browser() -> AsyncIterator[Any]:
         )
         yield launched
         await launched.close()
+
+
+SCREENSHOTS = REPO / "docs" / "screenshots"  # what the browser tests save (the README links)
+PHONE = {"width": 390, "height": 844}
+
+
+async def open_page(browser: Any, *, phone: bool = False) -> tuple[Any, Any, list[str]]:
+    """A page in a fresh context (its own sessionStorage), recording every problem."""
+    context = await browser.new_context(
+        viewport=PHONE if phone else {"width": 1280, "height": 900},
+        permissions=["clipboard-read", "clipboard-write"],
+    )
+    problems: list[str] = []
+
+    async def elsewhere(route: Any) -> None:  # nothing may leave the machine: a problem
+        problems.append(f"a request to a third party: {route.request.url}")
+        await route.abort()
+
+    await context.route(lambda url: not url.startswith("http://127.0.0.1"), elsewhere)
+    page = await context.new_page()
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    async def refuse(dialog: Any) -> None:
+        problems.append(f"dialog: {dialog.message}")
+        await dialog.dismiss()
+
+    page.on("dialog", refuse)
+    return context, page, problems
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with chromium() as launched:
+        yield launched

@@ -13,15 +13,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import yaml
 
 from gateway.api import elsewhere
 from gateway.app import REFRESHER
 from gateway.errors import Busy
-from gateway.loader import load_config
 from gateway.registries import KNOWN as allowed_types
 from tests.fakes import FakeMirror
-from tests.web_catalog import many_entries, write_many_config, write_web_config
+from tests.web_catalog import many_entries, write_many_config, write_verified_web_config
 
 COUNT = 240
 
@@ -157,12 +155,7 @@ async def test_mirror_filters_read_what_the_mirror_answered(
     """Verification on, over a loopback mirror that has one filler server's package: the
     `mirror` filter and badge say what it answered; remote-only servers have no answer."""
     mirror.npm["@test/server-007"] = ["1.0.0"]
-    config = write_web_config(tmp_path / "config")
-    (config.directory / "mirrors.yaml").write_text(
-        yaml.safe_dump({"npm": f"{mirror.url}/npm/", "verify": {"mode": "annotate"}})
-    )
-    (config.directory / "views" / "payments.yaml").unlink()  # its mirror is not on loopback
-    client = await serve(load_config(config.directory))
+    client = await serve(write_verified_web_config(tmp_path / "config", f"{mirror.url}/npm/"))
     refresher = client.app[REFRESHER]
     await refresher.verify()
     await refresher.rebuild_now()

@@ -16,14 +16,12 @@ import pytest
 from playwright.async_api import expect
 
 from gateway.app import REFRESHER
-from tests.conftest import REPO
+from tests.conftest import SCREENSHOTS
+from tests.conftest import open_page as _page
 from tests.fakes import Failure, FakeRegistry, server_entry
 from tests.web_catalog import ADMIN_TOKEN, HOSTILE, NPM_MIRROR, write_web_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(120)]
-
-SCREENSHOTS = REPO / "docs" / "screenshots"
-PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
@@ -46,31 +44,6 @@ async def site(tmp_path: Path, serve: Any) -> AsyncIterator[tuple[str, Any]]:
         await refresher.sync_all()
     yield str(client.make_url("")).rstrip("/"), refresher
     await flaky.stop()
-
-
-async def _page(browser: Any, *, phone: bool = False) -> tuple[Any, Any, list[str]]:
-    """A page in a fresh context (its own sessionStorage), recording every problem."""
-    context = await browser.new_context(
-        viewport=PHONE if phone else {"width": 1280, "height": 900},
-        permissions=["clipboard-read", "clipboard-write"],
-    )
-    problems: list[str] = []
-
-    async def elsewhere(route: Any) -> None:  # nothing may leave the machine: a problem
-        problems.append(f"a request to a third party: {route.request.url}")
-        await route.abort()
-
-    await context.route(lambda url: not url.startswith("http://127.0.0.1"), elsewhere)
-    page = await context.new_page()
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-
-    async def refuse(dialog: Any) -> None:
-        problems.append(f"dialog: {dialog.message}")
-        await dialog.dismiss()
-
-    page.on("dialog", refuse)
-    return context, page, problems
 
 
 async def _fits(page: Any) -> bool:

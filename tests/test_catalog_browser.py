@@ -12,11 +12,9 @@ not from the page. Screenshots go to docs/screenshots/ (the README links them).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -29,9 +27,9 @@ from gateway.app import REFRESHER, create_app
 from gateway.browse import MIRROR_MEANING
 from gateway.entry import OFFICIAL
 from gateway.loader import load_config
-from tests.conftest import CHROMIUM, GatewayServer, loopback
+from tests.conftest import PHONE, SCREENSHOTS, GatewayServer, chromium, loopback
+from tests.conftest import open_page as _page
 from tests.fakes import MIRROR_PASSWORD, MIRROR_USER, FakeMirror
-from tests.test_browser import PHONE, SCREENSHOTS, _page
 from tests.web_catalog import many_entries, write_many_config
 
 pytestmark = [
@@ -151,20 +149,9 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Any]:
-    """Debian's Chromium, once for the module (as tests/conftest.py's `browser`)."""
-    if not CHROMIUM or not Path(CHROMIUM).exists():
-        reason = "Chromium is not installed: apt-get install chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
+    """Debian's Chromium, once for the module."""
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -20,6 +20,7 @@ import pytest
 from gateway.app import ICONS, REFRESHER, create_app
 from gateway.icons import Icons
 from tests.conftest import GatewayServer
+from tests.conftest import open_page as _page
 from tests.icon_host import HTML, IconHost, MapResolver, Served, png
 from tests.web_catalog import write_web_config
 
@@ -47,24 +48,6 @@ async def _site(aiohttp_client: Any, directory: Path, host: IconHost, **gateway:
     client = await aiohttp_client(GatewayServer(app))
     await app[REFRESHER].wait_ready()
     return str(client.make_url("")).rstrip("/")
-
-
-async def _page(browser: Any) -> tuple[Any, Any, list[str]]:
-    """A page in a fresh context; every request leaving loopback, script error or dialog is a
-    problem."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-
-    async def elsewhere(route: Any) -> None:
-        problems.append(f"a request to a third party: {route.request.url}")
-        await route.abort()
-
-    await context.route(lambda url: not url.startswith("http://127.0.0.1"), elsewhere)
-    page = await context.new_page()
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
-    return context, page, problems
 
 
 async def test_with_icons_on_a_card_shows_the_icon_served_by_the_gateway(

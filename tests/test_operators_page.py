@@ -18,9 +18,10 @@ import pytest
 from playwright.async_api import expect
 
 from gateway.app import REFRESHER
-from tests.conftest import free_port
+from tests.conftest import SCREENSHOTS, free_port
+from tests.conftest import open_page as _page
 from tests.fakes import Failure, FakeRegistry, server_entry
-from tests.test_browser import SCREENSHOTS, _fits, _page
+from tests.test_browser import _fits
 from tests.web_catalog import ADMIN_TOKEN, write_web_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(120)]

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.app import REFRESHER
 from gateway.install import package_command
-from gateway.loader import load_config
 from gateway.web import CSP
 from tests.fakes import FakeMirror
 from tests.web_catalog import (
@@ -24,6 +22,7 @@ from tests.web_catalog import (
     NPM_MIRROR,
     PAYMENTS_NPM,
     PYPI_MIRROR,
+    write_verified_web_config,
     write_web_config,
 )
 
@@ -241,12 +240,7 @@ async def test_the_mirror_verification_result_is_shown(
     tmp_path: Path, serve: Any, mirror: FakeMirror
 ) -> None:
     """With verification on, each install command says what the mirror answered."""
-    config = write_web_config(tmp_path / "config")
-    (config.directory / "mirrors.yaml").write_text(
-        yaml.safe_dump({"npm": f"{mirror.url}/npm/", "verify": {"mode": "annotate"}})
-    )
-    (config.directory / "views" / "payments.yaml").unlink()  # its mirror is not on loopback
-    client = await serve(load_config(config.directory))
+    client = await serve(write_verified_web_config(tmp_path / "config", f"{mirror.url}/npm/"))
     refresher = client.app[REFRESHER]
     await refresher.verify()
     await refresher.rebuild_now()

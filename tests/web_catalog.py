@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from gateway.config import FederationConfig
+from gateway.loader import load_config
 from tests.conftest import file_upstream, write_config
 from tests.fakes import server_entry
 
@@ -96,6 +97,17 @@ def write_web_config(
     upstreams = [upstream, *extra_upstreams]
     settings = {"admin_token": ADMIN_TOKEN, "access_log": False, "upstreams": upstreams}
     return write_config(directory, {**settings, **gateway})
+
+
+def write_verified_web_config(directory: Path, npm_mirror: str) -> FederationConfig:
+    """The web catalog with its npm packages checked (`verify: annotate`) on a loopback
+    mirror; the payments view, whose mirror is not on loopback, left out."""
+    write_web_config(directory)
+    (directory / "mirrors.yaml").write_text(
+        yaml.safe_dump({"npm": npm_mirror, "verify": {"mode": "annotate"}})
+    )
+    (directory / "views" / "payments.yaml").unlink()
+    return load_config(directory)
 
 
 WORDS = ("weather", "calendar", "postgres", "tickets", "search", "files", "metrics", "billing",
