@@ -19,7 +19,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway import isolated
+from gateway import isolated, logs
 from gateway.accounts import Explained
 from gateway.admin import handle_admin
 from gateway.api import Api, Rendered, check_method, etag_matches, reject_nul
@@ -114,7 +114,9 @@ async def handle(app: web.Application, request: web.BaseRequest) -> web.StreamRe
     started = time.perf_counter()
     request_id = _request_id(request.headers.get("X-Request-Id", ""))
     response: web.StreamResponse
-    refresher = app[REFRESHER]
+    refresher = app.get(REFRESHER)
+    if refresher is None:  # listening, the app still starting (restoring state, building)
+        return _starting(request, request_id)
     snapshot = refresher.snapshot
     # The fast path: this exact URL was answered from this snapshot already (so it passed
     # every check then); a cached answer needs no parsing at all, and carries every header.
@@ -135,8 +137,7 @@ async def handle(app: web.Application, request: web.BaseRequest) -> web.StreamRe
         response.headers.update(CORS_HEADERS)
     app[METRICS].observe_request(route, response.status, started)
     if refresher.config.gateway.access_log:
-        log.info(
-            "request",
+        logs.log_request(
             request_id=request_id,
             method=request.method,
             path=request.raw_path[:512],
@@ -168,6 +169,18 @@ async def _answer(
         log.exception("request_failed", method=request.method, path=request.path[:512])
         response = problem(500, "Internal Server Error", "the gateway failed to answer")
     return request.get(ROUTE, "other"), response
+
+
+def _starting(request: web.BaseRequest, request_id: str) -> web.Response:
+    """Before the app has started: alive, not ready; every other request a 503 to retry."""
+    if request.path == "/healthz":
+        response = _status({"status": "alive"})
+    else:
+        response = problem(503, "Service Unavailable", "the gateway is starting: its saved "
+                           "catalog is being loaded")  # fmt: skip
+        response.headers["Retry-After"] = "1"
+    response.headers["X-Request-Id"] = request_id
+    return response
 
 
 def _preflight(request: web.BaseRequest) -> web.Response:

@@ -77,7 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"refusing to start, the config has errors:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(config.gateway.log_format, config.gateway.log_level)
+    configure_logging(config.gateway.log_format, config.gateway.log_level, buffered=True)
     return serve(config, lambda: _load(args), args.workers)
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app import HANDLER_ARGS, REFRESHER, create_app, handler_for
 from gateway.config import FederationConfig
+from gateway.logs import BUFFER
 from gateway.reloader import ConfigLoader, reload_config
 from gateway.workers import run_workers
 
@@ -90,6 +91,7 @@ async def _serve(
     reloads: set[asyncio.Task[str | None]] = set()
 
     def reload() -> None:
+        loop.run_in_executor(None, BUFFER.flush)  # what was logged before it, written now
         task = asyncio.create_task(reload_config(app[REFRESHER], load))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
@@ -97,7 +99,9 @@ async def _serve(
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     structlog.get_logger("gateway.serve").info("shutting_down")
+    await asyncio.to_thread(BUFFER.flush)  # what was logged before SIGTERM, written now
     await serving.stop()
+    await asyncio.to_thread(BUFFER.flush)
     return 0
 
 
@@ -148,18 +152,19 @@ class Serving:
         reuse_port: bool = False,
         grace: float = 10.0,
     ) -> Serving:
-        await start_app(app)
         server = web.Server(handler_for(app), access_log=None, **HANDLER_ARGS)
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-        serving = cls(app, runner, site)
         try:
+            # Listening first: while the app starts (state restored, the first catalog
+            # built), the port answers 503 with Retry-After instead of refusing connections.
             await site.start()
+            await start_app(app)
         except BaseException:
-            await serving.stop()
+            await runner.cleanup()  # the port closed; an app that did not start, left alone
             raise
-        return serving
+        return cls(app, runner, site)
 
     @property
     def port(self) -> int:

@@ -1,0 +1,147 @@
+"""`serve`'s logs: JSON lines through a buffer, written at least every second, at once on
+SIGHUP and SIGTERM; the access log's lines have the fields and form the structlog chain gives."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+
+from gateway import logs
+from tests.conftest import REPO, free_port
+
+# `serve` with the periodic write made rare (60 s): what reaches stderr before then was
+# written because of a signal (the test's seam: the interval, set before the CLI runs).
+SERVE = (
+    "import sys, gateway.logs as logs; logs.FLUSH_EVERY = 60.0;"
+    "from gateway.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url) as answer:
+        answer.read()
+
+
+def _wait(check: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_lines_are_written_on_sighup_and_sigterm_not_one_write_per_request(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    stderr = tmp_path / "stderr"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVE, "serve", "--listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=sink,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                 "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                _get(base + "/readyz")
+            except OSError:
+                return False
+            return True
+
+        assert _wait(ready, 30)
+        for index in range(5):
+            _get(f"{base}/v0.1/servers?limit={index + 1}")
+        time.sleep(0.3)
+        asked = [e for e in _lines(stderr) if e.get("path", "").startswith("/v0.1/servers")]
+        assert asked == []  # buffered: not written per request
+
+        process.send_signal(signal.SIGHUP)
+
+        def written() -> list[dict[str, Any]]:
+            return [e for e in _lines(stderr) if e.get("path", "").startswith("/v0.1/servers")]
+
+        assert _wait(lambda: len(written()) == 5, 3)
+        _get(base + "/v0.1/servers?limit=9")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        last = written()[-1]
+        assert last["path"] == "/v0.1/servers?limit=9"
+        assert set(last) == {"request_id", "method", "path", "status", "duration_ms", "event",
+                             "level", "timestamp"}  # fmt: skip
+        assert last["event"] == "request"
+        assert last["level"] == "info"
+        assert last["status"] == 200
+        assert last["timestamp"].endswith("Z")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_an_access_line_is_what_the_structlog_chain_would_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast access line and the chain's: the same keys in the same order, the same
+    values, the same timestamp form (configured as `serve` does, then as other commands)."""
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logs, "log_request", logs.log_request)  # put back afterwards
+    saved = structlog.get_config()
+    fields = {"request_id": "abc", "method": "GET", "path": "/x?y=1", "status": 200,
+              "duration_ms": 0.42}  # fmt: skip
+    structlog.contextvars.bind_contextvars(worker=1)
+    try:
+        logs.configure_logging("json", "info", buffered=True)
+        logs.log_request(**fields)
+        logs.BUFFER.flush()
+        logs.configure_logging("json", "info")
+        logs.log_request(**fields)
+    finally:
+        structlog.contextvars.clear_contextvars()
+        structlog.configure(**saved)
+    stream.flush()
+    written = stream.buffer.getvalue().splitlines()  # type: ignore[attr-defined]
+    fast, chain = (orjson.loads(line) for line in written)
+    assert list(fast) == list(chain)
+    assert {k: v for k, v in fast.items() if k != "timestamp"} == {
+        k: v for k, v in chain.items() if k != "timestamp"
+    }
+    assert len(fast["timestamp"]) == len(chain["timestamp"])
+    assert fast["timestamp"][:19] <= chain["timestamp"][:19]
+
+
+def test_lines_past_what_may_wait_are_dropped_and_counted(
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """A reader that stops reading costs lines, counted, never unbounded memory."""
+    monkeypatch.setattr(logs, "MAX_WAITING", 100)
+    buffer = logs.LogBuffer()
+    monkeypatch.setattr(buffer, "_start", lambda: None)  # no writer thread: flushed below
+    for index in range(10):
+        buffer.write(orjson.dumps({"n": index, "pad": "x" * 30}) + b"\n")
+    buffer.flush()
+    lines = [orjson.loads(line) for line in capsysbinary.readouterr().err.splitlines()]
+    assert [line.get("n") for line in lines[:-1]] == [0, 1, 2]
+    assert lines[-1]["event"] == "logs_dropped"
+    assert lines[-1]["lines"] == 7
