@@ -1,0 +1,73 @@
+"""A gateway starting (restoring its state, reading its feeds, building the first catalog)
+already listens: every request is answered, 503 with Retry-After until it is ready, never a
+refused connection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.app import REFRESHER, create_app
+from gateway.loader import load_config
+from gateway.serve import Serving
+from tests.conftest import file_upstream, free_port, loopback
+from tests.fakes import server_entry
+from tests.trusted import write_yaml
+
+
+async def test_the_port_answers_503_with_retry_after_until_the_gateway_is_ready(
+    tmp_path: Path, make_config: Any
+) -> None:
+    """The advisory feed's URL answers after a while (a slow mirror of OSV): the gateway
+    waits for it before its first catalog, and meanwhile its port says so."""
+    release = asyncio.Event()
+
+    async def slow_feed(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(body=b"[]", content_type="application/json")
+
+    feeds = web.Application()
+    feeds.router.add_get("/osv.json", slow_feed)
+    async with loopback(feeds) as feed_url:
+        upstream = file_upstream(tmp_path / "data", "u", [server_entry("io.github.a/b", "1.0.0")])
+        config = make_config(upstreams=[upstream], access_log=False)
+        write_yaml(config.directory / "trust.yaml", {"osv": [
+            {"name": "osv", "url": f"{feed_url}/osv.json", "ecosystems": ["npm"]}]})  # fmt: skip
+        port = free_port()
+        app = create_app(load_config(config.directory))
+        starting = asyncio.create_task(Serving.start(app, "127.0.0.1", port))
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # listening within moments, while the feed is awaited
+                try:
+                    async with session.get(base + "/v0.1/servers") as answer:
+                        status, retry = answer.status, answer.headers.get("Retry-After")
+                        problem = await answer.json(content_type=None)
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the port never answered while the gateway started")
+            assert not starting.done()
+            assert status == 503
+            assert retry == "1"
+            assert problem["status"] == 503
+            async with session.get(base + "/readyz") as ready:
+                assert ready.status == 503
+                assert ready.headers["Retry-After"]
+            async with session.get(base + "/healthz") as alive:
+                assert alive.status == 200
+            release.set()
+            serving = await asyncio.wait_for(starting, 30)
+            try:
+                await asyncio.wait_for(app[REFRESHER].wait_ready(), 30)
+                async with session.get(base + "/v0.1/servers") as answer:
+                    assert answer.status == 200
+                    names = [e["server"]["name"] for e in (await answer.json())["servers"]]
+                assert names == ["io.github.a/b"]
+            finally:
+                await serving.stop()
