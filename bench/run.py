@@ -78,10 +78,13 @@ def pin(pid: int, cpus: set[int] | None) -> None:
 
 @contextmanager
 def process(
-    *argv: str, env: dict[str, str] | None = None, cpus: set[int] | None = None
+    *argv: str,
+    env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
+    stderr: Any = subprocess.DEVNULL,
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
         env={**os.environ, **(env or {})}, start_new_session=True,
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )  # fmt: skip
@@ -180,10 +183,11 @@ ROUTES = {
 
 @contextmanager
 def gateway(
-    per_upstream: int, work: Path, workers: int = 1
+    per_upstream: int, work: Path, workers: int = 1, quiet: bool = False
 ) -> Iterator[tuple[str, int, float, str, float]]:
     """3 fake upstreams of `per_upstream` versions and a gateway over them:
-    (base URL, pid, JSON MB, the first upstream's URL, seconds from start to ready)."""
+    (base URL, pid, JSON MB, the first upstream's URL, seconds from start to ready). Its logs
+    go, as a log shipper takes them, through a pipe to a process writing them to a file."""
     files = write_catalogs(work / f"data-{per_upstream}", per_upstream)
     json_mb = sum(p.stat().st_size for p in files) / 1e6
     ports = [free_port() for _ in files]
@@ -198,16 +202,33 @@ def gateway(
             for i, port in enumerate(ports)
         ]  # fmt: skip
         listen = f"127.0.0.1:{free_port()}"
-        config = write_config(work / f"cfg-{per_upstream}-{workers}", upstreams, listen=listen)
+        config = write_config(work / f"cfg-{per_upstream}-{workers}", upstreams, listen=listen,
+                              quiet=quiet)  # fmt: skip
         shutil.rmtree(config / "state", ignore_errors=True)
         base = f"http://{listen}"
         argv = [PY, "-m", "gateway", "serve", "--config", str(config), "--workers", str(workers)]
+        log = stack.enter(open_log(work / f"gateway-{per_upstream}-{workers}.log"))
         started = time.perf_counter()
-        with process(*argv, env={"GATEWAY_ADMIN_TOKEN": TOKEN}) as proc:
+        with process(*argv, env={"GATEWAY_ADMIN_TOKEN": TOKEN}, stderr=log) as proc:
             wait_http(f"{base}/readyz", timeout=900)
             ready = time.perf_counter() - started
             wait_idle(base)
             yield base, proc.pid, json_mb, f"http://127.0.0.1:{ports[0]}", ready
+
+
+@contextmanager
+def open_log(path: Path) -> Iterator[Any]:
+    """A pipe whose other end a `cat` (on the load generator's core) writes to `path`."""
+    with path.open("wb") as file:
+        cpus = LOAD_CPU
+        shipper = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=file,
+                                   preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)  # fmt: skip
+        try:
+            yield shipper.stdin
+        finally:
+            assert shipper.stdin is not None
+            shipper.stdin.close()
+            shipper.wait()
 
 
 class contextlib_exit:
@@ -264,7 +285,26 @@ def fetch(url: str, method: str = "GET") -> bytes:
         return body
 
 
-def alternate(urls: dict[str, str], seconds: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children, every thread counted."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        one = pending.pop()
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{one}/task").iterdir():
+                pending.extend(map(int, (task / "children").read_text().split()))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def alternate(
+    urls: dict[str, str], seconds: float, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
     """wrk on each server in turn, one-second rounds for `seconds` each: how fast a VM's
     cores run drifts by 10-20 % from one second to the next, and rounds this short see both
     servers under the same drift. Per server the mean req/s and the median round's latency;
@@ -272,7 +312,12 @@ def alternate(urls: dict[str, str], seconds: float) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, float]]] = {label: [] for label in urls}
     for _ in range(max(1, round(seconds))):
         for label, url in urls.items():
-            rounds[label].append(wrk(url, 1, cpus=LOAD_CPU))
+            pid = (pids or {}).get(label)
+            before = cpu_seconds(pid) if pid else 0.0
+            run = wrk(url, 1, cpus=LOAD_CPU)
+            if pid:  # requests per second of the server's CPU time
+                run["per_cpu"] = run["rps"] / max(cpu_seconds(pid) - before, 1e-3)
+            rounds[label].append(run)
     figures: dict[str, Any] = {}
     for label, runs in rounds.items():
         figures[label] = {
@@ -284,6 +329,14 @@ def alternate(urls: dict[str, str], seconds: float) -> dict[str, Any]:
     ratios = [g["rps"] / b["rps"] for g, b in zip(rounds["gateway"], rounds["bare"], strict=True)]
     figures["ratio"] = statistics.median(ratios)
     figures["ratios"] = ratios
+    if pids and "gateway" in pids and "bare" in pids:
+        for label, runs in rounds.items():
+            if label in pids:
+                figures[label]["per_cpu"] = statistics.median(run["per_cpu"] for run in runs)
+        per_cpu = [g["per_cpu"] / b["per_cpu"]
+                   for g, b in zip(rounds["gateway"], rounds["bare"], strict=True)]  # fmt: skip
+        figures["cpu_ratio"] = statistics.median(per_cpu)
+        figures["cpu_ratios"] = per_cpu
     return figures
 
 
@@ -311,7 +364,7 @@ def bench_serving(base: str, pid: int, work: Path, seconds: float) -> list[dict[
     rows = []
     with contextlib_exit() as stack:
         bare = [PY, "-m", "bench.bare", str(work / "routes.json"), str(bare_port)]
-        stack.enter(process(*bare, cpus=SERVER_CPU))
+        pids = {"gateway": pid, "bare": stack.enter(process(*bare, cpus=SERVER_CPU)).pid}
         wait_http(f"http://127.0.0.1:{bare_port}{next(iter(mapping))}")
         nginx_port = None
         if nginx:
@@ -324,7 +377,8 @@ def bench_serving(base: str, pid: int, work: Path, seconds: float) -> list[dict[
                 f" uwsgi_temp_path {work}; scgi_temp_path {work};"
                 f" server {{ listen 127.0.0.1:{nginx_port}; root {static}; }} }}"
             )
-            stack.enter(process(str(nginx), "-c", str(conf), "-p", str(work), cpus=SERVER_CPU))
+            server = process(str(nginx), "-c", str(conf), "-p", str(work), cpus=SERVER_CPU)
+            pids["nginx"] = stack.enter(server).pid
             wait_http(f"http://127.0.0.1:{nginx_port}/r0.json")
         pin(pid, SERVER_CPU)
         try:
@@ -333,7 +387,7 @@ def bench_serving(base: str, pid: int, work: Path, seconds: float) -> list[dict[
                 urls = {"gateway": base + path, "bare": f"http://127.0.0.1:{bare_port}{path}"}
                 if nginx_port:
                     urls["nginx"] = f"http://127.0.0.1:{nginx_port}/r{index}.json"
-                row.update(alternate(urls, seconds))
+                row.update(alternate(urls, seconds, pids))
                 rows.append(row)
         finally:
             pin(pid, None)

@@ -75,14 +75,15 @@ def write_config(
     *,
     listen: str = "127.0.0.1:0",
     views: bool = True,
+    quiet: bool = False,
 ) -> Path:
-    """A config directory: gateway.yaml with these upstreams, and the scenario's policy."""
+    """A config directory: gateway.yaml with these upstreams, and the scenario's policy. The
+    logs as users get them (access log on, info level) unless `quiet` (a row that says so)."""
     directory.mkdir(parents=True, exist_ok=True)
     gateway = {
         "listen": listen,
         "state_dir": str(directory / "state"),
-        "access_log": False,
-        "log_level": "warning",
+        **({"access_log": False, "log_level": "warning"} if quiet else {}),
         "watch_config": "0s",
         "admin_token": "${GATEWAY_ADMIN_TOKEN}",
         "upstreams": upstreams,

@@ -137,13 +137,7 @@ async def handle(app: web.Application, request: web.BaseRequest) -> web.StreamRe
         response.headers.update(CORS_HEADERS)
     app[METRICS].observe_request(route, response.status, started)
     if refresher.config.gateway.access_log:
-        logs.log_request(
-            request_id=request_id,
-            method=request.method,
-            path=request.raw_path[:512],
-            status=response.status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+        logs.log_request(request_id, request.method, request.raw_path, response.status, started)
     return response
 
 
