@@ -42,7 +42,6 @@ PAGE_HEADERS = {
     "Vary": "Accept-Encoding",
 }
 GZIP_PAGE_HEADERS = {**PAGE_HEADERS, "Content-Encoding": "gzip"}
-PAGE_SIZE = 50
 _ASSET_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
