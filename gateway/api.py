@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gzip
-import hashlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
 from cachetools import LRUCache
-from multidict import CIMultiDict
 
 from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
+from gateway.entry import BYTES_OBJECT
 from gateway.errors import (
     BadRequest,
     Busy,
@@ -28,59 +26,20 @@ from gateway.errors import (
 )
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.query import parse_include_deleted, parse_list_query, select_page
+from gateway.rendered import Joined, Rendered, render, rendered_bytes, rendered_parts
 from gateway.routes import Route
+from gateway.served import Part
 from gateway.snapshot import Snapshot
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 SERVER_NOT_FOUND = "Server not found"
 
 
-# What a cached answer holds besides its body and gzip form (its headers, measured: ~1.6 KB),
-# and what a remembered URL holds besides its text: what cache budgets count.
-RENDERED_BYTES = 2048
+# What a remembered URL holds besides its text, and a cache key besides its parameters' text:
+# what cache budgets count (with `Rendered.held`).
 URL_BYTES = 256
 KEY_BYTES = 512
 T = TypeVar("T")
-
-
-class Rendered:
-    """A response body, its ETag and headers, and (made on first demand, then kept) its gzip
-    form: everything a cached answer needs, computed once."""
-
-    __slots__ = ("_gzipped", "body", "etag", "grew", "gzip_etag", "gzip_headers", "headers")
-
-    def __init__(self, body: bytes, etag: str) -> None:
-        self.body = body
-        self.etag = etag
-        self.gzip_etag = etag[:-1] + '-gz"'
-        common = {
-            "Content-Type": "application/json",
-            "Cache-Control": "no-cache",
-            "Vary": "Accept-Encoding, Origin",
-            "X-Content-Type-Options": "nosniff",
-        }
-        # Copied into every response: from a CIMultiDict that is one C call.
-        self.headers = CIMultiDict({**common, "ETag": etag})
-        self.gzip_headers = CIMultiDict(
-            {**common, "ETag": self.gzip_etag, "Content-Encoding": "gzip"}
-        )
-        self._gzipped: bytes | None = None
-        self.grew: Callable[[Rendered], None] | None = None  # told when its gzip form is made
-
-    def held(self) -> int:
-        """The bytes this answer holds: what a cache counts for it."""
-        return len(self.body) + len(self._gzipped or b"") + RENDERED_BYTES
-
-    def not_modified(self, etag: str) -> dict[str, str]:
-        return {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding, Origin",
-                "X-Content-Type-Options": "nosniff"}  # fmt: skip
-
-    def gzipped(self) -> bytes:
-        if self._gzipped is None:
-            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
-            if self.grew is not None:
-                self.grew(self)
-        return self._gzipped
 
 
 class Cached:
@@ -96,24 +55,25 @@ class Cached:
         return self.key_bytes + self.rendered.held()
 
 
-def render(document: object) -> Rendered:
-    return rendered_bytes(orjson.dumps(document))
-
-
-def rendered_bytes(body: bytes) -> Rendered:
-    # SHA-256 runs in the CPU's own instructions where it has them (OpenSSL): about twice
-    # blake2b's speed on a page, which every answer not yet cached hashes once.
-    return Rendered(body, '"' + hashlib.sha256(body).hexdigest()[:24] + '"')
-
-
-def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> bytes:
-    out = [b'{"servers":[']
+def list_parts(
+    view: ViewCatalog, items: list[Item], metadata: dict[str, Any]
+) -> tuple[list[Part], int]:
+    """A list answer's body in parts, and the bytes of the parts that are its own (copies
+    and its metadata; every other part is an item's, kept by the catalog)."""
+    out: list[Part] = [b'{"servers":[']
+    owned = 0
     for index, item in enumerate(items):
         if index:
             out.append(b",")
-        view.write(item, out)
-    out.extend((b'],"metadata":', orjson.dumps(metadata), b"}"))
-    return b"".join(out)
+        owned += view.write(item, out)
+    # One part, of its own length (orjson's bytes hold 4 KiB however short: see compact_json)
+    tail = b'],"metadata":' + orjson.dumps(metadata) + b"}"
+    out.append(tail)
+    return out, owned + len(tail) + BYTES_OBJECT
+
+
+def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> bytes:
+    return b"".join(list_parts(view, items, metadata)[0])
 
 
 class Api:
@@ -123,14 +83,21 @@ class Api:
     objects around them), so a client sending distinct long queries cannot grow memory: the
     answers by query (least recently used out), and the answers by exact URL for the fast path
     (emptied when full: cheaper than LRU bookkeeping on every hit, and refilled at once).
+    List pages are held in parts (a few pointers an item), their joined bodies in what the
+    answers by URL leave of the budget, a quarter at least (`Joined`): a walk through every
+    page of a large catalog stays in the cache, where whole bodies would have emptied it
+    again and again, and a walk that fits is answered from whole bodies.
     """
 
     def __init__(self, cache_bytes: int = 64 * 1024 * 1024, urls: int = 20_000) -> None:
-        self._cache_bytes = cache_bytes
+        self._budget = cache_bytes
+        self._joined_bytes = cache_bytes // 4
+        self._cache_bytes = cache_bytes - self._joined_bytes
         self._urls = urls
         self._cache: LRUCache[object, Cached] = self._new_cache()
         self._by_url: dict[str, tuple[str, Rendered]] = {}
         self._by_url_bytes = 0
+        self._joined = self._new_joined()
         self._cached_for: Snapshot | None = None
 
     def recall(self, snapshot: Snapshot | None, raw: str) -> tuple[str, Rendered] | None:
@@ -139,12 +106,15 @@ class Api:
             return None
         return self._by_url.get(raw)
 
+    def _new_joined(self) -> Joined:
+        return Joined(self._joined_bytes, lambda: self._budget - self._by_url_bytes)
+
     def _new_cache(self) -> LRUCache[object, Cached]:
         return LRUCache(maxsize=self._cache_bytes, getsizeof=Cached.held)
 
     def held(self) -> int:
-        """The bytes both caches count now."""
-        return int(self._cache.currsize) + self._by_url_bytes
+        """The bytes both caches and the joined bodies count now."""
+        return int(self._cache.currsize) + self._by_url_bytes + self._joined.bytes
 
     def answer(
         self,
@@ -169,6 +139,7 @@ class Api:
         if snapshot is not self._cached_for:
             self._cache = self._new_cache()
             self._by_url, self._by_url_bytes = {}, 0
+            self._joined = self._new_joined()
             self._cached_for = snapshot
         if route.endpoint == "list":
             query = parse_list_query(params)
@@ -211,11 +182,14 @@ class Api:
             return
         self._cache[key] = Cached(held, rendered)
         rendered.grew = functools.partial(self._grew, key)
+        if rendered.in_parts:
+            rendered.joined = self._joined.readmit
+            self._joined.admit(rendered)
         self._remember(raw, endpoint, rendered)
 
     def _grew(self, key: object, rendered: Rendered) -> None:
         """An answer's gzip form was made: both caches count it from now on."""
-        self._by_url_bytes += rendered.held() - len(rendered.body) - RENDERED_BYTES
+        self._by_url_bytes += rendered.gzip_bytes()
         entry = self._cache.get(key)
         if entry is not None and entry.rendered is rendered:
             self._cache[key] = entry  # counted again, its gzip form included
@@ -238,7 +212,7 @@ class Api:
         metadata: dict[str, Any] = {"count": len(items)}
         if next_cursor is not None:
             metadata["nextCursor"] = next_cursor
-        return rendered_bytes(list_body(view, items, metadata))
+        return rendered_parts(*list_parts(view, items, metadata))
 
     @staticmethod
     def _versions(view: ViewCatalog, route: Route, include_deleted: bool) -> Rendered:

@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway import isolated, logs
 from gateway.accounts import Explained
 from gateway.admin import handle_admin
-from gateway.api import Api, Rendered, check_method, etag_matches, reject_nul
+from gateway.api import Api, check_method, etag_matches, reject_nul
 from gateway.config import FederationConfig
 from gateway.errors import (
     Busy,
@@ -41,6 +41,7 @@ from gateway.metrics import Metrics
 from gateway.pages import accepts_gzip, page_response
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
+from gateway.rendered import Rendered
 from gateway.routes import resolve
 
 log = structlog.get_logger("gateway.http")
@@ -196,7 +197,7 @@ def _preflight(request: web.BaseRequest) -> web.Response:
 def respond(request: web.BaseRequest, rendered: Rendered) -> web.Response:
     """Write a rendered body with ETag/304 and gzip negotiation."""
     request_headers = request.headers
-    gzip_ok = accepts_gzip(request, rendered.body)
+    gzip_ok = accepts_gzip(request, rendered.length)
     etag = rendered.gzip_etag if gzip_ok else rendered.etag
     if_none_match = request_headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, (rendered.etag, etag)):

@@ -37,13 +37,14 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def accepts_gzip(request: web.BaseRequest, body: bytes) -> bool:
-    return len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", "")
+def accepts_gzip(request: web.BaseRequest, length: int) -> bool:
+    """Whether to send a body of this length gzip-compressed."""
+    return length >= GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", "")
 
 
 def _html(request: web.BaseRequest, body: bytes, status: int = 200) -> web.Response:
     """A page, gzip-compressed when the client takes it (as the API's answers are)."""
-    if accepts_gzip(request, body):
+    if accepts_gzip(request, len(body)):
         squeezed = gzip.compress(body, compresslevel=6, mtime=0)
         return web.Response(status=status, body=squeezed, headers=GZIP_PAGE_HEADERS)
     return web.Response(status=status, body=body, headers=PAGE_HEADERS)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.api import Api, Later, Rendered
+from gateway.api import Api, Later
 from gateway.app import REFRESHER
 from gateway.catalog import Origin
 from gateway.config import FederationConfig, GatewaySettings, UpstreamSettings
@@ -19,6 +19,7 @@ from gateway.entry import parse_item
 from gateway.errors import OverAllowance
 from gateway.merge import Source
 from gateway.pacing import Allowance
+from gateway.rendered import Rendered
 from gateway.routes import Route
 from gateway.snapshot import Builder, Snapshot
 from tests.conftest import file_upstream
