@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -14,7 +15,6 @@ from cachetools import LRUCache
 
 from gateway import __version__
 from gateway.catalog import Item, ViewCatalog
-from gateway.entry import BYTES_OBJECT
 from gateway.errors import (
     BadRequest,
     Busy,
@@ -26,9 +26,8 @@ from gateway.errors import (
 )
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.query import parse_include_deleted, parse_list_query, select_page
-from gateway.rendered import Joined, Rendered, render, rendered_bytes, rendered_parts
+from gateway.rendered import Joined, Rendered, etag_of, render, rendered_bytes
 from gateway.routes import Route
-from gateway.served import Part
 from gateway.snapshot import Snapshot
 
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -37,9 +36,14 @@ SERVER_NOT_FOUND = "Server not found"
 
 # What a remembered URL holds besides its text, and a cache key besides its parameters' text:
 # what cache budgets count (with `Rendered.held`).
-URL_BYTES = 256
+URL_BYTES = 384
 KEY_BYTES = 512
+# And a page that can be remade: the list of its items (a pointer each), the call that
+# remakes it, and the bytes objects around its metadata.
+PAGE_BYTES = 256
+POINTER_BYTES = 8
 T = TypeVar("T")
+_CHANCE = random.Random()  # which remembered URLs are forgotten when the room runs out
 
 
 class Cached:
@@ -55,25 +59,34 @@ class Cached:
         return self.key_bytes + self.rendered.held()
 
 
-def list_parts(
-    view: ViewCatalog, items: list[Item], metadata: dict[str, Any]
-) -> tuple[list[Part], int]:
-    """A list answer's body in parts, and the bytes of the parts that are its own (copies
-    and its metadata; every other part is an item's, kept by the catalog)."""
-    out: list[Part] = [b'{"servers":[']
-    owned = 0
+def list_tail(metadata: dict[str, Any]) -> bytes:
+    """A list body's end: its metadata, as one bytes object of its own length (orjson's hold
+    4 KiB however short: see `entry.compact_json`)."""
+    return b'],"metadata":' + orjson.dumps(metadata) + b"}"
+
+
+def page_body(view: ViewCatalog, items: list[Item], tail: bytes) -> bytes:
+    out = [b'{"servers":[']
     for index, item in enumerate(items):
         if index:
             out.append(b",")
-        owned += view.write(item, out)
-    # One part, of its own length (orjson's bytes hold 4 KiB however short: see compact_json)
-    tail = b'],"metadata":' + orjson.dumps(metadata) + b"}"
+        view.write(item, out)
     out.append(tail)
-    return out, owned + len(tail) + BYTES_OBJECT
+    return b"".join(out)
 
 
 def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> bytes:
-    return b"".join(list_parts(view, items, metadata)[0])
+    return page_body(view, items, list_tail(metadata))
+
+
+def remade_page(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> Rendered:
+    """A list answer whose body a cache may let go: it is made again from the same items
+    (kept by the catalog: the page holds a pointer each)."""
+    tail = list_tail(metadata)
+    remake = functools.partial(page_body, view, items, tail)
+    body = remake()
+    owned = PAGE_BYTES + POINTER_BYTES * len(items) + len(tail)
+    return Rendered(body, etag_of(body), remake, owned)
 
 
 class Api:
@@ -81,21 +94,26 @@ class Api:
 
     Two caches, each bounded by the bytes it holds (keys, bodies, gzip forms once made, and the
     objects around them), so a client sending distinct long queries cannot grow memory: the
-    answers by query (least recently used out), and the answers by exact URL for the fast path
-    (emptied when full: cheaper than LRU bookkeeping on every hit, and refilled at once).
-    List pages are held in parts (a few pointers an item), their joined bodies in what the
-    answers by URL leave of the budget, a quarter at least (`Joined`): a walk through every
-    page of a large catalog stays in the cache, where whole bodies would have emptied it
-    again and again, and a walk that fits is answered from whole bodies.
+    answers by exact URL for the fast path (no bookkeeping on a hit; when the room runs out,
+    a URL chosen at random is forgotten, so a walk larger than the room still finds a good
+    share of its pages, where forgetting the oldest or all would find none), and the answers
+    by query (least recently used out). List pages are held in parts (a few pointers an
+    item), their joined bodies in what the caches leave of the budget (`Joined`): a walk
+    through every page of a large catalog stays in the cache, where whole bodies would have
+    emptied it again and again, and a walk that fits is answered from whole bodies.
     """
 
     def __init__(self, cache_bytes: int = 64 * 1024 * 1024, urls: int = 20_000) -> None:
+        # One budget: answers by URL up to a half, by query an eighth, joined bodies the rest
+        # (an eighth at least).
         self._budget = cache_bytes
-        self._joined_bytes = cache_bytes // 4
-        self._cache_bytes = cache_bytes - self._joined_bytes
+        self._url_bytes = cache_bytes // 2
+        self._query_bytes = cache_bytes // 8
         self._urls = urls
         self._cache: LRUCache[object, Cached] = self._new_cache()
         self._by_url: dict[str, tuple[str, Rendered]] = {}
+        self._urls_held: list[str] = []  # the same URLs, to choose one at random
+        self._slots: dict[str, int] = {}  # and where each is in that list
         self._by_url_bytes = 0
         self._joined = self._new_joined()
         self._cached_for: Snapshot | None = None
@@ -107,10 +125,13 @@ class Api:
         return self._by_url.get(raw)
 
     def _new_joined(self) -> Joined:
-        return Joined(self._joined_bytes, lambda: self._budget - self._by_url_bytes)
+        return Joined(
+            self._budget // 8,
+            lambda: self._budget - int(self._cache.currsize) - self._by_url_bytes,
+        )
 
     def _new_cache(self) -> LRUCache[object, Cached]:
-        return LRUCache(maxsize=self._cache_bytes, getsizeof=Cached.held)
+        return LRUCache(maxsize=self._query_bytes, getsizeof=Cached.held)
 
     def held(self) -> int:
         """The bytes both caches and the joined bodies count now."""
@@ -138,7 +159,7 @@ class Api:
             raise UnknownView(route.view)
         if snapshot is not self._cached_for:
             self._cache = self._new_cache()
-            self._by_url, self._by_url_bytes = {}, 0
+            self._by_url, self._urls_held, self._slots, self._by_url_bytes = {}, [], {}, 0
             self._joined = self._new_joined()
             self._cached_for = snapshot
         if route.endpoint == "list":
@@ -182,7 +203,7 @@ class Api:
             return
         self._cache[key] = Cached(held, rendered)
         rendered.grew = functools.partial(self._grew, key)
-        if rendered.in_parts:
+        if rendered.remade:
             rendered.joined = self._joined.readmit
             self._joined.admit(rendered)
         self._remember(raw, endpoint, rendered)
@@ -195,16 +216,35 @@ class Api:
             self._cache[key] = entry  # counted again, its gzip form included
 
     def _remember(self, raw: str | None, endpoint: str, rendered: Rendered) -> None:
-        if raw is None:
+        if raw is None or raw in self._by_url:
             return
         # Bounded like the cache, in URLs and in bytes (it may keep answers the cache let go:
         # a client walking every page would otherwise keep them all).
         cost = len(raw) + URL_BYTES + rendered.held()
-        if len(self._by_url) >= self._urls or self._by_url_bytes + cost > self._cache_bytes:
-            self._by_url, self._by_url_bytes = {}, 0
-        if raw not in self._by_url:
-            self._by_url[raw] = (endpoint, rendered)
-            self._by_url_bytes += cost
+        while self._urls_held and (
+            len(self._urls_held) >= self._urls or self._by_url_bytes + cost > self._url_bytes
+        ):
+            self._forget_one()
+        if not self._urls_held:
+            self._by_url_bytes = 0  # a gzip form counted for an answer no URL held
+        self._by_url[raw] = (endpoint, rendered)
+        self._slots[raw] = len(self._urls_held)
+        self._urls_held.append(raw)
+        self._by_url_bytes += cost
+
+    def _forget_one(self) -> None:
+        """Forget a URL chosen at random: a walk through more pages than fit keeps most of
+        them (forgetting the oldest, or all, would forget each page before it is asked
+        again), and answers nobody asks again make room as surely."""
+        held, slots = self._urls_held, self._slots
+        at = _CHANCE.randrange(len(held))
+        raw, last = held[at], held.pop()
+        if last != raw:
+            held[at] = last
+            slots[last] = at
+        del slots[raw]
+        _, rendered = self._by_url.pop(raw)
+        self._by_url_bytes -= len(raw) + URL_BYTES + rendered.held()  # gzip form included
 
     @staticmethod
     def _list(view: ViewCatalog, query: Any, allowance: Allowance) -> Rendered:
@@ -212,7 +252,7 @@ class Api:
         metadata: dict[str, Any] = {"count": len(items)}
         if next_cursor is not None:
             metadata["nextCursor"] = next_cursor
-        return rendered_parts(*list_parts(view, items, metadata))
+        return remade_page(view, items, metadata)
 
     @staticmethod
     def _versions(view: ViewCatalog, route: Route, include_deleted: bool) -> Rendered:

@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.entry import ServerJson, format_timestamp
 from gateway.search import SearchIndex
-from gateway.served import Deferred, Part, RegistryMeta, SuffixKey, write
+from gateway.served import Deferred, RegistryMeta, SuffixKey, write
 
 Key = tuple[str, str]
 
@@ -142,15 +142,12 @@ class ViewCatalog:
     def __len__(self) -> int:
         return len(self.active.items)
 
-    def write(self, item: Item, out: list[Part]) -> int:
-        """Append the item's ServerResponse JSON, in parts (see `served`): the bytes of the
-        parts it copied rather than shared."""
-        return write(
-            item.server_json, item.registry_meta, self.suffixes[item.suffix], item.end, out
-        )
+    def write(self, item: Item, out: list[bytes]) -> None:
+        """Append the item's ServerResponse JSON, in parts (see `served`)."""
+        write(item.server_json, item.registry_meta, self.suffixes[item.suffix], item.end, out)
 
     def body(self, item: Item) -> bytes:
-        out: list[Part] = []
+        out: list[bytes] = []
         self.write(item, out)
         return b"".join(out)
 

@@ -111,8 +111,6 @@ class Entry:
 
 
 _PACKAGES_KEY = b'"packages":'
-BYTES_OBJECT = 33  # what a bytes object holds besides its bytes (CPython, 64-bit)
-MEMORYVIEW_OBJECT = 312  # and a memoryview of a slice (with the buffer it manages)
 
 
 @dataclass(slots=True)
@@ -125,14 +123,8 @@ class Splice:
     end: int
     middle: bytes
 
-    def parts(self) -> tuple[bytes | memoryview, bytes, bytes]:
-        """Its bytes in three parts: the entry's own up to the new array (a view of them, not
-        a copy), the array, and the entry's after it (a short copy)."""
-        return memoryview(self.whole)[: self.start], self.middle, self.whole[self.end :]
-
-    def copied(self) -> int:
-        """What `parts` makes: a view of the entry's bytes, and a copy of its end."""
-        return MEMORYVIEW_OBJECT + len(self.whole) - self.end + BYTES_OBJECT
+    def parts(self) -> tuple[bytes, bytes, bytes]:
+        return self.whole[: self.start], self.middle, self.whole[self.end :]
 
     def __bytes__(self) -> bytes:
         return b"".join(self.parts())

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 HEAD = b'{"server":'
-Part = bytes | memoryview  # a piece of an item's bytes (a view of an entry's: see `Splice`)
 CLOSE = b"}}}"  # the gateway's `_meta`, the item's `_meta`, the item
 _OFFICIAL_KEY = orjson.dumps(OFFICIAL) + b":"
 
@@ -134,22 +133,18 @@ def write(
     meta: RegistryMeta,
     suffix: bytes,
     end: bytes,
-    out: list[Part],
-) -> int:
+    out: list[bytes],
+) -> None:
     """Append an item's ServerResponse JSON to `out`, in parts (`end` is b"" for a
-    `Deferred` server: it makes its own). Every part is kept by the item but a `Splice`'s
-    two ends, copied out of its bytes: returns the bytes those copies hold (0 for none)."""
+    `Deferred` server: it makes its own)."""
     if isinstance(server, bytes):
         out.extend((HEAD, server, meta.made(), suffix, end))
-        return 0
+        return
     if isinstance(server, Deferred):
         server, end = server.made()
     out.append(HEAD)
-    copied = 0
     if isinstance(server, Splice):
         out.extend(server.parts())
-        copied = server.copied()
     else:
         out.append(server)
     out.extend((meta.made(), suffix, end))
-    return copied
