@@ -1,7 +1,8 @@
 """IDEs walking the catalog, as they do: 50 independent walkers, each following its own
-`nextCursor` through the list (`version=latest`, pages of 50, 30 (the default) and 100, and
-a search), against a bare aiohttp handler serving the very same pages from a dict of
-precomputed bytes, in the same run; then the walk's latency while rebuilds run.
+`nextCursor` through the list (`version=latest`, pages of 50, 30 (the default) and 100, a
+search, and pages of 50 asked as IDEs ask, taking gzip), against a bare aiohttp handler
+serving the very same pages from a dict of precomputed bytes (their gzip form to a client
+that takes it), in the same run; then the walk's latency while rebuilds run.
 
     python -m bench.walk [versions per upstream, default 66667] [rounds, default 5]
 
@@ -16,6 +17,7 @@ Target: every walk at >= 0.8x the bare handler; p99 < 50 ms during rebuilds.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import statistics
@@ -43,6 +45,7 @@ from bench.run import (
 )
 
 TARGET = 0.8
+GZIP_ROW = "latest, 50, taking gzip (as IDEs do)"
 WALKERS = 50
 REBUILD_TARGET_MS = 50.0
 
@@ -52,13 +55,20 @@ for line in io.lines(os.getenv("WALK_URLS")) do urls[#urls + 1] = line end
 local walkers = tonumber(os.getenv("WALKERS"))
 local at, turn = {}, 0
 for i = 1, walkers do at[i] = math.floor((i - 1) * #urls / walkers) + 1 end
+local headers = {}
+if os.getenv("WALK_GZIP") == "1" then headers["Accept-Encoding"] = "gzip" end
 request = function()
   turn = turn % walkers + 1
   local page = at[turn]
   at[turn] = page % #urls + 1
-  return wrk.format("GET", urls[page])
+  return wrk.format("GET", urls[page], headers)
 end
 """
+
+
+def squeeze(body: bytes) -> bytes:
+    """A page's gzip form, as the gateway makes it (the same level, no timestamp)."""
+    return gzip.compress(body, compresslevel=6, mtime=0)
 
 
 def walk(base: str, shape: str) -> list[tuple[str, bytes]]:
@@ -90,12 +100,13 @@ def shapes(base: str) -> dict[str, str]:
     }
 
 
-def wrk_walk(url: str, urls: Path, seconds: float) -> dict[str, float]:
+def wrk_walk(url: str, urls: Path, seconds: float, takes_gzip: bool = False) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{WALKERS}", f"-d{max(1, round(seconds))}s", "--latency",
          "-s", str(urls.with_suffix(".lua")), url],
         capture_output=True, text=True, check=True,
-        env={**os.environ, "WALK_URLS": str(urls), "WALKERS": str(WALKERS)},
+        env={**os.environ, "WALK_URLS": str(urls), "WALKERS": str(WALKERS),
+             "WALK_GZIP": "1" if takes_gzip else "0"},
         preexec_fn=(lambda: os.sched_setaffinity(0, LOAD_CPU)) if LOAD_CPU else None,
     ).stdout  # fmt: skip
     units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -107,13 +118,15 @@ def wrk_walk(url: str, urls: Path, seconds: float) -> dict[str, float]:
             "non2xx": float(errors.group(1)) if errors else 0.0}  # fmt: skip
 
 
-def rounds(servers: dict[str, tuple[str, int]], urls: Path, count: int) -> dict[str, Any]:
+def rounds(
+    servers: dict[str, tuple[str, int]], urls: Path, count: int, takes_gzip: bool = False
+) -> dict[str, Any]:
     """Alternating one-second rounds: requests per server CPU-second of each, and ratios."""
     found: dict[str, Any] = {label: [] for label in servers}
     for _ in range(count):
         for label, (url, pid) in servers.items():
             before = cpu_seconds(pid)
-            run = wrk_walk(url, urls, 1)
+            run = wrk_walk(url, urls, 1, takes_gzip)
             if run["non2xx"]:
                 raise SystemExit(f"{label}: {run['non2xx']:.0f} answers were not 200")
             found[label].append(run["requests"] / max(cpu_seconds(pid) - before, 1e-3))
@@ -155,6 +168,7 @@ def main() -> int:
                 for number, (path, body) in enumerate(pages):
                     page = work / f"walk{index}-{number}.json"
                     page.write_bytes(body)
+                    page.with_suffix(".json.gz").write_bytes(squeeze(body))
                     routes[path] = str(page)
                 urls = work / f"walk{index}.txt"
                 urls.write_text("".join(f"{path}\n" for path, _ in pages))
@@ -173,17 +187,18 @@ def main() -> int:
                     pin(server_pid, SERVER_CPU)
                 for label, (urls, size) in walks.items():
                     results.append((label, size, rounds(servers, urls, count)))
+                fifty, size = walks["latest, pages of 50"]
+                results.append((GZIP_ROW, size, rounds(servers, fifty, count, takes_gzip=True)))
                 pin(pid, None)
-            fifty = walks["latest, pages of 50"][0]
             rebuilds = during_rebuilds(base, upstream, fifty, max(3.0, float(count)))
     print(f"IDE walks, {3 * per:,} versions, {WALKERS} walkers, {count} one-second rounds per "
           f"server (requests per server CPU-second; target >= {TARGET}x the bare handler)")  # fmt: skip
-    print(f"{'walk':34} {'pages':>6} {'gateway':>8} {'bare':>8} {'x bare':>7} {'rounds':>11}")
+    print(f"{'walk':38} {'pages':>6} {'gateway':>8} {'bare':>8} {'x bare':>7} {'rounds':>11}")
     worst = float("inf")
     for label, size, found in results:
         ratio = statistics.median(found["ratios"])
         worst = min(worst, ratio)
-        print(f"{label:34} {size:6} {statistics.median(found['gateway']):8.0f} "
+        print(f"{label:38} {size:6} {statistics.median(found['gateway']):8.0f} "
               f"{statistics.median(found['bare']):8.0f} {ratio:6.2f}x "
               f"{min(found['ratios']):.2f}-{max(found['ratios']):.2f}")  # fmt: skip
     builds = rebuilds["builds"]
