@@ -65,25 +65,15 @@ def list_tail(metadata: dict[str, Any]) -> bytes:
     return b'],"metadata":' + orjson.dumps(metadata) + b"}"
 
 
-def page_body(view: ViewCatalog, items: list[Item], tail: bytes) -> bytes:
-    out = [b'{"servers":[']
-    for index, item in enumerate(items):
-        if index:
-            out.append(b",")
-        view.write(item, out)
-    out.append(tail)
-    return b"".join(out)
-
-
 def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> bytes:
-    return page_body(view, items, list_tail(metadata))
+    return view.page(items, list_tail(metadata))
 
 
 def remade_page(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> Rendered:
     """A list answer whose body a cache may let go: it is made again from the same items
     (kept by the catalog: the page holds a pointer each)."""
     tail = list_tail(metadata)
-    remake = functools.partial(page_body, view, items, tail)
+    remake = functools.partial(view.page, items, tail)
     body = remake()
     owned = PAGE_BYTES + POINTER_BYTES * len(items) + len(tail)
     return Rendered(body, etag_of(body), remake, owned)

@@ -146,6 +146,17 @@ class ViewCatalog:
         """Append the item's ServerResponse JSON, in parts (see `served`)."""
         write(item.server_json, item.registry_meta, self.suffixes[item.suffix], item.end, out)
 
+    def page(self, items: list[Item], tail: bytes) -> bytes:
+        """A list answer's body: `{"servers":[` and its items' JSON, then `tail` (its
+        metadata and the closing brackets). Here, compiled, as the items' own bytes are."""
+        out = [b'{"servers":[']
+        for index, item in enumerate(items):
+            if index:
+                out.append(b",")
+            self.write(item, out)
+        out.append(tail)
+        return b"".join(out)
+
     def body(self, item: Item) -> bytes:
         out: list[bytes] = []
         self.write(item, out)
