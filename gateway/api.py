@@ -26,7 +26,7 @@ from gateway.errors import (
 )
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.query import parse_include_deleted, parse_list_query, select_page
-from gateway.rendered import Joined, Rendered, etag_of, render, rendered_bytes
+from gateway.rendered import CLOCK, Joined, Rendered, etag_of, render, rendered_bytes
 from gateway.routes import Route
 from gateway.snapshot import Snapshot
 
@@ -112,7 +112,10 @@ class Api:
         """The answer already given to this exact URL from this snapshot, with its endpoint."""
         if snapshot is None or snapshot is not self._cached_for:
             return None
-        return self._by_url.get(raw)
+        known = self._by_url.get(raw)
+        if known is not None:
+            known[1].used = CLOCK.tick()
+        return known
 
     def _new_joined(self) -> Joined:
         return Joined(
@@ -160,6 +163,7 @@ class Api:
             key = (route.endpoint, route.view, route.name, route.version, include_deleted)
         cached = self._cache.get(key)
         if cached is not None:
+            cached.rendered.used = CLOCK.tick()
             self._remember(raw, route.endpoint, cached.rendered)
             return cached.rendered
         # What the key holds: at most the text of the parameters it was parsed from.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -27,7 +28,7 @@ class Rendered:
 
     __slots__ = (
         "_body", "_gzipped", "_remake", "etag", "grew", "gzip_etag", "gzip_headers", "headers",
-        "joined", "length", "owned",
+        "joined", "length", "owned", "used",
     )  # fmt: skip
 
     def __init__(
@@ -53,6 +54,7 @@ class Rendered:
         self._gzipped: bytes | None = None
         self.grew: Callable[[Rendered], None] | None = None  # told when its gzip form is made
         self.joined: Callable[[Rendered], bool] | None = None  # asked when made again
+        self.used = 0  # when a cache last answered with it (see `Clock`); 0: never
 
     @property
     def body(self) -> bytes:
@@ -61,7 +63,7 @@ class Rendered:
             assert self._remake is not None  # only a body that can be remade is let go
             body = self._remake()
             if self.joined is not None and self.joined(self):
-                self._body = body  # kept while there is room (see `Joined.readmit`)
+                self._body = body  # kept where there is room (see `Joined.readmit`)
         return body
 
     @property
@@ -95,13 +97,40 @@ class Rendered:
         return self._gzipped
 
 
+class Clock:
+    """Answers given from the caches, counted: when each was last given (`Rendered.used`)."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def tick(self) -> int:
+        self.now += 1
+        return self.now
+
+
+CLOCK = Clock()
+
+
 class Joined:
-    """The bodies of list pages that can be remade, bounded in bytes: past the budget the
-    oldest is let go (`Rendered.drop_body`). A walk through more pages than the budget holds
-    then costs writing a page's items again, not its search, ETag or caching. (It keeps its
-    answers alive until then, the caches' evicted ones too: each counts in full, body and
-    all.) The budget is what `room` says is left of the cache's, and never less than
-    `least`."""
+    """The bodies of list pages that can be remade, bounded in bytes: past the budget one is
+    let go (`Rendered.drop_body`), and made again from its items when asked for. A walk
+    through more pages than the budget holds then costs writing a page's items again, not
+    its search, ETag or caching. (It keeps its answers alive until let go, the caches'
+    evicted ones too: each counts in full, body and all.) The budget is what `room` says is
+    left of the cache's, and never less than `least`.
+
+    Which goes: the oldest not answered from the cache lately (in the last `RECENT` times as
+    many cached answers as there are bodies kept; one answered lately is looked at again
+    later). A body made again is kept only by letting such ones go (of the first
+    `LOOKED_AT`): pages asked for again and again stay whole, whether among one-off answers
+    (a stream of new searches, never answered from the cache) or as the part of a walk that
+    fits, which the rest of the walk cannot push out while a round of it is shorter than
+    `RECENT` times what is kept."""
+
+    LOOKED_AT = 16  # bodies a body made again may look at for ones to let go
+    RECENT = 4
 
     def __init__(self, least: int, room: Callable[[], int]) -> None:
         self.least = least
@@ -109,26 +138,52 @@ class Joined:
         self.bytes = 0
         self._bodies: OrderedDict[Rendered, int] = OrderedDict()
 
+    def _lately(self) -> int:
+        """Answers given from the cache after this were given lately (0: one never given
+        from the cache never was)."""
+        return max(0, CLOCK.now - self.RECENT * len(self._bodies))
+
     def admit(self, rendered: Rendered) -> None:
+        """A new answer's body: kept, the oldest not answered lately let go to make room
+        (the oldest of all when every one was)."""
         bodies = self._bodies
         if rendered in bodies:
             return
         cost = bodies[rendered] = rendered.length + rendered.held()
         self.bytes += cost
         budget = max(self.least, self.room())
+        lately, spared = self._lately(), 0
         while self.bytes > budget and len(bodies) > 1:
             oldest, cost = bodies.popitem(last=False)
+            if oldest.used > lately and spared < len(bodies) and oldest is not rendered:
+                bodies[oldest] = cost  # answered lately: looked at again after the others
+                spared += 1
+                continue
             oldest.drop_body()
             self.bytes -= cost
 
     def readmit(self, rendered: Rendered) -> bool:
-        """Whether a body made again is kept: only where there is room, letting nothing go.
-        (A walk through more pages than fit would otherwise let every body go before it is
-        asked again; this way the ones kept are answered whole.)"""
-        cost = rendered.length + rendered.held()
-        if rendered in self._bodies or self.bytes + cost > max(self.least, self.room()):
+        """Whether a body made again is kept: where there is room, or can be made by letting
+        go of bodies not answered lately (of the first `LOOKED_AT`), never others."""
+        bodies = self._bodies
+        if rendered in bodies:
             return False
-        self._bodies[rendered] = cost
+        cost = rendered.length + rendered.held()
+        budget = max(self.least, self.room())
+        if self.bytes + cost > budget:
+            lately = self._lately()
+            looked = list(itertools.islice(bodies, self.LOOKED_AT))
+            stale = [one for one in looked if one.used <= lately]
+            if self.bytes - sum(bodies[one] for one in stale) + cost > budget:
+                for one in looked:  # answered lately or not, looked at after the others
+                    bodies.move_to_end(one)
+                return False
+            for one in stale:
+                if self.bytes + cost <= budget:
+                    break
+                self.bytes -= bodies.pop(one)
+                one.drop_body()
+        bodies[rendered] = cost
         self.bytes += cost
         return True
 
