@@ -26,7 +26,7 @@ from gateway.errors import (
 )
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.query import parse_include_deleted, parse_list_query, select_page
-from gateway.rendered import CLOCK, Joined, Rendered, etag_of, render, rendered_bytes
+from gateway.rendered import CLOCK, Bodies, Rendered, etag_of, render, rendered_bytes
 from gateway.routes import Route
 from gateway.snapshot import Snapshot
 
@@ -87,14 +87,15 @@ class Api:
     answers by exact URL for the fast path (no bookkeeping on a hit; when the room runs out,
     a URL chosen at random is forgotten, so a walk larger than the room still finds a good
     share of its pages, where forgetting the oldest or all would find none), and the answers
-    by query (least recently used out). List pages are held in parts (a few pointers an
-    item), their joined bodies in what the caches leave of the budget (`Joined`): a walk
-    through every page of a large catalog stays in the cache, where whole bodies would have
-    emptied it again and again, and a walk that fits is answered from whole bodies.
+    by query (least recently used out). List pages are held as their items (a pointer each),
+    their bodies in what the caches leave of the budget (`Bodies`) and written again from the
+    items when let go: a walk through every page of a large catalog stays in the cache, where
+    whole bodies would have emptied it again and again, and a walk that fits is answered from
+    whole bodies.
     """
 
     def __init__(self, cache_bytes: int = 64 * 1024 * 1024, urls: int = 20_000) -> None:
-        # One budget: answers by URL up to a half, by query an eighth, joined bodies the rest
+        # One budget: answers by URL up to a half, by query an eighth, bodies the rest
         # (an eighth at least).
         self._budget = cache_bytes
         self._url_bytes = cache_bytes // 2
@@ -105,7 +106,7 @@ class Api:
         self._urls_held: list[str] = []  # the same URLs, to choose one at random
         self._slots: dict[str, int] = {}  # and where each is in that list
         self._by_url_bytes = 0
-        self._joined = self._new_joined()
+        self._bodies = self._new_bodies()
         self._cached_for: Snapshot | None = None
 
     def recall(self, snapshot: Snapshot | None, raw: str) -> tuple[str, Rendered] | None:
@@ -117,8 +118,8 @@ class Api:
             known[1].used = CLOCK.tick()
         return known
 
-    def _new_joined(self) -> Joined:
-        return Joined(
+    def _new_bodies(self) -> Bodies:
+        return Bodies(
             self._budget // 8,
             lambda: self._budget - int(self._cache.currsize) - self._by_url_bytes,
         )
@@ -127,8 +128,8 @@ class Api:
         return LRUCache(maxsize=self._query_bytes, getsizeof=Cached.held)
 
     def held(self) -> int:
-        """The bytes both caches and the joined bodies count now."""
-        return int(self._cache.currsize) + self._by_url_bytes + self._joined.bytes
+        """The bytes both caches and the bodies kept count now."""
+        return int(self._cache.currsize) + self._by_url_bytes + self._bodies.bytes
 
     def answer(
         self,
@@ -153,7 +154,7 @@ class Api:
         if snapshot is not self._cached_for:
             self._cache = self._new_cache()
             self._by_url, self._urls_held, self._slots, self._by_url_bytes = {}, [], {}, 0
-            self._joined = self._new_joined()
+            self._bodies = self._new_bodies()
             self._cached_for = snapshot
         if route.endpoint == "list":
             query = parse_list_query(params)
@@ -198,8 +199,8 @@ class Api:
         self._cache[key] = Cached(held, rendered)
         rendered.grew = functools.partial(self._grew, key)
         if rendered.remade:
-            rendered.joined = self._joined.readmit
-            self._joined.admit(rendered)
+            rendered.kept = self._bodies.readmit
+            self._bodies.admit(rendered)
         self._remember(raw, endpoint, rendered)
 
     def _grew(self, key: object, rendered: Rendered) -> None:

@@ -1,5 +1,5 @@
 """A rendered answer: its body, ETag, headers and gzip form, made once and kept by the caches
-(`api.Api`); a list page's body let go and made again from its items (`Joined`)."""
+(`api.Api`); a list page's body let go and made again from its items (`Bodies`)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ class Rendered:
 
     A list page also knows how to make its body again (`remake`: from its items, kept by the
     catalog), so that a cache holds it for a pointer an item; its body is then let go when
-    the cache's `Joined` bodies need the room (`drop_body`) and made again, byte for byte,
+    the cache's `Bodies` need the room (`drop_body`) and made again, byte for byte,
     on its next request."""
 
     __slots__ = (
         "_body", "_gzipped", "_remake", "etag", "grew", "gzip_etag", "gzip_headers", "headers",
-        "joined", "length", "owned", "used",
+        "kept", "length", "owned", "used",
     )  # fmt: skip
 
     def __init__(
@@ -53,7 +53,7 @@ class Rendered:
         )
         self._gzipped: bytes | None = None
         self.grew: Callable[[Rendered], None] | None = None  # told when its gzip form is made
-        self.joined: Callable[[Rendered], bool] | None = None  # asked when made again
+        self.kept: Callable[[Rendered], bool] | None = None  # asked when made again
         self.used = 0  # when a cache last answered with it (see `Clock`); 0: never
 
     @property
@@ -62,8 +62,8 @@ class Rendered:
         if body is None:
             assert self._remake is not None  # only a body that can be remade is let go
             body = self._remake()
-            if self.joined is not None and self.joined(self):
-                self._body = body  # kept where there is room (see `Joined.readmit`)
+            if self.kept is not None and self.kept(self):
+                self._body = body  # kept where there is room (see `Bodies.readmit`)
         return body
 
     @property
@@ -80,7 +80,7 @@ class Rendered:
             self._body = None
 
     def held(self) -> int:
-        """The bytes this answer holds besides a body it can let go (see `Joined`), and what
+        """The bytes this answer holds besides a body it can let go (see `Bodies`), and what
         a cache counts for it."""
         kept = len(self._gzipped or b"") + RENDERED_BYTES
         return kept + (self.length if self._remake is None else self.owned)
@@ -113,7 +113,7 @@ class Clock:
 CLOCK = Clock()
 
 
-class Joined:
+class Bodies:
     """The bodies of list pages that can be remade, bounded in bytes: past the budget one is
     let go (`Rendered.drop_body`), and made again from its items when asked for. A walk
     through more pages than the budget holds then costs writing a page's items again, not

@@ -68,7 +68,7 @@ def test_a_walk_larger_than_the_cache_in_whole_bodies_is_answered_from_it() -> N
     assert api.held() <= 2 * budget
 
 
-def test_joined_bodies_stay_within_their_share_of_the_budget() -> None:
+def test_bodies_kept_stay_within_their_share_of_the_budget() -> None:
     snapshot = big_catalog(300)
     budget = 600_000  # room for about 12 of the 30 bodies
     api = Api(cache_bytes=budget)
@@ -83,14 +83,14 @@ def test_joined_bodies_stay_within_their_share_of_the_budget() -> None:
     # Walked again and again, the bodies kept stay kept (and are answered whole) from the
     # second round on: a body made again takes only the room of one not answered lately.
     assert kept[1] == kept[2]
-    joined = [rendered for _, rendered in pages if rendered._body is not None]
-    assert 0 < len(joined) < len(pages)  # some let go, the newest kept
+    whole = [rendered for _, rendered in pages if rendered._body is not None]
+    assert 0 < len(whole) < len(pages)  # some let go, the newest kept
     # in what the caches leave of the budget, an eighth of it at least
     room = max(budget // 8, budget - int(api._cache.currsize) - api._by_url_bytes)
-    assert sum(rendered.length + rendered.held() for rendered in joined) <= room
+    assert sum(rendered.length + rendered.held() for rendered in whole) <= room
 
 
-def test_a_walk_that_fits_the_budget_keeps_its_bodies_joined() -> None:
+def test_a_walk_that_fits_the_budget_keeps_its_bodies_whole() -> None:
     """What the pages leave of the budget holds their bodies: a walk whose bodies fit is
     answered from whole bodies, none made again."""
     snapshot = big_catalog(30)
