@@ -196,12 +196,21 @@ class Workbench:
             await button.click()
             for _ in range(60):
                 await asyncio.sleep(0.25)
-                found = _servers(written.read_text()) if written.exists() else {}
+                found = _written(written)
                 if name in found:
                     entry: dict[str, Any] = found[name]
                     return entry
         shown = written.read_text() if written.exists() else "(none)"
         raise AssertionError(f"{title}: VS Code wrote no mcp.json entry for {name}: {shown}")
+
+
+def _written(path: Path) -> dict[str, Any]:
+    """The `servers` VS Code has written so far: none while the file is missing or caught
+    half-written (VS Code writes it in place; an empty or cut-off file is not an answer)."""
+    try:
+        return _servers(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def _servers(text: str) -> dict[str, Any]:
