@@ -14,7 +14,7 @@ import sys
 import structlog
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.app import HANDLER_ARGS, REFRESHER, create_app, handler_for
 from gateway.config import FederationConfig
 from gateway.logs import BUFFER
@@ -117,7 +117,7 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
             return 2
 
         def worker(index: int) -> int:
-            structlog.contextvars.bind_contextvars(worker=index)
+            logs.bind_process(worker=index)
             return asyncio.run(_serve(config, load, reuse_port=True, announce=index == 0))
 
         return run_workers(workers, worker)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -109,7 +110,8 @@ def test_an_access_line_is_what_the_structlog_chain_would_write(
     monkeypatch.setattr(logs, "log_request", logs.log_request)  # put back afterwards
     saved = structlog.get_config()
     asked = ("abc", "GET", "/x?y=" + "1" * 600, 200, time.perf_counter())
-    structlog.contextvars.bind_contextvars(worker=1)
+    monkeypatch.setattr(logs, "_bound", {})
+    logs.bind_process(worker=1)
     try:
         logs.configure_logging("json", "info", buffered=True)
         logs.log_request(*asked)
@@ -148,3 +150,102 @@ def test_lines_past_what_may_wait_are_dropped_and_counted(
     assert [line.get("n") for line in lines[:-1]] == [0, 1, 2]
     assert lines[-1]["event"] == "logs_dropped"
     assert lines[-1]["lines"] == 7
+
+
+def test_lines_from_many_threads_are_each_written_once_in_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lines are appended without a lock while the writer takes them: none lost, none twice,
+    each thread's in its order, and nothing counted as waiting afterwards."""
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", stream)
+    buffer = logs.LogBuffer()
+    monkeypatch.setattr(buffer, "_start", lambda: None)  # flushed by the thread below
+    per, threads = 20_000, 4
+    done = threading.Event()
+
+    def produce(index: int) -> None:
+        for number in range(per):
+            buffer.write(b'{"t":%d,"n":%d}\n' % (index, number))
+
+    def flush_until_done() -> None:
+        while not done.is_set():
+            buffer.flush()
+
+    flusher = threading.Thread(target=flush_until_done)
+    flusher.start()
+    producers = [threading.Thread(target=produce, args=(i,)) for i in range(threads)]
+    for thread in producers:
+        thread.start()
+    for thread in producers:
+        thread.join()
+    done.set()
+    flusher.join()
+    buffer.flush()
+    stream.flush()
+    seen: dict[int, list[int]] = {index: [] for index in range(threads)}
+    for line in stream.buffer.getvalue().splitlines():  # type: ignore[attr-defined]
+        parsed = orjson.loads(line)
+        seen[parsed["t"]].append(parsed["n"])
+    assert all(numbers == list(range(per)) for numbers in seen.values())
+    assert buffer._appended == buffer._taken  # what waits, counted
+
+
+def test_a_forked_child_does_not_write_its_parents_lines(tmp_path: Path) -> None:
+    """`serve --workers` forks: lines waiting in the parent are the parent's to write."""
+    buffer = logs.LogBuffer()
+    buffer._start = lambda: None  # type: ignore[method-assign]
+    buffer.write(b'{"from":"parent"}\n')
+    written = tmp_path / "child"
+    pid = os.fork()
+    if pid == 0:  # the child: its stderr a file, one line of its own, flushed
+        code = 1
+        try:
+            with written.open("w", encoding="utf-8") as sink:
+                sys.stderr = sink
+                buffer.write(b'{"from":"child"}\n')
+                buffer.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _lines(written) == [{"from": "child"}]
+
+
+@pytest.mark.slow
+def test_every_access_line_of_a_worker_names_it(tmp_path: Path) -> None:
+    """`serve --workers 2`: each worker's access lines carry its index, as its other lines do."""
+    port = free_port()
+    stderr = tmp_path / "stderr"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVE, "serve", "--listen", f"127.0.0.1:{port}",
+             "--workers", "2"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=sink,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                 "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                _get(base + "/readyz")
+            except OSError:
+                return False
+            return True
+
+        assert _wait(ready, 30)
+        for _ in range(40):
+            _get(f"{base}/v0.1/servers?limit=2")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        asked = [e for e in _lines(stderr) if e.get("path") == "/v0.1/servers?limit=2"]
+        assert len(asked) == 40
+        assert {line["worker"] for line in asked} <= {0, 1}
+        assert all(list(line)[5:7] == ["event", "worker"] for line in asked)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
