@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import orjson
 from cachetools import LRUCache
 
 from gateway import __version__
-from gateway.catalog import Item, ViewCatalog
+from gateway.catalog import ViewCatalog
 from gateway.errors import (
     BadRequest,
     Busy,
@@ -26,7 +26,17 @@ from gateway.errors import (
 )
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.query import parse_include_deleted, parse_list_query, select_page
-from gateway.rendered import CLOCK, Bodies, Rendered, etag_of, render, rendered_bytes
+from gateway.rendered import (
+    CLOCK,
+    Bodies,
+    Page,
+    Rendered,
+    list_body,
+    list_tail,
+    remade_page,
+    render,
+    rendered_bytes,
+)
 from gateway.routes import Route
 from gateway.snapshot import Snapshot
 
@@ -38,10 +48,9 @@ SERVER_NOT_FOUND = "Server not found"
 # what cache budgets count (with `Rendered.held`).
 URL_BYTES = 384
 KEY_BYTES = 512
-# And a page that can be remade: the list of its items (a pointer each), the call that
-# remakes it, and the bytes objects around its metadata.
-PAGE_BYTES = 256
-POINTER_BYTES = 8
+# How long the answers of the snapshot before are kept after a newer one is served, for
+# those that did not change to be carried over (a rebuild after a sync changes few pages).
+CARRY_SECONDS = 30.0
 T = TypeVar("T")
 _CHANCE = random.Random()  # which remembered URLs are forgotten when the room runs out
 
@@ -57,26 +66,6 @@ class Cached:
 
     def held(self) -> int:
         return self.key_bytes + self.rendered.held()
-
-
-def list_tail(metadata: dict[str, Any]) -> bytes:
-    """A list body's end: its metadata, as one bytes object of its own length (orjson's hold
-    4 KiB however short: see `entry.compact_json`)."""
-    return b'],"metadata":' + orjson.dumps(metadata) + b"}"
-
-
-def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> bytes:
-    return view.page(items, list_tail(metadata))
-
-
-def remade_page(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> Rendered:
-    """A list answer whose body a cache may let go: it is made again from the same items
-    (kept by the catalog: the page holds a pointer each)."""
-    tail = list_tail(metadata)
-    remake = functools.partial(view.page, items, tail)
-    body = remake()
-    owned = PAGE_BYTES + POINTER_BYTES * len(items) + len(tail)
-    return Rendered(body, etag_of(body), remake, owned)
 
 
 class Api:
@@ -108,6 +97,11 @@ class Api:
         self._by_url_bytes = 0
         self._bodies = self._new_bodies()
         self._cached_for: Snapshot | None = None
+        # The answers given from the snapshot before, for a while after a newer one is served:
+        # where one is still the answer (its page unchanged), it is carried over, not made.
+        self._before: tuple[dict[str, tuple[str, Rendered]], LRUCache[object, Cached]] | None
+        self._before = None
+        self._before_until = 0.0
 
     def recall(self, snapshot: Snapshot | None, raw: str) -> tuple[str, Rendered] | None:
         """The answer already given to this exact URL from this snapshot, with its endpoint."""
@@ -152,10 +146,7 @@ class Api:
         if view is None:
             raise UnknownView(route.view)
         if snapshot is not self._cached_for:
-            self._cache = self._new_cache()
-            self._by_url, self._urls_held, self._slots, self._by_url_bytes = {}, [], {}, 0
-            self._bodies = self._new_bodies()
-            self._cached_for = snapshot
+            self._turn_over(snapshot)
         if route.endpoint == "list":
             query = parse_list_query(params)
             key: object = ("list", route.view, query)
@@ -171,11 +162,12 @@ class Api:
         held = sum(len(k) + len(v) for k, v in params.items()) + len(route.name or "")
         held += len(route.version or "")
         if route.endpoint == "list":
+            before = self._answered_before(raw, key)
             try:
-                rendered = self._list(view, query, Allowance(ON_LOOP))
+                rendered = self._list(view, query, Allowance(ON_LOOP), before)
             except OverAllowance:  # a search longer than the loop gives one request
                 return Later(self, snapshot, key, held, raw, functools.partial(
-                    self._list, view, query, Allowance(None)
+                    self._list, view, query, Allowance(None), before
                 ))  # fmt: skip
         elif route.endpoint == "versions":
             rendered = self._versions(view, route, include_deleted)
@@ -183,6 +175,31 @@ class Api:
             rendered = self._version(view, route, include_deleted)
         self.keep(snapshot, key, held, raw, route.endpoint, rendered)
         return rendered
+
+    def _turn_over(self, snapshot: Snapshot) -> None:
+        """A newer snapshot is served: empty caches for it, the last ones kept for a while
+        (`CARRY_SECONDS`) to carry over what did not change."""
+        if self._cached_for is not None:
+            self._before = (self._by_url, self._cache)
+            self._before_until = time.monotonic() + CARRY_SECONDS
+        self._cache = self._new_cache()
+        self._by_url, self._urls_held, self._slots, self._by_url_bytes = {}, [], {}, 0
+        self._bodies = self._new_bodies()
+        self._cached_for = snapshot
+
+    def _answered_before(self, raw: str | None, key: object) -> Rendered | None:
+        """This request's answer from the snapshot before this one, if it was cached."""
+        if self._before is None:
+            return None
+        if time.monotonic() > self._before_until:
+            self._before = None  # what it held may go
+            return None
+        by_url, by_query = self._before
+        known = by_url.get(raw) if raw is not None else None
+        if known is not None:
+            return known[1]
+        cached = by_query.get(key)
+        return cached.rendered if cached is not None else None
 
     def keep(
         self,
@@ -200,7 +217,8 @@ class Api:
         rendered.grew = functools.partial(self._grew, key)
         if rendered.remade:
             rendered.kept = self._bodies.readmit
-            self._bodies.admit(rendered)
+            if rendered.whole:  # (one carried over may have let its body go)
+                self._bodies.admit(rendered)
         self._remember(raw, endpoint, rendered)
 
     def _grew(self, key: object, rendered: Rendered) -> None:
@@ -242,12 +260,21 @@ class Api:
         self._by_url_bytes -= len(raw) + URL_BYTES + rendered.held()  # gzip form included
 
     @staticmethod
-    def _list(view: ViewCatalog, query: Any, allowance: Allowance) -> Rendered:
+    def _list(
+        view: ViewCatalog, query: Any, allowance: Allowance, before: Rendered | None = None
+    ) -> Rendered:
+        """A list answer; `before`, the same request's answer from the snapshot before, when
+        it is still the answer (see `Page.carries`)."""
         items, next_cursor = select_page(view, query, allowance)
         metadata: dict[str, Any] = {"count": len(items)}
         if next_cursor is not None:
             metadata["nextCursor"] = next_cursor
-        return remade_page(view, items, metadata)
+        tail = list_tail(metadata)
+        if before is not None:
+            page = before.remake
+            if isinstance(page, Page) and page.carries(view, items, tail):
+                return before
+        return remade_page(view, items, tail)
 
     @staticmethod
     def _versions(view: ViewCatalog, route: Route, include_deleted: bool) -> Rendered:

@@ -18,7 +18,6 @@ import orjson
 
 from gateway import __version__
 from gateway.advisories import read_all
-from gateway.api import list_body
 from gateway.config import (
     DEFAULT_VIEW,
     FederationConfig,
@@ -38,6 +37,7 @@ from gateway.offline import snapshot_from_state, sources_from_state
 from gateway.osv import Advisories
 from gateway.refresher import Refresher
 from gateway.registries.base import Check
+from gateway.rendered import list_body
 from gateway.schemas import SCHEMA_FILES, config_schemas
 from gateway.serve import serve
 from gateway.shaping import Lookup, no_lookup

@@ -1,5 +1,6 @@
 """A rendered answer: its body, ETag, headers and gzip form, made once and kept by the caches
-(`api.Api`); a list page's body let go and made again from its items (`Bodies`)."""
+(`api.Api`); a list page's body let go and made again from its items (`Page`, `Bodies`), and
+carried over to a newer snapshot where its page did not change (`Page.carries`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ import hashlib
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from multidict import CIMultiDict
 
+if TYPE_CHECKING:
+    from gateway.catalog import Item, ViewCatalog
+
 # What a cached answer holds besides its body and gzip form (its headers, measured: ~1.6 KB),
 # as cache budgets count it.
 RENDERED_BYTES = 2048
+# And a page that can be remade: the list of its items (a pointer each), the call that
+# remakes it, and the bytes objects around its metadata.
+PAGE_BYTES = 256
+POINTER_BYTES = 8
 
 
 class Rendered:
@@ -70,6 +79,16 @@ class Rendered:
     def remade(self) -> bool:
         """Whether its body may be let go (and made again when asked for)."""
         return self._remake is not None
+
+    @property
+    def remake(self) -> Callable[[], bytes] | None:
+        """What makes its body again (None: it is never let go)."""
+        return self._remake
+
+    @property
+    def whole(self) -> bool:
+        """Whether it holds its body now."""
+        return self._body is not None
 
     def gzip_bytes(self) -> int:
         return len(self._gzipped or b"")
@@ -200,3 +219,54 @@ def etag_of(body: bytes) -> str:
 
 def rendered_bytes(body: bytes) -> Rendered:
     return Rendered(body, etag_of(body))
+
+
+def list_tail(metadata: dict[str, Any]) -> bytes:
+    """A list body's end: its metadata, as one bytes object of its own length (orjson's hold
+    4 KiB however short: see `entry.compact_json`)."""
+    return b'],"metadata":' + orjson.dumps(metadata) + b"}"
+
+
+def list_body(view: ViewCatalog, items: list[Item], metadata: dict[str, Any]) -> bytes:
+    return view.page(items, list_tail(metadata))
+
+
+class Page:
+    """What makes a list page's body again: its items (kept by the catalog: a pointer each)
+    and its end, written by the view they came from. It also tells whether a newer
+    snapshot's page is this one, byte for byte (`carries`)."""
+
+    __slots__ = ("items", "tail", "view")
+
+    def __init__(self, view: ViewCatalog, items: list[Item], tail: bytes) -> None:
+        self.view = view
+        self.items = items
+        self.tail = tail
+
+    def __call__(self) -> bytes:
+        return self.view.page(self.items, self.tail)
+
+    def carries(self, view: ViewCatalog, items: list[Item], tail: bytes) -> bool:
+        """Whether `view` writes these items and this end as this page's body: the same item
+        objects (a build keeps those of unchanged servers), whose suffixes (`isLatest`, the
+        gateway's `_meta`: in each build's table) are the same bytes, and the same end. If so
+        the page makes its body from `view` from now on (the older view may go)."""
+        if tail != self.tail or len(items) != len(self.items):
+            return False
+        before, now = self.view.suffixes, view.suffixes
+        for was, item in zip(self.items, items, strict=True):
+            if was is not item:
+                return False
+            suffix, written = before[was.suffix], now[item.suffix]
+            if suffix is not written and suffix != written:
+                return False
+        self.view, self.items = view, items
+        return True
+
+
+def remade_page(view: ViewCatalog, items: list[Item], tail: bytes) -> Rendered:
+    """A list answer whose body a cache may let go: it is made again from the same items."""
+    page = Page(view, items, tail)
+    body = page()
+    owned = PAGE_BYTES + POINTER_BYTES * len(items) + len(tail)
+    return Rendered(body, etag_of(body), page, owned)

@@ -5,32 +5,41 @@ budget, and a walk larger than the room still finds a good share of its pages.""
 
 from __future__ import annotations
 
+import gzip
 import urllib.parse
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gateway.api as api_module
-from gateway.api import URL_BYTES, Api, Route, list_body
+from gateway.api import URL_BYTES, Api, Route
 from gateway.build import plain_view
 from gateway.catalog import Origin
-from gateway.entry import Splice, parse_item
+from gateway.config import FederationConfig, GatewaySettings, UpstreamSettings
+from gateway.entry import Entry, Splice, parse_item
 from gateway.merge import Source, merge
-from gateway.rendered import Rendered
+from gateway.rendered import Rendered, list_body
 from gateway.served import Deferred
-from gateway.snapshot import Snapshot
+from gateway.snapshot import Builder, Snapshot
 from tests.fakes import server_entry
 from tests.test_packed import demo_snapshot
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def walk(api: Api, snapshot: Snapshot, view: str, limit: int) -> list[tuple[str, Rendered]]:
+def walk(
+    api: Api, snapshot: Snapshot, view: str, limit: int, extra: dict[str, str] | None = None
+) -> list[tuple[str, Rendered]]:
     """Every page of a view, following nextCursor: (URL, answer)."""
     pages: list[tuple[str, Rendered]] = []
     cursor: str | None = None
     while True:
-        params = {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
+        params = {"limit": str(limit)} | (extra or {}) | ({"cursor": cursor} if cursor else {})
         raw = "/v0.1/servers?" + urllib.parse.urlencode(params)
         rendered = api.answer(snapshot, Route(view, "list"), params, raw=raw)
         assert isinstance(rendered, Rendered)
@@ -180,3 +189,124 @@ def test_pages_asked_for_again_and_again_stay_whole_among_one_off_answers() -> N
                 assert recalled is not None
                 assert recalled[1].body == rendered.body
     assert all(rendered._body is not None for _, rendered in hot)
+
+
+# -- carried over to a newer snapshot -------------------------------------------------------------
+
+LATER = datetime(2026, 6, 2, tzinfo=UTC)
+TWO = FederationConfig(
+    directory=Path("."),
+    gateway=GatewaySettings(
+        upstreams=[UpstreamSettings(name=name, file=Path(f"{name}.json")) for name in "ab"]
+    ),
+)
+
+
+def upstream_entries(
+    upstream: str, servers: int, changed: frozenset[int] = frozenset()
+) -> list[Entry]:
+    """An upstream's servers (its own namespace, as upstreams mostly have), with new
+    descriptions for those `changed`."""
+    return [
+        parse_item(
+            server_entry(f"io.github.{upstream}/s{i:03}", "1.0.0",
+                         description=f"server {i}" + (" changed" if i in changed else "")),
+            seen_at=NOW,
+        )
+        for i in range(servers)
+    ]  # fmt: skip
+
+
+def two_upstreams(
+    builder: Builder, b: list[Entry], b_synced: datetime = NOW, a: list[Entry] | None = None
+) -> Snapshot:
+    a = a if a is not None else upstream_entries("a", 60)
+    origins = {"a": Origin("a", NOW), "b": Origin("b", b_synced)}
+    return builder.build([Source("a", a), Source("b", b)], origins, NOW)
+
+
+def test_pages_a_rebuild_did_not_change_are_carried_over_and_only_those() -> None:
+    """Upstream b syncs a change (its `syncedAt` moves: each of its entries changes): a's pages
+    are carried over to the new snapshot (the same answers: body, ETag and gzip form, not made
+    again), b's are made anew; every page is what a cache never used would answer."""
+    builder = Builder(TWO)
+    a = upstream_entries("a", 60)
+    first = two_upstreams(builder, upstream_entries("b", 60), a=a)
+    api = Api()
+    before = dict(walk(api, first, "default", 10))
+    for rendered in before.values():
+        rendered.gzipped()
+    second = two_upstreams(builder, upstream_entries("b", 60, frozenset({7})), LATER, a=a)
+    after = dict(walk(api, second, "default", 10))
+    fresh = dict(walk(Api(), second, "default", 10))
+    assert list(after) == list(fresh)
+    carried = {raw for raw, rendered in after.items() if rendered is before.get(raw)}
+    a_pages = {raw for raw, rendered in fresh.items() if b"io.github.b/" not in rendered.body}
+    assert carried == a_pages
+    assert 4 <= len(carried) < len(after)
+    for raw, rendered in after.items():
+        assert (rendered.body, rendered.etag) == (fresh[raw].body, fresh[raw].etag), raw
+        assert gzip.decompress(rendered.gzipped()) == fresh[raw].body
+
+
+def test_nothing_is_carried_over_once_the_snapshot_before_is_too_old(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(api_module, "CARRY_SECONDS", -1.0)
+    builder = Builder(TWO)
+    a = upstream_entries("a", 30)
+    first = two_upstreams(builder, upstream_entries("b", 30), a=a)
+    api = Api()
+    before = dict(walk(api, first, "default", 10))
+    second = two_upstreams(builder, upstream_entries("b", 30), LATER, a=a)
+    after = dict(walk(api, second, "default", 10))
+    assert not any(rendered is before[raw] for raw, rendered in after.items())
+
+
+def changed(base: list[Entry], upstream: str, changes: frozenset[int], count: int) -> list[Entry]:
+    """An upstream's entries after a sync: the same objects for servers it did not change (as
+    an incremental sync keeps them), new ones for those it did, `count` servers in all."""
+    made = upstream_entries(upstream, count, changes)
+    return [base[i] if i < len(base) and i not in changes else made[i] for i in range(count)]
+
+
+changes = st.fixed_dictionaries({
+    "a_changed": st.frozensets(st.integers(0, 39), max_size=5),
+    "b_changed": st.frozensets(st.integers(0, 39), max_size=5),
+    "a_count": st.integers(36, 42),
+    "b_count": st.integers(36, 42),
+    "b_synced": st.sampled_from([NOW, LATER]),
+    "limit": st.sampled_from([3, 7, 10]),
+    "latest": st.booleans(),
+})  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(changes)
+def test_whatever_a_rebuild_changed_every_page_after_it_is_the_fresh_answer(
+    change: dict[str, Any],
+) -> None:
+    """The class: servers changed, added or gone in either upstream, a sync time moved or not,
+    any page size, the whole list or the latest: after the swap each page a walk asks (some
+    carried over, some made anew) is byte for byte, ETag and all, what a new cache answers."""
+    builder = Builder(TWO)
+    a, b = upstream_entries("a", 40), upstream_entries("b", 40)
+    first = two_upstreams(builder, b, a=a)
+    api = Api()
+    extra = {"version": "latest"} if change["latest"] else {}
+    before = dict(walk(api, first, "default", change["limit"], extra))
+    bodies = {raw: rendered.body for raw, rendered in before.items()}
+    second = two_upstreams(
+        builder,
+        changed(b, "b", change["b_changed"], change["b_count"]),
+        change["b_synced"],
+        a=changed(a, "a", change["a_changed"], change["a_count"]),
+    )
+    after = walk(api, second, "default", change["limit"], extra)
+    fresh = walk(Api(), second, "default", change["limit"], extra)
+    assert [raw for raw, _ in after] == [raw for raw, _ in fresh]
+    for (raw, rendered), (_, made) in zip(after, fresh, strict=True):
+        assert (rendered.body, rendered.etag) == (made.body, made.etag), raw
+    # carried over: every page that did not change (the same bytes at the same URL), only those
+    carried = {raw for raw, rendered in after if rendered is before.get(raw)}
+    assert carried == {raw for raw, made in fresh if bodies.get(raw) == made.body}
