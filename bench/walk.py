@@ -43,6 +43,7 @@ from bench.run import (
     process,
     wait_http,
 )
+from gateway.rendered import GZIP_LEVEL
 
 TARGET = 0.8
 GZIP_ROW = "latest, 50, taking gzip (as IDEs do)"
@@ -68,7 +69,7 @@ end
 
 def squeeze(body: bytes) -> bytes:
     """A page's gzip form, as the gateway makes it (the same level, no timestamp)."""
-    return gzip.compress(body, compresslevel=6, mtime=0)
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def walk(base: str, shape: str) -> list[tuple[str, bytes]]:

@@ -18,6 +18,7 @@ from gateway.icons import Icons, answer
 from gateway.operators import admin_page
 from gateway.pacing import ON_LOOP, Allowance
 from gateway.refresher import Refresher
+from gateway.rendered import GZIP_LEVEL
 from gateway.routes import Route
 from gateway.snapshot import Snapshot
 from gateway.web import (
@@ -45,7 +46,7 @@ def accepts_gzip(request: web.BaseRequest, length: int) -> bool:
 def _html(request: web.BaseRequest, body: bytes, status: int = 200) -> web.Response:
     """A page, gzip-compressed when the client takes it (as the API's answers are)."""
     if accepts_gzip(request, len(body)):
-        squeezed = gzip.compress(body, compresslevel=6, mtime=0)
+        squeezed = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
         return web.Response(status=status, body=squeezed, headers=GZIP_PAGE_HEADERS)
     return web.Response(status=status, body=body, headers=PAGE_HEADERS)
 
