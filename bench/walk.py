@@ -2,7 +2,7 @@
 `nextCursor` through the list (`version=latest`, pages of 50, 30 (the default) and 100, a
 search, and pages of 50 asked as IDEs ask, taking gzip), against a bare aiohttp handler
 serving the very same pages from a dict of precomputed bytes (their gzip form to a client
-that takes it), in the same run; then the walk's latency while rebuilds run.
+that takes it), in the same run; then the walk's latency while rebuilds run (for three seconds a round).
 
     python -m bench.walk [versions per upstream, default 66667] [rounds, default 5]
 
@@ -191,7 +191,7 @@ def main() -> int:
                 fifty, size = walks["latest, pages of 50"]
                 results.append((GZIP_ROW, size, rounds(servers, fifty, count, takes_gzip=True)))
                 pin(pid, None)
-            rebuilds = during_rebuilds(base, upstream, fifty, max(3.0, float(count)))
+            rebuilds = during_rebuilds(base, upstream, fifty, 3.0 * count)
     print(f"IDE walks, {3 * per:,} versions, {WALKERS} walkers, {count} one-second rounds per "
           f"server (requests per server CPU-second; target >= {TARGET}x the bare handler)")  # fmt: skip
     print(f"{'walk':38} {'pages':>6} {'gateway':>8} {'bare':>8} {'x bare':>7} {'rounds':>11}")
