@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +49,15 @@ def _wait(check: Any, seconds: float) -> bool:
     return False
 
 
-@pytest.mark.slow
-def test_lines_are_written_on_sighup_and_sigterm_not_one_write_per_request(
-    tmp_path: Path,
-) -> None:
+@contextmanager
+def serving(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`serve` on the demo config (`SERVE`: written on signals), its stderr to a file: the
+    process, its base URL once ready, and the file; killed afterwards if still running."""
     port = free_port()
     stderr = tmp_path / "stderr"
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-c", SERVE, "serve", "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-c", SERVE, "serve", "--listen", f"127.0.0.1:{port}", *args],
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=sink,
             env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
                  "PYTHONPATH": str(REPO)},
@@ -71,6 +73,18 @@ def test_lines_are_written_on_sighup_and_sigterm_not_one_write_per_request(
             return True
 
         assert _wait(ready, 30)
+        yield process, base, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_lines_are_written_on_sighup_and_sigterm_not_one_write_per_request(
+    tmp_path: Path,
+) -> None:
+    with serving(tmp_path) as (process, base, stderr):
         for index in range(5):
             _get(f"{base}/v0.1/servers?limit={index + 1}")
         time.sleep(0.3)
@@ -94,10 +108,6 @@ def test_lines_are_written_on_sighup_and_sigterm_not_one_write_per_request(
         assert last["level"] == "info"
         assert last["status"] == 200
         assert last["timestamp"].endswith("Z")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_an_access_line_is_what_the_structlog_chain_would_write(
@@ -216,27 +226,7 @@ def test_a_forked_child_does_not_write_its_parents_lines(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_every_access_line_of_a_worker_names_it(tmp_path: Path) -> None:
     """`serve --workers 2`: each worker's access lines carry its index, as its other lines do."""
-    port = free_port()
-    stderr = tmp_path / "stderr"
-    with stderr.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-c", SERVE, "serve", "--listen", f"127.0.0.1:{port}",
-             "--workers", "2"],
-            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=sink,
-            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
-                 "PYTHONPATH": str(REPO)},
-        )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                _get(base + "/readyz")
-            except OSError:
-                return False
-            return True
-
-        assert _wait(ready, 30)
+    with serving(tmp_path, "--workers", "2") as (process, base, stderr):
         for _ in range(40):
             _get(f"{base}/v0.1/servers?limit=2")
         process.send_signal(signal.SIGTERM)
@@ -245,7 +235,3 @@ def test_every_access_line_of_a_worker_names_it(tmp_path: Path) -> None:
         assert len(asked) == 40
         assert {line["worker"] for line in asked} <= {0, 1}
         assert all(list(line)[5:7] == ["event", "worker"] for line in asked)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
