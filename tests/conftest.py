@@ -3,7 +3,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """Each test finds logging as configured before it and leaves it so: a command run
+    in-process (`cli.main`) configures structlog and the access log for the whole process,
+    and a test asserting on log lines after it would read them from the wrong place."""
+    import structlog
+
+    from gateway import logs
+
+    saved, access = structlog.get_config(), logs.log_request
+    yield
+    structlog.configure(**saved)
+    logs.log_request = access
 
 
 SHARED = REPO.parent / "shared"

@@ -235,3 +235,18 @@ def test_every_access_line_of_a_worker_names_it(tmp_path: Path) -> None:
         assert len(asked) == 40
         assert {line["worker"] for line in asked} <= {0, 1}
         assert all(list(line)[5:7] == ["event", "worker"] for line in asked)
+
+
+def test_logging_configured_by_one_test_first() -> None:
+    """With the next test: a test that configures logging for the process (as `cli.main` run
+    in-process does) does not change where the next test's lines go (conftest restores it)."""
+    logs.configure_logging("json", "warning", buffered=True)
+    assert logs.log_request is logs._no_request
+
+
+def test_logging_configured_by_one_test_is_not_the_next_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert logs.log_request is not logs._no_request
+    structlog.get_logger("gateway.test").info("seen_by_the_next_test")
+    assert "seen_by_the_next_test" in capsys.readouterr().out
