@@ -44,6 +44,30 @@ def logging_as_it_was() -> Iterator[None]:
     logs.log_request = access
 
 
+# What the helper process (`gateway.isolated`) imports on its first job: signature, provenance
+# and advisory verification, and the libraries they load only there.
+HELPER_MODULES = [
+    "gateway.registries", "gateway.provenance", "gateway.oci_verify", "gateway.advisories",
+    "gateway.osv", "sigstore.verify", "sigstore.models", "pypi_attestations", "univers.versions",
+    "cvss",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def helper_starts_warm() -> None:
+    """Every gateway app stops its helper process when it stops, so each test that verifies a
+    signal starts one, and the helper imports sigstore afresh (about 0.2 s each time). A
+    gateway runs one app for its life and pays that once; the suite pays it once too: helpers
+    fork from a forkserver that has the libraries loaded. The product's own preload is then
+    not applied (the forkserver is already running), which changes only what is imported
+    before a job rather than during it."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(HELPER_MODULES)
+    forkserver.ensure_running()
+
+
 SHARED = REPO.parent / "shared"
 REF = SHARED / "mcp-registry-ref"
 
