@@ -11,6 +11,7 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
+from hypothesis import settings
 
 from gateway.config import FederationConfig
 from gateway.loader import load_config
@@ -66,6 +67,25 @@ def helper_starts_warm() -> None:
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(HELPER_MODULES)
     forkserver.ensure_running()
+
+
+# Hypothesis: a run that leaves the slow suites out (`-m "not slow"`, the quick suite) tries a
+# quarter of each property's examples; a run with them (CI's) tries every one. Either can be
+# asked for by name: `--hypothesis-profile full` or `quick`.
+settings.register_profile("full", max_examples=100)  # Hypothesis' own default
+settings.register_profile("quick", max_examples=25)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hypothesis_profile") is None:
+        quick = "not slow" in config.getoption("markexpr")
+        settings.load_profile("quick" if quick else "full")
+
+
+def examples(full: int) -> int:
+    """How many examples a property whose full run tries `full` tries in this run."""
+    scale = settings().max_examples / 100
+    return min(full, max(10, round(full * scale)))
 
 
 SHARED = REPO.parent / "shared"

@@ -29,6 +29,7 @@ from gateway.listing import (
 from gateway.merge import Source, merge
 from gateway.pacing import Allowance
 from gateway.snapshot import Snapshot, release
+from tests.conftest import examples
 from tests.fakes import server_entry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -172,7 +173,7 @@ ASKED = st.fixed_dictionaries(
 )  # fmt: skip
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(ROWS, ASKED, st.integers(1, 7))
 def test_paging_forward_and_back_shows_each_match_once_in_order(
     rows: list[tuple[str, str, int]], asked: dict[str, str], size: int
@@ -243,7 +244,7 @@ def test_a_catalog_too_large_for_the_loop_is_refused_there_before_any_work() -> 
     assert len(view_facts(small, Allowance(0)).by_name) == 1  # small enough: done where asked
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.tuples(st.integers(-5, 5), st.text("ab", max_size=3)), max_size=9000))
 def test_the_paced_sort_is_the_sort(values: list[tuple[int, str]]) -> None:
     assert paced_sorted(values, lambda v: v, EVERY_STEP) == sorted(values)

@@ -17,6 +17,7 @@ from gateway.accounts import explain_server
 from gateway.app import REFRESHER
 from gateway.loader import load_config
 from gateway.names import glob_pattern, identity, matches_any
+from tests.conftest import examples
 from tests.fakes import server_entry
 from tests.test_federation import all_entries, keys, upstream
 
@@ -55,14 +56,14 @@ glob_parts = st.sampled_from(
 globs = st.lists(glob_parts, min_size=1, max_size=8).map("".join)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(names, globs)
 def test_a_glob_matches_every_name_it_matched_byte_for_byte(name: str, glob: str) -> None:
     if fnmatchcase(name, glob):
         assert matches_any(name, [glob]), (name, glob, identity(name), glob_pattern(glob))
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(names, globs, st.data())
 def test_every_spelling_of_a_name_gets_the_same_answer(name: str, glob: str, data: Any) -> None:
     namespace, _, rest = name.partition("/")
@@ -77,7 +78,7 @@ def test_every_spelling_of_a_name_gets_the_same_answer(name: str, glob: str, dat
     assert matches_any(respelled, [glob]) == matches_any(name, [glob])
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(names, globs)
 def test_the_literal_a_glob_promises_is_in_every_identity_it_matches(name: str, glob: str) -> None:
     if matches_any(name, [glob]):

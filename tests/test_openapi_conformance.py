@@ -37,6 +37,7 @@ from gateway.cli import DEMO_CONFIG
 from gateway.config import FederationConfig
 from gateway.loader import load_config
 from gateway.serve import Serving
+from tests.conftest import examples
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 OPENAPI = SHARED / "mcp-registry-ref" / "openapi.yaml"
@@ -196,7 +197,7 @@ def http() -> Iterator[requests.Session]:
 
 @schema.parametrize()
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

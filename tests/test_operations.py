@@ -24,7 +24,7 @@ from yarl import URL
 from gateway.app import REFRESHER, create_app
 from gateway.loader import load_config
 from gateway.serve import Serving
-from tests.conftest import file_upstream, free_port, write_config
+from tests.conftest import examples, file_upstream, free_port, write_config
 from tests.fakes import Failure, server_entry
 
 ITEMS = [server_entry("io.github.a/one", "1.0.0"), server_entry("io.github.b/two", "2.0.0")]
@@ -186,7 +186,9 @@ paths = st.sampled_from(
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(paths, st.lists(query_values, min_size=2, max_size=2), params)
 async def test_fuzzed_queries_never_cause_a_5xx(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gateway.errors import FeedInvalid
 from gateway.osv import Judge, read_feed
 from gateway.registries import ECOSYSTEMS
+from tests.conftest import examples
 
 EVERY = frozenset({"npm", "pypi", "nuget", "cargo", "go", "maven"})
 
@@ -243,7 +244,7 @@ JSON = st.recursive(
 )  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(JSON)
 def test_any_json_is_read_or_skipped_never_an_error(document: object) -> None:
     feed = read_feed([orjson.dumps(document)], EVERY)  # a record read, or skipped and counted
@@ -316,7 +317,7 @@ def test_a_package_naming_no_version_is_judged_for_whatever_its_tool_installs() 
 VERSIONISH = st.text(alphabet="0123456789.-+vVxX*^~<>=abcrLATESTRELASNAPHOT", max_size=12)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(sorted(EVERY)), VERSIONISH, st.lists(VERSIONISH, min_size=1, max_size=3),
        st.sampled_from(["SEMVER", "ECOSYSTEM"]))  # fmt: skip
 def test_any_version_against_any_range_is_an_answer_never_an_error(

@@ -23,6 +23,7 @@ from gateway.merge import Source
 from gateway.packed import Packed, pack, seal
 from gateway.served import Deferred
 from gateway.snapshot import Snapshot, build_snapshot
+from tests.conftest import examples
 from tests.fakes import server_entry
 
 DEMO = Path(__file__).resolve().parents[1] / "federation_config" / "demo"
@@ -132,7 +133,7 @@ MIRRORS = {"npm": "https://art.example.com/api/npm/npm-remote/",
            "pypi": "https://art.example.com/api/pypi/pypi-remote/simple/"}  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ENTRIES, st.booleans())
 def test_any_catalog_packs_and_reads_back_byte_for_byte(
     rows: list[tuple[str, str, str, list[dict[str, Any]], str]], own_mirror: bool
@@ -165,7 +166,7 @@ def test_a_buffer_cut_short_anywhere_is_refused() -> None:
             Packed(buffer[:size])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_a_buffer_changed_anywhere_is_refused(data: st.DataObject) -> None:
     buffer = bytearray(PACKED_DEMO)

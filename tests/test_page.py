@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from gateway import page
 from gateway.errors import UpstreamInvalid
 from gateway.page import Raw, read_page, value_bound
+from tests.conftest import examples
 
 
 def parsed(items: list[Any]) -> list[Any]:
@@ -88,7 +89,7 @@ def spaced(document: Any, space: str) -> bytes:
     return (space + "".join(out) + space).encode()
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(250), deadline=None)
 @given(documents, st.sampled_from(["", " ", "\n\t ", "\r\n"]))
 def test_the_splitter_reads_every_page_as_orjson_does(document: Any, space: str) -> None:
     body = spaced(document, space)
@@ -103,7 +104,7 @@ def test_the_splitter_reads_every_page_as_orjson_does(document: Any, space: str)
     assert cursor == expected_cursor
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(250), deadline=None)
 @given(documents, st.data())
 def test_a_damaged_page_is_invalid_or_its_damage_stays_in_one_item(
     document: Any, data: Any

@@ -26,6 +26,7 @@ from gateway.merge import Source, merge
 from gateway.rendered import Rendered, list_body
 from gateway.served import Deferred
 from gateway.snapshot import Builder, Snapshot
+from tests.conftest import examples
 from tests.fakes import server_entry
 from tests.test_packed import demo_snapshot
 
@@ -281,7 +282,7 @@ changes = st.fixed_dictionaries({
 })  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(changes)
 def test_whatever_a_rebuild_changed_every_page_after_it_is_the_fresh_answer(
     change: dict[str, Any],

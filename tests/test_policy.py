@@ -18,6 +18,7 @@ from gateway.policy import Policy
 from gateway.semver import VersionRange
 from gateway.snapshot import build_snapshot
 from gateway.view import ViewPolicy
+from tests.conftest import examples
 from tests.fakes import server_entry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -223,7 +224,7 @@ def _served(config: FederationConfig, upstream_entries: list[Entry]) -> dict[str
     return {name: {i.key for i in view.every.items} for name, view in snapshot.views.items()}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(entries, rules, rules, st.sampled_from(["allow", "deny"]), matches)
 def test_adding_a_deny_rule_never_adds_an_entry_anywhere(
     data: list[Entry], base_rules: Any, view_rules: Any, default: str, extra: Any
@@ -238,7 +239,7 @@ def test_adding_a_deny_rule_never_adds_an_entry_anywhere(
             assert after[view] <= before[view]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     entries, rules, rules, st.sampled_from(["allow", "deny"]), st.sampled_from(["allow", "deny"])
 )
@@ -255,7 +256,7 @@ def test_a_view_never_serves_what_the_default_view_does_not(
     assert served["unit"] <= served["default"]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(entries, entries, rules, rules)
 def test_a_warm_rebuild_serves_what_a_cold_build_serves(
     first: list[Entry], second: list[Entry], base_rules: Any, view_rules: Any
@@ -280,7 +281,7 @@ def test_a_warm_rebuild_serves_what_a_cold_build_serves(
         ]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(entries, rules, st.sampled_from(["allow", "deny"]), st.sampled_from(["one", "two"]))
 def test_a_policy_decides_an_entry_alike_whatever_it_decided_before(
     data: list[Entry], policy_rules: Any, default: str, upstream: str
@@ -335,7 +336,7 @@ name_part = st.text(st.sampled_from("ab.-"), min_size=1, max_size=4)
 name_text = st.builds(lambda space, name: f"{space}/{name}", name_part, name_part)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(glob_text, min_size=1, max_size=5), st.lists(name_text, max_size=15))
 def test_name_globs_matched_for_all_names_at_once_decide_as_one_by_one(
     globs: list[str], new_names: list[str]

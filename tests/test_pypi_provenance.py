@@ -19,6 +19,7 @@ from sigstore.models import Bundle
 
 from gateway.provenance import verify_pypi_provenance
 from gateway.signals import bound
+from tests.conftest import examples
 from tests.signing import GITHUB_ISSUER, SigningSetup, github_identity
 
 SETUP, OTHER_CA = SigningSetup(), SigningSetup("other")
@@ -174,7 +175,7 @@ JSON = st.recursive(
 )  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(JSON)
 def test_any_index_page_reads_as_files_or_is_garbled(document: object) -> None:
     from gateway.errors import MirrorGarbled

@@ -19,6 +19,7 @@ from gateway.merge import Source
 from gateway.pacing import Allowance
 from gateway.query import parse_list_query, select_page
 from gateway.snapshot import Builder, Snapshot
+from tests.conftest import examples
 from tests.fakes import server_entry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -104,7 +105,7 @@ servers = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(servers, st.text(alphabet="abAB -/.xy", min_size=1, max_size=5), st.booleans())
 def test_the_index_answers_as_a_scan_would(
     rows: list[tuple[str, str, str | None, str]], text: str, latest: bool
@@ -117,7 +118,7 @@ def test_the_index_answers_as_a_scan_would(
     assert walk(snapshot, text, **params) == scanned == expected(entries, text, latest)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(servers, servers, st.text(alphabet="abAB -", min_size=3, max_size=4))
 def test_an_updated_index_forgets_what_changed(
     first: list[tuple[str, str, str | None, str]],
@@ -194,7 +195,7 @@ async def test_searches_through_the_gateway_before_and_after_the_index_catches_u
     assert "io.github.a/s01" not in page
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(servers, servers, servers, st.text(alphabet="abAB -", min_size=3, max_size=4))
 def test_an_index_kept_up_incrementally_answers_exactly(
     first: list[tuple[str, str, str | None, str]],

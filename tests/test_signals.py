@@ -41,7 +41,7 @@ from gateway.signals import (
     combined,
     repository_key,
 )
-from tests.conftest import file_upstream, loopback
+from tests.conftest import examples, file_upstream, loopback
 from tests.fakes import server_entry
 from tests.signing import GITHUB_ISSUER, NpmKey, SigningSetup, github_identity, slsa_statement
 from tests.test_federation import all_entries, keys
@@ -569,7 +569,7 @@ SHAPED = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(SHAPED)
 def test_any_package_document_reads_as_dist_facts_or_is_garbled(document: object) -> None:
     """Whatever a mirror answers, reading it gives well-typed facts or `MirrorGarbled`."""
