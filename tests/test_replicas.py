@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import pytest_asyncio
 import yaml
 
 from tests.conftest import free_port
 from tests.fakes import FakeRegistry, server_entry
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.asyncio(loop_scope="module"),  # both tests read the same two replicas
+]
 
 SLUG = "io.github.acme%2Fweather"
 
@@ -63,9 +66,11 @@ async def _wait_ready(session: aiohttp.ClientSession, base: str, process: Any) -
     raise AssertionError(f"replica at {base} never became ready")
 
 
-@pytest.fixture
-async def replicas(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
-    """Two replicas over two fake registries; yields their base URLs."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+    """Two replicas over two fake registries; yields their base URLs. The tests only read
+    from them, so the module starts them once."""
+    tmp_path = tmp_path_factory.mktemp("replicas")
     internal = await FakeRegistry(_catalog("com.example", 12)).start()
     public = await FakeRegistry(
         [*_catalog("io.github.acme", 40), server_entry("io.github.acme/weather", "2.0.0")]
