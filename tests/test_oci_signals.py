@@ -130,14 +130,14 @@ async def test_an_image_whose_answers_take_too_long_is_unknown(
     """Each request within `verify.timeout`, all of them together not: one version's signals
     take at most four times it (an image may need some twenty requests in a row)."""
     fake, host, _ = registry
-    fake.delay = 0.3
+    fake.delay = 0.15
     client = await start_gateway(
         tmp_path, make_config, serve, entries(["1.0.0"]),
         trust={"oci": {"trusted_root": ROOT}},
-        mirrors={"oci": {"ghcr.io": host}, "verify": {"timeout": "0.5s"}},
+        mirrors={"oci": {"ghcr.io": host}, "verify": {"timeout": "0.25s"}},
         deny={"signature": "invalid"}, view=("signed", {"signature": "verified"}), setup=SETUP,
     )  # fmt: skip
     [package] = (await explained(client, SERVER, "1.0.0"))["default"]["packages"]
     signature = package["signals"]["signature"]
     assert signature["state"] == "unknown"
-    assert "no answer within 2 s" in signature["why"]
+    assert "no answer within 1 s" in signature["why"]
