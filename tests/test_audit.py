@@ -218,6 +218,7 @@ _WRITER = textwrap.dedent(
     from gateway.audit import Actor, Audit
     directory, who, max_bytes, count = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     audit = Audit(directory, max_bytes=int(max_bytes))
+    (directory / f"{who}.ready").touch()
     while not (directory / "go").exists():  # both start writing at once
         time.sleep(0.001)
     for number in range(int(count)):
@@ -235,7 +236,9 @@ def _writers(directory: Path, max_bytes: int, count: int) -> None:
         )
         for who in ("worker-a", "worker-b")
     ]  # fmt: skip
-    time.sleep(0.5)
+    while not all((directory / f"{who}.ready").exists() for who in ("worker-a", "worker-b")):
+        assert all(process.poll() is None for process in started)
+        time.sleep(0.01)
     (directory / "go").touch()
     for process in started:
         assert process.wait(timeout=60) == 0
