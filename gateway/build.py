@@ -120,10 +120,11 @@ class _ViewBuild:
     items: list[Item] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     keep: dict[str, ServerItems] = field(default_factory=dict)
+    unkept: dict[str, dict[str, int]] = field(default_factory=dict)  # the others' hidden tallies
 
     def catalog(
         self, parts: PartCache, search: SearchIndex | None, token: int, offered: int
-    ) -> tuple[ViewCatalog, dict[str, ServerItems]]:
+    ) -> Built:
         items = self.items
         active: list[Item] = []
         latest: list[Item] = []
@@ -145,7 +146,17 @@ class _ViewBuild:
             token=token,
             offered=offered,
         )
-        return catalog, self.keep
+        return Built(catalog, self.keep, self.unkept)
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One view's part of a build: its catalog; the servers whose items can be kept for the
+    next build; the others, with what each hid (they are decided again next time)."""
+
+    catalog: ViewCatalog
+    keep: dict[str, ServerItems]
+    unkept: dict[str, dict[str, int]]
 
 
 Admitted = tuple[Entry, RegistryMeta, Admission, Mark | None]  # what a view serves of an entry
@@ -159,7 +170,7 @@ def build_views(
     search: SearchIndex | None = None,
     token: int = -1,
     marks: Callable[[Entry], Mark | None] | None = None,
-) -> list[tuple[ViewCatalog, dict[str, ServerItems]]]:
+) -> list[Built]:
     """Build every view's snapshot from the merged upstreams, already in list order, in one
     pass: each entry is decided by every view in turn, so what the views share (policy.yaml's
     verdict, a package rewrite) is worked out once and needs no memory beyond the entry.
@@ -244,6 +255,8 @@ def build_views(
             reusable, tally, verification = build.admit.end()
             if reusable:
                 build.keep[name] = ServerItems(upstream, entries, server_items, tally, verification)
+            else:
+                build.unkept[name] = tally
     return [view.catalog(parts, search, token, offered) for view in builds]
 
 
@@ -254,7 +267,7 @@ def plain_view(
 
     parts = PartCache(namespace)
     parts.new_build()
-    return build_views(order_of(merged), origins, [(view, _Everything(), None)], parts)[0][0]
+    return build_views(order_of(merged), origins, [(view, _Everything(), None)], parts)[0].catalog
 
 
 class _Everything:

@@ -10,7 +10,7 @@ transports, remote hosts); name globs are matched once per name identity (see `n
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import translate
@@ -320,7 +320,7 @@ class Policy:
         """Forget the last answer (the trust signals it read have changed)."""
         self._last = (None, "", None, self._default)
 
-    def forget(self, live_names: set[str]) -> None:
+    def forget(self, live_names: Container[str]) -> None:
         """Forget the identities no upstream serves any more."""
         for name in [name for name in self._by_name if name not in live_names]:
             del self._by_name[name]

@@ -6,14 +6,28 @@ replaces the previous snapshot with a single assignment.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.build import Order, PartCache, ServerItems, build_views, order_of
-from gateway.catalog import Origin, ViewCatalog
+from gateway.admitting import Totals, ViewAdmitter
+from gateway.build import Built, Order, PartCache, ServerItems, build_views, order_of
+from gateway.catalog import Listing, Origin, ViewCatalog
 from gateway.config import DEFAULT_VIEW, FederationConfig
 from gateway.entry import Entry
+from gateway.increment import (
+    Increment,
+    Remerge,
+    ViewState,
+    any_hidden,
+    carry_suffixes,
+    deciding,
+    remerge,
+    spliced,
+    view_figures,
+)
 from gateway.merge import Merged, Source, merge
 from gateway.names import identity
 from gateway.osv import Advisories
@@ -21,12 +35,12 @@ from gateway.pacing import Pacer, collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
+from gateway.served import Mark
 from gateway.shapes import Shapes
 from gateway.shaping import Lookup, no_lookup
-from gateway.signals import SIGNALS
 from gateway.stepping import paced
 from gateway.trust import Trust
-from gateway.view import Admission, Decision, ViewPolicy
+from gateway.view import ViewPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +72,6 @@ def view_policies(config: FederationConfig, trust: Trust | None = None) -> list[
     return policies
 
 
-@dataclass(slots=True)
-class _Totals:
-    """What one build learns across its views."""
-
-    hidden: dict[str, dict[str, int]] = field(default_factory=dict)  # view -> reason -> count
-    held: list[datetime] = field(default_factory=list)
-    pending: set[Check] = field(default_factory=set)
-    verification: dict[str, int] = field(default_factory=dict)
-    signals: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
-
-
 def _view_inputs(config: FederationConfig, view: str) -> tuple[object, ...]:
     """Everything in a config that a view's items depend on (upstream data aside)."""
     own = config.views.get(view)
@@ -77,128 +80,21 @@ def _view_inputs(config: FederationConfig, view: str) -> tuple[object, ...]:
     return (exists, config.policy, own, config.mirrors, marks, config.trust.npm, config.trust.pypi)
 
 
-def _add(into: dict[str, int], counts: dict[str, int]) -> None:
-    for key, count in counts.items():  # most servers hide nothing: no loop at all
-        into[key] = into.get(key, 0) + count
-
-
-_NONE: dict[str, int] = {}
-
-
-class _Admitter:
-    """One view's decisions in one build, server by server (see `catalog.Admitter`)."""
-
-    def __init__(
-        self,
-        policy: ViewPolicy,
-        origins: dict[str, Origin],
-        now: datetime,
-        lookup: Lookup,
-        totals: _Totals,
-    ) -> None:
-        self.policy = policy
-        self.origins = origins
-        self.now = now
-        self.lookup = lookup
-        self.totals = totals
-        self.hidden: dict[str, int] = {}
-        # Items that waited on a clock or on mirror answers are decided again every build.
-        self._keepable = policy.verify_mode == "off" and not policy.signing
-        self._reusable = True
-        self._tally: dict[str, int] = {}
-        self._verified: dict[str, int] = {}
-        self._states: dict[tuple[str | None, ...], int] = {}  # served versions by states
-        self._unsigned = 0  # served versions with no signed package
-
-    def begin(self) -> None:
-        self._reusable = self._keepable
-        self._tally = {}
-        self._verified = {}
-
-    def __call__(self, upstream: str, entry: Entry) -> Admission | None:
-        if self.origins[upstream].hidden:
-            self._tally["stale"] = self._tally.get("stale", 0) + 1
-            self._reusable = False
-            return None
-        decision = self.policy.admit(upstream, entry, self.now, self.lookup)
-        if not isinstance(decision, Decision):
-            if self.policy.signing:
-                self._signed(entry)
-            return decision  # served, its rewrite made when first written
-        if decision.pending:
-            self.totals.pending.update(decision.pending)
-        elif not decision.served and self.policy.read_of is entry:  # hidden by what it read
-            self.totals.pending.update(self.policy.signal_pending(entry))
-        if not decision.served:
-            self._tally[decision.reason] = self._tally.get(decision.reason, 0) + 1
-            if decision.held_until is not None:
-                self.totals.held.append(decision.held_until)
-                self._reusable = False
-            return None
-        if self.policy.signing:
-            self._count(decision.signals)
-        for package in decision.packages:
-            if "verification" in package:
-                result = package["verification"]
-                self._verified[result] = self._verified.get(result, 0) + 1
-        assert decision.server_json is not None
-        return decision.server_json, decision.rules, decision.packages_json
-
-    def _signed(self, entry: Entry) -> None:
-        """Count a served entry's signals, and what its mirrors must still be asked."""
-        policy = self.policy
-        if policy.signed_types.isdisjoint(entry.registry_types):
-            self._unsigned += 1  # nothing to sign: absent (counted at the end)
-            return
-        if policy.rewriter.as_received(entry):
-            self._count(policy.states(entry))  # nothing asked
-            return
-        facts = policy.signal_facts(entry)
-        if facts.pending:
-            self.totals.pending.update(facts.pending)
-        self._count(facts.states)
-
-    def _count(self, states: tuple[str | None, ...]) -> None:
-        self._states[states] = self._states.get(states, 0) + 1
-
-    @property
-    def signals(self) -> dict[tuple[str, str], int]:
-        """Served versions by (signal, state)."""
-        counts: dict[tuple[str, str], int] = {}
-        states_of = dict(self._states)
-        if self._unsigned:
-            nothing = self.policy.states_of_unsigned
-            states_of[nothing] = states_of.get(nothing, 0) + self._unsigned
-        for states, count in states_of.items():
-            for signal, state in zip(SIGNALS, states, strict=True):
-                if state is not None:
-                    counts[(signal, state)] = counts.get((signal, state), 0) + count
-        return counts
-
-    def end(self) -> tuple[bool, dict[str, int], dict[str, int]]:
-        self.tally(self._tally, self._verified)
-        # Most servers hide nothing: their kept figures share one empty dict (never written).
-        return self._reusable, self._tally or _NONE, self._verified or _NONE
-
-    def tally(self, hidden: dict[str, int], verification: dict[str, int]) -> None:
-        if hidden:  # most servers hide nothing and have no mirror checks
-            _add(self.hidden, hidden)
-        if verification:
-            _add(self.totals.verification, verification)
-
-
 # Forgetting names no feed holds any more walks every policy's table: not after every build.
 _FORGET_EVERY = 8
+_FEW = 64  # servers to decide again that are few enough whatever the catalog's size
 
 
 class Builder:
     """Builds snapshots for one config, remembering work between builds.
 
     Each view keeps the items of every server whose entries did not change, and the rules
-    matching a name are remembered, so a rebuild after a sync that changed 1 % of the entries
-    redoes about 1 % of the work. A feed keeps the same Entry object while its data is
-    unchanged, which is what kept items are recognised by; names gone from every feed are
-    forgotten every few builds.
+    matching a name are remembered. A feed keeps the same Entry object while its data is
+    unchanged, which is what kept items are recognised by. A build after a sync merges and
+    decides only the servers whose entries changed, and splices them into the last build's
+    listings (`increment`), so a rebuild after a sync that changed 1 % of the entries does
+    little more than 1 % of the work; names gone from every feed are forgotten every few
+    builds.
     """
 
     def __init__(self, config: FederationConfig, trust: Trust | None = None) -> None:
@@ -207,8 +103,11 @@ class Builder:
         self.policies = view_policies(config, self.trust)
         self.parts = PartCache(config.gateway.meta_namespace)
         self._names: list[str] | None = None
-        self._name_set: set[str] = set()
-        self._identities: set[str] = set()  # of the names
+        self._name_set: AbstractSet[str] = set()
+        self._identities: Collection[str] = set()  # of the names (the merge's owners' keys)
+        self._servers: dict[str, tuple[str, list[Entry]]] = {}  # the last merge's
+        self._increment: Increment | None = None  # what the next build may start from
+        self.decided: int | None = None  # servers the last build decided, if made in part
         self._prepared: list[str] | None = None  # the names the policies have matched
         self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
         self._builds = 0
@@ -225,6 +124,7 @@ class Builder:
     ) -> Snapshot:
         """A snapshot of these upstreams' data; trust rules read `advisories` (the feeds')."""
         if advisories is not self.trust.advisories:
+            self._increment = None  # what the feeds say of an entry is in its items
             self._forget_trusting()  # every version such a view serves is decided anew
             if self.config.trust.osv:  # and every served entry says what the feeds say
                 self._kept.clear()
@@ -235,6 +135,45 @@ class Builder:
     def _build(
         self, sources: list[Source], origins: dict[str, Origin], now: datetime, lookup: Lookup
     ) -> Snapshot:
+        totals = Totals()
+        self.parts.new_build()
+        for view_policy in self.policies:
+            view_policy.use(lookup)
+        if self.policies:
+            self.policies[0].shapes.new_build()  # one store for every view
+        admitters = [ViewAdmitter(policy, origins, now, lookup, totals) for policy in self.policies]
+        token = self.search.next_token()
+        self.decided = None
+        views = self._in_part(sources, origins, admitters, token)
+        if views is None:
+            views = self._whole(sources, origins, admitters, token)
+        for admitter in admitters:
+            state = views[admitter.policy.name]
+            totals.hidden[admitter.policy.name] = state.hidden
+            if admitter.signals:
+                totals.signals[admitter.policy.name] = admitter.signals
+        self._builds += 1
+        if self._builds % _FORGET_EVERY == 0:
+            self._forget()
+        return Snapshot(
+            views={name: state.built.catalog for name, state in views.items()},
+            built_at=now,
+            hidden=totals.hidden,
+            next_change=min(totals.held) if totals.held else None,
+            pending=frozenset(totals.pending),
+            stale=tuple(name for name, origin in origins.items() if origin.stale),
+            verification=totals.verification,
+            signals=totals.signals,
+        )
+
+    def _whole(
+        self,
+        sources: list[Source],
+        origins: dict[str, Origin],
+        admitters: list[ViewAdmitter],
+        token: int,
+    ) -> dict[str, ViewState]:
+        """Every server merged and decided (an unchanged server's items kept)."""
         merged: Merged = merge(sources)  # hidden upstreams keep their names: no public fallback
         # One sort for every view: names, then each server's versions, as byte strings.
         if self._names is None or merged.servers.keys() != self._name_set:
@@ -247,43 +186,104 @@ class Builder:
                 policy.prepare(identities)
             self._prepared = self._names
         order = order_of(merged, self._names)
-        views: dict[str, ViewCatalog] = {}
-        totals = _Totals()
-        self.parts.new_build()
-        for view_policy in self.policies:
-            view_policy.use(lookup)
-        if self.policies:
-            self.policies[0].shapes.new_build()  # one store for every view
-        admitters = [_Admitter(policy, origins, now, lookup, totals) for policy in self.policies]
         built = build_views(
             order,
             origins,
             [(a.policy.name, a, self._kept.get(a.policy.name)) for a in admitters],
             self.parts,
             self.search,
-            token := self.search.next_token(),
-            self.trust.mark if self.config.trust.osv else None,
+            token,
+            self._marks(),
         )
-        for admitter, (catalog, keep) in zip(admitters, built, strict=True):
-            name = admitter.policy.name
-            views[name], self._kept[name] = catalog, keep
-            totals.hidden[name] = admitter.hidden
-            if admitter.signals:
-                totals.signals[name] = admitter.signals
-        self._builds += 1
+        views: dict[str, ViewState] = {}
+        for admitter, one in zip(admitters, built, strict=True):
+            views[admitter.policy.name] = ViewState(one, admitter.hidden)
+            self._kept[admitter.policy.name] = one.keep
+        self._servers = merged.servers
         self._last = (token, order)  # one assignment: an indexing thread reads both
-        if self._builds % _FORGET_EVERY == 0:
-            self._forget(merged)
-        return Snapshot(
-            views=views,
-            built_at=now,
-            hidden=totals.hidden,
-            next_change=min(totals.held) if totals.held else None,
-            pending=frozenset(totals.pending),
-            stale=tuple(name for name, origin in origins.items() if origin.stale),
-            verification=totals.verification,
-            signals=totals.signals,
+        self._increment = None
+        if all(policy.keeps for policy in self.policies):
+            offered = built[0].catalog.offered
+            self._increment = Increment.after_whole(sources, merged, self._names, order,
+                                                    offered, views)  # fmt: skip
+        return views
+
+    def _in_part(
+        self,
+        sources: list[Source],
+        origins: dict[str, Origin],
+        admitters: list[ViewAdmitter],
+        token: int,
+    ) -> dict[str, ViewState] | None:
+        """Only the servers a sync changed merged and decided (see `increment`), or None."""
+        last = self._increment
+        if last is None or any_hidden(origins) or last.views.keys() != self._kept.keys():
+            return None
+        merged = remerge(last, sources)
+        if merged is None:
+            return None
+        decided = deciding(last, merged)
+        if len(decided) > max(_FEW, len(merged.names) // 4):
+            return None  # as much work either way: the whole build is the simpler
+        if merged.new_identities:
+            for policy in self._files():
+                policy.prepare(merged.new_identities)
+        servers = merged.servers
+        part = [(name, *servers[name]) for name in decided if name in servers]
+        made = build_views(
+            part,
+            origins,
+            [(a.policy.name, a, self._kept[a.policy.name]) for a in admitters],
+            self.parts,
+            self.search,
+            token,
+            self._marks(),
         )
+        carry_suffixes(last, self.parts, origins)
+        self.decided = len(decided)
+        views: dict[str, ViewState] = {}
+        for admitter, one in zip(admitters, made, strict=True):
+            name = admitter.policy.name
+            views[name] = self._spliced(last, merged, decided, one, admitter.hidden, token)
+        self._names, self._name_set, self._identities = merged.names, servers.keys(), merged.owners
+        self._prepared = self._names
+        self._servers = servers
+        self._last = (token, merged.order)
+        self._increment = last.next(sources, merged, views)
+        return views
+
+    def _spliced(
+        self,
+        last: Increment,
+        merged: Remerge,
+        decided: list[str],
+        made: Built,
+        hidden_now: dict[str, int],
+        token: int,
+    ) -> ViewState:
+        """A view's catalog: the last one, with the servers decided again replaced."""
+        state = last.views[made.catalog.view]
+        before = state.built.catalog
+        counts, hidden = view_figures(last, merged, state, decided, made, hidden_now)
+        catalog = ViewCatalog(
+            view=before.view,
+            every=Listing(spliced(before.every.items, decided, made.catalog.every.items)),
+            active=Listing(spliced(before.active.items, decided, made.catalog.active.items)),
+            latest=Listing(spliced(before.latest.items, decided, made.catalog.latest.items)),
+            suffixes=self.parts.suffixes,
+            upstream_counts=counts,
+            search=self.search,
+            token=token,
+            offered=merged.offered,
+        )
+        keep = state.built.keep  # this builder's own: changed in place, after the figures
+        for name in decided:
+            keep.pop(name, None)
+        keep.update(made.keep)
+        return ViewState(Built(catalog, keep, made.unkept), hidden)
+
+    def _marks(self) -> Callable[[Entry], Mark | None] | None:
+        return self.trust.mark if self.config.trust.osv else None
 
     def index(self) -> None:
         """Bring the search index up to the last build (blocking: a worker thread). Until it
@@ -331,12 +331,13 @@ class Builder:
             if any(one.trusting for one in policy.policies):
                 self._kept.pop(policy.name, None)
 
-    def _forget(self, merged: Merged) -> None:
+    def _forget(self) -> None:
         for policy in self._files():
             policy.forget(self._identities)
         if self.config.trust.osv or any(one.trusting for one in self._files()):
             # what the feed said of versions no upstream serves any more (rules or marks)
-            self.trust.prune({id(e) for _, entries in merged.servers.values() for e in entries})
+            servers = self._servers.values()
+            self.trust.prune({id(e) for _, entries in servers for e in entries})
 
 
 def advisory_states(snapshot: Snapshot) -> dict[str, dict[str, int]]:

@@ -121,6 +121,12 @@ class ViewPolicy:
         self.shapes = Shapes()  # replaced by one store shared by every view of a config
         self._keys: dict[frozenset[str], int] = {}  # registry types -> shaping key
 
+    @property
+    def keeps(self) -> bool:
+        """Whether a server's items can be kept from one build to the next: not when they wait
+        on mirror answers or signals (they are decided again every build)."""
+        return self.verify_mode == "off" and not self.signing
+
     @classmethod
     def of(
         cls,

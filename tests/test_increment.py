@@ -1,0 +1,176 @@
+"""Rebuilds made in part (only what a sync changed merged and decided, spliced into the last
+build's listings) give what a whole build gives: item by item, byte for byte, and figure by
+figure, over random syncs of several upstreams with look-alike names, reserved names,
+cooldowns, deleted versions, stale and hidden upstreams."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.catalog import Origin, ViewCatalog
+from gateway.config import (
+    FederationConfig,
+    GatewaySettings,
+    MirrorSettings,
+    PolicySettings,
+    UpstreamSettings,
+    ViewSettings,
+)
+from gateway.entry import Entry, format_timestamp, parse_item
+from gateway.merge import Source
+from gateway.snapshot import Builder, Snapshot
+from tests.conftest import examples
+from tests.fakes import server_entry
+
+UPSTREAMS = ("u0", "u1", "u2")
+# Look-alikes of one identity (case, trailing dots, separator runs), across namespaces.
+NAMES = (
+    "com.example/alpha", "COM.EXAMPLE/Alpha", "com.example./al.pha", "com.example/al--pha",
+    "com.example/beta", "io.github.x/beta", "io.github.x/gamma", "io.github.x/x-spam-y",
+    "io.github.x/delta", "dev.tools/eps", "dev.tools/zeta", "dev.tools/eta",
+)  # fmt: skip
+VERSIONS = ("0.0.1", "1.0.0", "1.1.0", "2.0.0-beta.1", "2.0.0")
+STATUSES = ("active", "active", "active", "deprecated", "deleted")
+START = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def config(owns: bool, cooldown: bool) -> FederationConfig:
+    upstreams = [
+        UpstreamSettings(name=name, file=Path(f"{name}.json"),
+                         owns=["com.example/*"] if owns and name == "u1" else [])
+        for name in UPSTREAMS
+    ]  # fmt: skip
+    policy: dict[str, Any] = {
+        "default": "allow",
+        "rules": [{"deny": {"name": "*-spam-*"}}, {"deny": {"name": "dev.tools/eta",
+                                                            "version": ">=2"}},
+                  {"allow": {"upstream": "u2", "name": "io.github.x/*"}}],
+    }  # fmt: skip
+    if cooldown:
+        policy["min_age"] = "2d"
+    return FederationConfig(
+        directory=Path("."),
+        gateway=GatewaySettings(upstreams=upstreams),
+        policy=PolicySettings.model_validate(policy),
+        mirrors=MirrorSettings.model_validate({"npm": "https://npm.mirror.example/"}),
+        views={
+            "narrow": ViewSettings.model_validate({
+                "default": "deny", "rules": [{"allow": {"name": "com.example/*"}}],
+                "mirrors": {"npm": "https://narrow.mirror.example/npm/"},
+            }),
+            "plain": ViewSettings.model_validate({"rules": [{"deny": {"status": "deprecated"}}]}),
+        },
+    )  # fmt: skip
+
+
+def entry(name: str, version: str, status: str, published: datetime, note: int) -> Entry:
+    return parse_item(
+        server_entry(name, version, status=status, published=format_timestamp(published),
+                     updated=format_timestamp(published + timedelta(minutes=note)),
+                     description=f"{name} {version} take {note}"),
+        seen_at=published,
+    )  # fmt: skip
+
+
+def dump(view: ViewCatalog) -> dict[str, object]:
+    def listing(items: list[Any]) -> list[tuple[str, str, bytes]]:
+        return [(item.name, item.version, view.body(item)) for item in items]
+
+    return {
+        "every": listing(view.every.items), "active": listing(view.active.items),
+        "latest": listing(view.latest.items), "counts": dict(view.upstream_counts),
+        "offered": view.offered, "hidden": view.hidden,
+    }  # fmt: skip
+
+
+def same(made: Snapshot, whole: Snapshot) -> None:
+    assert made.views.keys() == whole.views.keys()
+    for name, view in made.views.items():
+        assert dump(view) == dump(whole.views[name]), name
+    assert made.hidden == whole.hidden
+    assert made.next_change == whole.next_change
+    assert made.stale == whole.stale
+
+
+step = st.tuples(
+    st.sampled_from(("change", "change", "add", "add", "remove", "time", "stale", "hide",
+                     "nothing", "move")),
+    st.sampled_from(UPSTREAMS), st.sampled_from(NAMES), st.sampled_from(VERSIONS),
+    st.sampled_from(STATUSES), st.integers(0, 10_000),
+)  # fmt: skip
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(
+    owns=st.booleans(),
+    cooldown=st.booleans(),
+    first=st.lists(st.tuples(st.sampled_from(UPSTREAMS), st.sampled_from(NAMES),
+                             st.sampled_from(VERSIONS), st.sampled_from(STATUSES)),
+                   max_size=30),
+    steps=st.lists(step, min_size=1, max_size=12),
+)  # fmt: skip
+def test_a_rebuild_in_part_is_the_whole_rebuild(
+    owns: bool, cooldown: bool, first: list[tuple[str, str, str, str]],
+    steps: list[tuple[str, str, str, str, str, int]],
+) -> None:  # fmt: skip
+    settings_ = config(owns, cooldown)
+    feeds: dict[str, dict[tuple[str, str], Entry]] = {u: {} for u in UPSTREAMS}
+    for index, (upstream, name, version, status) in enumerate(first):
+        feeds[upstream][(name, version)] = entry(name, version, status, START, index)
+    origins = {u: Origin(u, START) for u in UPSTREAMS}
+    now = START + timedelta(days=1)
+    builder = Builder(settings_)
+    for kind, upstream, name, version, status, note in [("nothing", "u0", "", "", "", 0), *steps]:
+        feed = feeds[upstream]
+        if kind == "change" and feed:
+            key = sorted(feed)[note % len(feed)]
+            feed[key] = entry(*key, status, START + timedelta(hours=note % 72), note)
+        elif kind == "add":
+            feed[(name, version)] = entry(name, version, status, now - timedelta(hours=note % 72),
+                                          note)  # fmt: skip
+        elif kind == "remove" and feed:
+            del feed[sorted(feed)[note % len(feed)]]
+        elif kind == "move" and feed:  # the same entries in another order
+            keys = sorted(feed)
+            feeds[upstream] = {
+                k: feed[k] for k in keys[note % len(keys) :] + keys[: note % len(keys)]
+            }
+        elif kind == "time":
+            now += timedelta(hours=note % 60)
+        elif kind == "stale":
+            stale = None if origins[upstream].stale else now
+            origins[upstream] = Origin(upstream, origins[upstream].synced_up_to, stale)
+        elif kind == "hide":
+            hidden = not origins[upstream].hidden
+            origins[upstream] = Origin(upstream, START, now, hidden, hidden)
+        sources = [Source(u, list(feeds[u].values()), s.owns)
+                   for u, s in zip(UPSTREAMS, settings_.gateway.upstreams, strict=True)]  # fmt: skip
+        made = builder.build(sources, dict(origins), now)
+        whole = Builder(settings_)
+        same(made, whole.build(sources, dict(origins), now))
+        for one in NAMES:
+            assert builder.offers(one) == whole.offers(one), one
+
+
+def test_a_sync_that_changed_one_server_decides_only_that_server() -> None:
+    settings_ = config(owns=False, cooldown=False)
+    entries = [entry(f"dev.tools/s{i:03}", "1.0.0", "active", START, i) for i in range(300)]
+    builder = Builder(settings_)
+    origins = {u: Origin(u, START) for u in UPSTREAMS}
+    sources = [Source("u0", entries), Source("u1", []), Source("u2", [])]
+    builder.build(sources, origins, START)
+    assert builder.decided is None  # the first build is whole
+    changed = list(entries)
+    changed[150] = entry("dev.tools/s150", "1.0.0", "active", START, 9999)
+    changed.append(entry("dev.tools/s999", "1.0.0", "active", START, 1))
+    sources = [Source("u0", changed), Source("u1", []), Source("u2", [])]
+    made = builder.build(sources, origins, START)
+    assert builder.decided == 2
+    same(made, Builder(settings_).build(sources, origins, START))
+    assert builder.build(sources, origins, START) is not None
+    assert builder.decided == 0
