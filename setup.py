@@ -12,7 +12,8 @@ import os
 from setuptools import setup
 
 # The modules a snapshot build spends its time in (entry: its facts are read for every
-# decision; merge, semver, policy, view, catalog, snapshot: the build itself).
+# decision; merge, semver, policy, view, catalog, snapshot, admitting, increment: the build
+# itself).
 COMPILED = [
     "gateway/entry.py",
     "gateway/merge.py",
@@ -24,6 +25,8 @@ COMPILED = [
     "gateway/served.py",
     "gateway/catalog.py",
     "gateway/build.py",
+    "gateway/admitting.py",
+    "gateway/increment.py",
     "gateway/snapshot.py",
     "gateway/search.py",
     "gateway/postings.py",

@@ -313,6 +313,7 @@ class Refresher:
             views={name: len(view) for name, view in snapshot.views.items()},
             stale=list(snapshot.stale),
             duration_ms=round(duration * 1000, 1),
+            decided=self.builder.decided,  # servers decided again; None: every server
         )
         self._schedule_cooldown_rebuild(snapshot.next_change)
         if snapshot.pending and self._background:
