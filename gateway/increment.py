@@ -67,8 +67,10 @@ def differing(before: Sequence[Entry], after: Sequence[Entry]) -> set[str]:
     return names
 
 
-def _holders(sources: Sequence[Source]) -> dict[str, int]:
-    """Per identity, the upstreams that offer a name of it (bit i: the i-th source)."""
+def _shared(sources: Sequence[Source], owners: dict[str, str]) -> dict[str, int]:
+    """The identities offered by another upstream than their owner, or owned by none, with
+    the upstreams that offer them (bit i: the i-th source). Most identities are offered by
+    their owner alone: they are not kept (see `Increment.offering`)."""
     holders: dict[str, int] = {}
     pacer = Pacer()
     for index, source in enumerate(sources):
@@ -78,7 +80,9 @@ def _holders(sources: Sequence[Source]) -> dict[str, int]:
             holders[known] = holders.get(known, 0) | bit
             if count % _STEP == 0:
                 pacer.tick()
-    return holders
+    bits = {source.upstream: 1 << index for index, source in enumerate(sources)}
+    return {known: held for known, held in holders.items()
+            if held != bits.get(owners.get(known, ""), 0)}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -98,7 +102,7 @@ class Increment:
     lists: list[Sequence[Entry]]
     servers: dict[str, tuple[str, list[Entry]]]  # name -> (owning upstream, versions in order)
     owners: dict[str, str]  # identity -> the upstream serving it
-    holders: dict[str, int]  # identity -> the upstreams offering it (bits, in source order)
+    shared: dict[str, int]  # identity -> the upstreams offering it, if not its owner alone
     owned: dict[str, int]  # upstream -> servers it owns
     offered: int  # servers with a version not deleted
     names: list[str]  # of the servers, in list order
@@ -110,7 +114,7 @@ class Increment:
     ) -> Increment:
         """What a build made in part leaves for the next."""
         return Increment(self.upstreams, [s.entries for s in sources], merged.servers,
-                         merged.owners, merged.holders, merged.owned, merged.offered,
+                         merged.owners, merged.shared, merged.owned, merged.offered,
                          merged.names, merged.order, views)  # fmt: skip
 
     @classmethod
@@ -123,8 +127,19 @@ class Increment:
         owned: dict[str, int] = {}
         for upstream, _ in servers.values():
             owned[upstream] = owned.get(upstream, 0) + 1
-        return cls(_shape(sources), [s.entries for s in sources], servers, dict(merged.owners),
-                   _holders(sources), owned, offered, names, order, views)  # fmt: skip
+        shared = _shared(sources, merged.owners)
+        return cls(_shape(sources), [s.entries for s in sources], servers, merged.owners,
+                   shared, owned, offered, names, order, views)  # fmt: skip
+
+    def offering(self, known: str) -> int:
+        """The upstreams that offer a name of this identity (bit i: the i-th source)."""
+        held = self.shared.get(known)
+        if held is not None:
+            return held
+        owner = self.owners.get(known)
+        if owner is None:
+            return 0
+        return 1 << [name for name, _ in self.upstreams].index(owner)
 
 
 def _shape(sources: Sequence[Source]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -137,7 +152,7 @@ class Remerge:
 
     servers: dict[str, tuple[str, list[Entry]]]
     owners: dict[str, str]
-    holders: dict[str, int]
+    shared: dict[str, int]
     owned: dict[str, int]
     offered: int
     names: list[str]
@@ -162,7 +177,7 @@ def remerge(last: Increment, sources: Sequence[Source]) -> Remerge | None:
     affected = set(names)
     for group in groups:
         affected.update(group)
-    servers, owners, holders = dict(last.servers), dict(last.owners), dict(last.holders)
+    servers, owners, shared = dict(last.servers), dict(last.owners), dict(last.shared)
     owned, offered = dict(last.owned), last.offered
     for name in affected:
         old = servers.pop(name, None)
@@ -171,24 +186,27 @@ def remerge(last: Increment, sources: Sequence[Source]) -> Remerge | None:
             offered -= _offered(old[1])
     for known in identities:
         owners.pop(known, None)
-        holders.pop(known, None)
+        shared.pop(known, None)
     offers: dict[str, list[tuple[int, str, list[Entry]]]] = {}
     for index, group in enumerate(groups):
         for name, entries in group.items():
             offers.setdefault(entries[0].identity, []).append((index, name, entries))
     any_owns = any(source.owns for source in sources)
+    index_of = {source.upstream: index for index, source in enumerate(sources)}
     new_identities: list[str] = []
     for known, offered_by in offers.items():
         bits = 0
         for index, _, _ in offered_by:
             bits |= 1 << index
-        holders[known] = bits
         owner = owner_by_reservation(known, sources) if any_owns else None
         if owner is None:
             owner = sources[offered_by[0][0]].upstream
         served = [(n, e) for i, n, e in offered_by if sources[i].upstream == owner]
         if not served:
+            shared[known] = bits
             continue  # owned by an upstream that does not offer it: nobody serves it
+        if bits != 1 << index_of[owner]:
+            shared[known] = bits
         if known not in last.owners:
             new_identities.append(known)
         owners[known] = owner
@@ -198,7 +216,7 @@ def remerge(last: Increment, sources: Sequence[Source]) -> Remerge | None:
             owned[owner] = owned.get(owner, 0) + 1
             offered += _offered(versions)
     names_now, order = _ordered(last, servers, affected)
-    return Remerge(servers, owners, holders, owned, offered, names_now, order, affected,
+    return Remerge(servers, owners, shared, owned, offered, names_now, order, affected,
                    new_identities)  # fmt: skip
 
 
@@ -211,7 +229,7 @@ def _groups(
     pacer = Pacer()
     for index, (source, diff) in enumerate(zip(sources, changed, strict=True)):
         bit = 1 << index
-        wanted = identities if diff else {i for i in identities if last.holders.get(i, 0) & bit}
+        wanted = identities if diff else {i for i in identities if last.offering(i) & bit}
         group: dict[str, list[Entry]] = {}
         if wanted:
             for count, entry in enumerate(source.entries):

@@ -105,7 +105,6 @@ class Builder:
         self._names: list[str] | None = None
         self._name_set: AbstractSet[str] = set()
         self._identities: Collection[str] = set()  # of the names (the merge's owners' keys)
-        self._servers: dict[str, tuple[str, list[Entry]]] = {}  # the last merge's
         self._increment: Increment | None = None  # what the next build may start from
         self.decided: int | None = None  # servers the last build decided, if made in part
         self._prepared: list[str] | None = None  # the names the policies have matched
@@ -179,7 +178,7 @@ class Builder:
         if self._names is None or merged.servers.keys() != self._name_set:
             self._names = sorted(merged.servers)  # only when the set of names changed
             self._name_set = set(self._names)
-            self._identities = set(merged.owners)
+            self._identities = merged.owners
         if self._prepared is not self._names:  # new names, or this builder's first build
             identities = list(self._identities)
             for policy in self._files():
@@ -199,7 +198,6 @@ class Builder:
         for admitter, one in zip(admitters, built, strict=True):
             views[admitter.policy.name] = ViewState(one, admitter.hidden)
             self._kept[admitter.policy.name] = one.keep
-        self._servers = merged.servers
         self._last = (token, order)  # one assignment: an indexing thread reads both
         self._increment = None
         if all(policy.keeps for policy in self.policies):
@@ -247,7 +245,6 @@ class Builder:
             views[name] = self._spliced(last, merged, decided, one, admitter.hidden, token)
         self._names, self._name_set, self._identities = merged.names, servers.keys(), merged.owners
         self._prepared = self._names
-        self._servers = servers
         self._last = (token, merged.order)
         self._increment = last.next(sources, merged, views)
         return views
@@ -336,8 +333,8 @@ class Builder:
             policy.forget(self._identities)
         if self.config.trust.osv or any(one.trusting for one in self._files()):
             # what the feed said of versions no upstream serves any more (rules or marks)
-            servers = self._servers.values()
-            self.trust.prune({id(e) for _, entries in servers for e in entries})
+            order = self._last[1] if self._last is not None else []
+            self.trust.prune({id(e) for _, _, entries in order for e in entries})
 
 
 def advisory_states(snapshot: Snapshot) -> dict[str, dict[str, int]]:

@@ -23,6 +23,7 @@ from gateway.config import (
 )
 from gateway.entry import Entry, format_timestamp, parse_item
 from gateway.merge import Source
+from gateway.names import identity
 from gateway.snapshot import Builder, Snapshot
 from tests.conftest import examples
 from tests.fakes import server_entry
@@ -98,8 +99,8 @@ def same(made: Snapshot, whole: Snapshot) -> None:
 
 
 step = st.tuples(
-    st.sampled_from(("change", "change", "add", "add", "remove", "time", "stale", "hide",
-                     "nothing", "move")),
+    st.sampled_from(("change", "change", "add", "add", "remove", "drop", "drop", "time",
+                     "stale", "hide", "nothing", "move")),
     st.sampled_from(UPSTREAMS), st.sampled_from(NAMES), st.sampled_from(VERSIONS),
     st.sampled_from(STATUSES), st.integers(0, 10_000),
 )  # fmt: skip
@@ -135,6 +136,9 @@ def test_a_rebuild_in_part_is_the_whole_rebuild(
                                           note)  # fmt: skip
         elif kind == "remove" and feed:
             del feed[sorted(feed)[note % len(feed)]]
+        elif kind == "drop":  # every spelling of a name's identity: another owner may take it
+            for key in [k for k in feed if identity(k[0]) == identity(name)]:
+                del feed[key]
         elif kind == "move" and feed:  # the same entries in another order
             keys = sorted(feed)
             feeds[upstream] = {
@@ -155,6 +159,31 @@ def test_a_rebuild_in_part_is_the_whole_rebuild(
         same(made, whole.build(sources, dict(origins), now))
         for one in NAMES:
             assert builder.offers(one) == whole.offers(one), one
+
+
+def test_a_lookalike_another_upstream_offers_is_served_once_the_owner_drops_it() -> None:
+    """Three upstreams offer spellings of one identity; the owner drops it, takes it back,
+    drops it again, and then the next owner drops it too: each time the next upstream that
+    offers it serves it, as a whole build would, though those upstreams did not change."""
+    settings_ = config(owns=False, cooldown=False)
+    origins = {u: Origin(u, START) for u in UPSTREAMS}
+    other = entry("dev.tools/eps", "1.0.0", "active", START, 2)
+    u0 = [entry("com.example/alpha", "1.0.0", "active", START, 1), other]
+    u1 = [entry("COM.EXAMPLE/Alpha", "2.0.0", "active", START, 3)]
+    u2 = [entry("com.example./ALPHA", "3.0.0", "active", START, 4)]
+    builder = Builder(settings_)
+    served = []
+    for first, second in ((u0, u1), ([other], u1), (u0, u1), ([other], u1), ([other], [])):
+        sources = [Source("u0", first), Source("u1", second), Source("u2", u2)]
+        made = builder.build(sources, origins, START)
+        same(made, Builder(settings_).build(sources, origins, START))
+        served.append(sorted(item.name for item in made.views["default"].every.items))
+    assert builder.decided is not None  # made in part
+    assert served == [
+        ["com.example/alpha", "dev.tools/eps"], ["COM.EXAMPLE/Alpha", "dev.tools/eps"],
+        ["com.example/alpha", "dev.tools/eps"], ["COM.EXAMPLE/Alpha", "dev.tools/eps"],
+        ["com.example./ALPHA", "dev.tools/eps"],
+    ]  # fmt: skip
 
 
 def test_a_sync_that_changed_one_server_decides_only_that_server() -> None:
