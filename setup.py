@@ -28,6 +28,7 @@ COMPILED = [
     "gateway/admitting.py",
     "gateway/increment.py",
     "gateway/snapshot.py",
+    "gateway/released.py",
     "gateway/search.py",
     "gateway/postings.py",
     "gateway/hits.py",

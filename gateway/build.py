@@ -49,9 +49,11 @@ class PartCache:
         self.namespace_key = namespace_key(namespace)
         self.suffixes: dict[SuffixKey, bytes] = {}
         self._keys: dict[SuffixKey, SuffixKey] = {}  # a few per upstream, kept across builds
+        self.as_of: str | None = None  # how current the advisory feeds are, for this build
 
-    def new_build(self) -> dict[SuffixKey, bytes]:
-        self.suffixes = {}  # they name sync times and staleness: fresh for every build
+    def new_build(self, as_of: str | None = None) -> dict[SuffixKey, bytes]:
+        self.suffixes = {}  # they name sync times, staleness and the feeds' date: fresh
+        self.as_of = as_of
         return self.suffixes
 
     def suffix(self, key: SuffixKey, origin_meta: dict[str, Any]) -> SuffixKey:
@@ -61,7 +63,7 @@ class PartCache:
         if shared is None:  # one tuple per distinct key, not one per item
             shared = self._keys[key] = key
         if key not in self.suffixes:
-            self.suffixes[key] = suffix(key, self.namespace_key, origin_meta)
+            self.suffixes[key] = suffix(key, self.namespace_key, origin_meta, self.as_of)
         return shared
 
 

@@ -265,12 +265,13 @@ def _ordered(
     return names, order
 
 
-def deciding(last: Increment, merge: Remerge) -> list[str]:
-    """The servers a build decides again, in list order: those merged again, and those whose
-    items some view could not keep."""
+def deciding(last: Increment, merge: Remerge, refreshed: set[str]) -> list[str]:
+    """The servers a build decides again, in list order: those merged again, those whose
+    items some view could not keep, and those a new advisory feed may say otherwise of."""
     names = set(merge.affected)
     for view in last.views.values():
         names.update(view.built.unkept)
+    names.update(name for name in refreshed if name in merge.servers)
     return sorted(names)
 
 
@@ -342,3 +343,19 @@ def carry_suffixes(last: Increment, parts: PartCache, origins: dict[str, Origin]
 
 def any_hidden(origins: dict[str, Origin]) -> bool:
     return any(origin.hidden for origin in origins.values())
+
+
+def kept_without(
+    kept: dict[str, ServerItems] | None, refreshed: set[str]
+) -> dict[str, ServerItems] | None:
+    """A view's kept servers but those a new feed may say otherwise of."""
+    if kept is None or not refreshed:
+        return kept
+    return {name: items for name, items in kept.items() if name not in refreshed}
+
+
+def kept_for(
+    kept: dict[str, ServerItems], decided: list[str], refreshed: set[str]
+) -> dict[str, ServerItems]:
+    """What a build in part may keep of the servers it decides."""
+    return {n: kept[n] for n in decided if n in kept and n not in refreshed}

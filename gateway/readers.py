@@ -1,6 +1,6 @@
 """Requests that read a snapshot across awaits, so that it is not released under them.
 
-`snapshot.release` empties a replaced catalog's lists a slice at a time (freeing hundreds of
+`released.release` empties a replaced catalog's lists a slice at a time (freeing hundreds of
 thousands of objects without one long stall). A request that took a snapshot and then waits
 (a server page for its account, a search finished in a worker thread) would read emptied
 lists: such a request says so (`reading`), and the refresher waits for it (`done`).

@@ -33,7 +33,8 @@ from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.readers import Readers
 from gateway.registries.base import Check
-from gateway.snapshot import Builder, Snapshot, advisory_states, release, view_policies
+from gateway.released import release
+from gateway.snapshot import Builder, Snapshot, advisory_states, view_policies
 from gateway.status import (
     AdvisoryFeedStatus,
     GatewayStatus,

@@ -32,7 +32,7 @@ _OFFICIAL_KEY = orjson.dumps(OFFICIAL) + b":"
 
 # What the advisory feeds say of a version, as served (see `trust.mark`): state, malicious,
 # severity, advisory ids, the feeds that speak for its packages' types, their newest record.
-Mark = tuple[str, bool | None, str | None, tuple[str, ...], tuple[str, ...], str | None]
+Mark = tuple[str, bool | None, str | None, tuple[str, ...], tuple[str, ...]]  # no asOf
 SuffixKey = tuple[bool, str, tuple[str, ...], Mark | None]  # isLatest, upstream, rules, mark
 
 
@@ -45,13 +45,16 @@ def namespace_key(namespace: str) -> bytes:
     return b"," + orjson.dumps(namespace) + b":"
 
 
-def suffix(key: SuffixKey, namespace: bytes, origin_meta: Mapping[str, Any]) -> bytes:
+def suffix(
+    key: SuffixKey, namespace: bytes, origin_meta: Mapping[str, Any], as_of: str | None = None
+) -> bytes:
     """`isLatest`'s value and the gateway's `_meta` (`namespace` is `namespace_key`'s), left
-    open for its `packages`."""
+    open for its `packages`. `as_of` is how current the advisory feeds are: the build's, like
+    the sync times, so that a feed refresh changes only the marks of what it changed."""
     is_latest, _, rules, mark = key
     gateway: dict[str, Any] = {**origin_meta, "admittedBy": list(rules)}
     if mark is not None:
-        state, malicious, severity, ids, feeds, as_of = mark
+        state, malicious, severity, ids, feeds = mark
         gateway["advisories"] = {"state": state, "malicious": malicious, "severity": severity,
                                  "ids": list(ids), "feeds": list(feeds), "asOf": as_of}  # fmt: skip
     meta = orjson.dumps(gateway)[:-1]

@@ -24,6 +24,8 @@ from gateway.increment import (
     any_hidden,
     carry_suffixes,
     deciding,
+    kept_for,
+    kept_without,
     remerge,
     spliced,
     view_figures,
@@ -31,7 +33,7 @@ from gateway.increment import (
 from gateway.merge import Merged, Source, merge
 from gateway.names import identity
 from gateway.osv import Advisories
-from gateway.pacing import Pacer, collector_paused
+from gateway.pacing import collector_paused
 from gateway.policy import Policy
 from gateway.registries.base import Check
 from gateway.search import SearchIndex
@@ -122,20 +124,34 @@ class Builder:
         advisories: Advisories | None = None,
     ) -> Snapshot:
         """A snapshot of these upstreams' data; trust rules read `advisories` (the feeds')."""
+        # The versions a new feed may say otherwise of are decided anew (their servers' items
+        # are not kept); None: it may say otherwise of any.
+        refreshed: set[str] | None = set()
         if advisories is not self.trust.advisories:
-            self._increment = None  # what the feeds say of an entry is in its items
-            self._forget_trusting()  # every version such a view serves is decided anew
-            if self.config.trust.osv:  # and every served entry says what the feeds say
-                self._kept.clear()
-        self.trust.use(advisories)
+            refreshed = self.trust.refresh(advisories)
+            for one in self._files():
+                one.anew()
+            if refreshed is None:
+                self._increment = None  # what the feeds say of an entry is in its items
+                self._forget_trusting()  # every version such a view serves is decided anew
+                if self.config.trust.osv:  # and every served entry says what the feeds say
+                    self._kept.clear()
         with collector_paused():
-            return self._build(sources, origins, now or datetime.now(UTC), lookup)
+            return self._build(
+                sources, origins, now or datetime.now(UTC), lookup, refreshed or set()
+            )
 
     def _build(
-        self, sources: list[Source], origins: dict[str, Origin], now: datetime, lookup: Lookup
+        self,
+        sources: list[Source],
+        origins: dict[str, Origin],
+        now: datetime,
+        lookup: Lookup,
+        refreshed: set[str],
     ) -> Snapshot:
         totals = Totals()
-        self.parts.new_build()
+        feed = self.trust.advisories
+        self.parts.new_build(feed.newest if feed is not None else None)
         for view_policy in self.policies:
             view_policy.use(lookup)
         if self.policies:
@@ -143,9 +159,9 @@ class Builder:
         admitters = [ViewAdmitter(policy, origins, now, lookup, totals) for policy in self.policies]
         token = self.search.next_token()
         self.decided = None
-        views = self._in_part(sources, origins, admitters, token)
+        views = self._in_part(sources, origins, admitters, token, refreshed)
         if views is None:
-            views = self._whole(sources, origins, admitters, token)
+            views = self._whole(sources, origins, admitters, token, refreshed)
         for admitter in admitters:
             state = views[admitter.policy.name]
             totals.hidden[admitter.policy.name] = state.hidden
@@ -171,8 +187,10 @@ class Builder:
         origins: dict[str, Origin],
         admitters: list[ViewAdmitter],
         token: int,
+        refreshed: set[str],
     ) -> dict[str, ViewState]:
-        """Every server merged and decided (an unchanged server's items kept)."""
+        """Every server merged and decided (an unchanged server's items kept, but not those of
+        `refreshed`)."""
         merged: Merged = merge(sources)  # hidden upstreams keep their names: no public fallback
         # One sort for every view: names, then each server's versions, as byte strings.
         if self._names is None or merged.servers.keys() != self._name_set:
@@ -188,7 +206,10 @@ class Builder:
         built = build_views(
             order,
             origins,
-            [(a.policy.name, a, self._kept.get(a.policy.name)) for a in admitters],
+            [
+                (a.policy.name, a, kept_without(self._kept.get(a.policy.name), refreshed))
+                for a in admitters
+            ],
             self.parts,
             self.search,
             token,
@@ -212,15 +233,17 @@ class Builder:
         origins: dict[str, Origin],
         admitters: list[ViewAdmitter],
         token: int,
+        refreshed: set[str],
     ) -> dict[str, ViewState] | None:
-        """Only the servers a sync changed merged and decided (see `increment`), or None."""
+        """Only the servers a sync changed merged and decided (see `increment`), and those of
+        `refreshed`; or None."""
         last = self._increment
         if last is None or any_hidden(origins) or last.views.keys() != self._kept.keys():
             return None
         merged = remerge(last, sources)
         if merged is None:
             return None
-        decided = deciding(last, merged)
+        decided = deciding(last, merged, refreshed)
         if len(decided) > max(_FEW, len(merged.names) // 4):
             return None  # as much work either way: the whole build is the simpler
         if merged.new_identities:
@@ -231,7 +254,10 @@ class Builder:
         made = build_views(
             part,
             origins,
-            [(a.policy.name, a, self._kept[a.policy.name]) for a in admitters],
+            [
+                (a.policy.name, a, kept_for(self._kept[a.policy.name], decided, refreshed))
+                for a in admitters
+            ],
             self.parts,
             self.search,
             token,
@@ -349,40 +375,6 @@ def advisory_states(snapshot: Snapshot) -> dict[str, dict[str, int]]:
                 states[mark[0]] = states.get(mark[0], 0) + 1
         counts[name] = states
     return counts
-
-
-_RELEASE_STEP = 2048  # objects let go of at a time
-
-
-def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
-    """Let go of a replaced snapshot (and builder) a little at a time: call it in a worker
-    thread, once nothing reads them any more.
-
-    Dropping the last reference to a catalog frees its objects in one C-level cascade that
-    holds the GIL throughout (over 100 ms after a reload at 200k versions, when nothing is
-    shared with the new catalog). Emptying its lists in small slices frees the same objects
-    with the GIL changing hands between slices. Items the new catalog shares stay alive.
-    """
-    chunks: list[list[Any]] = []
-    if snapshot is not None:
-        for view in snapshot.views.values():
-            chunks.extend((view.latest.items, view.active.items, view.every.items))
-            for made in list(view.memo.values()):  # what pages worked out (see `listing`)
-                if isinstance(made, dict):
-                    chunks.append(list(made.values()))  # shared values: the dict frees fast
-                    made.clear()
-                for field in ("by_name", "by_updated"):
-                    found = getattr(made, field, None)
-                    if isinstance(found, list):
-                        chunks.append(found)
-            view.memo.clear()
-    if builder is not None:
-        chunks.extend(builder.release())
-    pacer = Pacer()
-    for items in chunks:
-        while items:
-            del items[-_RELEASE_STEP:]
-            pacer.tick()
 
 
 def build_snapshot(

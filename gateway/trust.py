@@ -88,15 +88,34 @@ def _packages(entry: Entry) -> list[tuple[str, str, str | None]]:
 UNKNOWN = VersionTrust(None, None, False, (), ())
 
 
-def judged(judge: Judge, entry: Entry, detail: bool = True) -> VersionTrust:
+Package = tuple[str, str]  # (registryType, the name as the feed names it): what it is keyed by
+
+
+def _named(packages: list[tuple[str, str, str | None]]) -> tuple[Package, ...]:
+    """The packages as a feed's records name them (what a refresh compares)."""
+    named: list[Package] = []
+    for kind, ident, _ in packages:
+        ecosystem = ECOSYSTEMS.get(kind)
+        if ecosystem is not None and ecosystem.osv is not None:
+            named.append((kind, ecosystem.osv_name(ident)))
+    return tuple(named)
+
+
+def judged(
+    judge: Judge,
+    entry: Entry,
+    detail: bool = True,
+    packages: list[tuple[str, str, str | None]] | None = None,
+) -> VersionTrust:
     """What the judge's feed says of one server version (with each package's finding when
-    `detail`: what explain shows; a build needs only the verdict)."""
+    `detail`: what explain shows; a build needs only the verdict). `packages`: the entry's,
+    when already read."""
     if entry.registry_types.isdisjoint(OSV_TYPES):
         return NOTHING
     findings = []
     advisories: list[Advisory] = []
     unknown = False
-    for kind, ident, version in _packages(entry):
+    for kind, ident, version in _packages(entry) if packages is None else packages:
         finding = judge.finding(kind, ident, version)
         if finding is None:
             continue
@@ -130,6 +149,10 @@ class Trust:
         self._judge = Judge(None)
         self._facts: dict[int, VersionTrust] = {}
         self._held: list[Entry] = []
+        self._keys: list[
+            tuple[Package, ...]
+        ] = []  # each held entry's packages, as the feed names them
+        self._shared: dict[tuple[Package, ...], tuple[Package, ...]] = {}  # one tuple per value
         self._last_entry: Entry | None = None
         self._last_facts = NOTHING
         self._marks: dict[tuple[int, frozenset[str]], Mark] = {}
@@ -142,9 +165,39 @@ class Trust:
         """The feed this build decides with (None: no feed has loaded)."""
         if advisories is not self._judge.advisories:
             self._judge = Judge(advisories)
-            self._facts, self._held = {}, []
+            self._facts, self._held, self._keys, self._shared = {}, [], [], {}
             self._last_entry, self._last_facts = None, NOTHING
             self._marks = {}
+
+    def refresh(self, advisories: Advisories | None) -> set[str] | None:
+        """Use a new feed, keeping what was worked out of every version none of whose
+        packages' records changed. The names of the versions it may say otherwise of, or None
+        when it may say otherwise of any (no feed before or now, other types or feeds)."""
+        before = self._judge.advisories
+        if advisories is before:
+            return set()
+        if (before is None or advisories is None or before.covers != advisories.covers
+                or before.feeds != advisories.feeds):  # fmt: skip
+            self.use(advisories)
+            return None
+        old, new = before.packages, advisories.packages
+        changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+        self._judge = Judge(advisories)
+        self._last_entry, self._last_facts = None, NOTHING
+        self._marks = {}
+        names: set[str] = set()
+        if changed:
+            held: list[Entry] = []
+            keys: list[tuple[Package, ...]] = []
+            for entry, known in zip(self._held, self._keys, strict=True):
+                if changed.isdisjoint(known):
+                    held.append(entry)
+                    keys.append(known)
+                else:
+                    del self._facts[id(entry)]
+                    names.add(entry.name)
+            self._held, self._keys = held, keys
+        return names
 
     def of(self, entry: Entry) -> VersionTrust:
         if self._last_entry is entry:  # the views decide each entry in turn
@@ -154,13 +207,16 @@ class Trust:
         else:
             known = self._facts.get(id(entry))
             if known is None:
+                packages = _packages(entry)
                 try:
-                    made = judged(self._judge, entry, self.detail)
+                    made = judged(self._judge, entry, self.detail, packages)
                 except Exception:  # never a reason for a build to fail: it cannot be told
                     log.exception("advisory_judgement_failed: %s %s", entry.name, entry.version)
                     made = UNKNOWN
                 known = self._facts[id(entry)] = made
                 self._held.append(entry)
+                named = _named(packages)
+                self._keys.append(self._shared.setdefault(named, named))
             facts = known
         self._last_entry, self._last_facts = entry, facts
         return facts
@@ -180,23 +236,23 @@ class Trust:
     def _made_mark(self, facts: VersionTrust, types: frozenset[str]) -> Mark:
         advisories = self._judge.advisories
         feeds: tuple[str, ...] = ()
-        as_of = None
         if advisories is not None:
             named = (name for kind in sorted(types & advisories.covers)
                      for name in advisories.feeds.get(kind, ()))  # fmt: skip
             feeds = tuple(dict.fromkeys(named))
-            as_of = advisories.newest
         state = (
             "present" if facts.advisories else "absent" if facts.malicious is False else "unknown"
         )
         return (state, facts.malicious, facts.severity, tuple(a.id for a in facts.advisories),
-                feeds, as_of)  # fmt: skip
+                feeds)  # fmt: skip
 
     def prune(self, live: set[int]) -> None:
         """Forget the versions whose ids are not in `live` (no upstream serves them now)."""
-        held = [entry for entry in self._held if id(entry) in live]
-        self._facts = {id(entry): self._facts[id(entry)] for entry in held}
-        self._held = held
+        kept = [(e, k) for e, k in zip(self._held, self._keys, strict=True) if id(e) in live]
+        self._facts = {id(entry): self._facts[id(entry)] for entry, _ in kept}
+        self._held = [entry for entry, _ in kept]
+        self._keys = [known for _, known in kept]
+        self._shared = {known: known for known in self._keys}
         self._last_entry, self._last_facts = None, NOTHING
         self._marks = {}
 

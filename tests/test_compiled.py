@@ -81,7 +81,8 @@ def test_a_build_and_a_release_let_the_event_loop_run() -> None:
     )
     from gateway.entry import parse_item
     from gateway.merge import Source
-    from gateway.snapshot import Builder, release
+    from gateway.released import release
+    from gateway.snapshot import Builder
 
     now = datetime(2026, 6, 1, tzinfo=UTC)
     config = FederationConfig(

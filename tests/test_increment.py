@@ -24,9 +24,12 @@ from gateway.config import (
 from gateway.entry import Entry, format_timestamp, parse_item
 from gateway.merge import Source
 from gateway.names import identity
+from gateway.osv import read_feed
 from gateway.snapshot import Builder, Snapshot
+from gateway.trust_config import TrustSettings
 from tests.conftest import examples
 from tests.fakes import server_entry
+from tests.test_trust import osv
 
 UPSTREAMS = ("u0", "u1", "u2")
 # Look-alikes of one identity (case, trailing dots, separator runs), across namespaces.
@@ -203,3 +206,88 @@ def test_a_sync_that_changed_one_server_decides_only_that_server() -> None:
     same(made, Builder(settings_).build(sources, origins, START))
     assert builder.build(sources, origins, START) is not None
     assert builder.decided == 0
+
+
+def trusting(cooldown: bool = False) -> FederationConfig:
+    """The config above, with an advisory feed: served entries say what it says, and two
+    rules read it."""
+    base = config(owns=True, cooldown=cooldown)
+    rules = [{"deny": {"malicious": True}}, {"deny": {"severity": ">=high"}},
+             *base.policy.model_dump(exclude_none=True)["rules"]]  # fmt: skip
+    return base.model_copy(update={
+        "policy": PolicySettings.model_validate(
+            {**base.policy.model_dump(exclude_none=True), "rules": rules}),
+        "trust": TrustSettings.model_validate(
+            {"osv": [{"name": "osv", "file": "x", "ecosystems": ["npm"]}]}),
+    })  # fmt: skip
+
+
+def record(index: int, name: str, kind: str, moment: int) -> bytes:
+    """An OSV record for a server's npm package (`@test/<name>`, as `server_entry` makes)."""
+    events = {"malware": ({"introduced": "0"},), "all": ({"introduced": "0"},),
+              "late": ({"introduced": "1.1.0"},)}[kind]  # fmt: skip
+    ident = f"MAL-{index}" if kind == "malware" else f"GHSA-{index}"
+    extra: dict[str, Any] = {"modified": f"2026-06-{1 + moment % 28:02}T00:00:00Z"}
+    if kind != "malware" and index % 2:
+        extra["severity"] = [{"type": "CVSS_V3",
+                              "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}]  # fmt: skip
+    return osv(ident, "npm", f"@test/{name.split('/')[1]}", *events, **extra)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    first=st.lists(st.tuples(st.sampled_from(UPSTREAMS), st.sampled_from(NAMES),
+                             st.sampled_from(VERSIONS), st.sampled_from(STATUSES)),
+                   min_size=1, max_size=30),
+    feeds=st.lists(st.lists(st.tuples(st.sampled_from(NAMES),
+                                      st.sampled_from(("malware", "all", "late"))),
+                            max_size=6), min_size=1, max_size=5),
+    syncs=st.lists(st.booleans(), min_size=5, max_size=5),
+)  # fmt: skip
+def test_a_rebuild_after_a_feed_refresh_in_part_is_the_whole_rebuild(
+    first: list[tuple[str, str, str, str]], feeds: list[list[tuple[str, str]]],
+    syncs: list[bool],
+) -> None:  # fmt: skip
+    """Each refresh of the advisory feed changes the records of some packages (and the feed's
+    date): only their servers are decided again, and every build is what a whole build of
+    the same data and feed gives, marks and `asOf` included."""
+    settings_ = trusting()
+    entries: dict[str, dict[tuple[str, str], Entry]] = {u: {} for u in UPSTREAMS}
+    for index, (upstream, name, version, status) in enumerate(first):
+        entries[upstream][(name, version)] = entry(name, version, status, START, index)
+    origins = {u: Origin(u, START) for u in UPSTREAMS}
+    builder = Builder(settings_)
+    parts = 0
+    for moment, (records, sync) in enumerate(zip(feeds, syncs, strict=False)):
+        advisories = read_feed([record(i, n, k, moment) for i, (n, k) in enumerate(records)],
+                               frozenset({"npm"}))  # fmt: skip
+        if sync and entries["u0"]:  # a sync in the same build as the refresh
+            key = sorted(entries["u0"])[moment % len(entries["u0"])]
+            entries["u0"][key] = entry(*key, "active", START, 100 + moment)
+        sources = [Source(u, list(entries[u].values()), s.owns)
+                   for u, s in zip(UPSTREAMS, settings_.gateway.upstreams, strict=True)]  # fmt: skip
+        made = builder.build(sources, origins, START, advisories=advisories)
+        parts += builder.decided is not None
+        same(made, Builder(settings_).build(sources, origins, START, advisories=advisories))
+    assert parts == len(feeds) - 1  # every refresh but the first build is made in part
+
+
+def test_a_feed_refresh_decides_only_the_servers_whose_records_changed() -> None:
+    settings_ = trusting()
+    entries = [entry(f"dev.tools/s{i:03}", "1.0.0", "active", START, i) for i in range(200)]
+    sources = [Source("u0", entries), Source("u1", []), Source("u2", [])]
+    origins = {u: Origin(u, START) for u in UPSTREAMS}
+    builder = Builder(settings_)
+    before = read_feed([record(2, "dev.tools/s010", "all", 0)], frozenset({"npm"}))
+    builder.build(sources, origins, START, advisories=before)
+    after = read_feed([record(2, "dev.tools/s010", "all", 1), record(4, "dev.tools/s020",
+                                                                        "malware", 1)],
+                      frozenset({"npm"}))  # fmt: skip
+    made = builder.build(sources, origins, START, advisories=after)
+    assert builder.decided == 1  # s020: s010's record is the same (only its date moved)
+    same(made, Builder(settings_).build(sources, origins, START, advisories=after))
+    served = {item.name: item for item in made.views["default"].every.items}
+    assert "dev.tools/s020" not in served  # malware: denied
+    body = made.views["default"].body(served["dev.tools/s010"])
+    assert b'"advisories":{"state":"present"' in body
+    assert b'"asOf":"2026-06-02T00:00:00Z"' in body  # the new feed's date, on a kept item

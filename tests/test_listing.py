@@ -28,7 +28,8 @@ from gateway.listing import (
 )
 from gateway.merge import Source, merge
 from gateway.pacing import Allowance
-from gateway.snapshot import Snapshot, release
+from gateway.released import release
+from gateway.snapshot import Snapshot
 from tests.conftest import examples
 from tests.fakes import server_entry
 
