@@ -32,9 +32,13 @@ import orjson
 
 from bench.packing import scenario
 from bench.run import fetch, gateway, peak_rss_mb, walk_every_view
+from bench.scenario import POLICY
+from bench.trust import feed
 from gateway import compiled
+from gateway.config import PolicySettings
 from gateway.entry import Entry, parse_item
 from gateway.snapshot import Builder
+from gateway.trust_config import TrustSettings
 
 
 def changed(entries: list[Entry], share: float, rng: random.Random, when: int) -> list[Entry]:
@@ -89,6 +93,41 @@ def rebuilds(per_upstream: int, rounds: int) -> Rebuilds:
     return Rebuilds(3 * per_upstream, json_mb, first, full, one_percent)
 
 
+def refreshes(per_upstream: int, rounds: int) -> Rebuilds:
+    """The scenario with an advisory feed (`bench.trust`'s: 23,000 records, 3,000 of them for
+    the catalog's npm and PyPI packages) and two rules reading it; each round a full rebuild
+    (nothing kept), then a rebuild after a refresh of the feed that changed 1 % of the
+    catalog's records (and moved every record's date)."""
+    snapshot, json_mb, config, (sources, origins, now) = scenario(per_upstream)
+    rules: list[object] = [{"deny": {"malicious": True}}, {"deny": {"severity": ">=critical"}}]
+    trusting = config.model_copy(update={
+        "policy": PolicySettings.model_validate({**POLICY, "rules": [*rules, *POLICY["rules"]]}),
+        "trust": TrustSettings.model_validate(
+            {"osv": [{"name": "osv", "file": "x", "ecosystems": ["npm", "pypi"]}]}),
+    })  # fmt: skip
+    builder = Builder(trusting)
+    first_feed = feed(snapshot)
+    started = time.perf_counter()
+    builder.build(sources, origins, now, advisories=first_feed)
+    first = time.perf_counter() - started
+    full: list[float] = []
+    one_percent: list[float] = []
+    rng = random.Random(per_upstream)
+    for attempt in range(rounds):
+        advisories = feed(snapshot, frozenset(rng.sample(range(3000), 30)), attempt + 1)
+        gc.collect()
+        fresh = Builder(trusting)  # as a refresh was before: every version's packages read
+        started = time.perf_counter()
+        fresh.build(sources, origins, now, advisories=advisories)
+        full.append(time.perf_counter() - started)
+        del fresh
+        gc.collect()
+        started = time.perf_counter()
+        builder.build(sources, origins, now, advisories=advisories)
+        one_percent.append(time.perf_counter() - started)
+    return Rebuilds(3 * per_upstream, json_mb, first, full, one_percent)
+
+
 def served(per_upstream: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="gateway-scale-") as directory:
         work = Path(directory)
@@ -124,6 +163,19 @@ def main(argv: list[str]) -> None:
               f"| {statistics.median(one) / statistics.median(full):.2f}x |", flush=True)  # fmt: skip
         gc.collect()
     print("targets at 1M versions: rebuild after 1 % < 1 s, full rebuild < 6 s")
+    print(
+        "\nWith an advisory feed and two rules reading it; the rebuild after a refresh of the"
+        " feed that changed 1 % of the catalog's records, against a full rebuild with it:"
+    )
+    print("| versions | first build (reads every version's packages) | full rebuild "
+          "| rebuild after the refresh | refresh / full |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for per_upstream in sizes:
+        found = refreshes(per_upstream, rounds)
+        full, one = found.full, found.one_percent
+        print(f"| {found.versions:,} | {found.first:.2f} s | {spread(full)} | {spread(one)} "
+              f"| {statistics.median(one) / statistics.median(full):.2f}x |", flush=True)  # fmt: skip
+        gc.collect()
     if not with_served:
         return
     print(

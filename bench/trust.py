@@ -42,9 +42,11 @@ from gateway.trust_config import TrustSettings
 CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
 
 
-def feed(snapshot: Snapshot) -> Advisories:
+def feed(snapshot: Snapshot, changed: frozenset[int] = frozenset(), when: int = 0) -> Advisories:
     """3,000 of the served npm and PyPI packages affected (a third of them malware, half of
-    them critical) between 0.0.2 and 0.0.6, and 20,000 packages the catalog does not have."""
+    them critical) between 0.0.2 and 0.0.6, and 20,000 packages the catalog does not have.
+    The records numbered in `changed` affect from 0.0.1 instead (a refresh that changed them);
+    every record's `modified` is `when` days into 2026."""
     names = set()
     for item in snapshot.views["default"].every.items:
         for package in orjson.loads(item.registry_meta.entry.server_json).get("packages") or ():
@@ -60,8 +62,10 @@ def feed(snapshot: Snapshot) -> Advisories:
             "affected": [{
                 "package": {"ecosystem": "npm" if kind == "npm" else "PyPI", "name": name},
                 "ranges": [{"type": "ECOSYSTEM",
-                            "events": [{"introduced": "0.0.2"}, {"fixed": "0.0.6"}]}],
+                            "events": [{"introduced": "0.0.1" if index in changed else "0.0.2"},
+                                       {"fixed": "0.0.6"}]}],
             }],
+            "modified": f"2026-{1 + when // 28 % 12:02}-{1 + when % 28:02}T00:00:00Z",
         }  # fmt: skip
         if index % 2:
             record["severity"] = [{"type": "CVSS_V3", "score": CRITICAL}]
