@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -142,6 +143,22 @@ def served(per_upstream: int) -> dict[str, float]:
                     "walk": walk}  # fmt: skip
 
 
+def table(
+    measure: Callable[[int, int], Rebuilds], sizes: list[int], rounds: int, *columns: str
+) -> None:
+    """One row per size: the first build, full rebuilds, rebuilds in part, their ratio."""
+    size, rebuilt, ratio = columns
+    print(f"| versions | {size} | first build | full rebuild | {rebuilt} | {ratio} |")
+    print("|---|---|---|---|---|---|")
+    for per_upstream in sizes:
+        found = measure(per_upstream, rounds)
+        full, one = found.full, found.one_percent
+        print(f"| {found.versions:,} | {found.json_mb:.0f} MB | {found.first:.2f} s "
+              f"| {spread(full)} | {spread(one)} "
+              f"| {statistics.median(one) / statistics.median(full):.2f}x |", flush=True)  # fmt: skip
+        gc.collect()
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
@@ -152,30 +169,13 @@ def main(argv: list[str]) -> None:
     sizes = [int(one) for one in argv[0].split(",")] if argv else [66_667, 200_000, 333_334]
     rounds = int(argv[1]) if len(argv) > 1 else 3
     print(f"compiled build: {compiled()}; rounds: {rounds}")
-    print("| versions | upstream JSON | first build | full rebuild | rebuild after 1 % "
-          "| 1 % / full |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    for per_upstream in sizes:
-        found = rebuilds(per_upstream, rounds)
-        full, one = found.full, found.one_percent
-        print(f"| {found.versions:,} | {found.json_mb:.0f} MB | {found.first:.2f} s "
-              f"| {spread(full)} | {spread(one)} "
-              f"| {statistics.median(one) / statistics.median(full):.2f}x |", flush=True)  # fmt: skip
-        gc.collect()
+    table(rebuilds, sizes, rounds, "upstream JSON", "rebuild after 1 %", "1 % / full")
     print("targets at 1M versions: rebuild after 1 % < 1 s, full rebuild < 6 s")
     print(
         "\nWith an advisory feed and two rules reading it; the rebuild after a refresh of the"
         " feed that changed 1 % of the catalog's records, against a full rebuild with it:"
     )
-    print("| versions | first build (reads every version's packages) | full rebuild "
-          "| rebuild after the refresh | refresh / full |")  # fmt: skip
-    print("|---|---|---|---|---|")
-    for per_upstream in sizes:
-        found = refreshes(per_upstream, rounds)
-        full, one = found.full, found.one_percent
-        print(f"| {found.versions:,} | {found.first:.2f} s | {spread(full)} | {spread(one)} "
-              f"| {statistics.median(one) / statistics.median(full):.2f}x |", flush=True)  # fmt: skip
-        gc.collect()
+    table(refreshes, sizes, rounds, "upstream JSON", "rebuild after the refresh", "refresh / full")
     if not with_served:
         return
     print(
