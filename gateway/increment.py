@@ -23,7 +23,7 @@ changed.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -33,6 +33,7 @@ from gateway.entry import Entry
 from gateway.merge import Merged, Source, owner_by_reservation
 from gateway.names import identity
 from gateway.pacing import Pacer
+from gateway.served import SuffixKey
 
 _version = attrgetter("version")
 _STEP = 4096  # positions compared (or entries scanned) between two offers of the GIL
@@ -326,14 +327,26 @@ def view_figures(
         counts[upstream] = counts.get(upstream, 0) + count
     for reason, count in hidden_now.items():
         hidden[reason] = hidden.get(reason, 0) + count
-    counts = {u: n for u, n in counts.items() if merge.owned.get(u, 0) > 0}
-    return counts, {reason: n for reason, n in hidden.items() if n}
+    counts = {u: n for u, n in sorted(counts.items()) if merge.owned.get(u, 0) > 0}
+    return counts, {reason: n for reason, n in sorted(hidden.items()) if n}
 
 
-def carry_suffixes(last: Increment, parts: PartCache, origins: dict[str, Origin]) -> None:
+def carry_suffixes(
+    last: Increment, parts: PartCache, origins: dict[str, Origin], prune: bool
+) -> None:
     """Put in this build's table of suffixes the keys of the last one (the servers not decided
-    again name them), with this build's sync times and staleness."""
-    table = next(iter(last.views.values())).built.catalog.suffixes
+    again name them), with this build's sync times and staleness. With `prune`, only those
+    the last build's items name (a key no item names any more is carried until then)."""
+    table: Iterable[SuffixKey] = next(iter(last.views.values())).built.catalog.suffixes
+    if prune:
+        used: set[SuffixKey] = set()
+        pacer = Pacer()
+        for view in last.views.values():
+            for count, item in enumerate(view.built.catalog.every.items):
+                used.add(item.suffix)
+                if count % _STEP == 0:
+                    pacer.tick()
+        table = used
     metas = {name: origin.as_meta() for name, origin in origins.items()}
     for key in table:
         meta = metas.get(key[1])

@@ -109,6 +109,7 @@ class Builder:
         self._identities: Collection[str] = set()  # of the names (the merge's owners' keys)
         self._increment: Increment | None = None  # what the next build may start from
         self.decided: int | None = None  # servers the last build decided, if made in part
+        self._refreshed: set[str] = set()  # servers a new feed may say otherwise of, to decide
         self._prepared: list[str] | None = None  # the names the policies have matched
         self._kept: dict[str, dict[str, ServerItems]] = {}  # view -> server -> its items
         self._builds = 0
@@ -124,22 +125,23 @@ class Builder:
         advisories: Advisories | None = None,
     ) -> Snapshot:
         """A snapshot of these upstreams' data; trust rules read `advisories` (the feeds')."""
-        # The versions a new feed may say otherwise of are decided anew (their servers' items
-        # are not kept); None: it may say otherwise of any.
-        refreshed: set[str] | None = set()
+        # The servers a new feed may say otherwise of are decided anew (their items are not
+        # kept) by the next build that succeeds: remembered until then.
         if advisories is not self.trust.advisories:
             refreshed = self.trust.refresh(advisories)
             for one in self._files():
                 one.anew()
-            if refreshed is None:
+            if refreshed is None:  # it may say otherwise of any
                 self._increment = None  # what the feeds say of an entry is in its items
                 self._forget_trusting()  # every version such a view serves is decided anew
                 if self.config.trust.osv:  # and every served entry says what the feeds say
                     self._kept.clear()
+            else:
+                self._refreshed |= refreshed
         with collector_paused():
-            return self._build(
-                sources, origins, now or datetime.now(UTC), lookup, refreshed or set()
-            )
+            made = self._build(sources, origins, now or datetime.now(UTC), lookup, self._refreshed)
+        self._refreshed = set()
+        return made
 
     def _build(
         self,
@@ -217,7 +219,7 @@ class Builder:
         )
         views: dict[str, ViewState] = {}
         for admitter, one in zip(admitters, built, strict=True):
-            views[admitter.policy.name] = ViewState(one, admitter.hidden)
+            views[admitter.policy.name] = ViewState(one, dict(sorted(admitter.hidden.items())))
             self._kept[admitter.policy.name] = one.keep
         self._last = (token, order)  # one assignment: an indexing thread reads both
         self._increment = None
@@ -263,12 +265,14 @@ class Builder:
             token,
             self._marks(),
         )
-        carry_suffixes(last, self.parts, origins)
+        carry_suffixes(last, self.parts, origins, (self._builds + 1) % _FORGET_EVERY == 0)
         self.decided = len(decided)
         views: dict[str, ViewState] = {}
         for admitter, one in zip(admitters, made, strict=True):
             name = admitter.policy.name
             views[name] = self._spliced(last, merged, decided, one, admitter.hidden, token)
+        for name, state in views.items():
+            self._kept[name] = state.built.keep
         self._names, self._name_set, self._identities = merged.names, servers.keys(), merged.owners
         self._prepared = self._names
         self._last = (token, merged.order)
@@ -299,7 +303,7 @@ class Builder:
             token=token,
             offered=merged.offered,
         )
-        keep = state.built.keep  # this builder's own: changed in place, after the figures
+        keep = dict(state.built.keep)  # a copy: a build that fails leaves the last one whole
         for name in decided:
             keep.pop(name, None)
         keep.update(made.keep)
@@ -339,7 +343,11 @@ class Builder:
     def release(self) -> list[list[Any]]:
         """Empty this builder's memory into lists that `release` frees a slice at a time."""
         kept = [list(servers.values()) for servers in self._kept.values()]
+        for servers in self._kept.values():
+            servers.clear()  # the increment's views hold the same dicts
         self._kept = {}
+        self._increment = None
+        self._last = None
         return kept
 
     def _files(self) -> list[Policy]:

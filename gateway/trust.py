@@ -149,9 +149,8 @@ class Trust:
         self._judge = Judge(None)
         self._facts: dict[int, VersionTrust] = {}
         self._held: list[Entry] = []
-        self._keys: list[
-            tuple[Package, ...]
-        ] = []  # each held entry's packages, as the feed names them
+        # each held entry's packages as feeds name them, by id (what a refresh compares)
+        self._named: dict[int, tuple[Package, ...]] = {}
         self._shared: dict[tuple[Package, ...], tuple[Package, ...]] = {}  # one tuple per value
         self._last_entry: Entry | None = None
         self._last_facts = NOTHING
@@ -165,7 +164,7 @@ class Trust:
         """The feed this build decides with (None: no feed has loaded)."""
         if advisories is not self._judge.advisories:
             self._judge = Judge(advisories)
-            self._facts, self._held, self._keys, self._shared = {}, [], [], {}
+            self._facts, self._held, self._named, self._shared = {}, [], {}, {}
             self._last_entry, self._last_facts = None, NOTHING
             self._marks = {}
 
@@ -188,15 +187,15 @@ class Trust:
         names: set[str] = set()
         if changed:
             held: list[Entry] = []
-            keys: list[tuple[Package, ...]] = []
-            for entry, known in zip(self._held, self._keys, strict=True):
-                if changed.isdisjoint(known):
+            for entry in self._held:
+                known = self._named.get(id(entry))
+                if known is not None and changed.isdisjoint(known):
                     held.append(entry)
-                    keys.append(known)
-                else:
-                    del self._facts[id(entry)]
+                else:  # its packages' records changed (or what they are is not known)
+                    self._facts.pop(id(entry), None)
+                    self._named.pop(id(entry), None)
                     names.add(entry.name)
-            self._held, self._keys = held, keys
+            self._held = held
         return names
 
     def of(self, entry: Entry) -> VersionTrust:
@@ -216,7 +215,7 @@ class Trust:
                 known = self._facts[id(entry)] = made
                 self._held.append(entry)
                 named = _named(packages)
-                self._keys.append(self._shared.setdefault(named, named))
+                self._named[id(entry)] = self._shared.setdefault(named, named)
             facts = known
         self._last_entry, self._last_facts = entry, facts
         return facts
@@ -248,11 +247,11 @@ class Trust:
 
     def prune(self, live: set[int]) -> None:
         """Forget the versions whose ids are not in `live` (no upstream serves them now)."""
-        kept = [(e, k) for e, k in zip(self._held, self._keys, strict=True) if id(e) in live]
-        self._facts = {id(entry): self._facts[id(entry)] for entry, _ in kept}
-        self._held = [entry for entry, _ in kept]
-        self._keys = [known for _, known in kept]
-        self._shared = {known: known for known in self._keys}
+        held = [entry for entry in self._held if id(entry) in live]
+        self._facts = {id(entry): self._facts[id(entry)] for entry in held}
+        self._named = {id(e): self._named[id(e)] for e in held if id(e) in self._named}
+        self._shared = {known: known for known in self._named.values()}
+        self._held = held
         self._last_entry, self._last_facts = None, NOTHING
         self._marks = {}
 

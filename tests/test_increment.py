@@ -5,13 +5,16 @@ cooldowns, deleted versions, stale and hidden upstreams."""
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gateway.snapshot as snapshot_module
 from gateway.catalog import Origin, ViewCatalog
 from gateway.config import (
     FederationConfig,
@@ -25,6 +28,7 @@ from gateway.entry import Entry, format_timestamp, parse_item
 from gateway.merge import Source
 from gateway.names import identity
 from gateway.osv import read_feed
+from gateway.released import release
 from gateway.snapshot import Builder, Snapshot
 from gateway.trust_config import TrustSettings
 from tests.conftest import examples
@@ -87,16 +91,19 @@ def dump(view: ViewCatalog) -> dict[str, object]:
 
     return {
         "every": listing(view.every.items), "active": listing(view.active.items),
-        "latest": listing(view.latest.items), "counts": dict(view.upstream_counts),
+        "latest": listing(view.latest.items), "counts": list(view.upstream_counts.items()),
         "offered": view.offered, "hidden": view.hidden,
     }  # fmt: skip
 
 
 def same(made: Snapshot, whole: Snapshot) -> None:
+    """The same catalogs and figures, dicts in the same order (status and packing show it)."""
     assert made.views.keys() == whole.views.keys()
     for name, view in made.views.items():
         assert dump(view) == dump(whole.views[name]), name
-    assert made.hidden == whole.hidden
+    assert [(v, list(h.items())) for v, h in made.hidden.items()] == [
+        (v, list(h.items())) for v, h in whole.hidden.items()
+    ]
     assert made.next_change == whole.next_change
     assert made.stale == whole.stale
 
@@ -291,3 +298,108 @@ def test_a_feed_refresh_decides_only_the_servers_whose_records_changed() -> None
     body = made.views["default"].body(served["dev.tools/s010"])
     assert b'"advisories":{"state":"present"' in body
     assert b'"asOf":"2026-06-02T00:00:00Z"' in body  # the new feed's date, on a kept item
+
+
+def zeta_sources(zeta: Entry) -> list[Source]:
+    others = [entry(f"dev.tools/s{i:03}", "1.0.0", "active", START, i) for i in range(60)]
+    return [Source("u0", [*others, zeta]), Source("u1", [], ("com.example/*",)),
+            Source("u2", [])]  # fmt: skip
+
+
+CLEAN = read_feed([record(1, "dev.tools/unrelated", "all", 0)], frozenset({"npm"}))
+ZETA_MALWARE = read_feed(
+    [record(1, "dev.tools/unrelated", "all", 0), record(5, "dev.tools/zeta", "malware", 1)],
+    frozenset({"npm"}),
+)
+ORIGINS = {u: Origin(u, START) for u in UPSTREAMS}
+
+
+def test_a_feed_refresh_whose_build_fails_is_decided_by_the_next_build(monkeypatch: Any) -> None:
+    """The servers a refresh names stay to be decided until a build succeeds: a build that
+    fails after the refresh leaves the next one to hide what the new feed says is malware."""
+    sources = zeta_sources(entry("dev.tools/zeta", "1.0.0", "active", START, 7))
+    builder = Builder(trusting())
+    builder.build(sources, ORIGINS, START, advisories=CLEAN)
+    real = snapshot_module.build_views
+    failing = iter([True])
+
+    def build_views(*args: Any, **kwargs: Any) -> Any:
+        if next(failing, False):
+            raise MemoryError("a build that fails")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_module, "build_views", build_views)
+    with pytest.raises(MemoryError):
+        builder.build(sources, ORIGINS, START, advisories=ZETA_MALWARE)
+    made = builder.build(sources, ORIGINS, START, advisories=ZETA_MALWARE)
+    same(made, Builder(trusting()).build(sources, ORIGINS, START, advisories=ZETA_MALWARE))
+    assert "dev.tools/zeta" not in {item.name for item in made.views["default"].every.items}
+
+
+def test_a_build_that_fails_in_a_later_view_leaves_the_last_build_whole(monkeypatch: Any) -> None:
+    settings_ = config(owns=False, cooldown=False)
+    first = [entry(f"io.github.x/x-spam-{i}", "1.0.0", "active", START, i) for i in range(3)]
+    builder = Builder(settings_)
+    builder.build([Source("u0", first), Source("u1", []), Source("u2", [])], ORIGINS, START)
+    second = [*first[:2], entry("io.github.x/x-spam-2", "1.0.0", "active", START, 99),
+              entry("io.github.x/x-spam-3", "1.0.0", "active", START, 3)]  # fmt: skip
+    sources = [Source("u0", second), Source("u1", []), Source("u2", [])]
+    real = snapshot_module.ViewCatalog
+    calls = iter(range(100))
+
+    def catalog(*args: Any, **kwargs: Any) -> Any:
+        if next(calls) == 1:  # the second view's
+            raise MemoryError("a build that fails")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_module, "ViewCatalog", catalog)
+    with pytest.raises(MemoryError):
+        builder.build(sources, ORIGINS, START)
+    monkeypatch.setattr(snapshot_module, "ViewCatalog", real)
+    made = builder.build(sources, ORIGINS, START)
+    same(made, Builder(settings_).build(sources, ORIGINS, START))
+
+
+def test_an_equal_entry_that_is_another_object_is_decided_again() -> None:
+    """Kept items are recognised by the same Entry objects, which what the feed said of them
+    is remembered by: an equal copy is decided again, so a later refresh still finds it."""
+    target = entry("dev.tools/zeta", "1.0.0", "active", START, 7)
+    builder = Builder(trusting())
+    builder.build(zeta_sources(target), ORIGINS, START, advisories=CLEAN)
+    twin = entry("dev.tools/zeta", "1.0.0", "active", START, 7)
+    assert twin == target
+    assert twin is not target
+    for _ in range(9):  # past the build that forgets what no upstream serves any more
+        builder.build(zeta_sources(twin), ORIGINS, START, advisories=CLEAN)
+    made = builder.build(zeta_sources(twin), ORIGINS, START, advisories=ZETA_MALWARE)
+    assert builder.decided is not None
+    same(made, Builder(trusting()).build(zeta_sources(twin), ORIGINS, START,
+                                         advisories=ZETA_MALWARE))  # fmt: skip
+    assert "dev.tools/zeta" not in {item.name for item in made.views["default"].every.items}
+
+
+def test_the_table_of_suffixes_stays_bounded_while_builds_are_made_in_part() -> None:
+    """Each refresh gives one server a new advisory: a key no item names any more is carried
+    for a few builds at most."""
+    sources = zeta_sources(entry("dev.tools/zeta", "1.0.0", "active", START, 7))
+    builder = Builder(trusting())
+    sizes = []
+    for index in range(40):
+        feed = read_feed([record(index, "dev.tools/zeta", "all", 0)], frozenset({"npm"}))
+        made = builder.build(sources, ORIGINS, START, advisories=feed)
+        assert builder.decided is not None or index == 0
+        sizes.append(len(made.views["default"].suffixes))
+    assert max(sizes[8:]) <= 12, sizes
+
+
+def test_a_retired_builder_lets_go_of_its_kept_items() -> None:
+    """`released.release` frees a retired builder's items a slice at a time: nothing the
+    builder keeps for its next build holds them past it."""
+    builder = Builder(config(owns=False, cooldown=False))
+    entries = [entry(f"dev.tools/s{i:03}", "1.0.0", "active", START, i) for i in range(50)]
+    builder.build([Source("u0", entries), Source("u1", []), Source("u2", [])], ORIGINS, START)
+    kept = next(iter(builder._kept["default"].values()))
+    before = sys.getrefcount(kept)
+    release(None, builder)
+    assert sys.getrefcount(kept) < before
+    assert builder._increment is None
