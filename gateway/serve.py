@@ -4,6 +4,7 @@ config until SIGTERM, with SIGHUP reloading it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import os
@@ -67,10 +68,29 @@ async def _serve(
 ) -> int:
     gateway = config.gateway
     app = create_app(config, load=load)
+    # SIGTERM ends it at any time, while it starts too (loading a kept catalog or state,
+    # waiting on a feed, building): the port answers meanwhile, so it may be in service.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log = structlog.get_logger("gateway.serve")
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("reload_skipped", why="starting"))
+    starting = asyncio.create_task(Serving.start(
+        app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE
+    ))  # fmt: skip
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("shutting_down", starting=True)
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        await asyncio.to_thread(BUFFER.flush)
+        return 0
+    stopped.cancel()
     try:
-        serving = await Serving.start(
-            app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE
-        )
+        serving = starting.result()
     except OSError as exc:
         message = cannot_listen(gateway.listen, exc)
         if message is None:
@@ -84,10 +104,6 @@ async def _serve(
         print(f"Give your IDE this MCP registry URL: {url}", flush=True)
         print(f"  (try: curl '{url}/v0.1/servers?limit=3')", flush=True)
         print(f"Browse the catalog at {url}/ (operators: {url}/admin/)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     reloads: set[asyncio.Task[str | None]] = set()
 
     def reload() -> None:
@@ -98,7 +114,7 @@ async def _serve(
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
-    structlog.get_logger("gateway.serve").info("shutting_down")
+    log.info("shutting_down")
     await asyncio.to_thread(BUFFER.flush)  # what was logged before SIGTERM, written now
     await serving.stop()
     await asyncio.to_thread(BUFFER.flush)

@@ -5,6 +5,13 @@ refused connection."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +21,7 @@ from aiohttp import web
 from gateway.app import REFRESHER, create_app
 from gateway.loader import load_config
 from gateway.serve import Serving
-from tests.conftest import file_upstream, free_port, loopback
+from tests.conftest import file_upstream, free_port, loopback, write_config
 from tests.fakes import server_entry
 from tests.trusted import write_yaml
 
@@ -71,3 +78,47 @@ async def test_the_port_answers_503_with_retry_after_until_the_gateway_is_ready(
                 assert names == ["io.github.a/b"]
             finally:
                 await serving.stop()
+
+
+def test_sigterm_while_starting_ends_the_gateway_at_once(tmp_path: Path) -> None:
+    """The port answers while the gateway starts (here its advisory feed never answers, so
+    its first build waits): SIGTERM then ends it at once, gracefully, its logs written;
+    SIGHUP meanwhile does not end it (a reload waits until it has started)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        feed = f"http://127.0.0.1:{silent.getsockname()[1]}/osv.json"
+        upstream = file_upstream(tmp_path / "data", "u", [server_entry("io.github.a/b", "1.0.0")])
+        port = free_port()
+        config = write_config(tmp_path / "c", {"listen": f"127.0.0.1:{port}",
+                                               "upstreams": [upstream]})  # fmt: skip
+        write_yaml(config.directory / "trust.yaml", {"osv": [
+            {"name": "osv", "url": feed, "ecosystems": ["npm"]}]})  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config.directory)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            status = None
+            while time.monotonic() < deadline and status is None:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                    status = 200
+                except urllib.error.HTTPError as exc:
+                    status = exc.code
+                except OSError:
+                    time.sleep(0.05)
+            assert status == 503  # starting: listening, not ready
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            assert process.poll() is None
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=15)
+            assert time.monotonic() - started < 10
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0
+    assert '"reload_skipped"' in err
+    assert '"shutting_down"' in err
