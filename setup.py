@@ -29,6 +29,8 @@ COMPILED = [
     "gateway/increment.py",
     "gateway/snapshot.py",
     "gateway/released.py",
+    "gateway/pack.py",
+    "gateway/unpack.py",
     "gateway/search.py",
     "gateway/postings.py",
     "gateway/hits.py",

@@ -31,7 +31,8 @@ from gateway.config import (
 )
 from gateway.entry import parse_item
 from gateway.merge import Source
-from gateway.packed import Packed, pack
+from gateway.pack import pack
+from gateway.packed import Packed
 from gateway.snapshot import Builder, Snapshot
 
 

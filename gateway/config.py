@@ -6,6 +6,7 @@ Reading the files and interpolating `${...}` lives in `loader`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway import registries
+from gateway import __version__, registries
 from gateway.fields import (
     REGISTRY_TYPE_SCHEMA,
     AdvisoryGlobs,
@@ -130,6 +131,10 @@ class GatewaySettings(Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     watch_config: Duration = Field(5.0, description="reload when config files change; 0s: off")
+    snapshot_every: Duration = Field(
+        300.0, description="keep the served catalog in state_dir at most this often, for a "
+        "restart that serves at once; 0s: off",
+    )  # fmt: skip
     icons: IconSettings = Field(default_factory=IconSettings, description="off: no prefix")
     upstreams: list[UpstreamSettings] = Field(min_length=1)
 
@@ -382,3 +387,10 @@ class FederationConfig(Model):
     mirrors: MirrorSettings = Field(default_factory=MirrorSettings)
     views: dict[str, ViewSettings] = Field(default_factory=dict)
     trust: TrustSettings = Field(default_factory=TrustSettings)
+
+    def fingerprint(self) -> str:
+        """A digest of the gateway's version and every setting (secrets as asterisks, the
+        directory left out): a catalog kept for a restart is served only by the gateway and
+        config it was built with."""
+        settings = self.model_dump_json(exclude={"directory"}).encode()
+        return hashlib.sha256(__version__.encode() + b"\n" + settings).hexdigest()

@@ -12,6 +12,8 @@
     ├── MirrorUnavailable      a mirror could not answer (down, 5xx, timeout): the check is unknown
     │   └── MirrorGarbled          its answer makes no sense for its protocol
     ├── StateError             a persisted state file is unreadable or corrupt
+    │   └── KeptForOther           a kept catalog, whole, built by another version or config
+    ├── Stopped                work asked to stop (shutting down) before it was done: undone
     ├── FeedInvalid            an advisory feed that cannot be used (the last good one is kept)
     ├── HelperFailed           the helper process died or could not start: its work is undone
     ├── RedirectRefused        a redirect outside the configured location, or too many of them
@@ -161,6 +163,15 @@ class StateError(GatewayError):
 
     def __str__(self) -> str:
         return f"state file {self.path}: {self.reason}"
+
+
+class KeptForOther(StateError):
+    """A catalog kept for a restart, whole, but built by another version or config: not
+    served (the restart goes on as without it)."""
+
+
+class Stopped(GatewayError):
+    """Work asked to stop before it was done (the gateway is shutting down): left undone."""
 
 
 class FeedInvalid(GatewayError):

@@ -24,6 +24,7 @@ import structlog
 
 from gateway.bounded import FileStamp
 from gateway.breaker import Breaker
+from gateway.catalog import Origin
 from gateway.config import UpstreamSettings
 from gateway.entry import Entry, format_timestamp, newest_update
 from gateway.errors import StateError, UpstreamError, UpstreamInvalid, UpstreamUnavailable
@@ -138,6 +139,13 @@ class Feed:
         return format_timestamp(self.synced_up_to - _OVERLAP)
 
     # -- persistence --------------------------------------------------------------------------
+
+    def origin(self, now: datetime) -> Origin:
+        """What its entries say of it (each entry's gateway `_meta`), as of now."""
+        beyond = self.beyond_max_stale(now)
+        return Origin(self.name, self.synced_up_to, stale_since=self.failing_since,
+                      beyond_max_stale=beyond,
+                      hidden=beyond and self.settings.on_stale == "hide")  # fmt: skip
 
     async def restore(self, state_dir: Path) -> None:
         try:

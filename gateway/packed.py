@@ -1,29 +1,35 @@
-"""The snapshot as one buffer: every view's items as distinct byte segments and tables of
-numbers, laid out so that a file (or shared memory) holds it as it is and a reader uses it in
-place, with no Python object per item.
+"""The snapshot as one buffer: its entries and every view's items as distinct byte segments
+and tables of numbers, laid out so that a file (or shared memory) holds it as it is and a
+reader uses it in place, with no Python object per item.
 
     MAGIC, FORMAT (u32), the contents' length (u64), SHA-256 of everything after the header
-    the contents (JSON: the snapshot's own fields, the views, the table of sections), padding
+    the contents (JSON: the snapshot's own fields, the config's fingerprint, the views, the
+    table of suffixes, the table of sections), padding
     then sections, each at a multiple of 8 from the start:
       segments        the distinct byte strings, one after the other
       bounds          u64 [segments + 1]: where each begins (and the last ends)
       parts.*         u32 [server parts] x 4: whole, start, stop, middle (segment ids)
-      <view>.*        u32/i64 columns, one row per item in list order (name, version):
-                      name, version, flags (deleted 1, isLatest 2), published, updated
-                      (microseconds since the epoch), server (a part), meta, suffix, end
+      entries.*       one row per upstream entry served anywhere: name, version, identity,
+                      status, server, meta (the upstream's JSON), registry (its `_meta` as
+                      served, every view's), text, types, transports, hosts (segments; sets
+                      sorted, one per line), flags (packages 1, remotes 2), published,
+                      updated (i64 microseconds since the epoch)
+      <view>.*        u32 columns, one row per item in list order (name, version):
+                      entry, flags (deleted 1, isLatest 2), server (a part), suffix (a row
+                      of the suffix table), end
       <view>.active   u32 rows without deleted entries; <view>.latest: the isLatest rows
 
 An item's JSON is `HEAD`, the part's `whole[:start] + middle + whole[stop:]`, then its
 registry `_meta`, suffix and end segments: exactly what `served.write` joins. A server
 object kept as the upstream sent it is a part with start = stop = its length and an empty
 middle; a mirror rewrite (`Splice`) shares the upstream's bytes with the views that serve them
-unchanged. Every segment is written once however many views and items share it.
+unchanged. Every segment is written once however many views and items share it. The entries
+carry what filters and the search index read, so a packed snapshot serves as the live one.
 
-`pack` makes what a build left deferred (mirror rewrites, registry `_meta`s) as it goes: the
-buffer is the snapshot with every byte made. `Packed` checks the digest, then every number
-it reads against the buffer's bounds, before it serves anything: a buffer cut short, changed,
-or made to point outside itself is a `StateError`.
-The search index is not in it: it is rebuilt from the items, as after every build.
+`pack` writes it. `Packed` checks the digest, then every number it reads against the
+buffer's bounds, before it serves anything: a buffer cut short, changed, or made to point
+outside itself is a `StateError`. The search index is not in it: it is rebuilt from the
+entries, as after every build.
 """
 
 from __future__ import annotations
@@ -31,168 +37,49 @@ from __future__ import annotations
 import hashlib
 import itertools
 import struct
-from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.entry import Splice
 from gateway.errors import StateError
-from gateway.served import HEAD, Deferred
+from gateway.served import HEAD
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from gateway.catalog import Item, ViewCatalog
-    from gateway.snapshot import Snapshot
+    from gateway.served import SuffixKey
 
 MAGIC = b"MCPGSNAP"
-FORMAT = 1
-_HEADER = struct.Struct("<8sIQ32s")
+FORMAT = 2
+HEADER = struct.Struct("<8sIQ32s")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _FIRST = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _LAST = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
-DELETED, LATEST = 1, 2
-_U32 = ("name", "version", "flags", "server", "meta", "suffix", "end")
-_I64 = ("published", "updated")
-_PARTS = ("whole", "start", "stop", "middle")
+DELETED, LATEST = 1, 2  # an item's flags
+PACKAGES, REMOTES = 1, 2  # an entry's flags
+PARTS = ("whole", "start", "stop", "middle")
+ENTRY_TEXT = ("name", "version", "identity", "status", "server", "meta", "registry", "text",
+              "types", "transports", "hosts")  # fmt: skip
+ENTRY_U32 = (*ENTRY_TEXT, "flags")
+ENTRY_I64 = ("published", "updated")
+ROW_U32 = ("entry", "flags", "server", "suffix", "end")
+ROW_LISTS = ("active", "latest")
 
 
-def _micros(moment: datetime) -> int:
+def micros(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _moment(micros: int) -> datetime:
+def moment(micros: int) -> datetime:
     return _EPOCH + micros * _MICROSECOND
 
 
-class _Segments:
-    """Distinct byte strings, once each: by object (what the snapshot shares) or by value."""
-
-    def __init__(self) -> None:
-        self.blobs: list[bytes] = [b""]  # segment 0: empty (a kept server's middle)
-        self._by_object: dict[int, int] = {}
-        self._by_value: dict[bytes, int] = {b"": 0}
-
-    def of(self, blob: bytes) -> int:
-        """The segment of a byte string the snapshot holds (kept alive by it meanwhile)."""
-        found = self._by_object.get(id(blob))
-        if found is None:
-            found = self._by_object[id(blob)] = self.valued(blob)
-        return found
-
-    def valued(self, blob: bytes) -> int:
-        found = self._by_value.get(blob)
-        if found is None:
-            found = self._by_value[blob] = len(self.blobs)
-            self.blobs.append(blob)
-        return found
-
-
-class _Packer:
-    def __init__(self) -> None:
-        self.segments = _Segments()
-        self.parts: dict[str, array[int]] = {field: array("I") for field in _PARTS}
-        self._parts_by_object: dict[int, int] = {}
-        self._deferred: dict[int, tuple[int, int]] = {}
-        self._keep: list[object] = []  # what was made here, alive until packed (ids stay unique)
-
-    def _part(self, server: bytes | Splice) -> int:
-        found = self._parts_by_object.get(id(server))
-        if found is not None:
-            return found
-        if isinstance(server, Splice):
-            whole, start, stop = server.whole, server.start, server.end
-            middle = self.segments.valued(server.middle)
-        else:
-            whole, start, stop, middle = server, len(server), len(server), 0
-        found = self._parts_by_object[id(server)] = len(self.parts["whole"])
-        self._keep.append(server)
-        for field, value in zip(_PARTS, (self.segments.of(whole), start, stop, middle),
-                                strict=True):  # fmt: skip
-            self.parts[field].append(value)
-        return found
-
-    def _server(self, item: Item) -> tuple[int, int]:
-        """The item's server part and end segment, a deferred rewrite made now."""
-        server = item.server_json
-        if not isinstance(server, Deferred):
-            return self._part(server), self.segments.of(item.end)
-        made = self._deferred.get(id(server))
-        if made is None:
-            json, end = server.made()
-            made = self._deferred[id(server)] = (self._part(json), self.segments.of(end))
-        return made
-
-    def view(self, catalog: ViewCatalog) -> dict[str, array[int]]:
-        columns: dict[str, array[int]] = {f: array("I") for f in _U32}
-        columns.update({f: array("q") for f in _I64})
-        segments = self.segments
-        rows: dict[int, int] = {}
-        for row, item in enumerate(catalog.every.items):
-            rows[id(item)] = row
-            server, end = self._server(item)
-            flags = (DELETED if item.deleted else 0) | (LATEST if item.is_latest else 0)
-            values = (segments.valued(item.name.encode()), segments.valued(item.version.encode()),
-                      flags, server, segments.of(item.registry_meta.made()),
-                      segments.of(catalog.suffixes[item.suffix]), end)  # fmt: skip
-            for field, value in zip(_U32, values, strict=True):
-                columns[field].append(value)
-            columns["published"].append(_micros(item.published_at))
-            columns["updated"].append(_micros(item.updated_at))
-        columns["active"] = array("I", (rows[id(item)] for item in catalog.active.items))
-        columns["latest"] = array("I", (rows[id(item)] for item in catalog.latest.items))
-        return columns
-
-
-def _aligned(size: int) -> int:
+def aligned(size: int) -> int:
+    """Padding that brings `size` to a multiple of 8."""
     return -size % 8
-
-
-def pack(snapshot: Snapshot) -> bytes:
-    """The snapshot as one buffer (see the module's layout)."""
-    packer = _Packer()
-    sections: list[tuple[str, array[int] | bytes]] = []
-    views: list[dict[str, Any]] = []
-    for name, catalog in snapshot.views.items():
-        sections.extend((f"{name}.{field}", column)
-                        for field, column in packer.view(catalog).items())  # fmt: skip
-        views.append({"name": name, "upstreamCounts": dict(catalog.upstream_counts)})
-    blobs = packer.segments.blobs
-    bounds = array("Q", [0])
-    for blob in blobs:
-        bounds.append(bounds[-1] + len(blob))
-    sections[:0] = [("segments", b"".join(blobs)), ("bounds", bounds),
-                    *((f"parts.{f}", packer.parts[f]) for f in _PARTS)]  # fmt: skip
-    table: dict[str, list[object]] = {}
-    offset = 0
-    for name, data in sections:
-        size = len(data) * (data.itemsize if isinstance(data, array) else 1)
-        code = data.typecode if isinstance(data, array) else "B"
-        table[name] = [offset, size, code]
-        offset += size + _aligned(size)
-    contents = orjson.dumps({
-        "builtAt": _micros(snapshot.built_at), "stale": list(snapshot.stale),
-        "hidden": snapshot.hidden, "verification": snapshot.verification,
-        "nextChange": None if snapshot.next_change is None else _micros(snapshot.next_change),
-        "views": views, "sections": table,
-    })  # fmt: skip
-    out: list[bytes] = []
-    for _, data in sections:
-        raw = data.tobytes() if isinstance(data, array) else data
-        out.extend((raw, b"\0" * _aligned(len(raw))))
-    return seal(contents, b"".join(out))
-
-
-def seal(contents: bytes, sections: bytes) -> bytes:
-    """The header, the contents and the sections (each already at its multiple of 8)."""
-    after = contents + b"\0" * _aligned(_HEADER.size + len(contents)) + sections
-    digest = hashlib.sha256(after).digest()
-    return _HEADER.pack(MAGIC, FORMAT, len(contents), digest) + after
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,19 +89,22 @@ class PackedView:
     name: str
     columns: dict[str, memoryview]
     upstream_counts: dict[str, int]
+    offered: int
+    signals: dict[tuple[str, str], int]
     _packed: Packed
 
     def __len__(self) -> int:
         return len(self.columns["active"])
 
     def rows(self) -> int:
-        return len(self.columns["name"])
+        return len(self.columns["entry"])
+
+    def entry(self, row: int) -> int:
+        return int(self.columns["entry"][row])
 
     def key(self, row: int) -> tuple[str, str]:
-        segment = self._packed.segment
-        columns = self.columns
-        return (bytes(segment(columns["name"][row])).decode(),
-                bytes(segment(columns["version"][row])).decode())  # fmt: skip
+        entry = self.entry(row)
+        return (self._packed.text("name", entry), self._packed.text("version", entry))
 
     def deleted(self, row: int) -> bool:
         return bool(self.columns["flags"][row] & DELETED)
@@ -223,19 +113,20 @@ class PackedView:
         return bool(self.columns["flags"][row] & LATEST)
 
     def published_at(self, row: int) -> datetime:
-        return _moment(self.columns["published"][row])
+        return moment(self._packed.entries["published"][self.entry(row)])
 
     def updated_at(self, row: int) -> datetime:
-        return _moment(self.columns["updated"][row])
+        return moment(self._packed.entries["updated"][self.entry(row)])
 
     def write(self, row: int, out: list[bytes | memoryview]) -> None:
         """Append the item's ServerResponse JSON, in parts (as `served.write` does)."""
         packed, columns = self._packed, self.columns
         segment = packed.segment
         whole, start, stop, middle = packed.part(columns["server"][row])
-        out.extend((HEAD, whole[:start], segment(middle), whole[stop:],
-                    segment(columns["meta"][row]), segment(columns["suffix"][row]),
-                    segment(columns["end"][row])))  # fmt: skip
+        suffix = packed.suffixes[columns["suffix"][row]][0]
+        registry = packed.entries["registry"][columns["entry"][row]]
+        out.extend((HEAD, whole[:start], segment(middle), whole[stop:], segment(registry),
+                    segment(suffix), segment(columns["end"][row])))  # fmt: skip
 
     def body(self, row: int) -> bytes:
         out: list[bytes | memoryview] = []
@@ -247,48 +138,82 @@ class PackedView:
         return iter(range(self.rows())) if which == "every" else iter(self.columns[which])
 
 
-class _ViewContents(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _ViewContents(_Strict):
     name: str
     upstreamCounts: dict[str, int]  # the buffer's JSON keys, as the wire spells them
+    offered: int
+    signals: list[tuple[str, str, int]]
 
 
-class _Contents(BaseModel):
+# What the advisory feeds say of a version (`served.Mark`), as JSON: lists for tuples.
+_Mark = tuple[str, bool | None, str | None, tuple[str, ...], tuple[str, ...]]
+
+
+class _Contents(_Strict):
     """The contents' JSON, validated exactly before anything is read by it."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    fingerprint: str
     builtAt: int
     stale: list[str]
     hidden: dict[str, dict[str, int]]
     verification: dict[str, int]
     nextChange: int | None
     views: list[_ViewContents]
+    # the suffix table: segment, then the key the build made it of (`served.SuffixKey`)
+    suffixes: list[tuple[int, bool, str, tuple[str, ...], _Mark | None]]
     sections: dict[str, tuple[int, int, Literal["B", "I", "Q", "q"]]]
 
 
 class Packed:
     """A packed snapshot read in place: checked once, then every read is a slice."""
 
-    def __init__(self, buffer: bytes | memoryview, source: str = "a packed snapshot") -> None:
+    def __init__(
+        self, buffer: bytes | memoryview, source: str = "a packed snapshot", *, digest: bool = True
+    ) -> None:
+        """Check a buffer, its digest too unless `digest` is False: then `check_digest` must
+        pass before anything read from it is served (a worker thread can hash it meanwhile:
+        hashing lets go of the GIL)."""
         self._source = source  # what a refusal names: the file it came from
+        self._views: list[memoryview] = []  # every view made of the buffer, released together
+        try:
+            self._open(buffer)
+            if digest:
+                self.check_digest()
+        except BaseException:
+            self.release()  # a mapped file can be closed after a refusal too
+            raise
+
+    def _open(self, buffer: bytes | memoryview) -> None:
         self._buffer = memoryview(buffer).cast("B")
+        self._views.append(self._buffer)
         contents = self._contents()
         sections = self._sections(contents)
+        self.suffixes: list[tuple[int, SuffixKey]] = [
+            (segment, (is_latest, upstream, rules, mark))
+            for segment, is_latest, upstream, rules, mark in contents.suffixes
+        ]
         try:
             self._segments = sections["segments"]
             self._bounds = sections["bounds"]
-            self._parts = [sections[f"parts.{f}"] for f in _PARTS]
+            self._parts = [sections[f"parts.{f}"] for f in PARTS]
+            self.entries = {f: sections[f"entries.{f}"] for f in (*ENTRY_U32, *ENTRY_I64)}
             self.views: dict[str, PackedView] = {}
             for view in contents.views:
-                columns = {f: sections[f"{view.name}.{f}"]
-                           for f in (*_U32, *_I64, "active", "latest")}  # fmt: skip
-                self.views[view.name] = PackedView(view.name, columns, view.upstreamCounts, self)
-            self.built_at = _moment(contents.builtAt)
-            self.next_change = None if contents.nextChange is None else _moment(contents.nextChange)
+                columns = {f: sections[f"{view.name}.{f}"] for f in (*ROW_U32, *ROW_LISTS)}
+                signals = {(signal, state): n for signal, state, n in view.signals}
+                self.views[view.name] = PackedView(view.name, columns, view.upstreamCounts,
+                                                   view.offered, signals, self)  # fmt: skip
+            self.built_at = moment(contents.builtAt)
+            self.next_change = None if contents.nextChange is None else moment(contents.nextChange)
         except KeyError as exc:
             raise self._refuse(f"it has no section {exc}") from exc
         except OverflowError as exc:
             raise self._refuse("a moment in it is out of range") from exc
+        self.fingerprint = contents.fingerprint
         self.stale = tuple(contents.stale)
         self.hidden = contents.hidden
         self.verification = contents.verification
@@ -296,24 +221,27 @@ class Packed:
 
     def _contents(self) -> _Contents:
         buffer = self._buffer
-        if len(buffer) < _HEADER.size:
+        if len(buffer) < HEADER.size:
             raise self._refuse("shorter than its header")
-        magic, form, size, digest = _HEADER.unpack_from(buffer)
+        magic, form, size, self._digest = HEADER.unpack_from(buffer)
         if magic != MAGIC or form != FORMAT:
             raise self._refuse(f"not a packed snapshot of format {FORMAT}")
-        if hashlib.sha256(buffer[_HEADER.size :]).digest() != digest:
-            raise self._refuse("its digest does not match: it was cut short or changed")
-        if _HEADER.size + size > len(buffer):
+        if HEADER.size + size > len(buffer):
             raise self._refuse("its contents run past its end")
         try:
             contents = _Contents.model_validate_json(
-                bytes(buffer[_HEADER.size : _HEADER.size + size])
+                bytes(buffer[HEADER.size : HEADER.size + size])
             )
         except ValidationError as exc:
             raise self._refuse(f"its contents are malformed ({exc.errors()[0]['msg']})") from exc
-        size += _HEADER.size
-        self._start = size + _aligned(size)
+        size += HEADER.size
+        self._start = size + aligned(size)
         return contents
+
+    def check_digest(self) -> None:
+        """Its SHA-256 as its header says: a `StateError` if it was cut short or changed."""
+        if hashlib.sha256(self._buffer[HEADER.size :]).digest() != self._digest:
+            raise self._refuse("its digest does not match: it was cut short or changed")
 
     def _sections(self, contents: _Contents) -> dict[str, memoryview]:
         out: dict[str, memoryview] = {}
@@ -321,18 +249,22 @@ class Packed:
             start = self._start + offset
             if start % 8 or offset < 0 or size < 0 or start + size > len(self._buffer):
                 raise self._refuse(f"section {name!r} lies outside the buffer")
+            cut = self._buffer[start : start + size]
+            self._views.append(cut)
             try:
-                out[name] = self._buffer[start : start + size].cast(code)
+                out[name] = cut.cast(code)
             except TypeError as exc:  # not a whole number of its items
                 raise self._refuse(f"section {name!r} is cut ({exc})") from exc
+            self._views.append(out[name])
         return out
 
     def _check(self) -> None:
         """Every number that indexes the buffer, in bounds (once: reads then trust them)."""
         bounds, segments = self._bounds, len(self._bounds) - 1
         typed = [(self._segments, "B"), (bounds, "Q"), *((p, "I") for p in self._parts)]
+        typed.extend((c, "q" if f in ENTRY_I64 else "I") for f, c in self.entries.items())
         for view in self.views.values():
-            typed.extend((c, "q" if f in _I64 else "I") for f, c in view.columns.items())
+            typed.extend((c, "I") for c in view.columns.values())
         if any(column.format != code for column, code in typed):
             raise self._refuse("a section holds numbers of the wrong kind")
         if segments < 1 or bounds[0] != 0 or bounds[segments] != len(self._segments):
@@ -344,32 +276,36 @@ class Packed:
             raise self._refuse("its server parts' columns differ in length")
         self._within(whole, segments, "a server part's segment")
         self._within(middle, segments, "a server part's middle")
-        for at in range(len(whole)):
-            size = bounds[whole[at] + 1] - bounds[whole[at]]
-            if not start[at] <= stop[at] <= size:
-                raise self._refuse("a server part's span lies outside its segment")
+        ends = bounds.tolist()
+        spans = zip(whole.tolist(), start.tolist(), stop.tolist(), strict=True)
+        if not all(a <= b <= ends[w + 1] - ends[w] for w, a, b in spans):
+            raise self._refuse("a server part's span lies outside its segment")
+        self._within_list([segment for segment, _ in self.suffixes], segments, "a suffix's segment")
+        entries = len(self.entries["name"])
+        if any(len(column) != entries for column in self.entries.values()):
+            raise self._refuse("its entries' columns differ in length")
+        for field in ENTRY_TEXT:
+            self._within(self.entries[field], segments, f"an entry's {field}")
+        for field in ENTRY_I64:
+            column = self.entries[field]
+            if len(column) and (min(column) < _FIRST or max(column) > _LAST):
+                raise self._refuse(f"an entry's {field} moment is out of range")
         for name, view in self.views.items():
             columns = view.columns
-            rows = len(columns["name"])
-            if any(len(columns[f]) != rows for f in (*_U32, *_I64)):
+            rows = len(columns["entry"])
+            if any(len(columns[f]) != rows for f in ROW_U32):
                 raise self._refuse(f"view {name!r}: its columns differ in length")
-            for field in ("name", "version", "meta", "suffix", "end"):
-                self._within(columns[field], segments, f"view {name!r}: {field}")
+            self._within(columns["end"], segments, f"view {name!r}: end")
+            self._within(columns["entry"], entries, f"view {name!r}: entry")
             self._within(columns["server"], len(whole), f"view {name!r}: server")
-            self._within(columns["active"], rows, f"view {name!r}: active")
-            self._within(columns["latest"], rows, f"view {name!r}: latest")
-            for field in _I64:
-                column = columns[field]
-                if len(column) and (min(column) < _FIRST or max(column) > _LAST):
-                    raise self._refuse(f"view {name!r}: a {field} moment is out of range")
+            self._within(columns["suffix"], len(self.suffixes), f"view {name!r}: suffix")
+            for field in ROW_LISTS:
+                self._within(columns[field], rows, f"view {name!r}: {field}")
 
     def release(self) -> None:
         """Let go of the buffer (a mapped file can be closed then); reads fail after."""
-        for view in self.views.values():
-            for column in view.columns.values():
-                column.release()
-        for section in (self._segments, self._bounds, *self._parts, self._buffer):
-            section.release()
+        for view in reversed(self._views):
+            view.release()
 
     def __enter__(self) -> Packed:
         return self
@@ -384,10 +320,33 @@ class Packed:
         if len(column) and max(column) >= limit:
             raise self._refuse(f"{what} names an entry past the last")
 
+    def _within_list(self, values: list[int], limit: int, what: str) -> None:
+        if any(not 0 <= value < limit for value in values):
+            raise self._refuse(f"{what} names an entry past the last")
+
+    def blobs(self) -> list[bytes]:
+        """Every segment as a byte string of its own (copied: the buffer can go after)."""
+        data = self._segments.tobytes()
+        bounds = self._bounds.tolist()
+        return [data[start:stop] for start, stop in itertools.pairwise(bounds)]
+
+    def parts(self) -> list[tuple[int, int, int, int]]:
+        """Every server part: its whole's segment, the span replaced, the middle's segment."""
+        return list(zip(*(part.tolist() for part in self._parts), strict=True))
+
     def segment(self, index: int) -> memoryview:
         bounds = self._bounds
         return self._segments[bounds[index] : bounds[index + 1]]
 
+    def text(self, field: str, entry: int) -> str:
+        """An entry's text field (`name`, `identity`, ...), decoded."""
+        return bytes(self.segment(self.entries[field][entry])).decode()
+
     def part(self, index: int) -> tuple[memoryview, int, int, int]:
+        whole, start, stop, middle = self.part_segments(index)
+        return self.segment(whole), start, stop, middle
+
+    def part_segments(self, index: int) -> tuple[int, int, int, int]:
+        """A server part: its whole's segment, the span replaced, the middle's segment."""
         whole, start, stop, middle = self._parts
-        return self.segment(whole[index]), start[index], stop[index], middle[index]
+        return whole[index], start[index], stop[index], middle[index]

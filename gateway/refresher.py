@@ -24,9 +24,8 @@ from datetime import UTC, datetime
 import aiohttp
 import structlog
 
-from gateway import __version__, compiled
-from gateway.advisories import Feeds, FeedState
-from gateway.catalog import Origin
+from gateway import __version__, compiled, keeper
+from gateway.advisories import Feeds
 from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
 from gateway.errors import Awaited
 from gateway.feed import Feed
@@ -48,28 +47,6 @@ log = structlog.get_logger("gateway.refresher")
 READERS_WAIT = 10.0  # seconds a replaced catalog waits for the requests still reading it
 
 
-def origin_of(feed: Feed, now: datetime) -> Origin:
-    beyond = feed.beyond_max_stale(now)
-    return Origin(
-        feed.name,
-        feed.synced_up_to,
-        stale_since=feed.failing_since,
-        beyond_max_stale=beyond,
-        hidden=beyond and feed.settings.on_stale == "hide",
-    )
-
-
-def _feed_status(state: FeedState) -> AdvisoryFeedStatus:
-    data = state.advisories
-    return AdvisoryFeedStatus(
-        state.settings.name,
-        redact_url(state.settings.url) if state.settings.url else str(state.settings.file),
-        tuple(state.settings.ecosystems),
-        state.loaded_at, data.records if data else 0, len(data.packages) if data else 0,
-        tuple(state.skipped.items()), state.checked_at, state.last_error, state.failing_since,
-    )  # fmt: skip
-
-
 class Refresher:
     """Owns the feeds, the sync tasks and the current snapshot of one gateway process."""
 
@@ -89,6 +66,7 @@ class Refresher:
         self._dirty = asyncio.Event()
         self._built = asyncio.Event()
         self._unindexed = asyncio.Event()  # a swap the search index has not caught up with
+        self._unkept = asyncio.Event()  # a build not yet kept for a restart (see `kept`)
         self._tasks: list[asyncio.Task[None]] = []
         self._cooldown: asyncio.TimerHandle | None = None
         self._verifying: asyncio.Task[int] | None = None
@@ -149,7 +127,7 @@ class Refresher:
             str(self.config.directory), self.reload_error, upstreams, views,
             tuple(snapshot.verification.items()) if snapshot else (),
             SearchStatus.of(snapshot, DEFAULT_VIEW),
-            tuple(_feed_status(state) for state in self.advisories.states),
+            tuple(AdvisoryFeedStatus.of(state) for state in self.advisories.states),
         )  # fmt: skip
 
     def _may_build(self) -> bool:
@@ -163,7 +141,9 @@ class Refresher:
         return all(feed.settled for feed in self.feeds)
 
     async def start(self, *, background: bool = True) -> None:
-        """Load persisted data, serve it at once if every upstream has some, start syncing."""
+        """Serve the kept catalog if there is one, load persisted data, build and serve it
+        at once if every upstream has some, start syncing."""
+        await keeper.restore(self)
         for feed in self.feeds:
             await feed.restore(self.config.gateway.state_dir)
         # The first catalog already applies what the advisory feeds say (a feed that cannot
@@ -179,6 +159,8 @@ class Refresher:
             return
         self._tasks.append(asyncio.create_task(self._build_loop(), name="catalog-builder"))
         self._tasks.append(asyncio.create_task(self._index_loop(), name="search-indexer"))
+        self._tasks.append(asyncio.create_task(keeper.every_build(self, self._unkept),
+                                               name="catalog-keeper"))  # fmt: skip
         for feed in self.feeds:
             self._tasks.append(asyncio.create_task(self._sync_loop(feed), name=f"sync-{feed.name}"))
         asking = view_policies(self.config)  # views that check mirrors or read npm signals
@@ -202,6 +184,11 @@ class Refresher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+
+    def serve_first(self, snapshot: Snapshot) -> None:
+        """Serve a catalog from before the first build (the one the last run kept)."""
+        self.snapshot = snapshot
+        self._built.set()
 
     async def wait_ready(self) -> None:
         await self._built.wait()
@@ -289,7 +276,7 @@ class Refresher:
         started = time.monotonic()
         now = datetime.now(UTC)
         sources = [Source(f.name, list(f.entries.values()), f.settings.owns) for f in self.feeds]
-        origins = {feed.name: origin_of(feed, now) for feed in self.feeds}
+        origins = {feed.name: feed.origin(now) for feed in self.feeds}
         snapshot = await asyncio.to_thread(
             self.builder.build, sources, origins, now, self.verifier,
             self.advisories.current,
@@ -321,9 +308,14 @@ class Refresher:
             self._start_verification(snapshot.pending)
         if self._background:
             self._unindexed.set()  # searches scan the listings until the index catches up
+            self._unkept.set()
         else:
             await self._index()
         return snapshot
+
+    async def keep_now(self) -> int | None:
+        """Keep the served catalog for a restart (see `keeper`)."""
+        return await keeper.keep(self)
 
     async def _index_loop(self) -> None:
         """Bring the search index up to the newest build, off the event loop."""

@@ -90,10 +90,10 @@ class RegistryMeta:
 
     __slots__ = ("_made", "_namespace", "entry")
 
-    def __init__(self, entry: Entry, namespace: str) -> None:
+    def __init__(self, entry: Entry, namespace: str, made: bytes | None = None) -> None:
         self.entry = entry
         self._namespace = namespace
-        self._made: bytes | None = None
+        self._made = made  # already made: a packed snapshot read back (see `unpack`)
 
     def made(self) -> bytes:
         made = self._made

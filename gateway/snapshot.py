@@ -58,6 +58,7 @@ class Snapshot:
     verification: dict[str, int] = field(default_factory=dict)  # result -> packages
     # view -> (signal, state) -> served versions (views that collect signals)
     signals: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+    config: str = ""  # the fingerprint of the config it was built with
 
 
 def view_policies(config: FederationConfig, trust: Trust | None = None) -> list[ViewPolicy]:
@@ -101,6 +102,7 @@ class Builder:
 
     def __init__(self, config: FederationConfig, trust: Trust | None = None) -> None:
         self.config = config
+        self.fingerprint = config.fingerprint()
         self.trust = trust or Trust()  # what a predecessor learnt of the feed, kept
         self.policies = view_policies(config, self.trust)
         self.parts = PartCache(config.gateway.meta_namespace)
@@ -181,6 +183,7 @@ class Builder:
             stale=tuple(name for name, origin in origins.items() if origin.stale),
             verification=totals.verification,
             signals=totals.signals,
+            config=self.fingerprint,
         )
 
     def _whole(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,32 +59,43 @@ def save(state_dir: Path, saved: Saved) -> Path:
         head["fullSyncAt"] = format_timestamp(saved.full_synced_at)
     if saved.position is not None:
         head["position"] = format_timestamp(saved.position)
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{saved.upstream}.", suffix=".tmp")
-    try:
+
+    def write(handle: BinaryIO) -> None:
         # One entry per line, written as it goes: the file is one JSON document, and neither
         # writing nor reading it needs all of it in memory at once (66k entries are 64 MB).
+        handle.write(orjson.dumps(head)[:-1] + _SERVERS)
+        last = len(saved.entries) - 1
+        for index, entry in enumerate(saved.entries):
+            handle.write(entry.item_json())
+            handle.write(b",\n" if index < last else b"\n")
+        handle.write(_END)
+
+    written(path, write)
+    return path
+
+
+def written(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace `path` atomically with what `write` writes: a temporary file beside it,
+    flushed to disk, renamed over it, the directory flushed too (blocking: a worker thread).
+    A crash at any point leaves the old file or the new one, whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            handle.write(orjson.dumps(head)[:-1] + _SERVERS)
-            last = len(saved.entries) - 1
-            for index, entry in enumerate(saved.entries):
-                handle.write(entry.item_json())
-                handle.write(b",\n" if index < last else b"\n")
-            handle.write(_END)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    directory = os.open(state_dir, os.O_RDONLY)
+    directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
-    return path
 
 
-def _set_aside(path: Path) -> Path:
+def set_aside(path: Path) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     os.replace(path, target)
@@ -108,7 +120,7 @@ def load(state_dir: Path, upstream: str) -> Saved | None:
     except OSError as exc:
         raise StateError(str(path), f"cannot read: {exc.strerror}") from None
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, EntryRejected) as exc:
-        moved = _set_aside(path)
+        moved = set_aside(path)
         raise StateError(str(path), f"{exc}; set aside as {moved.name}") from None
     return saved
 

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from gateway.config import redact_url
 from gateway.entry import format_timestamp
 from gateway.feed import beyond_max_stale, data_age
 
 if TYPE_CHECKING:
+    from gateway.advisories import FeedState
     from gateway.feed import Feed
     from gateway.snapshot import Snapshot
 
@@ -180,6 +182,17 @@ class AdvisoryFeedStatus:
     checked_at: datetime | None
     last_error: str | None
     failing_since: datetime | None
+
+    @classmethod
+    def of(cls, state: FeedState) -> AdvisoryFeedStatus:
+        data = state.advisories
+        return cls(
+            state.settings.name,
+            redact_url(state.settings.url) if state.settings.url else str(state.settings.file),
+            tuple(state.settings.ecosystems),
+            state.loaded_at, data.records if data else 0, len(data.packages) if data else 0,
+            tuple(state.skipped.items()), state.checked_at, state.last_error, state.failing_since,
+        )  # fmt: skip
 
     def to_json(self, now: datetime) -> Json:
         age = round((now - self.loaded_at).total_seconds(), 1) if self.loaded_at else None

@@ -1,6 +1,8 @@
-"""The snapshot as one buffer (`gateway.packed`): every view's items, byte for byte what the
-live snapshot serves, each shared byte string once; a buffer cut short or changed anywhere is
-refused with a `StateError`, never misread."""
+"""The snapshot as one buffer (`gateway.pack`, `gateway.packed`): every view's items, byte for
+byte what the live snapshot serves, each shared byte string once; a buffer cut short or
+changed anywhere is refused with a `StateError`, never misread. Read back as live objects
+(`gateway.unpack`), it is the snapshot it was packed from: the same bytes, listings, facts
+and suffix keys."""
 
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ from gateway.entry import Splice, parse_item
 from gateway.errors import StateError
 from gateway.loader import load_config
 from gateway.merge import Source
-from gateway.packed import Packed, pack, seal
+from gateway.pack import pack, seal
+from gateway.packed import Packed
 from gateway.served import Deferred
 from gateway.snapshot import Snapshot, build_snapshot
+from gateway.unpack import unpack
 from tests.conftest import examples
 from tests.fakes import server_entry
 
@@ -38,7 +42,8 @@ def demo_snapshot() -> Snapshot:
 
 
 def assert_same(snapshot: Snapshot, packed: Packed) -> None:
-    """Every view, row by row: what filters read and the bytes served, as the live one."""
+    """Every view, row by row: what filters read and the bytes served, as the live one; and
+    read back as live objects, the same snapshot."""
     assert set(packed.views) == set(snapshot.views)
     assert packed.built_at == snapshot.built_at
     assert packed.stale == snapshot.stale
@@ -51,6 +56,8 @@ def assert_same(snapshot: Snapshot, packed: Packed) -> None:
         assert view.rows() == len(items)
         assert len(view) == len(catalog)
         assert view.upstream_counts == dict(catalog.upstream_counts)
+        assert view.offered == catalog.offered
+        assert view.signals == snapshot.signals.get(name, {})
         for row, item in enumerate(items):
             assert view.key(row) == item.key
             assert view.deleted(row) == item.deleted
@@ -61,6 +68,30 @@ def assert_same(snapshot: Snapshot, packed: Packed) -> None:
         for which in ("active", "latest"):
             listing = getattr(catalog, which).items
             assert [view.key(row) for row in view.listing(which)] == [i.key for i in listing]
+    assert_live(snapshot, unpack(packed))
+
+
+def assert_live(snapshot: Snapshot, again: Snapshot) -> None:
+    """A snapshot read back: every field, item and entry fact as the one packed."""
+    for field in ("built_at", "hidden", "next_change", "stale", "verification", "signals"):
+        assert getattr(again, field) == getattr(snapshot, field), field
+    assert list(again.views) == list(snapshot.views)
+    for name, catalog in snapshot.views.items():
+        back = again.views[name]
+        assert (back.view, back.offered, back.hidden) == (name, catalog.offered, catalog.hidden)
+        assert dict(back.upstream_counts) == dict(catalog.upstream_counts)
+        assert back.search is None  # the index is made again from the entries
+        for which in ("every", "active", "latest"):
+            items, again_items = getattr(catalog, which).items, getattr(back, which).items
+            assert len(again_items) == len(items)
+            for item, read in zip(items, again_items, strict=True):
+                assert back.body(read) == catalog.body(item)
+                assert read.suffix == item.suffix
+                for attribute in ("name", "version", "name_folded", "deleted", "is_latest",
+                                  "updated_at", "published_at"):  # fmt: skip
+                    assert getattr(read, attribute) == getattr(item, attribute), attribute
+                entry, was = read.registry_meta.entry, item.registry_meta.entry
+                assert entry == was  # every field, the upstream's JSON included
 
 
 def test_the_demo_packs_and_reads_back_byte_for_byte() -> None:
@@ -197,18 +228,25 @@ def test_contents_of_the_wrong_shapes_are_refused() -> None:
         ("sections", {**table, "segments": [segments_at[0], 10**9, "B"]}),
         ("sections", {**table, "segments": [segments_at[0] + 3, segments_at[1], "B"]}),
         ("sections", {**table, "bounds": [*table["bounds"][:2], "q"]}),
-        ("sections", {**table, "default.name": [*table["default.name"][:2], "B"]}),
-        ("sections", {**table, "default.meta": [table["default.meta"][0], 6, "I"]}),
+        ("sections", {**table, "default.entry": [*table["default.entry"][:2], "B"]}),
+        ("sections", {**table, "entries.published": [*table["entries.published"][:2], "I"]}),
+        ("suffixes", [[0, True, "demo", ["x"], ["present", None, None, [], [], 1]]]),
+        ("suffixes", [[0, "yes", "demo", [], None]]), ("fingerprint", None),
+        ("sections", {**table, "default.end": [table["default.end"][0], 6, "I"]}),
     ]:  # fmt: skip
         with pytest.raises(StateError, match="not a usable packed snapshot"):
             Packed(seal(orjson.dumps({**contents, key: value}), sections))
     assert_same(demo_snapshot(), Packed(seal(orjson.dumps(contents), sections)))
 
 
-@pytest.mark.parametrize("column", ["name", "meta", "server", "end", "active", "published"])
+@pytest.mark.parametrize("column", [
+    "default.entry", "entries.registry", "default.server", "default.end", "default.active",
+    "default.suffix", "entries.name", "entries.text", "entries.server", "entries.published",
+    "parts.whole", "parts.middle",
+])  # fmt: skip
 def test_numbers_that_point_outside_are_refused(column: str) -> None:
     contents, sections = _opened(PACKED_DEMO)
-    offset, _, code = contents["sections"][f"default.{column}"]
+    offset, _, code = contents["sections"][column]
     worst = (2**63 - 1).to_bytes(8, "little") if code == "q" else b"\xff" * 4
     changed = sections[:offset] + worst + sections[offset + len(worst) :]
     with pytest.raises(StateError, match="not a usable packed snapshot"):

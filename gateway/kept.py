@@ -1,0 +1,86 @@
+"""The served catalog kept in `state_dir` for a restart (`snapshot.pack`, see `packed`): a
+restarted gateway serves it at once, while it loads its upstreams' state and builds, then
+swaps in what it built.
+
+It is written after a build, at most every `snapshot_every`, in a worker thread, atomically
+(a crash leaves the last one whole). It is served only by the gateway and config it was
+built with (its fingerprint: the version and every setting, secrets as asterisks); with
+another it is ignored and logged, and a file that is not a whole packed snapshot is set
+aside as `snapshot.pack.corrupt-<time>`, like a corrupt state file. Either way the restart
+goes on as without it: state, then a build.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from gateway.errors import KeptForOther, StateError
+from gateway.pacing import collector_paused
+from gateway.pack import write_pack
+from gateway.packed import Packed
+from gateway.state import set_aside, written
+from gateway.unpack import unpack
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from threading import Event
+
+    from gateway.snapshot import Snapshot
+
+FILE = "snapshot.pack"
+
+
+def keep(state_dir: Path, snapshot: Snapshot, stop: Event | None = None) -> int:
+    """Write the snapshot to `state_dir`; returns its size in bytes. Blocking, and the
+    snapshot must not be released meanwhile (hold it as a reader). Stops, keeping the last
+    file, as soon as `stop` is set (`Stopped`)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    sizes: list[int] = []
+    written(state_dir / FILE, lambda handle: sizes.append(write_pack(snapshot, handle, stop)))
+    return sizes[0]
+
+
+def restore(state_dir: Path, fingerprint: str) -> Snapshot | None:
+    """The kept catalog, if there is one for this config (blocking: a worker thread).
+    `KeptForOther` when it is whole but for another version or config; `StateError` when
+    it is not whole (the file is set aside first)."""
+    path = state_dir / FILE
+    try:  # never a symlink's target, never waiting on a FIFO
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a symlink, no permission
+        raise StateError(str(path), f"cannot be read ({exc.strerror})") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise StateError(str(path), "not a regular file")
+    with open(fd, "rb") as file:
+        if info.st_size == 0:
+            reason = "it is empty"
+        else:
+            try:
+                with (
+                    mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+                    memoryview(mapped) as view,
+                    Packed(view, str(path), digest=False) as packed,
+                ):
+                    if packed.fingerprint != fingerprint:
+                        raise KeptForOther(str(path), "kept by another version or config")
+                    # Hashed on the other core while it is read back; served only if it holds.
+                    with ThreadPoolExecutor(1, "kept-digest") as pool:
+                        checked = pool.submit(packed.check_digest)
+                        with collector_paused():  # millions of objects, no cycles (a build's)
+                            snapshot = unpack(packed)
+                        checked.result()
+                    return snapshot
+            except KeptForOther:
+                raise  # whole: left as it is (the config may change back)
+            except StateError as exc:
+                reason = exc.reason
+    aside = set_aside(path)
+    raise StateError(str(path), f"{reason}; set aside as {aside.name}")

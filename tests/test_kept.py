@@ -1,0 +1,267 @@
+"""The catalog kept for a restart (`gateway.kept`, `gateway.keeper`): written atomically to
+`state_dir`, served at the next start before any state is loaded or built, with the bytes and
+ETags served before; never served by another version or config; a file that is not whole is
+set aside, and the start goes on as without it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from gateway import kept
+from gateway.app import REFRESHER, create_app
+from gateway.errors import KeptForOther, StateError, Stopped
+from gateway.loader import load_config
+from gateway.pack import seal
+from gateway.serve import Serving
+from tests.conftest import file_upstream, free_port, loopback
+from tests.fakes import server_entry
+from tests.test_packed import _opened, assert_live, demo_snapshot
+from tests.trusted import write_yaml
+
+ENTRIES = [
+    server_entry("io.github.a/b", "1.0.0", description="Weather for the IDE"),
+    server_entry("io.github.a/b", "1.1.0", description="Weather for the IDE"),
+    server_entry("io.github.c/d", "2.0.0", packages=[{
+        "registryType": "npm", "identifier": "@c/d", "version": "2.0.0",
+        "transport": {"type": "stdio"}}]),
+]  # fmt: skip
+PAGES = ["/v0.1/servers", "/v0.1/servers?version=latest&limit=1",
+         "/v0.1/servers/io.github.a%2Fb/versions/latest", "/views/unit/v0.1/servers"]  # fmt: skip
+
+
+# -- the file --------------------------------------------------------------------------------
+
+
+def test_a_kept_catalog_reads_back_as_the_one_kept(tmp_path: Path) -> None:
+    snapshot = demo_snapshot()
+    size = kept.keep(tmp_path, snapshot)
+    assert size == (tmp_path / kept.FILE).stat().st_size
+    restored = kept.restore(tmp_path, snapshot.config)
+    assert restored is not None
+    assert restored.config == snapshot.config
+    assert_live(snapshot, restored)
+    assert [p.name for p in tmp_path.iterdir()] == [kept.FILE]  # no temporary file left
+
+
+def test_no_file_is_no_catalog(tmp_path: Path) -> None:
+    assert kept.restore(tmp_path, "any") is None
+
+
+def test_another_config_is_refused_and_the_file_kept(tmp_path: Path) -> None:
+    snapshot = demo_snapshot()
+    kept.keep(tmp_path, snapshot)
+    with pytest.raises(KeptForOther, match="another version or config"):
+        kept.restore(tmp_path, "0" * 64)
+    assert (tmp_path / kept.FILE).is_file()
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped", "empty", "text"])
+def test_a_file_not_whole_is_set_aside(tmp_path: Path, damage: str) -> None:
+    """Cut short, a byte changed (the digest), empty, or a text that is no UTF-8 (sealed
+    anew, so that only reading it finds out): a `StateError`, and the file set aside."""
+    snapshot = demo_snapshot()
+    kept.keep(tmp_path, snapshot)
+    path = tmp_path / kept.FILE
+    data = bytearray(path.read_bytes())
+    if damage == "cut":
+        data = data[: len(data) // 2]
+    elif damage == "flipped":
+        data[-100] ^= 0xFF
+    elif damage == "empty":
+        data = bytearray()
+    else:
+        data = bytearray(_bad_text(bytes(data)))
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateError) as caught:
+        kept.restore(tmp_path, snapshot.config)
+    assert "set aside as snapshot.pack.corrupt-" in caught.value.reason
+    assert not path.exists()
+    assert [p.name.startswith("snapshot.pack.corrupt-") for p in tmp_path.iterdir()] == [True]
+
+
+def _bad_text(buffer: bytes) -> bytes:
+    """The buffer with the first entry's name made invalid UTF-8, sealed again."""
+    contents, sections = _opened(buffer)
+    table = contents["sections"]
+    segment = int.from_bytes(sections[table["entries.name"][0] :][:4], "little")
+    start = int.from_bytes(sections[table["bounds"][0] + 8 * segment :][:8], "little")
+    at = table["segments"][0] + start
+    return seal(orjson.dumps(contents), sections[:at] + b"\xff" + sections[at + 1 :])
+
+
+def test_a_symlink_a_directory_or_a_fifo_is_not_read(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    kept.keep(target, demo_snapshot())
+    (tmp_path / kept.FILE).symlink_to(target / kept.FILE)
+    with pytest.raises(StateError, match="cannot be read"):
+        kept.restore(tmp_path, demo_snapshot().config)
+    other = tmp_path / "other"
+    (other / kept.FILE).mkdir(parents=True)
+    with pytest.raises(StateError, match="not a regular file"):
+        kept.restore(other, "any")
+    fifo = tmp_path / "fifo"
+    (fifo).mkdir()
+    os.mkfifo(fifo / kept.FILE)
+    with pytest.raises(StateError, match="not a regular file"):
+        kept.restore(fifo, "any")  # at once: no writer is waited for
+
+
+def test_writing_stops_when_asked_and_the_last_file_stays(tmp_path: Path) -> None:
+    snapshot = demo_snapshot()
+    kept.keep(tmp_path, snapshot)
+    before = (tmp_path / kept.FILE).read_bytes()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        kept.keep(tmp_path, snapshot, stop)
+    assert (tmp_path / kept.FILE).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [kept.FILE]
+
+
+# -- a restart --------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def held_feed() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """An advisory feed that answers once released: a gateway waits for it before its first
+    build, so whatever it serves before is the kept catalog."""
+    release = asyncio.Event()
+
+    async def feed(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(body=b"[]", content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/osv.json", feed)
+    async with loopback(app) as url:
+        yield f"{url}/osv.json", release
+
+
+def configure(tmp_path: Path, feed_url: str, **gateway: Any) -> Path:
+    from tests.conftest import write_config
+
+    upstream = file_upstream(tmp_path / "data", "u", ENTRIES)
+    config = write_config(tmp_path / "config", {"upstreams": [upstream], **gateway})
+    write_yaml(config.directory / "trust.yaml", {"osv": [
+        {"name": "osv", "url": feed_url, "ecosystems": ["npm"]}]})  # fmt: skip
+    write_yaml(config.directory / "views" / "unit.yaml", {"rules": []})
+    return config.directory
+
+
+async def answers(session: aiohttp.ClientSession, base: str) -> dict[str, tuple[int, str, bytes]]:
+    out = {}
+    for page in PAGES:
+        async with session.get(base + page) as answer:
+            out[page] = (answer.status, answer.headers.get("ETag", ""), await answer.read())
+    return out
+
+
+async def first_answer(session: aiohttp.ClientSession, url: str) -> int:
+    for _ in range(500):
+        try:
+            async with session.get(url) as answer:
+                return answer.status
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.02)
+    raise AssertionError("the port never answered")
+
+
+async def run_once(directory: Path, release: asyncio.Event) -> dict[str, tuple[int, str, bytes]]:
+    """Start, build, answer every page, keep the catalog, stop."""
+    release.set()
+    port = free_port()
+    app = create_app(load_config(directory))
+    serving = await Serving.start(app, "127.0.0.1", port)
+    try:
+        await asyncio.wait_for(app[REFRESHER].wait_ready(), 30)
+        async with aiohttp.ClientSession() as session:
+            before = await answers(session, f"http://127.0.0.1:{port}")
+        assert await app[REFRESHER].keep_now()
+    finally:
+        await serving.stop()
+    release.clear()
+    return before
+
+
+async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path) -> None:
+    async with held_feed() as (feed_url, release):
+        directory = configure(tmp_path, feed_url)
+        before = await run_once(directory, release)
+        assert all(status == 200 for status, _, _ in before.values())
+        port = free_port()
+        app = create_app(load_config(directory))
+        starting = asyncio.create_task(Serving.start(app, "127.0.0.1", port))
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            assert await first_answer(session, base + "/healthz") == 200
+            for _ in range(500):  # the kept catalog is read in a worker thread
+                async with session.get(base + "/readyz") as ready:
+                    if ready.status == 200:
+                        break
+                await asyncio.sleep(0.02)
+            assert not starting.done()  # no build yet: the feed is still awaited
+            assert not app[REFRESHER].build_durations
+            assert await answers(session, base) == before  # the same bytes and ETags
+            release.set()
+            serving = await asyncio.wait_for(starting, 30)
+            try:
+                for _ in range(500):
+                    if app[REFRESHER].build_durations:
+                        break
+                    await asyncio.sleep(0.02)
+                assert app[REFRESHER].build_durations  # built, and swapped in
+                assert await answers(session, base) == before  # the same data: the same bytes
+            finally:
+                await serving.stop()
+
+
+@pytest.mark.parametrize("case", ["config", "corrupt", "off"])
+async def test_a_restart_without_a_usable_kept_catalog_waits_for_its_build(
+    tmp_path: Path, case: str
+) -> None:
+    """Another config (a setting changed), a file not whole, or keeping turned off: nothing
+    is served until the first build, as without a kept catalog."""
+    async with held_feed() as (feed_url, release):
+        directory = configure(tmp_path, feed_url)
+        before = await run_once(directory, release)
+        path = directory / "state" / kept.FILE
+        assert path.is_file()
+        if case == "config":
+            directory = configure(tmp_path, feed_url, access_log=False)
+        elif case == "corrupt":
+            path.write_bytes(path.read_bytes()[:-8])
+        else:
+            directory = configure(tmp_path, feed_url, snapshot_every="0s")
+        port = free_port()
+        app = create_app(load_config(directory))
+        starting = asyncio.create_task(Serving.start(app, "127.0.0.1", port))
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            assert await first_answer(session, base + "/healthz") == 200
+            await asyncio.sleep(0.3)  # time enough to read a kept catalog of this size
+            async with session.get(base + "/v0.1/servers") as answer:
+                assert answer.status == 503
+                assert answer.headers["Retry-After"] == "1"
+            assert not starting.done()
+            assert path.exists() == (case != "corrupt")  # a corrupt one is set aside
+            release.set()
+            serving = await asyncio.wait_for(starting, 30)
+            try:
+                await asyncio.wait_for(app[REFRESHER].wait_ready(), 30)
+                now = await answers(session, base)
+                assert {p: a[0] for p, a in now.items()} == dict.fromkeys(PAGES, 200)
+                if case != "config":
+                    assert now == before
+            finally:
+                await serving.stop()
