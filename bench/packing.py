@@ -3,8 +3,9 @@ policy, 3 views, mirrors) built once, then packed, written, mapped and checked, 
 
     python -m bench.packing [versions per upstream, default 66667] [rounds, default 3]
 
-Prints the buffer's size against the item JSON it holds, the time to pack (the first round
-also makes every rewrite the build left deferred), and the time to open it from a mapped file
+Prints the buffer's size against the item JSON it holds, the time to pack (each round makes
+every rewrite the build left deferred, and lets it go after), and the time to open it from a
+mapped file
 (digest and bounds checks), and checks 3,000 items per view read back byte for byte.
 """
 
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> None:
         size = path.stat().st_size / 1e6
     served = sum(len(v.body(item)) for v in snapshot.views.values() for item in v.every.items)
     print(f"buffer {size:.1f} MB for {served / 1e6:.0f} MB of item JSON")
-    print("pack s, by round (the first makes deferred rewrites):",
+    print("pack s, by round (each makes the deferred rewrites):",
           ", ".join(f"{t:.2f}" for t in packs))  # fmt: skip
     print("open from a mapped file and check, s:", ", ".join(f"{t:.2f}" for t in opens))
 

@@ -291,7 +291,11 @@ def create_app(
             refresher = Refresher(config, session)
             app[REFRESHER] = refresher
             app[METRICS].watch(refresher)
-            await refresher.start(background=sync)
+            try:
+                await refresher.start(background=sync)
+            except asyncio.CancelledError:  # stopped while starting: it may be serving
+                await refresher.stop()  # (a kept catalog, or its first build): keep it
+                raise
             watcher = asyncio.create_task(watch_config(refresher, loader)) if sync else None
             try:
                 yield

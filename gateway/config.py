@@ -131,9 +131,13 @@ class GatewaySettings(Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     watch_config: Duration = Field(5.0, description="reload when config files change; 0s: off")
-    snapshot_every: Duration = Field(
-        300.0, description="keep the served catalog in state_dir at most this often, for a "
-        "restart that serves at once; 0s: off",
+    keep_catalog: bool = Field(
+        True, description="keep the served catalog in state_dir when stopping: a restart "
+        "serves it at once",
+    )  # fmt: skip
+    keep_catalog_every: Duration = Field(
+        0.0, description="also keep it after builds, at most this often (a restart after a "
+        "crash too); 0s: only when stopping",
     )  # fmt: skip
     icons: IconSettings = Field(default_factory=IconSettings, description="off: no prefix")
     upstreams: list[UpstreamSettings] = Field(min_length=1)

@@ -2,8 +2,9 @@
 restarted gateway serves it at once, while it loads its upstreams' state and builds, then
 swaps in what it built.
 
-It is written after a build, at most every `snapshot_every`, in a worker thread, atomically
-(a crash leaves the last one whole). It is served only by the gateway and config it was
+It is written when the gateway stops (and, with `keep_catalog_every`, after builds), in a
+worker thread, atomically: a crash leaves the last one whole, and its leftovers are removed
+at the next start. It is served only by the gateway and config it was
 built with (its fingerprint: the version and every setting, secrets as asterisks); with
 another it is ignored and logged, and a file that is not a whole packed snapshot is set
 aside as `snapshot.pack.corrupt-<time>`, like a corrupt state file. Either way the restart
@@ -40,7 +41,11 @@ def keep(state_dir: Path, snapshot: Snapshot, stop: Event | None = None) -> int:
     file, as soon as `stop` is set (`Stopped`)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     sizes: list[int] = []
-    written(state_dir / FILE, lambda handle: sizes.append(write_pack(snapshot, handle, stop)))
+    spool = str(state_dir)  # the segments, as they are found (see `write_pack`)
+    written(
+        state_dir / FILE,
+        lambda handle: sizes.append(write_pack(snapshot, handle, stop, spool)),
+    )
     return sizes[0]
 
 
@@ -49,6 +54,8 @@ def restore(state_dir: Path, fingerprint: str) -> Snapshot | None:
     `KeptForOther` when it is whole but for another version or config; `StateError` when
     it is not whole (the file is set aside first)."""
     path = state_dir / FILE
+    for left in state_dir.glob(f".{FILE}.*.tmp"):  # a writer killed before it was done
+        left.unlink(missing_ok=True)
     try:  # never a symlink's target, never waiting on a FIFO
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tempfile
 from array import array
 from typing import IO, TYPE_CHECKING, Any
 
@@ -46,29 +47,35 @@ _CHUNK = 1 << 20  # bytes gathered before they are hashed and written
 
 
 class _Segments:
-    """Distinct byte strings, once each: by object (what the snapshot shares) or by value."""
+    """Distinct byte strings, written to a spool as they come (the segments section): byte
+    strings once each by value (the dict holds those the snapshot holds, and what is made
+    here, such as deferred rewrites, until packed), texts once each."""
 
-    def __init__(self) -> None:
-        self.blobs: list[bytes] = [b""]  # segment 0: empty (a kept server's middle)
-        self._by_object: dict[int, int] = {}
-        self._by_value: dict[bytes, int] = {b"": 0}
+    def __init__(self, spool: IO[bytes]) -> None:
+        self.spool = spool
+        self.bounds = array("Q", [0])
+        self._by_value: dict[bytes, int] = {}  # keys the snapshot holds: no copies
+        self._texts: dict[str, int] = {}
+        self.of(b"")  # segment 0: empty (a kept server's middle)
+
+    def _write(self, blob: bytes) -> int:
+        self.spool.write(blob)
+        bounds = self.bounds
+        bounds.append(bounds[-1] + len(blob))
+        return len(bounds) - 2
 
     def of(self, blob: bytes) -> int:
-        """The segment of a byte string the snapshot holds (kept alive by it meanwhile)."""
-        found = self._by_object.get(id(blob))
-        if found is None:
-            found = self._by_object[id(blob)] = self.valued(blob)
-        return found
-
-    def valued(self, blob: bytes) -> int:
+        """A byte string the snapshot holds (the dict's key is no copy)."""
         found = self._by_value.get(blob)
         if found is None:
-            found = self._by_value[blob] = len(self.blobs)
-            self.blobs.append(blob)
+            found = self._by_value[blob] = self._write(blob)
         return found
 
     def text(self, value: str) -> int:
-        return self.valued(value.encode())
+        found = self._texts.get(value)
+        if found is None:
+            found = self._texts[value] = self._write(value.encode())
+        return found
 
 
 def _joined(values: frozenset[str] | tuple[str, ...]) -> str:
@@ -76,34 +83,44 @@ def _joined(values: frozenset[str] | tuple[str, ...]) -> str:
 
 
 class _Packer:
-    def __init__(self, stop: Event | None = None) -> None:
+    def __init__(self, spool: IO[bytes], stop: Event | None = None) -> None:
         self.stop = stop
-        self.segments = _Segments()
+        self.segments = _Segments(spool)
         self.parts: dict[str, array[int]] = {field: array("I") for field in PARTS}
         self.entries: dict[str, array[int]] = {f: array("I") for f in ENTRY_U32}
         self.entries.update({f: array("q") for f in ENTRY_I64})
         self.suffixes: list[list[Any]] = []
         self._suffix_rows: dict[tuple[SuffixKey, int], int] = {}
+        # by the id of an object the snapshot holds (alive meanwhile: ids stay unique)
         self._entry_rows: dict[int, int] = {}
         self._parts_by_object: dict[int, int] = {}
         self._deferred: dict[int, tuple[int, int]] = {}
-        self._keep: list[object] = []  # what was made here, alive until packed (ids stay unique)
+
+    def _new_part(self, whole: int, start: int, stop: int, middle: int) -> int:
+        for field, value in zip(PARTS, (whole, start, stop, middle), strict=True):
+            self.parts[field].append(value)
+        return len(self.parts["whole"]) - 1
 
     def _part(self, server: bytes | Splice) -> int:
+        """A server object the snapshot holds: its part, once."""
         found = self._parts_by_object.get(id(server))
-        if found is not None:
-            return found
-        if isinstance(server, Splice):
-            whole, start, stop = server.whole, server.start, server.end
-            middle = self.segments.valued(server.middle)
-        else:
-            whole, start, stop, middle = server, len(server), len(server), 0
-        found = self._parts_by_object[id(server)] = len(self.parts["whole"])
-        self._keep.append(server)
-        for field, value in zip(PARTS, (self.segments.of(whole), start, stop, middle),
-                                strict=True):  # fmt: skip
-            self.parts[field].append(value)
+        if found is None:
+            segments = self.segments
+            if isinstance(server, Splice):
+                found = self._new_part(segments.of(server.whole), server.start, server.end,
+                                       segments.of(server.middle))  # fmt: skip
+            else:
+                found = self._new_part(segments.of(server), len(server), len(server), 0)
+            self._parts_by_object[id(server)] = found
         return found
+
+    def _made_part(self, server: bytes | Splice) -> int:
+        """A server object made here (a deferred rewrite), not kept by the snapshot."""
+        segments = self.segments
+        if isinstance(server, Splice):  # around the entry's own bytes, which it holds
+            return self._new_part(segments.of(server.whole), server.start, server.end,
+                                  segments.of(server.middle))  # fmt: skip
+        return self._new_part(segments.of(server), len(server), len(server), 0)
 
     def _server(self, item: Item) -> tuple[int, int]:
         """The item's server part and end segment, a deferred rewrite made now."""
@@ -112,8 +129,8 @@ class _Packer:
             return self._part(server), self.segments.of(item.end)
         made = self._deferred.get(id(server))
         if made is None:
-            json, end = server.made()
-            made = self._deferred[id(server)] = (self._part(json), self.segments.of(end))
+            json, end = server.made(keep=False)
+            made = self._deferred[id(server)] = (self._made_part(json), self.segments.of(end))
         return made
 
     def _entry(self, item: Item) -> int:
@@ -128,7 +145,7 @@ class _Packer:
         values = (segments.text(entry.name), segments.text(entry.version),
                   segments.text(entry.identity), segments.text(entry.status),
                   segments.of(entry.server_json), segments.of(entry.meta_json),
-                  segments.of(meta.made()), segments.text(entry.text),
+                  segments.of(meta.made(keep=False)), segments.text(entry.text),
                   segments.text(_joined(entry.registry_types)),
                   segments.text(_joined(entry.transports)),
                   segments.text(_joined(entry.remote_hosts)), flags)  # fmt: skip
@@ -166,53 +183,65 @@ class _Packer:
         return columns
 
 
-Section = tuple[str, "array[int] | list[bytes]"]
+Section = tuple[str, "array[int] | bytes | IO[bytes]"]  # a spool: from its start to its end
 
 
-def _size(data: array[int] | list[bytes]) -> int:
-    return len(data) * data.itemsize if isinstance(data, array) else sum(map(len, data))
+def _size(data: array[int] | bytes | IO[bytes]) -> int:
+    if isinstance(data, array):
+        return len(data) * data.itemsize
+    return len(data) if isinstance(data, bytes) else data.seek(0, io.SEEK_END)
 
 
-def _code(data: array[int] | list[bytes]) -> str:
+def _code(data: array[int] | bytes | IO[bytes]) -> str:
     return data.typecode if isinstance(data, array) else "B"
 
 
-def write_pack(snapshot: Snapshot, out: IO[bytes], stop: Event | None = None) -> int:
+def _view_contents(snapshot: Snapshot, view: str) -> dict[str, Any]:
+    catalog = snapshot.views[view]
+    signals = snapshot.signals.get(view, {})
+    return {"name": view, "upstreamCounts": dict(catalog.upstream_counts),
+            "offered": catalog.offered,
+            "signals": [[signal, state, n] for (signal, state), n in signals.items()]}  # fmt: skip
+
+
+def write_pack(
+    snapshot: Snapshot, out: IO[bytes], stop: Event | None = None, spool: str | None = None
+) -> int:
     """Write the snapshot packed to a seekable binary file; returns the bytes written. Its
     config's fingerprint goes with it (see `kept`: another config does not serve it).
-    `Stopped` as soon as `stop` is set."""
-    packer = _Packer(stop)
-    sections: list[Section] = []
-    views: list[dict[str, Any]] = []
-    for name, catalog in snapshot.views.items():
-        sections.extend((f"{name}.{field}", column)
-                        for field, column in packer.view(catalog).items())  # fmt: skip
-        signals = snapshot.signals.get(name, {})
-        views.append({"name": name, "upstreamCounts": dict(catalog.upstream_counts),
-                      "offered": catalog.offered,
-                      "signals": [[s, state, n] for (s, state), n in signals.items()]})  # fmt: skip
-    blobs = packer.segments.blobs
-    bounds = array("Q", [0])
-    for blob in blobs:
-        bounds.append(bounds[-1] + len(blob))
-    entries = packer.entries
-    sections[:0] = [("segments", blobs), ("bounds", bounds),
-                    *((f"parts.{f}", packer.parts[f]) for f in PARTS),
-                    *((f"entries.{f}", column) for f, column in entries.items())]  # fmt: skip
-    table: dict[str, list[object]] = {}
-    offset = 0
-    for name, data in sections:
-        size = _size(data)
-        table[name] = [offset, size, _code(data)]
-        offset += size + aligned(size)
-    contents = orjson.dumps({
-        "fingerprint": snapshot.config, "builtAt": micros(snapshot.built_at),
-        "stale": list(snapshot.stale), "hidden": snapshot.hidden,
-        "verification": snapshot.verification,
-        "nextChange": None if snapshot.next_change is None else micros(snapshot.next_change),
-        "views": views, "suffixes": packer.suffixes, "sections": table,
-    })  # fmt: skip
-    return _write(out, contents, sections, stop)
+    `Stopped` as soon as `stop` is set. Its segments go first to a temporary file in the
+    directory `spool` (in memory without one) as they are found, and are copied after."""
+    with (
+        io.BytesIO()
+        if spool is None
+        else tempfile.TemporaryFile(dir=spool, buffering=_CHUNK) as segments
+    ):
+        packer = _Packer(segments, stop)
+        sections: list[Section] = []
+        for view, catalog in snapshot.views.items():
+            sections.extend((f"{view}.{field}", column)
+                            for field, column in packer.view(catalog).items())  # fmt: skip
+        entries = packer.entries.items()
+        sections[:0] = [("bounds", packer.segments.bounds),
+                        *((f"parts.{f}", packer.parts[f]) for f in PARTS),
+                        *((f"entries.{f}", column) for f, column in entries)]  # fmt: skip
+        sections.append(("segments", segments))
+        table: dict[str, list[object]] = {}
+        offset = 0
+        for section, data in sections:
+            size = _size(data)
+            table[section] = [offset, size, _code(data)]
+            offset += size + aligned(size)
+        contents = orjson.dumps({
+            "fingerprint": snapshot.config, "builtAt": micros(snapshot.built_at),
+            "stale": list(snapshot.stale), "hidden": snapshot.hidden,
+            "verification": snapshot.verification,
+            "nextChange": None if snapshot.next_change is None else micros(snapshot.next_change),
+            "views": [_view_contents(snapshot, view) for view in snapshot.views],
+            "suffixes": packer.suffixes, "sections": table,
+        })  # fmt: skip
+        del packer  # what it looked things up by, let go before the copy
+        return _write(out, contents, sections, stop)
 
 
 class _Out:
@@ -249,15 +278,19 @@ def _write(
     body.add(contents)
     body.add(b"\0" * aligned(HEADER.size + len(contents)))
     for _, data in sections:
-        size = 0
         if isinstance(data, array):
             raw = memoryview(data).cast("B")
             body.add(raw)
             size = len(raw)
-        else:
-            for blob in data:
-                body.add(blob)
-                size += len(blob)
+        elif isinstance(data, bytes):
+            body.add(data)
+            size = len(data)
+        else:  # a spool, from its start
+            size = 0
+            data.seek(0)
+            while chunk := data.read(_CHUNK):
+                body.add(chunk)
+                size += len(chunk)
         body.add(b"\0" * aligned(size))
     body.flush()
     out.seek(start)
@@ -277,5 +310,5 @@ def seal(contents: bytes, sections: bytes) -> bytes:
     """A buffer of these contents and sections (already laid out): what tests change and
     seal again, to show a reader checks more than the digest."""
     out = io.BytesIO()
-    _write(out, contents, [("sections", [sections])])
+    _write(out, contents, [("sections", sections)])
     return out.getvalue()

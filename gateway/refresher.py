@@ -75,6 +75,7 @@ class Refresher:
         # served versions per view by what the advisory feeds say, counted after each build
         self.advisory_states: dict[str, dict[str, int]] = {}
         self.readers = Readers()  # requests reading a snapshot across awaits
+        self.kept: Snapshot | None = None  # the catalog on disk for a restart (see `keeper`)
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -176,6 +177,7 @@ class Refresher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._verifying
         await self._stop_tasks()
+        await keeper.at_stop(self)
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:

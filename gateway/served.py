@@ -95,10 +95,14 @@ class RegistryMeta:
         self._namespace = namespace
         self._made = made  # already made: a packed snapshot read back (see `unpack`)
 
-    def made(self) -> bytes:
+    def made(self, keep: bool = True) -> bytes:
+        """Its bytes, made now if they were not; kept for the next time unless `keep` is
+        False (a reader of every item, such as packing, makes what it needs and lets go)."""
         made = self._made
         if made is None:  # two threads may both make it: the results are equal
-            made = self._made = registry_meta(self.entry, self._namespace)
+            made = registry_meta(self.entry, self._namespace)
+            if keep:
+                self._made = made
         return made
 
 
@@ -123,11 +127,14 @@ class Deferred:
         self._rewrite = rewrite
         self._made: tuple[ServerJson, bytes] | None = None
 
-    def made(self) -> tuple[ServerJson, bytes]:
-        """The server JSON as served, and the item's end (the gateway's `packages`)."""
+    def made(self, keep: bool = True) -> tuple[ServerJson, bytes]:
+        """The server JSON as served, and the item's end (the gateway's `packages`); kept
+        for the next time unless `keep` is False (see `RegistryMeta.made`)."""
         made = self._made
         if made is None:  # two threads may both make it: the results are equal
-            made = self._made = self._rewrite.served(self._entry)
+            made = self._rewrite.served(self._entry)
+            if keep:
+                self._made = made
         return made
 
 

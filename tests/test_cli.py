@@ -99,7 +99,9 @@ def test_serve_runs_the_offline_demo_from_any_directory(tmp_path: Path) -> None:
     requests = [e for e in events if e["event"] == "request"]
     assert requests
     assert all(len(e["request_id"]) >= 8 for e in requests)
-    assert events[-1]["event"] == "shutting_down"
+    names = [e["event"] for e in events]
+    assert names[-2:] == ["shutting_down", "catalog_kept"]  # kept as it stops: a fast restart
+    assert (tmp_path / "cache" / "mcp-discovery-gateway" / "demo-state" / "snapshot.pack").exists()
 
 
 DEMO = str(REPO / "federation_config" / "demo")

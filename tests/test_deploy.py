@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gateway.keeper import STOP_DEADLINE
 from gateway.loader import load_config
 from gateway.serve import SHUTDOWN_GRACE
 from tests.conftest import REPO
@@ -172,9 +173,10 @@ def test_the_deployment_matches_the_image_and_the_gateway() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert str(pod["securityContext"]["runAsUser"]) == _dockerfile()["USER"][-1].split(":")[0]
     assert "memory" in container["resources"]["limits"]
-    # Termination: the Service forgets the pod (preStop), then the gateway drains.
+    # Termination: the Service forgets the pod (preStop), then the gateway drains, then it
+    # keeps its catalog for the restart (a container restart keeps the emptyDir).
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + SHUTDOWN_GRACE
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + SHUTDOWN_GRACE + STOP_DEADLINE
     # The config mounts are the ConfigMaps the overlay generates from federation_config/.
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}

@@ -178,7 +178,7 @@ async def first_answer(session: aiohttp.ClientSession, url: str) -> int:
 
 
 async def run_once(directory: Path, release: asyncio.Event) -> dict[str, tuple[int, str, bytes]]:
-    """Start, build, answer every page, keep the catalog, stop."""
+    """Start, build, answer every page, stop (which keeps the catalog)."""
     release.set()
     port = free_port()
     app = create_app(load_config(directory))
@@ -187,7 +187,7 @@ async def run_once(directory: Path, release: asyncio.Event) -> dict[str, tuple[i
         await asyncio.wait_for(app[REFRESHER].wait_ready(), 30)
         async with aiohttp.ClientSession() as session:
             before = await answers(session, f"http://127.0.0.1:{port}")
-        assert await app[REFRESHER].keep_now()
+        assert not (directory / "state" / kept.FILE).exists()  # kept when it stops
     finally:
         await serving.stop()
     release.clear()
@@ -242,7 +242,7 @@ async def test_a_restart_without_a_usable_kept_catalog_waits_for_its_build(
         elif case == "corrupt":
             path.write_bytes(path.read_bytes()[:-8])
         else:
-            directory = configure(tmp_path, feed_url, snapshot_every="0s")
+            directory = configure(tmp_path, feed_url, keep_catalog=False)
         port = free_port()
         app = create_app(load_config(directory))
         starting = asyncio.create_task(Serving.start(app, "127.0.0.1", port))
@@ -265,3 +265,27 @@ async def test_a_restart_without_a_usable_kept_catalog_waits_for_its_build(
                     assert now == before
             finally:
                 await serving.stop()
+
+
+async def test_with_keep_catalog_every_a_build_is_kept_while_serving(tmp_path: Path) -> None:
+    """A restart after a crash (no stop, nothing kept then) serves what was kept after the
+    last build; a writer killed midway leaves a temporary file that the next start removes."""
+    async with held_feed() as (feed_url, release):
+        directory = configure(tmp_path, feed_url, keep_catalog_every="1s")
+        release.set()
+        app = create_app(load_config(directory))
+        serving = await Serving.start(app, "127.0.0.1", free_port())
+        try:
+            path = directory / "state" / kept.FILE
+            for _ in range(500):
+                if path.exists():
+                    break
+                await asyncio.sleep(0.02)
+            assert path.is_file()
+            assert app[REFRESHER].kept is app[REFRESHER].snapshot
+        finally:
+            await serving.stop()
+        left = directory / "state" / f".{kept.FILE}.x1y2.tmp"
+        left.write_bytes(b"half a catalog")
+        assert kept.restore(directory / "state", load_config(directory).fingerprint())
+        assert not left.exists()
