@@ -17,6 +17,7 @@ import orjson
 from cachetools import LRUCache
 
 from gateway.config import FederationConfig
+from gateway.errors import NotReady
 from gateway.explain import Explanation, explain
 from gateway.merge import Source
 from gateway.osv import Advisories
@@ -57,7 +58,11 @@ def _policies(config: FederationConfig, advisories: Advisories | None) -> list[V
 def explain_server(
     refresher: Refresher, name: str, view: str | None, version: str | None = None
 ) -> Explanation:
-    """How each version of a server fares in a view (every view when None). Blocking."""
+    """How each version of a server fares in a view (every view when None). Blocking.
+    `NotReady` until this process has built from its upstreams' data: a catalog kept by the
+    last run is served before, and what the upstreams offer is not loaded yet."""
+    if not refresher.build_durations:
+        raise NotReady(refresher.awaiting())
     config = refresher.config
     sources = [Source(s.name, list(s.entries.values()), s.settings.owns) for s in refresher.feeds]
     with _lock:
@@ -99,7 +104,7 @@ class Explained:
         if built != self._built:
             self._built = built
             self._reports.clear()
-        if not refresher.builder.offers(name):
+        if refresher.build_durations and not refresher.builder.offers(name):
             return None
         known = self._reports.get((view, name))
         if known is not None:

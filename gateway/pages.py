@@ -143,7 +143,12 @@ async def _view_page(
             busy.headers["Retry-After"] = str(exc.retry_after)
             return busy
     name = page.name or ""  # a server page's route always names one
-    report = await explained.report(refresher, page.view, name)
+    try:
+        report = await explained.report(refresher, page.view, name)
+    except NotReady as exc:  # a kept catalog is served, the first build is under way
+        starting = _message(request, "Starting", _sentence(exc.detail), views, 503)
+        starting.headers["Retry-After"] = "1"
+        return starting
     if report is None or not report.versions:
         return _message(request, "Not found", f"No upstream offers {name!r}.", views, 404)
     icons = config.gateway.icons.prefixes()

@@ -145,14 +145,18 @@ async def held_feed() -> AsyncIterator[tuple[str, asyncio.Event]]:
     app = web.Application()
     app.router.add_get("/osv.json", feed)
     async with loopback(app) as url:
-        yield f"{url}/osv.json", release
+        try:
+            yield f"{url}/osv.json", release
+        finally:
+            release.set()  # a test that failed midway: no request left waiting
 
 
 def configure(tmp_path: Path, feed_url: str, **gateway: Any) -> Path:
     from tests.conftest import write_config
 
     upstream = file_upstream(tmp_path / "data", "u", ENTRIES)
-    config = write_config(tmp_path / "config", {"upstreams": [upstream], **gateway})
+    config = write_config(tmp_path / "config",
+                          {"upstreams": [upstream], "admin_token": "adm1n", **gateway})  # fmt: skip
     write_yaml(config.directory / "trust.yaml", {"osv": [
         {"name": "osv", "url": feed_url, "ecosystems": ["npm"]}]})  # fmt: skip
     write_yaml(config.directory / "views" / "unit.yaml", {"rules": []})
@@ -213,6 +217,7 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
             assert not starting.done()  # no build yet: the feed is still awaited
             assert not app[REFRESHER].build_durations
             assert await answers(session, base) == before  # the same bytes and ETags
+            await every_other_route_answers(session, base)
             release.set()
             serving = await asyncio.wait_for(starting, 30)
             try:
@@ -224,6 +229,30 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
                 assert await answers(session, base) == before  # the same data: the same bytes
             finally:
                 await serving.stop()
+
+
+async def every_other_route_answers(session: aiohttp.ClientSession, base: str) -> None:
+    """What else a client or an operator asks of a catalog served before its first build:
+    a search (the index is not made yet: it scans), the pages, the status; a server's
+    account (its page, `explain`) is 503 until the build, not a false 404."""
+    async with session.get(base + "/v0.1/servers?search=weather") as answer:
+        assert answer.status == 200
+        found = [e["server"]["name"] for e in (await answer.json())["servers"]]
+        assert found == ["io.github.a/b", "io.github.a/b"]
+    for page in ("/", "/views/unit/"):
+        async with session.get(base + page) as answer:
+            assert answer.status == 200, page
+    # A server's account is made from the upstreams' data, not loaded yet: "starting".
+    for page in ("/server/io.github.a/b", "/admin/explain?name=io.github.a/b"):
+        headers = {"Authorization": "Bearer adm1n"}
+        async with session.get(base + page, headers=headers) as answer:
+            assert answer.status == 503, page
+            assert answer.headers["Retry-After"] == "1"
+    auth = {"Authorization": "Bearer adm1n"}
+    async with session.get(base + "/admin/status", headers=auth) as answer:
+        assert answer.status == 200
+        status = await answer.json()
+        assert status["snapshotBuiltAt"]
 
 
 @pytest.mark.parametrize("case", ["config", "corrupt", "off"])
