@@ -32,7 +32,17 @@ from tempfile import TemporaryDirectory
 import orjson
 import yaml
 
-from bench.run import PY, TOKEN, contextlib_exit, free_port, open_log, process, wait_http, wait_idle
+from bench.run import (
+    PY,
+    TOKEN,
+    contextlib_exit,
+    free_port,
+    open_log,
+    process,
+    serve_upstreams,
+    wait_http,
+    wait_idle,
+)
 from bench.scenario import write_catalogs, write_config
 from gateway import compiled
 
@@ -97,16 +107,7 @@ def main(argv: list[str]) -> None:
         work = Path(tmp)
         files = write_catalogs(work / "data", per_upstream)
         json_mb = sum(p.stat().st_size for p in files) / 1e6
-        ports = [free_port() for _ in files]
-        for path, port in zip(files, ports, strict=True):
-            stack.enter(process(PY, "-m", "bench.upstream", str(path), str(port)))
-        for port in ports:
-            wait_http(f"http://127.0.0.1:{port}/v0.1/servers?limit=1")
-        upstreams: list[dict[str, object]] = [
-            {"name": f"u{i}", "url": f"http://127.0.0.1:{port}", "refresh": "1h",
-             "timeout": "60s", "full_sync": "24h"}
-            for i, port in enumerate(ports)
-        ]  # fmt: skip
+        upstreams = serve_upstreams(stack, files)
         port = free_port()
         kept = write_config(work / "kept", upstreams, listen=f"127.0.0.1:{port}")
         state = write_config(work / "state", upstreams, listen=f"127.0.0.1:{port}")

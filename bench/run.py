@@ -181,6 +181,21 @@ ROUTES = {
 }
 
 
+def serve_upstreams(stack: contextlib_exit, files: list[Path]) -> list[dict[str, object]]:
+    """A fake upstream per catalog file, each a process on loopback until `stack` exits;
+    their settings for gateway.yaml, once each answers."""
+    ports = [free_port() for _ in files]
+    for path, port in zip(files, ports, strict=True):
+        stack.enter(process(PY, "-m", "bench.upstream", str(path), str(port)))
+    for port in ports:
+        wait_http(f"http://127.0.0.1:{port}/v0.1/servers?limit=1")
+    return [
+        {"name": f"u{i}", "url": f"http://127.0.0.1:{port}", "refresh": "1h",
+         "timeout": "60s", "full_sync": "24h"}
+        for i, port in enumerate(ports)
+    ]  # fmt: skip
+
+
 @contextmanager
 def gateway(
     per_upstream: int, work: Path, workers: int = 1, quiet: bool = False
@@ -190,17 +205,8 @@ def gateway(
     go, as a log shipper takes them, through a pipe to a process writing them to a file."""
     files = write_catalogs(work / f"data-{per_upstream}", per_upstream)
     json_mb = sum(p.stat().st_size for p in files) / 1e6
-    ports = [free_port() for _ in files]
     with contextlib_exit() as stack:
-        for path, port in zip(files, ports, strict=True):
-            stack.enter(process(PY, "-m", "bench.upstream", str(path), str(port)))
-        for port in ports:
-            wait_http(f"http://127.0.0.1:{port}/v0.1/servers?limit=1")
-        upstreams: list[dict[str, object]] = [
-            {"name": f"u{i}", "url": f"http://127.0.0.1:{port}", "refresh": "1h",
-             "timeout": "60s", "full_sync": "24h"}
-            for i, port in enumerate(ports)
-        ]  # fmt: skip
+        upstreams = serve_upstreams(stack, files)
         listen = f"127.0.0.1:{free_port()}"
         config = write_config(work / f"cfg-{per_upstream}-{workers}", upstreams, listen=listen,
                               quiet=quiet)  # fmt: skip
@@ -213,7 +219,7 @@ def gateway(
             wait_http(f"{base}/readyz", timeout=900)
             ready = time.perf_counter() - started
             wait_idle(base)
-            yield base, proc.pid, json_mb, f"http://127.0.0.1:{ports[0]}", ready
+            yield base, proc.pid, json_mb, str(upstreams[0]["url"]), ready
 
 
 @contextmanager

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -169,6 +172,22 @@ async def serve(aiohttp_client: Any) -> Callable[..., Any]:
     return start
 
 
+@contextlib.contextmanager
+def serving_process(directory: Path) -> Iterator[subprocess.Popen[str]]:
+    """`mcp-discovery-gateway serve` on a config directory, as a process (its output read
+    as text); killed at the end if it is still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(directory)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def file_upstream(directory: Path, name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Write an API-shaped list file and return its upstream config."""
     import orjson
@@ -202,6 +221,26 @@ async def mirror() -> AsyncIterator[FakeMirror]:
 
 
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium") or ""
+
+
+@contextlib.asynccontextmanager
+async def held_feed() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """An advisory feed (its URL) that answers once released: a gateway waits for it before
+    its first build, so whatever it serves before comes from elsewhere (a kept catalog), or
+    it is starting. Released when the block ends, so that no request is left waiting."""
+    release = asyncio.Event()
+
+    async def feed(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(body=b"[]", content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/osv.json", feed)
+    async with loopback(app) as url:
+        try:
+            yield f"{url}/osv.json", release
+        finally:
+            release.set()  # a test that failed midway: no request left waiting
 
 
 @contextlib.asynccontextmanager

@@ -6,10 +6,8 @@ set aside, and the start goes on as without it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from gateway.errors import KeptForOther, StateError, Stopped
 from gateway.loader import load_config
 from gateway.pack import seal
 from gateway.serve import Serving
-from tests.conftest import file_upstream, free_port, loopback
+from tests.conftest import file_upstream, free_port, held_feed
 from tests.fakes import server_entry
 from tests.test_packed import _opened, assert_live, demo_snapshot
 from tests.trusted import write_yaml
@@ -132,25 +130,6 @@ def test_writing_stops_when_asked_and_the_last_file_stays(tmp_path: Path) -> Non
 # -- a restart --------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def held_feed() -> AsyncIterator[tuple[str, asyncio.Event]]:
-    """An advisory feed that answers once released: a gateway waits for it before its first
-    build, so whatever it serves before is the kept catalog."""
-    release = asyncio.Event()
-
-    async def feed(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(body=b"[]", content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/osv.json", feed)
-    async with loopback(app) as url:
-        try:
-            yield f"{url}/osv.json", release
-        finally:
-            release.set()  # a test that failed midway: no request left waiting
-
-
 def configure(tmp_path: Path, feed_url: str, **gateway: Any) -> Path:
     from tests.conftest import write_config
 
@@ -181,6 +160,18 @@ async def first_answer(session: aiohttp.ClientSession, url: str) -> int:
     raise AssertionError("the port never answered")
 
 
+def start(directory: Path) -> tuple[web.Application, asyncio.Task[Serving], str]:
+    """A gateway starting on a config directory: its app, the start (done once it has
+    built), and its base URL (answering within moments)."""
+    port = free_port()
+    app = create_app(load_config(directory))
+    return (
+        app,
+        asyncio.create_task(Serving.start(app, "127.0.0.1", port)),
+        f"http://127.0.0.1:{port}",
+    )
+
+
 async def run_once(directory: Path, release: asyncio.Event) -> dict[str, tuple[int, str, bytes]]:
     """Start, build, answer every page, stop (which keeps the catalog)."""
     release.set()
@@ -203,10 +194,7 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
         directory = configure(tmp_path, feed_url)
         before = await run_once(directory, release)
         assert all(status == 200 for status, _, _ in before.values())
-        port = free_port()
-        app = create_app(load_config(directory))
-        starting = asyncio.create_task(Serving.start(app, "127.0.0.1", port))
-        base = f"http://127.0.0.1:{port}"
+        app, starting, base = start(directory)
         async with aiohttp.ClientSession() as session:
             assert await first_answer(session, base + "/healthz") == 200
             for _ in range(500):  # the kept catalog is read in a worker thread
@@ -272,10 +260,7 @@ async def test_a_restart_without_a_usable_kept_catalog_waits_for_its_build(
             path.write_bytes(path.read_bytes()[:-8])
         else:
             directory = configure(tmp_path, feed_url, keep_catalog=False)
-        port = free_port()
-        app = create_app(load_config(directory))
-        starting = asyncio.create_task(Serving.start(app, "127.0.0.1", port))
-        base = f"http://127.0.0.1:{port}"
+        app, starting, base = start(directory)
         async with aiohttp.ClientSession() as session:
             assert await first_answer(session, base + "/healthz") == 200
             await asyncio.sleep(0.3)  # time enough to read a kept catalog of this size

@@ -22,7 +22,7 @@ from gateway.detached import detached
 from gateway.errors import StillBlocked
 from gateway.loader import load_config
 from gateway.state import load
-from tests.conftest import file_upstream, free_port, write_config
+from tests.conftest import file_upstream, free_port, serving_process, write_config
 from tests.fakes import FakeRegistry, server_entry
 
 AUTH = {"Authorization": "Bearer adm1n"}
@@ -291,14 +291,10 @@ def test_sigterm_ends_a_gateway_whose_file_upstream_is_a_fifo(tmp_path: Path) ->
         tmp_path / "c",
         {"listen": f"127.0.0.1:{port}", "upstreams": [{"name": "pipe", "file": str(fifo)}]},
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config.directory)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
     import urllib.error
     import urllib.request
 
-    try:
+    with serving_process(config.directory) as process:
         deadline = time.monotonic() + 20
         status = None
         while time.monotonic() < deadline:
@@ -318,10 +314,6 @@ def test_sigterm_ends_a_gateway_whose_file_upstream_is_a_fifo(tmp_path: Path) ->
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=15)
         assert time.monotonic() - started < 10
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0
 
 

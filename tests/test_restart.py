@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from gateway.app import REFRESHER, create_app
 from gateway.loader import load_config
 from gateway.serve import Serving
-from tests.conftest import file_upstream, free_port, loopback, write_config
+from tests.conftest import file_upstream, free_port, held_feed, serving_process, write_config
 from tests.fakes import server_entry
 from tests.trusted import write_yaml
 
@@ -31,19 +28,11 @@ async def test_the_port_answers_503_with_retry_after_until_the_gateway_is_ready(
 ) -> None:
     """The advisory feed's URL answers after a while (a slow mirror of OSV): the gateway
     waits for it before its first catalog, and meanwhile its port says so."""
-    release = asyncio.Event()
-
-    async def slow_feed(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(body=b"[]", content_type="application/json")
-
-    feeds = web.Application()
-    feeds.router.add_get("/osv.json", slow_feed)
-    async with loopback(feeds) as feed_url:
+    async with held_feed() as (feed_url, release):
         upstream = file_upstream(tmp_path / "data", "u", [server_entry("io.github.a/b", "1.0.0")])
         config = make_config(upstreams=[upstream], access_log=False)
         write_yaml(config.directory / "trust.yaml", {"osv": [
-            {"name": "osv", "url": f"{feed_url}/osv.json", "ecosystems": ["npm"]}]})  # fmt: skip
+            {"name": "osv", "url": feed_url, "ecosystems": ["npm"]}]})  # fmt: skip
         port = free_port()
         app = create_app(load_config(config.directory))
         starting = asyncio.create_task(Serving.start(app, "127.0.0.1", port))
@@ -92,11 +81,7 @@ def test_sigterm_while_starting_ends_the_gateway_at_once(tmp_path: Path) -> None
                                                "upstreams": [upstream]})  # fmt: skip
         write_yaml(config.directory / "trust.yaml", {"osv": [
             {"name": "osv", "url": feed, "ecosystems": ["npm"]}]})  # fmt: skip
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config.directory)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
+        with serving_process(config.directory) as process:
             deadline = time.monotonic() + 20
             status = None
             while time.monotonic() < deadline and status is None:
@@ -115,10 +100,6 @@ def test_sigterm_while_starting_ends_the_gateway_at_once(tmp_path: Path) -> None
             process.send_signal(signal.SIGTERM)
             _, err = process.communicate(timeout=15)
             assert time.monotonic() - started < 10
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
     assert process.returncode == 0
     assert '"reload_skipped"' in err
     assert '"shutting_down"' in err
