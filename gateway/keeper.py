@@ -99,6 +99,13 @@ async def at_stop(refresher: Refresher) -> None:
         return
     if snapshot is refresher.kept:
         return
+    building = refresher.building
+    if building is not None:  # a build cancelled by the stop ends first: it uses the builder
+        await asyncio.wait([building], timeout=STOP_DEADLINE)
+        if not building.done():
+            return
+        if not building.cancelled():
+            building.exception()  # retrieved: its result, if any, is not served
     await asyncio.to_thread(release, None, refresher.builder)
     await keep(refresher, STOP_DEADLINE)
 

@@ -76,6 +76,7 @@ class Refresher:
         self.advisory_states: dict[str, dict[str, int]] = {}
         self.readers = Readers()  # requests reading a snapshot across awaits
         self.kept: Snapshot | None = None  # the catalog on disk for a restart (see `keeper`)
+        self.building: asyncio.Future[Snapshot] | None = None  # the last build's thread
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -279,10 +280,12 @@ class Refresher:
         now = datetime.now(UTC)
         sources = [Source(f.name, list(f.entries.values()), f.settings.owns) for f in self.feeds]
         origins = {feed.name: feed.origin(now) for feed in self.feeds}
-        snapshot = await asyncio.to_thread(
+        # A build cancelled (a stop) still runs to its end in its thread: `building` says when.
+        self.building = asyncio.ensure_future(asyncio.to_thread(
             self.builder.build, sources, origins, now, self.verifier,
             self.advisories.current,
-        )  # fmt: skip
+        ))  # fmt: skip
+        snapshot = await asyncio.shield(self.building)
         replaced, self.snapshot = self.snapshot, snapshot
         retired, self._retired = self._retired, None
         self._built.set()

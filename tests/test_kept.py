@@ -303,3 +303,40 @@ async def test_with_keep_catalog_every_a_build_is_kept_while_serving(tmp_path: P
         left.write_bytes(b"half a catalog")
         assert kept.restore(directory / "state", load_config(directory).fingerprint())
         assert not left.exists()
+
+
+async def test_a_stop_during_a_build_waits_for_it_then_keeps_the_catalog_served(
+    tmp_path: Path,
+) -> None:
+    """A build is cancelled by the stop but runs on in its thread, using the builder: the
+    builder's memory is let go, and the catalog kept, only once it has ended."""
+    async with held_feed() as (feed_url, release):
+        directory = configure(tmp_path, feed_url)
+        release.set()
+        app = create_app(load_config(directory))
+        serving = await Serving.start(app, "127.0.0.1", free_port())
+        refresher = app[REFRESHER]
+        await asyncio.wait_for(refresher.wait_ready(), 30)
+        served = refresher.snapshot
+        assert served is not None
+        builder = refresher.builder
+        entered, leave = threading.Event(), threading.Event()
+        build = builder.build
+
+        def slow_build(*args: Any) -> Any:
+            entered.set()
+            leave.wait(10)
+            return build(*args)
+
+        builder.build = slow_build  # type: ignore[method-assign]
+        rebuilding = asyncio.create_task(refresher.rebuild_now())
+        await asyncio.to_thread(entered.wait, 10)
+        rebuilding.cancel()
+        stopping = asyncio.create_task(serving.stop())
+        await asyncio.sleep(0.3)
+        assert not stopping.done()  # waiting for the build's thread
+        assert not (directory / "state" / kept.FILE).exists()
+        leave.set()
+        await asyncio.wait_for(stopping, 30)
+        assert refresher.kept is served  # what it served, not what the cancelled build made
+        assert kept.restore(directory / "state", builder.fingerprint) is not None
