@@ -306,7 +306,7 @@ async def test_with_keep_catalog_every_a_build_is_kept_while_serving(tmp_path: P
 
 
 async def test_a_stop_during_a_build_waits_for_it_then_keeps_the_catalog_served(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A build is cancelled by the stop but runs on in its thread, using the builder: the
     builder's memory is let go, and the catalog kept, only once it has ended."""
@@ -321,16 +321,24 @@ async def test_a_stop_during_a_build_waits_for_it_then_keeps_the_catalog_served(
         assert served is not None
         builder = refresher.builder
         entered, leave = threading.Event(), threading.Event()
-        build = builder.build
+        to_thread = asyncio.to_thread
 
-        def slow_build(*args: Any) -> Any:
-            entered.set()
-            leave.wait(10)
-            return build(*args)
+        async def holding_builds(work: Any, *args: Any) -> Any:
+            # The build runs in a thread held until `leave` (a compiled Builder's method
+            # cannot be replaced: the thread it runs in is).
+            if work != builder.build:
+                return await to_thread(work, *args)
 
-        builder.build = slow_build  # type: ignore[method-assign]
+            def held() -> Any:
+                entered.set()
+                leave.wait(10)
+                return work(*args)
+
+            return await to_thread(held)
+
+        monkeypatch.setattr(asyncio, "to_thread", holding_builds)
         rebuilding = asyncio.create_task(refresher.rebuild_now())
-        await asyncio.to_thread(entered.wait, 10)
+        await to_thread(entered.wait, 10)
         rebuilding.cancel()
         stopping = asyncio.create_task(serving.stop())
         await asyncio.sleep(0.3)
