@@ -59,10 +59,15 @@ def _intern(value: Any) -> Any:
     return _INTERNED.setdefault(value, value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Entry:
     """A server version, kept compact: the upstream's objects as JSON bytes, exactly as
     received (field order included), plus the facts policy decisions read.
+
+    Never changed once made, and hashed and compared by value as a frozen dataclass is; not
+    declared frozen, whose construction costs four times as much (1.33 us against 0.33 us
+    each, compiled: 0.27 s of the 1.45 s that reading back a kept catalog of 200k versions
+    took).
 
     Catalogs of 200k versions live in memory, so the dicts are parsed only when needed
     (`server`, `meta`): a rewrite, an explain, an export.
