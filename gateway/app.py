@@ -270,11 +270,13 @@ def create_app(
     *,
     sync: bool = True,
     load: ConfigLoader | None = None,
+    keeps: bool = True,
 ) -> web.Application:
     """A pure factory: the session and sync tasks start in cleanup_ctx, inside the running loop.
 
     With `sync=False` persisted state is loaded but no background sync runs (tests drive
-    `Refresher.sync_all()` themselves).
+    `Refresher.sync_all()` themselves). With `keeps=False` it does not keep its catalog for
+    a restart (of `serve --workers N`, one worker keeps it; every worker serves it at start).
     """
     app = web.Application(handler_args=HANDLER_ARGS)
     loader = load or (lambda: load_config(config.directory))
@@ -288,7 +290,7 @@ def create_app(
         async with aiohttp.ClientSession(
             headers={"User-Agent": "mcp-discovery-gateway"}, raise_for_status=False
         ) as session:
-            refresher = Refresher(config, session)
+            refresher = Refresher(config, session, keeps=keeps)
             app[REFRESHER] = refresher
             app[METRICS].watch(refresher)
             try:

@@ -95,7 +95,7 @@ async def at_stop(refresher: Refresher) -> None:
     """Keep the served catalog as the gateway stops, unless it is kept already. What only
     later builds need is let go first: packing takes its room (see `pack`)."""
     snapshot = refresher.snapshot
-    if not refresher.config.gateway.keep_catalog or snapshot is None:
+    if not (refresher.keeps and refresher.config.gateway.keep_catalog) or snapshot is None:
         return
     if snapshot is refresher.kept:
         return
@@ -116,6 +116,6 @@ async def every_build(refresher: Refresher, unkept: asyncio.Event) -> None:
         await unkept.wait()
         unkept.clear()
         every = refresher.config.gateway.keep_catalog_every
-        if every and refresher.config.gateway.keep_catalog:
+        if every and refresher.keeps and refresher.config.gateway.keep_catalog:
             await keep(refresher)
             await asyncio.sleep(every)

@@ -50,8 +50,11 @@ READERS_WAIT = 10.0  # seconds a replaced catalog waits for the requests still r
 class Refresher:
     """Owns the feeds, the sync tasks and the current snapshot of one gateway process."""
 
-    def __init__(self, config: FederationConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, config: FederationConfig, session: aiohttp.ClientSession, keeps: bool = True
+    ) -> None:
         self.config = config
+        self.keeps = keeps  # keeps its catalog for a restart (see `keeper`), if configured
         self.session = session
         self.feeds = [Feed(settings) for settings in config.gateway.upstreams]
         self.snapshot: Snapshot | None = None

@@ -64,10 +64,15 @@ def cannot_listen(listen: str, exc: OSError) -> str | None:
 
 
 async def _serve(
-    config: FederationConfig, load: ConfigLoader, *, reuse_port: bool = False, announce: bool = True
+    config: FederationConfig,
+    load: ConfigLoader,
+    *,
+    reuse_port: bool = False,
+    announce: bool = True,
+    keeps: bool = True,
 ) -> int:
     gateway = config.gateway
-    app = create_app(config, load=load)
+    app = create_app(config, load=load, keeps=keeps)
     # SIGTERM ends it at any time, while it starts too (loading a kept catalog or state,
     # waiting on a feed, building): the port answers meanwhile, so it may be in service.
     stop = asyncio.Event()
@@ -134,7 +139,8 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
 
         def worker(index: int) -> int:
             logs.bind_process(worker=index)
-            return asyncio.run(_serve(config, load, reuse_port=True, announce=index == 0))
+            first = index == 0  # says where it listens, and keeps the catalog as it stops
+            return asyncio.run(_serve(config, load, reuse_port=True, announce=first, keeps=first))
 
         return run_workers(workers, worker)
     return asyncio.run(_serve(config, load))

@@ -322,6 +322,9 @@ def test_the_workers_share_one_audit_and_each_audits_a_sighup_reload(tmp_path: P
             _, err = process.communicate()
     assert TOKEN not in err
     assert TOKEN not in (config.gateway.state_dir / AUDIT_FILE).read_text(encoding="utf-8")
+    # One worker keeps the catalog for a restart as they stop, not each of them.
+    assert sum('"catalog_kept"' in line for line in err.splitlines()) == 1
+    assert (config.gateway.state_dir / "snapshot.pack").is_file()
 
 
 def test_a_detail_of_any_characters_is_kept_whole_lines_and_bounded(tmp_path: Path) -> None:
