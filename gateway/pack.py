@@ -96,31 +96,24 @@ class _Packer:
         self._parts_by_object: dict[int, int] = {}
         self._deferred: dict[int, tuple[int, int]] = {}
 
-    def _new_part(self, whole: int, start: int, stop: int, middle: int) -> int:
-        for field, value in zip(PARTS, (whole, start, stop, middle), strict=True):
+    def _new_part(self, server: bytes | Splice) -> int:
+        """A server object's part: a Splice's whole, span and middle, or bytes kept whole."""
+        segments = self.segments
+        if isinstance(server, Splice):
+            values = (segments.of(server.whole), server.start, server.end,
+                      segments.of(server.middle))  # fmt: skip
+        else:
+            values = (segments.of(server), len(server), len(server), 0)
+        for field, value in zip(PARTS, values, strict=True):
             self.parts[field].append(value)
         return len(self.parts["whole"]) - 1
 
     def _part(self, server: bytes | Splice) -> int:
-        """A server object the snapshot holds: its part, once."""
+        """A server object the snapshot holds: its part, once (by its id: it stays alive)."""
         found = self._parts_by_object.get(id(server))
         if found is None:
-            segments = self.segments
-            if isinstance(server, Splice):
-                found = self._new_part(segments.of(server.whole), server.start, server.end,
-                                       segments.of(server.middle))  # fmt: skip
-            else:
-                found = self._new_part(segments.of(server), len(server), len(server), 0)
-            self._parts_by_object[id(server)] = found
+            found = self._parts_by_object[id(server)] = self._new_part(server)
         return found
-
-    def _made_part(self, server: bytes | Splice) -> int:
-        """A server object made here (a deferred rewrite), not kept by the snapshot."""
-        segments = self.segments
-        if isinstance(server, Splice):  # around the entry's own bytes, which it holds
-            return self._new_part(segments.of(server.whole), server.start, server.end,
-                                  segments.of(server.middle))  # fmt: skip
-        return self._new_part(segments.of(server), len(server), len(server), 0)
 
     def _server(self, item: Item) -> tuple[int, int]:
         """The item's server part and end segment, a deferred rewrite made now."""
@@ -130,7 +123,7 @@ class _Packer:
         made = self._deferred.get(id(server))
         if made is None:
             json, end = server.made(keep=False)
-            made = self._deferred[id(server)] = (self._made_part(json), self.segments.of(end))
+            made = self._deferred[id(server)] = (self._new_part(json), self.segments.of(end))
         return made
 
     def _entry(self, item: Item) -> int:

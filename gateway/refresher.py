@@ -321,10 +321,6 @@ class Refresher:
             await self._index()
         return snapshot
 
-    async def keep_now(self) -> int | None:
-        """Keep the served catalog for a restart (see `keeper`)."""
-        return await keeper.keep(self)
-
     async def _index_loop(self) -> None:
         """Bring the search index up to the newest build, off the event loop."""
         while True:
