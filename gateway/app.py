@@ -136,9 +136,10 @@ async def handle(app: web.Application, request: web.BaseRequest) -> web.StreamRe
     response.headers["X-Request-Id"] = request_id
     if "Origin" in request.headers:
         response.headers.update(CORS_HEADERS)
-    app[METRICS].observe_request(route, response.status, started)
+    seconds = time.perf_counter() - started
+    app[METRICS].observe_request(route, response.status, seconds)
     if refresher.config.gateway.access_log:
-        logs.log_request(request_id, request.method, request.raw_path, response.status, started)
+        logs.log_request(request_id, request.method, request.raw_path, response.status, seconds)
     return response
 
 
