@@ -162,6 +162,43 @@ def test_lines_past_what_may_wait_are_dropped_and_counted(
     assert lines[-1]["lines"] == 7
 
 
+def test_access_fields_become_lines_in_order_with_every_other_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop appends an access line's fields; the writer makes the line where they stand
+    among the other lines, counts them as it counted them in, and drops them past what may
+    wait like any line (counted)."""
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logs, "_bound", {"worker": 3})
+    buffer = logs.LogBuffer()
+    monkeypatch.setattr(buffer, "_start", lambda: None)  # no writer thread: flushed below
+    access = ("r1", "GET", "/v0.1/servers", 200, 0.0042, 1_767_225_600.25)
+    buffer.write(b'{"n":1}\n')
+    buffer.write(access, len(access[2]) + logs.ACCESS_BYTES)
+    buffer.write(b'{"n":2}\n')
+    buffer.flush()
+    assert buffer._appended == buffer._taken  # what waits, counted alike both ways
+    monkeypatch.setattr(logs, "MAX_WAITING", 2 * logs.ACCESS_BYTES)
+    for number in range(5):
+        buffer.write(
+            ("r2", "GET", "/x", 200 + number, 0.001, 1_767_225_601.0), 3 + logs.ACCESS_BYTES
+        )
+    buffer.flush()
+    stream.flush()
+    lines = [orjson.loads(line) for line in stream.buffer.getvalue().splitlines()]  # type: ignore[attr-defined]
+    assert lines[0] == {"n": 1}
+    assert lines[2] == {"n": 2}
+    assert lines[1] == {"request_id": "r1", "method": "GET", "path": "/v0.1/servers",
+                        "status": 200, "duration_ms": 4.2, "event": "request", "worker": 3,
+                        "level": "info", "timestamp": "2026-01-01T00:00:00.250000Z"}  # fmt: skip
+    assert list(lines[1]) == ["request_id", "method", "path", "status", "duration_ms", "event",
+                              "worker", "level", "timestamp"]  # fmt: skip
+    assert [line["status"] for line in lines[3:-1]] == [200, 201]  # then over 2 lines' worth
+    assert lines[-1]["event"] == "logs_dropped"
+    assert lines[-1]["lines"] == 3
+
+
 def test_lines_from_many_threads_are_each_written_once_in_their_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
