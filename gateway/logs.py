@@ -47,6 +47,12 @@ def _orjson(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
 Access = tuple[str, str, str, int, float, float]
 
 
+def _counted(line: bytes | Access) -> int:
+    """The bytes a waiting line counts as: its own, or an access line's path and
+    `ACCESS_BYTES`."""
+    return len(line) if isinstance(line, bytes) else len(line[2]) + ACCESS_BYTES
+
+
 class LogBuffer:
     """Lines waiting to be written to stderr, by a thread of this process (started with the
     first line, again in a forked worker).
@@ -68,8 +74,8 @@ class LogBuffer:
         self._running = False  # this process's thread started (a forked child has none)
         os.register_at_fork(after_in_child=self._forked)
 
-    def write(self, line: bytes | Access, size: int = 0) -> None:
-        """Append a line, or an access line's fields (`size`: what it counts as)."""
+    def write(self, line: bytes | Access) -> None:
+        """Append a line, or an access line's fields."""
         # No system call here (not even getpid): one costs microseconds in some sandboxes,
         # and this runs for every request.
         waiting = self._appended - self._taken
@@ -77,7 +83,7 @@ class LogBuffer:
             self._dropped += 1
             return
         self._lines.append(line)
-        size = size or len(line)
+        size = _counted(line)
         self._appended += size
         if not self._running:
             self._start()
@@ -91,9 +97,7 @@ class LogBuffer:
             lines = self._lines
             self._woken = False
             taken = [lines.popleft() for _ in range(len(lines))]
-            self._taken += sum(
-                len(one) if isinstance(one, bytes) else len(one[2]) + ACCESS_BYTES for one in taken
-            )
+            self._taken += sum(_counted(one) for one in taken)
             data = b"".join([one if isinstance(one, bytes) else _access_line(one)
                              for one in taken])  # fmt: skip
             dropped, self._dropped = self._dropped, 0
@@ -178,8 +182,7 @@ def bind_process(**values: Any) -> None:
 
 def _buffered_request(request_id: str, method: str, path: str, status: int, seconds: float) -> None:
     """The request's fields, for the writer to make the chain's line of (`_access_line`)."""
-    path = path[:512]
-    BUFFER.write((request_id, method, path, status, seconds, time.time()), len(path) + ACCESS_BYTES)
+    BUFFER.write((request_id, method, path[:512], status, seconds, time.time()))
 
 
 def _access_line(access: Access) -> bytes:

@@ -175,15 +175,13 @@ def test_access_fields_become_lines_in_order_with_every_other_line(
     monkeypatch.setattr(buffer, "_start", lambda: None)  # no writer thread: flushed below
     access = ("r1", "GET", "/v0.1/servers", 200, 0.0042, 1_767_225_600.25)
     buffer.write(b'{"n":1}\n')
-    buffer.write(access, len(access[2]) + logs.ACCESS_BYTES)
+    buffer.write(access)
     buffer.write(b'{"n":2}\n')
     buffer.flush()
     assert buffer._appended == buffer._taken  # what waits, counted alike both ways
     monkeypatch.setattr(logs, "MAX_WAITING", 2 * logs.ACCESS_BYTES)
     for number in range(5):
-        buffer.write(
-            ("r2", "GET", "/x", 200 + number, 0.001, 1_767_225_601.0), 3 + logs.ACCESS_BYTES
-        )
+        buffer.write(("r2", "GET", "/x", 200 + number, 0.001, 1_767_225_601.0))
     buffer.flush()
     stream.flush()
     lines = [orjson.loads(line) for line in stream.buffer.getvalue().splitlines()]  # type: ignore[attr-defined]
