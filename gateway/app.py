@@ -34,6 +34,7 @@ from gateway.errors import (
     UriTooLong,
     ValidationFailed,
 )
+from gateway.forwarding import Forwarder, LeaderUnavailable
 from gateway.icons import Icons
 from gateway.loader import load_config
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -43,6 +44,7 @@ from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
 from gateway.rendered import Rendered
 from gateway.routes import resolve
+from gateway.sharing import Shared
 
 log = structlog.get_logger("gateway.http")
 
@@ -52,6 +54,7 @@ API = web.AppKey("api", Api)
 METRICS = web.AppKey("metrics", Metrics)
 EXPLAINED = web.AppKey("explained", Explained)
 ICONS = web.AppKey("icons", Icons)  # server icons, when gateway.yaml `icons` allows any
+FORWARDER = web.AppKey("forwarder", Forwarder)  # a following worker's (see `forwarding`)
 ROUTE = web.RequestKey("route", str)  # the endpoint kind: the metrics route label
 MAX_PATH = 2048
 MAX_QUERY = 8192
@@ -60,6 +63,7 @@ MAX_QUERY = 8192
 HANDLER_ARGS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
 STALE_HEADER = "X-Gateway-Stale-Upstreams"  # upstreams whose last good data is being served
 CATALOG_ENDPOINTS = frozenset({"list", "versions", "version"})
+LEADER_PAGES = frozenset({"server", "admin"})  # made of what only the building worker knows
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -151,7 +155,7 @@ async def _answer(
         response = await dispatch(app, request)
     except RequestError as exc:
         response = _request_problem(exc)
-        if isinstance(exc, Busy):
+        if isinstance(exc, Busy | LeaderUnavailable):
             response.headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, MethodNotAllowed):
             response.headers["Allow"] = "GET, HEAD, OPTIONS"
@@ -242,6 +246,8 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     request[ROUTE] = route.label
     if route.area == "probe":
         return _probe(app, raw_path)
+    if refresher.follows and (route.area == "admin" or route.endpoint in LEADER_PAGES):
+        return await app[FORWARDER].forward(request)
     if route.area == "page":
         return await page_response(request, route, refresher, app[EXPLAINED], app[ICONS])
     if route.area == "admin":
@@ -272,12 +278,14 @@ def create_app(
     sync: bool = True,
     load: ConfigLoader | None = None,
     keeps: bool = True,
+    shared: Shared | None = None,
 ) -> web.Application:
     """A pure factory: the session and sync tasks start in cleanup_ctx, inside the running loop.
 
     With `sync=False` persisted state is loaded but no background sync runs (tests drive
     `Refresher.sync_all()` themselves). With `keeps=False` it does not keep its catalog for
     a restart (of `serve --workers N`, one worker keeps it; every worker serves it at start).
+    `shared` is a worker's part of `serve --workers N` (see `sharing`).
     """
     app = web.Application(handler_args=HANDLER_ARGS)
     loader = load or (lambda: load_config(config.directory))
@@ -286,12 +294,14 @@ def create_app(
     app[METRICS] = Metrics()
     app[EXPLAINED] = Explained()
     app[ICONS] = Icons()
+    if shared is not None:
+        app[FORWARDER] = Forwarder(shared.run.socket)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
             headers={"User-Agent": "mcp-discovery-gateway"}, raise_for_status=False
         ) as session:
-            refresher = Refresher(config, session, keeps=keeps)
+            refresher = Refresher(config, session, keeps=keeps, shared=shared)
             app[REFRESHER] = refresher
             app[METRICS].watch(refresher)
             try:
@@ -309,6 +319,8 @@ def create_app(
                         await watcher
                 await refresher.stop()
                 await app[ICONS].close()
+                if shared is not None:
+                    await app[FORWARDER].close()
                 isolated.shutdown()  # a hostile answer still being parsed is abandoned
 
     async def route(request: web.Request) -> web.StreamResponse:

@@ -66,10 +66,12 @@ async def keep(refresher: Refresher, deadline: float | None = None) -> int | Non
     started = time.monotonic()
     stop = threading.Event()
     timer = None if deadline is None else asyncio.get_running_loop().call_later(deadline, stop.set)
+    shared = refresher.shared
+    packed = shared.published if shared is not None else None  # the catalog served, packed
     with refresher.readers.reading(snapshot):
-        writing = asyncio.ensure_future(
-            asyncio.to_thread(kept.keep, refresher.config.gateway.state_dir, snapshot, stop)
-        )
+        writing = asyncio.ensure_future(asyncio.to_thread(
+            kept.keep, refresher.config.gateway.state_dir, snapshot, stop, packed
+        ))  # fmt: skip
         try:
             size = await asyncio.shield(writing)
         except asyncio.CancelledError:

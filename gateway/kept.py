@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -29,23 +30,33 @@ from gateway.unpack import unpack
 if TYPE_CHECKING:
     from pathlib import Path
     from threading import Event
+    from typing import BinaryIO
 
     from gateway.snapshot import Snapshot
 
 FILE = "snapshot.pack"
 
 
-def keep(state_dir: Path, snapshot: Snapshot, stop: Event | None = None) -> int:
+def keep(
+    state_dir: Path, snapshot: Snapshot, stop: Event | None = None, packed: Path | None = None
+) -> int:
     """Write the snapshot to `state_dir`; returns its size in bytes. Blocking, and the
     snapshot must not be released meanwhile (hold it as a reader). Stops, keeping the last
-    file, as soon as `stop` is set (`Stopped`)."""
+    file, as soon as `stop` is set (`Stopped`). `packed`: a file it is packed in already
+    (of `serve --workers N`, see `sharing`), copied instead."""
     state_dir.mkdir(parents=True, exist_ok=True)
     sizes: list[int] = []
     spool = str(state_dir)  # the segments, as they are found (see `write_pack`)
-    written(
-        state_dir / FILE,
-        lambda handle: sizes.append(write_pack(snapshot, handle, stop, spool)),
-    )
+
+    def write(handle: BinaryIO) -> None:
+        if packed is None:
+            sizes.append(write_pack(snapshot, handle, stop, spool))
+            return
+        with packed.open("rb") as source:
+            shutil.copyfileobj(source, handle, 1 << 20)
+            sizes.append(source.tell())
+
+    written(state_dir / FILE, write)
     return sizes[0]
 
 
@@ -53,13 +64,22 @@ def restore(state_dir: Path, fingerprint: str) -> Snapshot | None:
     """The kept catalog, if there is one for this config (blocking: a worker thread).
     `KeptForOther` when it is whole but for another version or config; `StateError` when
     it is not whole (the file is set aside first)."""
-    path = state_dir / FILE
     for left in state_dir.glob(f".{FILE}.*.tmp"):  # a writer killed before it was done
         left.unlink(missing_ok=True)
+    try:
+        return read(state_dir / FILE, fingerprint)
+    except FileNotFoundError:
+        return None
+
+
+def read(path: Path, fingerprint: str | None = None) -> Snapshot:
+    """The packed snapshot in `path` as a live catalog (blocking: a worker thread); with a
+    `fingerprint`, only if that config built it (`KeptForOther`). `FileNotFoundError` when
+    there is none; `StateError` when it is not whole (the file is set aside first)."""
     try:  # never a symlink's target, never waiting on a FIFO
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
-        return None
+        raise
     except OSError as exc:  # a symlink, no permission
         raise StateError(str(path), f"cannot be read ({exc.strerror})") from exc
     info = os.fstat(fd)
@@ -76,7 +96,7 @@ def restore(state_dir: Path, fingerprint: str) -> Snapshot | None:
                     memoryview(mapped) as view,
                     Packed(view, str(path), digest=False) as packed,
                 ):
-                    if packed.fingerprint != fingerprint:
+                    if fingerprint is not None and packed.fingerprint != fingerprint:
                         raise KeptForOther(str(path), "kept by another version or config")
                     # Hashed on the other core while it is read back; served only if it holds.
                     with ThreadPoolExecutor(1, "kept-digest") as pool:

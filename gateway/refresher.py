@@ -20,27 +20,25 @@ import gc
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 import aiohttp
 import structlog
 
-from gateway import __version__, compiled, keeper
+from gateway import keeper
 from gateway.advisories import Feeds
-from gateway.config import DEFAULT_VIEW, FederationConfig, redact_url
+from gateway.config import FederationConfig
 from gateway.errors import Awaited
 from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.readers import Readers
 from gateway.registries.base import Check
 from gateway.released import release
+from gateway.sharing import Followed, Shared
 from gateway.snapshot import Builder, Snapshot, advisory_states, view_policies
-from gateway.status import (
-    AdvisoryFeedStatus,
-    GatewayStatus,
-    SearchStatus,
-    UpstreamStatus,
-    ViewStatus,
-)
+from gateway.status import GatewayStatus, gateway_status, upstream_statuses
+from gateway.unpack import searched
 from gateway.verify import Verifier, sources
 
 log = structlog.get_logger("gateway.refresher")
@@ -50,10 +48,10 @@ READERS_WAIT = 10.0  # seconds a replaced catalog waits for the requests still r
 class Refresher:
     """Owns the feeds, the sync tasks and the current snapshot of one gateway process."""
 
-    def __init__(
-        self, config: FederationConfig, session: aiohttp.ClientSession, keeps: bool = True
-    ) -> None:
+    def __init__(self, config: FederationConfig, session: aiohttp.ClientSession,
+                 keeps: bool = True, shared: Shared | None = None) -> None:  # fmt: skip
         self.config = config
+        self.shared = shared  # of `serve --workers N`: one worker builds, the others follow
         self.keeps = keeps  # keeps its catalog for a restart (see `keeper`), if configured
         self.session = session
         self.feeds = [Feed(settings) for settings in config.gateway.upstreams]
@@ -80,6 +78,7 @@ class Refresher:
         self.readers = Readers()  # requests reading a snapshot across awaits
         self.kept: Snapshot | None = None  # the catalog on disk for a restart (see `keeper`)
         self.building: asyncio.Future[Snapshot] | None = None  # the last build's thread
+        self._followed: list[Any] | None = None  # a following worker's search token, order
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -89,51 +88,27 @@ class Refresher:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def follows(self) -> bool:
+        """Whether another worker syncs and builds, and this one serves what it built."""
+        return self.shared is not None and not self.shared.builds
+
     def awaiting(self) -> list[Awaited]:
         """The upstreams a replica waits for: required ones with no data yet, with their last
-        errors."""
+        errors (a following worker's: as the building worker last told them)."""
         return [
-            Awaited(f.name, f.last_error)
-            for f in self.feeds
-            if not f.settings.optional and not f.has_data
+            Awaited(upstream.name, upstream.last_error)
+            for upstream in upstream_statuses(self)
+            if not upstream.optional and not upstream.has_data
         ]
 
     def awaited(self) -> list[str]:
-        """The names of the upstreams awaited (see `awaiting`)."""
-        return [awaited.upstream for awaited in self.awaiting()]
+        return [awaited.upstream for awaited in self.awaiting()]  # their names
 
     def status(self) -> GatewayStatus:
         """What this refresher publishes to admin, metrics and pages: a frozen copy of its
         state now (see `gateway.status`)."""
-        snapshot = self.snapshot
-        upstreams = tuple(
-            UpstreamStatus.of(
-                f, redact_url(f.settings.url) if f.settings.url else str(f.settings.file)
-            )
-            for f in self.feeds
-        )
-        views: tuple[ViewStatus, ...] = ()
-        if snapshot is not None:
-            hidden = snapshot.hidden
-            views = tuple(
-                ViewStatus(
-                    name,
-                    len(view),
-                    tuple(hidden.get(name, {}).items()),
-                    tuple(self.advisory_states.get(name, {}).items()),
-                    tuple(snapshot.signals.get(name, {}).items()),
-                )
-                for name, view in snapshot.views.items()
-            )
-        return GatewayStatus(
-            __version__, compiled(), snapshot is not None, tuple(self.awaited()),
-            snapshot.built_at if snapshot else None,
-            self.build_durations[-1] if self.build_durations else None,
-            str(self.config.directory), self.reload_error, upstreams, views,
-            tuple(snapshot.verification.items()) if snapshot else (),
-            SearchStatus.of(snapshot, DEFAULT_VIEW),
-            tuple(AdvisoryFeedStatus.of(state) for state in self.advisories.states),
-        )  # fmt: skip
+        return gateway_status(self)
 
     def _may_build(self) -> bool:
         """The first catalog waits for every required upstream's data (see the docstring);
@@ -147,8 +122,13 @@ class Refresher:
 
     async def start(self, *, background: bool = True) -> None:
         """Serve the kept catalog if there is one, load persisted data, build and serve it
-        at once if every upstream has some, start syncing."""
+        at once if every upstream has some, start syncing. A following worker only serves
+        the catalog kept, then each one the building worker offers."""
         await keeper.restore(self)
+        if self.follows:
+            self._background = background
+            self._start_tasks()
+            return
         for feed in self.feeds:
             await feed.restore(self.config.gateway.state_dir)
         # The first catalog already applies what the advisory feeds say (a feed that cannot
@@ -162,10 +142,13 @@ class Refresher:
     def _start_tasks(self) -> None:
         if not self._background:
             return
-        self._tasks.append(asyncio.create_task(self._build_loop(), name="catalog-builder"))
         self._tasks.append(asyncio.create_task(self._index_loop(), name="search-indexer"))
-        self._tasks.append(asyncio.create_task(keeper.every_build(self, self._unkept),
-                                               name="catalog-keeper"))  # fmt: skip
+        if self.shared is not None and self.follows:  # serves what another worker builds
+            prepare = partial(searched, search=self.builder.search)
+            self._tasks.append(asyncio.create_task(self.shared.follow(prepare, self._take)))
+            return
+        self._tasks += [asyncio.create_task(self._build_loop(), name="catalog-builder"),
+                        asyncio.create_task(keeper.every_build(self, self._unkept))]  # fmt: skip
         for feed in self.feeds:
             self._tasks.append(asyncio.create_task(self._sync_loop(feed), name=f"sync-{feed.name}"))
         asking = view_policies(self.config)  # views that check mirrors or read npm signals
@@ -201,7 +184,11 @@ class Refresher:
 
     async def apply(self, config: FederationConfig) -> None:
         """Swap in a new, already validated config: keep each surviving upstream's data,
-        restore new upstreams from state, restart syncing, and rebuild every view."""
+        restore new upstreams from state, restart syncing, and rebuild every view (a
+        following worker: only the config, for the catalogs offered next)."""
+        if self.follows:
+            self.config, self.builder = config, self.builder.succeeded_by(config)
+            return
         await self._stop_tasks()
         old = {feed.name: feed for feed in self.feeds}
         feeds = []
@@ -237,6 +224,8 @@ class Refresher:
         if feed.attempts_total != attempts:
             for listener in self.sync_listeners:
                 listener(feed, feed.failures_total == failures)
+            if self.shared is not None:
+                self.shared.note_upstreams(upstream_statuses(self))
         after = (feed.stale(), feed.beyond_max_stale(datetime.now(UTC)), feed.settled)
         if changed or before != after:
             self._dirty.set()
@@ -289,6 +278,17 @@ class Refresher:
             self.advisories.current,
         ))  # fmt: skip
         snapshot = await asyncio.shield(self.building)
+        if self.shared is not None:  # the other workers read it back; all swap it together
+            await self.shared.publish(snapshot)
+        await self._swap(snapshot, started)
+        return snapshot
+
+    async def _take(self, followed: Followed) -> None:
+        """Serve a catalog the building worker offered (read back, see `sharing`)."""
+        snapshot, *self._followed = followed
+        await self._swap(snapshot, time.monotonic())
+
+    async def _swap(self, snapshot: Snapshot, started: float) -> None:
         replaced, self.snapshot = self.snapshot, snapshot
         retired, self._retired = self._retired, None
         self._built.set()
@@ -309,8 +309,10 @@ class Refresher:
             views={name: len(view) for name, view in snapshot.views.items()},
             stale=list(snapshot.stale),
             duration_ms=round(duration * 1000, 1),
-            decided=self.builder.decided,  # servers decided again; None: every server
+            decided=None if self.follows else self.builder.decided,  # None: every server
         )
+        if self.shared is not None and not self.follows:
+            self.shared.note_upstreams(upstream_statuses(self))
         self._schedule_cooldown_rebuild(snapshot.next_change)
         if snapshot.pending and self._background:
             self._start_verification(snapshot.pending)
@@ -319,7 +321,6 @@ class Refresher:
             self._unkept.set()
         else:
             await self._index()
-        return snapshot
 
     async def _index_loop(self) -> None:
         """Bring the search index up to the newest build, off the event loop."""
@@ -329,7 +330,10 @@ class Refresher:
             await self._index()
 
     async def _index(self) -> None:
-        await asyncio.to_thread(self.builder.index)
+        if self._followed is not None:
+            await asyncio.to_thread(self.builder.search.update, *self._followed)
+        else:
+            await asyncio.to_thread(self.builder.index)
         snapshot = self.snapshot
         if snapshot is not None and self.config.trust.osv:
             self.advisory_states = await asyncio.to_thread(advisory_states, snapshot)

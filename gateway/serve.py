@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -20,6 +21,7 @@ from gateway.app import HANDLER_ARGS, REFRESHER, create_app, handler_for
 from gateway.config import FederationConfig
 from gateway.logs import BUFFER
 from gateway.reloader import ConfigLoader, reload_config
+from gateway.sharing import Run, Shared
 from gateway.workers import run_workers
 
 SHUTDOWN_GRACE = 10.0
@@ -70,9 +72,10 @@ async def _serve(
     reuse_port: bool = False,
     announce: bool = True,
     keeps: bool = True,
+    shared: Shared | None = None,
 ) -> int:
     gateway = config.gateway
-    app = create_app(config, load=load, keeps=keeps)
+    app = create_app(config, load=load, keeps=keeps, shared=shared)
     # SIGTERM ends it at any time, while it starts too (loading a kept catalog or state,
     # waiting on a feed, building): the port answers meanwhile, so it may be in service.
     stop = asyncio.Event()
@@ -81,8 +84,10 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     log = structlog.get_logger("gateway.serve")
     loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("reload_skipped", why="starting"))
+    leads = shared is not None and shared.builds  # the others ask it what only it knows
     starting = asyncio.create_task(Serving.start(
-        app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE
+        app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE,
+        unix=shared.run.socket if shared is not None and leads else None,
     ))  # fmt: skip
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -137,12 +142,19 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
             print("--workers needs a fixed port (SO_REUSEPORT), not port 0", file=sys.stderr)
             return 2
 
+        # One worker syncs and builds, the others follow it (see `sharing`).
+        run = Run.prepare(config.gateway.state_dir, workers)
+
         def worker(index: int) -> int:
             logs.bind_process(worker=index)
             first = index == 0  # says where it listens, and keeps the catalog as it stops
-            return asyncio.run(_serve(config, load, reuse_port=True, announce=first, keeps=first))
+            return asyncio.run(_serve(config, load, reuse_port=True, announce=first,
+                                      keeps=first, shared=Shared(run, index)))  # fmt: skip
 
-        return run_workers(workers, worker)
+        try:
+            return run_workers(workers, worker)
+        finally:
+            run.close()
     return asyncio.run(_serve(config, load))
 
 
@@ -173,6 +185,7 @@ class Serving:
         *,
         reuse_port: bool = False,
         grace: float = 10.0,
+        unix: Path | None = None,
     ) -> Serving:
         server = web.Server(handler_for(app), access_log=None, **HANDLER_ARGS)
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
@@ -182,6 +195,8 @@ class Serving:
             # Listening first: while the app starts (state restored, the first catalog
             # built), the port answers 503 with Retry-After instead of refusing connections.
             await site.start()
+            if unix is not None:  # the other workers' way to it (see `forwarding`)
+                await web.UnixSite(runner, str(unix)).start()
             await start_app(app)
         except BaseException:
             await runner.cleanup()  # the port closed; an app that did not start, left alone

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from gateway.config import redact_url
+from gateway import __version__, compiled
+from gateway.config import DEFAULT_VIEW, redact_url
 from gateway.entry import format_timestamp
 from gateway.feed import beyond_max_stale, data_age
 
 if TYPE_CHECKING:
     from gateway.advisories import FeedState
     from gateway.feed import Feed
+    from gateway.refresher import Refresher
     from gateway.snapshot import Snapshot
 
 HISTORY = timedelta(days=1)  # of syncs, in /admin/status (the operators' page draws it)
@@ -240,3 +242,46 @@ class GatewayStatus:
             "search": self.search.to_json(),
             "advisoryFeeds": [feed.to_json(now) for feed in self.advisories],
         }
+
+
+def gateway_status(refresher: Refresher) -> GatewayStatus:
+    """What this refresher publishes to admin, metrics and pages: a frozen copy of its
+    state now (see `gateway.status`)."""
+    snapshot = refresher.snapshot
+    upstreams = upstream_statuses(refresher)
+    views: tuple[ViewStatus, ...] = ()
+    if snapshot is not None:
+        hidden = snapshot.hidden
+        views = tuple(
+            ViewStatus(
+                name,
+                len(view),
+                tuple(hidden.get(name, {}).items()),
+                tuple(refresher.advisory_states.get(name, {}).items()),
+                tuple(snapshot.signals.get(name, {}).items()),
+            )
+            for name, view in snapshot.views.items()
+        )
+    return GatewayStatus(
+        __version__, compiled(), snapshot is not None, tuple(refresher.awaited()),
+        snapshot.built_at if snapshot else None,
+        refresher.build_durations[-1] if refresher.build_durations else None,
+        str(refresher.config.directory), refresher.reload_error, upstreams, views,
+        tuple(snapshot.verification.items()) if snapshot else (),
+        SearchStatus.of(snapshot, DEFAULT_VIEW),
+        tuple(AdvisoryFeedStatus.of(state) for state in refresher.advisories.states),
+    )  # fmt: skip
+
+
+def upstream_statuses(refresher: Refresher) -> tuple[UpstreamStatus, ...]:
+    """Its upstreams now; a worker that follows another's builds (`sharing`) tells them as
+    that worker last said, once it has."""
+    shared = refresher.shared
+    if shared is not None and not shared.builds:
+        told = shared.upstreams()
+        if told is not None:
+            return told
+    return tuple(
+        UpstreamStatus.of(f, redact_url(f.settings.url) if f.settings.url else str(f.settings.file))
+        for f in refresher.feeds
+    )

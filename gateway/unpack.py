@@ -9,14 +9,16 @@ can be: a restart's time is mostly this. Compiled (see setup.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
+from gateway.build import Order
 from gateway.catalog import Item, Listing, ViewCatalog
 from gateway.entry import Entry, ServerJson, Splice
 from gateway.errors import StateError
 from gateway.packed import DELETED, LATEST, PACKAGES, REMOTES, Packed, PackedView, moment
-from gateway.search import fold
+from gateway.search import SearchIndex, fold
 from gateway.served import RegistryMeta, SuffixKey
 from gateway.snapshot import Snapshot
 
@@ -139,3 +141,25 @@ def unpack(packed: Packed) -> Snapshot:
         stale=packed.stale, verification=packed.verification, signals=signals,
         config=packed.fingerprint,
     )  # fmt: skip
+
+
+def searched(snapshot: Snapshot, search: SearchIndex) -> tuple[Snapshot, int, Order]:
+    """A read-back snapshot whose views ask `search` once it covers their new token, and
+    the servers to bring it up to date with (`SearchIndex.update`): every view's, in list
+    order, each with the entries its items were made of."""
+    servers: dict[str, dict[int, Entry]] = {}
+    for view in snapshot.views.values():
+        for item in view.every.items:
+            entry = item.registry_meta.entry
+            servers.setdefault(entry.name, {})[id(entry)] = entry
+    order: Order = [
+        (name, "", sorted(servers[name].values(), key=_version)) for name in sorted(servers)
+    ]
+    token = search.next_token()
+    views = {
+        name: replace(view, search=search, token=token) for name, view in snapshot.views.items()
+    }
+    return replace(snapshot, views=views), token, order
+
+
+_version = attrgetter("version")

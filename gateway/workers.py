@@ -1,8 +1,9 @@
 """`serve --workers N`: N processes on one port (SO_REUSEPORT), so throughput scales with cores.
 
-Each worker is a whole gateway: it syncs its upstreams and serves its own snapshot. Given the
-same upstream data, workers serve the same bytes (and accept each other's cursors). The parent
-only starts them and forwards signals: SIGTERM and SIGINT to stop, SIGHUP to reload.
+The first worker syncs the upstreams and builds; the others serve what it built (see
+`sharing`). The parent only starts them and forwards signals: SIGTERM and SIGINT to stop,
+SIGHUP to reload; when the first worker ends, it stops the others too (nothing would keep
+their catalog current), so a supervisor restarts the whole.
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ def run_workers(count: int, serve: Callable[[int], int]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     worst = 0
-    for pid in children:
-        _, status = os.waitpid(pid, 0)
+    running = list(children)
+    while running:
+        pid, status = os.wait()
+        if pid not in running:
+            continue
+        running.remove(pid)
         code = os.waitstatus_to_exitcode(status)
-        worst = worst or (code if code > 0 else 0)
+        code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
+        worst = worst or code
+        if pid == children[0] and running:  # nothing syncs or builds for the others now
+            if code != 0:
+                print(f"worker 0 exited ({code}): stopping the others", file=sys.stderr, flush=True)
+            forward(signal.SIGTERM, None)
     sys.stdout.flush()
     return worst

@@ -295,23 +295,27 @@ def test_the_workers_share_one_audit_and_each_audits_a_sighup_reload(tmp_path: P
     try:
         deadline = time.monotonic() + 30
         synced: set[int] = set()
-        while time.monotonic() < deadline and len(synced) < 2:  # until each worker answered one
+        asked = 0
+        while time.monotonic() < deadline and asked < 6:  # each on a connection of its own
             try:
                 _call(f"{base}/upstreams/u/sync", "POST")
-                synced = _pids(_call(f"{base}/audit")["audit"], f"token {TOKEN_ID}")
+                asked += 1
             except OSError:
                 time.sleep(0.1)
-        assert len(synced) == 2  # one audit, written by both workers
+        synced = _pids(_call(f"{base}/audit")["audit"], f"token {TOKEN_ID}")
+        # Whichever worker was asked, the one that syncs and builds acted (and audited).
+        assert len(synced) == 1
         assert process.pid not in synced
         process.send_signal(signal.SIGHUP)  # the parent forwards it to each worker
         reloaded: set[int] = set()
         while time.monotonic() < deadline and len(reloaded) < 2:
             time.sleep(0.05)
             reloaded = _pids(_call(f"{base}/audit")["audit"], "signal")
-        assert reloaded == synced  # each worker reloaded, and said so
+        assert len(reloaded) == 2
+        assert synced < reloaded
         for _ in range(6):  # whichever worker answers shows both reloads
             audit = _call(f"{base}/audit")["audit"]
-            assert _pids(audit, "signal") == synced
+            assert _pids(audit, "signal") == reloaded
             assert {e["outcome"] for e in audit if e["who"] == "signal"} == {"ok"}
     finally:
         process.send_signal(signal.SIGTERM)

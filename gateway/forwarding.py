@@ -1,0 +1,86 @@
+"""A following worker of `serve --workers N` (see `sharing`) hands what only the building
+worker knows to it: the operator endpoints (status, explain, audit, syncs, reloads) and the
+pages made of them (a server's accounts, the operators' page), over that worker's Unix socket
+in the run's private directory. The answer comes back as the building worker gave it.
+
+Never MCP traffic, and never anywhere else: the socket is the one the run made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.errors import RequestError
+
+log = structlog.get_logger("gateway.forwarding")
+
+TIMEOUT = 60.0  # seconds: an account of a server is worked out in a thread, one at a time
+MAX_ANSWER = 64 << 20  # bytes of an answer (the audit and the operators' page are the largest)
+# Hop-by-hop headers (RFC 9110 7.6.1), and what aiohttp works out again for the answer.
+_NOT_FORWARDED = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "host", "content-length", "date", "server",
+})  # fmt: skip
+
+
+class LeaderUnavailable(RequestError):
+    """The building worker did not answer (it is starting, stopping, or gone)."""
+
+    status = 503
+    title = "Service Unavailable"
+    retry_after = 1
+
+    @property
+    def detail(self) -> str:
+        return "the worker that syncs and builds is not answering; try again in a moment"
+
+
+class Forwarder:
+    """Hands requests to the building worker's socket, one connection pool for all."""
+
+    def __init__(self, socket: Path) -> None:
+        self._socket = socket
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(self._socket)),
+                auto_decompress=False,  # its Content-Encoding goes back with its bytes
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT),
+            )
+        return self._session
+
+    async def forward(self, request: web.BaseRequest) -> web.Response:
+        headers = _kept(request.headers)
+        body = await request.read() if request.can_read_body else None
+        try:
+            async with self._client().request(
+                request.method, f"http://leader{request.raw_path}", headers=headers,
+                data=body, allow_redirects=False,
+            ) as answer:  # fmt: skip
+                data = await answer.content.read(MAX_ANSWER + 1)
+                if len(data) > MAX_ANSWER:
+                    raise LeaderUnavailable()
+                return web.Response(status=answer.status, body=data,
+                                    headers=_kept(answer.headers))  # fmt: skip
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("leader_unavailable", error=str(exc) or type(exc).__name__)
+            raise LeaderUnavailable() from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _kept(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in _NOT_FORWARDED:
+            kept.add(name, value)
+    return kept

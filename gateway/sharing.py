@@ -1,0 +1,324 @@
+"""`serve --workers N` shares one catalog: the first worker syncs every upstream and builds;
+every other worker reads back what it built, and they all swap it in together.
+
+The building worker packs each catalog it builds (the kept catalog's format, `packed`) into
+a directory of its own that the parent process made for this run, offers it there
+(`offered.json`), waits until every other worker has read it back (`loaded.<worker>.json`,
+at most `LOAD_WAIT` seconds: a worker that does not answer is not waited for again), names
+it current (`current.json`) and swaps; each other worker swaps the moment it reads that.
+So the workers serve the same bytes (the same ETags, and cursors any of them accepts), make
+the upstream requests of one, and become ready together. What only the building worker
+knows (the upstreams' syncs, accounts of a server) the others read from it: its upstreams'
+status from `upstreams.json`, and the operator endpoints over its Unix socket (`leader`).
+
+Every file there is read as hostile: a regular file, bounded, of one exact shape, and a
+catalog only of this run's generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from gateway import kept
+from gateway.errors import StateError, Stopped
+from gateway.pack import write_pack
+from gateway.status import UpstreamStatus
+
+if TYPE_CHECKING:
+    from gateway.build import Order
+    from gateway.snapshot import Snapshot
+
+log = structlog.get_logger("gateway.sharing")
+
+LOAD_WAIT = 60.0  # seconds the building worker waits for the others to read a catalog
+POLL = 0.1  # seconds between looks for a new catalog offered
+SWAP_POLL = 0.002  # seconds between looks for the catalog read back to be named current
+MAX_NOTE = 4 << 20  # bytes of any small file here (the upstreams' status is the largest)
+SOCKET = "leader.sock"
+LOCK = "run.lock"
+RUN_PREFIX = ".workers-"
+MAX_SOCKET_PATH = 100  # bytes: a Unix socket's path is at most 107 on Linux
+_GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
+_UPSTREAMS = TypeAdapter(tuple[UpstreamStatus, ...])
+Followed = tuple["Snapshot", int, "Order"]  # a catalog read back, and its search index's update
+
+
+class _Note(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    generation: str = Field(pattern=rf"\A{_GENERATION}\z")
+
+
+class _Offer(_Note):
+    file: str = Field(pattern=rf"\Acatalog\.{_GENERATION}\.pack\z")
+
+
+class _Loaded(_Note):
+    loaded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What the parent process prepares for its workers: a private directory in `state_dir`
+    (a disk, not memory: catalogs are hundreds of MB), the run's token (no file of another
+    run is taken for this one's), and where the building worker's socket is."""
+
+    directory: Path
+    token: str
+    workers: int
+    socket: Path
+    lock: int = -1  # held while the run lives (its workers inherit it): see `prepare`
+
+    @classmethod
+    def prepare(cls, state_dir: Path, workers: int) -> Run:
+        """A private directory for this run's workers (removed by `close`); those of runs
+        that ended without removing theirs (a crash: no process holds their lock) go."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        for left in state_dir.glob(f"{RUN_PREFIX}*"):
+            if left.is_dir() and not left.is_symlink() and not _held(left / LOCK):
+                shutil.rmtree(left, ignore_errors=True)
+        directory = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=state_dir)).absolute()  # 0700
+        lock = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        socket = directory / SOCKET
+        if len(os.fsencode(socket)) > MAX_SOCKET_PATH:  # too long to bind: a short one
+            socket = Path(tempfile.mkdtemp(prefix="mcp-gateway-")) / SOCKET
+        return cls(directory, secrets.token_hex(8), workers, socket, lock)
+
+    def close(self) -> None:
+        if self.socket.parent != self.directory:
+            shutil.rmtree(self.socket.parent, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.lock >= 0:
+            os.close(self.lock)
+
+
+def _held(path: Path) -> bool:
+    """Whether a live run holds this lock (or it cannot be told: then it is left alone)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class Shared:
+    """One worker's side of the run: the first builds and offers, the others follow."""
+
+    def __init__(self, run: Run, worker: int) -> None:
+        self.run = run
+        self.worker = worker
+        self._generations = 0
+        self._gone: set[int] = set()  # workers that did not read a catalog in time
+        self.published: Path | None = None  # the file of the catalog served, when offered
+        self._upstreams: tuple[int, tuple[UpstreamStatus, ...]] | None = None
+
+    @property
+    def builds(self) -> bool:
+        return self.worker == 0
+
+    def _path(self, name: str) -> Path:
+        return self.run.directory / name
+
+    # -- the building worker -------------------------------------------------------------------
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        """Offer a catalog just built, and return once every other worker has read it back
+        (or `LOAD_WAIT` passed): the caller swaps it in then, as the others do."""
+        self._generations += 1
+        generation = f"{self.run.token}.{self._generations}"
+        path = self._path(f"catalog.{generation}.pack")
+        started = time.monotonic()
+        stop = threading.Event()
+        writing = asyncio.ensure_future(asyncio.to_thread(_pack, path, snapshot, stop))
+        try:
+            size = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            stop.set()
+            with contextlib.suppress(Stopped, OSError):
+                await writing
+            raise
+        except OSError as exc:  # the others stay on the catalog they have
+            log.error("shared_catalog_failed", error=str(exc))
+            self._forget_published()
+            return
+        packed = time.monotonic() - started
+        _note(self._path("offered.json"), _Offer(generation=generation, file=path.name))
+        waiting = set(range(1, self.run.workers)) - self._gone
+        deadline = time.monotonic() + LOAD_WAIT
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(SWAP_POLL)
+            waiting = {w for w in waiting if not self._has_loaded(w, generation)}
+        if waiting:
+            self._gone |= waiting
+            log.error("shared_catalog_not_read", workers=sorted(waiting), waited_s=LOAD_WAIT)
+        _note(self._path("current.json"), _Note(generation=generation))
+        self._forget_published()
+        self.published = path
+        log.info("shared_catalog_offered", bytes=size, packed_ms=round(packed * 1000, 1),
+                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+
+    def _forget_published(self) -> None:
+        if self.published is not None:
+            self.published.unlink(missing_ok=True)  # a worker still reading it keeps it open
+            self.published = None
+
+    def _has_loaded(self, worker: int, generation: str) -> bool:
+        loaded = _read(self._path(f"loaded.{worker}.json"), _Loaded)
+        return loaded is not None and loaded.generation == generation
+
+    def note_upstreams(self, upstreams: tuple[UpstreamStatus, ...]) -> None:
+        """Tell the other workers how the upstreams fare (after each sync and build)."""
+        try:
+            _write(self._path("upstreams.json"), _UPSTREAMS.dump_json(upstreams))
+        except OSError as exc:
+            log.warning("shared_status_failed", error=str(exc))
+
+    # -- the other workers ---------------------------------------------------------------------
+
+    def upstreams(self) -> tuple[UpstreamStatus, ...] | None:
+        """The building worker's upstreams as it last told them (None: not yet)."""
+        path = self._path("upstreams.json")
+        try:
+            changed = path.lstat().st_mtime_ns
+        except OSError:
+            return None
+        if self._upstreams is not None and self._upstreams[0] == changed:
+            return self._upstreams[1]
+        data = _read_bytes(path)
+        if data is None:
+            return None
+        try:
+            upstreams = _UPSTREAMS.validate_json(data)
+        except ValidationError:
+            log.error("shared_status_invalid", path=str(path))
+            return None
+        self._upstreams = (changed, upstreams)
+        return upstreams
+
+    async def follow(
+        self,
+        prepare: Callable[[Snapshot], Followed],
+        take: Callable[[Followed], Awaitable[None]],
+    ) -> None:
+        """Read back each catalog offered (then `prepare` it, in the same thread) and `take`
+        it once it is named current."""
+        seen: str | None = None
+        while True:
+            offer = _read(self._path("offered.json"), _Offer)
+            if offer is not None and offer.generation != seen and self._ours(offer.generation):
+                seen = offer.generation
+                followed = await self._load(offer, prepare)
+                if followed is not None and await self._named(offer.generation):
+                    await take(followed)
+                del followed
+            await asyncio.sleep(POLL)
+
+    def _ours(self, generation: str) -> bool:
+        return generation.startswith(f"{self.run.token}.")
+
+    async def _load(
+        self, offer: _Offer, prepare: Callable[[Snapshot], Followed]
+    ) -> Followed | None:
+        path = self._path(offer.file)
+        try:
+            followed: Followed | None = await asyncio.to_thread(lambda: prepare(kept.read(path)))
+        except (StateError, OSError) as exc:
+            log.error("shared_catalog_unreadable", path=str(path), error=str(exc))
+            followed = None
+        _note(self._path(f"loaded.{self.worker}.json"),
+              _Loaded(generation=offer.generation, loaded=followed is not None))  # fmt: skip
+        return followed
+
+    async def _named(self, generation: str) -> bool:
+        """Whether `generation` is named current (False: another was offered meanwhile)."""
+        deadline = time.monotonic() + 2 * LOAD_WAIT
+        while time.monotonic() < deadline:
+            current = _read(self._path("current.json"), _Note)
+            if current is not None and current.generation == generation:
+                return True
+            offer = _read(self._path("offered.json"), _Offer)
+            if offer is not None and offer.generation != generation:
+                return False
+            await asyncio.sleep(SWAP_POLL)
+        return False
+
+
+def _pack(path: Path, snapshot: Snapshot, stop: threading.Event) -> int:
+    """Write the snapshot packed to `path` (renamed in place whole; not flushed to disk: it
+    lives as long as the run)."""
+    sizes: list[int] = []
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+            sizes.append(write_pack(snapshot, handle, stop, str(path.parent)))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sizes[0]
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _note(path: Path, note: _Note) -> None:
+    _write(path, note.model_dump_json().encode())
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """A small regular file's bytes (None: absent, not a regular file, or too large)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with open(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_NOTE:
+            return None
+        return file.read(MAX_NOTE + 1)[:MAX_NOTE]
+
+
+N = TypeVar("N", bound=_Note)
+
+
+def _read(path: Path, shape: type[N]) -> N | None:
+    data = _read_bytes(path)
+    if data is None:
+        return None
+    try:
+        return shape.model_validate_json(data)
+    except ValidationError:
+        return None

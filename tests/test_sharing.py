@@ -1,0 +1,368 @@
+"""`serve --workers N` shares one catalog: the first worker syncs and builds, the others read
+back what it built, and every worker serves the same bytes behind the one port.
+
+The gateways are real `serve --workers` processes over fake registries on loopback; which
+worker answered a request is read from its access line (`worker`). Each request goes over a
+connection of its own, so the kernel spreads them over the workers (SO_REUSEPORT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+import yaml
+
+from gateway.sharing import Run, Shared
+from tests.conftest import free_port
+from tests.fakes import FakeRegistry, server_entry
+from tests.test_replicas import _catalog
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.asyncio(loop_scope="module")]
+
+TOKEN = "sharing-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROUTES = [
+    "/v0.1/servers?limit=100",
+    "/v0.1/servers?version=latest&limit=30",
+    "/v0.1/servers?search=server-01&limit=5",
+    "/v0.1/servers/io.github.acme%2Fserver-003/versions",
+    "/views/payments/v0.1/servers?limit=100",
+]
+
+
+class Gateway:
+    """A `serve --workers N` process, its stderr (JSON lines) in a file."""
+
+    def __init__(self, process: asyncio.subprocess.Process, base: str, log: Path) -> None:
+        self.process, self.base, self.log = process, base, log
+
+    def lines(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                found.append(orjson.loads(line))
+        return found
+
+    def answered_by(self, path: str) -> set[int]:
+        """The workers whose access lines show `path` answered."""
+        return {e["worker"] for e in self.lines() if e.get("event") == "request"
+                and e.get("path") == path and "worker" in e}  # fmt: skip
+
+
+def _config(directory: Path, registries: list[FakeRegistry], refresh: str = "1h") -> Path:
+    (directory / "views").mkdir(parents=True)
+    gateway = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "log_format": "json",
+        "admin_token": TOKEN,
+        "watch_config": "0s",
+        "state_dir": str(directory / "state"),
+        "upstreams": [
+            {"name": "internal", "url": registries[0].url, "refresh": refresh,
+             "owns": ["com.example/*"]},
+            {"name": "official", "url": registries[1].url, "refresh": refresh},
+        ],
+    }  # fmt: skip
+    files = {
+        "gateway.yaml": gateway,
+        "mirrors.yaml": {"npm": "https://artifactory.example.com/api/npm/npm-remote/"},
+        "views/payments.yaml": {"rules": [{"deny": {"registry_type": "oci"}}]},
+    }
+    for path, document in files.items():
+        (directory / path).write_text(yaml.safe_dump(document), encoding="utf-8")
+    return directory
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Path, workers: int) -> AsyncIterator[Gateway]:
+    listen = yaml.safe_load((config / "gateway.yaml").read_text())["listen"]
+    log = config / f"stderr.{workers}"
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "serve", "--config", str(config),
+            "--workers", str(workers), stdout=asyncio.subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
+    gateway = Gateway(process, f"http://{listen}", log)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                assert process.returncode is None, log.read_text()
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with session.get(f"{gateway.base}/readyz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("never ready")
+        yield gateway
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+
+
+async def _get(url: str, **headers: str) -> tuple[int, bytes, str | None]:
+    """A request over a connection of its own (so any worker may answer it)."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url, headers={"Accept-Encoding": "identity", **headers}) as response,
+    ):
+        return response.status, await response.read(), response.headers.get("ETag")
+
+
+async def _registries() -> list[FakeRegistry]:
+    internal = await FakeRegistry(_catalog("com.example", 12)).start()
+    official = await FakeRegistry(_catalog("io.github.acme", 40)).start()
+    return [internal, official]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def two(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Gateway, Any]]:
+    """`serve --workers 2` over two registries (read by several tests: started once)."""
+    registries = await _registries()
+    config = _config(tmp_path_factory.mktemp("sharing"), registries)
+    try:
+        async with serving(config, 2) as gateway:
+            yield gateway, registries
+    finally:
+        for registry in registries:
+            await registry.stop()
+
+
+async def test_workers_serve_the_same_bytes_and_etags(two: tuple[Gateway, Any]) -> None:
+    gateway, _ = two
+    for route in ROUTES:
+        answers = {await _get(gateway.base + route) for _ in range(16)}
+        assert len(answers) == 1, route  # one status, one body, one ETag from every worker
+        status, body, etag = answers.pop()
+        assert status == 200, route
+        assert etag, route
+        assert body, route
+    await asyncio.sleep(1.2)  # access lines are written at least every second
+    for route in ROUTES:
+        assert gateway.answered_by(route) == {0, 1}, route  # both workers were compared
+
+
+async def test_a_cursor_from_one_worker_continues_on_any(two: tuple[Gateway, Any]) -> None:
+    gateway, _ = two
+    route = "/v0.1/servers?limit=7"
+    crossed: list[bytes] = []  # each page over a new connection: any worker answers it
+    url = route
+    while True:
+        status, body, _ = await _get(gateway.base + url)
+        assert status == 200, url
+        crossed.append(body)
+        cursor = orjson.loads(body)["metadata"].get("nextCursor")
+        if not cursor:
+            break
+        url = f"{route}&cursor={cursor}"
+    status, whole, _ = await _get(gateway.base + "/v0.1/servers?limit=100")
+    expected = [item for page in crossed for item in orjson.loads(page)["servers"]]
+    assert expected == orjson.loads(whole)["servers"]  # the walk lost and repeated nothing
+    await asyncio.sleep(1.2)
+    cursors = {e["worker"] for e in gateway.lines()
+               if e.get("event") == "request" and "cursor=" in e.get("path", "")}  # fmt: skip
+    assert len(crossed) > 5
+    assert cursors == {0, 1}
+
+
+async def test_operator_endpoints_answer_from_the_worker_that_builds(
+    two: tuple[Gateway, Any],
+) -> None:
+    gateway, _ = two
+    statuses = [await _get(gateway.base + "/admin/status", **AUTH) for _ in range(12)]
+    documents = [orjson.loads(body) for status, body, _ in statuses if status == 200]
+    assert len(documents) == 12
+    assert len({d["snapshotBuiltAt"] for d in documents}) == 1  # one catalog, one builder
+    for document in documents:  # what the upstreams' syncs were, on every worker
+        assert [u["hasData"] for u in document["upstreams"]] == [True, True]
+        assert document["awaiting"] == []
+    name = "/admin/explain?name=io.github.acme/server-003"
+    explained = {await _get(gateway.base + name, **AUTH) for _ in range(12)}
+    assert {status for status, _, _ in explained} == {200}  # a follower does not say 503
+    page = {(await _get(gateway.base + "/server/io.github.acme/server-003"))[0] for _ in range(8)}
+    assert page == {200}
+    await asyncio.sleep(1.2)
+    assert gateway.answered_by("/admin/status") == {0, 1}  # asked of both, answered by one
+    unauthorized = await _get(gateway.base + "/admin/status", Authorization="Bearer wrong")
+    assert unauthorized[0] == 401
+
+
+async def test_a_change_reaches_every_worker_together(two: tuple[Gateway, Any]) -> None:
+    gateway, registries = two
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # after the last sync's
+    registries[1].put(server_entry("io.github.acme/fresh", "1.0.0", published=now))
+    _, before, old = await _get(gateway.base + "/v0.1/servers?limit=100")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gateway.base + "/admin/upstreams/official/sync", headers=AUTH) as response,
+    ):
+        assert response.status == 200  # answered once the new catalog is served (see below)
+    after = {await _get(gateway.base + "/v0.1/servers?search=fresh") for _ in range(16)}
+    assert len(after) == 1
+    status, body, _etag = after.pop()
+    assert status == 200
+    assert b"io.github.acme/fresh" in body
+    full = {(await _get(gateway.base + "/v0.1/servers?limit=100"))[2] for _ in range(16)}
+    assert len(full) == 1
+    assert full != {old}
+    await asyncio.sleep(1.2)  # lines are written at least every second
+    swaps = [e for e in gateway.lines() if e.get("event") == "catalog_swapped"]
+    last = {e["worker"]: datetime.fromisoformat(e["timestamp"]) for e in swaps}
+    assert set(last) == {0, 1}
+    assert abs((last[0] - last[1]).total_seconds()) < 0.5  # swapped together
+    assert before
+
+
+async def test_workers_make_the_upstream_requests_of_one(tmp_path: Path) -> None:
+    made: dict[int, int] = {}
+    for workers in (1, 2, 3):
+        registries = await _registries()
+        try:
+            config = _config(tmp_path / str(workers), registries)
+            async with serving(config, workers) as gateway:
+                await asyncio.sleep(1.0)  # any worker that would sync has done so by now
+                assert (await _get(gateway.base + "/v0.1/servers?limit=3"))[0] == 200
+            made[workers] = sum(len(registry.requests) for registry in registries)
+        finally:
+            for registry in registries:
+                await registry.stop()
+    assert made[1] > 0
+    assert made[2] == made[1], made
+    assert made[3] == made[1], made
+
+
+@pytest.mark.slow
+async def test_when_the_building_worker_dies_the_others_stop(tmp_path: Path) -> None:
+    registries = await _registries()
+    try:
+        async with serving(_config(tmp_path, registries), 2) as gateway:
+            status, body, _ = await _get(gateway.base + "/admin/status", **AUTH)
+            assert status == 200
+            children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+            pids = [int(pid) for pid in children.read_text().split()]
+            assert len(pids) == 2
+            os.kill(min(pids), signal.SIGKILL)  # worker 0 is forked first
+            started = time.monotonic()
+            code = await asyncio.wait_for(gateway.process.wait(), 20)
+            assert code != 0  # a supervisor sees the gateway end, and restarts it whole
+            assert time.monotonic() - started < 15
+            assert "worker 0 exited" in gateway.log.read_text()
+            assert body
+    finally:
+        for registry in registries:
+            await registry.stop()
+
+
+# -- the run's directory is read as hostile ------------------------------------------------
+
+
+async def _follows_nothing(shared: Shared, seconds: float = 0.4) -> None:
+    def prepare(snapshot: Any) -> Any:
+        raise AssertionError("a catalog was read back")
+
+    async def take(followed: Any) -> None:
+        raise AssertionError("a catalog was served")
+
+    task = asyncio.create_task(shared.follow(prepare, take))
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize(
+    "offered",
+    [
+        b'{"generation": "%s.1", "file": "../snapshot.pack"}',
+        b'{"generation": "%s.1", "file": "/etc/passwd"}',
+        b'{"generation": "%s.1\\n", "file": "catalog.%s.1.pack"}',
+        b'{"generation": "%s.1", "file": "catalog.%s.1.pack", "extra": 1}',
+        b'{"generation": "%s.1", "file": "catalog.%s.1.pack"' + b" " * (5 << 20) + b"}",
+        b"not json",
+        b'{"generation": "0000000000000000.1", "file": "catalog.0000000000000000.1.pack"}',
+    ],
+)
+async def test_an_offer_not_of_this_run_or_not_exact_is_not_read(
+    tmp_path: Path, offered: bytes
+) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    text = offered.replace(b"%s", run.token.encode())
+    (tmp_path / "offered.json").write_bytes(text)
+    (tmp_path / "catalog.0000000000000000.1.pack").write_bytes(b"x")
+    (tmp_path / f"catalog.{run.token}.1.pack").write_bytes(b"x")
+    await _follows_nothing(Shared(run, 1))
+    assert not (tmp_path / "loaded.1.json").exists()
+
+
+async def test_an_offer_through_a_symlink_or_a_fifo_is_not_read(tmp_path: Path) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    real = tmp_path / "elsewhere.json"
+    real.write_bytes(b'{"generation": "%s.1", "file": "catalog.%s.1.pack"}'
+                     .replace(b"%s", run.token.encode()))  # fmt: skip
+    (tmp_path / "offered.json").symlink_to(real)
+    await _follows_nothing(Shared(run, 1))
+    (tmp_path / "offered.json").unlink()
+    os.mkfifo(tmp_path / "offered.json")  # never waited on
+    await _follows_nothing(Shared(run, 1))
+    assert not (tmp_path / "loaded.1.json").exists()
+
+
+async def test_a_catalog_that_is_not_whole_is_reported_and_not_served(tmp_path: Path) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    (tmp_path / f"catalog.{run.token}.1.pack").write_bytes(b"\x00" * 4096)
+    (tmp_path / "offered.json").write_bytes(
+        b'{"generation": "%s.1", "file": "catalog.%s.1.pack"}'.replace(b"%s", run.token.encode())
+    )
+    await _follows_nothing(Shared(run, 1))
+    loaded = orjson.loads((tmp_path / "loaded.1.json").read_bytes())
+    assert loaded == {"generation": f"{run.token}.1", "loaded": False}  # not waited for
+
+
+async def test_a_run_directory_is_private_removed_and_left_runs_are_cleared(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    crashed = state / ".workers-crashed"  # a run that ended without removing its directory
+    crashed.mkdir(parents=True)
+    (crashed / "run.lock").touch()
+    (crashed / "catalog.0000000000000000.1.pack").write_bytes(b"x" * 1024)
+    live = Run.prepare(state, 2)  # a run still going: its lock is held
+    run = Run.prepare(state, 2)
+    try:
+        assert not crashed.exists()
+        assert live.directory.is_dir()
+        assert run.directory.parent == state.absolute()
+        assert run.directory.stat().st_mode & 0o777 == 0o700
+        assert run.socket.parent == run.directory
+    finally:
+        run.close()
+        live.close()
+    assert not run.directory.exists()
+    assert not live.directory.exists()
+
+
+async def test_a_socket_path_too_long_to_bind_is_made_short(tmp_path: Path) -> None:
+    state = tmp_path / ("d" * 90) / "state"
+    run = Run.prepare(state, 2)
+    try:
+        assert len(os.fsencode(run.socket)) <= 100
+        assert run.socket.parent.stat().st_mode & 0o777 == 0o700
+    finally:
+        run.close()
+    assert not run.socket.parent.exists()
+    assert not run.directory.exists()
