@@ -1,7 +1,8 @@
 """A fast fake upstream registry for the ingest benchmark: pages pre-sorted, cursor = offset.
 
 Run: python -m bench.upstream FILE PORT. `POST /mutate?fraction=0.01` updates that share of
-entries (a new version of each, published now), as an upstream changing between polls.
+entries (a new version of each, published now), as an upstream changing between polls;
+`GET /requests` says how many list requests it has answered.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ class Upstream:
         self.items = sorted(items, key=lambda i: (i["server"]["name"], i["server"]["version"]))
         self.blobs = [orjson.dumps(i) for i in self.items]
         self.updated = [i["_meta"][OFFICIAL]["updatedAt"] for i in self.items]
+        self.answered = 0
+
+    async def requests(self, _: web.Request) -> web.Response:
+        return web.json_response({"requests": self.answered})
 
     async def servers(self, request: web.Request) -> web.Response:
+        self.answered += 1
         limit = min(int(request.query.get("limit", "30")), 100)
         start = int(request.query.get("cursor", "0") or 0)
         since = request.query.get("updated_since")
@@ -68,6 +74,7 @@ def main() -> None:
     app = web.Application()
     app.router.add_get("/v0.1/servers", upstream.servers)
     app.router.add_post("/mutate", upstream.mutate)
+    app.router.add_get("/requests", upstream.requests)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

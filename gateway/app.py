@@ -26,6 +26,7 @@ from gateway.api import Api, check_method, etag_matches, reject_nul
 from gateway.config import FederationConfig
 from gateway.errors import (
     Busy,
+    ConfigError,
     FieldError,
     MethodNotAllowed,
     NotReady,
@@ -272,6 +273,18 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     return response
 
 
+async def _reread(refresher: Refresher, load: ConfigLoader) -> None:
+    """A following worker reads its config again for a catalog built with another (a reload
+    asked of the building worker alone); an invalid one leaves it as it was."""
+    try:
+        config = await asyncio.to_thread(load)
+    except ConfigError as exc:
+        log.error("config_reread_failed", issues=[str(issue) for issue in exc.issues])
+        return
+    await refresher.apply(config)
+    log.info("config_reread", views=sorted(config.views))
+
+
 def create_app(
     config: FederationConfig,
     *,
@@ -302,6 +315,8 @@ def create_app(
             headers={"User-Agent": "mcp-discovery-gateway"}, raise_for_status=False
         ) as session:
             refresher = Refresher(config, session, keeps=keeps, shared=shared)
+            if refresher.follows:
+                refresher.reread = functools.partial(_reread, refresher, loader)
             app[REFRESHER] = refresher
             app[METRICS].watch(refresher)
             try:

@@ -8,8 +8,7 @@ A replica is ready (serves its first catalog) once every upstream has data, from
 a completed sync; an upstream marked `optional` is not waited for. Until then nothing is
 served: a catalog without an upstream's data would be wrong, not just smaller (a lower
 upstream would serve names the missing one owns). Once serving, a replica stays ready: a
-reload that adds an upstream is served without it until it answers (every replica reloads at
-once: leaving rotation then would leave none).
+reload that adds an upstream is served without it until it answers.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -79,6 +78,7 @@ class Refresher:
         self.kept: Snapshot | None = None  # the catalog on disk for a restart (see `keeper`)
         self.building: asyncio.Future[Snapshot] | None = None  # the last build's thread
         self._followed: list[Any] | None = None  # a following worker's search token, order
+        self.reread: Callable[[], Awaitable[object]] | None = None  # its config, from its files
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -286,6 +286,8 @@ class Refresher:
     async def _take(self, followed: Followed) -> None:
         """Serve a catalog the building worker offered (read back, see `sharing`)."""
         snapshot, *self._followed = followed
+        if snapshot.config != self.builder.fingerprint and self.reread is not None:
+            await self.reread()  # built with another: the one on disk, as the builder read it
         await self._swap(snapshot, time.monotonic())
 
     async def _swap(self, snapshot: Snapshot, started: float) -> None:
@@ -354,11 +356,9 @@ class Refresher:
         """Versions held back by `min_age` appear by themselves once old enough."""
         if self._cooldown is not None:
             self._cooldown.cancel()
-            self._cooldown = None
-        if when is None:
-            return
-        delay = max((when - datetime.now(UTC)).total_seconds(), 0.0) + 0.001
-        self._cooldown = asyncio.get_running_loop().call_later(delay, self._dirty.set)
+        delay = None if when is None else max((when - datetime.now(UTC)).total_seconds(), 0) + 0.001
+        loop = asyncio.get_running_loop()
+        self._cooldown = None if delay is None else loop.call_later(delay, self._dirty.set)
 
     # -- mirror verification -----------------------------------------------------------------
 

@@ -168,14 +168,17 @@ class Shared:
             return
         packed = time.monotonic() - started
         _note(self._path("offered.json"), _Offer(generation=generation, file=path.name))
-        waiting = set(range(1, self.run.workers)) - self._gone
-        deadline = time.monotonic() + LOAD_WAIT
+        others = set(range(1, self.run.workers)) - self._gone
+        waiting, deadline = others, time.monotonic() + LOAD_WAIT
         while waiting and time.monotonic() < deadline:
             await asyncio.sleep(SWAP_POLL)
-            waiting = {w for w in waiting if not self._has_loaded(w, generation)}
+            waiting = {w for w in waiting if self._loaded(w, generation) is None}
         if waiting:
             self._gone |= waiting
             log.error("shared_catalog_not_read", workers=sorted(waiting), waited_s=LOAD_WAIT)
+        unread = sorted(w for w in others - waiting if not self._loaded(w, generation))
+        if unread:  # they serve the catalog before until one they can read
+            log.error("shared_catalog_unreadable", workers=unread)
         _note(self._path("current.json"), _Note(generation=generation))
         self._forget_published()
         self.published = path
@@ -187,9 +190,10 @@ class Shared:
             self.published.unlink(missing_ok=True)  # a worker still reading it keeps it open
             self.published = None
 
-    def _has_loaded(self, worker: int, generation: str) -> bool:
+    def _loaded(self, worker: int, generation: str) -> bool | None:
+        """Whether a worker read a generation back (None: it has not said yet)."""
         loaded = _read(self._path(f"loaded.{worker}.json"), _Loaded)
-        return loaded is not None and loaded.generation == generation
+        return loaded.loaded if loaded is not None and loaded.generation == generation else None
 
     def note_upstreams(self, upstreams: tuple[UpstreamStatus, ...]) -> None:
         """Tell the other workers how the upstreams fare (after each sync and build)."""

@@ -23,11 +23,14 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+import structlog
 import yaml
 
+from gateway import sharing
 from gateway.sharing import Run, Shared
 from tests.conftest import free_port
 from tests.fakes import FakeRegistry, server_entry
+from tests.test_packed import demo_snapshot
 from tests.test_replicas import _catalog
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.asyncio(loop_scope="module")]
@@ -228,6 +231,34 @@ async def test_a_change_reaches_every_worker_together(two: tuple[Gateway, Any]) 
     assert before
 
 
+async def test_a_reload_asked_of_any_worker_reaches_every_worker(
+    two: tuple[Gateway, Any], tmp_path: Path
+) -> None:
+    gateway, _ = two
+    config = gateway.log.parent
+    (config / "views" / "extra.yaml").write_text(
+        yaml.safe_dump({"rules": [{"deny": {"registry_type": "pypi"}}]}), encoding="utf-8"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gateway.base + "/admin/reload", headers=AUTH) as response,
+    ):
+        assert response.status == 200  # reloaded by the building worker, rebuilt and served
+    answers = {(await _get(gateway.base + "/views/extra/v0.1/servers?limit=5"))[:2]
+               for _ in range(16)}  # fmt: skip
+    assert len(answers) == 1
+    status, body = answers.pop()
+    assert status == 200, body
+    listed = {(await _get(gateway.base + "/views"))[1] for _ in range(16)}
+    assert len(listed) == 1  # each worker lists the views of the config the catalog was built with
+    assert b"extra" in listed.pop()
+    await asyncio.sleep(1.2)
+    assert gateway.answered_by("/views/extra/v0.1/servers?limit=5") == {0, 1}
+    assert gateway.answered_by("/views") == {0, 1}
+    reread = [e for e in gateway.lines() if e.get("event") == "config_reread"]
+    assert [e["worker"] for e in reread] == [1]  # the other worker took the new config too
+
+
 async def test_workers_make_the_upstream_requests_of_one(tmp_path: Path) -> None:
     made: dict[int, int] = {}
     for workers in (1, 2, 3):
@@ -366,3 +397,77 @@ async def test_a_socket_path_too_long_to_bind_is_made_short(tmp_path: Path) -> N
         run.close()
     assert not run.socket.parent.exists()
     assert not run.directory.exists()
+
+
+# -- the building worker's side --------------------------------------------------------------
+
+
+async def _answer_offers(run: Run, worker: int, *, read: bool) -> None:
+    """Another worker, as far as the files go: says it read (or could not read) each offer."""
+    said = None
+    while True:
+        offered = run.directory / "offered.json"
+        if offered.exists():
+            generation = orjson.loads(offered.read_bytes())["generation"]
+            if generation != said:
+                said = generation
+                note = {"generation": generation, "loaded": read}
+                (run.directory / f"loaded.{worker}.json").write_bytes(orjson.dumps(note))
+        await asyncio.sleep(0.005)
+
+
+async def test_an_offer_no_other_worker_reads_is_named_current_after_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sharing, "LOAD_WAIT", 0.3)
+    run = Run(tmp_path, "abcdefabcdefabcd", 3, tmp_path / "leader.sock")
+    shared = Shared(run, 0)
+    answering = asyncio.create_task(_answer_offers(run, 2, read=False))  # worker 1 says nothing
+    try:
+        with structlog.testing.capture_logs() as logs:
+            started = time.monotonic()
+            await shared.publish(demo_snapshot())
+            waited = time.monotonic() - started
+            await shared.publish(demo_snapshot())  # worker 1 is not waited for again
+            again = time.monotonic() - started - waited
+    finally:
+        answering.cancel()
+    assert 0.3 <= waited < 5
+    assert again < 0.3
+    events = [(e["event"], e.get("workers")) for e in logs if e["event"].startswith("shared_")]
+    assert events == [
+        ("shared_catalog_not_read", [1]),
+        ("shared_catalog_unreadable", [2]),
+        ("shared_catalog_offered", None),
+        ("shared_catalog_unreadable", [2]),
+        ("shared_catalog_offered", None),
+    ]
+    current = orjson.loads((tmp_path / "current.json").read_bytes())["generation"]
+    assert current == f"{run.token}.2"
+    assert shared.published == tmp_path / f"catalog.{run.token}.2.pack"
+    assert sorted(p.name for p in tmp_path.glob("catalog.*")) == [shared.published.name]
+
+
+async def test_a_catalog_offered_is_read_back_byte_for_byte(tmp_path: Path) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    snapshot = demo_snapshot()
+    taken: list[Any] = []
+
+    async def take(followed: Any) -> None:
+        taken.append(followed)
+
+    following = asyncio.create_task(Shared(run, 1).follow(lambda s: (s, 0, []), take))
+    try:
+        await asyncio.wait_for(Shared(run, 0).publish(snapshot), 30)
+        for _ in range(200):
+            if taken:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        following.cancel()
+    assert len(taken) == 1
+    read = taken[0][0]
+    for name, view in snapshot.views.items():
+        assert [view.body(item) for item in view.every.items] == [
+            read.views[name].body(item) for item in read.views[name].every.items
+        ]
