@@ -47,8 +47,9 @@ def run_workers(count: int, serve: Callable[[int], int]) -> int:
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         worst = worst or code
         if pid == children[0] and running:  # nothing syncs or builds for the others now
-            if code != 0:
-                print(f"worker 0 exited ({code}): stopping the others", file=sys.stderr, flush=True)
+            if code > 128:  # it could not say why itself
+                print(f"worker 0 was killed (signal {code - 128}): stopping the others",
+                      file=sys.stderr, flush=True)  # fmt: skip
             forward(signal.SIGTERM, None)
     sys.stdout.flush()
     return worst
