@@ -44,8 +44,10 @@ from gateway.pages import accepts_gzip, page_response
 from gateway.refresher import Refresher
 from gateway.reloader import ConfigLoader, watch_config
 from gateway.rendered import Rendered
+from gateway.replicas import Replica
 from gateway.routes import resolve
 from gateway.sharing import Shared
+from gateway.store import Store
 
 log = structlog.get_logger("gateway.http")
 
@@ -273,6 +275,15 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     return response
 
 
+def replica_for(refresher: Refresher) -> Replica | None:
+    """The store's replica part when `snapshot_store` is set (one per replica: its first
+    worker's)."""
+    settings = refresher.config.gateway.snapshot_store
+    if settings is None or refresher.follows:
+        return None
+    return Replica(refresher, settings, Store(settings))
+
+
 async def _reread(refresher: Refresher, load: ConfigLoader) -> None:
     """A following worker reads its config again for a catalog built with another (a reload
     asked of the building worker alone); an invalid one leaves it as it was."""
@@ -319,9 +330,15 @@ def create_app(
                 refresher.reread = functools.partial(_reread, refresher, loader)
             app[REFRESHER] = refresher
             app[METRICS].watch(refresher)
+            replica = replica_for(refresher)  # of replicas sharing through a store, if set
             try:
-                await refresher.start(background=sync)
+                if replica is not None:
+                    await replica.start(background=sync)
+                else:
+                    await refresher.start(background=sync)
             except asyncio.CancelledError:  # stopped while starting: it may be serving
+                if replica is not None:
+                    await replica.stop()
                 await refresher.stop()  # (a kept catalog, or its first build): keep it
                 raise
             watcher = asyncio.create_task(watch_config(refresher, loader)) if sync else None
@@ -332,6 +349,8 @@ def create_app(
                     watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await watcher
+                if replica is not None:
+                    await replica.stop()
                 await refresher.stop()
                 await app[ICONS].close()
                 if shared is not None:

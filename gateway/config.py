@@ -48,6 +48,7 @@ from gateway.fields import (
 )
 from gateway.icon_config import IconSettings
 from gateway.signals import SIGNALS
+from gateway.store_config import StoreSettings
 from gateway.trust_config import TrustSettings
 
 
@@ -107,9 +108,8 @@ class UpstreamSettings(Model):
     max_entry_bytes: int = Field(256 * 1024, ge=256, description="bigger entries are skipped")
     max_stale: Duration = Field(86400.0, description="after this without a sync: on_stale")
     on_stale: Literal["flag", "hide"] = "flag"
-    max_drop: float = Field(
-        0.5, ge=0.0, le=1.0, description="share of entries one sync may remove without a hold"
-    )
+    max_drop: float = Field(0.5, ge=0.0, le=1.0, description="share of entries one sync may "
+                            "remove without a hold")  # fmt: skip
 
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamSettings:
@@ -140,6 +140,7 @@ class GatewaySettings(Model):
         "crash too); 0s: only when stopping",
     )  # fmt: skip
     icons: IconSettings = Field(default_factory=IconSettings, description="off: no prefix")
+    snapshot_store: StoreSettings | None = Field(None, description="replicas share one catalog")
     upstreams: list[UpstreamSettings] = Field(min_length=1)
 
     @field_validator("admin_token")
@@ -367,9 +368,8 @@ class MirrorSettings(Model):
 
     def overridden_by(self, view: MirrorSettings | None) -> MirrorSettings:
         """These mirrors with every key a view's `mirrors` names replaced by the view's."""
-        if view is None:
-            return self
-        return self.model_copy(update={key: getattr(view, key) for key in view.model_fields_set})
+        changes = {key: getattr(view, key) for key in view.model_fields_set} if view else {}
+        return self.model_copy(update=changes) if changes else self
 
 
 class ViewSettings(Rules):

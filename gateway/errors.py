@@ -17,6 +17,8 @@
     ├── FeedInvalid            an advisory feed that cannot be used (the last good one is kept)
     ├── HelperFailed           the helper process died or could not start: its work is undone
     ├── RedirectRefused        a redirect outside the configured location, or too many of them
+    ├── StoreError             the snapshot store could not be asked, or answered what it should not
+    │   └── LeaseLost              a conditional write to the store lost to another replica's
     └── RequestError           a request that cannot be answered; rendered as problem+json
         ├── BadRequest             400
         ├── Unauthorized           401, /admin without the right bearer token
@@ -197,6 +199,15 @@ class RedirectRefused(GatewayError):
 
     def __str__(self) -> str:
         return f"a redirect to {self.host}: {self.why}"
+
+
+class StoreError(GatewayError):
+    """The snapshot store (`snapshot_store`) could not be asked, or answered what it should
+    not; the message says which."""
+
+
+class LeaseLost(StoreError):
+    """A conditional write to the store lost: another replica wrote first."""
 
 
 class HelperFailed(GatewayError):

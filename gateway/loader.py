@@ -10,6 +10,7 @@ few lines expand to gigabytes, are refused, as is nesting deeper than `MAX_DEPTH
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -251,7 +252,14 @@ def _cross_checks(
                 listed = ", ".join(upstreams)
                 message = f"no upstream is named {value!r} in gateway.yaml (upstreams: {listed})"
                 issues.append(ConfigIssue(file, key, message))
+    if gateway is not None and gateway.snapshot_store is not None and not _has_s3_client():
+        needs = "needs the S3 client: pip install 'mcp-discovery-gateway[s3]'"
+        issues.append(ConfigIssue("gateway.yaml", "snapshot_store", needs))
     return issues
+
+
+def _has_s3_client() -> bool:
+    return importlib.util.find_spec("boto3") is not None
 
 
 def load_config(directory: Path | str) -> FederationConfig:

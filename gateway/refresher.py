@@ -32,11 +32,11 @@ from gateway.errors import Awaited
 from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.readers import Readers
-from gateway.registries.base import Check
 from gateway.released import release
 from gateway.sharing import Followed, Shared
 from gateway.snapshot import Builder, Snapshot, advisory_states, view_policies
 from gateway.status import GatewayStatus, gateway_status, upstream_statuses
+from gateway.triggers import Triggers
 from gateway.unpack import searched
 from gateway.verify import Verifier, sources
 
@@ -44,7 +44,7 @@ log = structlog.get_logger("gateway.refresher")
 READERS_WAIT = 10.0  # seconds a replaced catalog waits for the requests still reading it
 
 
-class Refresher:
+class Refresher(Triggers):
     """Owns the feeds, the sync tasks and the current snapshot of one gateway process."""
 
     def __init__(self, config: FederationConfig, session: aiohttp.ClientSession,
@@ -79,6 +79,8 @@ class Refresher:
         self.building: asyncio.Future[Snapshot] | None = None  # the last build's thread
         self._followed: list[Any] | None = None  # a following worker's search token, order
         self.reread: Callable[[], Awaitable[object]] | None = None  # its config, from its files
+        self.built_listeners: list[Callable[[Snapshot], None]] = []  # after each own build
+        self.syncing = False  # its upstreams (not when it serves another replica's catalogs)
 
     def feed(self, name: str) -> Feed:
         for feed in self.feeds:
@@ -95,7 +97,10 @@ class Refresher:
 
     def awaiting(self) -> list[Awaited]:
         """The upstreams a replica waits for: required ones with no data yet, with their last
-        errors (a following worker's: as the building worker last told them)."""
+        errors (a following worker's: as the building worker last told them; a replica that
+        serves the store's catalog waits for none)."""
+        if not self.syncing and not self.follows and self.snapshot is not None:
+            return []
         return [
             Awaited(upstream.name, upstream.last_error)
             for upstream in upstream_statuses(self)
@@ -124,11 +129,18 @@ class Refresher:
         """Serve the kept catalog if there is one, load persisted data, build and serve it
         at once if every upstream has some, start syncing. A following worker only serves
         the catalog kept, then each one the building worker offers."""
+        self.syncing = not self.follows
         await keeper.restore(self)
         if self.follows:
             self._background = background
             self._start_tasks()
             return
+        await self.start_own(background)
+
+    async def start_own(self, background: bool = True) -> None:
+        """Load persisted data, build and serve it if every upstream has some, start syncing
+        (after `start`, or when a replica stops following the store: see `replicas`)."""
+        self.syncing = True
         for feed in self.feeds:
             await feed.restore(self.config.gateway.state_dir)
         # The first catalog already applies what the advisory feeds say (a feed that cannot
@@ -139,13 +151,20 @@ class Refresher:
         self._background = background
         self._start_tasks()
 
+    def index_in_background(self) -> None:
+        """Bring the search index up to each catalog swapped in, in a task (one)."""
+        if not any(task.get_name() == "search-indexer" for task in self._tasks):
+            self._tasks.append(asyncio.create_task(self._index_loop(), name="search-indexer"))
+
     def _start_tasks(self) -> None:
         if not self._background:
             return
-        self._tasks.append(asyncio.create_task(self._index_loop(), name="search-indexer"))
+        self.index_in_background()
         if self.shared is not None and self.follows:  # serves what another worker builds
             prepare = partial(searched, search=self.builder.search)
-            self._tasks.append(asyncio.create_task(self.shared.follow(prepare, self._take)))
+            self._tasks.append(
+                asyncio.create_task(self.shared.follow(prepare, self.take, self._ready))
+            )
             return
         self._tasks += [asyncio.create_task(self._build_loop(), name="catalog-builder"),
                         asyncio.create_task(keeper.every_build(self, self._unkept))]  # fmt: skip
@@ -281,14 +300,18 @@ class Refresher:
         if self.shared is not None:  # the other workers read it back; all swap it together
             await self.shared.publish(snapshot)
         await self._swap(snapshot, started)
+        for listener in self.built_listeners:
+            listener(snapshot)
         return snapshot
 
-    async def _take(self, followed: Followed) -> None:
+    async def take(self, followed: Followed) -> None:
         """Serve a catalog the building worker offered (read back, see `sharing`)."""
         snapshot, *self._followed = followed
+        await self._swap(snapshot, time.monotonic())
+
+    async def _ready(self, snapshot: Snapshot) -> None:
         if snapshot.config != self.builder.fingerprint and self.reread is not None:
             await self.reread()  # built with another: the one on disk, as the builder read it
-        await self._swap(snapshot, time.monotonic())
 
     async def _swap(self, snapshot: Snapshot, started: float) -> None:
         replaced, self.snapshot = self.snapshot, snapshot
@@ -351,50 +374,3 @@ class Refresher:
             self._dirty.clear()
             if self._may_build():
                 await self.rebuild_now()
-
-    def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:
-        """Versions held back by `min_age` appear by themselves once old enough."""
-        if self._cooldown is not None:
-            self._cooldown.cancel()
-        delay = None if when is None else max((when - datetime.now(UTC)).total_seconds(), 0) + 0.001
-        loop = asyncio.get_running_loop()
-        self._cooldown = None if delay is None else loop.call_later(delay, self._dirty.set)
-
-    # -- mirror verification -----------------------------------------------------------------
-
-    def _start_verification(self, checks: frozenset[Check]) -> None:
-        if self._verifying is not None and not self._verifying.done():
-            return  # the running round's rebuild will collect what is still pending
-        self._verifying = asyncio.create_task(self.verify(checks), name="mirror-verification")
-
-    async def verify(self, checks: frozenset[Check] | None = None) -> int:
-        """Ask the mirrors what the snapshot still needs to know; rebuild when answers came."""
-        if checks is None:
-            checks = self.snapshot.pending if self.snapshot else frozenset()
-        fetched = await self.verifier.run(checks)
-        log.info("mirrors_verified", checks=len(checks), fetched=fetched)
-        if fetched:
-            self._dirty.set()
-        return fetched
-
-    async def refresh_advisories(self, force: bool = False) -> bool:
-        """Read the advisory feeds whose files changed; rebuild when what they say did."""
-        changed = await self.advisories.refresh(force)
-        if changed:
-            self._dirty.set()
-        return changed
-
-    async def _advisory_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.advisories.interval())
-            try:
-                await self.refresh_advisories()
-            except Exception:  # the loop goes on: the last good feeds stay in use
-                log.exception("advisory_refresh_failed")
-
-    async def _reverify_loop(self) -> None:
-        """Answers age out (`Verifier.due`): a rebuild then finds them pending and asks again."""
-        while True:
-            await asyncio.sleep(self.verifier.tick)
-            if self.verifier.due():
-                self._dirty.set()

@@ -49,6 +49,7 @@ log = structlog.get_logger("gateway.sharing")
 LOAD_WAIT = 60.0  # seconds the building worker waits for the others to read a catalog
 POLL = 0.1  # seconds between looks for a new catalog offered
 SWAP_POLL = 0.002  # seconds between looks for the catalog read back to be named current
+SWAP_WAIT = 5.0  # seconds the building worker waits for the others to swap a catalog named
 MAX_NOTE = 4 << 20  # bytes of any small file here (the upstreams' status is the largest)
 SOCKET = "leader.sock"
 LOCK = "run.lock"
@@ -154,7 +155,7 @@ class Shared:
         path = self._path(f"catalog.{generation}.pack")
         started = time.monotonic()
         stop = threading.Event()
-        writing = asyncio.ensure_future(asyncio.to_thread(_pack, path, snapshot, stop))
+        writing = asyncio.ensure_future(asyncio.to_thread(pack_file, path, snapshot, stop))
         try:
             size = await asyncio.shield(writing)
         except asyncio.CancelledError:
@@ -180,6 +181,12 @@ class Shared:
         if unread:  # they serve the catalog before until one they can read
             log.error("shared_catalog_unreadable", workers=unread)
         _note(self._path("current.json"), _Note(generation=generation))
+        # Answered (a sync, a reload) once every worker serves it: they swap within moments.
+        swapping = {w for w in others - waiting if self._loaded(w, generation)}
+        deadline = time.monotonic() + SWAP_WAIT
+        while swapping and time.monotonic() < deadline:
+            await asyncio.sleep(SWAP_POLL)
+            swapping = {w for w in swapping if not self._swapped(w, generation)}
         self._forget_published()
         self.published = path
         log.info("shared_catalog_offered", bytes=size, packed_ms=round(packed * 1000, 1),
@@ -189,6 +196,10 @@ class Shared:
         if self.published is not None:
             self.published.unlink(missing_ok=True)  # a worker still reading it keeps it open
             self.published = None
+
+    def _swapped(self, worker: int, generation: str) -> bool:
+        swapped = _read(self._path(f"swapped.{worker}.json"), _Loaded)
+        return swapped is not None and swapped.generation == generation
 
     def _loaded(self, worker: int, generation: str) -> bool | None:
         """Whether a worker read a generation back (None: it has not said yet)."""
@@ -228,17 +239,20 @@ class Shared:
         self,
         prepare: Callable[[Snapshot], Followed],
         take: Callable[[Followed], Awaitable[None]],
+        ready: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
-        """Read back each catalog offered (then `prepare` it, in the same thread) and `take`
-        it once it is named current."""
+        """Read back each catalog offered (then `prepare` it, in the same thread, and make
+        `ready` for it), say so, `take` it once it is named current, and say so."""
         seen: str | None = None
         while True:
             offer = _read(self._path("offered.json"), _Offer)
             if offer is not None and offer.generation != seen and self._ours(offer.generation):
                 seen = offer.generation
-                followed = await self._load(offer, prepare)
+                followed = await self._load(offer, prepare, ready)
                 if followed is not None and await self._named(offer.generation):
                     await take(followed)
+                    _note(self._path(f"swapped.{self.worker}.json"),
+                          _Loaded(generation=offer.generation, loaded=True))  # fmt: skip
                 del followed
             await asyncio.sleep(POLL)
 
@@ -246,11 +260,16 @@ class Shared:
         return generation.startswith(f"{self.run.token}.")
 
     async def _load(
-        self, offer: _Offer, prepare: Callable[[Snapshot], Followed]
+        self,
+        offer: _Offer,
+        prepare: Callable[[Snapshot], Followed],
+        ready: Callable[[Snapshot], Awaitable[None]] | None,
     ) -> Followed | None:
         path = self._path(offer.file)
         try:
             followed: Followed | None = await asyncio.to_thread(lambda: prepare(kept.read(path)))
+            if followed is not None and ready is not None:
+                await ready(followed[0])
         except (StateError, OSError) as exc:
             log.error("shared_catalog_unreadable", path=str(path), error=str(exc))
             followed = None
@@ -272,7 +291,7 @@ class Shared:
         return False
 
 
-def _pack(path: Path, snapshot: Snapshot, stop: threading.Event) -> int:
+def pack_file(path: Path, snapshot: Snapshot, stop: threading.Event | None = None) -> int:
     """Write the snapshot packed to `path` (renamed in place whole; not flushed to disk: it
     lives as long as the run)."""
     sizes: list[int] = []

@@ -1,0 +1,267 @@
+"""Replicas that share one catalog through object storage (gateway.yaml `snapshot_store`, see
+`store`): one replica holds the lease, syncs every upstream, builds, and puts each catalog it
+builds in the store; the others make no upstream request, and serve each catalog it put there.
+
+- At start every replica serves the catalog it kept (`keeper`), then the store's current one if
+  this config built it: a new replica during an upstream outage starts from the store, and
+  that counts as data for readiness.
+- The lease is taken by conditional PUT (If-None-Match: * where there is none, If-Match: the
+  expired lease's ETag), held for `lease` and renewed at a third of it; a replica whose holder
+  stopped renewing (a crash) takes it over once it has expired.
+- A replica that follows falls back to syncing itself (and stays so) when the store cannot be
+  read for `stale_after`, or its catalog was built with another config, or cannot be read. It
+  still takes the lease when it is free, and then puts its catalogs in the store too.
+- The holder that loses its lease (it could not renew in time) goes on syncing itself and
+  stops writing to the store until it holds the lease again.
+
+Nothing here runs without the option: the gateway is then as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import socket
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway import __version__, keeper, kept
+from gateway.errors import KeptForOther, LeaseLost, StateError, Stopped, StoreError
+from gateway.sharing import Followed, pack_file
+from gateway.store import Current, Lease, Store
+from gateway.unpack import searched
+
+if TYPE_CHECKING:
+    from gateway.config import FederationConfig
+    from gateway.refresher import Refresher
+    from gateway.snapshot import Snapshot
+    from gateway.store_config import StoreSettings
+
+log = structlog.get_logger("gateway.replicas")
+
+# What differs from replica to replica without changing the catalog: left out of what tells
+# whether a catalog in the store was built with this replica's config.
+PER_REPLICA = frozenset({
+    "listen", "state_dir", "log_format", "log_level", "access_log", "admin_token",
+    "watch_config", "keep_catalog", "keep_catalog_every", "snapshot_store",
+})  # fmt: skip
+
+
+def catalog_fingerprint(config: FederationConfig) -> str:
+    """The gateway's version and every setting that shapes the catalog (secrets as asterisks):
+    replicas share catalogs only when theirs are equal."""
+    settings = config.model_dump_json(exclude={"directory": True, "gateway": set(PER_REPLICA)})
+    return hashlib.sha256(f"{__version__}\n{settings}".encode()).hexdigest()
+
+
+class Replica:
+    """One replica's part: the lease, the catalogs it puts in the store or serves from it."""
+
+    def __init__(self, refresher: Refresher, settings: StoreSettings, store: Store) -> None:
+        self.refresher, self.settings, self.store = refresher, settings, store
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"[:200]
+        self.holding: str | None = None  # the lease's ETag while this replica holds it
+        self.held_until = 0.0  # monotonic: when the lease it holds expires
+        self.own = False  # syncing itself (holding the lease, or fallen back)
+        self.seen: str | None = None  # the ETag of the last current.json read
+        self.answered = time.monotonic()  # when the store last answered
+        self.reached = False  # whether it ever did
+        self._token, self._generations = secrets.token_hex(8), 0
+        self._put: asyncio.Event = asyncio.Event()  # a catalog built, not yet put
+        self._task: asyncio.Task[None] | None = None
+        self._putting: asyncio.Task[None] | None = None
+
+    @property
+    def role(self) -> str:
+        return "builds" if self.holding else ("syncs itself" if self.own else "follows")
+
+    async def start(self, background: bool = True) -> None:
+        """What `Refresher.start` does, with the store: see the module's docstring."""
+        await keeper.restore(self.refresher)
+        state_dir = self.refresher.config.gateway.state_dir
+        for left in state_dir.glob(".store-*.pack"):  # of a run that ended on its way
+            left.unlink(missing_ok=True)
+        self.refresher.built_listeners.append(lambda _: self._put.set())
+        if background:
+            self.refresher.index_in_background()  # searches of the catalogs it serves
+        await self._follow(first=True)
+        if await self._take_lease():
+            await self._go_own("holds the lease")
+            self._put.set()  # what it serves, in the store (a build puts its own again)
+        elif not self.reached:  # a store down at start is not waited for
+            await self._go_own("the store cannot be reached")
+        if background:
+            self._task = asyncio.create_task(self._loop(), name="replica")
+            self._putting = asyncio.create_task(self._put_loop(), name="replica-put")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._putting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self.answered > self.settings.stale_after
+
+    async def _go_own(self, why: str) -> None:
+        if self.own:
+            return
+        self.own = True
+        log.info("replica_syncs_itself", why=why, holding=self.holding is not None)
+        await self.refresher.start_own(background=True)
+
+    async def _loop(self) -> None:
+        renew = self.settings.lease / 3
+        while True:
+            await asyncio.sleep(min(self.settings.poll, renew))
+            try:
+                if self.holding:
+                    if time.monotonic() > self.held_until - 2 * renew:
+                        await self._take_lease()
+                    continue
+                if not self.own:
+                    await self._follow()
+                if not self.holding and await self._take_lease():
+                    await self._go_own("holds the lease")
+                    self._put.set()
+            except Exception:  # the loop goes on: a store down is a store down
+                log.exception("replica_step_failed")
+            if not self.own and self._stale():
+                await self._go_own(f"the store has not answered for {self.settings.stale_after}s")
+
+    # -- the lease -----------------------------------------------------------------------------
+
+    async def _take_lease(self) -> bool:
+        """Take or renew the lease if it is free, expired or ours; whether this replica holds
+        it now."""
+        now = datetime.now(UTC)
+        lease = Lease(holder=self.name, expires=now + timedelta(seconds=self.settings.lease))
+        try:
+            found = await asyncio.to_thread(self.store.lease)
+            self.answered, self.reached = time.monotonic(), True
+            over = None
+            if found is not None:
+                held, etag = found
+                if held.holder != self.name and held.expires > now:
+                    if self.holding:
+                        log.warning("replica_lease_lost", holder=held.holder)
+                    self.holding = None
+                    return False
+                over = etag
+            started = time.monotonic()
+            self.holding = await asyncio.to_thread(self.store.take_lease, lease, over)
+            self.held_until = started + self.settings.lease
+            return True
+        except LeaseLost:
+            self.holding = None
+            return False
+        except StoreError as exc:
+            log.warning("replica_store_failed", step="lease", error=str(exc))
+            if self.holding and time.monotonic() > self.held_until:
+                self.holding = None  # it may be someone else's by now
+            return self.holding is not None
+
+    # -- following -----------------------------------------------------------------------------
+
+    async def _follow(self, first: bool = False) -> None:
+        """Serve the store's current catalog if it is new (and this config built it)."""
+        try:
+            found = await asyncio.to_thread(self.store.current, self.seen)
+        except StoreError as exc:
+            log.warning("replica_store_failed", step="current", error=str(exc))
+            return
+        self.answered, self.reached = time.monotonic(), True
+        if found is None:
+            return
+        current, self.seen = found
+        refresher = self.refresher
+        if current.fingerprint != catalog_fingerprint(refresher.config):
+            log.warning("replica_catalog_other_config", generation=current.generation)
+            if not first:
+                await self._go_own("the store's catalog was built with another config")
+            return
+        started = time.monotonic()
+        try:
+            followed = await asyncio.to_thread(self._fetch, current)
+        except FileNotFoundError:  # replaced meanwhile: the next look finds the new one
+            self.seen = None
+            return
+        except (StoreError, StateError, KeptForOther, OSError) as exc:
+            log.error("replica_catalog_unreadable", generation=current.generation, error=str(exc))
+            if not first:
+                await self._go_own("the store's catalog could not be read")
+            return
+        shared = refresher.shared
+        if shared is not None and shared.builds:  # this replica's other workers read it too
+            await shared.publish(followed[0])
+        await refresher.take(followed)
+        log.info("replica_catalog_served", generation=current.generation, bytes=current.size,
+                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+
+    def _fetch(self, current: Current) -> Followed:
+        """Download and read back a catalog (blocking: a worker thread)."""
+        path = self._spare()
+        try:
+            self.store.fetch(current, path)
+            snapshot = kept.read(path)  # built with this config: `current.fingerprint` said
+        finally:
+            path.unlink(missing_ok=True)
+        return searched(snapshot, self.refresher.builder.search)
+
+    def _spare(self) -> Path:
+        """A new file in `state_dir` for a catalog on its way (blocking)."""
+        state_dir = self.refresher.config.gateway.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=state_dir, prefix=".store-", suffix=".pack")
+        os.close(fd)
+        return Path(name)
+
+    # -- putting -------------------------------------------------------------------------------
+
+    async def _put_loop(self) -> None:
+        """Put each catalog this replica builds in the store while it holds the lease (the
+        newest only, when builds come faster than puts)."""
+        previous: list[str] = []  # keys put before, the newest last
+        while True:
+            await self._put.wait()
+            self._put.clear()
+            snapshot = self.refresher.snapshot
+            if not self.holding or snapshot is None:
+                continue
+            try:
+                await self._put_one(snapshot, previous)
+            except (StoreError, OSError, Stopped) as exc:
+                log.error("replica_put_failed", error=str(exc))
+
+    async def _put_one(self, snapshot: Snapshot, previous: list[str]) -> None:
+        self._generations += 1
+        generation = f"{self._token}.{self._generations}"
+        started = time.monotonic()
+        path = await asyncio.to_thread(self._spare)
+        try:
+            with self.refresher.readers.reading(snapshot):
+                size = await asyncio.to_thread(pack_file, path, snapshot)
+            current = Current(generation=generation, key=f"catalogs/{generation}.pack",
+                              built_at=snapshot.built_at,
+                              fingerprint=catalog_fingerprint(self.refresher.config),
+                              size=size)  # fmt: skip
+            if not await self._take_lease():  # still ours, right before it is named
+                return
+            await asyncio.to_thread(self.store.put_catalog, path, current)
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        previous.append(current.key)
+        while len(previous) > 2:  # the one before stays: a replica may be reading it
+            with contextlib.suppress(StoreError, FileNotFoundError):
+                await asyncio.to_thread(self.store.remove, previous.pop(0))
+        log.info("replica_catalog_put", generation=generation, bytes=size,
+                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip

@@ -1,0 +1,179 @@
+"""The snapshot store's objects on S3-compatible storage (`snapshot_store`), through boto3 (the
+optional `s3` extra). Blocking calls: `replicas` runs them in worker threads.
+
+Under the configured prefix:
+
+    lease.json        {"holder": ..., "expires": ...}: the replica that syncs and builds, until
+                      then; taken by conditional PUT (If-None-Match: * when there is none,
+                      If-Match: the expired one's ETag), so two replicas never both win it
+    current.json      {"generation", "key", "builtAt", "fingerprint", "size"}: the catalog to serve
+    catalogs/<generation>.pack   a catalog in the kept catalog's format (`packed`)
+
+Every answer is read as hostile: bounded, of one exact shape, a catalog's key only under the
+prefix, its size announced and checked; credentials go only to the configured endpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import LeaseLost, StoreError
+from gateway.store_config import StoreSettings
+
+MAX_NOTE = 64 * 1024  # bytes of lease.json or current.json
+GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
+_CATALOG_KEY = re.compile(rf"catalogs/{GENERATION}\.pack")
+
+
+class _Note(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class Lease(_Note):
+    holder: str = Field(max_length=200)
+    expires: datetime
+
+
+class Current(_Note):
+    generation: str = Field(pattern=rf"\A{GENERATION}\z")
+    key: str = Field(max_length=600)
+    built_at: datetime = Field(alias="builtAt")
+    fingerprint: str = Field(max_length=200)
+    size: int = Field(ge=0)
+
+
+def client_for(settings: StoreSettings) -> Any:
+    """A boto3 S3 client for the configured endpoint (ImportError without the extra)."""
+    import boto3
+    from botocore.config import Config
+
+    keys = {}
+    if settings.access_key_id is not None and settings.secret_access_key is not None:
+        keys = {
+            "aws_access_key_id": settings.access_key_id.get_secret_value(),
+            "aws_secret_access_key": settings.secret_access_key.get_secret_value(),
+        }
+    config = Config(
+        connect_timeout=settings.timeout, read_timeout=settings.timeout,
+        retries={"max_attempts": 2, "mode": "standard"}, s3={"addressing_style": "path"},
+    )  # fmt: skip
+    return boto3.session.Session().client(
+        "s3", endpoint_url=settings.endpoint, region_name=settings.region, config=config, **keys
+    )
+
+
+class Store:
+    """The store's objects, one call each (blocking)."""
+
+    def __init__(self, settings: StoreSettings, client: Any = None) -> None:
+        self.settings = settings
+        self._client = client if client is not None else client_for(settings)
+        self.bucket, self.prefix = settings.bucket, settings.prefix
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+        )
+
+        try:
+            return getattr(self._client, operation)(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 412:
+                raise LeaseLost() from exc
+            if status == 304:
+                return None
+            if status == 404:
+                raise FileNotFoundError(kwargs.get("Key", "")) from exc
+            code = exc.response.get("Error", {}).get("Code", status)
+            raise StoreError(f"{operation}: {code}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+
+    def _note(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str] | None:
+        """An object's bytes and ETag (None: unchanged since `if_none_match`)."""
+        extra = {"IfNoneMatch": if_none_match} if if_none_match else {}
+        answer = self._call("get_object", Key=self.prefix + key, **extra)
+        if answer is None:
+            return None
+        if int(answer.get("ContentLength", 0)) > MAX_NOTE:
+            answer["Body"].close()
+            raise StoreError(f"{key} is larger than {MAX_NOTE} bytes")
+        body: bytes = answer["Body"].read(MAX_NOTE + 1)
+        if len(body) > MAX_NOTE:
+            raise StoreError(f"{key} is larger than {MAX_NOTE} bytes")
+        return body, str(answer["ETag"])
+
+    def lease(self) -> tuple[Lease, str] | None:
+        """The lease and its ETag (None: nobody has ever held it)."""
+        try:
+            found = self._note("lease.json")
+        except FileNotFoundError:
+            return None
+        assert found is not None
+        try:
+            return Lease.model_validate_json(found[0]), found[1]
+        except ValidationError as exc:
+            raise StoreError(f"lease.json is not a lease ({exc.error_count()} errors)") from exc
+
+    def take_lease(self, lease: Lease, over: str | None) -> str:
+        """Write the lease over the one with ETag `over` (None: where there is none); its new
+        ETag. `LeaseLost` when another replica wrote it first."""
+        condition = {"IfMatch": over} if over else {"IfNoneMatch": "*"}
+        answer = self._call("put_object", Key=self.prefix + "lease.json",
+                            Body=lease.model_dump_json().encode(), **condition)  # fmt: skip
+        return str(answer["ETag"])
+
+    def current(self, etag: str | None = None) -> tuple[Current, str] | None:
+        """The catalog to serve and the ETag of what says so (None: none yet, or unchanged
+        since `etag`)."""
+        try:
+            found = self._note("current.json", etag)
+        except FileNotFoundError:
+            return None
+        if found is None:
+            return None
+        try:
+            current = Current.model_validate_json(found[0])
+        except ValidationError as exc:
+            raise StoreError(
+                f"current.json is not a catalog's ({exc.error_count()} errors)"
+            ) from exc
+        if _CATALOG_KEY.fullmatch(current.key) is None:
+            raise StoreError("current.json names a key outside catalogs/")
+        if current.size > self.settings.max_catalog:
+            raise StoreError(f"the catalog is larger than max_catalog ({current.size} bytes)")
+        return current, found[1]
+
+    def put_catalog(self, path: Path, current: Current) -> None:
+        """Upload a catalog file, then name it current."""
+        with path.open("rb") as file:
+            self._call("put_object", Key=self.prefix + current.key, Body=file,
+                       ContentLength=current.size)  # fmt: skip
+        self._call("put_object", Key=self.prefix + "current.json",
+                   Body=current.model_dump_json(by_alias=True).encode())  # fmt: skip
+
+    def remove(self, key: str) -> None:
+        self._call("delete_object", Key=self.prefix + key)
+
+    def fetch(self, current: Current, path: Path) -> None:
+        """Download the current catalog to `path`, no more than its announced size."""
+        answer = self._call("get_object", Key=self.prefix + current.key)
+        if int(answer.get("ContentLength", -1)) != current.size:
+            answer["Body"].close()
+            raise StoreError("the catalog's size is not the one current.json announced")
+        body, left = answer["Body"], current.size
+        with path.open("wb") as out:
+            while left > 0:
+                chunk = body.read(min(left, 1 << 20))
+                if not chunk:
+                    raise StoreError("the catalog ended early")
+                out.write(chunk)
+                left -= len(chunk)
+        body.close()

@@ -1,0 +1,77 @@
+"""What makes a refresher build again besides a sync: held-back versions coming of age,
+mirror answers, advisory feeds (a base of `Refresher`, which owns the state they read)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway.registries.base import Check
+
+if TYPE_CHECKING:
+    from gateway.advisories import Feeds
+    from gateway.snapshot import Snapshot
+    from gateway.verify import Verifier
+
+log = structlog.get_logger("gateway.refresher")
+
+
+class Triggers:
+    """Rebuilds asked for by time, the mirrors and the advisory feeds: they set `_dirty`."""
+
+    snapshot: Snapshot | None
+    verifier: Verifier
+    advisories: Feeds
+    _dirty: asyncio.Event
+    _cooldown: asyncio.TimerHandle | None
+    _verifying: asyncio.Task[int] | None
+
+    def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:
+        """Versions held back by `min_age` appear by themselves once old enough."""
+        if self._cooldown is not None:
+            self._cooldown.cancel()
+        delay = None if when is None else max((when - datetime.now(UTC)).total_seconds(), 0) + 0.001
+        loop = asyncio.get_running_loop()
+        self._cooldown = None if delay is None else loop.call_later(delay, self._dirty.set)
+
+    # -- mirror verification -----------------------------------------------------------------
+
+    def _start_verification(self, checks: frozenset[Check]) -> None:
+        if self._verifying is not None and not self._verifying.done():
+            return  # the running round's rebuild will collect what is still pending
+        self._verifying = asyncio.create_task(self.verify(checks), name="mirror-verification")
+
+    async def verify(self, checks: frozenset[Check] | None = None) -> int:
+        """Ask the mirrors what the snapshot still needs to know; rebuild when answers came."""
+        if checks is None:
+            checks = self.snapshot.pending if self.snapshot else frozenset()
+        fetched = await self.verifier.run(checks)
+        log.info("mirrors_verified", checks=len(checks), fetched=fetched)
+        if fetched:
+            self._dirty.set()
+        return fetched
+
+    async def refresh_advisories(self, force: bool = False) -> bool:
+        """Read the advisory feeds whose files changed; rebuild when what they say did."""
+        changed = await self.advisories.refresh(force)
+        if changed:
+            self._dirty.set()
+        return changed
+
+    async def _advisory_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.advisories.interval())
+            try:
+                await self.refresh_advisories()
+            except Exception:  # the loop goes on: the last good feeds stay in use
+                log.exception("advisory_refresh_failed")
+
+    async def _reverify_loop(self) -> None:
+        """Answers age out (`Verifier.due`): a rebuild then finds them pending and asks again."""
+        while True:
+            await asyncio.sleep(self.verifier.tick)
+            if self.verifier.due():
+                self._dirty.set()

@@ -1,0 +1,371 @@
+"""Replicas share one catalog through S3-compatible storage (`snapshot_store`): a real S3 API
+server on loopback (moto in server mode, which supports conditional PUT), real gateway
+processes with state directories of their own, fake registries on loopback counting requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+
+from gateway.errors import ConfigError, StoreError
+from gateway.store import Current, Store
+from gateway.store_config import StoreSettings
+from tests.conftest import free_port, write_config
+from tests.fakes import FakeRegistry, server_entry
+from tests.test_replicas import _catalog
+
+pytestmark = [pytest.mark.timeout(120)]
+
+MOTO = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+needs_moto = pytest.mark.skipif(
+    MOTO is None and os.environ.get("CI") != "true",
+    reason="moto's S3 server is not installed: pip install -e '.[test]' (.ci/run does)",
+)
+BUCKET = "catalogs"
+TOKEN = "store-admin-token"
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """moto's S3 API server on loopback, with the bucket made: its URL and process."""
+    assert MOTO is not None, "moto_server is missing: pip install -e '.[test]'"
+    port = free_port()
+    process = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        store = _client(url)
+        for _ in range(100):
+            try:
+                store.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _client(url: str) -> Any:
+    return Store(_settings(url))._client
+
+
+def _settings(url: str, **extra: Any) -> StoreSettings:
+    return StoreSettings.model_validate({
+        "url": f"s3://{BUCKET}/gw", "endpoint": url, "access_key_id": "test",
+        "secret_access_key": "test", **extra,
+    })  # fmt: skip
+
+
+class Replica:
+    """A `serve` process of its own state directory; its stderr (JSON lines) in a file."""
+
+    def __init__(self, config: Path, name: str) -> None:
+        self.log = config.parent / f"{name}.log"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        with self.log.open("wb") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+                 "--listen", f"127.0.0.1:{self.port}",
+                 "--state-dir", str(config.parent / f"state-{name}")],
+                stdout=subprocess.DEVNULL, stderr=sink,
+            )  # fmt: skip
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log.read_bytes().splitlines():
+            if f'"event":"{event}"'.encode() in line:
+                found.append(orjson.loads(line))
+        return found
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def _get(url: str) -> tuple[int, bytes, str | None]:
+    connector = aiohttp.TCPConnector(force_close=True)
+    try:
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(url, headers={"Accept-Encoding": "identity"}) as response,
+        ):
+            return response.status, await response.read(), response.headers.get("ETag")
+    except aiohttp.ClientError:
+        return 0, b"", None
+
+
+async def _until(check: Any, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("not within the time")
+
+
+def _config(directory: Path, registry: FakeRegistry, s3: str, **store: Any) -> Path:
+    directory.mkdir(parents=True)
+    gateway = {
+        "log_format": "json", "watch_config": "0s", "log_level": "info", "admin_token": TOKEN,
+        "upstreams": [{"name": "official", "url": registry.url, "refresh": "1s"}],
+        "snapshot_store": {"url": f"s3://{BUCKET}/gw", "endpoint": s3, "access_key_id": "test",
+                           "secret_access_key": "test", "lease": "3s", "poll": "0.2s",
+                           "stale_after": "2s", **store},
+    }  # fmt: skip
+    (directory / "gateway.yaml").write_text(yaml.safe_dump(gateway), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture
+def store_url() -> Iterator[str]:
+    if MOTO is None:
+        pytest.skip("moto's S3 server is not installed")
+    with s3_server() as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def replicas(tmp_path: Path, store_url: str, count: int) -> AsyncIterator[Any]:
+    registry = await FakeRegistry(_catalog("io.github.acme", 30)).start()
+    config = _config(tmp_path / "config", registry, store_url)
+    started = []
+    try:
+        for index in range(count):
+            started.append(Replica(config, f"r{index}"))
+            await asyncio.sleep(0.5)  # the first one takes the lease
+        for replica in started:
+            await _until(lambda r=replica: _ready(r))
+        yield registry, started, config
+    finally:
+        for replica in started:
+            replica.stop()
+        await registry.stop()
+
+
+async def _ready(replica: Replica) -> bool:
+    return (await _get(replica.base + "/readyz"))[0] == 200
+
+
+async def _same(replicas: list[Replica], route: str) -> bool:
+    answers = {await _get(r.base + route) for r in replicas}
+    return len(answers) == 1 and next(iter(answers))[0] == 200
+
+
+@needs_moto
+async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with replicas(tmp_path, store_url, 2) as (registry, (first, second), _):
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        for route in ("/v0.1/servers?limit=7", "/v0.1/servers?version=latest",
+                      "/v0.1/servers/io.github.acme%2Fserver-003/versions"):  # fmt: skip
+            assert await _same([first, second], route), route
+        await asyncio.sleep(1.2)  # lines are written at least every second
+        assert [e["why"] for e in first.events("replica_syncs_itself")] == ["holds the lease"]
+        assert second.events("replica_syncs_itself") == []
+        assert second.events("replica_catalog_served")
+        synced = {r.log.name for r in (first, second) if r.events("upstream_synced")}
+        assert synced == {first.log.name}  # only the holder asks the upstream
+
+        async def indexed() -> bool:  # its searches use the index, not a scan of the catalog
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(second.base + "/admin/status",
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as answer,
+            ):  # fmt: skip
+                status = await answer.json()
+            return bool(status["search"]["indexed"]) and status["awaiting"] == []
+
+        await _until(indexed)
+
+        # A change upstream reaches the replica that follows through the store.
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        registry.put(server_entry("io.github.acme/fresh", "1.0.0", published=now))
+
+        async def fresh() -> bool:
+            status, body, _ = await _get(second.base + "/v0.1/servers?search=fresh")
+            return status == 200 and b"io.github.acme/fresh" in body
+
+        await _until(fresh)
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+
+
+@needs_moto
+async def test_a_crashed_holder_is_replaced_once_its_lease_expires(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with replicas(tmp_path, store_url, 2) as (registry, (first, second), _):
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        killed = time.monotonic()
+
+        async def took_over() -> bool:
+            return any(e["why"] == "holds the lease" for e in second.events("replica_syncs_itself"))
+
+        await _until(took_over, 20)
+        assert time.monotonic() - killed >= 1.0  # not before the lease expired (3 s after renewal)
+        before = len(registry.requests)
+        await asyncio.sleep(2.5)  # it syncs now (refresh: 1s)
+        assert len(registry.requests) > before
+
+
+@needs_moto
+async def test_a_new_replica_during_an_upstream_outage_starts_from_the_store(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with replicas(tmp_path, store_url, 1) as (registry, (first,), config):
+        await _until(lambda: _put(first))
+        _, expected, etag = await _get(first.base + "/v0.1/servers?limit=100")
+        first.stop()
+        await registry.stop()  # the upstream is down from now on
+        late = Replica(config, "late")
+        try:
+            await _until(lambda: _ready(late))  # ready from the store's catalog
+            status, body, late_etag = await _get(late.base + "/v0.1/servers?limit=100")
+            assert status == 200
+            assert body == expected
+            assert late_etag == etag
+        finally:
+            late.stop()
+
+
+async def _put(replica: Replica) -> bool:
+    return bool(replica.events("replica_catalog_put"))
+
+
+@needs_moto
+async def test_a_store_that_goes_down_leaves_each_replica_syncing_itself(
+    tmp_path: Path,
+) -> None:
+    with s3_server() as (url, server):
+        async with replicas(tmp_path, url, 2) as (_, (first, second), _):
+            await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+            await asyncio.sleep(1.2)
+            assert second.events("replica_syncs_itself") == []
+            server.terminate()  # the store is down from now on
+            server.wait()
+            down = time.monotonic()
+
+            async def fell_back() -> bool:
+                return bool(second.events("replica_syncs_itself"))
+
+            await _until(fell_back, 20)
+            assert time.monotonic() - down >= 1.5  # after stale_after (2 s), not at once
+            assert "has not answered" in second.events("replica_syncs_itself")[0]["why"]
+            await asyncio.sleep(2.5)
+            assert second.events("upstream_synced")  # it asks the upstream itself now
+            assert await _ready(second)
+            assert await _ready(first)
+
+
+# -- the store's answers are read as hostile ---------------------------------------------------
+
+
+@needs_moto
+def test_current_naming_a_key_outside_the_catalogs_is_refused(store_url: str) -> None:
+    store = Store(_settings(store_url))
+    client = store._client
+    good = {"generation": "0123456789abcdef.1", "builtAt": "2026-12-01T00:00:00Z",
+            "fingerprint": "x", "size": 10}  # fmt: skip
+    for key in ("../lease.json", "catalogs/../lease.json", "lease.json", "catalogs/x.pack"):
+        body = orjson.dumps({**good, "key": key})
+        client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=body)
+        with pytest.raises(StoreError, match="outside catalogs"):
+            store.current()
+    client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=b"{" + b" " * (70 << 10) + b"}")
+    with pytest.raises(StoreError, match="larger than"):
+        store.current()
+    huge = {**good, "key": "catalogs/0123456789abcdef.1.pack", "size": 5 << 30}
+    client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=orjson.dumps(huge))
+    with pytest.raises(StoreError, match="max_catalog"):
+        store.current()
+
+
+@needs_moto
+def test_a_catalog_not_of_its_announced_size_is_refused(store_url: str, tmp_path: Path) -> None:
+    store = Store(_settings(store_url))
+    store._client.put_object(
+        Bucket=BUCKET, Key="gw/catalogs/0123456789abcdef.1.pack", Body=b"x" * 64
+    )
+    current = Current.model_validate_json(orjson.dumps({
+        "generation": "0123456789abcdef.1", "key": "catalogs/0123456789abcdef.1.pack",
+        "builtAt": "2026-12-01T00:00:00Z", "fingerprint": "x", "size": 32,
+    }))  # fmt: skip
+    with pytest.raises(StoreError, match="size"):
+        store.fetch(current, tmp_path / "c.pack")
+
+
+@needs_moto
+def test_the_lease_is_taken_by_one_writer_only(store_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.errors import LeaseLost
+    from gateway.store import Lease
+
+    store = Store(_settings(store_url))
+    lease = Lease(holder="a", expires=datetime.now(UTC) + timedelta(seconds=30))
+    etag = store.take_lease(lease, None)
+    with pytest.raises(LeaseLost):
+        store.take_lease(lease.model_copy(update={"holder": "b"}), None)  # there is one
+    later = lease.model_copy(update={"expires": lease.expires + timedelta(seconds=10)})
+    renewed = store.take_lease(later, etag)  # a renewal says until when: another ETag
+    with pytest.raises(LeaseLost):
+        store.take_lease(lease.model_copy(update={"holder": "b"}), etag)  # not the latest
+    found = store.lease()
+    assert found is not None
+    assert found[0].holder == "a"
+    assert found[1] == renewed
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+def test_a_store_location_that_is_not_an_s3_url_is_an_error_naming_it(tmp_path: Path) -> None:
+    for url in ("http://bucket/x", "s3://UPPER/x", "s3://b", "s3://bucket/x y", "s3://bucket\n"):
+        with pytest.raises(ConfigError, match="snapshot_store"):
+            write_config(tmp_path / str(abs(hash(url))), {
+                "upstreams": [{"name": "u", "url": "https://r.example.com"}],
+                "snapshot_store": {"url": url},
+            })  # fmt: skip
+    with pytest.raises(ConfigError, match="access_key_id"):
+        write_config(tmp_path / "keys", {
+            "upstreams": [{"name": "u", "url": "https://r.example.com"}],
+            "snapshot_store": {"url": "s3://bucket/x", "access_key_id": "only-one"},
+        })  # fmt: skip
+
+
+def test_a_store_without_the_s3_client_installed_is_an_error_saying_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway import loader
+
+    monkeypatch.setattr(loader, "_has_s3_client", lambda: False)
+    with pytest.raises(ConfigError, match=r"mcp-discovery-gateway\[s3\]"):
+        write_config(tmp_path / "c", {
+            "upstreams": [{"name": "u", "url": "https://r.example.com"}],
+            "snapshot_store": {"url": "s3://bucket/x"},
+        })  # fmt: skip
