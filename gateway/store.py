@@ -27,7 +27,7 @@ from gateway.store_config import StoreSettings
 
 MAX_NOTE = 64 * 1024  # bytes of lease.json or current.json
 GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
-_CATALOG_KEY = re.compile(rf"catalogs/{GENERATION}\.pack")
+CATALOG_KEY = re.compile(rf"catalogs/{GENERATION}\.pack")
 
 
 class _Note(BaseModel):
@@ -145,7 +145,7 @@ class Store:
             raise StoreError(
                 f"current.json is not a catalog's ({exc.error_count()} errors)"
             ) from exc
-        if _CATALOG_KEY.fullmatch(current.key) is None:
+        if CATALOG_KEY.fullmatch(current.key) is None:
             raise StoreError("current.json names a key outside catalogs/")
         if current.size > self.settings.max_catalog:
             raise StoreError(f"the catalog is larger than max_catalog ({current.size} bytes)")

@@ -1,0 +1,80 @@
+"""What workers and replicas share is read as hostile, whatever its bytes: the run's files of
+`serve --workers N` (`sharing`) and the snapshot store's notes (`store`) are taken only in their
+one exact shape (property tests of the class)."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from gateway import sharing
+from gateway.store import CATALOG_KEY, Current, Lease
+
+_TOKEN = "abcdefabcdefabcd"
+_GOOD = {"generation": f"{_TOKEN}.1", "file": f"catalog.{_TOKEN}.1.pack"}
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(st.sampled_from(["generation", "file", "loaded", "x"]),
+                        st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.booleans(),
+                                  st.none()), max_size=4).map(orjson.dumps),
+        st.tuples(st.sampled_from(sorted(_GOOD)), st.text(max_size=60)).map(
+            lambda change: orjson.dumps({**_GOOD, change[0]: change[1]})),
+    )
+)  # fmt: skip
+def test_an_offer_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
+    """Whatever bytes `offered.json` holds, it is read as an offer only when it is a JSON
+    object of exactly these two keys, a generation of the pattern and the catalog file that
+    generation names, with no separator or dot segment: never a path elsewhere."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "offered.json"
+        path.write_bytes(data)
+        offer = sharing._read(path, sharing._Offer)
+    if offer is None:
+        return
+    assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", offer.generation)
+    assert re.fullmatch(r"catalog\.[0-9a-f]{16}\.[0-9]{1,12}\.pack", offer.file)
+    assert "/" not in offer.file
+    assert set(orjson.loads(data)) == {"generation", "file"}
+
+
+_CURRENT = {"generation": f"{_TOKEN}.1", "key": f"catalogs/{_TOKEN}.1.pack",
+            "builtAt": "2026-12-01T00:00:00Z", "fingerprint": "f", "size": 1}  # fmt: skip
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.tuples(st.sampled_from(sorted(_CURRENT)),
+                  st.one_of(st.text(max_size=60), st.integers(-(2**63), 2**63 - 1), st.none())).map(
+            lambda change: orjson.dumps({**_CURRENT, change[0]: change[1]})),
+    )
+)  # fmt: skip
+def test_a_store_note_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
+    """current.json: exactly its keys and types (a key outside catalogs/ is refused by the
+    store after this parse: `CATALOG_KEY`); lease.json: a holder and a moment."""
+    try:
+        current = Current.model_validate_json(data)
+    except ValidationError:
+        pass
+    else:
+        assert set(orjson.loads(data)) == set(_CURRENT)
+        assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", current.generation)
+        assert current.size >= 0
+        if CATALOG_KEY.fullmatch(current.key):
+            assert current.key.startswith("catalogs/")
+            assert ".." not in current.key
+    try:
+        lease = Lease.model_validate_json(data)
+    except ValidationError:
+        return
+    assert set(orjson.loads(data)) == {"holder", "expires"}
+    assert len(lease.holder) <= 200
