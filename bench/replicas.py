@@ -1,0 +1,157 @@
+"""Two replicas sharing one catalog through S3-compatible storage (`snapshot_store`), as users
+run them: what the one that follows costs and how soon it serves what the holder built.
+
+    python -m bench.replicas [versions per upstream, default 66667] [rounds, default 1]
+
+The benchmark's scenario (3 upstreams over loopback, the 20-rule policy, 3 views, mirrors,
+the default config) and moto's S3 server on loopback (the test extra). Replica A starts
+first and takes the lease; replica B starts once A is ready. Printed per round: each
+replica's seconds from start to ready, the upstream list requests after both are ready
+(counted by the upstreams; one replica syncing alone makes as many), A's time to put a
+catalog (pack and upload), B's to read it and serve it, each replica's PSS once every page of
+`limit=100` was read from it, and the seconds from a sync that changed 1 % of one upstream
+(asked of A) until B serves the new catalog (`snapshotBuiltAt` in its status changes).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import orjson
+import yaml
+
+from bench.run import (
+    PY,
+    TOKEN,
+    contextlib_exit,
+    fetch,
+    free_port,
+    open_log,
+    process,
+    serve_upstreams,
+    wait_http,
+)
+from bench.scenario import write_catalogs, write_config
+from gateway import compiled
+
+BUCKET = "catalogs"
+
+
+def _pss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _events(log: Path, event: str) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in log.read_bytes().splitlines()
+            if f'"event":"{event}"'.encode() in line]  # fmt: skip
+
+
+def _walk(base: str) -> None:
+    url = f"{base}/v0.1/servers?limit=100"
+    while url:
+        cursor = orjson.loads(fetch(url))["metadata"].get("nextCursor")
+        url = f"{base}/v0.1/servers?limit=100&cursor={cursor}" if cursor else ""
+
+
+def _etag(base: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base}/v0.1/servers?limit=30", timeout=60) as answer:
+        return str(answer.headers["ETag"])
+
+
+def _built(base: str) -> str:
+    """When the catalog a replica serves was built (by whichever replica built it)."""
+    return str(orjson.loads(fetch(f"{base}/admin/status"))["snapshotBuiltAt"])
+
+
+def one(per: int, work: Path) -> dict[str, float]:
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    assert moto, "moto_server is missing: pip install -e '.[test]'"
+    files = write_catalogs(work / f"data-{per}", per)
+    with contextlib_exit() as stack:
+        s3_port = free_port()
+        stack.enter(process(moto, "-H", "127.0.0.1", "-p", str(s3_port)))
+        s3 = f"http://127.0.0.1:{s3_port}"
+        wait_http(f"{s3}/", timeout=30)
+        subprocess.run([PY, "-c", "import boto3; boto3.client('s3', endpoint_url="
+                        f"'{s3}', aws_access_key_id='t', aws_secret_access_key='t', "
+                        f"region_name='us-east-1').create_bucket(Bucket='{BUCKET}')"],
+                       check=True)  # fmt: skip
+        upstreams = serve_upstreams(stack, files)
+        config = write_config(work / "cfg", upstreams)
+        gateway = yaml.safe_load((config / "gateway.yaml").read_text())
+        gateway["snapshot_store"] = {"url": f"s3://{BUCKET}/bench", "endpoint": s3,
+                                     "access_key_id": "t", "secret_access_key": "t",
+                                     "poll": "1s"}  # fmt: skip
+        (config / "gateway.yaml").write_text(yaml.safe_dump(gateway))
+        bases, pids, logs, ready = [], [], [], []
+        for name in ("a", "b"):
+            port = free_port()
+            log_path = work / f"{name}.log"
+            log = stack.enter(open_log(log_path))
+            started = time.perf_counter()
+            proc = stack.enter(process(
+                PY, "-m", "gateway", "serve", "--config", str(config), "--listen",
+                f"127.0.0.1:{port}", "--state-dir", str(work / f"state-{name}"),
+                env={"GATEWAY_ADMIN_TOKEN": TOKEN}, stderr=log,
+            ))  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+            wait_http(f"{base}/readyz", timeout=900)
+            ready.append(time.perf_counter() - started)
+            bases.append(base)
+            pids.append(proc.pid)
+            logs.append(log_path)
+            if name == "a":  # B starts once A has put its first catalog
+                while not _events(log_path, "replica_catalog_put"):
+                    time.sleep(0.2)
+        while _built(bases[1]) != _built(bases[0]):
+            time.sleep(0.2)
+        requests = sum(orjson.loads(fetch(f"{u['url']}/requests"))["requests"]
+                       for u in upstreams)  # fmt: skip
+        for base in bases:
+            _walk(base)
+        time.sleep(1.5)
+        put = _events(logs[0], "replica_catalog_put")[-1]["duration_ms"] / 1000
+        served = _events(logs[1], "replica_catalog_served")[-1]["duration_ms"] / 1000
+        pss = [_pss(pid) for pid in pids]
+        before = _built(bases[1])
+        fetch(f"{upstreams[0]['url']}/mutate?fraction=0.01", "POST")
+        started = time.perf_counter()
+        fetch(f"{bases[0]}/admin/upstreams/u0/sync", "POST")
+        while _built(bases[1]) == before:
+            time.sleep(0.05)
+        reached = time.perf_counter() - started
+        return {"ready_a": ready[0], "ready_b": ready[1], "requests": requests, "put": put,
+                "served": served, "pss_a": pss[0], "pss_b": pss[1], "change": reached}  # fmt: skip
+
+
+def main() -> None:
+    per = int(sys.argv[1]) if len(sys.argv) > 1 else 66667
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    print(f"{3 * per:,} versions, {rounds} round(s), compiled: {compiled()}", flush=True)
+    results = []
+    for round_ in range(rounds):
+        with TemporaryDirectory() as tmp:
+            result = one(per, Path(tmp))
+        results.append(result)
+        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()),
+              flush=True)  # fmt: skip
+    for key in results[0]:
+        values = [r[key] for r in results]
+        print(f"{key}: median {statistics.median(values):.2f} "
+              f"({min(values):.2f}-{max(values):.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
