@@ -17,7 +17,8 @@
     ├── FeedInvalid            an advisory feed that cannot be used (the last good one is kept)
     ├── HelperFailed           the helper process died or could not start: its work is undone
     ├── RedirectRefused        a redirect outside the configured location, or too many of them
-    ├── StoreError             the snapshot store could not be asked, or answered what it should not
+    ├── StoreError             the snapshot store could not be asked (down, refused, timeout)
+    │   ├── StoreGarbled           it answered what it should not (shape, size, a key elsewhere)
     │   └── LeaseLost              a conditional write to the store lost to another replica's
     └── RequestError           a request that cannot be answered; rendered as problem+json
         ├── BadRequest             400
@@ -202,8 +203,12 @@ class RedirectRefused(GatewayError):
 
 
 class StoreError(GatewayError):
-    """The snapshot store (`snapshot_store`) could not be asked, or answered what it should
-    not; the message says which."""
+    """The snapshot store (`snapshot_store`) could not be asked; the message says why."""
+
+
+class StoreGarbled(StoreError):
+    """The store answered what it should not: a note of another shape or too large, a
+    catalog elsewhere than its place, or not of its announced size."""
 
 
 class LeaseLost(StoreError):

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway import __version__, keeper, kept
-from gateway.errors import KeptForOther, LeaseLost, StateError, Stopped, StoreError
+from gateway.errors import (
+    KeptForOther,
+    LeaseLost,
+    StateError,
+    Stopped,
+    StoreError,
+    StoreGarbled,
+)
 from gateway.sharing import Followed, pack_file
 from gateway.store import Current, Lease, Store
 from gateway.unpack import searched
@@ -79,10 +86,6 @@ class Replica:
         self._task: asyncio.Task[None] | None = None
         self._putting: asyncio.Task[None] | None = None
 
-    @property
-    def role(self) -> str:
-        return "builds" if self.holding else ("syncs itself" if self.own else "follows")
-
     async def start(self, background: bool = True) -> None:
         """What `Refresher.start` does, with the store: see the module's docstring."""
         await keeper.restore(self.refresher)
@@ -92,7 +95,7 @@ class Replica:
         self.refresher.built_listeners.append(lambda _: self._put.set())
         if background:
             self.refresher.index_in_background()  # searches of the catalogs it serves
-        await self._follow(first=True)
+        await self._follow()
         if await self._take_lease():
             await self._go_own("holds the lease")
             self._put.set()  # what it serves, in the store (a build puts its own again)
@@ -103,11 +106,19 @@ class Replica:
             self._putting = asyncio.create_task(self._put_loop(), name="replica-put")
 
     async def stop(self) -> None:
+        """Stop; a lease held is given up (expired at once), so another replica takes over
+        without waiting for it to run out."""
         for task in (self._task, self._putting):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.holding:
+            ended = Lease(holder=self.name, expires=datetime.now(UTC) - timedelta(seconds=1))
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(self.store.take_lease, ended, self.holding)
+                log.info("replica_lease_given_up")
+            self.holding = None
 
     def _stale(self) -> bool:
         return time.monotonic() - self.answered > self.settings.stale_after
@@ -151,7 +162,9 @@ class Replica:
             over = None
             if found is not None:
                 held, etag = found
-                if held.holder != self.name and held.expires > now:
+                if held is None:
+                    log.warning("replica_lease_garbled")  # taken over, as an expired one
+                elif held.holder != self.name and held.expires > now:
                     if self.holding:
                         log.warning("replica_lease_lost", holder=held.holder)
                     self.holding = None
@@ -172,10 +185,14 @@ class Replica:
 
     # -- following -----------------------------------------------------------------------------
 
-    async def _follow(self, first: bool = False) -> None:
+    async def _follow(self) -> None:
         """Serve the store's current catalog if it is new (and this config built it)."""
         try:
             found = await asyncio.to_thread(self.store.current, self.seen)
+        except StoreGarbled as exc:  # it answered, and not what it should
+            log.error("replica_store_garbled", error=str(exc))
+            await self._go_own("the store's current.json is not a catalog's")
+            return
         except StoreError as exc:
             log.warning("replica_store_failed", step="current", error=str(exc))
             return
@@ -186,8 +203,7 @@ class Replica:
         refresher = self.refresher
         if current.fingerprint != catalog_fingerprint(refresher.config):
             log.warning("replica_catalog_other_config", generation=current.generation)
-            if not first:
-                await self._go_own("the store's catalog was built with another config")
+            await self._go_own("the store's catalog was built with another config")
             return
         started = time.monotonic()
         try:
@@ -197,8 +213,7 @@ class Replica:
             return
         except (StoreError, StateError, KeptForOther, OSError) as exc:
             log.error("replica_catalog_unreadable", generation=current.generation, error=str(exc))
-            if not first:
-                await self._go_own("the store's catalog could not be read")
+            await self._go_own("the store's catalog could not be read")
             return
         shared = refresher.shared
         if shared is not None and shared.builds:  # this replica's other workers read it too

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import LeaseLost, StoreError
+from gateway.errors import LeaseLost, StoreError, StoreGarbled
 from gateway.store_config import StoreSettings
 
 MAX_NOTE = 64 * 1024  # bytes of lease.json or current.json
@@ -104,14 +104,15 @@ class Store:
             return None
         if int(answer.get("ContentLength", 0)) > MAX_NOTE:
             answer["Body"].close()
-            raise StoreError(f"{key} is larger than {MAX_NOTE} bytes")
+            raise StoreGarbled(f"{key} is larger than {MAX_NOTE} bytes")
         body: bytes = answer["Body"].read(MAX_NOTE + 1)
         if len(body) > MAX_NOTE:
-            raise StoreError(f"{key} is larger than {MAX_NOTE} bytes")
+            raise StoreGarbled(f"{key} is larger than {MAX_NOTE} bytes")
         return body, str(answer["ETag"])
 
-    def lease(self) -> tuple[Lease, str] | None:
-        """The lease and its ETag (None: nobody has ever held it)."""
+    def lease(self) -> tuple[Lease | None, str] | None:
+        """The lease and its ETag (None: nobody has ever held it; a lease that is not one,
+        None with its ETag: free to be taken over)."""
         try:
             found = self._note("lease.json")
         except FileNotFoundError:
@@ -119,8 +120,8 @@ class Store:
         assert found is not None
         try:
             return Lease.model_validate_json(found[0]), found[1]
-        except ValidationError as exc:
-            raise StoreError(f"lease.json is not a lease ({exc.error_count()} errors)") from exc
+        except ValidationError:
+            return None, found[1]
 
     def take_lease(self, lease: Lease, over: str | None) -> str:
         """Write the lease over the one with ETag `over` (None: where there is none); its new
@@ -142,13 +143,13 @@ class Store:
         try:
             current = Current.model_validate_json(found[0])
         except ValidationError as exc:
-            raise StoreError(
+            raise StoreGarbled(
                 f"current.json is not a catalog's ({exc.error_count()} errors)"
             ) from exc
         if CATALOG_KEY.fullmatch(current.key) is None:
-            raise StoreError("current.json names a key outside catalogs/")
+            raise StoreGarbled("current.json names a key outside catalogs/")
         if current.size > self.settings.max_catalog:
-            raise StoreError(f"the catalog is larger than max_catalog ({current.size} bytes)")
+            raise StoreGarbled(f"the catalog is larger than max_catalog ({current.size} bytes)")
         return current, found[1]
 
     def put_catalog(self, path: Path, current: Current) -> None:
@@ -167,13 +168,13 @@ class Store:
         answer = self._call("get_object", Key=self.prefix + current.key)
         if int(answer.get("ContentLength", -1)) != current.size:
             answer["Body"].close()
-            raise StoreError("the catalog's size is not the one current.json announced")
+            raise StoreGarbled("the catalog's size is not the one current.json announced")
         body, left = answer["Body"], current.size
         with path.open("wb") as out:
             while left > 0:
                 chunk = body.read(min(left, 1 << 20))
                 if not chunk:
-                    raise StoreError("the catalog ended early")
+                    raise StoreGarbled("the catalog ended early")
                 out.write(chunk)
                 left -= len(chunk)
         body.close()

@@ -148,9 +148,9 @@ def store_url() -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def replicas(tmp_path: Path, store_url: str, count: int) -> AsyncIterator[Any]:
+async def replicas(tmp_path: Path, store_url: str, count: int, **store: Any) -> AsyncIterator[Any]:
     registry = await FakeRegistry(_catalog("io.github.acme", 30)).start()
-    config = _config(tmp_path / "config", registry, store_url)
+    config = _config(tmp_path / "config", registry, store_url, **store)
     started = []
     try:
         for index in range(count):
@@ -231,6 +231,45 @@ async def test_a_crashed_holder_is_replaced_once_its_lease_expires(
         before = len(registry.requests)
         await asyncio.sleep(2.5)  # it syncs now (refresh: 1s)
         assert len(registry.requests) > before
+
+
+@needs_moto
+async def test_a_holder_that_stops_gives_up_its_lease_at_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with replicas(tmp_path, store_url, 2, lease="30s") as (_, (first, second), _):
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        first.stop()  # SIGTERM: a rollout
+        stopped = time.monotonic()
+
+        async def took_over() -> bool:
+            return any(e["why"] == "holds the lease" for e in second.events("replica_syncs_itself"))
+
+        await _until(took_over, 20)
+        assert time.monotonic() - stopped < 10  # not the 30 s the lease had left
+        assert first.events("replica_lease_given_up")
+
+
+@needs_moto
+async def test_a_current_note_that_is_not_a_catalogs_leaves_the_follower_syncing(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with replicas(tmp_path, store_url, 2) as (_, (first, second), _):
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        first.process.send_signal(signal.SIGSTOP)  # the holder puts nothing more meanwhile
+        try:
+            _client(store_url).put_object(Bucket=BUCKET, Key="gw/current.json",
+                                          Body=b'{"generation": "../../x"}')  # fmt: skip
+
+            async def fell_back() -> bool:
+                return bool(second.events("replica_syncs_itself"))
+
+            await _until(fell_back, 20)
+            assert "not a catalog's" in second.events("replica_syncs_itself")[0]["why"]
+            assert second.events("replica_store_garbled")
+            assert await _ready(second)  # it serves what it had, and syncs itself now
+        finally:
+            first.process.send_signal(signal.SIGCONT)
 
 
 @needs_moto
@@ -337,8 +376,19 @@ def test_the_lease_is_taken_by_one_writer_only(store_url: str) -> None:
         store.take_lease(lease.model_copy(update={"holder": "b"}), etag)  # not the latest
     found = store.lease()
     assert found is not None
+    assert found[0] is not None
     assert found[0].holder == "a"
     assert found[1] == renewed
+    # A lease that is not one (hostile, or half written) can be taken over, not held forever.
+    store._client.put_object(Bucket=BUCKET, Key="gw/lease.json", Body=b"{not a lease")
+    garbled = store.lease()
+    assert garbled is not None
+    assert garbled[0] is None
+    store.take_lease(lease.model_copy(update={"holder": "b"}), garbled[1])
+    taken = store.lease()
+    assert taken is not None
+    assert taken[0] is not None
+    assert taken[0].holder == "b"
 
 
 # -- config --------------------------------------------------------------------------------------
