@@ -108,6 +108,8 @@ async def _serve(
         if announce:  # every worker binds the same address alike: one says why
             print(message, file=sys.stderr, flush=True)
         return 1
+    if shared is not None and leads:  # the parent stops the others if it ends from now on
+        shared.run.served.touch()
     url = public_url(gateway.host, gateway.port)
     if announce:
         print(f"MCP discovery gateway {__version__} is serving.", flush=True)
@@ -152,7 +154,7 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
                                       keeps=first, shared=Shared(run, index)))  # fmt: skip
 
         try:
-            return run_workers(workers, worker)
+            return run_workers(workers, worker, first_served=run.served.exists)
         finally:
             run.close()
     return asyncio.run(_serve(config, load))

@@ -102,6 +102,11 @@ class Run:
             socket = Path(tempfile.mkdtemp(prefix="mcp-gateway-")) / SOCKET
         return cls(directory, secrets.token_hex(8), workers, socket, lock)
 
+    @property
+    def served(self) -> Path:
+        """Made once the building worker serves: from then on, its end stops the others."""
+        return self.directory / "served"
+
     def close(self) -> None:
         if self.socket.parent != self.directory:
             shutil.rmtree(self.socket.parent, ignore_errors=True)

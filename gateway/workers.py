@@ -16,8 +16,11 @@ from collections.abc import Callable
 from types import FrameType
 
 
-def run_workers(count: int, serve: Callable[[int], int]) -> int:
-    """Fork `count` workers, each running `serve(index)`; wait for all of them."""
+def run_workers(
+    count: int, serve: Callable[[int], int], first_served: Callable[[], bool] = lambda: True
+) -> int:
+    """Fork `count` workers, each running `serve(index)`; wait for all of them. When the
+    first ends after it had served (`first_served`), the others are stopped."""
     children: list[int] = []
     for index in range(count):
         pid = os.fork()
@@ -46,7 +49,9 @@ def run_workers(count: int, serve: Callable[[int], int]) -> int:
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         worst = worst or code
-        if pid == children[0] and running:  # nothing syncs or builds for the others now
+        # Nothing syncs or builds for the others now (one that never served, such as on an
+        # address in use, leaves them to end alike, each as it does).
+        if pid == children[0] and running and first_served():
             if code > 128:  # it could not say why itself
                 print(f"worker 0 was killed (signal {code - 128}): stopping the others",
                       file=sys.stderr, flush=True)  # fmt: skip
