@@ -177,13 +177,25 @@ class Refresher(Triggers):
             self._tasks.append(asyncio.create_task(self._advisory_loop(), name="advisories"))
 
     async def stop(self) -> None:
+        await self._halt()
+        await keeper.at_stop(self)
+
+    async def stop_own(self) -> None:
+        """Stop syncing and building, and let go of the upstreams' data: a replica that goes
+        back to serving the store's catalogs (see `replicas`). What it serves stays."""
+        await self._halt()
+        self.syncing = False
+        self.feeds = [Feed(settings) for settings in self.config.gateway.upstreams]
+        await asyncio.to_thread(release, None, self.builder)  # a later build starts afresh
+        self.index_in_background()
+
+    async def _halt(self) -> None:
         self._schedule_cooldown_rebuild(None)
         if self._verifying is not None:
             self._verifying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._verifying
         await self._stop_tasks()
-        await keeper.at_stop(self)
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:

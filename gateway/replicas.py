@@ -8,9 +8,10 @@ builds in the store; the others make no upstream request, and serve each catalog
 - The lease is taken by conditional PUT (If-None-Match: * where there is none, If-Match: the
   expired lease's ETag), held for `lease` and renewed at a third of it; a replica whose holder
   stopped renewing (a crash) takes it over once it has expired.
-- A replica that follows falls back to syncing itself (and stays so) when the store cannot be
-  read for `stale_after`, or its catalog was built with another config, or cannot be read. It
-  still takes the lease when it is free, and then puts its catalogs in the store too.
+- A replica that follows falls back to syncing itself when the store cannot be read for
+  `stale_after`, or its catalog was built with another config, or cannot be read. It still
+  takes the lease when it is free, and then puts its catalogs in the store too; while another
+  holds it, it goes back to following once the store has a catalog it can serve.
 - The holder that loses its lease (it could not renew in time) goes on syncing itself and
   stops writing to the store until it holds the lease again.
 
@@ -81,6 +82,8 @@ class Replica:
         self.seen: str | None = None  # the ETag of the last current.json read
         self.answered = time.monotonic()  # when the store last answered
         self.reached = False  # whether it ever did
+        self.other: str | None = None  # another replica holding the lease, when last asked
+        self.refused: str | None = None  # the generation it could not serve, if any
         self._token, self._generations = secrets.token_hex(8), 0
         self._put: asyncio.Event = asyncio.Event()  # a catalog built, not yet put
         self._task: asyncio.Task[None] | None = None
@@ -130,6 +133,26 @@ class Replica:
         log.info("replica_syncs_itself", why=why, holding=self.holding is not None)
         await self.refresher.start_own(background=True)
 
+    async def _follow_again(self) -> None:
+        """A replica syncing itself while another holds the lease goes back to serving the
+        store's catalogs, once there is one it can serve (this config's, not one it could
+        not read): a store back after an outage, a new config rolled out everywhere."""
+        try:
+            found = await asyncio.to_thread(self.store.current)
+        except StoreError:
+            return
+        if found is None:
+            return
+        current = found[0]
+        if current.fingerprint != catalog_fingerprint(self.refresher.config):
+            return
+        if current.generation == self.refused:
+            return
+        self.own, self.seen = False, None
+        log.info("replica_follows_again", holder=self.other, generation=current.generation)
+        await self.refresher.stop_own()
+        await self._follow()
+
     async def _loop(self) -> None:
         renew = self.settings.lease / 3
         while True:
@@ -144,6 +167,8 @@ class Replica:
                 if not self.holding and await self._take_lease():
                     await self._go_own("holds the lease")
                     self._put.set()
+                elif self.own and self.other is not None:
+                    await self._follow_again()
             except Exception:  # the loop goes on: a store down is a store down
                 log.exception("replica_step_failed")
             if not self.own and self._stale():
@@ -167,9 +192,10 @@ class Replica:
                 elif held.holder != self.name and held.expires > now:
                     if self.holding:
                         log.warning("replica_lease_lost", holder=held.holder)
-                    self.holding = None
+                    self.holding, self.other = None, held.holder
                     return False
                 over = etag
+            self.other = None
             started = time.monotonic()
             self.holding = await asyncio.to_thread(self.store.take_lease, lease, over)
             self.held_until = started + self.settings.lease
@@ -213,6 +239,7 @@ class Replica:
             return
         except (StoreError, StateError, KeptForOther, OSError) as exc:
             log.error("replica_catalog_unreadable", generation=current.generation, error=str(exc))
+            self.refused = current.generation
             await self._go_own("the store's catalog could not be read")
             return
         shared = refresher.shared

@@ -41,10 +41,10 @@ TOKEN = "store-admin-token"
 
 
 @contextlib.contextmanager
-def s3_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def s3_server(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """moto's S3 API server on loopback, with the bucket made: its URL and process."""
     assert MOTO is not None, "moto_server is missing: pip install -e '.[test]'"
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -133,7 +133,7 @@ def _config(directory: Path, registry: FakeRegistry, s3: str, **store: Any) -> P
         "upstreams": [{"name": "official", "url": registry.url, "refresh": "1s"}],
         "snapshot_store": {"url": f"s3://{BUCKET}/gw", "endpoint": s3, "access_key_id": "test",
                            "secret_access_key": "test", "lease": "3s", "poll": "0.2s",
-                           "stale_after": "2s", **store},
+                           "stale_after": "2s", "timeout": "2s", **store},
     }  # fmt: skip
     (directory / "gateway.yaml").write_text(yaml.safe_dump(gateway), encoding="utf-8")
     return directory
@@ -317,6 +317,22 @@ async def test_a_store_that_goes_down_leaves_each_replica_syncing_itself(
             assert second.events("upstream_synced")  # it asks the upstream itself now
             assert await _ready(second)
             assert await _ready(first)
+            # The store comes back (empty): whichever replica takes the lease first puts its
+            # catalog; the other goes back to serving it, and stops syncing.
+            port = int(url.rsplit(":", 1)[1])
+            with s3_server(port):
+
+                async def follows_again() -> bool:
+                    return any(r.events("replica_follows_again") for r in (first, second))
+
+                await _until(follows_again, 60)
+                following = [r for r in (first, second) if r.events("replica_follows_again")]
+                assert len(following) == 1
+                await asyncio.sleep(1.5)
+                synced = len(following[0].events("upstream_synced"))
+                await asyncio.sleep(2.5)  # refresh: 1s
+                assert len(following[0].events("upstream_synced")) == synced
+                await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
 
 
 # -- the store's answers are read as hostile ---------------------------------------------------
