@@ -259,6 +259,7 @@ async def test_a_reload_asked_of_any_worker_reaches_every_worker(
     assert [e["worker"] for e in reread] == [1]  # the other worker took the new config too
 
 
+@pytest.mark.slow  # three gateways, one after the other
 async def test_workers_make_the_upstream_requests_of_one(tmp_path: Path) -> None:
     made: dict[int, int] = {}
     for workers in (1, 2, 3):

@@ -173,6 +173,7 @@ async def _same(replicas: list[Replica], route: str) -> bool:
 
 
 @needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
 async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -212,6 +213,7 @@ async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
 
 
 @needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
 async def test_a_crashed_holder_is_replaced_once_its_lease_expires(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -232,6 +234,7 @@ async def test_a_crashed_holder_is_replaced_once_its_lease_expires(
 
 
 @needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
 async def test_a_holder_that_stops_gives_up_its_lease_at_once(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -249,6 +252,7 @@ async def test_a_holder_that_stops_gives_up_its_lease_at_once(
 
 
 @needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
 async def test_a_current_note_that_is_not_a_catalogs_leaves_the_follower_syncing(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -271,6 +275,7 @@ async def test_a_current_note_that_is_not_a_catalogs_leaves_the_follower_syncing
 
 
 @needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
 async def test_a_new_replica_during_an_upstream_outage_starts_from_the_store(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -295,6 +300,7 @@ async def _put(replica: Replica) -> bool:
 
 
 @needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
 async def test_a_store_that_goes_down_leaves_each_replica_syncing_itself(
     tmp_path: Path,
 ) -> None:
