@@ -224,6 +224,7 @@ class GatewayStatus:
     verification: tuple[tuple[str, int], ...]  # served packages by mirror check result
     search: SearchStatus
     advisories: tuple[AdvisoryFeedStatus, ...] = ()
+    syncs: bool = True  # False: it serves another replica's catalogs (`replicas`)
 
     def to_json(self, now: datetime) -> Json:
         return {
@@ -241,6 +242,7 @@ class GatewayStatus:
             "verification": dict(self.verification),
             "search": self.search.to_json(),
             "advisoryFeeds": [feed.to_json(now) for feed in self.advisories],
+            "syncs": self.syncs,
         }
 
 
@@ -270,6 +272,7 @@ def gateway_status(refresher: Refresher) -> GatewayStatus:
         tuple(snapshot.verification.items()) if snapshot else (),
         SearchStatus.of(snapshot, DEFAULT_VIEW),
         tuple(AdvisoryFeedStatus.of(state) for state in refresher.advisories.states),
+        refresher.syncing or refresher.follows,
     )  # fmt: skip
 
 

@@ -196,9 +196,16 @@ async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
                             headers={"Authorization": f"Bearer {TOKEN}"}) as answer,
             ):  # fmt: skip
                 status = await answer.json()
+            assert status["syncs"] is False  # it serves the holder's catalogs
             return bool(status["search"]["indexed"]) and status["awaiting"] == []
 
         await _until(indexed)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(first.base + "/admin/status",
+                        headers={"Authorization": f"Bearer {TOKEN}"}) as answer,
+        ):  # fmt: skip
+            assert (await answer.json())["syncs"] is True  # the holder
 
         # A change upstream reaches the replica that follows through the store.
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
