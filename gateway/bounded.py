@@ -23,19 +23,21 @@ class FileStamp:
     size: int
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
-    """A regular file's bytes, at most `limit` of them (a larger file is refused)."""
-    data, _ = read_file_bounded(path, limit)
+def read_bounded(path: Path, limit: int, *, follow: bool = True) -> bytes:
+    """A regular file's bytes, at most `limit` of them (a larger file is refused); with
+    `follow=False` a symlink is refused too."""
+    data, _ = read_file_bounded(path, limit, follow=follow)
     assert data is not None
     return data
 
 
 def read_file_bounded(
-    path: Path, limit: int, unless: FileStamp | None = None
+    path: Path, limit: int, unless: FileStamp | None = None, *, follow: bool = True
 ) -> tuple[bytes | None, FileStamp]:
     """A regular file's bytes (None when its stamp is `unless`: unchanged), and its stamp.
     Blocking: a hung mount blocks it (see `detached`)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags if follow else flags | os.O_NOFOLLOW)
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):

@@ -23,21 +23,22 @@ import fcntl
 import os
 import secrets
 import shutil
-import stat
 import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway import kept
+from gateway.bounded import read_bounded
 from gateway.errors import StateError, Stopped
 from gateway.pack import write_pack
+from gateway.state import written
 from gateway.status import UpstreamStatus
 
 if TYPE_CHECKING:
@@ -297,29 +298,19 @@ class Shared:
 
 
 def pack_file(path: Path, snapshot: Snapshot, stop: threading.Event | None = None) -> int:
-    """Write the snapshot packed to `path` (renamed in place whole; not flushed to disk: it
-    lives as long as the run)."""
+    """Write the snapshot packed to `path` (replaced whole; not flushed to disk: it lives as
+    long as the run, or until it is uploaded)."""
     sizes: list[int] = []
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            sizes.append(write_pack(snapshot, handle, stop, str(path.parent)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    spool = str(path.parent)
+    written(path, lambda out: sizes.append(write_pack(snapshot, out, stop, spool)), durable=False)
     return sizes[0]
 
 
 def _write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(out: BinaryIO) -> None:
+        out.write(data)
+
+    written(path, write, durable=False)
 
 
 def _note(path: Path, note: _Note) -> None:
@@ -327,16 +318,11 @@ def _note(path: Path, note: _Note) -> None:
 
 
 def _read_bytes(path: Path) -> bytes | None:
-    """A small regular file's bytes (None: absent, not a regular file, or too large)."""
+    """A small regular file's bytes (None: absent, a symlink, not a regular file, too large)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return read_bounded(path, MAX_NOTE, follow=False)
     except OSError:
         return None
-    with open(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_NOTE:
-            return None
-        return file.read(MAX_NOTE + 1)[:MAX_NOTE]
 
 
 N = TypeVar("N", bound=_Note)

@@ -74,20 +74,24 @@ def save(state_dir: Path, saved: Saved) -> Path:
     return path
 
 
-def written(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def written(path: Path, write: Callable[[BinaryIO], None], *, durable: bool = True) -> None:
     """Replace `path` atomically with what `write` writes: a temporary file beside it,
     flushed to disk, renamed over it, the directory flushed too (blocking: a worker thread).
-    A crash at any point leaves the old file or the new one, whole."""
+    A crash at any point leaves the old file or the new one, whole. `durable=False`: not
+    flushed to disk (a file that lives only as long as the process, still replaced whole)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
