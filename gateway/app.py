@@ -233,6 +233,12 @@ def _probe(app: web.Application, path: str) -> web.Response:
                            awaiting=refresher.awaited())  # fmt: skip
         response.headers["Retry-After"] = "5"
         return response
+    if refresher.shared is not None and (workers := refresher.shared.not_serving()):
+        named = ", ".join(map(str, workers))
+        response = problem(503, "Service Unavailable", f"waiting for worker(s) {named} to "
+                           "serve the catalog", workers=workers)  # fmt: skip
+        response.headers["Retry-After"] = "1"
+        return response
     return _status({"status": "ready", "awaiting": refresher.awaited()})
 
 

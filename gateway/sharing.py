@@ -6,10 +6,14 @@ a directory of its own that the parent process made for this run, offers it ther
 (`offered.json`), waits until every other worker has read it back (`loaded.<worker>.json`,
 at most `LOAD_WAIT` seconds: a worker that does not answer is not waited for again), names
 it current (`current.json`) and swaps; each other worker swaps the moment it reads that.
-So the workers serve the same bytes (the same ETags, and cursors any of them accepts), make
-the upstream requests of one, and become ready together. What only the building worker
-knows (the upstreams' syncs, accounts of a server) the others read from it: its upstreams'
-status from `upstreams.json`, and the operator endpoints over its Unix socket (`leader`).
+So the workers serve the same bytes (the same ETags, and cursors any of them accepts) and make
+the upstream requests of one. They report ready together: each says when it serves a
+catalog (`serving.<worker>`), and each reports ready only once every worker living has said
+so (each holds a lock on `alive.<worker>` while it lives, so a worker that died is not
+waited for): whichever worker a probe reaches, a ready answer means every worker answers.
+What only the building worker knows (the upstreams' syncs, accounts of a server) the others
+read from it: its upstreams' status from `upstreams.json`, and the operator endpoints over
+its Unix socket (`leader`).
 
 Every file there is read as hostile: a regular file, bounded, of one exact shape, and a
 catalog only of this run's generations.
@@ -117,7 +121,7 @@ class Run:
 
 
 def _held(path: Path) -> bool:
-    """Whether a live run holds this lock (or it cannot be told: then it is left alone)."""
+    """Whether a live process holds this lock (or it cannot be told: then taken as held)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -133,6 +137,14 @@ def _held(path: Path) -> bool:
     return False
 
 
+def _hold(path: Path) -> int:
+    """A lock held on `path` from the moment it exists there (made aside, then moved)."""
+    fd, aside = tempfile.mkstemp(prefix=".alive-", dir=path.parent)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.replace(aside, path)
+    return fd
+
+
 class Shared:
     """One worker's side of the run: the first builds and offers, the others follow."""
 
@@ -143,6 +155,14 @@ class Shared:
         self._gone: set[int] = set()  # workers that did not read a catalog in time
         self.published: Path | None = None  # the file of the catalog served, when offered
         self._upstreams: tuple[int, tuple[UpstreamStatus, ...]] | None = None
+        self._alive = _hold(self._path(f"alive.{worker}"))
+        self._everyone_serves = False
+
+    def close(self) -> None:
+        """Let go of this worker's lock (it is let go of when its process ends, too)."""
+        if self._alive >= 0:
+            os.close(self._alive)
+            self._alive = -1
 
     @property
     def builds(self) -> bool:
@@ -150,6 +170,28 @@ class Shared:
 
     def _path(self, name: str) -> Path:
         return self.run.directory / name
+
+    # -- every worker ---------------------------------------------------------------------------
+
+    def note_serving(self) -> None:
+        """Say this worker serves a catalog (its app has started, with one)."""
+        _write(self._path(f"serving.{self.worker}"), b"")
+
+    def not_serving(self) -> list[int]:
+        """The workers that do not serve a catalog yet: not started, or started and alive
+        (one whose lock is let go of has ended). Empty once all have served: it stays so."""
+        if self._everyone_serves:
+            return []
+        waiting = [
+            worker for worker in range(self.run.workers)
+            if not self._path(f"serving.{worker}").is_file() and not self._ended(worker)
+        ]  # fmt: skip
+        self._everyone_serves = not waiting
+        return waiting
+
+    def _ended(self, worker: int) -> bool:
+        alive = self._path(f"alive.{worker}")
+        return alive.is_file() and not alive.is_symlink() and not _held(alive)
 
     # -- the building worker -------------------------------------------------------------------
 

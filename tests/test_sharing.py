@@ -90,24 +90,29 @@ def _config(directory: Path, registries: list[FakeRegistry], refresh: str = "1h"
 
 
 @contextlib.asynccontextmanager
-async def serving(config: Path, workers: int) -> AsyncIterator[Gateway]:
+async def serving(config: Path, workers: int, seam: str = "") -> AsyncIterator[Gateway]:
+    """`serve --workers N` on `config`, once its `/readyz` answers 200 (`seam`: Python run
+    in the process first, the test's way to slow a step down)."""
     listen = yaml.safe_load((config / "gateway.yaml").read_text())["listen"]
     log = config / f"stderr.{workers}"
+    code = f"{seam}\nimport sys\nfrom gateway.cli import main\nsys.exit(main(sys.argv[1:]))"
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "serve", "--config", str(config),
+            sys.executable, "-c", code, "serve", "--config", str(config),
             "--workers", str(workers), stdout=asyncio.subprocess.DEVNULL, stderr=sink,
         )  # fmt: skip
     gateway = Gateway(process, f"http://{listen}", log)
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
+        # A connection per probe, as a load balancer's: any worker may answer each.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(1500):
                 assert process.returncode is None, log.read_text()
                 with contextlib.suppress(aiohttp.ClientConnectionError):
                     async with session.get(f"{gateway.base}/readyz") as response:
                         if response.status == 200:
                             break
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.02)
             else:
                 raise AssertionError("never ready")
         yield gateway
@@ -257,6 +262,63 @@ async def test_a_reload_asked_of_any_worker_reaches_every_worker(
     assert gateway.answered_by("/views") == {0, 1}
     reread = [e for e in gateway.lines() if e.get("event") == "config_reread"]
     assert [e["worker"] for e in reread] == [1]  # the other worker took the new config too
+
+
+# The building worker, slowed down between the others' swap and its own: before, the others
+# answered `/readyz` 200 while it still answered 503 (starting) to every request.
+SLOW_OWN_SWAP = """
+import asyncio
+from gateway.sharing import Shared
+publish = Shared.publish
+async def slowly(self, snapshot):
+    await publish(self, snapshot)
+    await asyncio.sleep(2)
+Shared.publish = slowly
+"""
+
+
+@pytest.mark.slow
+async def test_once_any_worker_says_ready_every_worker_answers(tmp_path: Path) -> None:
+    registries = await _registries()
+    try:
+        config = _config(tmp_path, registries)
+        async with serving(config, 2, seam=SLOW_OWN_SWAP) as gateway:
+            answers = [await _get(f"{gateway.base}{ROUTES[0]}") for _ in range(30)]
+            assert [status for status, _, _ in answers] == [200] * 30
+            await asyncio.sleep(1.2)  # the access lines written (at least every second)
+            assert gateway.answered_by(ROUTES[0]) == {0, 1}
+            waited = [e for e in gateway.lines() if e.get("path") == "/readyz"
+                      and e.get("status") == 503]  # fmt: skip
+            assert waited  # the workers did not report ready before both served
+    finally:
+        for registry in registries:
+            await registry.stop()
+
+
+async def test_a_worker_waits_for_every_living_worker_to_serve(tmp_path: Path) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 4, tmp_path / "leader.sock")
+    first, second, third = Shared(run, 0), Shared(run, 1), Shared(run, 2)
+    (tmp_path / "alive.3").symlink_to(tmp_path / "alive.2")  # not its lock: not taken as ended
+    try:
+        assert first.not_serving() == [0, 1, 2, 3]
+        first.note_serving()
+        third.note_serving()
+        assert second.not_serving() == [1, 3]
+        second.close()  # worker 1 ended before it served: not waited for
+        assert first.not_serving() == [3]
+        (tmp_path / "alive.3").unlink()  # worker 3 not started yet
+        assert first.not_serving() == [3]
+        fourth = Shared(run, 3)
+        assert first.not_serving() == [3]
+        fourth.note_serving()
+        assert first.not_serving() == []
+        (tmp_path / "serving.0").unlink()
+        assert first.not_serving() == []  # once every worker served, ready stays
+        assert third.not_serving() == [0]
+        fourth.close()
+    finally:
+        for shared in (first, second, third):
+            shared.close()
 
 
 @pytest.mark.slow  # three gateways, one after the other
