@@ -208,7 +208,12 @@ class Refresher(Triggers):
     def serve_first(self, snapshot: Snapshot) -> None:
         """Serve a catalog from before the first build (the one the last run kept)."""
         self.snapshot = snapshot
+        self._serving()
+
+    def _serving(self) -> None:
         self._built.set()
+        if self.shared is not None:  # the workers report ready once every one serves
+            self.shared.note_serving()
 
     async def wait_ready(self) -> None:
         await self._built.wait()
@@ -328,7 +333,7 @@ class Refresher(Triggers):
     async def _swap(self, snapshot: Snapshot, started: float) -> None:
         replaced, self.snapshot = self.snapshot, snapshot
         retired, self._retired = self._retired, None
-        self._built.set()
+        self._serving()
         # A catalog is millions of long-lived objects without cycles: keep the cyclic
         # collector from walking them again and again (pauses of a second at 200k versions).
         # They are still freed by reference counting when a later snapshot replaces them.

@@ -110,7 +110,6 @@ async def _serve(
         return 1
     if shared is not None and leads:  # the parent stops the others if it ends from now on
         shared.run.served.touch()
-    saying = None if shared is None else asyncio.create_task(_say_serving(app, shared))
     url = public_url(gateway.host, gateway.port)
     if announce:
         print(f"MCP discovery gateway {__version__} is serving.", flush=True)
@@ -128,19 +127,10 @@ async def _serve(
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("shutting_down")
-    if saying is not None:
-        saying.cancel()
     await asyncio.to_thread(BUFFER.flush)  # what was logged before SIGTERM, written now
     await serving.stop()
     await asyncio.to_thread(BUFFER.flush)
     return 0
-
-
-async def _say_serving(app: web.Application, shared: Shared) -> None:
-    """Once this worker serves a catalog, say so: every worker reports ready only when all
-    do (see `sharing`)."""
-    await app[REFRESHER].wait_ready()
-    shared.note_serving()
 
 
 def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int:

@@ -157,6 +157,7 @@ class Shared:
         self._upstreams: tuple[int, tuple[UpstreamStatus, ...]] | None = None
         self._alive = _hold(self._path(f"alive.{worker}"))
         self._everyone_serves = False
+        self._said_serving = False
 
     def close(self) -> None:
         """Let go of this worker's lock (it is let go of when its process ends, too)."""
@@ -174,8 +175,15 @@ class Shared:
     # -- every worker ---------------------------------------------------------------------------
 
     def note_serving(self) -> None:
-        """Say this worker serves a catalog (its app has started, with one)."""
-        _write(self._path(f"serving.{self.worker}"), b"")
+        """Say this worker serves a catalog (once: it serves one from then on)."""
+        if self._said_serving:
+            return
+        try:
+            _write(self._path(f"serving.{self.worker}"), b"")
+        except OSError as exc:  # said again at the next swap
+            log.warning("shared_status_failed", error=str(exc))
+            return
+        self._said_serving = True
 
     def not_serving(self) -> list[int]:
         """The workers that do not serve a catalog yet: not started, or started and alive

@@ -295,6 +295,38 @@ async def test_once_any_worker_says_ready_every_worker_answers(tmp_path: Path) -
             await registry.stop()
 
 
+SLOW_BUILDS = """
+import asyncio
+from gateway.sharing import Shared
+async def slowly(self, snapshot):
+    await asyncio.sleep(120)
+Shared.publish = slowly
+"""
+
+
+@pytest.mark.slow
+async def test_workers_restarted_are_ready_on_the_catalog_kept(tmp_path: Path) -> None:
+    """A restart of `serve --workers 2` is ready on the catalog the last run kept, before
+    its first build is shared (here never: publishing takes two minutes)."""
+    registries = await _registries()
+    try:
+        config = _config(tmp_path, registries)
+        async with serving(config, 2) as gateway:
+            _, first, etag = await _get(f"{gateway.base}{ROUTES[0]}")
+            gateway.process.send_signal(signal.SIGTERM)
+            assert await gateway.process.wait() == 0
+        started = time.monotonic()
+        async with serving(config, 2, seam=SLOW_BUILDS) as gateway:
+            assert time.monotonic() - started < 20
+            answers = [await _get(f"{gateway.base}{ROUTES[0]}") for _ in range(20)]
+            assert {(status, body, tag) for status, body, tag in answers} == {(200, first, etag)}
+            await asyncio.sleep(1.2)  # the access lines written (at least every second)
+            assert gateway.answered_by(ROUTES[0]) == {0, 1}
+    finally:
+        for registry in registries:
+            await registry.stop()
+
+
 async def test_a_worker_waits_for_every_living_worker_to_serve(tmp_path: Path) -> None:
     run = Run(tmp_path, "abcdefabcdefabcd", 4, tmp_path / "leader.sock")
     first, second, third = Shared(run, 0), Shared(run, 1), Shared(run, 2)
