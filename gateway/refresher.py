@@ -264,7 +264,7 @@ class Refresher(Triggers):
                 self.shared.note_upstreams(upstream_statuses(self))
         after = (feed.stale(), feed.beyond_max_stale(datetime.now(UTC)), feed.settled)
         if changed or before != after:
-            self._dirty.set()
+            self._ask_build()
             return True
         return False
 
@@ -276,18 +276,16 @@ class Refresher(Triggers):
     async def sync_all(self) -> None:
         """Sync every upstream now, concurrently, then rebuild: on return, the served snapshot
         reflects this sync (whatever the background builder did meanwhile)."""
-        await asyncio.gather(*(self.sync(feed) for feed in self.feeds))
-        self._dirty.clear()
+        changed = await asyncio.gather(*(self.sync(feed) for feed in self.feeds))
         if self._may_build():
-            await self.rebuild_now()
+            await self._rebuild_unless_begun(self._asked if any(changed) else self._begun)
 
     async def sync_now(self, name: str) -> bool:
         """Sync one upstream at once (an operator's request, so a probe even while its
         breaker is open) and serve the result."""
         changed = await self.sync(self.feed(name), probe=True)
         if changed and self._may_build():
-            self._dirty.clear()
-            await self.rebuild_now()
+            await self._rebuild_unless_begun(self._asked)
         return changed
 
     async def confirm_drop(self, name: str) -> bool:
@@ -303,7 +301,16 @@ class Refresher(Triggers):
         async with self._build_lock:  # one build at a time: they share the builder's memory
             return await self._rebuild()
 
+    async def _rebuild_unless_begun(self, mark: int) -> None:
+        """Build, unless a build began after `mark` (builds begun): it read every input as
+        it was then, and is served once this holds the lock. So a sync asked for, which the
+        background builder hears of too, is built once."""
+        async with self._build_lock:
+            if self._begun <= mark:
+                await self._rebuild()
+
     async def _rebuild(self) -> Snapshot:
+        self._begun += 1  # from here on, every input is read as it is now
         started = time.monotonic()
         now = datetime.now(UTC)
         sources = [Source(f.name, list(f.entries.values()), f.settings.owns) for f in self.feeds]
@@ -390,4 +397,4 @@ class Refresher(Triggers):
             await self._dirty.wait()
             self._dirty.clear()
             if self._may_build():
-                await self.rebuild_now()
+                await self._rebuild_unless_begun(self._asked)

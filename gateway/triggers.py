@@ -20,14 +20,20 @@ log = structlog.get_logger("gateway.refresher")
 
 
 class Triggers:
-    """Rebuilds asked for by time, the mirrors and the advisory feeds: they set `_dirty`."""
+    """Rebuilds asked for by time, the mirrors and the advisory feeds (`_ask_build`)."""
 
     snapshot: Snapshot | None
     verifier: Verifier
     advisories: Feeds
-    _dirty: asyncio.Event
+    _dirty: asyncio.Event  # a build asked for: the background builder waits on it
+    _begun = 0  # builds begun (each reads every input as it begins)
+    _asked = -1  # builds begun when a build was last asked for: one begun after has it
     _cooldown: asyncio.TimerHandle | None
     _verifying: asyncio.Task[int] | None
+
+    def _ask_build(self) -> None:
+        self._asked = self._begun
+        self._dirty.set()
 
     def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:
         """Versions held back by `min_age` appear by themselves once old enough."""
@@ -35,7 +41,7 @@ class Triggers:
             self._cooldown.cancel()
         delay = None if when is None else max((when - datetime.now(UTC)).total_seconds(), 0) + 0.001
         loop = asyncio.get_running_loop()
-        self._cooldown = None if delay is None else loop.call_later(delay, self._dirty.set)
+        self._cooldown = None if delay is None else loop.call_later(delay, self._ask_build)
 
     # -- mirror verification -----------------------------------------------------------------
 
@@ -51,14 +57,14 @@ class Triggers:
         fetched = await self.verifier.run(checks)
         log.info("mirrors_verified", checks=len(checks), fetched=fetched)
         if fetched:
-            self._dirty.set()
+            self._ask_build()
         return fetched
 
     async def refresh_advisories(self, force: bool = False) -> bool:
         """Read the advisory feeds whose files changed; rebuild when what they say did."""
         changed = await self.advisories.refresh(force)
         if changed:
-            self._dirty.set()
+            self._ask_build()
         return changed
 
     async def _advisory_loop(self) -> None:
@@ -74,4 +80,4 @@ class Triggers:
         while True:
             await asyncio.sleep(self.verifier.tick)
             if self.verifier.due():
-                self._dirty.set()
+                self._ask_build()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,22 @@ async def test_a_catalog_a_request_still_reads_is_not_released_under_it(
     with refresher.readers.reading(older):  # a reader that never finishes: not waited for
         await refresher.rebuild_now()
         assert len(older.views["default"].every.items) == 1  # dropped, not emptied under it
+
+
+async def test_a_sync_asked_for_builds_once(tmp_path: Path, make_config: Any, serve: Any) -> None:
+    """An operator's sync (and `sync_all`) builds what it synced and answers once it is
+    served; the background builder, woken by the same change, does not build it again."""
+    upstream = file_upstream(tmp_path / "data", "approved", [server_entry("com.e/a", "1.0.0")])
+    client = await serve(make_config(upstreams=[upstream]))
+    refresher = client.app[REFRESHER]
+    path = Path(upstream["file"])
+    for at, (sync, version) in enumerate(
+        [(lambda: refresher.sync_now("approved"), "2.0.0"), (refresher.sync_all, "3.0.0")]
+    ):
+        builds = len(refresher.build_durations)
+        path.write_bytes(orjson.dumps([server_entry("com.e/a", version)["server"]]))
+        os.utime(path, ns=(1, (2 + at) * 1_000_000_000_000_000_000))
+        await sync()
+        assert await names(client) == [f"com.e/a@{version}"]
+        await asyncio.sleep(0.3)  # the background builder had its chance
+        assert len(refresher.build_durations) == builds + 1
