@@ -99,6 +99,10 @@ class Feed:
     last_duration: float | None = None
     held: HeldDrop | None = None
     held_total: int = 0
+    # the entries not deleted and the newest updatedAt of one `entries` dict (never mutated)
+    _summed: tuple[dict[Key, Entry], int, datetime | None] | None = field(
+        default=None, init=False, repr=False
+    )
     # (finished at, seconds, succeeded) of recent syncs: a day of history at a 1-minute refresh
     history: deque[tuple[datetime, float, bool]] = field(default_factory=lambda: deque(maxlen=1500))
     breaker: Breaker = field(init=False)
@@ -202,7 +206,8 @@ class Feed:
         changed = False
         if entries is not None:
             # Linear passes over every entry: in a worker thread, so requests keep flowing.
-            entries, counts, newest = await asyncio.to_thread(self._prepare, entries)
+            prepare = self._prepare_changes if mode == "incremental" else self._prepare
+            entries, counts, newest = await asyncio.to_thread(prepare, entries)
         if entries is not None and entries != self.entries:
             if self._hold(counts, entries, now):
                 entries = None
@@ -243,7 +248,35 @@ class Feed:
             previous = old.get(key)
             same = previous is not None and (previous is entry or previous == entry)
             kept[key] = previous if same and previous is not None else entry
-        return kept, (active_count(old), active_count(kept)), newest_update(kept.values())
+        before = self._summary()[0]
+        after, newest = active_count(kept), newest_update(kept.values())
+        self._summed = (kept, after, newest)
+        return kept, (before, after), newest
+
+    def _prepare_changes(
+        self, updated: dict[Key, Entry]
+    ) -> tuple[dict[Key, Entry], tuple[int, int], datetime | None]:
+        """`_prepare` of an incremental poll: the entries it brought (each differs from the
+        one it replaces) over the others, counted in proportion to them."""
+        old = self.entries
+        before, newest = self._summary()
+        replaced = [entry for key in updated if (entry := old.get(key)) is not None]
+        kept = {**old, **updated}
+        if newest is not None and any(entry.updated_at >= newest for entry in replaced):
+            newest = newest_update(kept.values())  # the newest replaced: counted anew
+        else:
+            newest = max(filter(None, (newest, newest_update(updated.values()))), default=None)
+        after = before - active_count({e.key: e for e in replaced}) + active_count(updated)
+        self._summed = (kept, after, newest)
+        return kept, (before, after), newest
+
+    def _summary(self) -> tuple[int, datetime | None]:
+        """The entries not deleted and the newest updatedAt of `entries` (counted once)."""
+        summed, entries = self._summed, self.entries
+        if summed is None or summed[0] is not entries:
+            newest = newest_update(entries.values())
+            summed = self._summed = (entries, active_count(entries), newest)
+        return summed[1], summed[2]
 
     def _succeeded(self, now: datetime, started: float) -> None:
         self.breaker.succeeded()
@@ -332,4 +365,4 @@ class Feed:
         batch = await client.walk(updated_since=self.high_water())
         updated = {e.key: e for e in batch.entries if self.entries.get(e.key) != e}
         # A new dict, never a mutation: a snapshot build may be reading the old one.
-        return "incremental", ({**self.entries, **updated} if updated else None), batch
+        return "incremental", (updated or None), batch  # over the others: `_prepare_changes`
