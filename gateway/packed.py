@@ -326,9 +326,9 @@ class Packed:
 
     def blobs(self) -> list[bytes]:
         """Every segment as a byte string of its own (copied: the buffer can go after)."""
-        data = self._segments.tobytes()
-        bounds = self._bounds.tolist()
-        return [data[start:stop] for start, stop in itertools.pairwise(bounds)]
+        segments = self._segments  # each copied out by itself: never the whole at once
+        return [bytes(segments[start:stop])
+                for start, stop in itertools.pairwise(self._bounds.tolist())]  # fmt: skip
 
     def parts(self) -> list[tuple[int, int, int, int]]:
         """Every server part: its whole's segment, the span replaced, the middle's segment."""
