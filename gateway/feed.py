@@ -208,7 +208,7 @@ class Feed:
             # Linear passes over every entry: in a worker thread, so requests keep flowing.
             prepare = self._prepare_changes if mode == "incremental" else self._prepare
             entries, counts, newest = await asyncio.to_thread(prepare, entries)
-        if entries is not None and entries != self.entries:
+        if entries is not None:  # changed (compared in the thread: it takes a pass)
             if self._hold(counts, entries, now):
                 entries = None
             else:
@@ -238,17 +238,23 @@ class Feed:
 
     def _prepare(
         self, entries: dict[Key, Entry]
-    ) -> tuple[dict[Key, Entry], tuple[int, int], datetime | None]:
-        """Unchanged entries keep their old objects (rebuilds recognise them and reuse work);
-        the entries not deleted, before and after, for the mass-drop guard; the newest
-        updatedAt."""
+    ) -> tuple[dict[Key, Entry] | None, tuple[int, int], datetime | None]:
+        """Unchanged entries keep their old objects (rebuilds recognise them and reuse work),
+        or None when every entry is unchanged; the entries not deleted, before and after, for
+        the mass-drop guard; the newest updatedAt."""
         old = self.entries
         kept = {}
+        unchanged = 0
         for key, entry in entries.items():
             previous = old.get(key)
-            same = previous is not None and (previous is entry or previous == entry)
-            kept[key] = previous if same and previous is not None else entry
-        before = self._summary()[0]
+            if previous is not None and (previous is entry or previous == entry):
+                kept[key] = previous
+                unchanged += 1
+            else:
+                kept[key] = entry
+        before, newest = self._summary()
+        if unchanged == len(kept) == len(old):  # the very entries it has
+            return None, (before, before), newest
         after, newest = active_count(kept), newest_update(kept.values())
         self._summed = (kept, after, newest)
         return kept, (before, after), newest

@@ -47,9 +47,32 @@ def test_an_incremental_poll_counts_what_a_whole_pass_counts(
     if summed_first:  # the entries before were counted already (by the sync that took them)
         part._summary()
     expected = whole._prepare({**old, **updated})
+    if not updated:  # the very entries it has: nothing to take (`_walk` gives None then)
+        assert expected[0] is None
+        return
+    assert expected[0] is not None
+    assert expected[0] != old
     got = part._prepare_changes(updated)
     assert got == expected
     part.entries = got[0]  # as the sync takes them
     assert part._summary() == (expected[1][1], expected[2])  # counted already, for the next
     assert part._summed is not None
     assert part._summed[0] is got[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=_entries, fetched=_entries)
+def test_a_whole_read_is_taken_only_when_it_differs(
+    before: list[Entry], fetched: list[Entry]
+) -> None:
+    """A full walk or a file read whole: None when it holds the very entries the feed has
+    (compared in the thread, not on the serving loop), else them, old objects kept."""
+    feed = _feed(before)
+    new = {entry.key: entry for entry in fetched}
+    kept, _, _ = feed._prepare(dict(new))
+    if new == feed.entries:
+        assert kept is None
+    else:
+        assert kept == new
+        assert all(kept[key] is feed.entries[key] for key in kept.keys() & feed.entries.keys()
+                   if kept[key] == feed.entries[key])  # fmt: skip
