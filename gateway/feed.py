@@ -207,7 +207,10 @@ class Feed:
         if entries is not None:
             # Linear passes over every entry: in a worker thread, so requests keep flowing.
             prepare = self._prepare_changes if mode == "incremental" else self._prepare
-            entries, counts, newest = await asyncio.to_thread(prepare, entries)
+            fetched, held = entries, None
+            while held is not self.entries:  # changed meanwhile (a confirmed drop): again
+                held = self.entries
+                entries, counts, newest = await asyncio.to_thread(prepare, held, fetched)
         if entries is not None:  # changed (compared in the thread: it takes a pass)
             if self._hold(counts, entries, now):
                 entries = None
@@ -237,12 +240,11 @@ class Feed:
         return changed
 
     def _prepare(
-        self, entries: dict[Key, Entry]
+        self, old: dict[Key, Entry], entries: dict[Key, Entry]
     ) -> tuple[dict[Key, Entry] | None, tuple[int, int], datetime | None]:
-        """Unchanged entries keep their old objects (rebuilds recognise them and reuse work),
-        or None when every entry is unchanged; the entries not deleted, before and after, for
-        the mass-drop guard; the newest updatedAt."""
-        old = self.entries
+        """Against the entries held (`old`): unchanged entries keep their old objects
+        (rebuilds recognise them and reuse work), or None when every entry is unchanged; the
+        entries not deleted, before and after, for the mass-drop guard; the newest updatedAt."""
         kept = {}
         unchanged = 0
         for key, entry in entries.items():
@@ -252,7 +254,7 @@ class Feed:
                 unchanged += 1
             else:
                 kept[key] = entry
-        before, newest = self._summary()
+        before, newest = self._summary(old)
         if unchanged == len(kept) == len(old):  # the very entries it has
             return None, (before, before), newest
         after, newest = active_count(kept), newest_update(kept.values())
@@ -260,12 +262,11 @@ class Feed:
         return kept, (before, after), newest
 
     def _prepare_changes(
-        self, updated: dict[Key, Entry]
+        self, old: dict[Key, Entry], updated: dict[Key, Entry]
     ) -> tuple[dict[Key, Entry], tuple[int, int], datetime | None]:
         """`_prepare` of an incremental poll: the entries it brought (each differs from the
         one it replaces) over the others, counted in proportion to them."""
-        old = self.entries
-        before, newest = self._summary()
+        before, newest = self._summary(old)
         replaced = [entry for key in updated if (entry := old.get(key)) is not None]
         kept = {**old, **updated}
         if newest is not None and any(entry.updated_at >= newest for entry in replaced):
@@ -276,9 +277,9 @@ class Feed:
         self._summed = (kept, after, newest)
         return kept, (before, after), newest
 
-    def _summary(self) -> tuple[int, datetime | None]:
+    def _summary(self, entries: dict[Key, Entry]) -> tuple[int, datetime | None]:
         """The entries not deleted and the newest updatedAt of `entries` (counted once)."""
-        summed, entries = self._summed, self.entries
+        summed = self._summed
         if summed is None or summed[0] is not entries:
             newest = newest_update(entries.values())
             summed = self._summed = (entries, active_count(entries), newest)

@@ -278,14 +278,14 @@ class Refresher(Triggers):
         reflects this sync (whatever the background builder did meanwhile)."""
         changed = await asyncio.gather(*(self.sync(feed) for feed in self.feeds))
         if self._may_build():
-            await self._rebuild_unless_begun(self._asked if any(changed) else self._begun)
+            await self._rebuild_unless_built(self._asked if any(changed) else self._begun)
 
     async def sync_now(self, name: str) -> bool:
         """Sync one upstream at once (an operator's request, so a probe even while its
         breaker is open) and serve the result."""
         changed = await self.sync(self.feed(name), probe=True)
         if changed and self._may_build():
-            await self._rebuild_unless_begun(self._asked)
+            await self._rebuild_unless_built(self._asked)
         return changed
 
     async def confirm_drop(self, name: str) -> bool:
@@ -301,16 +301,16 @@ class Refresher(Triggers):
         async with self._build_lock:  # one build at a time: they share the builder's memory
             return await self._rebuild()
 
-    async def _rebuild_unless_begun(self, mark: int) -> None:
-        """Build, unless a build began after `mark` (builds begun): it read every input as
-        it was then, and is served once this holds the lock. So a sync asked for, which the
-        background builder hears of too, is built once."""
+    async def _rebuild_unless_built(self, mark: int) -> None:
+        """Build, unless a build that began after `mark` (builds begun; it read every input
+        as it was then) is served: a sync asked for, which the background builder hears of
+        too, is built once."""
         async with self._build_lock:
-            if self._begun <= mark:
+            if self._served_build <= mark:
                 await self._rebuild()
 
     async def _rebuild(self) -> Snapshot:
-        self._begun += 1  # from here on, every input is read as it is now
+        self._begun = number = self._begun + 1  # from here on, every input is read as it is now
         started = time.monotonic()
         now = datetime.now(UTC)
         sources = [Source(f.name, list(f.entries.values()), f.settings.owns) for f in self.feeds]
@@ -324,6 +324,7 @@ class Refresher(Triggers):
         if self.shared is not None:  # the other workers read it back; all swap it together
             await self.shared.publish(snapshot)
         await self._swap(snapshot, started)
+        self._served_build = number  # (a build that failed or was cancelled is not)
         for listener in self.built_listeners:
             listener(snapshot)
         return snapshot
@@ -388,8 +389,7 @@ class Refresher(Triggers):
             self.advisory_states = await asyncio.to_thread(advisory_states, snapshot)
         # The index is long-lived like the catalog (tens of thousands of containers at 200k
         # versions): frozen, each full collection does not walk it again (15 ms a time at
-        # 200k, measured in-process; full collections come about once a second under
-        # distinct searches).
+        # 200k, in-process; full collections come about once a second under distinct searches).
         gc.freeze()
 
     async def _build_loop(self) -> None:
@@ -397,4 +397,4 @@ class Refresher(Triggers):
             await self._dirty.wait()
             self._dirty.clear()
             if self._may_build():
-                await self._rebuild_unless_begun(self._asked)
+                await self._rebuild_unless_built(self._asked)

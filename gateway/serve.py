@@ -154,7 +154,7 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
                                       keeps=first, shared=Shared(run, index)))  # fmt: skip
 
         try:
-            return run_workers(workers, worker, first_served=run.served.exists)
+            return run_workers(workers, worker, first_served=run.served.exists, ended=run.ended)
         finally:
             run.close()
     return asyncio.run(_serve(config, load))

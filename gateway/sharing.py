@@ -112,6 +112,11 @@ class Run:
         """Made once the building worker serves: from then on, its end stops the others."""
         return self.directory / "served"
 
+    def ended(self, worker: int) -> None:
+        """Say a worker ended (the parent saw it: one that died before it could say so too)."""
+        with contextlib.suppress(OSError):
+            (self.directory / f"ended.{worker}").touch()
+
     def close(self) -> None:
         if self.socket.parent != self.directory:
             shutil.rmtree(self.socket.parent, ignore_errors=True)
@@ -140,8 +145,13 @@ def _held(path: Path) -> bool:
 def _hold(path: Path) -> int:
     """A lock held on `path` from the moment it exists there (made aside, then moved)."""
     fd, aside = tempfile.mkstemp(prefix=".alive-", dir=path.parent)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.replace(aside, path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.replace(aside, path)
+    except BaseException:
+        os.close(fd)
+        Path(aside).unlink(missing_ok=True)
+        raise
     return fd
 
 
@@ -198,6 +208,8 @@ class Shared:
         return waiting
 
     def _ended(self, worker: int) -> bool:
+        if self._path(f"ended.{worker}").exists():  # the parent saw it end
+            return True
         alive = self._path(f"alive.{worker}")
         return alive.is_file() and not alive.is_symlink() and not _held(alive)
 

@@ -28,6 +28,7 @@ class Triggers:
     _dirty: asyncio.Event  # a build asked for: the background builder waits on it
     _begun = 0  # builds begun (each reads every input as it begins)
     _asked = -1  # builds begun when a build was last asked for: one begun after has it
+    _served_build = 0  # the number of the last build served (counted as builds begun)
     _cooldown: asyncio.TimerHandle | None
     _verifying: asyncio.Task[int] | None
 

@@ -17,10 +17,14 @@ from types import FrameType
 
 
 def run_workers(
-    count: int, serve: Callable[[int], int], first_served: Callable[[], bool] = lambda: True
+    count: int,
+    serve: Callable[[int], int],
+    first_served: Callable[[], bool] = lambda: True,
+    ended: Callable[[int], None] = lambda index: None,
 ) -> int:
-    """Fork `count` workers, each running `serve(index)`; wait for all of them. When the
-    first ends after it had served (`first_served`), the others are stopped."""
+    """Fork `count` workers, each running `serve(index)`; wait for all of them, telling
+    `ended` the index of each that ends. When the first ends after it had served
+    (`first_served`), the others are stopped."""
     children: list[int] = []
     for index in range(count):
         pid = os.fork()
@@ -46,6 +50,7 @@ def run_workers(
         if pid not in running:
             continue
         running.remove(pid)
+        ended(children.index(pid))
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         worst = worst or code

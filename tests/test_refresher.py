@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from gateway.app import REFRESHER
 from tests.conftest import file_upstream
@@ -117,3 +118,31 @@ async def test_a_sync_asked_for_builds_once(tmp_path: Path, make_config: Any, se
         assert await names(client) == [f"com.e/a@{version}"]
         await asyncio.sleep(0.3)  # the background builder had its chance
         assert len(refresher.build_durations) == builds + 1
+
+
+async def test_a_build_that_is_not_served_does_not_answer_a_request_for_one(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    """A build that began after a request but was never served (it failed, or was stopped)
+    leaves the request standing: the next build asked with it is made."""
+    upstream = file_upstream(tmp_path / "data", "approved", [server_entry("com.e/a", "1.0.0")])
+    client = await serve(make_config(upstreams=[upstream]), sync=False)
+    refresher = client.app[REFRESHER]
+    swap = refresher._swap
+    failures = [RuntimeError("a build that is not served")]
+
+    async def failing(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await swap(*args)
+
+    refresher._swap = failing
+    refresher._ask_build()
+    asked = refresher._asked
+    with pytest.raises(RuntimeError):
+        await refresher._rebuild_unless_built(asked)
+    builds = len(refresher.build_durations)
+    await refresher._rebuild_unless_built(asked)
+    assert len(refresher.build_durations) == builds + 1
+    await refresher._rebuild_unless_built(asked)  # served now: not built again
+    assert len(refresher.build_durations) == builds + 1

@@ -28,6 +28,7 @@ import yaml
 
 from gateway import sharing
 from gateway.sharing import Run, Shared
+from gateway.workers import run_workers
 from tests.conftest import free_port
 from tests.fakes import FakeRegistry, server_entry
 from tests.test_packed import demo_snapshot
@@ -567,3 +568,31 @@ async def test_a_catalog_offered_is_read_back_byte_for_byte(tmp_path: Path) -> N
         assert [view.body(item) for item in view.every.items] == [
             read.views[name].body(item) for item in read.views[name].every.items
         ]
+
+
+async def test_a_worker_that_ended_before_it_said_anything_is_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    """The parent says which workers ended (`run_workers` tells it), so one that died before
+    it made its lock (or anything) does not keep the others from reporting ready."""
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    first = Shared(run, 0)
+    try:
+        first.note_serving()
+        assert first.not_serving() == [1]  # not started yet, as far as the files go
+        run.ended(1)
+        assert first.not_serving() == []
+    finally:
+        first.close()
+
+
+async def test_the_parent_hears_of_every_worker_that_ends() -> None:
+    ended: list[int] = []
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    handlers = {signum: signal.getsignal(signum) for signum in signals}  # the parent's own
+    try:
+        assert run_workers(3, lambda index: 3 if index == 1 else 0, ended=ended.append) == 3
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert sorted(ended) == [0, 1, 2]
