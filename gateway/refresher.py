@@ -301,14 +301,6 @@ class Refresher(Triggers):
         async with self._build_lock:  # one build at a time: they share the builder's memory
             return await self._rebuild()
 
-    async def _rebuild_unless_built(self, mark: int) -> None:
-        """Build, unless a build that began after `mark` (builds begun; it read every input
-        as it was then) is served: a sync asked for, which the background builder hears of
-        too, is built once."""
-        async with self._build_lock:
-            if self._served_build <= mark:
-                await self._rebuild()
-
     async def _rebuild(self) -> Snapshot:
         self._begun = number = self._begun + 1  # from here on, every input is read as it is now
         started = time.monotonic()
@@ -391,10 +383,3 @@ class Refresher(Triggers):
         # versions): frozen, each full collection does not walk it again (15 ms a time at
         # 200k, in-process; full collections come about once a second under distinct searches).
         gc.freeze()
-
-    async def _build_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            if self._may_build():
-                await self._rebuild_unless_built(self._asked)

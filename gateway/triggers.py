@@ -32,9 +32,36 @@ class Triggers:
     _cooldown: asyncio.TimerHandle | None
     _verifying: asyncio.Task[int] | None
 
+    _build_lock: asyncio.Lock
+
+    def _may_build(self) -> bool:
+        raise NotImplementedError  # the refresher's
+
+    async def _rebuild(self) -> Snapshot:
+        raise NotImplementedError  # the refresher's
+
     def _ask_build(self) -> None:
         self._asked = self._begun
         self._dirty.set()
+
+    async def _rebuild_unless_built(self, mark: int) -> None:
+        """Build, unless a build that began after `mark` (builds begun; it read every input
+        as it was then) is served: a sync asked for, which the background builder hears of
+        too, is built once."""
+        async with self._build_lock:
+            if self._served_build <= mark:
+                await self._rebuild()
+
+    async def _build_loop(self) -> None:
+        """The background builder: builds what is asked for (`_ask_build`), one at a time."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                if self._may_build():
+                    await self._rebuild_unless_built(self._asked)
+            except Exception:  # the last good catalog stays served; the next request builds
+                log.exception("catalog_build_failed")
 
     def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:
         """Versions held back by `min_age` appear by themselves once old enough."""

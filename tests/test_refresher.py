@@ -146,3 +146,32 @@ async def test_a_build_that_is_not_served_does_not_answer_a_request_for_one(
     assert len(refresher.build_durations) == builds + 1
     await refresher._rebuild_unless_built(asked)  # served now: not built again
     assert len(refresher.build_durations) == builds + 1
+
+
+async def test_a_build_that_fails_leaves_the_background_builder_building(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    """A build that fails keeps the last good catalog served, and the next build asked for
+    is made (before, the background builder ended with the first failure)."""
+    upstream = file_upstream(tmp_path / "data", "approved", [server_entry("com.e/a", "1.0.0")])
+    client = await serve(make_config(upstreams=[upstream]))
+    refresher = client.app[REFRESHER]
+    swap = refresher._swap
+    failures = [RuntimeError("a build that fails")]
+
+    async def failing(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await swap(*args)
+
+    refresher._swap = failing
+    path = Path(upstream["file"])
+    path.write_bytes(orjson.dumps([server_entry("com.e/a", "2.0.0")["server"]]))
+    os.utime(path, ns=(1, 2_000_000_000_000_000_000))
+    await refresher.sync(refresher.feed("approved"))  # asks the background builder
+    await asyncio.sleep(0.3)
+    assert not failures
+    assert await names(client) == ["com.e/a@1.0.0"]  # the last good one
+    refresher._ask_build()  # the cooldown, the mirrors, the advisories ask alike
+    await asyncio.sleep(0.3)
+    assert await names(client) == ["com.e/a@2.0.0"]
