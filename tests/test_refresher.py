@@ -120,6 +120,20 @@ async def test_a_sync_asked_for_builds_once(tmp_path: Path, make_config: Any, se
         assert len(refresher.build_durations) == builds + 1
 
 
+def _fail_one_swap(refresher: Any) -> list[Exception]:
+    """The next build of `refresher` fails before it is served (the failure still to come)."""
+    swap = refresher._swap
+    failures: list[Exception] = [RuntimeError("a build that is not served")]
+
+    async def failing(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await swap(*args)
+
+    refresher._swap = failing
+    return failures
+
+
 async def test_a_build_that_is_not_served_does_not_answer_a_request_for_one(
     tmp_path: Path, make_config: Any, serve: Any
 ) -> None:
@@ -128,15 +142,7 @@ async def test_a_build_that_is_not_served_does_not_answer_a_request_for_one(
     upstream = file_upstream(tmp_path / "data", "approved", [server_entry("com.e/a", "1.0.0")])
     client = await serve(make_config(upstreams=[upstream]), sync=False)
     refresher = client.app[REFRESHER]
-    swap = refresher._swap
-    failures = [RuntimeError("a build that is not served")]
-
-    async def failing(*args: Any) -> None:
-        if failures:
-            raise failures.pop()
-        await swap(*args)
-
-    refresher._swap = failing
+    _fail_one_swap(refresher)
     refresher._ask_build()
     asked = refresher._asked
     with pytest.raises(RuntimeError):
@@ -156,15 +162,7 @@ async def test_a_build_that_fails_leaves_the_background_builder_building(
     upstream = file_upstream(tmp_path / "data", "approved", [server_entry("com.e/a", "1.0.0")])
     client = await serve(make_config(upstreams=[upstream]))
     refresher = client.app[REFRESHER]
-    swap = refresher._swap
-    failures = [RuntimeError("a build that fails")]
-
-    async def failing(*args: Any) -> None:
-        if failures:
-            raise failures.pop()
-        await swap(*args)
-
-    refresher._swap = failing
+    failures = _fail_one_swap(refresher)
     path = Path(upstream["file"])
     path.write_bytes(orjson.dumps([server_entry("com.e/a", "2.0.0")["server"]]))
     os.utime(path, ns=(1, 2_000_000_000_000_000_000))
