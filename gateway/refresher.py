@@ -369,7 +369,10 @@ class Refresher(Triggers):
         while True:
             await self._unindexed.wait()
             self._unindexed.clear()
-            await self._index()
+            try:
+                await self._index()
+            except Exception:  # searches scan the listings meanwhile; the next swap tries again
+                log.exception("search_index_failed")
 
     async def _index(self) -> None:
         if self._followed is not None:

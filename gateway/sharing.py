@@ -6,14 +6,12 @@ a directory of its own that the parent process made for this run, offers it ther
 (`offered.json`), waits until every other worker has read it back (`loaded.<worker>.json`,
 at most `LOAD_WAIT` seconds: a worker that does not answer is not waited for again), names
 it current (`current.json`) and swaps; each other worker swaps the moment it reads that.
-So the workers serve the same bytes (the same ETags, and cursors any of them accepts) and make
-the upstream requests of one. They report ready together: each says when it serves a
-catalog (`serving.<worker>`), and each reports ready only once every worker living has said
-so (each holds a lock on `alive.<worker>` while it lives, so a worker that died is not
-waited for): whichever worker a probe reaches, a ready answer means every worker answers.
-What only the building worker knows (the upstreams' syncs, accounts of a server) the others
-read from it: its upstreams' status from `upstreams.json`, and the operator endpoints over
-its Unix socket (`leader`).
+So the workers serve the same bytes (the same ETags, cursors any of them accepts) and make
+the upstream requests of one. Each says when it serves (`serving.<worker>`) and reports
+ready only once every living worker has (a lock on `alive.<worker>`, or `ended.<worker>`
+from the parent, tells the dead): a ready answer from any means every worker answers. What
+only the building worker knows the others read from it: its upstreams' status from
+`upstreams.json`, the operator endpoints over its Unix socket (`leader`).
 
 Every file there is read as hostile: a regular file, bounded, of one exact shape, and a
 catalog only of this run's generations.
@@ -40,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway import kept
 from gateway.bounded import read_bounded
-from gateway.errors import StateError, Stopped
+from gateway.errors import Stopped
 from gateway.pack import write_pack
 from gateway.state import written
 from gateway.status import UpstreamStatus
@@ -81,9 +79,8 @@ class _Loaded(_Note):
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """What the parent process prepares for its workers: a private directory in `state_dir`
-    (a disk, not memory: catalogs are hundreds of MB), the run's token (no file of another
-    run is taken for this one's), and where the building worker's socket is."""
+    """What the parent prepares for its workers: a private directory in `state_dir` (a disk:
+    catalogs are hundreds of MB), the run's token, and where the building worker's socket is."""
 
     directory: Path
     token: str
@@ -317,10 +314,13 @@ class Shared:
             if offer is not None and offer.generation != seen and self._ours(offer.generation):
                 seen = offer.generation
                 followed = await self._load(offer, prepare, ready)
-                if followed is not None and await self._named(offer.generation):
-                    await take(followed)
-                    _note(self._path(f"swapped.{self.worker}.json"),
-                          _Loaded(generation=offer.generation, loaded=True))  # fmt: skip
+                try:
+                    if followed is not None and await self._named(offer.generation):
+                        await take(followed)
+                        _note(self._path(f"swapped.{self.worker}.json"),
+                              _Loaded(generation=offer.generation, loaded=True))  # fmt: skip
+                except Exception:  # the catalog before stays served; the next one is read
+                    log.exception("shared_catalog_not_served", generation=offer.generation)
                 del followed
             await asyncio.sleep(POLL)
 
@@ -338,8 +338,8 @@ class Shared:
             followed: Followed | None = await asyncio.to_thread(lambda: prepare(kept.read(path)))
             if followed is not None and ready is not None:
                 await ready(followed[0])
-        except (StateError, OSError) as exc:
-            log.error("shared_catalog_unreadable", path=str(path), error=str(exc))
+        except Exception as exc:  # not whole, or not ours to serve: the one before stays
+            log.error("shared_catalog_unreadable", path=str(path), error=repr(exc))
             followed = None
         _note(self._path(f"loaded.{self.worker}.json"),
               _Loaded(generation=offer.generation, loaded=followed is not None))  # fmt: skip

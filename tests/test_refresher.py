@@ -173,3 +173,28 @@ async def test_a_build_that_fails_leaves_the_background_builder_building(
     refresher._ask_build()  # the cooldown, the mirrors, the advisories ask alike
     await asyncio.sleep(0.3)
     assert await names(client) == ["com.e/a@2.0.0"]
+
+
+async def test_an_index_update_that_fails_leaves_the_indexer_following(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    """The search index's update failing once is logged; the next build is indexed (before,
+    the indexer ended with the first failure and searches scanned from then on)."""
+    upstream = file_upstream(tmp_path / "data", "approved", [server_entry("com.e/a", "1.0.0")])
+    client = await serve(make_config(upstreams=[upstream]))
+    refresher = client.app[REFRESHER]
+    index = refresher._index
+    calls: list[bool] = []
+
+    async def failing() -> None:
+        calls.append(not calls)
+        if calls == [True]:
+            raise RuntimeError("an index update that fails")
+        await index()
+
+    refresher._index = failing
+    for _ in range(2):
+        await refresher.rebuild_now()
+        await asyncio.sleep(0.3)
+    assert calls[0]  # the first failed,
+    assert len(calls) >= 2  # and later builds were indexed

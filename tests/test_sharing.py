@@ -596,3 +596,46 @@ async def test_the_parent_hears_of_every_worker_that_ends() -> None:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     assert sorted(ended) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("fails", ["prepare", "take"])
+async def test_a_catalog_a_worker_cannot_serve_leaves_it_following(
+    tmp_path: Path, fails: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog that fails to be read back or swapped in, for any reason, is logged and the
+    one before stays served; the next one offered is read and served (before, anything but
+    a file error ended the worker's following for good)."""
+    monkeypatch.setattr(sharing, "SWAP_WAIT", 0.5)  # the builder waits on a swap not made
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    taken: list[Any] = []
+    failures = [RuntimeError("not this one")]
+
+    def prepare(snapshot: Any) -> Any:
+        if fails == "prepare" and failures:
+            raise failures.pop()
+        return (snapshot, 0, [])
+
+    async def take(followed: Any) -> None:
+        if fails == "take" and failures:
+            raise failures.pop()
+        taken.append(followed)
+
+    follower = Shared(run, 1)
+    following = asyncio.create_task(follower.follow(prepare, take))
+    builder = Shared(run, 0)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.wait_for(builder.publish(demo_snapshot()), 30)
+            await asyncio.wait_for(builder.publish(demo_snapshot()), 30)
+            for _ in range(200):
+                if taken:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        following.cancel()
+        follower.close()
+        builder.close()
+    assert not failures
+    assert len(taken) == 1  # the second
+    event = {"prepare": "shared_catalog_unreadable", "take": "shared_catalog_not_served"}[fails]
+    assert event in [line["event"] for line in logs]
