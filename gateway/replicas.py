@@ -39,7 +39,6 @@ from gateway.errors import (
     KeptForOther,
     LeaseLost,
     StateError,
-    Stopped,
     StoreError,
     StoreGarbled,
 )
@@ -281,8 +280,8 @@ class Replica:
                 continue
             try:
                 await self._put_one(snapshot, previous)
-            except (StoreError, OSError, Stopped) as exc:
-                log.error("replica_put_failed", error=str(exc))
+            except Exception as exc:  # the next catalog is put; followers keep the last one
+                log.error("replica_put_failed", error=repr(exc))
 
     async def _put_one(self, snapshot: Snapshot, previous: list[str]) -> None:
         self._generations += 1

@@ -446,3 +446,41 @@ def test_a_store_without_the_s3_client_installed_is_an_error_saying_how(
             "upstreams": [{"name": "u", "url": "https://r.example.com"}],
             "snapshot_store": {"url": "s3://bucket/x"},
         })  # fmt: skip
+
+
+@needs_moto
+async def test_a_put_that_fails_leaves_the_holder_putting(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, serve: Any
+) -> None:
+    """A catalog the holder cannot put, for any reason, is logged and the next one is put
+    (before, anything but a store or file error ended its putting for good: the others
+    then served an ever older catalog while it kept the lease)."""
+    from gateway import replicas
+    from gateway.app import REFRESHER
+
+    registry = await FakeRegistry(_catalog("io.github.acme", 5)).start()
+    put_one = replicas.Replica._put_one
+    puts: list[bool] = []
+
+    async def failing(self: Any, snapshot: Any, previous: list[str]) -> None:
+        puts.append(not puts)
+        if puts == [True]:
+            raise RuntimeError("a put that fails")
+        await put_one(self, snapshot, previous)
+
+    monkeypatch.setattr(replicas.Replica, "_put_one", failing)
+    try:
+        config = write_config(tmp_path / "config", yaml.safe_load(
+            (_config(tmp_path / "yaml", registry, store_url) / "gateway.yaml").read_text()))  # fmt: skip
+        client = await serve(config)
+
+        async def put(count: int) -> bool:
+            return len(puts) >= count
+
+        await _until(lambda: put(1))
+        await client.app[REFRESHER].rebuild_now()
+        await _until(lambda: put(2))
+        current = _client(store_url).get_object(Bucket=BUCKET, Key="gw/current.json")
+        assert Current.model_validate_json(current["Body"].read()).generation
+    finally:
+        await registry.stop()
