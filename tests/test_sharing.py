@@ -411,6 +411,7 @@ async def _follows_nothing(shared: Shared, seconds: float = 0.4) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    shared.close()
 
 
 @pytest.mark.parametrize(
@@ -529,6 +530,7 @@ async def test_an_offer_no_other_worker_reads_is_named_current_after_the_wait(
             again = time.monotonic() - started - waited
     finally:
         answering.cancel()
+        shared.close()
     assert 0.3 <= waited < 5
     assert again < 0.3
     events = [(e["event"], e.get("workers")) for e in logs if e["event"].startswith("shared_")]
@@ -553,15 +555,18 @@ async def test_a_catalog_offered_is_read_back_byte_for_byte(tmp_path: Path) -> N
     async def take(followed: Any) -> None:
         taken.append(followed)
 
-    following = asyncio.create_task(Shared(run, 1).follow(lambda s: (s, 0, []), take))
+    follower, builder = Shared(run, 1), Shared(run, 0)
+    following = asyncio.create_task(follower.follow(lambda s: (s, 0, []), take))
     try:
-        await asyncio.wait_for(Shared(run, 0).publish(snapshot), 30)
+        await asyncio.wait_for(builder.publish(snapshot), 30)
         for _ in range(200):
             if taken:
                 break
             await asyncio.sleep(0.01)
     finally:
         following.cancel()
+        follower.close()
+        builder.close()
     assert len(taken) == 1
     read = taken[0][0]
     for name, view in snapshot.views.items():
