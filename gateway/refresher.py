@@ -36,7 +36,7 @@ from gateway.released import release
 from gateway.sharing import Followed, Shared
 from gateway.snapshot import Builder, Snapshot, advisory_states, view_policies
 from gateway.status import GatewayStatus, gateway_status, upstream_statuses
-from gateway.triggers import Triggers
+from gateway.triggers import Triggers, on_each
 from gateway.unpack import searched
 from gateway.verify import Verifier, sources
 
@@ -365,14 +365,9 @@ class Refresher(Triggers):
             await self._index()
 
     async def _index_loop(self) -> None:
-        """Bring the search index up to the newest build, off the event loop."""
-        while True:
-            await self._unindexed.wait()
-            self._unindexed.clear()
-            try:
-                await self._index()
-            except Exception:  # searches scan the listings meanwhile; the next swap tries again
-                log.exception("search_index_failed")
+        """Bring the search index up to the newest build, off the event loop (one that
+        fails: searches scan the listings meanwhile, the next swap is indexed)."""
+        await on_each(self._unindexed, lambda: self._index(), "search_index_failed")
 
     async def _index(self) -> None:
         if self._followed is not None:

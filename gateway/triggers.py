@@ -4,6 +4,7 @@ mirror answers, advisory feeds (a base of `Refresher`, which owns the state they
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,19 @@ if TYPE_CHECKING:
     from gateway.verify import Verifier
 
 log = structlog.get_logger("gateway.refresher")
+
+
+async def on_each(event: asyncio.Event, step: Callable[[], Awaitable[None]], failed: str) -> None:
+    """Run `step` each time `event` is set, one at a time (sets meanwhile make one more run);
+    a step that fails is logged as `failed` and the next one runs: a background task never
+    ends with a failure."""
+    while True:
+        await event.wait()
+        event.clear()
+        try:
+            await step()
+        except Exception:
+            log.exception(failed)
 
 
 class Triggers:
@@ -53,15 +67,13 @@ class Triggers:
                 await self._rebuild()
 
     async def _build_loop(self) -> None:
-        """The background builder: builds what is asked for (`_ask_build`), one at a time."""
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                if self._may_build():
-                    await self._rebuild_unless_built(self._asked)
-            except Exception:  # the last good catalog stays served; the next request builds
-                log.exception("catalog_build_failed")
+        """The background builder: builds what is asked for (`_ask_build`), one at a time;
+        after one that fails, the last good catalog stays served and the next request builds."""
+        await on_each(self._dirty, self._build_asked, "catalog_build_failed")
+
+    async def _build_asked(self) -> None:
+        if self._may_build():
+            await self._rebuild_unless_built(self._asked)
 
     def _schedule_cooldown_rebuild(self, when: datetime | None) -> None:
         """Versions held back by `min_age` appear by themselves once old enough."""

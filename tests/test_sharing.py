@@ -168,7 +168,7 @@ async def test_workers_serve_the_same_bytes_and_etags(two: tuple[Gateway, Any]) 
 
 async def test_a_cursor_from_one_worker_continues_on_any(two: tuple[Gateway, Any]) -> None:
     gateway, _ = two
-    route = "/v0.1/servers?limit=7"
+    route = "/v0.1/servers?limit=3"  # 18 pages: all from one worker about once in 130,000
     crossed: list[bytes] = []  # each page over a new connection: any worker answers it
     url = route
     while True:
@@ -185,7 +185,7 @@ async def test_a_cursor_from_one_worker_continues_on_any(two: tuple[Gateway, Any
     await asyncio.sleep(1.2)
     cursors = {e["worker"] for e in gateway.lines()
                if e.get("event") == "request" and "cursor=" in e.get("path", "")}  # fmt: skip
-    assert len(crossed) > 5
+    assert len(crossed) > 15
     assert cursors == {0, 1}
 
 
@@ -547,18 +547,16 @@ async def test_an_offer_no_other_worker_reads_is_named_current_after_the_wait(
     assert sorted(p.name for p in tmp_path.glob("catalog.*")) == [shared.published.name]
 
 
-async def test_a_catalog_offered_is_read_back_byte_for_byte(tmp_path: Path) -> None:
-    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
-    snapshot = demo_snapshot()
-    taken: list[Any] = []
-
-    async def take(followed: Any) -> None:
-        taken.append(followed)
-
+async def _offered_and_followed(
+    run: Run, snapshots: list[Any], prepare: Any, take: Any, taken: list[Any]
+) -> None:
+    """Worker 0 offers each snapshot in turn while worker 1 follows (`prepare`, `take`),
+    until `take` has added to `taken` (at most 2 s after the last offer)."""
     follower, builder = Shared(run, 1), Shared(run, 0)
-    following = asyncio.create_task(follower.follow(lambda s: (s, 0, []), take))
+    following = asyncio.create_task(follower.follow(prepare, take))
     try:
-        await asyncio.wait_for(builder.publish(snapshot), 30)
+        for snapshot in snapshots:
+            await asyncio.wait_for(builder.publish(snapshot), 30)
         for _ in range(200):
             if taken:
                 break
@@ -567,6 +565,17 @@ async def test_a_catalog_offered_is_read_back_byte_for_byte(tmp_path: Path) -> N
         following.cancel()
         follower.close()
         builder.close()
+
+
+async def test_a_catalog_offered_is_read_back_byte_for_byte(tmp_path: Path) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    snapshot = demo_snapshot()
+    taken: list[Any] = []
+
+    async def take(followed: Any) -> None:
+        taken.append(followed)
+
+    await _offered_and_followed(run, [snapshot], lambda s: (s, 0, []), take, taken)
     assert len(taken) == 1
     read = taken[0][0]
     for name, view in snapshot.views.items():
@@ -625,21 +634,8 @@ async def test_a_catalog_a_worker_cannot_serve_leaves_it_following(
             raise failures.pop()
         taken.append(followed)
 
-    follower = Shared(run, 1)
-    following = asyncio.create_task(follower.follow(prepare, take))
-    builder = Shared(run, 0)
-    try:
-        with structlog.testing.capture_logs() as logs:
-            await asyncio.wait_for(builder.publish(demo_snapshot()), 30)
-            await asyncio.wait_for(builder.publish(demo_snapshot()), 30)
-            for _ in range(200):
-                if taken:
-                    break
-                await asyncio.sleep(0.01)
-    finally:
-        following.cancel()
-        follower.close()
-        builder.close()
+    with structlog.testing.capture_logs() as logs:
+        await _offered_and_followed(run, [demo_snapshot(), demo_snapshot()], prepare, take, taken)
     assert not failures
     assert len(taken) == 1  # the second
     event = {"prepare": "shared_catalog_unreadable", "take": "shared_catalog_not_served"}[fails]
