@@ -171,6 +171,8 @@ class _Packer:
                       self._suffix(item.suffix, catalog.suffixes[item.suffix]), end)  # fmt: skip
             for field, value in zip(ROW_U32, values, strict=True):
                 columns[field].append(value)
+        for key, suffix in catalog.suffixes.items():  # every one: a catalog in part serves
+            self._suffix(key, suffix)  # with them what the catalog before holds (`deltas`)
         columns["active"] = array("I", (rows[id(item)] for item in catalog.active.items))
         columns["latest"] = array("I", (rows[id(item)] for item in catalog.latest.items))
         return columns

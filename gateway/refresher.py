@@ -163,7 +163,9 @@ class Refresher(Triggers):
         if self.shared is not None and self.follows:  # serves what another worker builds
             prepare = partial(searched, search=self.builder.search)
             self._tasks.append(
-                asyncio.create_task(self.shared.follow(prepare, self.take, self._ready))
+                asyncio.create_task(
+                    self.shared.follow(prepare, self.take, self._ready, lambda: self.snapshot)
+                )
             )
             return
         self._tasks += [asyncio.create_task(self._build_loop(), name="catalog-builder"),
@@ -314,7 +316,7 @@ class Refresher(Triggers):
         ))  # fmt: skip
         snapshot = await asyncio.shield(self.building)
         if self.shared is not None:  # the other workers read it back; all swap it together
-            await self.shared.publish(snapshot)
+            await self.shared.publish(snapshot, self.snapshot)
         await self._swap(snapshot, started)
         self._served_build = number  # (a build that failed or was cancelled is not)
         for listener in self.built_listeners:

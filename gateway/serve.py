@@ -21,7 +21,8 @@ from gateway.app import HANDLER_ARGS, REFRESHER, create_app, handler_for
 from gateway.config import FederationConfig
 from gateway.logs import BUFFER
 from gateway.reloader import ConfigLoader, reload_config
-from gateway.sharing import Run, Shared
+from gateway.rundir import Run
+from gateway.sharing import Shared
 from gateway.workers import run_workers
 
 SHUTDOWN_GRACE = 10.0

@@ -7,7 +7,9 @@ a directory of its own that the parent process made for this run, offers it ther
 at most `LOAD_WAIT` seconds: a worker that does not answer is not waited for again), names
 it current (`current.json`) and swaps; each other worker swaps the moment it reads that.
 So the workers serve the same bytes (the same ETags, cursors any of them accepts) and make
-the upstream requests of one. Each says when it serves (`serving.<worker>`) and reports
+the upstream requests of one. A catalog after a sync goes in part when every other worker
+serves the one before it: only the servers that changed (`deltas`), put into the catalog
+each serves; a worker that does not serve that one says so, and the whole catalog follows. Each says when it serves (`serving.<worker>`) and reports
 ready only once every living worker has (a lock on `alive.<worker>`, or `ended.<worker>`
 from the parent, tells the dead): a ready answer from any means every worker answers. What
 only the building worker knows the others read from it: its upstreams' status from
@@ -21,25 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
-import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from gateway import kept
-from gateway.bounded import read_bounded
-from gateway.errors import Stopped
+from gateway import deltas, kept
+from gateway.errors import StateError, Stopped
 from gateway.pack import write_pack
+from gateway.rundir import MAX_NOTE, Run, held, hold, read_note, read_small, write_note, write_small
 from gateway.state import written
 from gateway.status import UpstreamStatus
 
@@ -53,13 +50,9 @@ LOAD_WAIT = 60.0  # seconds the building worker waits for the others to read a c
 POLL = 0.1  # seconds between looks for a new catalog offered
 SWAP_POLL = 0.002  # seconds between looks for the catalog read back to be named current
 SWAP_WAIT = 5.0  # seconds the building worker waits for the others to swap a catalog named
-MAX_NOTE = 4 << 20  # bytes of any small file here (the upstreams' status is the largest)
-SOCKET = "leader.sock"
-LOCK = "run.lock"
-RUN_PREFIX = ".workers-"
-MAX_SOCKET_PATH = 100  # bytes: a Unix socket's path is at most 107 on Linux
 _GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
 _UPSTREAMS = TypeAdapter(tuple[UpstreamStatus, ...])
+_DELTA = TypeAdapter(dict[str, list[str]])
 Followed = tuple["Snapshot", int, "Order"]  # a catalog read back, and its search index's update
 
 
@@ -71,85 +64,19 @@ class _Note(BaseModel):
 
 class _Offer(_Note):
     file: str = Field(pattern=rf"\Acatalog\.{_GENERATION}\.pack\z")
+    # in part: the generation it changes, and the servers it replaces in each view
+    base: str | None = Field(None, pattern=rf"\A{_GENERATION}\z")
+    changes: dict[str, list[str]] | None = None
+
+    @model_validator(mode="after")
+    def _whole_or_in_part(self) -> _Offer:
+        if (self.base is None) != (self.changes is None):
+            raise ValueError("a catalog in part names both its base and its changes")
+        return self
 
 
 class _Loaded(_Note):
     loaded: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """What the parent prepares for its workers: a private directory in `state_dir` (a disk:
-    catalogs are hundreds of MB), the run's token, and where the building worker's socket is."""
-
-    directory: Path
-    token: str
-    workers: int
-    socket: Path
-    lock: int = -1  # held while the run lives (its workers inherit it): see `prepare`
-
-    @classmethod
-    def prepare(cls, state_dir: Path, workers: int) -> Run:
-        """A private directory for this run's workers (removed by `close`); those of runs
-        that ended without removing theirs (a crash: no process holds their lock) go."""
-        state_dir.mkdir(parents=True, exist_ok=True)
-        for left in state_dir.glob(f"{RUN_PREFIX}*"):
-            if left.is_dir() and not left.is_symlink() and not _held(left / LOCK):
-                shutil.rmtree(left, ignore_errors=True)
-        directory = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=state_dir)).absolute()  # 0700
-        lock = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        socket = directory / SOCKET
-        if len(os.fsencode(socket)) > MAX_SOCKET_PATH:  # too long to bind: a short one
-            socket = Path(tempfile.mkdtemp(prefix="mcp-gateway-")) / SOCKET
-        return cls(directory, secrets.token_hex(8), workers, socket, lock)
-
-    @property
-    def served(self) -> Path:
-        """Made once the building worker serves: from then on, its end stops the others."""
-        return self.directory / "served"
-
-    def ended(self, worker: int) -> None:
-        """Say a worker ended (the parent saw it: one that died before it could say so too)."""
-        with contextlib.suppress(OSError):
-            (self.directory / f"ended.{worker}").touch()
-
-    def close(self) -> None:
-        if self.socket.parent != self.directory:
-            shutil.rmtree(self.socket.parent, ignore_errors=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
-        if self.lock >= 0:
-            os.close(self.lock)
-
-
-def _held(path: Path) -> bool:
-    """Whether a live process holds this lock (or it cannot be told: then taken as held)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _hold(path: Path) -> int:
-    """A lock held on `path` from the moment it exists there (made aside, then moved)."""
-    fd, aside = tempfile.mkstemp(prefix=".alive-", dir=path.parent)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.replace(aside, path)
-    except BaseException:
-        os.close(fd)
-        Path(aside).unlink(missing_ok=True)
-        raise
-    return fd
 
 
 class Shared:
@@ -162,9 +89,12 @@ class Shared:
         self._gone: set[int] = set()  # workers that did not read a catalog in time
         self.published: Path | None = None  # the file of the catalog served, when offered
         self._upstreams: tuple[int, tuple[UpstreamStatus, ...]] | None = None
-        self._alive = _hold(self._path(f"alive.{worker}"))
+        self._alive = hold(self._path(f"alive.{worker}"))
         self._everyone_serves = False
         self._said_serving = False
+        # the building worker's last catalog that every other worker serves, and its generation
+        self._last: tuple[str, Snapshot] | None = None
+        self._taken: tuple[str, Snapshot] | None = None  # a following worker's, likewise
 
     def close(self) -> None:
         """Let go of this worker's lock (it is let go of when its process ends, too)."""
@@ -186,7 +116,7 @@ class Shared:
         if self._said_serving:
             return
         try:
-            _write(self._path(f"serving.{self.worker}"), b"")
+            write_small(self._path(f"serving.{self.worker}"), b"")
         except OSError as exc:  # said again at the next swap
             log.warning("shared_status_failed", error=str(exc))
             return
@@ -208,19 +138,38 @@ class Shared:
         if self._path(f"ended.{worker}").exists():  # the parent saw it end
             return True
         alive = self._path(f"alive.{worker}")
-        return alive.is_file() and not alive.is_symlink() and not _held(alive)
+        return alive.is_file() and not alive.is_symlink() and not held(alive)
 
     # -- the building worker -------------------------------------------------------------------
 
-    async def publish(self, snapshot: Snapshot) -> None:
+    async def publish(self, snapshot: Snapshot, before: Snapshot | None = None) -> None:
         """Offer a catalog just built, and return once every other worker has read it back
-        (or `LOAD_WAIT` passed): the caller swaps it in then, as the others do."""
+        (or `LOAD_WAIT` passed): the caller swaps it in then, as the others do. With the
+        catalog `before` it (served now), only what changed, if every other worker serves
+        that one; one that cannot use it is offered the whole catalog at once."""
+        found = None
+        last = self._last
+        if before is not None and last is not None and last[1] is before and not self._gone:
+            found = await asyncio.to_thread(deltas.changes, before, snapshot)
+        if found is not None and len(_DELTA.dump_json(found)) > MAX_NOTE // 2:
+            found = None  # its names alone are too many for the offer
+        self._last = None
+        if found is not None and last is not None:
+            if await self._offer(snapshot, (last[0], found)):
+                return
+            log.warning("shared_catalog_in_part_refused")  # the whole catalog follows
+        await self._offer(snapshot, None)
+
+    async def _offer(self, snapshot: Snapshot, delta: tuple[str, deltas.Changes] | None) -> bool:
+        """Offer the catalog (`delta`: in part, on the generation before) and name it current
+        once the others have read it; False, and not named, for a part one could not use."""
         self._generations += 1
         generation = f"{self.run.token}.{self._generations}"
         path = self._path(f"catalog.{generation}.pack")
         started = time.monotonic()
         stop = threading.Event()
-        writing = asyncio.ensure_future(asyncio.to_thread(pack_file, path, snapshot, stop))
+        made = snapshot if delta is None else deltas.part(snapshot, delta[1])
+        writing = asyncio.ensure_future(asyncio.to_thread(pack_file, path, made, stop))
         try:
             size = await asyncio.shield(writing)
         except asyncio.CancelledError:
@@ -231,9 +180,12 @@ class Shared:
         except OSError as exc:  # the others stay on the catalog they have
             log.error("shared_catalog_failed", error=str(exc))
             self._forget_published()
-            return
+            return True
         packed = time.monotonic() - started
-        _note(self._path("offered.json"), _Offer(generation=generation, file=path.name))
+        offer = _Offer(generation=generation, file=path.name)
+        if delta is not None:
+            offer = _Offer(generation=generation, file=path.name, base=delta[0], changes=delta[1])
+        write_note(self._path("offered.json"), offer)
         others = set(range(1, self.run.workers)) - self._gone
         waiting, deadline = others, time.monotonic() + LOAD_WAIT
         while waiting and time.monotonic() < deadline:
@@ -243,9 +195,12 @@ class Shared:
             self._gone |= waiting
             log.error("shared_catalog_not_read", workers=sorted(waiting), waited_s=LOAD_WAIT)
         unread = sorted(w for w in others - waiting if not self._loaded(w, generation))
+        if unread and delta is not None:
+            path.unlink(missing_ok=True)
+            return False
         if unread:  # they serve the catalog before until one they can read
             log.error("shared_catalog_unreadable", workers=unread)
-        _note(self._path("current.json"), _Note(generation=generation))
+        write_note(self._path("current.json"), _Note(generation=generation))
         # Answered (a sync, a reload) once every worker serves it: they swap within moments.
         swapping = {w for w in others - waiting if self._loaded(w, generation)}
         deadline = time.monotonic() + SWAP_WAIT
@@ -253,9 +208,16 @@ class Shared:
             await asyncio.sleep(SWAP_POLL)
             swapping = {w for w in swapping if not self._swapped(w, generation)}
         self._forget_published()
-        self.published = path
+        if delta is None:
+            self.published = path  # whole: what a stop keeps, copied
+        else:
+            path.unlink(missing_ok=True)
+        if not (waiting or unread or swapping):  # every other worker serves it
+            self._last = (generation, snapshot)
         log.info("shared_catalog_offered", bytes=size, packed_ms=round(packed * 1000, 1),
-                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+                 duration_ms=round((time.monotonic() - started) * 1000, 1),
+                 servers=None if delta is None else len(set().union(*delta[1].values())))  # fmt: skip
+        return True
 
     def _forget_published(self) -> None:
         if self.published is not None:
@@ -263,18 +225,18 @@ class Shared:
             self.published = None
 
     def _swapped(self, worker: int, generation: str) -> bool:
-        swapped = _read(self._path(f"swapped.{worker}.json"), _Loaded)
+        swapped = read_note(self._path(f"swapped.{worker}.json"), _Loaded)
         return swapped is not None and swapped.generation == generation
 
     def _loaded(self, worker: int, generation: str) -> bool | None:
         """Whether a worker read a generation back (None: it has not said yet)."""
-        loaded = _read(self._path(f"loaded.{worker}.json"), _Loaded)
+        loaded = read_note(self._path(f"loaded.{worker}.json"), _Loaded)
         return loaded.loaded if loaded is not None and loaded.generation == generation else None
 
     def note_upstreams(self, upstreams: tuple[UpstreamStatus, ...]) -> None:
         """Tell the other workers how the upstreams fare (after each sync and build)."""
         try:
-            _write(self._path("upstreams.json"), _UPSTREAMS.dump_json(upstreams))
+            write_small(self._path("upstreams.json"), _UPSTREAMS.dump_json(upstreams))
         except OSError as exc:
             log.warning("shared_status_failed", error=str(exc))
 
@@ -289,7 +251,7 @@ class Shared:
             return None
         if self._upstreams is not None and self._upstreams[0] == changed:
             return self._upstreams[1]
-        data = _read_bytes(path)
+        data = read_small(path)
         if data is None:
             return None
         try:
@@ -305,19 +267,22 @@ class Shared:
         prepare: Callable[[Snapshot], Followed],
         take: Callable[[Followed], Awaitable[None]],
         ready: Callable[[Snapshot], Awaitable[None]] | None = None,
+        current: Callable[[], Snapshot | None] = lambda: None,
     ) -> None:
         """Read back each catalog offered (then `prepare` it, in the same thread, and make
-        `ready` for it), say so, `take` it once it is named current, and say so."""
+        `ready` for it), say so, `take` it once it is named current, and say so. One offered
+        in part is put into the catalog served (`current`) if it is the one it changes."""
         seen: str | None = None
         while True:
-            offer = _read(self._path("offered.json"), _Offer)
+            offer = read_note(self._path("offered.json"), _Offer)
             if offer is not None and offer.generation != seen and self._ours(offer.generation):
                 seen = offer.generation
-                followed = await self._load(offer, prepare, ready)
+                followed = await self._load(offer, prepare, ready, current)
                 try:
                     if followed is not None and await self._named(offer.generation):
                         await take(followed)
-                        _note(self._path(f"swapped.{self.worker}.json"),
+                        self._taken = (offer.generation, followed[0])
+                        write_note(self._path(f"swapped.{self.worker}.json"),
                               _Loaded(generation=offer.generation, loaded=True))  # fmt: skip
                 except Exception:  # the catalog before stays served; the next one is read
                     log.exception("shared_catalog_not_served", generation=offer.generation)
@@ -332,16 +297,29 @@ class Shared:
         offer: _Offer,
         prepare: Callable[[Snapshot], Followed],
         ready: Callable[[Snapshot], Awaitable[None]] | None,
+        current: Callable[[], Snapshot | None],
     ) -> Followed | None:
         path = self._path(offer.file)
+        taken, base = self._taken, None
+        if offer.base is not None and taken is not None and taken[0] == offer.base:
+            base = taken[1] if current() is taken[1] else None
+
+        def read() -> Followed:
+            snapshot = kept.read(path)
+            if offer.changes is None:
+                return prepare(snapshot)
+            if base is None:
+                raise StateError(str(path), "in part, on a catalog this worker does not serve")
+            return prepare(deltas.applied(base, snapshot, offer.changes))
+
         try:
-            followed: Followed | None = await asyncio.to_thread(lambda: prepare(kept.read(path)))
+            followed: Followed | None = await asyncio.to_thread(read)
             if followed is not None and ready is not None:
                 await ready(followed[0])
         except Exception as exc:  # not whole, or not ours to serve: the one before stays
             log.error("shared_catalog_unreadable", path=str(path), error=repr(exc))
             followed = None
-        _note(self._path(f"loaded.{self.worker}.json"),
+        write_note(self._path(f"loaded.{self.worker}.json"),
               _Loaded(generation=offer.generation, loaded=followed is not None))  # fmt: skip
         return followed
 
@@ -349,10 +327,10 @@ class Shared:
         """Whether `generation` is named current (False: another was offered meanwhile)."""
         deadline = time.monotonic() + 2 * LOAD_WAIT
         while time.monotonic() < deadline:
-            current = _read(self._path("current.json"), _Note)
+            current = read_note(self._path("current.json"), _Note)
             if current is not None and current.generation == generation:
                 return True
-            offer = _read(self._path("offered.json"), _Offer)
+            offer = read_note(self._path("offered.json"), _Offer)
             if offer is not None and offer.generation != generation:
                 return False
             await asyncio.sleep(SWAP_POLL)
@@ -366,35 +344,3 @@ def pack_file(path: Path, snapshot: Snapshot, stop: threading.Event | None = Non
     spool = str(path.parent)
     written(path, lambda out: sizes.append(write_pack(snapshot, out, stop, spool)), durable=False)
     return sizes[0]
-
-
-def _write(path: Path, data: bytes) -> None:
-    def write(out: BinaryIO) -> None:
-        out.write(data)
-
-    written(path, write, durable=False)
-
-
-def _note(path: Path, note: _Note) -> None:
-    _write(path, note.model_dump_json().encode())
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    """A small regular file's bytes (None: absent, a symlink, not a regular file, too large)."""
-    try:
-        return read_bounded(path, MAX_NOTE, follow=False)
-    except OSError:
-        return None
-
-
-N = TypeVar("N", bound=_Note)
-
-
-def _read(path: Path, shape: type[N]) -> N | None:
-    data = _read_bytes(path)
-    if data is None:
-        return None
-    try:
-        return shape.model_validate_json(data)
-    except ValidationError:
-        return None

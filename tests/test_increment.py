@@ -109,6 +109,49 @@ def same(made: Snapshot, whole: Snapshot) -> None:
     assert made.stale == whole.stale
 
 
+class Syncs:
+    """The upstreams' entries and origins, and the time, as random syncs leave them."""
+
+    def __init__(self, first: list[tuple[str, str, str, str]]) -> None:
+        self.feeds: dict[str, dict[tuple[str, str], Entry]] = {u: {} for u in UPSTREAMS}
+        for index, (upstream, name, version, status) in enumerate(first):
+            self.feeds[upstream][(name, version)] = entry(name, version, status, START, index)
+        self.origins = {u: Origin(u, START) for u in UPSTREAMS}
+        self.now = START + timedelta(days=1)
+
+    def step(self, kind: str, upstream: str, name: str, version: str, status: str,
+             note: int) -> None:  # fmt: skip
+        feed, origins, now = self.feeds[upstream], self.origins, self.now
+        if kind == "change" and feed:
+            key = sorted(feed)[note % len(feed)]
+            feed[key] = entry(*key, status, START + timedelta(hours=note % 72), note)
+        elif kind == "add":
+            feed[(name, version)] = entry(name, version, status, now - timedelta(hours=note % 72),
+                                          note)  # fmt: skip
+        elif kind == "remove" and feed:
+            del feed[sorted(feed)[note % len(feed)]]
+        elif kind == "drop":  # every spelling of a name's identity: another owner may take it
+            for key in [k for k in feed if identity(k[0]) == identity(name)]:
+                del feed[key]
+        elif kind == "move" and feed:  # the same entries in another order
+            keys = sorted(feed)
+            self.feeds[upstream] = {
+                k: feed[k] for k in keys[note % len(keys) :] + keys[: note % len(keys)]
+            }
+        elif kind == "time":
+            self.now += timedelta(hours=note % 60)
+        elif kind == "stale":
+            stale = None if origins[upstream].stale else now
+            origins[upstream] = Origin(upstream, origins[upstream].synced_up_to, stale)
+        elif kind == "hide":
+            hidden = not origins[upstream].hidden
+            origins[upstream] = Origin(upstream, START, now, hidden, hidden)
+
+    def sources(self, settings_: FederationConfig) -> list[Source]:
+        return [Source(u, list(self.feeds[u].values()), s.owns)
+                for u, s in zip(UPSTREAMS, settings_.gateway.upstreams, strict=True)]  # fmt: skip
+
+
 step = st.tuples(
     st.sampled_from(("change", "change", "add", "add", "remove", "drop", "drop", "time",
                      "stale", "hide", "nothing", "move")),
@@ -131,43 +174,14 @@ def test_a_rebuild_in_part_is_the_whole_rebuild(
     steps: list[tuple[str, str, str, str, str, int]],
 ) -> None:  # fmt: skip
     settings_ = config(owns, cooldown)
-    feeds: dict[str, dict[tuple[str, str], Entry]] = {u: {} for u in UPSTREAMS}
-    for index, (upstream, name, version, status) in enumerate(first):
-        feeds[upstream][(name, version)] = entry(name, version, status, START, index)
-    origins = {u: Origin(u, START) for u in UPSTREAMS}
-    now = START + timedelta(days=1)
+    syncs = Syncs(first)
     builder = Builder(settings_)
-    for kind, upstream, name, version, status, note in [("nothing", "u0", "", "", "", 0), *steps]:
-        feed = feeds[upstream]
-        if kind == "change" and feed:
-            key = sorted(feed)[note % len(feed)]
-            feed[key] = entry(*key, status, START + timedelta(hours=note % 72), note)
-        elif kind == "add":
-            feed[(name, version)] = entry(name, version, status, now - timedelta(hours=note % 72),
-                                          note)  # fmt: skip
-        elif kind == "remove" and feed:
-            del feed[sorted(feed)[note % len(feed)]]
-        elif kind == "drop":  # every spelling of a name's identity: another owner may take it
-            for key in [k for k in feed if identity(k[0]) == identity(name)]:
-                del feed[key]
-        elif kind == "move" and feed:  # the same entries in another order
-            keys = sorted(feed)
-            feeds[upstream] = {
-                k: feed[k] for k in keys[note % len(keys) :] + keys[: note % len(keys)]
-            }
-        elif kind == "time":
-            now += timedelta(hours=note % 60)
-        elif kind == "stale":
-            stale = None if origins[upstream].stale else now
-            origins[upstream] = Origin(upstream, origins[upstream].synced_up_to, stale)
-        elif kind == "hide":
-            hidden = not origins[upstream].hidden
-            origins[upstream] = Origin(upstream, START, now, hidden, hidden)
-        sources = [Source(u, list(feeds[u].values()), s.owns)
-                   for u, s in zip(UPSTREAMS, settings_.gateway.upstreams, strict=True)]  # fmt: skip
-        made = builder.build(sources, dict(origins), now)
+    for one_step in [("nothing", "u0", "", "", "", 0), *steps]:
+        syncs.step(*one_step)
+        sources = syncs.sources(settings_)
+        made = builder.build(sources, dict(syncs.origins), syncs.now)
         whole = Builder(settings_)
-        same(made, whole.build(sources, dict(origins), now))
+        same(made, whole.build(sources, dict(syncs.origins), syncs.now))
         for one in NAMES:
             assert builder.offers(one) == whole.offers(one), one
 

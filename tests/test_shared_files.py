@@ -13,37 +13,52 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway import sharing
+from gateway import rundir, sharing
 from gateway.store import CATALOG_KEY, Current, Lease
 
 _TOKEN = "abcdefabcdefabcd"
 _GOOD = {"generation": f"{_TOKEN}.1", "file": f"catalog.{_TOKEN}.1.pack"}
+_IN_PART = {**_GOOD, "base": f"{_TOKEN}.0", "changes": {"default": ["com.example/a"]}}
+_VALUES = st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.booleans(),
+                    st.none(), st.lists(st.text(max_size=8), max_size=2),
+                    st.dictionaries(st.text(max_size=8), st.one_of(st.lists(st.text(max_size=8)),
+                                                                   st.text(max_size=8)),
+                                    max_size=2))  # fmt: skip
 
 
 @given(
     st.one_of(
         st.binary(max_size=300),
-        st.dictionaries(st.sampled_from(["generation", "file", "loaded", "x"]),
-                        st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.booleans(),
-                                  st.none()), max_size=4).map(orjson.dumps),
+        st.dictionaries(st.sampled_from(["generation", "file", "loaded", "base", "changes", "x"]),
+                        _VALUES, max_size=5).map(orjson.dumps),
         st.tuples(st.sampled_from(sorted(_GOOD)), st.text(max_size=60)).map(
             lambda change: orjson.dumps({**_GOOD, change[0]: change[1]})),
+        st.tuples(st.sampled_from(sorted(_IN_PART)), _VALUES).map(
+            lambda change: orjson.dumps({**_IN_PART, change[0]: change[1]})),
     )
 )  # fmt: skip
 def test_an_offer_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
     """Whatever bytes `offered.json` holds, it is read as an offer only when it is a JSON
-    object of exactly these two keys, a generation of the pattern and the catalog file that
-    generation names, with no separator or dot segment: never a path elsewhere."""
+    object of a generation of the pattern and the catalog file that generation names, with no
+    separator or dot segment (never a path elsewhere), and for a catalog in part both the
+    generation it changes and the servers it replaces in each view."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "offered.json"
         path.write_bytes(data)
-        offer = sharing._read(path, sharing._Offer)
+        offer = rundir.read_note(path, sharing._Offer)
     if offer is None:
         return
     assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", offer.generation)
     assert re.fullmatch(r"catalog\.[0-9a-f]{16}\.[0-9]{1,12}\.pack", offer.file)
     assert "/" not in offer.file
-    assert set(orjson.loads(data)) == {"generation", "file"}
+    keys = set(orjson.loads(data))
+    assert {"generation", "file"} <= keys <= {"generation", "file", "base", "changes"}
+    assert (offer.base is None) == (offer.changes is None)
+    if offer.base is not None and offer.changes is not None:
+        assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", offer.base)
+        for view, names in offer.changes.items():
+            assert isinstance(view, str)
+            assert all(isinstance(name, str) for name in names)
 
 
 _CURRENT = {"generation": f"{_TOKEN}.1", "key": f"catalogs/{_TOKEN}.1.pack",

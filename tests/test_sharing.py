@@ -27,10 +27,13 @@ import structlog
 import yaml
 
 from gateway import sharing
-from gateway.sharing import Run, Shared
+from gateway.rundir import Run
+from gateway.sharing import Shared
 from gateway.workers import run_workers
 from tests.conftest import free_port
 from tests.fakes import FakeRegistry, server_entry
+from tests.test_deltas import _catalogs
+from tests.test_increment import same
 from tests.test_packed import demo_snapshot
 from tests.test_replicas import _catalog
 
@@ -229,7 +232,12 @@ async def test_a_change_reaches_every_worker_together(two: tuple[Gateway, Any]) 
     full = {(await _get(gateway.base + "/v0.1/servers?limit=100"))[2] for _ in range(16)}
     assert len(full) == 1
     assert full != {old}
+    for route in ROUTES:  # the other worker put the part into its catalog: the same bytes
+        assert len({await _get(gateway.base + route) for _ in range(16)}) == 1, route
     await asyncio.sleep(1.2)  # lines are written at least every second
+    offered = [e["servers"] for e in gateway.lines() if e.get("event") == "shared_catalog_offered"]
+    assert offered[0] is None  # the first catalog whole
+    assert offered[-1] == 1  # then only the server the sync brought
     swaps = [e for e in gateway.lines() if e.get("event") == "catalog_swapped"]
     last = {e["worker"]: datetime.fromisoformat(e["timestamp"]) for e in swaps}
     assert set(last) == {0, 1}
@@ -271,8 +279,8 @@ SLOW_OWN_SWAP = """
 import asyncio
 from gateway.sharing import Shared
 publish = Shared.publish
-async def slowly(self, snapshot):
-    await publish(self, snapshot)
+async def slowly(self, snapshot, *before):
+    await publish(self, snapshot, *before)
     await asyncio.sleep(2)
 Shared.publish = slowly
 """
@@ -299,7 +307,7 @@ async def test_once_any_worker_says_ready_every_worker_answers(tmp_path: Path) -
 SLOW_BUILDS = """
 import asyncio
 from gateway.sharing import Shared
-async def slowly(self, snapshot):
+async def slowly(self, snapshot, *before):
     await asyncio.sleep(120)
 Shared.publish = slowly
 """
@@ -640,3 +648,59 @@ async def test_a_catalog_a_worker_cannot_serve_leaves_it_following(
     assert len(taken) == 1  # the second
     event = {"prepare": "shared_catalog_unreadable", "take": "shared_catalog_not_served"}[fails]
     assert event in [line["event"] for line in logs]
+
+
+async def _handed_over(run: Run, current: bool) -> tuple[list[Any], list[dict[str, Any]], Any]:
+    """Worker 0 offers a catalog, then the one a sync made of it (with the catalog before);
+    worker 1 follows, telling what it serves (`current`) or not. What worker 1 served, the
+    builder's log lines, and the catalog after."""
+    _, before, after = _catalogs()
+    served: list[Any] = []
+
+    async def take(followed: Any) -> None:
+        served.append(followed[0])
+
+    follower, builder = Shared(run, 1), Shared(run, 0)
+    serving_now = (lambda: served[-1] if served else None) if current else (lambda: None)
+    following = asyncio.create_task(follower.follow(lambda s: (s, 0, []), take, None, serving_now))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.wait_for(builder.publish(before), 30)
+            await asyncio.wait_for(builder.publish(after, before), 30)
+        for _ in range(200):
+            if len(served) == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        following.cancel()
+        follower.close()
+        builder.close()
+    return served, logs, after
+
+
+async def test_a_catalog_in_part_reaches_the_worker_serving_the_one_before(
+    tmp_path: Path,
+) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    served, logs, after = await _handed_over(run, current=True)
+    offered = [e["servers"] for e in logs if e["event"] == "shared_catalog_offered"]
+    assert offered == [None, 1]  # whole, then the one server the sync changed
+    assert len(served) == 2
+    same(served[-1], after)
+    assert not list(tmp_path.glob("catalog.*"))  # the part once served, the whole before it too
+
+
+async def test_a_worker_not_serving_the_catalog_before_is_offered_the_whole(
+    tmp_path: Path,
+) -> None:
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    served, logs, after = await _handed_over(run, current=False)
+    events = [(e["event"], e.get("servers")) for e in logs if e["event"].startswith("shared_")]
+    assert events == [
+        ("shared_catalog_offered", None),
+        ("shared_catalog_unreadable", None),  # worker 1's: not on the catalog it serves
+        ("shared_catalog_in_part_refused", None),
+        ("shared_catalog_offered", None),  # the whole catalog, at once
+    ]
+    assert len(served) == 2
+    same(served[-1], after)

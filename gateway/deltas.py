@@ -1,0 +1,118 @@
+"""A catalog handed over as what changed since the one before: the servers whose items differ.
+
+A build after a sync keeps the item objects of every server it did not decide again, so
+the servers that changed between two catalogs are those with an item in one and not in the
+other (by object: both are alive while they are compared). `changes` names them, view by
+view; `part` is the new catalog with only their items (and every figure and suffix of the
+whole: a build's sync times change the bytes of items it kept); `applied` puts them into
+the catalog before, as a build in part does (`increment.spliced`). So a worker that serves
+the catalog before serves, after `applied`, the same bytes as the one that built the new one.
+
+What comes back through a file is checked before it is used: names in order and each
+once, and the part's items only of those servers, in list order. Anything else is a
+`StateError` (the worker then asks for the whole catalog).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from itertools import compress, pairwise
+from operator import attrgetter, not_
+from typing import TYPE_CHECKING
+
+from gateway.catalog import Item, Listing, ViewCatalog
+from gateway.errors import StateError
+from gateway.increment import spliced
+
+if TYPE_CHECKING:
+    from gateway.snapshot import Snapshot
+
+Changes = dict[str, list[str]]  # view -> the servers whose items are replaced, in list order
+
+WHOLE_SHARE = 0.25  # a part holding more of the catalog's items than this: the whole instead
+
+_name = attrgetter("name")
+
+
+def _only(items: list[Item], among: set[int]) -> list[Item]:
+    """The items whose object is not among these ids (at C speed)."""
+    return list(compress(items, map(not_, map(among.__contains__, map(id, items)))))
+
+
+def changes(before: Snapshot, after: Snapshot, share: float = WHOLE_SHARE) -> Changes | None:
+    """The servers whose items differ between two catalogs, view by view; None when a whole
+    catalog is better: another config or other views, or more than `share` of the items."""
+    if before.config != after.config or list(before.views) != list(after.views):
+        return None
+    found: Changes = {}
+    most = share * sum(len(catalog.every.items) for catalog in after.views.values())
+    items = 0
+    for view, catalog in after.views.items():
+        old, new = before.views[view].every.items, catalog.every.items
+        names = set(map(_name, _only(new, set(map(id, old)))))
+        names.update(map(_name, _only(old, set(map(id, new)))))
+        found[view] = sorted(names)
+        for name in names:
+            start, stop = _run(new, name)
+            items += stop - start
+        if items > most:
+            return None
+    return found
+
+
+def _run(items: Sequence[Item], name: str) -> tuple[int, int]:
+    start = bisect_left(items, name, key=_name)
+    return start, bisect_right(items, name, lo=start, key=_name)
+
+
+def _runs(items: list[Item], names: list[str]) -> list[Item]:
+    out: list[Item] = []
+    for name in names:
+        start, stop = _run(items, name)
+        out += items[start:stop]
+    return out
+
+
+def part(snapshot: Snapshot, found: Changes) -> Snapshot:
+    """The catalog with only the items of the servers `found` names (its figures whole)."""
+    views: dict[str, ViewCatalog] = {}
+    for view, catalog in snapshot.views.items():
+        names = found[view]
+        views[view] = replace(
+            catalog, every=Listing(_runs(catalog.every.items, names)),
+            active=Listing(_runs(catalog.active.items, names)),
+            latest=Listing(_runs(catalog.latest.items, names)), memo={},
+        )  # fmt: skip
+    return replace(snapshot, views=views)
+
+
+def applied(before: Snapshot, delta: Snapshot, found: Mapping[str, Sequence[str]]) -> Snapshot:
+    """The catalog `before` with the servers `found` names replaced by the items of `delta`
+    (`part` of the catalog after it), and every figure and suffix of `delta`'s."""
+    if list(delta.views) != list(before.views) or set(found) != set(before.views):
+        raise StateError("a catalog in part", "its views are not the catalog's")
+    views: dict[str, ViewCatalog] = {}
+    for view, catalog in before.views.items():
+        names = list(found[view])
+        if any(a >= b for a, b in pairwise(names)):
+            raise StateError("a catalog in part", f"view {view}: its servers are not in order")
+        made = delta.views[view]
+        listings = []
+        for listing, new in ((catalog.every, made.every), (catalog.active, made.active),
+                             (catalog.latest, made.latest)):  # fmt: skip
+            _check(view, new.items, set(names))
+            listings.append(Listing(spliced(listing.items, names, new.items)))
+        every, active, latest = listings
+        views[view] = replace(made, every=every, active=active, latest=latest, memo={})
+    return replace(delta, views=views)
+
+
+def _check(view: str, items: list[Item], names: set[str]) -> None:
+    """The part's items: each of a server named, in list order, each version once."""
+    for item in items:
+        if item.name not in names:
+            raise StateError("a catalog in part", f"view {view}: {item.name} is not named")
+    if any(a.key >= b.key for a, b in pairwise(items)):
+        raise StateError("a catalog in part", f"view {view}: its items are not in list order")

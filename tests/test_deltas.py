@@ -1,0 +1,115 @@
+"""A catalog handed over in part (`deltas`): a worker that serves the catalog before, given
+only the servers that changed, serves what the building worker built, byte for byte and
+figure by figure, build after build; and a part that does not fit is refused whole."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import deltas
+from gateway.catalog import Listing
+from gateway.errors import StateError
+from gateway.pack import pack
+from gateway.packed import Packed
+from gateway.snapshot import Builder, Snapshot
+from gateway.unpack import unpack
+from tests.conftest import examples
+from tests.test_increment import NAMES, STATUSES, UPSTREAMS, VERSIONS, Syncs, config, same, step
+
+
+def _through_a_file(snapshot: Snapshot) -> Snapshot:
+    """The snapshot as another worker reads it: packed, then made live again."""
+    with Packed(pack(snapshot), "a catalog") as packed:
+        return unpack(packed)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    owns=st.booleans(),
+    cooldown=st.booleans(),
+    first=st.lists(st.tuples(st.sampled_from(UPSTREAMS), st.sampled_from(NAMES),
+                             st.sampled_from(VERSIONS), st.sampled_from(STATUSES)),
+                   max_size=30),
+    steps=st.lists(step, min_size=1, max_size=10),
+)  # fmt: skip
+def test_a_catalog_in_part_put_into_the_one_before_is_the_catalog_built(
+    owns: bool, cooldown: bool, first: list[tuple[str, str, str, str]],
+    steps: list[tuple[str, str, str, str, str, int]],
+) -> None:  # fmt: skip
+    settings_ = config(owns, cooldown)
+    syncs = Syncs(first)
+    builder = Builder(settings_)
+    built = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
+    followed = _through_a_file(built)  # the other worker's: whole, the first time
+    for one_step in steps:
+        syncs.step(*one_step)
+        made = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
+        found = deltas.changes(built, made, share=1.0)
+        assert found is not None
+        followed = deltas.applied(followed, _through_a_file(deltas.part(made, found)), found)
+        same(followed, made)
+        assert followed.built_at == made.built_at
+        assert followed.signals == made.signals
+        built = made
+
+
+def _catalogs() -> tuple[Builder, Snapshot, Snapshot]:
+    """A build of twelve servers, and one after a sync that changed one server's entry."""
+    settings_ = config(False, False)
+    syncs = Syncs([(UPSTREAMS[i % 3], name, "1.0.0", "active") for i, name in enumerate(NAMES)])
+    builder = Builder(settings_)
+    before = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
+    syncs.step("change", "u1", "", "", "active", 2)
+    return builder, before, builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
+
+
+def test_only_the_servers_that_changed_are_handed_over() -> None:
+    _, before, after = _catalogs()
+    found = deltas.changes(before, after)
+    assert found is not None
+    changed = {name for names in found.values() for name in names}
+    assert len(changed) == 1  # of twelve
+    part = deltas.part(after, found)
+    assert {item.name for view in part.views.values() for item in view.every.items} == changed
+    assert part.views["default"].upstream_counts == after.views["default"].upstream_counts
+
+
+def test_a_catalog_mostly_changed_or_of_other_views_goes_whole() -> None:
+    builder, before, after = _catalogs()
+    assert deltas.changes(before, after, share=0.0) is None
+    fresh = Builder(builder.config)  # nothing kept: every item is another object
+    syncs = Syncs([(UPSTREAMS[i % 3], name, "1.0.0", "active") for i, name in enumerate(NAMES)])
+    whole = fresh.build(syncs.sources(builder.config), dict(syncs.origins), syncs.now)
+    assert deltas.changes(before, whole) is None
+    fewer = replace(after, views={"default": after.views["default"]})
+    assert deltas.changes(before, fewer) is None
+
+
+def test_a_part_that_does_not_fit_the_catalog_is_refused() -> None:
+    _, before, after = _catalogs()
+    found = deltas.changes(before, after)
+    assert found is not None
+    part = _through_a_file(deltas.part(after, found))
+    followed = _through_a_file(before)
+    view = next(view for view, names in found.items() if names)
+    name = found[view][0]
+    other = next(item.name for item in before.views[view].every.items if item.name != name)
+    wrong: list[tuple[dict[str, list[str]], Snapshot, str]] = [
+        ({**found, view: [name, name]}, part, "not in order"),
+        ({**found, view: sorted([name, other], reverse=True)}, part, "not in order"),
+        ({**found, view: []}, part, "is not named"),
+        ({k: v for k, v in found.items() if k != view}, part, "views"),
+        (found, replace(part, views={view: part.views[view]}), "views"),
+    ]
+    catalog = part.views[view]
+    if len(catalog.every.items) > 1:
+        backwards = Listing(catalog.every.items[::-1])
+        wrong.append((found, replace(part, views={**part.views,
+                      view: replace(catalog, every=backwards)}), "list order"))  # fmt: skip
+    for names, made, reason in wrong:
+        with pytest.raises(StateError, match=reason):
+            deltas.applied(followed, made, names)
