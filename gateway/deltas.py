@@ -18,8 +18,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from itertools import compress, pairwise
-from operator import attrgetter, not_
+from itertools import filterfalse, pairwise
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from gateway.catalog import Item, Listing, ViewCatalog
@@ -36,9 +36,9 @@ WHOLE_SHARE = 0.25  # a part holding more of the catalog's items than this: the 
 _name = attrgetter("name")
 
 
-def _only(items: list[Item], among: set[int]) -> list[Item]:
-    """The items whose object is not among these ids (at C speed)."""
-    return list(compress(items, map(not_, map(among.__contains__, map(id, items)))))
+def _only(items: list[Item], among: list[Item]) -> list[Item]:
+    """The items not among these (as objects: an Item is equal only to itself; at C speed)."""
+    return list(filterfalse(set(among).__contains__, items))
 
 
 def changes(before: Snapshot, after: Snapshot, share: float = WHOLE_SHARE) -> Changes | None:
@@ -51,8 +51,8 @@ def changes(before: Snapshot, after: Snapshot, share: float = WHOLE_SHARE) -> Ch
     items = 0
     for view, catalog in after.views.items():
         old, new = before.views[view].every.items, catalog.every.items
-        names = set(map(_name, _only(new, set(map(id, old)))))
-        names.update(map(_name, _only(old, set(map(id, new)))))
+        names = set(map(_name, _only(new, old)))
+        names.update(map(_name, _only(old, new)))
         found[view] = sorted(names)
         for name in names:
             start, stop = _run(new, name)

@@ -23,9 +23,10 @@ changed.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Any, TypeVar
 
 from gateway.build import Built, Order, PartCache, ServerItems
 from gateway.catalog import Item, Origin
@@ -276,23 +277,29 @@ def deciding(last: Increment, merge: Remerge, refreshed: set[str]) -> list[str]:
     return sorted(names)
 
 
-def _name(item: Item) -> str:
-    return item.name
+def _name(item: Any) -> str:  # an Item's server (`spliced` takes other rows, by `key`)
+    name: str = item.name
+    return name
 
 
-def spliced(before: list[Item], names: list[str], made: list[Item]) -> list[Item]:
+T = TypeVar("T")
+
+
+def spliced(
+    before: list[T], names: list[str], made: list[T], key: Callable[[T], str] = _name
+) -> list[T]:
     """`before` with the runs of these servers (in list order) replaced by their items in
-    `made` (the items of these servers alone, in list order)."""
-    out: list[Item] = []
+    `made` (the items of these servers alone, in list order); `key`: an item's server."""
+    out: list[T] = []
     last = 0
     at = 0
     size = len(made)
     for name in names:
-        start = bisect_left(before, name, lo=last, key=_name)
-        end = bisect_right(before, name, lo=start, key=_name)
+        start = bisect_left(before, name, lo=last, key=key)
+        end = bisect_right(before, name, lo=start, key=key)
         out += before[last:start]
         stop = at
-        while stop < size and made[stop].name == name:
+        while stop < size and key(made[stop]) == name:
             stop += 1
         out += made[at:stop]
         at = stop

@@ -19,7 +19,6 @@ import gc
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import aiohttp
@@ -27,17 +26,18 @@ import structlog
 
 from gateway import keeper
 from gateway.advisories import Feeds
+from gateway.build import Order
 from gateway.config import FederationConfig
 from gateway.errors import Awaited
 from gateway.feed import Feed
 from gateway.merge import Source
 from gateway.readers import Readers
 from gateway.released import release
-from gateway.sharing import Followed, Shared
+from gateway.sharing import Shared
 from gateway.snapshot import Builder, Snapshot, advisory_states, view_policies
 from gateway.status import GatewayStatus, gateway_status, upstream_statuses
 from gateway.triggers import Triggers, on_each
-from gateway.unpack import searched
+from gateway.unpack import Followed, searched, unindexed
 from gateway.verify import Verifier, sources
 
 log = structlog.get_logger("gateway.refresher")
@@ -161,12 +161,10 @@ class Refresher(Triggers):
             return
         self.index_in_background()
         if self.shared is not None and self.follows:  # serves what another worker builds
-            prepare = partial(searched, search=self.builder.search)
-            self._tasks.append(
-                asyncio.create_task(
-                    self.shared.follow(prepare, self.take, self._ready, lambda: self.snapshot)
-                )
+            follow = self.shared.follow(
+                self._prepare, self.take, self._ready, lambda: self.snapshot
             )
+            self._tasks.append(asyncio.create_task(follow))
             return
         self._tasks += [asyncio.create_task(self._build_loop(), name="catalog-builder"),
                         asyncio.create_task(keeper.every_build(self, self._unkept))]  # fmt: skip
@@ -323,9 +321,13 @@ class Refresher(Triggers):
             listener(snapshot)
         return snapshot
 
+    def _prepare(self, snapshot: Snapshot, since: tuple[Order, frozenset[str]] | None) -> Followed:
+        return searched(snapshot, self.builder.search, since)
+
     async def take(self, followed: Followed) -> None:
         """Serve a catalog the building worker offered (read back, see `sharing`)."""
-        snapshot, *self._followed = followed
+        snapshot, token, order, changed = followed
+        self._followed = [token, order, unindexed(self._followed, changed)]
         await self._swap(snapshot, time.monotonic())
 
     async def _ready(self, snapshot: Snapshot) -> None:
@@ -372,8 +374,15 @@ class Refresher(Triggers):
         await on_each(self._unindexed, lambda: self._index(), "search_index_failed")
 
     async def _index(self) -> None:
-        if self._followed is not None:
-            await asyncio.to_thread(self.builder.search.update, *self._followed)
+        followed = self._followed
+        if followed is not None:
+            self._followed = [*followed[:2], frozenset()]  # indexed, unless this fails
+            try:
+                await asyncio.to_thread(self.builder.search.update, *followed)
+            except BaseException:
+                if self._followed is not None:
+                    self._followed[2] = None  # every server looked at next time
+                raise
         else:
             await asyncio.to_thread(self.builder.index)
         snapshot = self.snapshot

@@ -42,9 +42,9 @@ from gateway.errors import (
     StoreError,
     StoreGarbled,
 )
-from gateway.sharing import Followed, pack_file
+from gateway.sharing import pack_file
 from gateway.store import Current, Lease, Store
-from gateway.unpack import searched
+from gateway.unpack import Followed, searched
 
 if TYPE_CHECKING:
     from gateway.config import FederationConfig

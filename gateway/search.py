@@ -20,7 +20,7 @@ import itertools
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from gateway.pacing import Allowance
@@ -48,6 +48,20 @@ _FEW = 64  # candidates few enough to check each one's texts rather than interse
 def grams(text: str) -> set[Gram]:
     """The trigrams of a text (as tuples of characters: made at C speed)."""
     return set(zip(text, text[1:], text[2:], strict=False))
+
+
+def _among(order: Order, names: Collection[str]) -> Order:
+    """The servers of an order (in list order) that are among these names."""
+    found: Order = []
+    for name in sorted(names):
+        at = bisect_left(order, name, key=_server)
+        if at < len(order) and order[at][0] == name:
+            found.append(order[at])
+    return found
+
+
+def _server(row: tuple[str, str, list[Entry]]) -> str:
+    return row[0]
 
 
 def fold(text: str) -> str:
@@ -102,15 +116,17 @@ class SearchIndex:
 
     # -- updating (a worker thread) ------------------------------------------------------------
 
-    def update(self, token: int, order: Order) -> None:
+    def update(self, token: int, order: Order, only: Collection[str] | None = None) -> None:
         """Index the servers of a build (in list order, as `build.order_of` makes them).
-        Servers whose entries are the same objects as last time are not looked at again."""
+        Servers whose entries are the same objects as last time are not looked at again;
+        with `only`, no server but those (the rest are known to be as they were)."""
         with self._lock:
             self._covers = -1
             seen: set[str] = set()
             changed: list[tuple[str, list[Entry], str]] = []
             servers = self._servers
-            for name, _, entries in paced(order, 256):
+            looked = order if only is None else _among(order, only)
+            for name, _, entries in paced(looked, 256):
                 seen.add(name)
                 known = servers.get(name)
                 if known is not None and known[0] == entries:  # the same Entry objects
@@ -120,8 +136,11 @@ class SearchIndex:
                     changed.append((name, entries, texts))
                 else:
                     servers[name] = (entries, texts)  # new entries, the same texts
-            gone = list(servers.keys() - seen)
-            live = len(seen)
+            if only is None:
+                gone = list(servers.keys() - seen)
+            else:
+                gone = [name for name in only if name in servers and name not in seen]
+            live = len(order)
             if (
                 not self._names
                 or len(self._tail) + len(changed) > max(TAIL, live // 16)

@@ -9,9 +9,10 @@ it current (`current.json`) and swaps; each other worker swaps the moment it rea
 So the workers serve the same bytes (the same ETags, cursors any of them accepts) and make
 the upstream requests of one. A catalog after a sync goes in part when every other worker
 serves the one before it: only the servers that changed (`deltas`), put into the catalog
-each serves; a worker that does not serve that one says so, and the whole catalog follows. Each says when it serves (`serving.<worker>`) and reports
-ready only once every living worker has (a lock on `alive.<worker>`, or `ended.<worker>`
-from the parent, tells the dead): a ready answer from any means every worker answers. What
+each serves; a worker that does not serve that one says so, and the whole catalog follows.
+Each says when it serves (`serving.<worker>`) and reports ready only once every living
+worker has (a lock on `alive.<worker>`, or `ended.<worker>` from the parent, tells the
+dead): a ready answer from any means every worker answers. What
 only the building worker knows the others read from it: its upstreams' status from
 `upstreams.json`, the operator endpoints over its Unix socket (`leader`).
 
@@ -43,6 +44,9 @@ from gateway.status import UpstreamStatus
 if TYPE_CHECKING:
     from gateway.build import Order
     from gateway.snapshot import Snapshot
+    from gateway.unpack import Followed
+
+Prepare = Callable[["Snapshot", "tuple[Order, frozenset[str]] | None"], "Followed"]
 
 log = structlog.get_logger("gateway.sharing")
 
@@ -53,7 +57,6 @@ SWAP_WAIT = 5.0  # seconds the building worker waits for the others to swap a ca
 _GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
 _UPSTREAMS = TypeAdapter(tuple[UpstreamStatus, ...])
 _DELTA = TypeAdapter(dict[str, list[str]])
-Followed = tuple["Snapshot", int, "Order"]  # a catalog read back, and its search index's update
 
 
 class _Note(BaseModel):
@@ -94,7 +97,7 @@ class Shared:
         self._said_serving = False
         # the building worker's last catalog that every other worker serves, and its generation
         self._last: tuple[str, Snapshot] | None = None
-        self._taken: tuple[str, Snapshot] | None = None  # a following worker's, likewise
+        self._taken: tuple[str, Followed] | None = None  # a following worker's, likewise
 
     def close(self) -> None:
         """Let go of this worker's lock (it is let go of when its process ends, too)."""
@@ -214,9 +217,10 @@ class Shared:
             path.unlink(missing_ok=True)
         if not (waiting or unread or swapping):  # every other worker serves it
             self._last = (generation, snapshot)
+        servers = None if delta is None else len(set().union(*delta[1].values()))
         log.info("shared_catalog_offered", bytes=size, packed_ms=round(packed * 1000, 1),
                  duration_ms=round((time.monotonic() - started) * 1000, 1),
-                 servers=None if delta is None else len(set().union(*delta[1].values())))  # fmt: skip
+                 servers=servers)  # fmt: skip
         return True
 
     def _forget_published(self) -> None:
@@ -264,7 +268,7 @@ class Shared:
 
     async def follow(
         self,
-        prepare: Callable[[Snapshot], Followed],
+        prepare: Prepare,
         take: Callable[[Followed], Awaitable[None]],
         ready: Callable[[Snapshot], Awaitable[None]] | None = None,
         current: Callable[[], Snapshot | None] = lambda: None,
@@ -281,7 +285,7 @@ class Shared:
                 try:
                     if followed is not None and await self._named(offer.generation):
                         await take(followed)
-                        self._taken = (offer.generation, followed[0])
+                        self._taken = (offer.generation, followed)
                         write_note(self._path(f"swapped.{self.worker}.json"),
                               _Loaded(generation=offer.generation, loaded=True))  # fmt: skip
                 except Exception:  # the catalog before stays served; the next one is read
@@ -295,22 +299,23 @@ class Shared:
     async def _load(
         self,
         offer: _Offer,
-        prepare: Callable[[Snapshot], Followed],
+        prepare: Prepare,
         ready: Callable[[Snapshot], Awaitable[None]] | None,
         current: Callable[[], Snapshot | None],
     ) -> Followed | None:
         path = self._path(offer.file)
         taken, base = self._taken, None
         if offer.base is not None and taken is not None and taken[0] == offer.base:
-            base = taken[1] if current() is taken[1] else None
+            base = taken[1] if current() is taken[1][0] else None
 
         def read() -> Followed:
             snapshot = kept.read(path)
             if offer.changes is None:
-                return prepare(snapshot)
+                return prepare(snapshot, None)
             if base is None:
                 raise StateError(str(path), "in part, on a catalog this worker does not serve")
-            return prepare(deltas.applied(base, snapshot, offer.changes))
+            changed = frozenset(name for names in offer.changes.values() for name in names)
+            return prepare(deltas.applied(base[0], snapshot, offer.changes), (base[2], changed))
 
         try:
             followed: Followed | None = await asyncio.to_thread(read)

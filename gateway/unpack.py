@@ -9,14 +9,16 @@ can be: a restart's time is mostly this. Compiled (see setup.py).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
-from operator import attrgetter
-from typing import TYPE_CHECKING
+from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING, Any
 
 from gateway.build import Order
 from gateway.catalog import Item, Listing, ViewCatalog
 from gateway.entry import Entry, ServerJson, Splice
 from gateway.errors import StateError
+from gateway.increment import spliced
 from gateway.packed import DELETED, LATEST, PACKAGES, REMOTES, Packed, PackedView, moment
 from gateway.search import SearchIndex, fold
 from gateway.served import RegistryMeta, SuffixKey
@@ -143,23 +145,60 @@ def unpack(packed: Packed) -> Snapshot:
     )  # fmt: skip
 
 
-def searched(snapshot: Snapshot, search: SearchIndex) -> tuple[Snapshot, int, Order]:
+# A catalog read back, its search index's token and the servers to bring the index up to date
+# with (`SearchIndex.update`), and the servers changed since the catalog before (None: all).
+Followed = tuple[Snapshot, int, Order, "frozenset[str] | None"]
+
+
+def searched(
+    snapshot: Snapshot, search: SearchIndex, since: tuple[Order, frozenset[str]] | None = None
+) -> Followed:
     """A read-back snapshot whose views ask `search` once it covers their new token, and
-    the servers to bring it up to date with (`SearchIndex.update`): every view's, in list
-    order, each with the entries its items were made of."""
-    servers: dict[str, dict[int, Entry]] = {}
-    for view in snapshot.views.values():
-        for item in view.every.items:
-            entry = item.registry_meta.entry
-            servers.setdefault(entry.name, {})[id(entry)] = entry
-    order: Order = [
-        (name, "", sorted(servers[name].values(), key=_version)) for name in sorted(servers)
-    ]
+    the servers to bring it up to date with: every view's, in list order, each with the
+    entries its items were made of. `since`: the servers of the catalog before and those
+    changed since (a catalog handed over in part), so that only those are looked at."""
+    if since is None:
+        order = _order(snapshot, None)
+        changed = None
+    else:
+        before, changed = since
+        names = sorted(changed)
+        order = spliced(before, names, _order(snapshot, names), key=_server)
     token = search.next_token()
     views = {
         name: replace(view, search=search, token=token) for name, view in snapshot.views.items()
     }
-    return replace(snapshot, views=views), token, order
+    return replace(snapshot, views=views), token, order, changed
+
+
+def unindexed(pending: list[Any] | None, changed: frozenset[str] | None) -> frozenset[str] | None:
+    """The servers a search index must look at again after a catalog in part (`changed`)
+    when the update still pending (token, order, servers; None: none yet) has not run: its
+    servers too. None: every server (a whole catalog, or nothing known of the index)."""
+    if pending is None or pending[2] is None or changed is None:
+        return None
+    earlier: frozenset[str] = pending[2]
+    return changed | earlier
+
+
+def _order(snapshot: Snapshot, names: list[str] | None) -> Order:
+    """Every view's servers (or only these, in list order) with the entries of their items."""
+    servers: dict[str, dict[int, Entry]] = {}
+    for view in snapshot.views.values():
+        items = view.every.items
+        if names is not None:
+            items = [item for name in names for item in items[slice(*_run(items, name))]]
+        for item in items:
+            entry = item.registry_meta.entry
+            servers.setdefault(entry.name, {})[id(entry)] = entry
+    return [(name, "", sorted(servers[name].values(), key=_version)) for name in sorted(servers)]
+
+
+def _run(items: list[Item], name: str) -> tuple[int, int]:
+    start = bisect_left(items, name, key=_name)
+    return start, bisect_right(items, name, lo=start, key=_name)
 
 
 _version = attrgetter("version")
+_name = attrgetter("name")
+_server = itemgetter(0)

@@ -11,12 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import deltas
+from gateway.build import Order
 from gateway.catalog import Listing
 from gateway.errors import StateError
+from gateway.pacing import Allowance
 from gateway.pack import pack
 from gateway.packed import Packed
+from gateway.search import SearchIndex
 from gateway.snapshot import Builder, Snapshot
-from gateway.unpack import unpack
+from gateway.unpack import searched, unindexed, unpack
 from tests.conftest import examples
 from tests.test_increment import NAMES, STATUSES, UPSTREAMS, VERSIONS, Syncs, config, same, step
 
@@ -44,17 +47,38 @@ def test_a_catalog_in_part_put_into_the_one_before_is_the_catalog_built(
     syncs = Syncs(first)
     builder = Builder(settings_)
     built = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
-    followed = _through_a_file(built)  # the other worker's: whole, the first time
+    index = SearchIndex()  # the other worker's, brought up to each catalog in part
+    followed, token, order, _ = searched(_through_a_file(built), index)  # whole, the first time
+    index.update(token, order)
     for one_step in steps:
         syncs.step(*one_step)
         made = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
         found = deltas.changes(built, made, share=1.0)
         assert found is not None
+        changed = frozenset(name for names in found.values() for name in names)
         followed = deltas.applied(followed, _through_a_file(deltas.part(made, found)), found)
+        followed, token, order, _ = searched(followed, index, (order, changed))
+        index.update(token, order, changed)
         same(followed, made)
         assert followed.built_at == made.built_at
         assert followed.signals == made.signals
+        whole = SearchIndex()  # what an index of the whole catalog says
+        _, whole_token, whole_order, _ = searched(followed, whole)
+        whole.update(whole_token, whole_order)
+        assert _versions(order) == _versions(whole_order)
+        for needle in NEEDLES:
+            assert list(index.matching(needle, token, EVERY_STEP) or ()) == list(
+                whole.matching(needle, whole_token, EVERY_STEP) or ()
+            ), needle
         built = made
+
+
+NEEDLES = ("alp", "com.example", "x/", "beta", "pha", "take 1", "eta")
+EVERY_STEP = Allowance(None)
+
+
+def _versions(order: Order) -> list[tuple[str, list[str]]]:
+    return [(name, [entry.version for entry in entries]) for name, _, entries in order]
 
 
 def _catalogs() -> tuple[Builder, Snapshot, Snapshot]:
@@ -113,3 +137,15 @@ def test_a_part_that_does_not_fit_the_catalog_is_refused() -> None:
     for names, made, reason in wrong:
         with pytest.raises(StateError, match=reason):
             deltas.applied(followed, made, names)
+
+
+def test_an_index_behind_looks_again_at_every_server_changed_since_it_was_brought_up() -> None:
+    """A worker may take two catalogs in part before its index is brought up to the first:
+    the next update looks at the servers of both; with nothing known of the index (none
+    pending yet) or a whole catalog among them, at every server."""
+    first, second = frozenset({"a/x"}), frozenset({"b/y"})
+    assert unindexed([0, [], first], second) == first | second
+    assert unindexed([0, [], frozenset()], second) == second  # brought up to the one before
+    assert unindexed(None, second) is None
+    assert unindexed([0, [], None], second) is None
+    assert unindexed([0, [], first], None) is None

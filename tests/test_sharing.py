@@ -408,7 +408,7 @@ async def test_when_the_building_worker_dies_the_others_stop(tmp_path: Path) -> 
 
 
 async def _follows_nothing(shared: Shared, seconds: float = 0.4) -> None:
-    def prepare(snapshot: Any) -> Any:
+    def prepare(snapshot: Any, since: Any) -> Any:
         raise AssertionError("a catalog was read back")
 
     async def take(followed: Any) -> None:
@@ -583,7 +583,7 @@ async def test_a_catalog_offered_is_read_back_byte_for_byte(tmp_path: Path) -> N
     async def take(followed: Any) -> None:
         taken.append(followed)
 
-    await _offered_and_followed(run, [snapshot], lambda s: (s, 0, []), take, taken)
+    await _offered_and_followed(run, [snapshot], lambda s, since: (s, 0, [], None), take, taken)
     assert len(taken) == 1
     read = taken[0][0]
     for name, view in snapshot.views.items():
@@ -632,10 +632,10 @@ async def test_a_catalog_a_worker_cannot_serve_leaves_it_following(
     taken: list[Any] = []
     failures = [RuntimeError("not this one")]
 
-    def prepare(snapshot: Any) -> Any:
+    def prepare(snapshot: Any, since: Any) -> Any:
         if fails == "prepare" and failures:
             raise failures.pop()
-        return (snapshot, 0, [])
+        return (snapshot, 0, [], None)
 
     async def take(followed: Any) -> None:
         if fails == "take" and failures:
@@ -662,7 +662,9 @@ async def _handed_over(run: Run, current: bool) -> tuple[list[Any], list[dict[st
 
     follower, builder = Shared(run, 1), Shared(run, 0)
     serving_now = (lambda: served[-1] if served else None) if current else (lambda: None)
-    following = asyncio.create_task(follower.follow(lambda s: (s, 0, []), take, None, serving_now))
+    following = asyncio.create_task(
+        follower.follow(lambda s, since: (s, 0, [], None), take, None, serving_now)
+    )
     try:
         with structlog.testing.capture_logs() as logs:
             await asyncio.wait_for(builder.publish(before), 30)
