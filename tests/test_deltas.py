@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from gateway import deltas
 from gateway.build import Order
 from gateway.catalog import Listing
+from gateway.config import FederationConfig
 from gateway.errors import StateError
 from gateway.pacing import Allowance
 from gateway.pack import pack
@@ -20,8 +19,7 @@ from gateway.packed import Packed
 from gateway.search import SearchIndex
 from gateway.snapshot import Builder, Snapshot
 from gateway.unpack import searched, unindexed, unpack
-from tests.conftest import examples
-from tests.test_increment import NAMES, STATUSES, UPSTREAMS, VERSIONS, Syncs, config, same, step
+from tests.test_increment import NAMES, UPSTREAMS, Steps, Syncs, config, random_syncs, same
 
 
 def _through_a_file(snapshot: Snapshot) -> Snapshot:
@@ -30,22 +28,10 @@ def _through_a_file(snapshot: Snapshot) -> Snapshot:
         return unpack(packed)
 
 
-@settings(max_examples=examples(60), deadline=None)
-@given(
-    owns=st.booleans(),
-    cooldown=st.booleans(),
-    first=st.lists(st.tuples(st.sampled_from(UPSTREAMS), st.sampled_from(NAMES),
-                             st.sampled_from(VERSIONS), st.sampled_from(STATUSES)),
-                   max_size=30),
-    steps=st.lists(step, min_size=1, max_size=10),
-)  # fmt: skip
+@random_syncs(60, 10)
 def test_a_catalog_in_part_put_into_the_one_before_is_the_catalog_built(
-    owns: bool, cooldown: bool, first: list[tuple[str, str, str, str]],
-    steps: list[tuple[str, str, str, str, str, int]],
-) -> None:  # fmt: skip
-    settings_ = config(owns, cooldown)
-    syncs = Syncs(first)
-    builder = Builder(settings_)
+    settings_: FederationConfig, syncs: Syncs, builder: Builder, steps: Steps
+) -> None:
     built = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
     index = SearchIndex()  # the other worker's, brought up to each catalog in part
     followed, token, order, _ = searched(_through_a_file(built), index)  # whole, the first time

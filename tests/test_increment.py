@@ -6,6 +6,7 @@ cooldowns, deleted versions, stale and hidden upstreams."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -160,22 +161,41 @@ step = st.tuples(
 )  # fmt: skip
 
 
-@settings(max_examples=examples(80), deadline=None)
-@given(
-    owns=st.booleans(),
-    cooldown=st.booleans(),
-    first=st.lists(st.tuples(st.sampled_from(UPSTREAMS), st.sampled_from(NAMES),
-                             st.sampled_from(VERSIONS), st.sampled_from(STATUSES)),
-                   max_size=30),
-    steps=st.lists(step, min_size=1, max_size=12),
-)  # fmt: skip
+Steps = list[tuple[str, str, str, str, str, int]]
+
+
+def random_syncs(
+    examples_: int, most: int
+) -> Callable[[Callable[[FederationConfig, Syncs, Builder, Steps], None]], Any]:
+    """A property over a config (look-alike owners or not, a cooldown or not), the
+    upstreams' first entries and up to `most` random syncs after them: the test is given
+    the config, the syncs, a builder and the steps."""
+
+    def wrap(test: Callable[[FederationConfig, Syncs, Builder, Steps], None]) -> Any:
+        @settings(max_examples=examples(examples_), deadline=None)
+        @given(
+            owns=st.booleans(),
+            cooldown=st.booleans(),
+            first=st.lists(st.tuples(st.sampled_from(UPSTREAMS), st.sampled_from(NAMES),
+                                     st.sampled_from(VERSIONS), st.sampled_from(STATUSES)),
+                           max_size=30),
+            steps=st.lists(step, min_size=1, max_size=most),
+        )  # fmt: skip
+        def run(owns: bool, cooldown: bool, first: list[tuple[str, str, str, str]],
+                steps: Steps) -> None:  # fmt: skip
+            settings_ = config(owns, cooldown)
+            test(settings_, Syncs(first), Builder(settings_), steps)
+
+        run.__name__, run.__doc__ = test.__name__, test.__doc__
+        return run
+
+    return wrap
+
+
+@random_syncs(80, 12)
 def test_a_rebuild_in_part_is_the_whole_rebuild(
-    owns: bool, cooldown: bool, first: list[tuple[str, str, str, str]],
-    steps: list[tuple[str, str, str, str, str, int]],
-) -> None:  # fmt: skip
-    settings_ = config(owns, cooldown)
-    syncs = Syncs(first)
-    builder = Builder(settings_)
+    settings_: FederationConfig, syncs: Syncs, builder: Builder, steps: Steps
+) -> None:
     for one_step in [("nothing", "u0", "", "", "", 0), *steps]:
         syncs.step(*one_step)
         sources = syncs.sources(settings_)

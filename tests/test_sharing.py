@@ -556,17 +556,21 @@ async def test_an_offer_no_other_worker_reads_is_named_current_after_the_wait(
 
 
 async def _offered_and_followed(
-    run: Run, snapshots: list[Any], prepare: Any, take: Any, taken: list[Any]
-) -> None:
-    """Worker 0 offers each snapshot in turn while worker 1 follows (`prepare`, `take`),
-    until `take` has added to `taken` (at most 2 s after the last offer)."""
+    run: Run, snapshots: list[Any], prepare: Any, take: Any, taken: list[Any],
+    current: Any = lambda: None, *, in_part: bool = False, count: int = 1,
+) -> None:  # fmt: skip
+    """Worker 0 offers each snapshot in turn (`in_part`: with the one before it, as a build
+    does) while worker 1 follows (`prepare`, `take`, `current`), until `take` has added
+    `count` to `taken` (at most 2 s after the last offer)."""
     follower, builder = Shared(run, 1), Shared(run, 0)
-    following = asyncio.create_task(follower.follow(prepare, take))
+    following = asyncio.create_task(follower.follow(prepare, take, None, current))
     try:
+        before = None
         for snapshot in snapshots:
-            await asyncio.wait_for(builder.publish(snapshot), 30)
+            await asyncio.wait_for(builder.publish(snapshot, before if in_part else None), 30)
+            before = snapshot
         for _ in range(200):
-            if taken:
+            if len(taken) >= count:
                 break
             await asyncio.sleep(0.01)
     finally:
@@ -663,23 +667,10 @@ async def _handed_over(run: Run, current: bool) -> tuple[list[Any], list[dict[st
     async def take(followed: Any) -> None:
         served.append(followed[0])
 
-    follower, builder = Shared(run, 1), Shared(run, 0)
     serving_now = (lambda: served[-1] if served else None) if current else (lambda: None)
-    following = asyncio.create_task(
-        follower.follow(lambda s, since: (s, 0, [], None), take, None, serving_now)
-    )
-    try:
-        with structlog.testing.capture_logs() as logs:
-            await asyncio.wait_for(builder.publish(before), 30)
-            await asyncio.wait_for(builder.publish(after, before), 30)
-        for _ in range(200):
-            if len(served) == 2:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        following.cancel()
-        follower.close()
-        builder.close()
+    with structlog.testing.capture_logs() as logs:
+        await _offered_and_followed(run, [before, after], lambda s, since: (s, 0, [], None),
+                                    take, served, serving_now, in_part=True, count=2)  # fmt: skip
     return served, logs, after
 
 
