@@ -34,6 +34,7 @@ Changes = dict[str, list[str]]  # view -> the servers whose items are replaced, 
 WHOLE_SHARE = 0.25  # a part holding more of the catalog's items than this: the whole instead
 
 _name = attrgetter("name")
+_suffix = attrgetter("suffix")
 
 
 def _only(items: list[Item], among: list[Item]) -> list[Item]:
@@ -93,6 +94,8 @@ def applied(before: Snapshot, delta: Snapshot, found: Mapping[str, Sequence[str]
     (`part` of the catalog after it), and every figure and suffix of `delta`'s."""
     if list(delta.views) != list(before.views) or set(found) != set(before.views):
         raise StateError("a catalog in part", "its views are not the catalog's")
+    if delta.config != before.config:
+        raise StateError("a catalog in part", "built with another config")
     views: dict[str, ViewCatalog] = {}
     for view, catalog in before.views.items():
         names = list(found[view])
@@ -105,6 +108,8 @@ def applied(before: Snapshot, delta: Snapshot, found: Mapping[str, Sequence[str]
             _check(view, new.items, set(names))
             listings.append(Listing(spliced(listing.items, names, new.items)))
         every, active, latest = listings
+        if not set(map(_suffix, every.items)) <= made.suffixes.keys():  # the items kept too
+            raise StateError("a catalog in part", f"view {view}: its table of suffixes is short")
         views[view] = replace(made, every=every, active=active, latest=latest, memo={})
     return replace(delta, views=views)
 

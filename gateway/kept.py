@@ -76,6 +76,14 @@ def read(path: Path, fingerprint: str | None = None) -> Snapshot:
     """The packed snapshot in `path` as a live catalog (blocking: a worker thread); with a
     `fingerprint`, only if that config built it (`KeptForOther`). `FileNotFoundError` when
     there is none; `StateError` when it is not whole (the file is set aside first)."""
+    return read_changes(path, fingerprint)[0]
+
+
+def read_changes(
+    path: Path, fingerprint: str | None = None
+) -> tuple[Snapshot, dict[str, list[str]] | None]:
+    """`read`, and the servers it replaces in each view if it is a catalog in part (`deltas`:
+    None for a whole one)."""
     try:  # never a symlink's target, never waiting on a FIFO
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -104,7 +112,7 @@ def read(path: Path, fingerprint: str | None = None) -> Snapshot:
                         with collector_paused():  # millions of objects, no cycles (a build's)
                             snapshot = unpack(packed)
                         checked.result()
-                    return snapshot
+                    return snapshot, packed.changes
             except KeptForOther:
                 raise  # whole: left as it is (the config may change back)
             except StateError as exc:

@@ -37,6 +37,7 @@ from gateway.packed import (
 from gateway.served import Deferred
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from threading import Event
 
     from gateway.catalog import Item, ViewCatalog
@@ -200,12 +201,14 @@ def _view_contents(snapshot: Snapshot, view: str) -> dict[str, Any]:
 
 
 def write_pack(
-    snapshot: Snapshot, out: IO[bytes], stop: Event | None = None, spool: str | None = None
-) -> int:
+    snapshot: Snapshot, out: IO[bytes], stop: Event | None = None, spool: str | None = None,
+    changes: Mapping[str, list[str]] | None = None,
+) -> int:  # fmt: skip
     """Write the snapshot packed to a seekable binary file; returns the bytes written. Its
     config's fingerprint goes with it (see `kept`: another config does not serve it).
     `Stopped` as soon as `stop` is set. Its segments go first to a temporary file in the
-    directory `spool` (in memory without one) as they are found, and are copied after."""
+    directory `spool` (in memory without one) as they are found, and are copied after.
+    `changes`: the snapshot is a catalog in part, of these servers (see `deltas`)."""
     with (
         io.BytesIO()
         if spool is None
@@ -234,6 +237,7 @@ def write_pack(
             "nextChange": None if snapshot.next_change is None else micros(snapshot.next_change),
             "views": [_view_contents(snapshot, view) for view in snapshot.views],
             "suffixes": packer.suffixes, "sections": table,
+            **({} if changes is None else {"changes": changes}),
         })  # fmt: skip
         del packer  # what it looked things up by, let go before the copy
         return _write(out, contents, sections, stop)

@@ -166,6 +166,8 @@ class _Contents(_Strict):
     # the suffix table: segment, then the key the build made it of (`served.SuffixKey`)
     suffixes: list[tuple[int, bool, str, tuple[str, ...], _Mark | None]]
     sections: dict[str, tuple[int, int, Literal["B", "I", "Q", "q"]]]
+    # a catalog in part (see `deltas`): the servers it replaces in each view
+    changes: dict[str, list[str]] | None = None
 
 
 class Packed:
@@ -217,6 +219,7 @@ class Packed:
         self.stale = tuple(contents.stale)
         self.hidden = contents.hidden
         self.verification = contents.verification
+        self.changes = contents.changes
         self._check()
 
     def _contents(self) -> _Contents:

@@ -80,6 +80,8 @@ class Refresher(Triggers):
         self._followed: list[Any] | None = None  # a following worker's search token, order
         self.reread: Callable[[], Awaitable[object]] | None = None  # its config, from its files
         self.built_listeners: list[Callable[[Snapshot], None]] = []  # after each own build
+        # at each swap, before the catalog replaced is let go: (replaced, new)
+        self.swap_listeners: list[Callable[[Snapshot, Snapshot], Awaitable[None]]] = []
         self.syncing = False  # its upstreams (not when it serves another replica's catalogs)
 
     def feed(self, name: str) -> Feed:
@@ -347,6 +349,9 @@ class Refresher(Triggers):
         # What the new catalog does not share is freed in a worker thread, a slice at a time
         # (see `release`), not in one stall of the event loop; the next build waits for it.
         # Release empties the old catalog's lists: not while a request still reads them.
+        if replaced is not None:
+            for listener in self.swap_listeners:
+                await listener(replaced, snapshot)
         if replaced is not None and not await self.readers.done(replaced, READERS_WAIT):
             replaced = None  # freed by reference counting once its last reader is done
         await asyncio.to_thread(release, replaced, retired)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway import __version__, keeper, kept
+from gateway import __version__, deltas, keeper, kept
 from gateway.errors import (
     KeptForOther,
     LeaseLost,
@@ -43,10 +43,12 @@ from gateway.errors import (
     StoreGarbled,
 )
 from gateway.sharing import pack_file
-from gateway.store import Current, Lease, Store
+from gateway.store import Current, Lease, Store, Whole
 from gateway.unpack import Followed, searched
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gateway.config import FederationConfig
     from gateway.refresher import Refresher
     from gateway.snapshot import Snapshot
@@ -84,6 +86,14 @@ class Replica:
         self.other: str | None = None  # another replica holding the lease, when last asked
         self.refused: str | None = None  # the generation it could not serve, if any
         self._token, self._generations = secrets.token_hex(8), 0
+        # Catalogs in part (`deltas`): the servers changed since the last catalog put (None:
+        # not known), the generation of that one and the newest whole one in the store; a
+        # following replica's generation and catalog served.
+        self._changes: dict[str, set[str]] | None = None
+        self._put_base: str | None = None
+        self._whole: Whole | None = None
+        self._served: tuple[str, Followed] | None = None
+        self._noted: Snapshot | None = None  # the last catalog swapped in whose changes are
         self._put: asyncio.Event = asyncio.Event()  # a catalog built, not yet put
         self._task: asyncio.Task[None] | None = None
         self._putting: asyncio.Task[None] | None = None
@@ -95,6 +105,7 @@ class Replica:
         for left in state_dir.glob(".store-*.pack"):  # of a run that ended on its way
             left.unlink(missing_ok=True)
         self.refresher.built_listeners.append(lambda _: self._put.set())
+        self.refresher.swap_listeners.append(self._swapped)
         if background:
             self.refresher.index_in_background()  # searches of the catalogs it serves
         await self._follow()
@@ -230,33 +241,62 @@ class Replica:
             log.warning("replica_catalog_other_config", generation=current.generation)
             await self._go_own("the store's catalog was built with another config")
             return
+        served = self._served if refresher.snapshot is not None else None
+        if served is not None and refresher.snapshot is not served[1][0]:
+            served = None  # it serves a catalog of its own (or kept) since
+        on_base = served is not None and current.base == served[0]
+        whole = current.whole_catalog()
+        if not on_base and served is not None and served[0] == whole.generation:
+            return  # it serves that one already
         started = time.monotonic()
-        try:
-            followed = await asyncio.to_thread(self._fetch, current)
-        except FileNotFoundError:  # replaced meanwhile: the next look finds the new one
-            self.seen = None
-            return
-        except (StoreError, StateError, KeptForOther, OSError) as exc:
-            log.error("replica_catalog_unreadable", generation=current.generation, error=str(exc))
-            self.refused = current.generation
-            await self._go_own("the store's catalog could not be read")
-            return
+        followed = None
+        if on_base and served is not None:
+            try:
+                followed = await asyncio.to_thread(self._fetch, current, served[1])
+            except FileNotFoundError:  # replaced meanwhile: the next look finds the new one
+                self.seen = None
+                return
+            except (StoreError, StateError, KeptForOther, OSError) as exc:
+                log.warning("replica_part_unreadable", generation=current.generation,
+                            error=str(exc))  # fmt: skip
+        if followed is None:
+            try:
+                followed = await asyncio.to_thread(self._fetch, whole, None)
+            except FileNotFoundError:  # replaced meanwhile: the next look finds the new one
+                self.seen = None
+                return
+            except (StoreError, StateError, KeptForOther, OSError) as exc:
+                log.error("replica_catalog_unreadable", generation=whole.generation,
+                          error=str(exc))  # fmt: skip
+                self.refused = current.generation
+                await self._go_own("the store's catalog could not be read")
+                return
         shared = refresher.shared
         if shared is not None and shared.builds:  # this replica's other workers read it too
-            await shared.publish(followed[0])
+            await shared.publish(followed[0], refresher.snapshot)
         await refresher.take(followed)
-        log.info("replica_catalog_served", generation=current.generation, bytes=current.size,
+        self._served = (current.generation if followed[3] is not None else whole.generation,
+                        followed)  # fmt: skip
+        log.info("replica_catalog_served", generation=self._served[0], part=followed[3] is not None,
+                 bytes=current.size if followed[3] is not None else whole.size,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
 
-    def _fetch(self, current: Current) -> Followed:
-        """Download and read back a catalog (blocking: a worker thread)."""
+    def _fetch(self, catalog: Current | Whole, served: Followed | None) -> Followed:
+        """Download and read back a catalog (blocking: a worker thread): whole, or in part
+        on the one `served`."""
         path = self._spare()
         try:
-            self.store.fetch(current, path)
-            snapshot = kept.read(path)  # built with this config: `current.fingerprint` said
+            self.store.fetch(catalog, path)
+            snapshot, changes = kept.read_changes(path)  # this config's: current.json said
         finally:
             path.unlink(missing_ok=True)
-        return searched(snapshot, self.refresher.builder.search)
+        search = self.refresher.builder.search
+        if served is None or changes is None:
+            if changes is not None:
+                raise StateError(catalog.key, "a catalog in part, named as whole")
+            return searched(snapshot, search)
+        changed = frozenset(name for names in changes.values() for name in names)
+        return searched(deltas.applied(served[0], snapshot, changes), search, (served[2], changed))
 
     def _spare(self) -> Path:
         """A new file in `state_dir` for a catalog on its way (blocking)."""
@@ -283,26 +323,69 @@ class Replica:
             except Exception as exc:  # the next catalog is put; followers keep the last one
                 log.error("replica_put_failed", error=repr(exc))
 
+    async def _swapped(self, replaced: Snapshot, snapshot: Snapshot) -> None:
+        """Note the servers a swap changed, for the next catalog in part (while holding; else,
+        or when most of the catalog changed, the next catalog goes whole only)."""
+        found = None
+        if self.holding and self._changes is not None:
+            found = await asyncio.to_thread(deltas.changes, replaced, snapshot)
+        if found is None or self._changes is None:
+            self._changes = None
+        else:
+            for view, names in found.items():
+                self._changes.setdefault(view, set()).update(names)
+        self._noted = snapshot
+
     async def _put_one(self, snapshot: Snapshot, previous: list[str]) -> None:
+        """Put a catalog in the store: first in part (the servers changed since the last
+        one put), if that one is known, then whole."""
         self._generations += 1
         generation = f"{self._token}.{self._generations}"
+        # from this one on (a swap to it not yet noted: what changed before it is not known)
+        changes = self._changes if snapshot is self._noted else None
+        self._changes = {}
+        base, self._put_base = self._put_base, None  # until this one is put whole
         started = time.monotonic()
+        fingerprint = catalog_fingerprint(self.refresher.config)
+        if base is not None and changes is not None and self._whole is not None:
+            found = {view: sorted(changes.get(view, ())) for view in snapshot.views}
+            key = f"catalogs/{generation}.part.pack"
+            size = await self._upload(snapshot, key, found, lambda size: Current(
+                generation=generation, key=key, built_at=snapshot.built_at,
+                fingerprint=fingerprint, size=size, base=base, whole=self._whole))  # fmt: skip
+            if size is None:
+                return
+            previous.append(key)
+            log.info("replica_catalog_put", generation=generation, bytes=size, part=True,
+                     duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+        key = f"catalogs/{generation}.pack"
+        size = await self._upload(snapshot, key, None, lambda size: Current(
+            generation=generation, key=key, built_at=snapshot.built_at, fingerprint=fingerprint,
+            size=size))  # fmt: skip
+        if size is None:
+            return
+        self._whole = Whole(generation=generation, key=key, size=size)
+        self._put_base = generation
+        previous.append(key)
+        while len(previous) > 4:  # the ones before stay: a replica may be reading them
+            with contextlib.suppress(StoreError, FileNotFoundError):
+                await asyncio.to_thread(self.store.remove, previous.pop(0))
+        log.info("replica_catalog_put", generation=generation, bytes=size, part=False,
+                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+
+    async def _upload(
+        self, snapshot: Snapshot, key: str, changes: deltas.Changes | None,
+        current: Callable[[int], Current],
+    ) -> int | None:  # fmt: skip
+        """Pack a catalog, put it at `key` and name it current (`current`, of its size) while
+        the lease is still this replica's; its size (None: the lease was lost)."""
         path = await asyncio.to_thread(self._spare)
         try:
             with self.refresher.readers.reading(snapshot):
-                size = await asyncio.to_thread(pack_file, path, snapshot)
-            current = Current(generation=generation, key=f"catalogs/{generation}.pack",
-                              built_at=snapshot.built_at,
-                              fingerprint=catalog_fingerprint(self.refresher.config),
-                              size=size)  # fmt: skip
+                size = await asyncio.to_thread(pack_file, path, snapshot, None, changes)
             if not await self._take_lease():  # still ours, right before it is named
-                return
-            await asyncio.to_thread(self.store.put_catalog, path, current)
+                return None
+            await asyncio.to_thread(self.store.put_catalog, path, current(size))
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
-        previous.append(current.key)
-        while len(previous) > 2:  # the one before stays: a replica may be reading it
-            with contextlib.suppress(StoreError, FileNotFoundError):
-                await asyncio.to_thread(self.store.remove, previous.pop(0))
-        log.info("replica_catalog_put", generation=generation, bytes=size,
-                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+        return size

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway import deltas, kept
 from gateway.errors import StateError, Stopped
 from gateway.pack import write_pack
-from gateway.rundir import MAX_NOTE, Run, held, hold, read_note, read_small, write_note, write_small
+from gateway.rundir import Run, held, hold, read_note, read_small, write_note, write_small
 from gateway.state import written
 from gateway.status import UpstreamStatus
 
@@ -56,7 +56,6 @@ SWAP_POLL = 0.002  # seconds between looks for the catalog read back to be named
 SWAP_WAIT = 5.0  # seconds the building worker waits for the others to swap a catalog named
 _GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
 _UPSTREAMS = TypeAdapter(tuple[UpstreamStatus, ...])
-_DELTA = TypeAdapter(dict[str, list[str]])
 
 
 class _Note(BaseModel):
@@ -67,15 +66,8 @@ class _Note(BaseModel):
 
 class _Offer(_Note):
     file: str = Field(pattern=rf"\Acatalog\.{_GENERATION}\.pack\z")
-    # in part: the generation it changes, and the servers it replaces in each view
+    # in part: the generation whose catalog it changes (the servers it replaces are in it)
     base: str | None = Field(None, pattern=rf"\A{_GENERATION}\z")
-    changes: dict[str, list[str]] | None = None
-
-    @model_validator(mode="after")
-    def _whole_or_in_part(self) -> _Offer:
-        if (self.base is None) != (self.changes is None):
-            raise ValueError("a catalog in part names both its base and its changes")
-        return self
 
 
 class _Loaded(_Note):
@@ -154,8 +146,6 @@ class Shared:
         last = self._last
         if before is not None and last is not None and last[1] is before and not self._gone:
             found = await asyncio.to_thread(deltas.changes, before, snapshot)
-        if found is not None and len(_DELTA.dump_json(found)) > MAX_NOTE // 2:
-            found = None  # its names alone are too many for the offer
         self._last = None
         if found is not None and last is not None:
             if await self._offer(snapshot, (last[0], found)):
@@ -171,8 +161,8 @@ class Shared:
         path = self._path(f"catalog.{generation}.pack")
         started = time.monotonic()
         stop = threading.Event()
-        made = snapshot if delta is None else deltas.part(snapshot, delta[1])
-        writing = asyncio.ensure_future(asyncio.to_thread(pack_file, path, made, stop))
+        changes = None if delta is None else delta[1]
+        writing = asyncio.ensure_future(asyncio.to_thread(pack_file, path, snapshot, stop, changes))
         try:
             size = await asyncio.shield(writing)
         except asyncio.CancelledError:
@@ -185,10 +175,9 @@ class Shared:
             self._forget_published()
             return True
         packed = time.monotonic() - started
-        offer = _Offer(generation=generation, file=path.name)
-        if delta is not None:
-            offer = _Offer(generation=generation, file=path.name, base=delta[0], changes=delta[1])
-        write_note(self._path("offered.json"), offer)
+        base = None if delta is None else delta[0]
+        write_note(self._path("offered.json"), _Offer(generation=generation, file=path.name,
+                                                     base=base))  # fmt: skip
         others = set(range(1, self.run.workers)) - self._gone
         waiting, deadline = others, time.monotonic() + LOAD_WAIT
         while waiting and time.monotonic() < deadline:
@@ -309,13 +298,15 @@ class Shared:
             base = taken[1] if current() is taken[1][0] else None
 
         def read() -> Followed:
-            snapshot = kept.read(path)
-            if offer.changes is None:
+            snapshot, changes = kept.read_changes(path)
+            if (offer.base is None) != (changes is None):
+                raise StateError(str(path), "in part or whole, not as offered")
+            if changes is None:
                 return prepare(snapshot, None)
             if base is None:
                 raise StateError(str(path), "in part, on a catalog this worker does not serve")
-            changed = frozenset(name for names in offer.changes.values() for name in names)
-            return prepare(deltas.applied(base[0], snapshot, offer.changes), (base[2], changed))
+            changed = frozenset(name for names in changes.values() for name in names)
+            return prepare(deltas.applied(base[0], snapshot, changes), (base[2], changed))
 
         try:
             followed: Followed | None = await asyncio.to_thread(read)
@@ -342,10 +333,17 @@ class Shared:
         return False
 
 
-def pack_file(path: Path, snapshot: Snapshot, stop: threading.Event | None = None) -> int:
+def pack_file(
+    path: Path, snapshot: Snapshot, stop: threading.Event | None = None,
+    changes: deltas.Changes | None = None,
+) -> int:  # fmt: skip
     """Write the snapshot packed to `path` (replaced whole; not flushed to disk: it lives as
-    long as the run, or until it is uploaded)."""
+    long as the run, or until it is uploaded); with `changes`, only those servers' items
+    (`deltas.part`)."""
+    if changes is not None:
+        snapshot = deltas.part(snapshot, changes)
     sizes: list[int] = []
     spool = str(path.parent)
-    written(path, lambda out: sizes.append(write_pack(snapshot, out, stop, spool)), durable=False)
+    written(path, lambda out: sizes.append(write_pack(snapshot, out, stop, spool, changes)),
+            durable=False)  # fmt: skip
     return sizes[0]

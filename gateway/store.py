@@ -6,8 +6,12 @@ Under the configured prefix:
     lease.json        {"holder": ..., "expires": ...}: the replica that syncs and builds, until
                       then; taken by conditional PUT (If-None-Match: * when there is none,
                       If-Match: the expired one's ETag), so two replicas never both win it
-    current.json      {"generation", "key", "builtAt", "fingerprint", "size"}: the catalog to serve
-    catalogs/<generation>.pack   a catalog in the kept catalog's format (`packed`)
+    current.json      {"generation", "key", "builtAt", "fingerprint", "size"}: the catalog to
+                      serve; when it is a catalog in part, also "base" (the generation whose
+                      catalog it changes) and "whole" ({"generation", "key", "size"}: the
+                      newest whole catalog, for a replica that does not serve that one)
+    catalogs/<generation>.pack        a catalog in the kept catalog's format (`packed`)
+    catalogs/<generation>.part.pack   the servers that changed since `base` (`deltas`)
 
 Every answer is read as hostile: bounded, of one exact shape, a catalog's key only under the
 prefix, its size announced and checked; credentials go only to the configured endpoint.
@@ -28,6 +32,7 @@ from gateway.store_config import StoreSettings
 MAX_NOTE = 64 * 1024  # bytes of lease.json or current.json
 GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
 CATALOG_KEY = re.compile(rf"catalogs/{GENERATION}\.pack")
+PART_KEY = re.compile(rf"catalogs/{GENERATION}\.part\.pack")
 
 
 class _Note(BaseModel):
@@ -39,12 +44,28 @@ class Lease(_Note):
     expires: datetime
 
 
+class Whole(_Note):
+    """A whole catalog in the store: its generation, key and size."""
+
+    generation: str = Field(pattern=rf"\A{GENERATION}\z")
+    key: str = Field(max_length=600)
+    size: int = Field(ge=0)
+
+
 class Current(_Note):
     generation: str = Field(pattern=rf"\A{GENERATION}\z")
     key: str = Field(max_length=600)
     built_at: datetime = Field(alias="builtAt")
     fingerprint: str = Field(max_length=200)
     size: int = Field(ge=0)
+    base: str | None = Field(None, pattern=rf"\A{GENERATION}\z")  # in part: on this one
+    whole: Whole | None = None  # in part: the newest whole catalog
+
+    def whole_catalog(self) -> Whole:
+        """The whole catalog to serve: this one, or the newest whole one before it."""
+        if self.whole is not None:
+            return self.whole
+        return Whole(generation=self.generation, key=self.key, size=self.size)
 
 
 def client_for(settings: StoreSettings) -> Any:
@@ -146,10 +167,16 @@ class Store:
             raise StoreGarbled(
                 f"current.json is not a catalog's ({exc.error_count()} errors)"
             ) from exc
-        if CATALOG_KEY.fullmatch(current.key) is None:
+        if (current.base is None) != (current.whole is None):
+            raise StoreGarbled("current.json names a catalog in part without its base or whole")
+        keys = [(CATALOG_KEY if current.base is None else PART_KEY, current.key)]
+        if current.whole is not None:
+            keys.append((CATALOG_KEY, current.whole.key))
+        if any(pattern.fullmatch(key) is None for pattern, key in keys):
             raise StoreGarbled("current.json names a key outside catalogs/")
-        if current.size > self.settings.max_catalog:
-            raise StoreGarbled(f"the catalog is larger than max_catalog ({current.size} bytes)")
+        for size in (current.size, current.whole_catalog().size):
+            if size > self.settings.max_catalog:
+                raise StoreGarbled(f"the catalog is larger than max_catalog ({size} bytes)")
         return current, found[1]
 
     def put_catalog(self, path: Path, current: Current) -> None:
@@ -157,14 +184,14 @@ class Store:
         with path.open("rb") as file:
             self._call("put_object", Key=self.prefix + current.key, Body=file,
                        ContentLength=current.size)  # fmt: skip
-        self._call("put_object", Key=self.prefix + "current.json",
-                   Body=current.model_dump_json(by_alias=True).encode())  # fmt: skip
+        note = current.model_dump_json(by_alias=True, exclude_none=True).encode()
+        self._call("put_object", Key=self.prefix + "current.json", Body=note)
 
     def remove(self, key: str) -> None:
         self._call("delete_object", Key=self.prefix + key)
 
-    def fetch(self, current: Current, path: Path) -> None:
-        """Download the current catalog to `path`, no more than its announced size."""
+    def fetch(self, current: Current | Whole, path: Path) -> None:
+        """Download a catalog current.json names to `path`, no more than its announced size."""
         answer = self._call("get_object", Key=self.prefix + current.key)
         if int(answer.get("ContentLength", -1)) != current.size:
             answer["Body"].close()

@@ -116,10 +116,18 @@ def test_a_part_that_does_not_fit_the_catalog_is_refused() -> None:
         (found, replace(part, views={view: part.views[view]}), "views"),
     ]
     catalog = part.views[view]
-    if len(catalog.every.items) > 1:
-        backwards = Listing(catalog.every.items[::-1])
-        wrong.append((found, replace(part, views={**part.views,
-                      view: replace(catalog, every=backwards)}), "list order"))  # fmt: skip
+    wrong += [
+        (found, replace(part, views={**part.views, view: replace(catalog, suffixes={})}),
+         "suffixes is short"),  # the items kept name suffixes the part's table must hold
+        (found, replace(part, config="another"), "another config"),
+    ]  # fmt: skip
+    # every server in part: items enough to put out of order
+    every = {v: sorted({item.name for item in c.every.items}) for v, c in after.views.items()}
+    whole = _through_a_file(deltas.part(after, every))
+    listing = whole.views[view]
+    assert len(listing.every.items) > 1
+    backwards = replace(listing, every=Listing(listing.every.items[::-1]))
+    wrong.append((every, replace(whole, views={**whole.views, view: backwards}), "list order"))
     for names, made, reason in wrong:
         with pytest.raises(StateError, match=reason):
             deltas.applied(followed, made, names)

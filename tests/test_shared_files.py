@@ -18,7 +18,7 @@ from gateway.store import CATALOG_KEY, Current, Lease
 
 _TOKEN = "abcdefabcdefabcd"
 _GOOD = {"generation": f"{_TOKEN}.1", "file": f"catalog.{_TOKEN}.1.pack"}
-_IN_PART = {**_GOOD, "base": f"{_TOKEN}.0", "changes": {"default": ["com.example/a"]}}
+_IN_PART = {**_GOOD, "base": f"{_TOKEN}.0"}
 _VALUES = st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.booleans(),
                     st.none(), st.lists(st.text(max_size=8), max_size=2),
                     st.dictionaries(st.text(max_size=8), st.one_of(st.lists(st.text(max_size=8)),
@@ -29,7 +29,7 @@ _VALUES = st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.b
 @given(
     st.one_of(
         st.binary(max_size=300),
-        st.dictionaries(st.sampled_from(["generation", "file", "loaded", "base", "changes", "x"]),
+        st.dictionaries(st.sampled_from(["generation", "file", "loaded", "base", "x"]),
                         _VALUES, max_size=5).map(orjson.dumps),
         st.tuples(st.sampled_from(sorted(_GOOD)), st.text(max_size=60)).map(
             lambda change: orjson.dumps({**_GOOD, change[0]: change[1]})),
@@ -40,8 +40,8 @@ _VALUES = st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.b
 def test_an_offer_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
     """Whatever bytes `offered.json` holds, it is read as an offer only when it is a JSON
     object of a generation of the pattern and the catalog file that generation names, with no
-    separator or dot segment (never a path elsewhere), and for a catalog in part both the
-    generation it changes and the servers it replaces in each view."""
+    separator or dot segment (never a path elsewhere), and for a catalog in part the
+    generation it changes."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "offered.json"
         path.write_bytes(data)
@@ -52,17 +52,16 @@ def test_an_offer_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
     assert re.fullmatch(r"catalog\.[0-9a-f]{16}\.[0-9]{1,12}\.pack", offer.file)
     assert "/" not in offer.file
     keys = set(orjson.loads(data))
-    assert {"generation", "file"} <= keys <= {"generation", "file", "base", "changes"}
-    assert (offer.base is None) == (offer.changes is None)
-    if offer.base is not None and offer.changes is not None:
+    assert {"generation", "file"} <= keys <= {"generation", "file", "base"}
+    if offer.base is not None:
         assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", offer.base)
-        for view, names in offer.changes.items():
-            assert isinstance(view, str)
-            assert all(isinstance(name, str) for name in names)
 
 
 _CURRENT = {"generation": f"{_TOKEN}.1", "key": f"catalogs/{_TOKEN}.1.pack",
             "builtAt": "2026-12-01T00:00:00Z", "fingerprint": "f", "size": 1}  # fmt: skip
+_CURRENT_PART = {**_CURRENT, "key": f"catalogs/{_TOKEN}.1.part.pack", "base": f"{_TOKEN}.0",
+                 "whole": {"generation": f"{_TOKEN}.0", "key": f"catalogs/{_TOKEN}.0.pack",
+                           "size": 1}}  # fmt: skip
 
 
 @given(
@@ -71,6 +70,8 @@ _CURRENT = {"generation": f"{_TOKEN}.1", "key": f"catalogs/{_TOKEN}.1.pack",
         st.tuples(st.sampled_from(sorted(_CURRENT)),
                   st.one_of(st.text(max_size=60), st.integers(-(2**63), 2**63 - 1), st.none())).map(
             lambda change: orjson.dumps({**_CURRENT, change[0]: change[1]})),
+        st.tuples(st.sampled_from(sorted(_CURRENT_PART)), _VALUES).map(
+            lambda change: orjson.dumps({**_CURRENT_PART, change[0]: change[1]})),
     )
 )  # fmt: skip
 def test_a_store_note_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
@@ -81,7 +82,12 @@ def test_a_store_note_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
     except ValidationError:
         pass
     else:
-        assert set(orjson.loads(data)) == set(_CURRENT)
+        assert set(_CURRENT) <= set(orjson.loads(data)) <= set(_CURRENT_PART)
+        if current.base is not None:
+            assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", current.base)
+        if current.whole is not None:
+            assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", current.whole.generation)
+            assert current.whole.size >= 0
         assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", current.generation)
         assert current.size >= 0
         if CATALOG_KEY.fullmatch(current.key):

@@ -26,9 +26,9 @@ import pytest_asyncio
 import structlog
 import yaml
 
-from gateway import sharing
+from gateway import deltas, sharing
 from gateway.rundir import Run
-from gateway.sharing import Shared
+from gateway.sharing import Shared, pack_file
 from gateway.workers import run_workers
 from tests.conftest import free_port
 from tests.fakes import FakeRegistry, server_entry
@@ -468,6 +468,29 @@ async def test_a_catalog_that_is_not_whole_is_reported_and_not_served(tmp_path: 
     await _follows_nothing(Shared(run, 1))
     loaded = orjson.loads((tmp_path / "loaded.1.json").read_bytes())
     assert loaded == {"generation": f"{run.token}.1", "loaded": False}  # not waited for
+
+
+@pytest.mark.parametrize("offered_as", ["whole", "in part"])
+async def test_a_catalog_not_as_offered_is_refused(tmp_path: Path, offered_as: str) -> None:
+    """A catalog in part offered as whole (it would serve a few servers as the catalog), or a
+    whole one offered in part, is not read: the worker asks for the whole catalog."""
+    run = Run(tmp_path, "abcdefabcdefabcd", 2, tmp_path / "leader.sock")
+    _, before, after = _catalogs()
+    found = deltas.changes(before, after)
+    pack_file(tmp_path / f"catalog.{run.token}.1.pack", after,
+              changes=found if offered_as == "whole" else None)  # fmt: skip
+    base = b', "base": "%s.0"' if offered_as == "in part" else b""
+    (tmp_path / "offered.json").write_bytes(
+        (b'{"generation": "%s.1", "file": "catalog.%s.1.pack"' + base + b"}").replace(
+            b"%s", run.token.encode())
+    )  # fmt: skip
+    with structlog.testing.capture_logs() as logs:
+        await _follows_nothing(Shared(run, 1))
+    loaded = orjson.loads((tmp_path / "loaded.1.json").read_bytes())
+    assert loaded == {"generation": f"{run.token}.1", "loaded": False}
+    refused = [e["error"] for e in logs if e["event"] == "shared_catalog_unreadable"]
+    assert len(refused) == 1
+    assert "not as offered" in refused[0]
 
 
 async def test_a_run_directory_is_private_removed_and_left_runs_are_cleared(

@@ -76,13 +76,15 @@ def _settings(url: str, **extra: Any) -> StoreSettings:
 class Replica:
     """A `serve` process of its own state directory; its stderr (JSON lines) in a file."""
 
-    def __init__(self, config: Path, name: str) -> None:
+    def __init__(self, config: Path, name: str, seam: str = "") -> None:
+        """`seam`: Python run in the process first (the test's way to slow a step down)."""
         self.log = config.parent / f"{name}.log"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        main = f"{seam}\nimport sys\nfrom gateway.cli import main\nsys.exit(main(sys.argv[1:]))"
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+                [sys.executable, "-c", main, "serve", "--config", str(config),
                  "--listen", f"127.0.0.1:{self.port}",
                  "--state-dir", str(config.parent / f"state-{name}")],
                 stdout=subprocess.DEVNULL, stderr=sink,
@@ -146,13 +148,15 @@ def store_url() -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def replicas(tmp_path: Path, store_url: str, count: int, **store: Any) -> AsyncIterator[Any]:
+async def replicas(
+    tmp_path: Path, store_url: str, count: int, seam: str = "", **store: Any
+) -> AsyncIterator[Any]:
     registry = await FakeRegistry(_catalog("io.github.acme", 30)).start()
     config = _config(tmp_path / "config", registry, store_url, **store)
     started = []
     try:
         for index in range(count):
-            started.append(Replica(config, f"r{index}"))
+            started.append(Replica(config, f"r{index}", seam))
             await asyncio.sleep(0.5)  # the first one takes the lease
         for replica in started:
             await _until(lambda r=replica: _ready(r))
@@ -172,12 +176,26 @@ async def _same(replicas: list[Replica], route: str) -> bool:
     return len(answers) == 1 and next(iter(answers))[0] == 200
 
 
+# A catalog put whole right after its part (a small catalog: milliseconds) hides the part from
+# a replica that looks every 0.2 s; slowed down, as a large catalog's whole is (seconds).
+SLOW_WHOLE = """
+import asyncio
+from gateway.replicas import Replica
+upload = Replica._upload
+async def slowly(self, snapshot, key, changes, current):
+    if changes is None and self._whole is not None:
+        await asyncio.sleep(1.5)
+    return await upload(self, snapshot, key, changes, current)
+Replica._upload = slowly
+"""
+
+
 @needs_moto
 @pytest.mark.slow  # gateway processes and an S3 server
 async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
     tmp_path: Path, store_url: str
 ) -> None:
-    async with replicas(tmp_path, store_url, 2) as (registry, (first, second), _):
+    async with replicas(tmp_path, store_url, 2, SLOW_WHOLE) as (registry, (first, second), config):
         await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
         for route in ("/v0.1/servers?limit=7", "/v0.1/servers?version=latest",
                       "/v0.1/servers/io.github.acme%2Fserver-003/versions"):  # fmt: skip
@@ -217,6 +235,31 @@ async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
 
         await _until(fresh)
         await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        routes = ("/v0.1/servers?limit=7", "/v0.1/servers?version=latest",
+                  "/v0.1/servers?search=server-01", "/v0.1/servers?updated_since=2020-01-01T00:00:00Z",
+                  "/v0.1/servers/io.github.acme%2Ffresh/versions/latest")  # fmt: skip
+        for route in routes:
+            assert await _same([first, second], route), route
+        await asyncio.sleep(1.2)
+        # it took the change in part (the servers that changed), not the whole catalog again
+        assert [e["part"] for e in second.events("replica_catalog_served")][-1] is True
+
+        async def put_whole_after() -> bool:  # then whole, for replicas not on the one before
+            return [e["part"] for e in first.events("replica_catalog_put")][-2:] == [True, False]
+
+        await _until(put_whole_after)
+
+        # A replica started now reads the whole catalog (it serves none the part applies to).
+        third = Replica(config, "r2")
+        try:
+            await _until(lambda: _ready(third))
+            await _until(lambda: _same([first, second, third], "/v0.1/servers?limit=100"))
+            for route in routes:
+                assert await _same([first, second, third], route), route
+            await asyncio.sleep(1.2)
+            assert [e["part"] for e in third.events("replica_catalog_served")] == [False]
+        finally:
+            third.stop()
 
 
 @needs_moto
@@ -369,6 +412,29 @@ def test_current_naming_a_key_outside_the_catalogs_is_refused(store_url: str) ->
     client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=orjson.dumps(huge))
     with pytest.raises(StoreError, match="max_catalog"):
         store.current()
+    # A catalog in part: its key a part's, its base and the whole one named, each in bounds.
+    whole = {"generation": "0123456789abcdef.0", "key": "catalogs/0123456789abcdef.0.pack",
+             "size": 10}  # fmt: skip
+    part = {**good, "key": "catalogs/0123456789abcdef.1.part.pack",
+            "base": "0123456789abcdef.0", "whole": whole}  # fmt: skip
+    client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=orjson.dumps(part))
+    current = store.current()
+    assert current is not None
+    assert current[0].whole_catalog().key == whole["key"]
+    wrong = [
+        ({**part, "key": "catalogs/0123456789abcdef.1.pack"}, "outside catalogs"),  # whole key
+        ({**part, "whole": {**whole, "key": "catalogs/0123456789abcdef.0.part.pack"}},
+         "outside catalogs"),
+        ({**part, "whole": {**whole, "key": "catalogs/../lease.json"}}, "outside catalogs"),
+        ({**part, "whole": {**whole, "size": 5 << 30}}, "max_catalog"),
+        ({k: v for k, v in part.items() if k != "whole"}, "without its base or whole"),
+        ({k: v for k, v in part.items() if k != "base"}, "without its base or whole"),
+        ({**part, "base": "0123456789abcdef.0\n"}, "not a catalog's"),
+    ]  # fmt: skip
+    for note, reason in wrong:
+        client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=orjson.dumps(note))
+        with pytest.raises(StoreError, match=reason):
+            store.current()
 
 
 @needs_moto
