@@ -10,7 +10,9 @@ replica's seconds from start to ready, the upstream list requests after both are
 (counted by the upstreams; one replica syncing alone makes as many), A's time to put a
 catalog (pack and upload), B's to read it and serve it, each replica's PSS once every page of
 `limit=100` was read from it, and the seconds from a sync that changed 1 % of one upstream
-(asked of A) until B serves the new catalog (`snapshotBuiltAt` in its status changes).
+(asked of A) until B serves the new catalog (`snapshotBuiltAt` in its status changes), and
+for that change the catalog in part A put (seconds, MB) and B's time to read it and serve it
+(nan when it went whole).
 """
 
 from __future__ import annotations
@@ -132,8 +134,14 @@ def one(per: int, work: Path) -> dict[str, float]:
         while _built(bases[1]) == before:
             time.sleep(0.05)
         reached = time.perf_counter() - started
+        time.sleep(1.5)  # the lines written
+        parts = [e for e in _events(logs[0], "replica_catalog_put") if e.get("part")]
+        taken = [e for e in _events(logs[1], "replica_catalog_served") if e.get("part")]
         return {"ready_a": ready[0], "ready_b": ready[1], "requests": requests, "put": put,
-                "served": served, "pss_a": pss[0], "pss_b": pss[1], "change": reached}  # fmt: skip
+                "served": served, "pss_a": pss[0], "pss_b": pss[1], "change": reached,
+                "part_put": parts[-1]["duration_ms"] / 1000 if parts else float("nan"),
+                "part_mb": parts[-1]["bytes"] / 1e6 if parts else float("nan"),
+                "part_served": taken[-1]["duration_ms"] / 1000 if taken else float("nan")}  # fmt: skip
 
 
 def main() -> None:

@@ -14,6 +14,9 @@ builds in the store; the others make no upstream request, and serve each catalog
   holds it, it goes back to following once the store has a catalog it can serve.
 - The holder that loses its lease (it could not renew in time) goes on syncing itself and
   stops writing to the store until it holds the lease again.
+- After a sync, the holder puts the servers that changed since its last catalog first (a
+  catalog in part, `deltas`; noted at each swap), then the whole catalog: a replica that
+  serves the last one applies the part at once; any other reads the whole one.
 
 Nothing here runs without the option: the gateway is then as it was.
 """
