@@ -252,28 +252,21 @@ class Replica:
         if not on_base and served is not None and served[0] == whole.generation:
             return  # it serves that one already
         started = time.monotonic()
-        followed = None
-        if on_base and served is not None:
-            try:
-                followed = await asyncio.to_thread(self._fetch, current, served[1])
-            except FileNotFoundError:  # replaced meanwhile: the next look finds the new one
-                self.seen = None
-                return
-            except (StoreError, StateError, KeptForOther, OSError) as exc:
-                log.warning("replica_part_unreadable", generation=current.generation,
-                            error=str(exc))  # fmt: skip
-        if followed is None:
-            try:
-                followed = await asyncio.to_thread(self._fetch, whole, None)
-            except FileNotFoundError:  # replaced meanwhile: the next look finds the new one
-                self.seen = None
-                return
-            except (StoreError, StateError, KeptForOther, OSError) as exc:
-                log.error("replica_catalog_unreadable", generation=whole.generation,
-                          error=str(exc))  # fmt: skip
-                self.refused = current.generation
-                await self._go_own("the store's catalog could not be read")
-                return
+        followed = None if served is None or not on_base else await self._read(current, served[1])
+        if isinstance(followed, Exception):  # the whole one, then
+            log.warning("replica_part_unreadable", generation=current.generation,
+                        error=str(followed))  # fmt: skip
+        if followed is None or isinstance(followed, Exception):
+            followed = await self._read(whole, None)
+        if followed is None:  # replaced meanwhile: the next look finds the new one
+            self.seen = None
+            return
+        if isinstance(followed, Exception):
+            log.error("replica_catalog_unreadable", generation=whole.generation,
+                      error=str(followed))  # fmt: skip
+            self.refused = current.generation
+            await self._go_own("the store's catalog could not be read")
+            return
         shared = refresher.shared
         if shared is not None and shared.builds:  # this replica's other workers read it too
             await shared.publish(followed[0], refresher.snapshot)
@@ -283,6 +276,18 @@ class Replica:
         log.info("replica_catalog_served", generation=self._served[0], part=followed[3] is not None,
                  bytes=current.size if followed[3] is not None else whole.size,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+
+    async def _read(
+        self, catalog: Current | Whole, served: Followed | None
+    ) -> Followed | Exception | None:
+        """`_fetch` in a worker thread; the error that kept it from being read, or None when
+        it was removed meanwhile."""
+        try:
+            return await asyncio.to_thread(self._fetch, catalog, served)
+        except FileNotFoundError:
+            return None
+        except (StoreError, StateError, KeptForOther, OSError) as exc:
+            return exc
 
     def _fetch(self, catalog: Current | Whole, served: Followed | None) -> Followed:
         """Download and read back a catalog (blocking: a worker thread): whole, or in part
