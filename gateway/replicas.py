@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import secrets
 import socket
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway import __version__, deltas, keeper, kept
+from gateway import deltas, keeper, kept
 from gateway.errors import (
     KeptForOther,
     LeaseLost,
@@ -47,31 +46,17 @@ from gateway.errors import (
 )
 from gateway.sharing import pack_file
 from gateway.store import Current, Lease, Store, Whole
+from gateway.store_config import catalog_fingerprint
 from gateway.unpack import Followed, searched
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from gateway.config import FederationConfig
     from gateway.refresher import Refresher
     from gateway.snapshot import Snapshot
     from gateway.store_config import StoreSettings
 
 log = structlog.get_logger("gateway.replicas")
-
-# What differs from replica to replica without changing the catalog: left out of what tells
-# whether a catalog in the store was built with this replica's config.
-PER_REPLICA = frozenset({
-    "listen", "state_dir", "log_format", "log_level", "access_log", "admin_token",
-    "watch_config", "keep_catalog", "keep_catalog_every", "snapshot_store",
-})  # fmt: skip
-
-
-def catalog_fingerprint(config: FederationConfig) -> str:
-    """The gateway's version and every setting that shapes the catalog (secrets as asterisks):
-    replicas share catalogs only when theirs are equal."""
-    settings = config.model_dump_json(exclude={"directory": True, "gateway": set(PER_REPLICA)})
-    return hashlib.sha256(f"{__version__}\n{settings}".encode()).hexdigest()
 
 
 class Replica:
@@ -210,6 +195,8 @@ class Replica:
                 over = etag
             self.other = None
             started = time.monotonic()
+            if not self.holding:  # taken anew: another may have put catalogs meanwhile
+                self._put_base = self._changes = None
             self.holding = await asyncio.to_thread(self.store.take_lease, lease, over)
             self.held_until = started + self.settings.lease
             return True
@@ -252,10 +239,16 @@ class Replica:
         if not on_base and served is not None and served[0] == whole.generation:
             return  # it serves that one already
         started = time.monotonic()
-        followed = None if served is None or not on_base else await self._read(current, served[1])
-        if isinstance(followed, Exception):  # the whole one, then
-            log.warning("replica_part_unreadable", generation=current.generation,
-                        error=str(followed))  # fmt: skip
+        followed = None
+        base = None if served is None else served[1][0]
+        if served is not None and on_base:
+            with refresher.readers.reading(base):  # not let go while the part is put into it
+                followed = await self._read(current, served[1])
+            if isinstance(followed, Exception):
+                log.warning("replica_part_unreadable", generation=current.generation,
+                            error=str(followed))  # fmt: skip
+                if served[0] == whole.generation:
+                    return  # it serves the whole one it names: the next whole one, then
         if followed is None or isinstance(followed, Exception):
             followed = await self._read(whole, None)
         if followed is None:  # replaced meanwhile: the next look finds the new one
@@ -264,9 +257,11 @@ class Replica:
         if isinstance(followed, Exception):
             log.error("replica_catalog_unreadable", generation=whole.generation,
                       error=str(followed))  # fmt: skip
-            self.refused = current.generation
+            self.refused = whole.generation
             await self._go_own("the store's catalog could not be read")
             return
+        if followed[3] is not None and refresher.snapshot is not base:
+            return  # it swapped in another meanwhile: the next look decides again
         shared = refresher.shared
         if shared is not None and shared.builds:  # this replica's other workers read it too
             await shared.publish(followed[0], refresher.snapshot)
@@ -299,9 +294,9 @@ class Replica:
         finally:
             path.unlink(missing_ok=True)
         search = self.refresher.builder.search
+        if (served is None) != (changes is None):
+            raise StateError(catalog.key, "in part or whole, not as current.json names it")
         if served is None or changes is None:
-            if changes is not None:
-                raise StateError(catalog.key, "a catalog in part, named as whole")
             return searched(snapshot, search)
         changed = frozenset(name for names in changes.values() for name in names)
         return searched(deltas.applied(served[0], snapshot, changes), search, (served[2], changed))

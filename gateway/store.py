@@ -167,7 +167,9 @@ class Store:
             raise StoreGarbled(
                 f"current.json is not a catalog's ({exc.error_count()} errors)"
             ) from exc
-        if (current.base is None) != (current.whole is None):
+        if (current.base is None) != (current.whole is None) or (
+            current.whole is not None and current.whole.generation != current.base
+        ):
             raise StoreGarbled("current.json names a catalog in part without its base or whole")
         keys = [(CATALOG_KEY if current.base is None else PART_KEY, current.key)]
         if current.whole is not None:

@@ -4,12 +4,17 @@ on its own, as without it."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
+from gateway import __version__
 from gateway.fields import Duration, HttpUrl, Model, matching, pattern_schema
+
+if TYPE_CHECKING:
+    from gateway.config import FederationConfig
 
 _REGION = r"[a-z0-9-]{1,32}"
 Region = Annotated[str, AfterValidator(matching(_REGION, "not a region name: {value!r}")),
@@ -65,3 +70,18 @@ class StoreSettings(Model):
         """The key prefix, ending in / when there is one."""
         path = self.url.removeprefix("s3://").partition("/")[2]
         return f"{path}/" if path else ""
+
+
+# What differs from replica to replica without changing the catalog: left out of what tells
+# whether a catalog in the store was built with this replica's config.
+PER_REPLICA = frozenset({
+    "listen", "state_dir", "log_format", "log_level", "access_log", "admin_token",
+    "watch_config", "keep_catalog", "keep_catalog_every", "snapshot_store",
+})  # fmt: skip
+
+
+def catalog_fingerprint(config: FederationConfig) -> str:
+    """The gateway's version and every setting that shapes the catalog (secrets as asterisks):
+    replicas share catalogs only when theirs are equal."""
+    settings = config.model_dump_json(exclude={"directory": True, "gateway": set(PER_REPLICA)})
+    return hashlib.sha256(f"{__version__}\n{settings}".encode()).hexdigest()

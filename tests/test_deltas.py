@@ -116,8 +116,11 @@ def test_a_part_that_does_not_fit_the_catalog_is_refused() -> None:
         (found, replace(part, views={view: part.views[view]}), "views"),
     ]
     catalog = part.views[view]
+    own = {item.suffix for item in catalog.every.items}  # what the part's own items name
+    assert set(catalog.suffixes) - own  # and some only the items kept name
     wrong += [
-        (found, replace(part, views={**part.views, view: replace(catalog, suffixes={})}),
+        (found, replace(part, views={**part.views, view: replace(catalog, suffixes={
+            key: suffix for key, suffix in catalog.suffixes.items() if key in own})}),
          "suffixes is short"),  # the items kept name suffixes the part's table must hold
         (found, replace(part, config="another"), "another config"),
     ]  # fmt: skip

@@ -177,14 +177,15 @@ async def _same(replicas: list[Replica], route: str) -> bool:
 
 
 # A catalog put whole right after its part (a small catalog: milliseconds) hides the part from
-# a replica that looks every 0.2 s; slowed down, as a large catalog's whole is (seconds).
+# a replica that looks every 0.2 s; slowed down, as a large catalog's whole is (seconds), long
+# enough for a replica to start while the part is current.
 SLOW_WHOLE = """
 import asyncio
 from gateway.replicas import Replica
 upload = Replica._upload
 async def slowly(self, snapshot, key, changes, current):
     if changes is None and self._whole is not None:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(4)
     return await upload(self, snapshot, key, changes, current)
 Replica._upload = slowly
 """
@@ -249,15 +250,30 @@ async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
 
         await _until(put_whole_after)
 
-        # A replica started now reads the whole catalog (it serves none the part applies to).
+        # Another change: the part of it goes onto a catalog the follower reached in part. A
+        # replica started while that part is current (its whole one not put yet) serves the
+        # whole catalog it names (the one before), then the next whole one.
+        wholes = [e["generation"] for e in first.events("replica_catalog_put") if not e["part"]]
+        parts = len(first.events("replica_catalog_put"))
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+        registry.put(server_entry("io.github.acme/fresher", "1.0.0", published=now))
+
+        async def part_put() -> bool:
+            put = first.events("replica_catalog_put")
+            return len(put) > parts and put[-1]["part"] is True
+
+        await _until(part_put)
         third = Replica(config, "r2")
         try:
             await _until(lambda: _ready(third))
             await _until(lambda: _same([first, second, third], "/v0.1/servers?limit=100"))
-            for route in routes:
+            for route in (*routes, "/v0.1/servers?search=fresher"):
                 assert await _same([first, second, third], route), route
             await asyncio.sleep(1.2)
-            assert [e["part"] for e in third.events("replica_catalog_served")] == [False]
+            assert [e["part"] for e in second.events("replica_catalog_served")][-2:] == [True, True]
+            served = [(e["part"], e["generation"]) for e in third.events("replica_catalog_served")]
+            assert served[0] == (False, wholes[-1])  # the whole one the part named
+            assert [part for part, _ in served] == [False, False]  # then the next whole one
         finally:
             third.stop()
 
@@ -429,6 +445,7 @@ def test_current_naming_a_key_outside_the_catalogs_is_refused(store_url: str) ->
         ({**part, "whole": {**whole, "size": 5 << 30}}, "max_catalog"),
         ({k: v for k, v in part.items() if k != "whole"}, "without its base or whole"),
         ({k: v for k, v in part.items() if k != "base"}, "without its base or whole"),
+        ({**part, "base": "0123456789abcdef.9"}, "without its base or whole"),  # not the whole
         ({**part, "base": "0123456789abcdef.0\n"}, "not a catalog's"),
     ]  # fmt: skip
     for note, reason in wrong:
