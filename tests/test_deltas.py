@@ -5,10 +5,13 @@ figure by figure, build after build; and a part that does not fit is refused who
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway import deltas
+from gateway.app import REFRESHER
 from gateway.build import Order
 from gateway.catalog import Listing
 from gateway.config import FederationConfig
@@ -16,9 +19,11 @@ from gateway.errors import StateError
 from gateway.pacing import Allowance
 from gateway.pack import pack
 from gateway.packed import Packed
-from gateway.search import SearchIndex
+from gateway.search import SearchIndex, fold
 from gateway.snapshot import Builder, Snapshot
 from gateway.unpack import searched, unindexed, unpack
+from tests.conftest import file_upstream
+from tests.fakes import server_entry
 from tests.test_increment import NAMES, UPSTREAMS, Steps, Syncs, config, random_syncs, same
 
 
@@ -146,3 +151,58 @@ def test_an_index_behind_looks_again_at_every_server_changed_since_it_was_brough
     assert unindexed(None, second) is None
     assert unindexed([0, [], None], second) is None
     assert unindexed([0, [], first], None) is None
+
+
+async def test_a_worker_taking_catalogs_in_part_faster_than_its_index_indexes_them_all(
+    tmp_path: Path, make_config: Any, serve: Any
+) -> None:
+    """Two catalogs in part taken before the search index is brought up: the next update
+    looks at the servers of both (the refresher's own bookkeeping, as a following worker's)."""
+    upstream = file_upstream(tmp_path / "data", "approved", [server_entry("com.e/a", "1.0.0")])
+    client = await serve(make_config(upstreams=[upstream]))
+    refresher = client.app[REFRESHER]
+    search = refresher.builder.search
+    settings_ = config(False, False)
+    syncs = Syncs([(UPSTREAMS[i % 3], name, "1.0.0", "active") for i, name in enumerate(NAMES)])
+    builder = Builder(settings_)
+    built = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
+    followed = searched(_through_a_file(built), search)
+    await refresher.take(followed)
+    await refresher._index()
+    indexing = refresher._index
+    refresher._index = _nothing  # the index falls behind: two catalogs taken meanwhile
+    try:
+        for note in (7770, 7766):  # dev.tools/eps of u0, then io.github.x/beta of u2
+            syncs.step("change", UPSTREAMS[note % 3], "", "", "active", note)
+            made = builder.build(syncs.sources(settings_), dict(syncs.origins), syncs.now)
+            found = deltas.changes(built, made, share=1.0)
+            assert found is not None
+            changed = frozenset(name for names in found.values() for name in names)
+            assert len(changed) == 1  # a server served, changed
+            applied = deltas.applied(followed[0], _through_a_file(deltas.part(made, found)), found)
+            followed = searched(applied, search, (followed[2], changed))
+            await refresher.take(followed)
+            built = made
+    finally:
+        refresher._index = indexing
+    await refresher._index()
+    assert search.covers(followed[1])
+    for needle in ("take 7770", "take 7766", *(n for n in NEEDLES if len(n) >= 3)):
+        assert list(search.matching(needle, followed[1], EVERY_STEP) or ()) == [
+            name
+            for name in _names(applied)
+            if any(needle in text for text in _texts(applied, name))
+        ], needle
+
+
+async def _nothing() -> None:
+    pass
+
+
+def _names(snapshot: Snapshot) -> list[str]:
+    return sorted({item.name for view in snapshot.views.values() for item in view.every.items})
+
+
+def _texts(snapshot: Snapshot, name: str) -> list[str]:
+    return [fold(entry.text) for view in snapshot.views.values() for item in view.every.items
+            if item.name == name for entry in (item.registry_meta.entry,)]  # fmt: skip
