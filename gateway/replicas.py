@@ -81,6 +81,7 @@ class Replica:
         self._put_base: str | None = None
         self._whole: Whole | None = None
         self._served: tuple[str, Followed] | None = None
+        self._swept = False  # whether the catalogs holders before it left are removed
         self._noted: Snapshot | None = None  # the last catalog swapped in whose changes are
         self._put: asyncio.Event = asyncio.Event()  # a catalog built, not yet put
         self._task: asyncio.Task[None] | None = None
@@ -197,6 +198,7 @@ class Replica:
             started = time.monotonic()
             if not self.holding:  # taken anew: another may have put catalogs meanwhile
                 self._put_base = self._changes = None
+                self._swept = False
             self.holding = await asyncio.to_thread(self.store.take_lease, lease, over)
             self.held_until = started + self.settings.lease
             return True
@@ -373,6 +375,10 @@ class Replica:
         while len(previous) > 4:  # the ones before stay: a replica may be reading them
             with contextlib.suppress(StoreError, FileNotFoundError):
                 await asyncio.to_thread(self.store.remove, previous.pop(0))
+        if not self._swept:  # what holders before it left (a replica reading one reads anew)
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(self.store.sweep, previous)
+                self._swept = True
         log.info("replica_catalog_put", generation=generation, bytes=size, part=False,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
 

@@ -13,12 +13,16 @@ Under the configured prefix:
     catalogs/<generation>.pack        a catalog in the kept catalog's format (`packed`)
     catalogs/<generation>.part.pack   the servers that changed since `base` (`deltas`)
 
+The holder keeps its last few catalogs there; once it has put its first, it removes those
+that holders before it left.
+
 Every answer is read as hostile: bounded, of one exact shape, a catalog's key only under the
 prefix, its size announced and checked; credentials go only to the configured endpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +34,7 @@ from gateway.errors import LeaseLost, StoreError, StoreGarbled
 from gateway.store_config import StoreSettings
 
 MAX_NOTE = 64 * 1024  # bytes of lease.json or current.json
+MAX_LISTED = 10_000  # catalogs' keys listed at most (those a former holder left are removed)
 GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
 CATALOG_KEY = re.compile(rf"catalogs/{GENERATION}\.pack")
 PART_KEY = re.compile(rf"catalogs/{GENERATION}\.part\.pack")
@@ -191,6 +196,34 @@ class Store:
 
     def remove(self, key: str) -> None:
         self._call("delete_object", Key=self.prefix + key)
+
+    def sweep(self, keep: list[str]) -> int:
+        """Remove every catalog but those in `keep` (what holders before left); how many."""
+        removed = 0
+        for key in self.catalogs():
+            if key not in keep:
+                with contextlib.suppress(FileNotFoundError):  # gone meanwhile
+                    self.remove(key)
+                    removed += 1
+        return removed
+
+    def catalogs(self, most: int = MAX_LISTED) -> list[str]:
+        """The catalogs' keys in the store (whole and in part; at most `most`, a page of a
+        thousand at a time), relative to the prefix; any other key there is not named."""
+        found: list[str] = []
+        token: dict[str, str] = {}
+        while len(found) < most:
+            answer = self._call("list_objects_v2", Prefix=self.prefix + "catalogs/",
+                                MaxKeys=1000, **token)  # fmt: skip
+            for item in answer.get("Contents", ())[:1000]:
+                key = str(item.get("Key", ""))[len(self.prefix) :]
+                if CATALOG_KEY.fullmatch(key) or PART_KEY.fullmatch(key):
+                    found.append(key)
+            following = answer.get("NextContinuationToken")
+            if not answer.get("IsTruncated") or not isinstance(following, str):
+                break
+            token = {"ContinuationToken": following}
+        return found[:most]
 
     def fetch(self, current: Current | Whole, path: Path) -> None:
         """Download a catalog current.json names to `path`, no more than its announced size."""

@@ -315,6 +315,19 @@ async def test_a_holder_that_stops_gives_up_its_lease_at_once(
         await _until(took_over, 20)
         assert time.monotonic() - stopped < 10  # not the 30 s the lease had left
         assert first.events("replica_lease_given_up")
+        # Once the new holder has put a catalog, those the one before left are removed.
+        client = _client(store_url)
+        before = {e["generation"] for e in first.events("replica_catalog_put")}
+        assert before
+
+        async def swept() -> bool:
+            put = {e["generation"] for e in second.events("replica_catalog_put")}
+            keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="gw/catalogs/")
+                    .get("Contents", [])}  # fmt: skip
+            return bool(put) and {k.split("/")[-1].split(".pack")[0].removesuffix(".part")
+                                  for k in keys} <= put  # fmt: skip
+
+        await _until(swept, 20)
 
 
 @needs_moto
@@ -452,6 +465,25 @@ def test_current_naming_a_key_outside_the_catalogs_is_refused(store_url: str) ->
         client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=orjson.dumps(note))
         with pytest.raises(StoreError, match=reason):
             store.current()
+
+
+@needs_moto
+def test_a_sweep_removes_only_catalogs_not_kept(store_url: str) -> None:
+    store = Store(_settings(store_url))
+    client = store._client
+    catalogs = ["catalogs/0123456789abcdef.1.pack", "catalogs/0123456789abcdef.2.part.pack",
+                "catalogs/0123456789abcdef.2.pack", "catalogs/fedcba9876543210.7.pack"]  # fmt: skip
+    others = ["catalogs/notes.txt", "catalogs/x/0123456789abcdef.1.pack", "lease.json"]
+    for key in [*catalogs, *others]:
+        client.put_object(Bucket=BUCKET, Key=f"gw/{key}", Body=b"x")
+    client.put_object(Bucket=BUCKET, Key="elsewhere/catalogs/0123456789abcdef.1.pack", Body=b"x")
+    assert sorted(store.catalogs()) == sorted(catalogs)
+    assert store.sweep(keep=catalogs[1:3]) == 2
+    left = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert left == {f"gw/{key}" for key in [*catalogs[1:3], *others]} | {
+        "elsewhere/catalogs/0123456789abcdef.1.pack"
+    }  # nothing but catalogs, under the prefix
+    assert len(store.catalogs(most=1)) == 1  # bounded
 
 
 @needs_moto
