@@ -15,7 +15,6 @@ once, and the part's items only of those servers, in list order. Anything else i
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from itertools import filterfalse, pairwise
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from gateway.catalog import Item, Listing, ViewCatalog
 from gateway.errors import StateError
-from gateway.increment import spliced
+from gateway.increment import run, runs, spliced
 
 if TYPE_CHECKING:
     from gateway.snapshot import Snapshot
@@ -56,24 +55,11 @@ def changes(before: Snapshot, after: Snapshot, share: float = WHOLE_SHARE) -> Ch
         names.update(map(_name, _only(old, new)))
         found[view] = sorted(names)
         for name in names:
-            start, stop = _run(new, name)
+            start, stop = run(new, name)
             items += stop - start
         if items > most:
             return None
     return found
-
-
-def _run(items: Sequence[Item], name: str) -> tuple[int, int]:
-    start = bisect_left(items, name, key=_name)
-    return start, bisect_right(items, name, lo=start, key=_name)
-
-
-def _runs(items: list[Item], names: list[str]) -> list[Item]:
-    out: list[Item] = []
-    for name in names:
-        start, stop = _run(items, name)
-        out += items[start:stop]
-    return out
 
 
 def part(snapshot: Snapshot, found: Changes) -> Snapshot:
@@ -82,9 +68,9 @@ def part(snapshot: Snapshot, found: Changes) -> Snapshot:
     for view, catalog in snapshot.views.items():
         names = found[view]
         views[view] = replace(
-            catalog, every=Listing(_runs(catalog.every.items, names)),
-            active=Listing(_runs(catalog.active.items, names)),
-            latest=Listing(_runs(catalog.latest.items, names)), memo={},
+            catalog, every=Listing(runs(catalog.every.items, names)),
+            active=Listing(runs(catalog.active.items, names)),
+            latest=Listing(runs(catalog.latest.items, names)), memo={},
         )  # fmt: skip
     return replace(snapshot, views=views)
 

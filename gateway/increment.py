@@ -308,9 +308,24 @@ def spliced(
     return out
 
 
-def run_length(items: list[Item], name: str) -> int:
+def run(items: Sequence[Item], name: str) -> tuple[int, int]:
+    """Where a server's items are in a listing (in list order): start and stop."""
     start = bisect_left(items, name, key=_name)
-    return bisect_right(items, name, lo=start, key=_name) - start
+    return start, bisect_right(items, name, lo=start, key=_name)
+
+
+def run_length(items: list[Item], name: str) -> int:
+    start, stop = run(items, name)
+    return stop - start
+
+
+def runs(items: list[Item], names: list[str]) -> list[Item]:
+    """The items of these servers (names in list order), in list order."""
+    out: list[Item] = []
+    for name in names:
+        start, stop = run(items, name)
+        out += items[start:stop]
+    return out
 
 
 def view_figures(

@@ -233,7 +233,7 @@ class Replica:
             log.warning("replica_catalog_other_config", generation=current.generation)
             await self._go_own("the store's catalog was built with another config")
             return
-        served = self._served if refresher.snapshot is not None else None
+        served = self._served
         if served is not None and refresher.snapshot is not served[1][0]:
             served = None  # it serves a catalog of its own (or kept) since
         on_base = served is not None and current.base == served[0]

@@ -9,7 +9,6 @@ can be: a restart's time is mostly this. Compiled (see setup.py).
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from gateway.build import Order
 from gateway.catalog import Item, Listing, ViewCatalog
 from gateway.entry import Entry, ServerJson, Splice
 from gateway.errors import StateError
-from gateway.increment import spliced
+from gateway.increment import runs, spliced
 from gateway.packed import DELETED, LATEST, PACKAGES, REMOTES, Packed, PackedView, moment
 from gateway.search import SearchIndex, fold
 from gateway.served import RegistryMeta, SuffixKey
@@ -187,18 +186,12 @@ def _order(snapshot: Snapshot, names: list[str] | None) -> Order:
     for view in snapshot.views.values():
         items = view.every.items
         if names is not None:
-            items = [item for name in names for item in items[slice(*_run(items, name))]]
+            items = runs(items, names)
         for item in items:
             entry = item.registry_meta.entry
             servers.setdefault(entry.name, {})[id(entry)] = entry
     return [(name, "", sorted(servers[name].values(), key=_version)) for name in sorted(servers)]
 
 
-def _run(items: list[Item], name: str) -> tuple[int, int]:
-    start = bisect_left(items, name, key=_name)
-    return start, bisect_right(items, name, lo=start, key=_name)
-
-
 _version = attrgetter("version")
-_name = attrgetter("name")
 _server = itemgetter(0)
