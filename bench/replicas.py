@@ -12,7 +12,10 @@ catalog (pack and upload), B's to read it and serve it, each replica's PSS once 
 `limit=100` was read from it, and the seconds from a sync that changed 1 % of one upstream
 (asked of A) until B serves the new catalog (`snapshotBuiltAt` in its status changes), and
 for that change the catalog in part A put (seconds, MB) and B's time to read it and serve it
-(nan when it went whole).
+(nan when it went whole), and what that sync cost A: its CPU seconds (the sync, the build and
+what it put) and the MB it put in the store. Each round runs the default config and, as the
+baseline in the same run, `whole_every: 0s` (the whole catalog put again after every sync, as
+every sync did before catalogs in part were chained).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bench.run import (
     PY,
     TOKEN,
     contextlib_exit,
+    cpu_seconds,
     fetch,
     free_port,
     open_log,
@@ -77,7 +81,7 @@ def _built(base: str) -> str:
     return str(orjson.loads(fetch(f"{base}/admin/status"))["snapshotBuiltAt"])
 
 
-def one(per: int, work: Path) -> dict[str, float]:
+def one(per: int, work: Path, whole_every: str | None) -> dict[str, float]:
     moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     assert moto, "moto_server is missing: pip install -e '.[test]'"
     files = write_catalogs(work / f"data-{per}", per)
@@ -95,7 +99,8 @@ def one(per: int, work: Path) -> dict[str, float]:
         gateway = yaml.safe_load((config / "gateway.yaml").read_text())
         gateway["snapshot_store"] = {"url": f"s3://{BUCKET}/bench", "endpoint": s3,
                                      "access_key_id": "t", "secret_access_key": "t",
-                                     "poll": "1s"}  # fmt: skip
+                                     "poll": "1s",
+                                     **({"whole_every": whole_every} if whole_every else {})}  # fmt: skip
         (config / "gateway.yaml").write_text(yaml.safe_dump(gateway))
         bases, pids, logs, ready = [], [], [], []
         for name in ("a", "b"):
@@ -128,12 +133,19 @@ def one(per: int, work: Path) -> dict[str, float]:
         served = _events(logs[1], "replica_catalog_served")[-1]["duration_ms"] / 1000
         pss = [_pss(pid) for pid in pids]
         before = _built(bases[1])
+        puts_before = len(_events(logs[0], "replica_catalog_put"))
+        cpu_before = cpu_seconds(pids[0])
         fetch(f"{upstreams[0]['url']}/mutate?fraction=0.01", "POST")
         started = time.perf_counter()
         fetch(f"{bases[0]}/admin/upstreams/u0/sync", "POST")
         while _built(bases[1]) == before:
             time.sleep(0.05)
         reached = time.perf_counter() - started
+        wanted = {True, False} if whole_every == "0s" else {True}  # the part, and the whole one
+        while {e["part"] for e in _events(logs[0], "replica_catalog_put")[puts_before:]} < wanted:
+            time.sleep(0.2)
+        holder_cpu = cpu_seconds(pids[0]) - cpu_before
+        put_mb = sum(e["bytes"] for e in _events(logs[0], "replica_catalog_put")[puts_before:])
         time.sleep(1.5)  # the lines written
         parts = [e for e in _events(logs[0], "replica_catalog_put") if e.get("part")]
         taken = [e for e in _events(logs[1], "replica_catalog_served") if e.get("part")]
@@ -141,24 +153,33 @@ def one(per: int, work: Path) -> dict[str, float]:
                 "served": served, "pss_a": pss[0], "pss_b": pss[1], "change": reached,
                 "part_put": parts[-1]["duration_ms"] / 1000 if parts else float("nan"),
                 "part_mb": parts[-1]["bytes"] / 1e6 if parts else float("nan"),
-                "part_served": taken[-1]["duration_ms"] / 1000 if taken else float("nan")}  # fmt: skip
+                "part_served": taken[-1]["duration_ms"] / 1000 if taken else float("nan"),
+                "sync_cpu_a": holder_cpu, "sync_put_mb": put_mb / 1e6}  # fmt: skip
 
 
 def main() -> None:
     per = int(sys.argv[1]) if len(sys.argv) > 1 else 66667
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     print(f"{3 * per:,} versions, {rounds} round(s), compiled: {compiled()}", flush=True)
-    results = []
+    results: dict[str, list[dict[str, float]]] = {"default": [], "whole_every 0s": []}
     for round_ in range(rounds):
-        with TemporaryDirectory() as tmp:
-            result = one(per, Path(tmp))
-        results.append(result)
-        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()),
-              flush=True)  # fmt: skip
-    for key in results[0]:
-        values = [r[key] for r in results]
-        print(f"{key}: median {statistics.median(values):.2f} "
-              f"({min(values):.2f}-{max(values):.2f})")  # fmt: skip
+        for label, results_of in results.items():
+            with TemporaryDirectory() as tmp:
+                result = one(per, Path(tmp), "0s" if label != "default" else None)
+            results_of.append(result)
+            print(f"round {round_ + 1}, {label}: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)  # fmt: skip
+    for label, results_of in results.items():
+        print(f"{label}:")
+        for key in results_of[0]:
+            values = [r[key] for r in results_of]
+            print(f"  {key}: median {statistics.median(values):.2f} "
+                  f"({min(values):.2f}-{max(values):.2f})")  # fmt: skip
+    for key in ("sync_cpu_a", "sync_put_mb", "change"):
+        ratio = statistics.median(r[key] for r in results["default"]) / statistics.median(
+            r[key] for r in results["whole_every 0s"]
+        )
+        print(f"{key}: default / whole_every 0s = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

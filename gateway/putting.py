@@ -50,6 +50,7 @@ class Puts:
         self._whole_at = 0.0
         self._parts: list[Part] = []
         self._swept = False  # whether the catalogs holders before it left are removed
+        self._epoch = 0  # lease taken anew this many times: a part on the chain before is not put
         self._noted: Snapshot | None = None  # the last catalog swapped in whose changes are
 
     def taken_anew(self) -> None:
@@ -58,6 +59,7 @@ class Puts:
         self._put_base = self._changes = None
         self._parts = []
         self._swept = False
+        self._epoch += 1
 
     async def loop(self) -> None:
         """Put each catalog this replica builds in the store while it holds the lease (the
@@ -98,23 +100,25 @@ class Puts:
         base, self._put_base = self._put_base, None  # until this one is put
         started = time.monotonic()
         fingerprint = catalog_fingerprint(self.replica.refresher.config)
-        whole, parts = self._whole, self._parts
+        whole, parts, epoch = self._whole, self._parts, self._epoch
         if base is not None and changes is not None and whole is not None:
             found = {view: sorted(changes.get(view, ())) for view in snapshot.views}
             key = f"catalogs/{generation}.part.pack"
-            size = await self._upload(snapshot, key, found, lambda size: Current(
+            size = await self._upload(snapshot, key, found, lambda size: None if (
+                self._epoch != epoch) else Current(  # the lease taken anew meanwhile: whole
                 generation=generation, key=key, built_at=snapshot.built_at,
                 fingerprint=fingerprint, size=size, base=base, whole=whole,
                 parts=parts))  # fmt: skip
-            if size is None:
-                return
-            self._parts = [*parts, Part(generation=generation, key=key, size=size, base=base)]
-            previous.append(key)
-            log.info("replica_catalog_put", generation=generation, bytes=size, part=True,
-                     duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
-            if not self._whole_due(whole):
-                self._put_base = generation
-                return
+            if size is None and self._epoch == epoch:
+                return  # the lease is lost
+            if size is not None:
+                self._parts = [*parts, Part(generation=generation, key=key, size=size, base=base)]
+                previous.append(key)
+                log.info("replica_catalog_put", generation=generation, bytes=size, part=True,
+                         duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+                if not self._whole_due(whole):
+                    self._put_base = generation
+                    return
         key = f"catalogs/{generation}.pack"
         size = await self._upload(snapshot, key, None, lambda size: Current(
             generation=generation, key=key, built_at=snapshot.built_at, fingerprint=fingerprint,
@@ -149,17 +153,21 @@ class Puts:
 
     async def _upload(
         self, snapshot: Snapshot, key: str, changes: deltas.Changes | None,
-        current: Callable[[int], Current],
+        current: Callable[[int], Current | None],
     ) -> int | None:  # fmt: skip
         """Pack a catalog, put it at `key` and name it current (`current`, of its size) while
-        the lease is still this replica's; its size (None: the lease was lost)."""
+        the lease is still this replica's; its size (None: the lease was lost, or `current`
+        said not to)."""
         path = await asyncio.to_thread(self.replica.spare)
         try:
             with self.replica.refresher.readers.reading(snapshot):
                 size = await asyncio.to_thread(pack_file, path, snapshot, None, changes)
             if not await self.replica.take_lease():  # still ours, right before it is named
                 return None
-            await asyncio.to_thread(self.replica.store.put_catalog, path, current(size))
+            note = current(size)
+            if note is None:
+                return None
+            await asyncio.to_thread(self.replica.store.put_catalog, path, note)
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         return size

@@ -14,9 +14,10 @@ builds in the store; the others make no upstream request, and serve each catalog
   holds it, it goes back to following once the store has a catalog it can serve.
 - The holder that loses its lease (it could not renew in time) goes on syncing itself and
   stops writing to the store until it holds the lease again.
-- After a sync, the holder puts the servers that changed since its last catalog first (a
-  catalog in part, `deltas`; noted at each swap), then the whole catalog: a replica that
-  serves the last one applies the part at once; any other reads the whole one.
+- After a sync, the holder puts the servers that changed since its last catalog (a catalog in
+  part, `deltas`; noted at each swap); the whole catalog as well every `whole_every`, after
+  `MAX_PARTS` parts, or once the parts add up to half of it. A replica serving a catalog of
+  that chain applies the parts after it; any other reads the whole one and applies them all.
 
 Nothing here runs without the option: the gateway is then as it was.
 """
@@ -44,19 +45,21 @@ from gateway.errors import (
     StoreError,
     StoreGarbled,
 )
-from gateway.sharing import pack_file
-from gateway.store import Current, Lease, Store, Whole
+from gateway.putting import Puts
+from gateway.store import Current, Lease, Part, Store, Whole
 from gateway.store_config import catalog_fingerprint
 from gateway.unpack import Followed, searched
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from gateway.refresher import Refresher
     from gateway.snapshot import Snapshot
     from gateway.store_config import StoreSettings
 
 log = structlog.get_logger("gateway.replicas")
+
+# What keeps a catalog in the store from being read (a removed one, FileNotFoundError, is an
+# OSError: looked for again once current.json names another).
+_UNREADABLE = (StoreError, StateError, KeptForOther, OSError)
 
 
 class Replica:
@@ -73,17 +76,8 @@ class Replica:
         self.reached = False  # whether it ever did
         self.other: str | None = None  # another replica holding the lease, when last asked
         self.refused: str | None = None  # the generation it could not serve, if any
-        self._token, self._generations = secrets.token_hex(8), 0
-        # Catalogs in part (`deltas`): the servers changed since the last catalog put (None:
-        # not known), the generation of that one and the newest whole one in the store; a
-        # following replica's generation and catalog served.
-        self._changes: dict[str, set[str]] | None = None
-        self._put_base: str | None = None
-        self._whole: Whole | None = None
-        self._served: tuple[str, Followed] | None = None
-        self._swept = False  # whether the catalogs holders before it left are removed
-        self._noted: Snapshot | None = None  # the last catalog swapped in whose changes are
-        self._put: asyncio.Event = asyncio.Event()  # a catalog built, not yet put
+        self._served: tuple[str, Followed] | None = None  # a following replica's: generation
+        self.puts = Puts(self)  # and catalog
         self._task: asyncio.Task[None] | None = None
         self._putting: asyncio.Task[None] | None = None
 
@@ -93,19 +87,19 @@ class Replica:
         state_dir = self.refresher.config.gateway.state_dir
         for left in state_dir.glob(".store-*.pack"):  # of a run that ended on its way
             left.unlink(missing_ok=True)
-        self.refresher.built_listeners.append(lambda _: self._put.set())
-        self.refresher.swap_listeners.append(self._swapped)
+        self.refresher.built_listeners.append(lambda _: self.puts.wanted.set())
+        self.refresher.swap_listeners.append(self.puts.swapped)
         if background:
             self.refresher.index_in_background()  # searches of the catalogs it serves
         await self._follow()
-        if await self._take_lease():
+        if await self.take_lease():
             await self._go_own("holds the lease")
-            self._put.set()  # what it serves, in the store (a build puts its own again)
+            self.puts.wanted.set()  # what it serves, in the store (a build puts its own again)
         elif not self.reached:  # a store down at start is not waited for
             await self._go_own("the store cannot be reached")
         if background:
             self._task = asyncio.create_task(self._loop(), name="replica")
-            self._putting = asyncio.create_task(self._put_loop(), name="replica-put")
+            self._putting = asyncio.create_task(self.puts.loop(), name="replica-put")
 
     async def stop(self) -> None:
         """Stop; a lease held is given up (expired at once), so another replica takes over
@@ -159,13 +153,13 @@ class Replica:
             try:
                 if self.holding:
                     if time.monotonic() > self.held_until - 2 * renew:
-                        await self._take_lease()
+                        await self.take_lease()
                     continue
                 if not self.own:
                     await self._follow()
-                if not self.holding and await self._take_lease():
+                if not self.holding and await self.take_lease():
                     await self._go_own("holds the lease")
-                    self._put.set()
+                    self.puts.wanted.set()
                 elif self.own and self.other is not None:
                     await self._follow_again()
             except Exception:  # the loop goes on: a store down is a store down
@@ -175,7 +169,7 @@ class Replica:
 
     # -- the lease -----------------------------------------------------------------------------
 
-    async def _take_lease(self) -> bool:
+    async def take_lease(self) -> bool:
         """Take or renew the lease if it is free, expired or ours; whether this replica holds
         it now."""
         now = datetime.now(UTC)
@@ -183,9 +177,10 @@ class Replica:
         try:
             found = await asyncio.to_thread(self.store.lease)
             self.answered, self.reached = time.monotonic(), True
-            over = None
+            over, ours = None, False
             if found is not None:
                 held, etag = found
+                ours = held is not None and held.holder == self.name
                 if held is None:
                     log.warning("replica_lease_garbled")  # taken over, as an expired one
                 elif held.holder != self.name and held.expires > now:
@@ -196,9 +191,8 @@ class Replica:
                 over = etag
             self.other = None
             started = time.monotonic()
-            if not self.holding:  # taken anew: another may have put catalogs meanwhile
-                self._put_base = self._changes = None
-                self._swept = False
+            if not (self.holding and ours):  # anew: another may have put catalogs since
+                self.puts.taken_anew()
             self.holding = await asyncio.to_thread(self.store.take_lease, lease, over)
             self.held_until = started + self.settings.lease
             return True
@@ -236,165 +230,109 @@ class Replica:
         served = self._served
         if served is not None and refresher.snapshot is not served[1][0]:
             served = None  # it serves a catalog of its own (or kept) since
-        on_base = served is not None and current.base == served[0]
-        whole = current.whole_catalog()
-        if not on_base and served is not None and served[0] == whole.generation:
+        parts = None if served is None else current.parts_after(served[0])
+        if parts == []:
             return  # it serves that one already
         started = time.monotonic()
-        followed = None
         base = None if served is None else served[1][0]
-        if served is not None and on_base:
-            with refresher.readers.reading(base):  # not let go while the part is put into it
-                followed = await self._read(current, served[1])
-            if isinstance(followed, Exception):
+        read = None
+        if served is not None and parts:
+            with refresher.readers.reading(base):  # not let go while the parts go into it
+                read = await self._read(current, parts, served)
+            if not isinstance(read, tuple):  # not one part applied: the whole one and all
                 log.warning("replica_part_unreadable", generation=current.generation,
-                            error=str(followed))  # fmt: skip
-                if served[0] == whole.generation:
-                    return  # it serves the whole one it names: the next whole one, then
-        if followed is None or isinstance(followed, Exception):
-            followed = await self._read(whole, None)
-        if followed is None:  # replaced meanwhile: the next look finds the new one
+                            error=str(read))  # fmt: skip
+                read = None
+            elif refresher.snapshot is not base:
+                return  # it swapped in another meanwhile: the next look decides again
+        if read is None:
+            read = await self._read(current, None, None)
+        if read is None:  # replaced meanwhile: the next look finds the new one
             self.seen = None
             return
-        if isinstance(followed, Exception):
-            log.error("replica_catalog_unreadable", generation=whole.generation,
-                      error=str(followed))  # fmt: skip
-            self.refused = whole.generation
+        if isinstance(read, Exception):
+            log.error("replica_catalog_unreadable", generation=current.generation,
+                      error=str(read))  # fmt: skip
+            self.refused = current.generation  # tried again once another is current
             await self._go_own("the store's catalog could not be read")
             return
-        if followed[3] is not None and refresher.snapshot is not base:
-            return  # it swapped in another meanwhile: the next look decides again
+        followed, reached, failed = read
+        tried = [part.generation for part in (parts if followed[3] is not None and parts
+                                              else current.chain())]  # fmt: skip
+        applied = tried.index(reached) + 1 if reached in tried else 0
+        if failed is not None:  # it serves the catalog before that part; the next current
+            log.warning("replica_part_unreadable", generation=current.generation,  # tries again
+                        reached=reached, error=str(failed))  # fmt: skip
         shared = refresher.shared
         if shared is not None and shared.builds:  # this replica's other workers read it too
             await shared.publish(followed[0], refresher.snapshot)
         await refresher.take(followed)
-        self._served = (current.generation if followed[3] is not None else whole.generation,
-                        followed)  # fmt: skip
-        log.info("replica_catalog_served", generation=self._served[0], part=followed[3] is not None,
-                 bytes=current.size if followed[3] is not None else whole.size,
+        self._served = (reached, followed)
+        log.info("replica_catalog_served", generation=reached, part=followed[3] is not None,
+                 parts=applied,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
 
     async def _read(
-        self, catalog: Current | Whole, served: Followed | None
-    ) -> Followed | Exception | None:
+        self, current: Current, parts: list[Part] | None, served: tuple[str, Followed] | None
+    ) -> tuple[Followed, str, Exception | None] | Exception | None:
         """`_fetch` in a worker thread; the error that kept it from being read, or None when
-        it was removed meanwhile."""
+        a catalog was removed meanwhile."""
         try:
-            return await asyncio.to_thread(self._fetch, catalog, served)
+            return await asyncio.to_thread(self._fetch, current, parts, served)
         except FileNotFoundError:
             return None
-        except (StoreError, StateError, KeptForOther, OSError) as exc:
+        except _UNREADABLE as exc:
             return exc
 
-    def _fetch(self, catalog: Current | Whole, served: Followed | None) -> Followed:
-        """Download and read back a catalog (blocking: a worker thread): whole, or in part
-        on the one `served`."""
-        path = self._spare()
+    def _fetch(
+        self, current: Current, parts: list[Part] | None, served: tuple[str, Followed] | None
+    ) -> tuple[Followed, str, Exception | None]:
+        """Download and read back the catalog `current` names (blocking: a worker thread):
+        `parts` applied to the one `served`, or its whole one and every part after it. As
+        many parts as can be applied are: the catalog made, its generation, and the error
+        that stopped it at a part, if one did (raised when none could be applied)."""
+        search = self.refresher.builder.search
+        if served is None:
+            whole = current.whole_catalog()
+            snapshot, reached = self._one(whole, whole=True)[0], whole.generation
+            parts = current.chain()
+        else:
+            assert parts is not None
+            snapshot, reached = served[1][0], served[0]
+        changed: set[str] = set()
+        failed: Exception | None = None
+        for part in parts:
+            try:
+                delta, changes = self._one(part, whole=False)
+                assert changes is not None  # `_one` checked it
+                snapshot = deltas.applied(snapshot, delta, changes)
+            except _UNREADABLE as exc:
+                failed = exc
+                break
+            changed.update(name for names in changes.values() for name in names)
+            reached = part.generation
+        if served is None:
+            return searched(snapshot, search), reached, failed
+        if failed is not None and reached == served[0]:
+            raise failed
+        return searched(snapshot, search, (served[1][2], frozenset(changed))), reached, failed
+
+    def _one(self, catalog: Whole, whole: bool) -> tuple[Snapshot, dict[str, list[str]] | None]:
+        """One catalog downloaded and read back, whole or in part (blocking)."""
+        path = self.spare()
         try:
             self.store.fetch(catalog, path)
-            snapshot, changes = kept.read_changes(path)  # this config's: current.json said
+            found = kept.read_changes(path)  # this config's: current.json said so
         finally:
             path.unlink(missing_ok=True)
-        search = self.refresher.builder.search
-        if (served is None) != (changes is None):
+        if whole != (found[1] is None):
             raise StateError(catalog.key, "in part or whole, not as current.json names it")
-        if served is None or changes is None:
-            return searched(snapshot, search)
-        changed = frozenset(name for names in changes.values() for name in names)
-        return searched(deltas.applied(served[0], snapshot, changes), search, (served[2], changed))
+        return found
 
-    def _spare(self) -> Path:
+    def spare(self) -> Path:
         """A new file in `state_dir` for a catalog on its way (blocking)."""
         state_dir = self.refresher.config.gateway.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=state_dir, prefix=".store-", suffix=".pack")
         os.close(fd)
         return Path(name)
-
-    # -- putting -------------------------------------------------------------------------------
-
-    async def _put_loop(self) -> None:
-        """Put each catalog this replica builds in the store while it holds the lease (the
-        newest only, when builds come faster than puts)."""
-        previous: list[str] = []  # keys put before, the newest last
-        while True:
-            await self._put.wait()
-            self._put.clear()
-            snapshot = self.refresher.snapshot
-            if not self.holding or snapshot is None:
-                continue
-            try:
-                await self._put_one(snapshot, previous)
-            except Exception as exc:  # the next catalog is put; followers keep the last one
-                log.error("replica_put_failed", error=repr(exc))
-
-    async def _swapped(self, replaced: Snapshot, snapshot: Snapshot) -> None:
-        """Note the servers a swap changed, for the next catalog in part (while holding; else,
-        or when most of the catalog changed, the next catalog goes whole only)."""
-        found = None
-        if self.holding and self._changes is not None:
-            found = await asyncio.to_thread(deltas.changes, replaced, snapshot)
-        if found is None or self._changes is None:
-            self._changes = None
-        else:
-            for view, names in found.items():
-                self._changes.setdefault(view, set()).update(names)
-        self._noted = snapshot
-
-    async def _put_one(self, snapshot: Snapshot, previous: list[str]) -> None:
-        """Put a catalog in the store: first in part (the servers changed since the last
-        one put), if that one is known, then whole."""
-        self._generations += 1
-        generation = f"{self._token}.{self._generations}"
-        # from this one on (a swap to it not yet noted: what changed before it is not known)
-        changes = self._changes if snapshot is self._noted else None
-        self._changes = {}
-        base, self._put_base = self._put_base, None  # until this one is put whole
-        started = time.monotonic()
-        fingerprint = catalog_fingerprint(self.refresher.config)
-        if base is not None and changes is not None and self._whole is not None:
-            found = {view: sorted(changes.get(view, ())) for view in snapshot.views}
-            key = f"catalogs/{generation}.part.pack"
-            size = await self._upload(snapshot, key, found, lambda size: Current(
-                generation=generation, key=key, built_at=snapshot.built_at,
-                fingerprint=fingerprint, size=size, base=base, whole=self._whole))  # fmt: skip
-            if size is None:
-                return
-            previous.append(key)
-            log.info("replica_catalog_put", generation=generation, bytes=size, part=True,
-                     duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
-        key = f"catalogs/{generation}.pack"
-        size = await self._upload(snapshot, key, None, lambda size: Current(
-            generation=generation, key=key, built_at=snapshot.built_at, fingerprint=fingerprint,
-            size=size))  # fmt: skip
-        if size is None:
-            return
-        self._whole = Whole(generation=generation, key=key, size=size)
-        self._put_base = generation
-        previous.append(key)
-        while len(previous) > 4:  # the ones before stay: a replica may be reading them
-            with contextlib.suppress(StoreError, FileNotFoundError):
-                await asyncio.to_thread(self.store.remove, previous.pop(0))
-        if not self._swept:  # what holders before it left (a replica reading one reads anew)
-            with contextlib.suppress(StoreError):
-                await asyncio.to_thread(self.store.sweep, previous)
-                self._swept = True
-        log.info("replica_catalog_put", generation=generation, bytes=size, part=False,
-                 duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
-
-    async def _upload(
-        self, snapshot: Snapshot, key: str, changes: deltas.Changes | None,
-        current: Callable[[int], Current],
-    ) -> int | None:  # fmt: skip
-        """Pack a catalog, put it at `key` and name it current (`current`, of its size) while
-        the lease is still this replica's; its size (None: the lease was lost)."""
-        path = await asyncio.to_thread(self._spare)
-        try:
-            with self.refresher.readers.reading(snapshot):
-                size = await asyncio.to_thread(pack_file, path, snapshot, None, changes)
-            if not await self._take_lease():  # still ours, right before it is named
-                return None
-            await asyncio.to_thread(self.store.put_catalog, path, current(size))
-        finally:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-        return size

@@ -8,13 +8,16 @@ Under the configured prefix:
                       If-Match: the expired one's ETag), so two replicas never both win it
     current.json      {"generation", "key", "builtAt", "fingerprint", "size"}: the catalog to
                       serve; when it is a catalog in part, also "base" (the generation whose
-                      catalog it changes) and "whole" ({"generation", "key", "size"}: the
-                      newest whole catalog, for a replica that does not serve that one)
+                      catalog it changes), "whole" ({"generation", "key", "size"}: the newest
+                      whole catalog) and "parts" (the catalogs in part from that whole one
+                      up to this one, each {"generation", "key", "size", "base"}): a replica
+                      applies those after the one it serves, or reads the whole one and
+                      applies them all
     catalogs/<generation>.pack        a catalog in the kept catalog's format (`packed`)
     catalogs/<generation>.part.pack   the servers that changed since `base` (`deltas`)
 
-The holder keeps its last few catalogs there; once it has put its first, it removes those
-that holders before it left.
+The holder keeps its last two whole catalogs there, and the parts after each; once it has put
+its first, it removes those that holders before it left.
 
 Every answer is read as hostile: bounded, of one exact shape, a catalog's key only under the
 prefix, its size announced and checked; credentials go only to the configured endpoint.
@@ -35,6 +38,7 @@ from gateway.store_config import StoreSettings
 
 MAX_NOTE = 64 * 1024  # bytes of lease.json or current.json
 MAX_LISTED = 10_000  # catalogs' keys listed at most (those a former holder left are removed)
+MAX_PARTS = 16  # catalogs in part after a whole one: the next is put whole as well
 GENERATION = r"[0-9a-f]{16}\.[0-9]{1,12}"
 CATALOG_KEY = re.compile(rf"catalogs/{GENERATION}\.pack")
 PART_KEY = re.compile(rf"catalogs/{GENERATION}\.part\.pack")
@@ -57,6 +61,12 @@ class Whole(_Note):
     size: int = Field(ge=0)
 
 
+class Part(Whole):
+    """A catalog in part in the store: the servers that changed since `base`."""
+
+    base: str = Field(pattern=rf"\A{GENERATION}\z")
+
+
 class Current(_Note):
     generation: str = Field(pattern=rf"\A{GENERATION}\z")
     key: str = Field(max_length=600)
@@ -65,12 +75,30 @@ class Current(_Note):
     size: int = Field(ge=0)
     base: str | None = Field(None, pattern=rf"\A{GENERATION}\z")  # in part: on this one
     whole: Whole | None = None  # in part: the newest whole catalog
+    parts: list[Part] = Field([], max_length=MAX_PARTS)  # in part: those between the two
 
     def whole_catalog(self) -> Whole:
         """The whole catalog to serve: this one, or the newest whole one before it."""
         if self.whole is not None:
             return self.whole
         return Whole(generation=self.generation, key=self.key, size=self.size)
+
+    def chain(self) -> list[Part]:
+        """The catalogs in part from the whole one to this one, this one last (none: whole)."""
+        if self.base is None:
+            return []
+        last = Part(generation=self.generation, key=self.key, size=self.size, base=self.base)
+        return [*self.parts, last]
+
+    def parts_after(self, generation: str) -> list[Part] | None:
+        """What a replica serving `generation` applies to serve this one: none when it serves
+        it already; the parts after it when it serves the whole one or a part before; None
+        when it serves none of them (it reads the whole one, then applies every part)."""
+        if generation == self.generation:
+            return []
+        chain = self.chain()
+        at = next((n for n, part in enumerate(chain) if part.base == generation), None)
+        return None if at is None else chain[at:]
 
 
 def client_for(settings: StoreSettings) -> Any:
@@ -172,16 +200,24 @@ class Store:
             raise StoreGarbled(
                 f"current.json is not a catalog's ({exc.error_count()} errors)"
             ) from exc
-        if (current.base is None) != (current.whole is None) or (
-            current.whole is not None and current.whole.generation != current.base
-        ):
+        chain = current.chain()
+        if (current.base is None) != (current.whole is None) or (current.parts and not chain):
             raise StoreGarbled("current.json names a catalog in part without its base or whole")
-        keys = [(CATALOG_KEY if current.base is None else PART_KEY, current.key)]
-        if current.whole is not None:
-            keys.append((CATALOG_KEY, current.whole.key))
+        # Each part on the one before it, the first on the whole one.
+        bases = [current.whole_catalog().generation, *(part.generation for part in chain)]
+        if len(set(bases)) < len(bases) or any(
+            part.base != base for part, base in zip(chain, bases, strict=False)
+        ):
+            raise StoreGarbled("current.json names catalogs in part that do not follow on")
+        whole = current.whole_catalog()
+        keys = [(CATALOG_KEY, whole.key), *((PART_KEY, part.key) for part in chain)]
         if any(pattern.fullmatch(key) is None for pattern, key in keys):
             raise StoreGarbled("current.json names a key outside catalogs/")
-        for size in (current.size, current.whole_catalog().size):
+        if whole.key != f"catalogs/{whole.generation}.pack" or any(
+            part.key != f"catalogs/{part.generation}.part.pack" for part in chain
+        ):
+            raise StoreGarbled("current.json names a catalog by another generation's key")
+        for size in (whole.size, sum(part.size for part in chain)):
             if size > self.settings.max_catalog:
                 raise StoreGarbled(f"the catalog is larger than max_catalog ({size} bytes)")
         return current, found[1]
@@ -191,7 +227,8 @@ class Store:
         with path.open("rb") as file:
             self._call("put_object", Key=self.prefix + current.key, Body=file,
                        ContentLength=current.size)  # fmt: skip
-        note = current.model_dump_json(by_alias=True, exclude_none=True).encode()
+        # Unset fields left out: a whole catalog's note is what replicas before parts read.
+        note = current.model_dump_json(by_alias=True, exclude_defaults=True).encode()
         self._call("put_object", Key=self.prefix + "current.json", Body=note)
 
     def remove(self, key: str) -> None:

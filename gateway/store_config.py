@@ -52,6 +52,10 @@ class StoreSettings(Model):
         900.0, description="a catalog older than this (or a store down this long) is not "
         "followed: the replica syncs itself",
     )  # fmt: skip
+    whole_every: Duration = Field(
+        3600.0, description="how often the holder puts the whole catalog again; after other "
+        "syncs it puts only the servers that changed, which each replica applies in turn",
+    )  # fmt: skip
     timeout: Duration = Field(30.0, description="per request; a catalog's download: 20 times it")
     max_catalog: int = Field(4 << 30, ge=1 << 20, description="a bigger catalog is not read")
 

@@ -4,6 +4,7 @@ one exact shape (property tests of the class)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import tempfile
 from pathlib import Path
@@ -59,7 +60,10 @@ def test_an_offer_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
 
 _CURRENT = {"generation": f"{_TOKEN}.1", "key": f"catalogs/{_TOKEN}.1.pack",
             "builtAt": "2026-12-01T00:00:00Z", "fingerprint": "f", "size": 1}  # fmt: skip
-_CURRENT_PART = {**_CURRENT, "key": f"catalogs/{_TOKEN}.1.part.pack", "base": f"{_TOKEN}.0",
+_PART_BEFORE = {"generation": f"{_TOKEN}.1", "key": f"catalogs/{_TOKEN}.1.part.pack",
+                "size": 1, "base": f"{_TOKEN}.0"}  # fmt: skip
+_CURRENT_PART = {**_CURRENT, "generation": f"{_TOKEN}.2", "key": f"catalogs/{_TOKEN}.2.part.pack",
+                 "base": f"{_TOKEN}.1", "parts": [_PART_BEFORE],
                  "whole": {"generation": f"{_TOKEN}.0", "key": f"catalogs/{_TOKEN}.0.pack",
                            "size": 1}}  # fmt: skip
 
@@ -72,6 +76,9 @@ _CURRENT_PART = {**_CURRENT, "key": f"catalogs/{_TOKEN}.1.part.pack", "base": f"
             lambda change: orjson.dumps({**_CURRENT, change[0]: change[1]})),
         st.tuples(st.sampled_from(sorted(_CURRENT_PART)), _VALUES).map(
             lambda change: orjson.dumps({**_CURRENT_PART, change[0]: change[1]})),
+        st.tuples(st.sampled_from(sorted(_PART_BEFORE)), _VALUES).map(
+            lambda change: orjson.dumps({**_CURRENT_PART,
+                                         "parts": [{**_PART_BEFORE, change[0]: change[1]}]})),
     )
 )  # fmt: skip
 def test_a_store_note_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
@@ -88,6 +95,11 @@ def test_a_store_note_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
         if current.whole is not None:
             assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", current.whole.generation)
             assert current.whole.size >= 0
+        for part in current.parts:
+            for generation in (part.generation, part.base):
+                assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", generation)
+            assert part.size >= 0
+            assert set(orjson.loads(data)["parts"][0]) == set(_PART_BEFORE)
         assert re.fullmatch(r"[0-9a-f]{16}\.[0-9]{1,12}", current.generation)
         assert current.size >= 0
         if CATALOG_KEY.fullmatch(current.key):
@@ -99,3 +111,29 @@ def test_a_store_note_is_taken_only_in_its_one_exact_shape(data: bytes) -> None:
         return
     assert set(orjson.loads(data)) == {"holder", "expires"}
     assert len(lease.holder) <= 200
+
+
+@given(st.integers(0, 16), st.integers(0, 20))
+def test_a_replica_applies_exactly_the_parts_after_the_catalog_it_serves(
+    count: int, serves: int
+) -> None:
+    """Whatever catalog of the chain a replica serves (the whole one, a part, the current
+    one), it applies the parts after it, in order; serving none of them, it applies none
+    (it reads the whole one and every part: `Current.chain`)."""
+    generations = [f"{_TOKEN}.{n}" for n in range(count + 1)]  # the whole one first
+    chain = [{"generation": g, "key": f"catalogs/{g}.part.pack", "size": 1, "base": b}
+             for b, g in itertools.pairwise(generations)]  # fmt: skip
+    whole = {"generation": generations[0], "key": f"catalogs/{generations[0]}.pack", "size": 1}
+    note = {**_CURRENT, **(chain[-1] if chain else whole)}
+    if chain:
+        note.update(whole=whole, parts=chain[:-1])
+    current = Current.model_validate_json(orjson.dumps(note))
+    assert [p.generation for p in current.chain()] == generations[1:]
+    served = f"{_TOKEN}.{serves}"
+    after = current.parts_after(served)
+    if serves <= count:
+        assert after is not None
+        assert [p.generation for p in after] == generations[serves + 1 :]
+        assert [p.base for p in after] == generations[serves:count]
+    else:
+        assert after is None

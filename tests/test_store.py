@@ -176,27 +176,12 @@ async def _same(replicas: list[Replica], route: str) -> bool:
     return len(answers) == 1 and next(iter(answers))[0] == 200
 
 
-# A catalog put whole right after its part (a small catalog: milliseconds) hides the part from
-# a replica that looks every 0.2 s; slowed down, as a large catalog's whole is (seconds), long
-# enough for a replica to start while the part is current.
-SLOW_WHOLE = """
-import asyncio
-from gateway.replicas import Replica
-upload = Replica._upload
-async def slowly(self, snapshot, key, changes, current):
-    if changes is None and self._whole is not None:
-        await asyncio.sleep(4)
-    return await upload(self, snapshot, key, changes, current)
-Replica._upload = slowly
-"""
-
-
 @needs_moto
 @pytest.mark.slow  # gateway processes and an S3 server
 async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
     tmp_path: Path, store_url: str
 ) -> None:
-    async with replicas(tmp_path, store_url, 2, SLOW_WHOLE) as (registry, (first, second), config):
+    async with replicas(tmp_path, store_url, 2) as (registry, (first, second), config):
         await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
         for route in ("/v0.1/servers?limit=7", "/v0.1/servers?version=latest",
                       "/v0.1/servers/io.github.acme%2Fserver-003/versions"):  # fmt: skip
@@ -242,18 +227,13 @@ async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
         for route in routes:
             assert await _same([first, second], route), route
         await asyncio.sleep(1.2)
-        # it took the change in part (the servers that changed), not the whole catalog again
+        # it took the change in part (the servers that changed), not the whole catalog again,
+        # and the holder put only that part (the whole catalog again after `whole_every`: 1h)
         assert [e["part"] for e in second.events("replica_catalog_served")][-1] is True
+        assert [e["part"] for e in first.events("replica_catalog_put")][-1] is True
 
-        async def put_whole_after() -> bool:  # then whole, for replicas not on the one before
-            return [e["part"] for e in first.events("replica_catalog_put")][-2:] == [True, False]
-
-        await _until(put_whole_after)
-
-        # Another change: the part of it goes onto a catalog the follower reached in part. A
-        # replica started while that part is current (its whole one not put yet) serves the
-        # whole catalog it names (the one before), then the next whole one.
-        wholes = [e["generation"] for e in first.events("replica_catalog_put") if not e["part"]]
+        # Another change: its part goes onto the catalog the follower reached in part. A
+        # replica started after it reads the last whole catalog and applies every part since.
         parts = len(first.events("replica_catalog_put"))
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
         registry.put(server_entry("io.github.acme/fresher", "1.0.0", published=now))
@@ -271,11 +251,90 @@ async def test_one_replica_syncs_and_builds_the_others_serve_its_catalog(
                 assert await _same([first, second, third], route), route
             await asyncio.sleep(1.2)
             assert [e["part"] for e in second.events("replica_catalog_served")][-2:] == [True, True]
-            served = [(e["part"], e["generation"]) for e in third.events("replica_catalog_served")]
-            assert served[0] == (False, wholes[-1])  # the whole one the part named
-            assert [part for part, _ in served] == [False, False]  # then the next whole one
+            put = first.events("replica_catalog_put")
+            since = len(put) - 1 - max(n for n, e in enumerate(put) if not e["part"])
+            assert since >= 2  # both changes, in part, after the last whole catalog
+            served = third.events("replica_catalog_served")
+            assert (served[0]["part"], served[0]["parts"]) == (False, since)
+            assert served[0]["generation"] == put[-1]["generation"]
         finally:
             third.stop()
+
+
+async def _change(registry: FakeRegistry, holder: Replica, name: str) -> str:
+    """A new server upstream, and the part the holder put for it: its generation."""
+    puts = len(holder.events("replica_catalog_put"))
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+    registry.put(server_entry(f"io.github.acme/{name}", "1.0.0", published=now))
+
+    async def part_put() -> bool:
+        put = holder.events("replica_catalog_put")
+        return len(put) > puts and put[-1]["part"] is True
+
+    await _until(part_put)
+    return str(holder.events("replica_catalog_put")[-1]["generation"])
+
+
+@needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
+async def test_a_replica_that_missed_parts_applies_them_all_or_as_many_as_it_can(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with replicas(tmp_path, store_url, 2) as (registry, (first, second), _):
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        # Two parts put while the follower looks at nothing: it applies both in one look (the
+        # servers of both brought into its search index too).
+        second.process.send_signal(signal.SIGSTOP)
+        try:
+            await _change(registry, first, "one")
+            last = await _change(registry, first, "two")
+        finally:
+            second.process.send_signal(signal.SIGCONT)
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        for route in ("/v0.1/servers?search=one", "/v0.1/servers?search=two",
+                      "/v0.1/servers?version=latest"):  # fmt: skip
+            assert await _same([first, second], route), route
+        await asyncio.sleep(1.2)
+        served = second.events("replica_catalog_served")[-1]
+        assert (served["generation"], served["part"], served["parts"]) == (last, True, 2)
+
+        # A part gone from the store: the follower reads the whole catalog and applies the
+        # parts it can, serving the catalog before the missing one (the holder's own, then).
+        second.process.send_signal(signal.SIGSTOP)
+        try:
+            gone = await _change(registry, first, "three")
+            _client(store_url).delete_object(Bucket=BUCKET, Key=f"gw/catalogs/{gone}.part.pack")
+        finally:
+            second.process.send_signal(signal.SIGCONT)
+
+        async def gave_up() -> bool:
+            return bool(second.events("replica_part_unreadable"))
+
+        await _until(gave_up)
+        await asyncio.sleep(1.2)
+        assert second.events("replica_part_unreadable")[-1]["reached"] == last
+        served = second.events("replica_catalog_served")[-1]
+        assert (served["generation"], served["part"], served["parts"]) == (last, False, 2)
+        status, body, _ = await _get(second.base + "/v0.1/servers?search=two")
+        assert status == 200
+        assert b"io.github.acme/two" in body
+        assert second.events("replica_syncs_itself") == []  # it still follows
+
+
+@needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
+async def test_the_whole_catalog_is_put_again_when_due(tmp_path: Path, store_url: str) -> None:
+    """With `whole_every: 0s` each part is followed by the whole catalog."""
+    async with replicas(tmp_path, store_url, 2, whole_every="0s") as (registry, (first, second), _):
+        await _until(lambda: _same([first, second], "/v0.1/servers?limit=100"))
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        registry.put(server_entry("io.github.acme/fresh", "1.0.0", published=now))
+
+        async def put_whole_after() -> bool:
+            return [e["part"] for e in first.events("replica_catalog_put")][-2:] == [True, False]
+
+        await _until(put_whole_after)
+        await _until(lambda: _same([first, second], "/v0.1/servers?search=fresh"))
 
 
 @needs_moto
@@ -450,6 +509,18 @@ def test_current_naming_a_key_outside_the_catalogs_is_refused(store_url: str) ->
     current = store.current()
     assert current is not None
     assert current[0].whole_catalog().key == whole["key"]
+    # A chain of parts: each on the one before it, the first on the whole one.
+    second = {"generation": "0123456789abcdef.1", "key": "catalogs/0123456789abcdef.1.part.pack",
+              "size": 10, "base": "0123456789abcdef.0"}  # fmt: skip
+    chained = {**part, "generation": "0123456789abcdef.2", "base": "0123456789abcdef.1",
+               "key": "catalogs/0123456789abcdef.2.part.pack", "parts": [second]}  # fmt: skip
+    client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=orjson.dumps(chained))
+    current = store.current()
+    assert current is not None
+    assert [p.generation for p in current[0].chain()] == [
+        "0123456789abcdef.1",
+        "0123456789abcdef.2",
+    ]
     wrong = [
         ({**part, "key": "catalogs/0123456789abcdef.1.pack"}, "outside catalogs"),  # whole key
         ({**part, "whole": {**whole, "key": "catalogs/0123456789abcdef.0.part.pack"}},
@@ -458,8 +529,26 @@ def test_current_naming_a_key_outside_the_catalogs_is_refused(store_url: str) ->
         ({**part, "whole": {**whole, "size": 5 << 30}}, "max_catalog"),
         ({k: v for k, v in part.items() if k != "whole"}, "without its base or whole"),
         ({k: v for k, v in part.items() if k != "base"}, "without its base or whole"),
-        ({**part, "base": "0123456789abcdef.9"}, "without its base or whole"),  # not the whole
+        ({**part, "base": "0123456789abcdef.9"}, "do not follow on"),  # not on the whole one
         ({**part, "base": "0123456789abcdef.0\n"}, "not a catalog's"),
+        ({**part, "parts": [second]}, "do not follow on"),  # the part before is not on it
+        ({**chained, "parts": [{**second, "base": "0123456789abcdef.9"}]}, "do not follow on"),
+        ({**chained, "parts": [{**second, "generation": "0123456789abcdef.0"}]},
+         "do not follow on"),  # the whole one's generation again
+        ({**chained, "parts": [{**second, "key": "catalogs/0123456789abcdef.2.pack"}]},
+         "outside catalogs"),
+        ({**chained, "parts": [{**second, "size": 5 << 30}]}, "max_catalog"),
+        ({**chained, "parts": [{**second, "size": 3 << 30}, {**second, "generation":
+          "0123456789abcdef.3", "key": "catalogs/0123456789abcdef.3.part.pack",
+          "base": "0123456789abcdef.1", "size": 3 << 30}],
+          "base": "0123456789abcdef.3"}, "max_catalog"),  # parts adding up to more
+        ({**chained, "parts": [{**second, "key": "catalogs/0123456789abcdef.3.part.pack"}]},
+         "another generation's key"),
+        ({**chained, "whole": {**whole, "key": "catalogs/0123456789abcdef.3.pack"}},
+         "another generation's key"),
+        ({**chained, "parts": [second] * 17}, "not a catalog's"),  # more than MAX_PARTS
+        ({**good, "key": "catalogs/0123456789abcdef.1.pack", "parts": [second]},
+         "without its base or whole"),  # parts of a whole catalog
     ]  # fmt: skip
     for note, reason in wrong:
         client.put_object(Bucket=BUCKET, Key="gw/current.json", Body=orjson.dumps(note))
@@ -533,6 +622,31 @@ def test_the_lease_is_taken_by_one_writer_only(store_url: str) -> None:
     assert taken[0].holder == "b"
 
 
+@needs_moto
+async def test_a_lease_another_replica_held_meanwhile_starts_a_new_chain(store_url: str) -> None:
+    """A holder that stalled past its lease, while another took it, put a whole catalog and
+    stopped (its lease expired at once), takes the lease again: its next catalog goes whole.
+    Before, a part on its old chain followed, naming a whole catalog the other had removed."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.replicas import Replica as Replicating
+    from gateway.store import Lease
+
+    settings = _settings(store_url, lease="30s")
+    store = Store(settings)
+    replica = Replicating(Any, settings, store)  # type: ignore[arg-type]  # no refresher needed
+    assert await replica.take_lease()
+    replica.puts._put_base = "0123456789abcdef.1"  # a chain going on
+    assert await replica.take_lease()  # renewed: its own lease, the chain goes on
+    assert replica.puts._put_base == "0123456789abcdef.1"
+    found = store.lease()
+    assert found is not None
+    ended = Lease(holder="another", expires=datetime.now(UTC) - timedelta(seconds=1))
+    store.take_lease(ended, found[1])  # taken, and given up, by another replica meanwhile
+    assert await replica.take_lease()
+    assert replica.puts._put_base is None  # the next catalog it puts is whole
+
+
 # -- config --------------------------------------------------------------------------------------
 
 
@@ -570,11 +684,11 @@ async def test_a_put_that_fails_leaves_the_holder_putting(
     """A catalog the holder cannot put, for any reason, is logged and the next one is put
     (before, anything but a store or file error ended its putting for good: the others
     then served an ever older catalog while it kept the lease)."""
-    from gateway import replicas
+    from gateway import putting
     from gateway.app import REFRESHER
 
     registry = await FakeRegistry(_catalog("io.github.acme", 5)).start()
-    put_one = replicas.Replica._put_one
+    put_one = putting.Puts.put_one
     puts: list[bool] = []
 
     async def failing(self: Any, snapshot: Any, previous: list[str]) -> None:
@@ -583,7 +697,7 @@ async def test_a_put_that_fails_leaves_the_holder_putting(
             raise RuntimeError("a put that fails")
         await put_one(self, snapshot, previous)
 
-    monkeypatch.setattr(replicas.Replica, "_put_one", failing)
+    monkeypatch.setattr(putting.Puts, "put_one", failing)
     try:
         config = write_config(tmp_path / "config", yaml.safe_load(
             (_config(tmp_path / "yaml", registry, store_url) / "gateway.yaml").read_text()))  # fmt: skip
