@@ -121,6 +121,38 @@ def client_for(settings: StoreSettings) -> Any:
     )
 
 
+def read_current(data: bytes, max_catalog: int) -> Current:
+    """current.json's bytes as a `Current`, taken only in its one exact shape: a catalog in
+    part names its base and the whole catalog, each part follows on the one before it (the
+    first on the whole one), every key is its own generation's under `catalogs/`, and the
+    whole catalog, and the parts together, are no larger than `max_catalog`; `StoreGarbled`
+    otherwise."""
+    try:
+        current = Current.model_validate_json(data)
+    except ValidationError as exc:
+        raise StoreGarbled(f"current.json is not a catalog's ({exc.error_count()} errors)") from exc
+    chain = current.chain()
+    if (current.base is None) != (current.whole is None) or (current.parts and not chain):
+        raise StoreGarbled("current.json names a catalog in part without its base or whole")
+    whole = current.whole_catalog()
+    bases = [whole.generation, *(part.generation for part in chain)]
+    if len(set(bases)) < len(bases) or any(
+        part.base != base for part, base in zip(chain, bases, strict=False)
+    ):
+        raise StoreGarbled("current.json names catalogs in part that do not follow on")
+    keys = [(CATALOG_KEY, whole.key), *((PART_KEY, part.key) for part in chain)]
+    if any(pattern.fullmatch(key) is None for pattern, key in keys):
+        raise StoreGarbled("current.json names a key outside catalogs/")
+    if whole.key != f"catalogs/{whole.generation}.pack" or any(
+        part.key != f"catalogs/{part.generation}.part.pack" for part in chain
+    ):
+        raise StoreGarbled("current.json names a catalog by another generation's key")
+    for size in (whole.size, sum(part.size for part in chain)):
+        if size > max_catalog:
+            raise StoreGarbled(f"the catalog is larger than max_catalog ({size} bytes)")
+    return current
+
+
 class Store:
     """The store's objects, one call each (blocking)."""
 
@@ -194,33 +226,7 @@ class Store:
             return None
         if found is None:
             return None
-        try:
-            current = Current.model_validate_json(found[0])
-        except ValidationError as exc:
-            raise StoreGarbled(
-                f"current.json is not a catalog's ({exc.error_count()} errors)"
-            ) from exc
-        chain = current.chain()
-        if (current.base is None) != (current.whole is None) or (current.parts and not chain):
-            raise StoreGarbled("current.json names a catalog in part without its base or whole")
-        # Each part on the one before it, the first on the whole one.
-        bases = [current.whole_catalog().generation, *(part.generation for part in chain)]
-        if len(set(bases)) < len(bases) or any(
-            part.base != base for part, base in zip(chain, bases, strict=False)
-        ):
-            raise StoreGarbled("current.json names catalogs in part that do not follow on")
-        whole = current.whole_catalog()
-        keys = [(CATALOG_KEY, whole.key), *((PART_KEY, part.key) for part in chain)]
-        if any(pattern.fullmatch(key) is None for pattern, key in keys):
-            raise StoreGarbled("current.json names a key outside catalogs/")
-        if whole.key != f"catalogs/{whole.generation}.pack" or any(
-            part.key != f"catalogs/{part.generation}.part.pack" for part in chain
-        ):
-            raise StoreGarbled("current.json names a catalog by another generation's key")
-        for size in (whole.size, sum(part.size for part in chain)):
-            if size > self.settings.max_catalog:
-                raise StoreGarbled(f"the catalog is larger than max_catalog ({size} bytes)")
-        return current, found[1]
+        return read_current(found[0], self.settings.max_catalog), found[1]
 
     def put_catalog(self, path: Path, current: Current) -> None:
         """Upload a catalog file, then name it current."""

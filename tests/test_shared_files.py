@@ -8,14 +8,17 @@ import itertools
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gateway import rundir, sharing
-from gateway.store import CATALOG_KEY, Current, Lease
+from gateway.errors import StoreGarbled
+from gateway.store import CATALOG_KEY, Current, Lease, read_current
 
 _TOKEN = "abcdefabcdefabcd"
 _GOOD = {"generation": f"{_TOKEN}.1", "file": f"catalog.{_TOKEN}.1.pack"}
@@ -137,3 +140,79 @@ def test_a_replica_applies_exactly_the_parts_after_the_catalog_it_serves(
         assert [p.base for p in after] == generations[serves:count]
     else:
         assert after is None
+
+
+def _chain_note(count: int) -> dict[str, object]:
+    """current.json of a chain of `count` parts after a whole catalog (a whole one for 0)."""
+    generations = [f"{_TOKEN}.{n}" for n in range(count + 1)]
+    chain = [{"generation": g, "key": f"catalogs/{g}.part.pack", "size": 5, "base": b}
+             for b, g in itertools.pairwise(generations)]  # fmt: skip
+    whole = {"generation": generations[0], "key": f"catalogs/{generations[0]}.pack", "size": 10}
+    note: dict[str, object] = {**_CURRENT, **(chain[-1] if chain else whole)}
+    if chain:
+        note.update(whole=whole, parts=chain[:-1])
+    return note
+
+
+_PART_FIELDS = st.sampled_from(["generation", "key", "size", "base"])
+_GENERATIONS = st.integers(0, 20).map(lambda n: f"{_TOKEN}.{n}")
+_FIELD_VALUES = st.one_of(
+    _GENERATIONS, _GENERATIONS.map(lambda g: f"catalogs/{g}.part.pack"),
+    _GENERATIONS.map(lambda g: f"catalogs/{g}.pack"), st.integers(0, 200),
+)  # fmt: skip
+
+
+@given(st.integers(0, 16), st.lists(st.tuples(st.integers(0, 16), _PART_FIELDS, _FIELD_VALUES),
+                                    max_size=3),
+       st.randoms(use_true_random=False))  # fmt: skip
+def test_a_chain_of_parts_is_taken_only_when_each_follows_on_under_its_own_key(
+    count: int, changes: list[tuple[int, str, object]], rng: Any
+) -> None:
+    """A chain changed anyhow (a part's generation, key, size or base; parts swapped,
+    repeated or left out) is refused, or is still a chain: each part on the one before it,
+    the first on the whole catalog, every key its own generation's, the sizes in bounds; and
+    a replica serving any catalog of it applies exactly the parts after that one."""
+    note = _chain_note(count)
+    original = note.get("parts", [])
+    parts = [dict(p) for p in original]  # type: ignore[attr-defined]
+    for at, field, value in changes:
+        if parts:
+            parts[at % len(parts)][field] = value
+    if parts and rng.random() < 0.3:
+        rng.shuffle(parts)
+    if parts and rng.random() < 0.2:
+        parts.pop(rng.randrange(len(parts)))
+    if original:
+        note["parts"] = parts
+    try:
+        current = read_current(orjson.dumps(note), max_catalog=100)
+    except StoreGarbled:
+        assert parts != original  # an unchanged chain is taken
+        return
+    whole, chain = current.whole_catalog(), current.chain()
+    assert whole.key == f"catalogs/{whole.generation}.pack"
+    before = [whole.generation, *(part.generation for part in chain)]
+    assert len(set(before)) == len(before)
+    for at, part in enumerate(chain):
+        assert part.base == before[at]
+        assert part.key == f"catalogs/{part.generation}.part.pack"
+    assert sum(part.size for part in chain) <= 100
+    for at, generation in enumerate(before):
+        after = current.parts_after(generation)
+        assert after is not None
+        assert [p.generation for p in after] == before[at + 1 :]
+
+
+def test_an_unchanged_chain_is_taken_and_a_generation_named_twice_is_not() -> None:
+    for count in range(17):
+        current = read_current(orjson.dumps(_chain_note(count)), max_catalog=1 << 20)
+        assert len(current.chain()) == count
+    # Every part on the one before it, each under its own key, but one repeats the whole
+    # catalog's generation: a replica serving that generation could not tell which it is.
+    g0, g1, g2 = (f"{_TOKEN}.{n}" for n in range(3))
+    looped = {**_chain_note(1), "generation": g2, "key": f"catalogs/{g2}.part.pack", "base": g0,
+              "parts": [{"generation": g1, "key": f"catalogs/{g1}.part.pack", "size": 5, "base": g0},
+                        {"generation": g0, "key": f"catalogs/{g0}.part.pack", "size": 5,
+                         "base": g1}]}  # fmt: skip
+    with pytest.raises(StoreGarbled, match="do not follow on"):
+        read_current(orjson.dumps(looped), max_catalog=1 << 20)
