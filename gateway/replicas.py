@@ -191,12 +191,14 @@ class Replica:
                 over = etag
             self.other = None
             started = time.monotonic()
-            if not (self.holding and ours):  # anew: another may have put catalogs since
-                self.puts.taken_anew()
+            if not ours:  # anew: another may have put catalogs since (a lease that names
+                self.puts.taken_anew()  # this one was last written by it, whatever it knew)
             self.holding = await asyncio.to_thread(self.store.take_lease, lease, over)
             self.held_until = started + self.settings.lease
             return True
-        except LeaseLost:
+        except LeaseLost:  # written meanwhile: by another, or by a retried request of its own
+            if self.holding:
+                log.warning("replica_lease_lost", holder=None)
             self.holding = None
             return False
         except StoreError as exc:
