@@ -111,6 +111,8 @@ class Puts:
                 parts=parts))  # fmt: skip
             if size is None and self._epoch == epoch:
                 return  # the lease is lost
+            if size is not None and self._epoch != epoch:
+                return  # put as the lease was taken anew: the next catalog goes whole
             if size is not None:
                 self._parts = [*parts, Part(generation=generation, key=key, size=size, base=base)]
                 previous.append(key)

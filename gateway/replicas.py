@@ -75,9 +75,11 @@ class Replica:
         self.answered = time.monotonic()  # when the store last answered
         self.reached = False  # whether it ever did
         self.other: str | None = None  # another replica holding the lease, when last asked
-        self.refused: str | None = None  # the generation it could not serve, if any
+        self.refused: str | None = None  # the whole catalog it could not read, if any
+        self._broken: str | None = None  # the whole catalog after which a part cannot be read
         self._served: tuple[str, Followed] | None = None  # a following replica's: generation
         self.puts = Puts(self)  # and catalog
+        self._leasing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._putting: asyncio.Task[None] | None = None
 
@@ -139,7 +141,7 @@ class Replica:
         current = found[0]
         if current.fingerprint != catalog_fingerprint(self.refresher.config):
             return
-        if current.generation == self.refused:
+        if current.whole_catalog().generation == self.refused:
             return
         self.own, self.seen = False, None
         log.info("replica_follows_again", holder=self.other, generation=current.generation)
@@ -171,7 +173,11 @@ class Replica:
 
     async def take_lease(self) -> bool:
         """Take or renew the lease if it is free, expired or ours; whether this replica holds
-        it now."""
+        it now. One at a time: two renewals on the same ETag would lose it to each other."""
+        async with self._leasing:
+            return await self._take_lease()
+
+    async def _take_lease(self) -> bool:
         now = datetime.now(UTC)
         lease = Lease(holder=self.name, expires=now + timedelta(seconds=self.settings.lease))
         try:
@@ -238,27 +244,32 @@ class Replica:
         started = time.monotonic()
         base = None if served is None else served[1][0]
         read = None
+        whole = current.whole_catalog().generation
         if served is not None and parts:
             with refresher.readers.reading(base):  # not let go while the parts go into it
                 read = await self._read(current, parts, served)
-            if not isinstance(read, tuple):  # not one part applied: the whole one and all
+            if refresher.snapshot is not base:
+                self.seen = None  # it swapped in another meanwhile: the next look decides
+                return
+            if not isinstance(read, tuple):  # not one part applied: the whole one and all,
                 log.warning("replica_part_unreadable", generation=current.generation,
-                            error=str(read))  # fmt: skip
+                            error=str(read or "removed"))  # fmt: skip
+                if self._broken == whole:  # once per whole catalog: the same part stops it
+                    return
                 read = None
-            elif refresher.snapshot is not base:
-                return  # it swapped in another meanwhile: the next look decides again
         if read is None:
             read = await self._read(current, None, None)
         if read is None:  # replaced meanwhile: the next look finds the new one
             self.seen = None
             return
         if isinstance(read, Exception):
-            log.error("replica_catalog_unreadable", generation=current.generation,
-                      error=str(read))  # fmt: skip
-            self.refused = current.generation  # tried again once another is current
+            log.error("replica_catalog_unreadable", generation=whole, error=str(read))
+            self.refused = whole  # tried again once another whole catalog is current
             await self._go_own("the store's catalog could not be read")
             return
         followed, reached, failed = read
+        if failed is not None and followed[3] is None:  # the whole one and the parts it could
+            self._broken = whole
         tried = [part.generation for part in (parts if followed[3] is not None and parts
                                               else current.chain())]  # fmt: skip
         applied = tried.index(reached) + 1 if reached in tried else 0

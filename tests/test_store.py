@@ -325,6 +325,19 @@ async def test_a_replica_that_missed_parts_applies_them_all_or_as_many_as_it_can
         assert status == 200
         assert b"io.github.acme/two" in body
         assert second.events("replica_syncs_itself") == []  # it still follows
+        # The next part after the missing one: the same part stops it, and it knows; it does not
+        # read the whole catalog again for every part the holder puts.
+        served_count = len(second.events("replica_catalog_served"))
+        warned = len(second.events("replica_part_unreadable"))
+        await _change(registry, first, "four")
+
+        async def warned_again() -> bool:
+            return len(second.events("replica_part_unreadable")) > warned
+
+        await _until(warned_again)
+        await asyncio.sleep(1.2)
+        assert len(second.events("replica_catalog_served")) == served_count
+        assert second.events("replica_syncs_itself") == []
 
 
 @needs_moto
