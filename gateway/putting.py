@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway import deltas
-from gateway.errors import StoreError
+from gateway.errors import LeaseLost, StoreError
 from gateway.sharing import pack_file
 from gateway.store import MAX_PARTS, PART_KEY, Current, Part, Whole
 from gateway.store_config import catalog_fingerprint
@@ -51,12 +51,13 @@ class Puts:
         self._parts: list[Part] = []
         self._swept = False  # whether the catalogs holders before it left are removed
         self._epoch = 0  # lease taken anew this many times: a part on the chain before is not put
+        self._current: str | None = None  # the ETag of the current.json it wrote last
         self._noted: Snapshot | None = None  # the last catalog swapped in whose changes are
 
     def taken_anew(self) -> None:
         """The lease taken again: another may have put catalogs meanwhile (the next one goes
         whole, and what earlier holders left is removed after it)."""
-        self._put_base = self._changes = None
+        self._put_base = self._changes = self._current = None
         self._parts = []
         self._swept = False
         self._epoch += 1
@@ -169,7 +170,15 @@ class Puts:
             note = current(size)
             if note is None:
                 return None
-            await asyncio.to_thread(self.replica.store.put_catalog, path, note)
+            try:
+                self._current = await asyncio.to_thread(
+                    self.replica.store.put_catalog, path, note, self._current
+                )
+            except LeaseLost:  # another named its catalog since (it holds the lease now)
+                log.warning("replica_lease_lost", holder=None, why="current.json changed")
+                self.replica.holding = None
+                self.taken_anew()  # if the lease is still its own, its next catalog is whole
+                return None
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         return size

@@ -17,7 +17,9 @@ Under the configured prefix:
     catalogs/<generation>.part.pack   the servers that changed since `base` (`deltas`)
 
 The holder keeps its last two whole catalogs there, and the parts after each; once it has put
-its first, it removes those that holders before it left.
+its first, it removes those that holders before it left. It writes current.json only over the
+one it wrote last (If-Match), so a holder that stalled past its lease names nothing after the
+next holder.
 
 Every answer is read as hostile: bounded, of one exact shape, a catalog's key only under the
 prefix, its size announced and checked; credentials go only to the configured endpoint.
@@ -228,14 +230,26 @@ class Store:
             return None
         return read_current(found[0], self.settings.max_catalog), found[1]
 
-    def put_catalog(self, path: Path, current: Current) -> None:
-        """Upload a catalog file, then name it current."""
+    def put_catalog(self, path: Path, current: Current, over: str | None = None) -> str:
+        """Upload a catalog file, then name it current; the ETag of current.json now. With
+        `over` (the ETag of the current.json this holder wrote last), only if no one wrote it
+        since (`LeaseLost` otherwise): a holder that stalled past its lease while it uploaded
+        does not name its catalog over the next holder's."""
         with path.open("rb") as file:
             self._call("put_object", Key=self.prefix + current.key, Body=file,
                        ContentLength=current.size)  # fmt: skip
         # Unset fields left out: a whole catalog's note is what replicas before parts read.
         note = current.model_dump_json(by_alias=True, exclude_defaults=True).encode()
-        self._call("put_object", Key=self.prefix + "current.json", Body=note)
+        condition = {"IfMatch": over} if over else {}
+        try:
+            answer = self._call("put_object", Key=self.prefix + "current.json", Body=note,
+                                **condition)  # fmt: skip
+        except LeaseLost:
+            found = self.current()
+            if found is None or found[0].generation != current.generation:
+                raise
+            return found[1]  # its own write, answered twice (a request retried)
+        return str(answer["ETag"])
 
     def remove(self, key: str) -> None:
         self._call("delete_object", Key=self.prefix + key)

@@ -669,6 +669,37 @@ async def test_a_lease_another_replica_held_meanwhile_starts_a_new_chain(store_u
     assert replica.puts._put_base is None  # the next catalog it puts is whole
 
 
+@needs_moto
+def test_a_catalog_is_named_current_only_over_the_holders_own_last_note(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A holder names its catalog in current.json only if no one wrote it since its last
+    write (a holder that stalled past its lease while uploading, and another took over),
+    and its own write answered twice (a retried request) counts as its own."""
+    from gateway.errors import LeaseLost
+
+    store = Store(_settings(store_url))
+    path = tmp_path / "catalog.pack"
+    path.write_bytes(b"x" * 10)
+
+    def note(n: int) -> Current:
+        return Current.model_validate_json(orjson.dumps({
+            "generation": f"0123456789abcdef.{n}", "key": f"catalogs/0123456789abcdef.{n}.pack",
+            "builtAt": "2026-12-01T00:00:00Z", "fingerprint": "x", "size": 10}))  # fmt: skip
+
+    first = store.put_catalog(path, note(1))
+    second = store.put_catalog(path, note(2), first)  # over its own
+    assert second != first
+    store.put_catalog(path, note(3))  # another holder's, meanwhile
+    with pytest.raises(LeaseLost):
+        store.put_catalog(path, note(4), second)
+    found = store.current()
+    assert found is not None
+    assert found[0].generation == "0123456789abcdef.3"  # not overwritten
+    again = store.put_catalog(path, note(3), second)  # what is there is this very note
+    assert again == found[1]
+
+
 # -- config --------------------------------------------------------------------------------------
 
 
