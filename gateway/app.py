@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import os
 import re
 import time
 import uuid
@@ -35,7 +36,7 @@ from gateway.errors import (
     UriTooLong,
     ValidationFailed,
 )
-from gateway.forwarding import Forwarder, LeaderUnavailable
+from gateway.forwarding import REQUEST_ID, Forwarder, LeaderUnavailable
 from gateway.icons import Icons
 from gateway.loader import load_config
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -98,8 +99,19 @@ def _request_problem(exc: RequestError) -> web.Response:
         return problem(exc.status, exc.title, exc.detail)
 
 
-_PROCESS_ID = uuid.uuid4().hex[:8]
+_PROCESS_ID = ""
 _SEQUENCE = itertools.count(1)
+
+
+def _own_request_ids() -> None:
+    """A prefix of this process's own: a forked worker makes its own (else its ids repeat the
+    other workers')."""
+    global _PROCESS_ID, _SEQUENCE
+    _PROCESS_ID, _SEQUENCE = uuid.uuid4().hex[:8], itertools.count(1)
+
+
+_own_request_ids()
+os.register_at_fork(after_in_child=_own_request_ids)
 
 
 def _request_id(given: str) -> str:
@@ -155,6 +167,7 @@ async def _answer(
 ) -> tuple[str, web.StreamResponse]:
     """`dispatch`, with every error rendered; and the route label for metrics."""
     try:
+        request[REQUEST_ID] = request_id  # for a request handed to another worker
         response = await dispatch(app, request)
     except RequestError as exc:
         response = _request_problem(exc)

@@ -1,6 +1,7 @@
 """A following worker of `serve --workers N` (see `sharing`) hands what only the building
 worker knows to it: the operator endpoints (status, explain, audit, syncs, reloads) and the
-pages made of them (a server's accounts, the operators' page), over that worker's Unix socket
+pages made of them (a server's accounts, the operators' page), and, until it serves a catalog
+of its own, every request but its own liveness and metrics, over that worker's Unix socket
 in the run's private directory. The answer comes back as the building worker gave it.
 
 Never MCP traffic, and never anywhere else: the socket is the one the run made.
@@ -14,6 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from gateway.errors import RequestError
 
@@ -26,6 +28,10 @@ _NOT_FORWARDED = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
     "upgrade", "host", "content-length", "date", "server",
 })  # fmt: skip
+
+
+# The request's id as this worker logs it: the building worker's line for it carries the same.
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class LeaderUnavailable(RequestError):
@@ -58,11 +64,14 @@ class Forwarder:
 
     async def forward(self, request: web.BaseRequest) -> web.Response:
         headers = _kept(request.headers)
+        if REQUEST_ID in request:
+            headers["X-Request-Id"] = request[REQUEST_ID]
         body = await request.read() if request.can_read_body else None
         try:
             async with self._client().request(
-                request.method, f"http://leader{request.raw_path}", headers=headers,
-                data=body, allow_redirects=False,
+                # As received, byte for byte: never normalized (`%2e%2e` is not `..` here).
+                request.method, URL(f"http://leader{request.raw_path}", encoded=True),
+                headers=headers, data=body, allow_redirects=False,
             ) as answer:  # fmt: skip
                 data = await answer.content.read(MAX_ANSWER + 1)
                 if len(data) > MAX_ANSWER:

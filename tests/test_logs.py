@@ -267,8 +267,13 @@ def test_every_access_line_of_a_worker_names_it(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
         asked = [e for e in _lines(stderr) if e.get("path") == "/v0.1/servers?limit=2"]
-        assert len(asked) == 40
-        assert {line["worker"] for line in asked} <= {0, 1}
+        # A request the other worker answered through the first (before it served a catalog
+        # of its own) is logged by both, under one request id.
+        by_id: dict[str, list[int]] = {}
+        for line in asked:
+            by_id.setdefault(line["request_id"], []).append(line["worker"])
+        assert len(by_id) == 40
+        assert all(sorted(workers) in ([0], [1], [0, 1]) for workers in by_id.values())
         assert all(list(line)[5:7] == ["event", "worker"] for line in asked)
 
 

@@ -1,0 +1,91 @@
+"""A following worker hands requests to the building worker byte for byte: the path and query
+it received are the ones the building worker reads, however they are spelled (percent-escapes
+of dots, of unreserved characters, of `/`), so a request never reaches another route there.
+
+The building worker here is a real aiohttp server on a Unix socket that echoes what it read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.forwarding import REQUEST_ID, Forwarder
+
+# What a path's segments and a query are made of: letters, dots, the characters a URL
+# normalizer may decode or fold, and percent-escapes of dots, `/`, `%` and unreserved ones.
+_PIECES = st.sampled_from([
+    "a", "Z", "0", ".", "..", "-", "_", "~", "%2e", "%2E", "%2e%2e", "%2f", "%2F", "%41", "%61",
+    "%7e", "%25", "%2525", "%20", "+", "admin", "views", "v0.1", "servers",
+])  # fmt: skip
+_SEGMENT = st.lists(_PIECES, min_size=0, max_size=4).map("".join)
+_PATH = st.lists(_SEGMENT, min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts))
+_QUERY = st.lists(_PIECES | st.just("=") | st.just("&"), max_size=6).map("".join)
+
+
+@pytest_asyncio.fixture
+async def leader() -> AsyncIterator[Forwarder]:
+    """A Forwarder to a server on a Unix socket answering each request with its raw path."""
+
+    async def echo(request: web.BaseRequest) -> web.Response:
+        seen = {"X-Seen-Request-Id": request.headers.get("X-Request-Id", "")}
+        return web.Response(text=request.raw_path, headers=seen)
+
+    with tempfile.TemporaryDirectory() as directory:
+        socket = Path(directory) / "leader.sock"
+        runner = web.ServerRunner(web.Server(echo))
+        await runner.setup()
+        await web.UnixSite(runner, str(socket)).start()
+        forwarder = Forwarder(socket)
+        try:
+            yield forwarder
+        finally:
+            await forwarder.close()
+            await runner.cleanup()
+
+
+async def _echoed(forwarder: Forwarder, raw: str) -> str:
+    answer = await forwarder.forward(make_mocked_request("GET", raw))
+    assert answer.status == 200
+    assert isinstance(answer.body, bytes)
+    return answer.body.decode()
+
+
+async def test_dot_segments_spelled_with_escapes_reach_the_same_route(leader: Forwarder) -> None:
+    for raw in (
+        "/views/%2e%2e/admin/status",
+        "/v0.1/servers/%2E%2E/%2e%2e/admin/reload",
+        "/v0.1/servers/io.github.%61cme%2Fx/versions",
+        "/v0.1/servers?search=%41%2e&cursor=%2525",
+    ):
+        assert await _echoed(leader, raw) == raw
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(path=_PATH, query=_QUERY)
+async def test_every_path_and_query_reaches_the_building_worker_as_sent(
+    leader: Forwarder, path: str, query: str
+) -> None:
+    raw = f"{path}?{query}" if query else path
+    assert await asyncio.wait_for(_echoed(leader, raw), 10) == raw
+
+
+async def test_the_building_worker_logs_a_request_under_the_id_the_other_gave_it(
+    leader: Forwarder,
+) -> None:
+    request = make_mocked_request("GET", "/v0.1/servers", headers={"X-Request-Id": "bad id"})
+    request[REQUEST_ID] = "0123abcd00000007"  # what the forwarding worker made of it
+    answer = await leader.forward(request)
+    assert answer.headers["X-Seen-Request-Id"] == "0123abcd00000007"
