@@ -68,6 +68,7 @@ HANDLER_ARGS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
 STALE_HEADER = "X-Gateway-Stale-Upstreams"  # upstreams whose last good data is being served
 CATALOG_ENDPOINTS = frozenset({"list", "versions", "version"})
 LEADER_PAGES = frozenset({"server", "admin"})  # made of what only the building worker knows
+OWN_PROBES = frozenset({"/healthz", "/metrics"})  # every worker answers these itself
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -266,10 +267,12 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     method = request.method
     route = resolve(method, raw_path)
     request[ROUTE] = route.label
+    leaders = route.area == "admin" or route.endpoint in LEADER_PAGES
+    # Until it serves a catalog of its own, a following worker answers through the other.
+    if refresher.follows and raw_path not in OWN_PROBES and (leaders or refresher.snapshot is None):
+        return await app[FORWARDER].forward(request)
     if route.area == "probe":
         return _probe(app, raw_path)
-    if refresher.follows and (route.area == "admin" or route.endpoint in LEADER_PAGES):
-        return await app[FORWARDER].forward(request)
     if route.area == "page":
         return await page_response(request, route, refresher, app[EXPLAINED], app[ICONS])
     if route.area == "admin":

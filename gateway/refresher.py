@@ -315,9 +315,12 @@ class Refresher(Triggers):
             self.advisories.current,
         ))  # fmt: skip
         snapshot = await asyncio.shield(self.building)
-        if self.shared is not None:  # the other workers read it back; all swap it together
-            await self.shared.publish(snapshot, self.snapshot)
+        shared, first = self.shared, self.snapshot is None
+        if shared is not None and not first:  # the other workers read it back: all swap it
+            await shared.publish(snapshot, self.snapshot)
         await self._swap(snapshot, started)
+        if shared is not None and first:  # the first, served at once: the others answer
+            await shared.publish(snapshot)  # through this worker until they serve it
         self._served_build = number  # (a build that failed or was cancelled is not)
         for listener in self.built_listeners:
             listener(snapshot)
@@ -340,15 +343,13 @@ class Refresher(Triggers):
         replaced, self.snapshot = self.snapshot, snapshot
         retired, self._retired = self._retired, None
         self._serving()
-        # A catalog is millions of long-lived objects without cycles: keep the cyclic
-        # collector from walking them again and again (pauses of a second at 200k versions).
-        # They are still freed by reference counting when a later snapshot replaces them.
+        # Millions of long-lived objects without cycles: the cyclic collector walks them no more
+        # (pauses of a second at 200k versions); reference counting still frees them.
         gc.freeze()
         duration = time.monotonic() - started
         self.build_durations = [*self.build_durations[-99:], duration]
         # What the new catalog does not share is freed in a worker thread, a slice at a time
-        # (see `release`), not in one stall of the event loop; the next build waits for it.
-        # Release empties the old catalog's lists: not while a request still reads them.
+        # (`release`: the next build waits for it), once no request still reads its lists.
         if replaced is not None:
             for listener in self.swap_listeners:
                 await listener(replaced, snapshot)

@@ -10,11 +10,15 @@ So the workers serve the same bytes (the same ETags, cursors any of them accepts
 the upstream requests of one. A catalog after a sync goes in part when every other worker
 serves the one before it: only the servers that changed (`deltas`), put into the catalog
 each serves; a worker that does not serve that one says so, and the whole catalog follows.
-Each says when it serves (`serving.<worker>`) and reports ready only once every living
-worker has (a lock on `alive.<worker>`, or `ended.<worker>` from the parent, tells the
-dead): a ready answer from any means every worker answers. What
-only the building worker knows the others read from it: its upstreams' status from
-`upstreams.json`, the operator endpoints over its Unix socket (`leader`).
+The first catalog is the exception: the building worker serves it at once and offers it
+after, and until a worker serves a catalog of its own it hands every request to the building
+worker (see `forwarding`), so the first catalog is served by all of them as soon as it is
+built. Each says when it answers (`serving.<worker>`: the building worker once it serves,
+the others as they start following) and reports ready only once every living worker has (a
+lock on `alive.<worker>`, or `ended.<worker>` from the parent, tells the dead): a ready
+answer from any means every worker answers. What only the building worker knows the others
+read from it: its upstreams' status from `upstreams.json`, the operator endpoints over its
+Unix socket (`leader`).
 
 Every file there is read as hostile: a regular file, bounded, of one exact shape, and a
 catalog only of this run's generations.
@@ -265,6 +269,7 @@ class Shared:
         """Read back each catalog offered (then `prepare` it, in the same thread, and make
         `ready` for it), say so, `take` it once it is named current, and say so. One offered
         in part is put into the catalog served (`current`) if it is the one it changes."""
+        self.note_serving()  # it answers: through the building worker until it serves one
         seen: str | None = None
         while True:
             offer = read_note(self._path("offered.json"), _Offer)

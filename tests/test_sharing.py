@@ -304,6 +304,50 @@ async def test_once_any_worker_says_ready_every_worker_answers(tmp_path: Path) -
             await registry.stop()
 
 
+# The first catalog shared a minute late: the other worker has none of its own meanwhile.
+SLOW_FIRST_SHARE = """
+import asyncio
+from gateway.sharing import Shared
+publish = Shared.publish
+async def late(self, snapshot, *before):
+    await asyncio.sleep(60)
+    await publish(self, snapshot, *before)
+Shared.publish = late
+"""
+
+
+@pytest.mark.slow
+async def test_until_a_worker_serves_the_first_catalog_it_answers_through_the_builder(
+    tmp_path: Path,
+) -> None:
+    """The first catalog is served as soon as it is built: a worker that has not read it
+    back yet answers through the building worker (the same bytes and ETags), so the workers
+    are ready together as soon as one would be, not once the catalog is shared."""
+    registries = await _registries()
+    try:
+        config = _config(tmp_path, registries)
+        started = time.monotonic()
+        async with serving(config, 2, seam=SLOW_FIRST_SHARE) as gateway:
+            assert time.monotonic() - started < 30  # sharing it takes a minute here
+            for route in ROUTES:
+                answers = {await _get(gateway.base + route) for _ in range(12)}
+                assert len(answers) == 1, route
+                assert answers.pop()[0] == 200, route
+            await asyncio.sleep(1.2)  # the access lines written (at least every second)
+            lines = [e for e in gateway.lines() if e.get("event") == "request"
+                     and e.get("path") == ROUTES[0]]  # fmt: skip
+            by_worker = [sum(1 for e in lines if e.get("worker") == w) for w in (0, 1)]
+            assert by_worker[1] > 0  # the other worker answered some of them...
+            assert by_worker[0] == 12  # ...each through the one that builds (it saw all 12)
+            swapped = [
+                e.get("worker") for e in gateway.lines() if e.get("event") == "catalog_swapped"
+            ]
+            assert swapped == [0]  # the other serves no catalog of its own yet
+    finally:
+        for registry in registries:
+            await registry.stop()
+
+
 SLOW_BUILDS = """
 import asyncio
 from gateway.sharing import Shared
