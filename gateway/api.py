@@ -353,6 +353,16 @@ def check_method(method: str) -> None:
         raise MethodNotAllowed("this registry is read-only: it serves discovery data only")
 
 
-def reject_nul(raw_path: str) -> None:
+def check_target(raw_path: str) -> None:
+    """A request target as HTTP allows it: no NUL byte, no fragment (RFC 9112: a client never
+    sends one, and a worker handing the request on would drop it), nothing that is not
+    UTF-8."""
     if "\x00" in raw_path or "%00" in raw_path:
         raise BadRequest("NUL bytes are not allowed in the path or query")
+    if "#" in raw_path:
+        raise BadRequest("a request target has no fragment: '#' is not allowed")
+    if not raw_path.isascii():
+        try:
+            raw_path.encode()
+        except UnicodeEncodeError as exc:
+            raise BadRequest("the path or query is not UTF-8") from exc

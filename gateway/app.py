@@ -23,7 +23,7 @@ from aiohttp import web
 from gateway import isolated, logs
 from gateway.accounts import Explained
 from gateway.admin import handle_admin
-from gateway.api import Api, check_method, etag_matches, reject_nul
+from gateway.api import Api, check_method, check_target, etag_matches
 from gateway.config import FederationConfig
 from gateway.errors import (
     Busy,
@@ -260,7 +260,7 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
     """The one handler: the route table (`routes.resolve`) names the area, and each area
     answers: probes, pages, the admin API, the read API of whichever view the path names."""
     raw_path, _, raw_query = request.raw_path.partition("?")
-    reject_nul(request.raw_path)
+    check_target(request.raw_path)
     if len(raw_path) > MAX_PATH or len(raw_query) > MAX_QUERY:
         raise UriTooLong(MAX_PATH, MAX_QUERY)
     refresher = app[REFRESHER]

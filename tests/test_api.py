@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,24 @@ async def test_parameter_errors(client: Any, query: str, status: int, detail: st
     assert detail in body["detail"]
     if status == 422:
         assert body["errors"][0]["location"].startswith("query.")
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/v0.1/servers#x", "/v0.1/servers?limit=2#x", "/admin/status#x", "/views#", "/#top"],
+)
+async def test_a_request_target_with_a_fragment_is_a_bad_request(client: Any, target: str) -> None:
+    """No client sends a fragment (RFC 9112); one that does gets a 400 on every route, so no
+    worker reads a target that a worker handing it on would read without its fragment."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status = (await reader.readline()).split()
+        body = await reader.read()
+    finally:
+        writer.close()
+    assert status[1] == b"400", (target, status)
+    assert b"fragment" in body
 
 
 async def test_unknown_parameters_are_ignored(client: Any) -> None:
