@@ -4,7 +4,8 @@ pages made of them (a server's accounts, the operators' page), and, until it ser
 of its own, every request but its own liveness and metrics, over that worker's Unix socket
 in the run's private directory. The answer comes back as the building worker gave it.
 
-Never MCP traffic, and never anywhere else: the socket is the one the run made.
+Only to the building worker: the socket is the one the run made. (Registry requests, never
+MCP traffic: the gateway carries none.)
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ log = structlog.get_logger("gateway.forwarding")
 
 TIMEOUT = 60.0  # seconds: an account of a server is worked out in a thread, one at a time
 MAX_ANSWER = 64 << 20  # bytes of an answer (the audit and the operators' page are the largest)
-# Hop-by-hop headers (RFC 9110 7.6.1), and what aiohttp works out again for the answer.
+# Hop-by-hop headers (RFC 9110 7.6.1), and what aiohttp works out again for the answer. The
+# client's Host goes along: pages name the gateway's URL by it.
 _NOT_FORWARDED = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "host", "content-length", "date", "server",
+    "upgrade", "content-length", "date", "server",
 })  # fmt: skip
 
 

@@ -54,9 +54,10 @@ class Run:
         return cls(directory, secrets.token_hex(8), workers, socket, lock)
 
     @property
-    def served(self) -> Path:
-        """Made once the building worker serves: from then on, its end stops the others."""
-        return self.directory / "served"
+    def listening(self) -> Path:
+        """Made once the building worker listens (one that cannot, such as on an address in
+        use, leaves the others to fail alike): from then on, its end stops the others."""
+        return self.directory / "listening"
 
     def ended(self, worker: int) -> None:
         """Say a worker ended (the parent saw it: one that died before it could say so too)."""

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -89,6 +90,7 @@ async def _serve(
     starting = asyncio.create_task(Serving.start(
         app, gateway.host or None, gateway.port, reuse_port=reuse_port, grace=SHUTDOWN_GRACE,
         unix=shared.run.socket if shared is not None and leads else None,
+        listening=shared.run.listening.touch if shared is not None and leads else None,
     ))  # fmt: skip
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -109,8 +111,6 @@ async def _serve(
         if announce:  # every worker binds the same address alike: one says why
             print(message, file=sys.stderr, flush=True)
         return 1
-    if shared is not None and leads:  # the parent stops the others if it ends from now on
-        shared.run.served.touch()
     url = public_url(gateway.host, gateway.port)
     if announce:
         print(f"MCP discovery gateway {__version__} is serving.", flush=True)
@@ -155,7 +155,8 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
                                       keeps=first, shared=Shared(run, index)))  # fmt: skip
 
         try:
-            return run_workers(workers, worker, first_served=run.served.exists, ended=run.ended)
+            listened = run.listening.exists
+            return run_workers(workers, worker, first_listening=listened, ended=run.ended)
         finally:
             run.close()
     return asyncio.run(_serve(config, load))
@@ -189,6 +190,7 @@ class Serving:
         reuse_port: bool = False,
         grace: float = 10.0,
         unix: Path | None = None,
+        listening: Callable[[], None] | None = None,
     ) -> Serving:
         server = web.Server(handler_for(app), access_log=None, **HANDLER_ARGS)
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
@@ -200,6 +202,8 @@ class Serving:
             await site.start()
             if unix is not None:  # the other workers' way to it (see `forwarding`)
                 await web.UnixSite(runner, str(unix)).start()
+            if listening is not None:
+                listening()
             await start_app(app)
         except BaseException:
             await runner.cleanup()  # the port closed; an app that did not start, left alone

@@ -19,12 +19,12 @@ from types import FrameType
 def run_workers(
     count: int,
     serve: Callable[[int], int],
-    first_served: Callable[[], bool] = lambda: True,
+    first_listening: Callable[[], bool] = lambda: True,
     ended: Callable[[int], None] = lambda index: None,
 ) -> int:
     """Fork `count` workers, each running `serve(index)`; wait for all of them, telling
-    `ended` the index of each that ends. When the first ends after it had served
-    (`first_served`), the others are stopped."""
+    `ended` the index of each that ends. When the first ends once it had listened
+    (`first_listening`), the others are stopped."""
     children: list[int] = []
     for index in range(count):
         pid = os.fork()
@@ -54,9 +54,9 @@ def run_workers(
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         worst = worst or code
-        # Nothing syncs or builds for the others now (one that never served, such as on an
+        # Nothing syncs or builds for the others now (one that never listened, such as on an
         # address in use, leaves them to end alike, each as it does).
-        if pid == children[0] and running and first_served():
+        if pid == children[0] and running and first_listening():
             if code > 128:  # it could not say why itself
                 print(f"worker 0 was killed (signal {code - 128}): stopping the others",
                       file=sys.stderr, flush=True)  # fmt: skip

@@ -37,7 +37,8 @@ async def leader() -> AsyncIterator[Forwarder]:
     """A Forwarder to a server on a Unix socket answering each request with its raw path."""
 
     async def echo(request: web.BaseRequest) -> web.Response:
-        seen = {"X-Seen-Request-Id": request.headers.get("X-Request-Id", "")}
+        seen = {"X-Seen-Request-Id": request.headers.get("X-Request-Id", ""),
+                "X-Seen-Host": request.headers.get("Host", "")}  # fmt: skip
         return web.Response(text=request.raw_path, headers=seen)
 
     with tempfile.TemporaryDirectory() as directory:
@@ -89,3 +90,11 @@ async def test_the_building_worker_logs_a_request_under_the_id_the_other_gave_it
     request[REQUEST_ID] = "0123abcd00000007"  # what the forwarding worker made of it
     answer = await leader.forward(request)
     assert answer.headers["X-Seen-Request-Id"] == "0123abcd00000007"
+
+
+async def test_the_building_worker_reads_the_clients_host(leader: Forwarder) -> None:
+    """Pages name the gateway's URL by the Host the client asked (as the worker it reached
+    would have), never the socket's."""
+    request = make_mocked_request("GET", "/views", headers={"Host": "registry.example.com:8443"})
+    answer = await leader.forward(request)
+    assert answer.headers["X-Seen-Host"] == "registry.example.com:8443"

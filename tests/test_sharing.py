@@ -273,8 +273,9 @@ async def test_a_reload_asked_of_any_worker_reaches_every_worker(
     assert [e["worker"] for e in reread] == [1]  # the other worker took the new config too
 
 
-# The building worker, slowed down between the others' swap and its own: before, the others
-# answered `/readyz` 200 while it still answered 503 (starting) to every request.
+# The building worker, slowed down after it shares a catalog. Once, the others swapped the
+# first catalog in while it still answered 503 (starting) to every request; now it serves the
+# first at once and shares it after, and this holds it in that state a while longer.
 SLOW_OWN_SWAP = """
 import asyncio
 from gateway.sharing import Shared
@@ -329,7 +330,7 @@ async def test_until_a_worker_serves_the_first_catalog_it_answers_through_the_bu
         started = time.monotonic()
         async with serving(config, 2, seam=SLOW_FIRST_SHARE) as gateway:
             assert time.monotonic() - started < 30  # sharing it takes a minute here
-            for route in ROUTES:
+            for route in [*ROUTES, "/views", "/", "/views/payments/"]:  # pages name the URL
                 answers = {await _get(gateway.base + route) for _ in range(12)}
                 assert len(answers) == 1, route
                 assert answers.pop()[0] == 200, route
@@ -425,24 +426,51 @@ async def test_workers_make_the_upstream_requests_of_one(tmp_path: Path) -> None
     assert made[3] == made[1], made
 
 
+async def _the_others_stop_when_the_building_worker_dies(gateway: Gateway) -> None:
+    status, body, _ = await _get(gateway.base + "/admin/status", **AUTH)
+    assert status == 200
+    assert body
+    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+    pids = [int(pid) for pid in children.read_text().split()]
+    assert len(pids) == 2
+    os.kill(min(pids), signal.SIGKILL)  # worker 0 is forked first
+    started = time.monotonic()
+    code = await asyncio.wait_for(gateway.process.wait(), 20)
+    assert code != 0  # a supervisor sees the gateway end, and restarts it whole
+    assert time.monotonic() - started < 15
+    assert code == 128 + signal.SIGKILL
+    assert "worker 0 was killed (signal 9)" in gateway.log.read_text()
+
+
 @pytest.mark.slow
 async def test_when_the_building_worker_dies_the_others_stop(tmp_path: Path) -> None:
     registries = await _registries()
     try:
         async with serving(_config(tmp_path, registries), 2) as gateway:
-            status, body, _ = await _get(gateway.base + "/admin/status", **AUTH)
-            assert status == 200
-            children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
-            pids = [int(pid) for pid in children.read_text().split()]
-            assert len(pids) == 2
-            os.kill(min(pids), signal.SIGKILL)  # worker 0 is forked first
-            started = time.monotonic()
-            code = await asyncio.wait_for(gateway.process.wait(), 20)
-            assert code != 0  # a supervisor sees the gateway end, and restarts it whole
-            assert time.monotonic() - started < 15
-            assert code == 128 + signal.SIGKILL
-            assert "worker 0 was killed (signal 9)" in gateway.log.read_text()
-            assert body
+            await _the_others_stop_when_the_building_worker_dies(gateway)
+    finally:
+        for registry in registries:
+            await registry.stop()
+
+
+@pytest.mark.slow
+async def test_a_building_worker_that_dies_sharing_its_first_catalog_stops_the_others(
+    tmp_path: Path,
+) -> None:
+    """A restart with no catalog kept builds its first from the state files as it starts,
+    serves it at once and shares it after (the others answer through it meanwhile): dying
+    then stops the others too, as it does once started."""
+    registries = await _registries()
+    try:
+        config = _config(tmp_path, registries)
+        async with serving(config, 2) as gateway:  # the state files the restart reads
+            gateway.process.send_signal(signal.SIGTERM)
+            assert await gateway.process.wait() == 0
+        settings = yaml.safe_load((config / "gateway.yaml").read_text())
+        settings["keep_catalog"] = False
+        (config / "gateway.yaml").write_text(yaml.safe_dump(settings))
+        async with serving(config, 2, seam=SLOW_FIRST_SHARE) as gateway:
+            await _the_others_stop_when_the_building_worker_dies(gateway)
     finally:
         for registry in registries:
             await registry.stop()
