@@ -276,14 +276,17 @@ class Replica:
         if failed is not None:  # it serves the catalog before that part; the next current
             log.warning("replica_part_unreadable", generation=current.generation,  # tries again
                         reached=reached, error=str(failed))  # fmt: skip
-        shared = refresher.shared
-        if shared is not None and shared.builds:  # this replica's other workers read it too
+        shared = refresher.shared if refresher.shared and refresher.shared.builds else None
+        first = refresher.snapshot is None  # served at once, as a first build is (`sharing`)
+        if shared is not None and not first:  # this replica's other workers read it too
             await shared.publish(followed[0], refresher.snapshot)
         await refresher.take(followed)
         self._served = (reached, followed)
         log.info("replica_catalog_served", generation=reached, part=followed[3] is not None,
                  parts=applied,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+        if shared is not None and first:
+            await shared.publish(followed[0])
 
     async def _read(
         self, current: Current, parts: list[Part] | None, served: tuple[str, Followed] | None

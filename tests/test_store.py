@@ -76,8 +76,9 @@ def _settings(url: str, **extra: Any) -> StoreSettings:
 class Replica:
     """A `serve` process of its own state directory; its stderr (JSON lines) in a file."""
 
-    def __init__(self, config: Path, name: str, seam: str = "") -> None:
-        """`seam`: Python run in the process first (the test's way to slow a step down)."""
+    def __init__(self, config: Path, name: str, seam: str = "", *extra: str) -> None:
+        """`seam`: Python run in the process first (the test's way to slow a step down);
+        `extra`: more arguments of `serve`."""
         self.log = config.parent / f"{name}.log"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -86,7 +87,7 @@ class Replica:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", main, "serve", "--config", str(config),
                  "--listen", f"127.0.0.1:{self.port}",
-                 "--state-dir", str(config.parent / f"state-{name}")],
+                 "--state-dir", str(config.parent / f"state-{name}"), *extra],
                 stdout=subprocess.DEVNULL, stderr=sink,
             )  # fmt: skip
 
@@ -174,6 +175,45 @@ async def _ready(replica: Replica) -> bool:
 async def _same(replicas: list[Replica], route: str) -> bool:
     answers = {await _get(r.base + route) for r in replicas}
     return len(answers) == 1 and next(iter(answers))[0] == 200
+
+
+# A replica's workers: the first catalog shared among them a minute late.
+SLOW_FIRST_SHARE = """
+import asyncio
+from gateway.sharing import Shared
+publish = Shared.publish
+async def late(self, snapshot, *before):
+    await asyncio.sleep(60)
+    await publish(self, snapshot, *before)
+Shared.publish = late
+"""
+
+
+@needs_moto
+@pytest.mark.slow  # gateway processes and an S3 server
+async def test_a_replica_of_several_workers_serves_the_stores_first_catalog_at_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A replica run as `serve --workers 2` serves the catalog it reads from the store as
+    soon as it has read it, with every worker (the other answers through the first until it
+    has its own copy), not once its workers have shared it."""
+    async with replicas(tmp_path, store_url, 1, lease="15s") as (_, (holder,), config):
+        follower = Replica(config, "r1", SLOW_FIRST_SHARE, "--workers", "2")
+        try:
+            started = time.monotonic()
+            await _until(lambda: _ready(follower), 40)
+            assert time.monotonic() - started < 30  # sharing it among its workers takes a minute
+            for route in (
+                "/v0.1/servers?limit=7",
+                "/v0.1/servers/io.github.acme%2Fserver-003/versions",
+            ):
+                answers = {await _get(follower.base + route) for _ in range(8)}
+                assert answers == {await _get(holder.base + route)}, route
+            await asyncio.sleep(1.2)  # lines are written at least every second
+            assert follower.events("replica_catalog_served")
+            assert follower.events("upstream_synced") == []  # it reads the store's catalog
+        finally:
+            follower.stop()
 
 
 @needs_moto
