@@ -79,13 +79,15 @@ def _own(log: Path, workers: int, ready: float) -> float:
     """Seconds from the start until every worker serves a catalog of its own (a following
     worker answers through the building one until then): ready, plus the time from the
     building worker's first `catalog_swapped` to the last worker's first (their lines)."""
-    while True:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
         first: dict[object, datetime] = {}
         for swap in _events(log, "catalog_swapped"):
             first.setdefault(swap.get("worker", 0), datetime.fromisoformat(str(swap["timestamp"])))
         if len(first) >= workers:
             return ready + (max(first.values()) - first[0]).total_seconds()
         time.sleep(0.05)
+    raise RuntimeError(f"a worker served no catalog of its own within 10 minutes ({log})")
 
 
 def one(per: int, work: Path, workers: int) -> dict[str, float]:
