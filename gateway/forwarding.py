@@ -78,8 +78,11 @@ class Forwarder:
                 data = await answer.content.read(MAX_ANSWER + 1)
                 if len(data) > MAX_ANSWER:
                     raise LeaderUnavailable()
-                return web.Response(status=answer.status, body=data,
-                                    headers=_kept(answer.headers))  # fmt: skip
+                kept = _kept(answer.headers)
+                if request.method == "HEAD" and "Content-Length" in answer.headers:
+                    kept["Content-Length"] = answer.headers["Content-Length"]  # as GET's body
+                    return web.Response(status=answer.status, headers=kept)
+                return web.Response(status=answer.status, body=data, headers=kept)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("leader_unavailable", error=str(exc) or type(exc).__name__)
             raise LeaderUnavailable() from exc

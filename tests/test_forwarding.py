@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -98,3 +99,25 @@ async def test_the_building_worker_reads_the_clients_host(leader: Forwarder) -> 
     request = make_mocked_request("GET", "/views", headers={"Host": "registry.example.com:8443"})
     answer = await leader.forward(request)
     assert answer.headers["X-Seen-Host"] == "registry.example.com:8443"
+
+
+async def test_a_head_request_answered_through_it_keeps_its_length(leader: Forwarder) -> None:
+    """HEAD says how long GET's body is, whichever worker the client reached."""
+
+    async def front(request: web.BaseRequest) -> web.StreamResponse:
+        return await leader.forward(request)
+
+    runner = web.ServerRunner(web.Server(front))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            lengths = []
+            for method in ("GET", "HEAD"):
+                async with session.request(method, f"http://127.0.0.1:{port}/v0.1/servers") as got:
+                    assert got.status == 200
+                    lengths.append(got.headers.get("Content-Length"))
+    finally:
+        await runner.cleanup()
+    assert lengths == [str(len("/v0.1/servers"))] * 2
