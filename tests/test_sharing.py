@@ -275,7 +275,8 @@ async def test_a_reload_asked_of_any_worker_reaches_every_worker(
 
 # The building worker, slowed down after it shares a catalog. Once, the others swapped the
 # first catalog in while it still answered 503 (starting) to every request; now it serves the
-# first at once and shares it after, and this holds it in that state a while longer.
+# first at once and shares it after, and this holds it in that state a while longer. (How
+# soon the first `/readyz` is 200 depends on the machine: not asserted.)
 SLOW_OWN_SWAP = """
 import asyncio
 from gateway.sharing import Shared
@@ -297,9 +298,6 @@ async def test_once_any_worker_says_ready_every_worker_answers(tmp_path: Path) -
             assert [status for status, _, _ in answers] == [200] * 30
             await asyncio.sleep(1.2)  # the access lines written (at least every second)
             assert gateway.answered_by(ROUTES[0]) == {0, 1}
-            waited = [e for e in gateway.lines() if e.get("path") == "/readyz"
-                      and e.get("status") == 503]  # fmt: skip
-            assert waited  # the workers did not report ready before both served
     finally:
         for registry in registries:
             await registry.stop()
