@@ -28,6 +28,7 @@ from gateway.store_config import StoreSettings
 from tests.conftest import free_port, write_config
 from tests.fakes import FakeRegistry, server_entry
 from tests.test_replicas import _catalog
+from tests.test_sharing import SLOW_FIRST_SHARE
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -177,18 +178,6 @@ async def _same(replicas: list[Replica], route: str) -> bool:
     return len(answers) == 1 and next(iter(answers))[0] == 200
 
 
-# A replica's workers: the first catalog shared among them a minute late.
-SLOW_FIRST_SHARE = """
-import asyncio
-from gateway.sharing import Shared
-publish = Shared.publish
-async def late(self, snapshot, *before):
-    await asyncio.sleep(60)
-    await publish(self, snapshot, *before)
-Shared.publish = late
-"""
-
-
 @needs_moto
 @pytest.mark.slow  # gateway processes and an S3 server
 async def test_a_replica_of_several_workers_serves_the_stores_first_catalog_at_once(
@@ -198,6 +187,7 @@ async def test_a_replica_of_several_workers_serves_the_stores_first_catalog_at_o
     soon as it has read it, with every worker (the other answers through the first until it
     has its own copy), not once its workers have shared it."""
     async with replicas(tmp_path, store_url, 1, lease="15s") as (_, (holder,), config):
+        # (the first catalog shared among its workers a minute late)
         follower = Replica(config, "r1", SLOW_FIRST_SHARE, "--workers", "2")
         try:
             started = time.monotonic()
