@@ -1,8 +1,8 @@
 """Keeps every upstream feed current and swaps in new catalog snapshots.
 
-Each upstream syncs in its own task, isolated from the others: a failure keeps that upstream's
-last good data. When any feed's data or health changes, one builder task rebuilds the snapshot
-off the event loop and replaces the served one with a single assignment.
+Each upstream syncs in its own task, isolated from the others: a failure keeps its last good
+data. When any feed's data or health changes, one builder task rebuilds the snapshot off the
+event loop and replaces the served one with a single assignment.
 
 A replica is ready (serves its first catalog) once every upstream has data, from its state or
 a completed sync; an upstream marked `optional` is not waited for. Until then nothing is
@@ -238,8 +238,7 @@ class Refresher(Triggers):
             else:
                 feed.configure(settings)
             feeds.append(feed)
-        self.config = config
-        self.feeds = feeds
+        self.config, self.feeds = config, feeds
         self._retired = self.builder  # let go of after the next swap (its items serve until then)
         self.builder = self.builder.succeeded_by(config)
         verifier = self.verifier
@@ -318,9 +317,7 @@ class Refresher(Triggers):
         shared, first = self.shared, self.snapshot is None
         if shared is not None and not first:  # the other workers read it back: all swap it
             await shared.publish(snapshot, self.snapshot)
-        await self._swap(snapshot, started)
-        if shared is not None and first:  # the first, served at once: the others answer
-            await shared.publish(snapshot)  # through this worker until they serve it
+        await self._swap(snapshot, started, shared if first else None)
         self._served_build = number  # (a build that failed or was cancelled is not)
         for listener in self.built_listeners:
             listener(snapshot)
@@ -339,7 +336,9 @@ class Refresher(Triggers):
         if snapshot.config != self.builder.fingerprint and self.reread is not None:
             await self.reread()  # built with another: the one on disk, as the builder read it
 
-    async def _swap(self, snapshot: Snapshot, started: float) -> None:
+    async def _swap(
+        self, snapshot: Snapshot, started: float, sharing: Shared | None = None
+    ) -> None:
         replaced, self.snapshot = self.snapshot, snapshot
         retired, self._retired = self._retired, None
         self._serving()
@@ -368,6 +367,8 @@ class Refresher(Triggers):
         self._schedule_cooldown_rebuild(snapshot.next_change)
         if snapshot.pending and self._background:
             self._start_verification(snapshot.pending)
+        if sharing is not None:  # the first, served at once: the others answer through this
+            await sharing.publish(snapshot)  # worker until they serve it (its index after it)
         if self._background:
             self._unindexed.set()  # searches scan the listings until the index catches up
             self._unkept.set()
@@ -394,7 +395,6 @@ class Refresher(Triggers):
         snapshot = self.snapshot
         if snapshot is not None and self.config.trust.osv:
             self.advisory_states = await asyncio.to_thread(advisory_states, snapshot)
-        # The index is long-lived like the catalog (tens of thousands of containers at 200k
-        # versions): frozen, each full collection does not walk it again (15 ms a time at
-        # 200k, in-process; full collections come about once a second under distinct searches).
+        # Long-lived like the catalog: frozen, no full collection walks it again (15 ms a time
+        # at 200k versions; about once a second under distinct searches).
         gc.freeze()
