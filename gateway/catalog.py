@@ -12,7 +12,7 @@ here is ever mutated, and nothing here decides: the catalog reads what the build
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -106,9 +106,10 @@ def _name(item: Item) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """One ordered subset of the items."""
+    """One ordered subset of the items (a list; in a catalog served from its mapped file,
+    a sequence that makes each item as it is first read: see `mapped`)."""
 
-    items: list[Item]
+    items: Sequence[Item]
 
     def after(self, key: Key | None) -> Iterator[Item]:
         """Items strictly after `key` in list order (all of them when key is None)."""

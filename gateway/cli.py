@@ -263,7 +263,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if view is None:
         print(f"no view named {args.view!r} in {config.directory}", file=sys.stderr)
         return 1
-    items = view.every.items
+    items = list(view.every.items)
     body = list_body(view, items, {"count": len(items)})
     Path(args.out).write_bytes(body)
     print(f"wrote {len(items)} entries of view {args.view!r} to {args.out}")

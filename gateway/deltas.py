@@ -36,7 +36,7 @@ _name = attrgetter("name")
 _suffix = attrgetter("suffix")
 
 
-def _only(items: list[Item], among: list[Item]) -> list[Item]:
+def _only(items: Sequence[Item], among: Sequence[Item]) -> list[Item]:
     """The items not among these (as objects: an Item is equal only to itself; at C speed)."""
     return list(filterfalse(set(among).__contains__, items))
 
@@ -100,7 +100,7 @@ def applied(before: Snapshot, delta: Snapshot, found: Mapping[str, Sequence[str]
     return replace(delta, views=views)
 
 
-def _check(view: str, items: list[Item], names: set[str]) -> None:
+def _check(view: str, items: Sequence[Item], names: set[str]) -> None:
     """The part's items: each of a server named, in list order, each version once."""
     for item in items:
         if item.name not in names:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.pacing import Allowance
@@ -21,7 +21,7 @@ def matches(item: Item, needle: str) -> bool:
 SCAN_STEP = 1024  # items checked between two steps of a scan's allowance
 
 
-def scan(items: list[Item], start: int, needle: str, allowance: Allowance) -> Iterator[Item]:
+def scan(items: Sequence[Item], start: int, needle: str, allowance: Allowance) -> Iterator[Item]:
     """The items from `start` on that match, in list order."""
     countdown = SCAN_STEP
     for index in range(start, len(items)):
@@ -39,7 +39,7 @@ def _name(item: Item) -> str:
 
 
 def found(
-    items: list[Item], names: Iterator[str], after: tuple[str, str] | None, needle: str
+    items: Sequence[Item], names: Iterator[str], after: tuple[str, str] | None, needle: str
 ) -> Iterator[Item]:
     """The items of these names (in order) after `after` that match, in list order: each name
     is looked for from where the last one was found, galloping (names that match are often

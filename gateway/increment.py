@@ -286,7 +286,7 @@ T = TypeVar("T")
 
 
 def spliced(
-    before: list[T], names: list[str], made: list[T], key: Callable[[T], str] = _name
+    before: Sequence[T], names: list[str], made: Sequence[T], key: Callable[[T], str] = _name
 ) -> list[T]:
     """`before` with the runs of these servers (in list order) replaced by their items in
     `made` (the items of these servers alone, in list order); `key`: an item's server."""
@@ -314,12 +314,12 @@ def run(items: Sequence[Item], name: str) -> tuple[int, int]:
     return start, bisect_right(items, name, lo=start, key=_name)
 
 
-def run_length(items: list[Item], name: str) -> int:
+def run_length(items: Sequence[Item], name: str) -> int:
     start, stop = run(items, name)
     return stop - start
 
 
-def runs(items: list[Item], names: list[str]) -> list[Item]:
+def runs(items: Sequence[Item], names: list[str]) -> list[Item]:
     """The items of these servers (names in list order), in list order."""
     out: list[Item] = []
     for name in names:

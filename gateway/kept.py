@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from gateway.errors import KeptForOther, StateError
+from gateway.mapped import mapped
 from gateway.pacing import collector_paused
 from gateway.pack import write_pack
 from gateway.packed import Packed
@@ -28,6 +29,7 @@ from gateway.state import set_aside, written
 from gateway.unpack import unpack
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from threading import Event
     from typing import BinaryIO
@@ -61,13 +63,14 @@ def keep(
 
 
 def restore(state_dir: Path, fingerprint: str) -> Snapshot | None:
-    """The kept catalog, if there is one for this config (blocking: a worker thread).
-    `KeptForOther` when it is whole but for another version or config; `StateError` when
-    it is not whole (the file is set aside first)."""
+    """The kept catalog, if there is one for this config (blocking: a worker thread), served
+    from its mapped file (see `mapped`): ready once the file is checked, each item made as it
+    is first read. `KeptForOther` when it is whole but for another version or config;
+    `StateError` when it is not whole (the file is set aside first)."""
     for left in state_dir.glob(f".{FILE}.*.tmp"):  # a writer killed before it was done
         left.unlink(missing_ok=True)
     try:
-        return read(state_dir / FILE, fingerprint)
+        return _read(state_dir / FILE, fingerprint, in_place=True)[0]
     except FileNotFoundError:
         return None
 
@@ -84,6 +87,14 @@ def read_changes(
 ) -> tuple[Snapshot, dict[str, list[str]] | None]:
     """`read`, and the servers it replaces in each view if it is a catalog in part (`deltas`:
     None for a whole one)."""
+    return _read(path, fingerprint, in_place=False)
+
+
+def _read(
+    path: Path, fingerprint: str | None, *, in_place: bool
+) -> tuple[Snapshot, dict[str, list[str]] | None]:
+    """`read_changes`; `in_place`: served from the file, mapped for as long as the catalog
+    lives (`mapped`), rather than made whole now and the file closed (`unpack`)."""
     try:  # never a symlink's target, never waiting on a FIFO
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -99,23 +110,38 @@ def read_changes(
             reason = "it is empty"
         else:
             try:
+                if in_place:  # the mapping outlives the file object: it goes with the catalog
+                    region = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                    packed = Packed(memoryview(region), str(path), digest=False)
+                    try:
+                        return _checked(packed, fingerprint, str(path), mapped), packed.changes
+                    except BaseException:
+                        packed.release()  # the mapping goes now, not with the traceback
+                        raise
                 with (
-                    mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
-                    memoryview(mapped) as view,
+                    mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as whole,
+                    memoryview(whole) as view,
                     Packed(view, str(path), digest=False) as packed,
                 ):
-                    if fingerprint is not None and packed.fingerprint != fingerprint:
-                        raise KeptForOther(str(path), "kept by another version or config")
-                    # Hashed on the other core while it is read back; served only if it holds.
-                    with ThreadPoolExecutor(1, "kept-digest") as pool:
-                        checked = pool.submit(packed.check_digest)
-                        with collector_paused():  # millions of objects, no cycles (a build's)
-                            snapshot = unpack(packed)
-                        checked.result()
-                    return snapshot, packed.changes
+                    return _checked(packed, fingerprint, str(path), unpack), packed.changes
             except KeptForOther:
                 raise  # whole: left as it is (the config may change back)
             except StateError as exc:
                 reason = exc.reason
     aside = set_aside(path)
     raise StateError(str(path), f"{reason}; set aside as {aside.name}")
+
+
+def _checked(
+    packed: Packed, fingerprint: str | None, path: str, make: Callable[[Packed], Snapshot]
+) -> Snapshot:
+    """The catalog `make` reads from the buffer, if this config built it and its digest
+    holds (hashed on the other core meanwhile: hashing lets go of the GIL)."""
+    if fingerprint is not None and packed.fingerprint != fingerprint:
+        raise KeptForOther(path, "kept by another version or config")
+    with ThreadPoolExecutor(1, "kept-digest") as pool:
+        checked = pool.submit(packed.check_digest)
+        with collector_paused():  # millions of objects, no cycles (a build's)
+            snapshot = make(packed)
+        checked.result()
+    return snapshot

@@ -337,6 +337,13 @@ class Packed:
         """Every server part: its whole's segment, the span replaced, the middle's segment."""
         return list(zip(*(part.tolist() for part in self._parts), strict=True))
 
+    def segments_and_bounds(self) -> tuple[memoryview, memoryview]:
+        """The segments, one after the other, and where each begins (and the last ends)."""
+        return self._segments, self._bounds
+
+    def part_count(self) -> int:
+        return len(self._parts[0])
+
     def segment(self, index: int) -> memoryview:
         bounds = self._bounds
         return self._segments[bounds[index] : bounds[index + 1]]

@@ -340,7 +340,7 @@ class Refresher(Triggers):
         self, snapshot: Snapshot, started: float, sharing: Shared | None = None
     ) -> None:
         replaced, self.snapshot = self.snapshot, snapshot
-        retired, self._retired = self._retired, None
+        retired, self._retired, self.kept = self._retired, None, None  # disk: not what is served
         self._serving()
         # Millions of long-lived objects without cycles: the cyclic collector walks them no more
         # (pauses of a second at 200k versions); reference counting still frees them.

@@ -20,6 +20,7 @@ from gateway import kept
 from gateway.app import REFRESHER, create_app
 from gateway.errors import KeptForOther, StateError, Stopped
 from gateway.loader import load_config
+from gateway.mapped import MappedItems
 from gateway.pack import seal
 from gateway.serve import Serving
 from tests.conftest import file_upstream, free_port, held_feed
@@ -64,10 +65,12 @@ def test_another_config_is_refused_and_the_file_kept(tmp_path: Path) -> None:
     assert (tmp_path / kept.FILE).is_file()
 
 
-@pytest.mark.parametrize("damage", ["cut", "flipped", "empty", "text"])
+@pytest.mark.parametrize("damage", ["cut", "flipped", "empty", "text", "split"])
 def test_a_file_not_whole_is_set_aside(tmp_path: Path, damage: str) -> None:
-    """Cut short, a byte changed (the digest), empty, or a text that is no UTF-8 (sealed
-    anew, so that only reading it finds out): a `StateError`, and the file set aside."""
+    """Cut short, a byte changed (the digest), empty, a text that is no UTF-8, or a character
+    split between two segments (sealed anew, so that only reading it finds out: the catalog
+    is served from the file as it is read, and every text is checked before): a
+    `StateError`, and the file set aside."""
     snapshot = demo_snapshot()
     kept.keep(tmp_path, snapshot)
     path = tmp_path / kept.FILE
@@ -78,8 +81,10 @@ def test_a_file_not_whole_is_set_aside(tmp_path: Path, damage: str) -> None:
         data[-100] ^= 0xFF
     elif damage == "empty":
         data = bytearray()
-    else:
+    elif damage == "text":
         data = bytearray(_bad_text(bytes(data)))
+    else:
+        data = bytearray(_bad_text(bytes(data), b"\xc3\xa9", -1))
     path.write_bytes(bytes(data))
     with pytest.raises(StateError) as caught:
         kept.restore(tmp_path, snapshot.config)
@@ -88,14 +93,15 @@ def test_a_file_not_whole_is_set_aside(tmp_path: Path, damage: str) -> None:
     assert [p.name.startswith("snapshot.pack.corrupt-") for p in tmp_path.iterdir()] == [True]
 
 
-def _bad_text(buffer: bytes) -> bytes:
-    """The buffer with the first entry's name made invalid UTF-8, sealed again."""
+def _bad_text(buffer: bytes, bad: bytes = b"\xff", shift: int = 0) -> bytes:
+    """The buffer with `bad` written where the first entry's name begins (`shift` bytes
+    before: across the end of the segment before), sealed again."""
     contents, sections = _opened(buffer)
     table = contents["sections"]
     segment = int.from_bytes(sections[table["entries.name"][0] :][:4], "little")
     start = int.from_bytes(sections[table["bounds"][0] + 8 * segment :][:8], "little")
-    at = table["segments"][0] + start
-    return seal(orjson.dumps(contents), sections[:at] + b"\xff" + sections[at + 1 :])
+    at = table["segments"][0] + start + shift
+    return seal(orjson.dumps(contents), sections[:at] + bad + sections[at + len(bad) :])
 
 
 def test_a_symlink_a_directory_or_a_fifo_is_not_read(tmp_path: Path) -> None:
@@ -206,6 +212,10 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
             assert not app[REFRESHER].build_durations
             assert await answers(session, base) == before  # the same bytes and ETags
             await every_other_route_answers(session, base)
+            served = app[REFRESHER].snapshot
+            assert served is not None and served is app[REFRESHER].kept
+            from_file = served.views["unit"].every.items
+            assert isinstance(from_file, MappedItems)  # served from the file as it is read
             release.set()
             serving = await asyncio.wait_for(starting, 30)
             try:
@@ -215,6 +225,13 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
                     await asyncio.sleep(0.02)
                 assert app[REFRESHER].build_durations  # built, and swapped in
                 assert await answers(session, base) == before  # the same data: the same bytes
+                # The catalog read from the file is let go of, and the file unmapped.
+                assert app[REFRESHER].kept is None
+                for _ in range(500):
+                    if not from_file.made()[0]:
+                        break
+                    await asyncio.sleep(0.02)
+                assert from_file.made() == [[]] * 10
             finally:
                 await serving.stop()
 

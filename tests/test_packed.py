@@ -1,8 +1,8 @@
 """The snapshot as one buffer (`gateway.pack`, `gateway.packed`): every view's items, byte for
 byte what the live snapshot serves, each shared byte string once; a buffer cut short or
 changed anywhere is refused with a `StateError`, never misread. Read back as live objects
-(`gateway.unpack`), it is the snapshot it was packed from: the same bytes, listings, facts
-and suffix keys."""
+(`gateway.unpack`), or served from it as it is read (`gateway.mapped`), it is the snapshot it
+was packed from: the same bytes, listings, facts and suffix keys."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from gateway.config import FederationConfig, GatewaySettings, ViewSettings
 from gateway.entry import Splice, parse_item
 from gateway.errors import StateError
 from gateway.loader import load_config
+from gateway.mapped import MappedItems, mapped
 from gateway.merge import Source
 from gateway.pack import pack, seal
 from gateway.packed import Packed
@@ -69,6 +70,7 @@ def assert_same(snapshot: Snapshot, packed: Packed) -> None:
             listing = getattr(catalog, which).items
             assert [view.key(row) for row in view.listing(which)] == [i.key for i in listing]
     assert_live(snapshot, unpack(packed))
+    assert_live(snapshot, mapped(packed))  # made as it is read: the same snapshot
 
 
 def assert_live(snapshot: Snapshot, again: Snapshot) -> None:
@@ -111,6 +113,39 @@ def test_a_packed_snapshot_is_read_in_place_from_a_file(tmp_path: Path) -> None:
         Packed(memoryview(mapped), str(path)) as packed,
     ):
         assert_same(snapshot, packed)
+
+
+def test_a_mapped_catalog_makes_each_item_once_and_reads_as_a_list() -> None:
+    """Served from the buffer, an item is made the first time it is read and the same object
+    after, from any listing (so a scan, a page and a pack agree on it); indexes, slices and
+    iteration behave as a list's."""
+    snapshot = demo_snapshot()
+    buffer = pack(snapshot)
+    fresh = mapped(Packed(buffer)).views["default"].every.items
+    assert isinstance(fresh, MappedItems)
+    fresh[2]
+    made = fresh.made()  # what it made, as lists to let go of: the third item alone
+    assert [row for row, item in enumerate(made[0]) if item is not None] == [2]
+    assert sum(entry is not None for entry in made[1]) == 1  # of the entries, its own
+    served = mapped(Packed(buffer))
+    for name, catalog in served.views.items():
+        every, active, latest = catalog.every.items, catalog.active.items, catalog.latest.items
+        listed = list(snapshot.views[name].every.items)
+        assert len(every) == len(listed) > 0
+        first = every[0]
+        assert every[0] is first and every[-len(every)] is first
+        assert every[-1] is every[len(every) - 1]
+        assert [i.key for i in every[1:3]] == [i.key for i in listed[1:3]]
+        assert [i.key for i in every[::-2]] == [i.key for i in listed[::-2]]
+        assert [i.key for i in every] == [i.key for i in listed]
+        by_key = {item.key: item for item in every}
+        for subset in (active, latest):
+            assert all(item is by_key[item.key] for item in subset)
+            assert [i.key for i in subset[1:]] == [i.key for i in list(subset)[1:]]
+        with pytest.raises(IndexError):
+            every[len(every)]
+        with pytest.raises(IndexError):
+            every[-len(every) - 1]
 
 
 def test_a_server_object_every_view_shares_is_written_once() -> None:
