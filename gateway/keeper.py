@@ -96,6 +96,7 @@ async def keep(refresher: Refresher, deadline: float | None = None) -> int | Non
 async def at_stop(refresher: Refresher) -> None:
     """Keep the served catalog as the gateway stops, unless it is kept already. What only
     later builds need is let go first: packing takes its room (see `pack`)."""
+    refresher.builder.search.halt()  # not asked again: an update under way takes the GIL
     snapshot = refresher.snapshot
     if not (refresher.keeps and refresher.config.gateway.keep_catalog) or snapshot is None:
         return

@@ -23,6 +23,7 @@ from bisect import bisect_left
 from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from gateway.errors import Stopped
 from gateway.pacing import Allowance
 from gateway.postings import from_bits, from_ids
 from gateway.stepping import paced
@@ -93,6 +94,12 @@ class SearchIndex:
         self._covers = -1  # the build whose servers are all indexed
         self._lock = threading.Lock()  # held by an update; queries meanwhile scan
         self._tokens = itertools.count()
+        self._halted = False  # the gateway is stopping: an update ends where it is
+
+    def halt(self) -> None:
+        """The gateway is stopping: an update under way ends (`Stopped`), and so does each
+        one after; searches scan (no other work waits on an index no one will ask)."""
+        self._halted = True
 
     def next_token(self) -> int:
         """A number for a new build of the catalogs this index serves."""
@@ -127,6 +134,8 @@ class SearchIndex:
             servers = self._servers
             looked = order if only is None else _among(order, only)
             for name, _, entries in paced(looked, 256):
+                if self._halted:
+                    raise Stopped
                 seen.add(name)
                 known = servers.get(name)
                 if known is not None and known[0] == entries:  # the same Entry objects
@@ -157,6 +166,8 @@ class SearchIndex:
                     del servers[name]
                     self._stale += 1
                 for name, entries, texts in paced(changed, 1):
+                    if self._halted:
+                        raise Stopped
                     self._add(name, entries, texts)
             self._covers = token
 
@@ -171,6 +182,8 @@ class SearchIndex:
         self._chars = set()
         # A server's trigrams are at most SERVER_GRAMS: a look at the clock each.
         for ident, (name, _, entries) in paced(enumerate(order), 1):
+            if self._halted:
+                raise Stopped
             texts = _texts(name, entries)
             names.append(name)
             ordered.append(name)

@@ -15,6 +15,7 @@ from gateway import search
 from gateway.catalog import Origin
 from gateway.config import FederationConfig, GatewaySettings, UpstreamSettings
 from gateway.entry import Entry, parse_item
+from gateway.errors import Stopped
 from gateway.merge import Source
 from gateway.pacing import Allowance
 from gateway.query import parse_list_query, select_page
@@ -152,6 +153,24 @@ def test_a_rare_text_is_answered_from_the_index_without_a_scan() -> None:
     assert [next(common), next(common)] == ["io.github.a/s100", "io.github.a/s101"]
     assert walk(snapshot, "ZEBRA cross") == [("io.github.b/only", "1.0.0")]
     assert len(walk(snapshot, "eath", limit=100)) == 300  # `eath` still finds `weather`
+
+
+@pytest.mark.parametrize("indexed_before", [False, True])
+def test_a_halted_index_stops_updating_and_searches_scan(indexed_before: bool) -> None:
+    """As the gateway stops, an update under way ends (it would take the GIL from keeping
+    the catalog) and none starts again; searches are still answered, by a scan."""
+    rows = [(f"io.github.a/s{i:03}", "1.0.0", None, "tools for the weather") for i in range(40)]
+    builder, snapshot = build(entries_of(rows))
+    if indexed_before:  # then an update in part (a changed server)
+        builder.index()
+        rows[5] = ("io.github.a/s005", "1.0.0", None, "a zebra now")
+        builder, snapshot = build(entries_of(rows), builder)
+    builder.search.halt()
+    with pytest.raises(Stopped):
+        builder.index()
+    view = snapshot.views["default"]
+    assert view.search is not None and not view.search.covers(view.token)
+    assert len(walk(snapshot, "eath", limit=100)) == 40 - indexed_before
 
 
 def test_the_title_and_description_are_searched_too() -> None:
