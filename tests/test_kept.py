@@ -213,7 +213,8 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
             assert await answers(session, base) == before  # the same bytes and ETags
             await every_other_route_answers(session, base)
             served = app[REFRESHER].snapshot
-            assert served is not None and served is app[REFRESHER].kept
+            assert served is not None
+            assert served is app[REFRESHER].kept
             from_file = served.views["unit"].every.items
             assert isinstance(from_file, MappedItems)  # served from the file as it is read
             release.set()

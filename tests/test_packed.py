@@ -133,7 +133,8 @@ def test_a_mapped_catalog_makes_each_item_once_and_reads_as_a_list() -> None:
         listed = list(snapshot.views[name].every.items)
         assert len(every) == len(listed) > 0
         first = every[0]
-        assert every[0] is first and every[-len(every)] is first
+        assert every[0] is first
+        assert every[-len(every)] is first
         assert every[-1] is every[len(every) - 1]
         assert [i.key for i in every[1:3]] == [i.key for i in listed[1:3]]
         assert [i.key for i in every[::-2]] == [i.key for i in listed[::-2]]

@@ -169,7 +169,8 @@ def test_a_halted_index_stops_updating_and_searches_scan(indexed_before: bool) -
     with pytest.raises(Stopped):
         builder.index()
     view = snapshot.views["default"]
-    assert view.search is not None and not view.search.covers(view.token)
+    assert view.search is not None
+    assert not view.search.covers(view.token)
     assert len(walk(snapshot, "eath", limit=100)) == 40 - indexed_before
 
 
