@@ -121,14 +121,17 @@ def _request_id(given: str) -> str:
     return f"{_PROCESS_ID}{next(_SEQUENCE):08x}"  # unique per process, and cheap
 
 
-def handler_for(app: web.Application) -> Handler:
+def handler_for(app: web.Application, *, counted: bool = True) -> Handler:
     """The gateway's one request handler, on this app's state. `serve` hands it to aiohttp's
     low-level server: every path is the gateway's own, and the router and the app's handler
-    chain (a third of a small answer's cost, measured in bench/) would decide nothing."""
-    return functools.partial(handle, app)
+    chain (a third of a small answer's cost, measured in bench/) would decide nothing.
+    `counted=False`: requests another worker hands on, which that worker counts and logs."""
+    return functools.partial(handle, app, counted=counted)
 
 
-async def handle(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
+async def handle(
+    app: web.Application, request: web.BaseRequest, *, counted: bool = True
+) -> web.StreamResponse:
     """Every request: request id, error rendering, the headers every response carries,
     metrics and the access log, around `dispatch`. (One handler, no middleware: this is the
     hot path of every IDE request.)"""
@@ -156,10 +159,11 @@ async def handle(app: web.Application, request: web.BaseRequest) -> web.StreamRe
     response.headers["X-Request-Id"] = request_id
     if "Origin" in request.headers:
         response.headers.update(CORS_HEADERS)
-    seconds = time.perf_counter() - started
-    app[METRICS].observe_request(route, response.status, seconds)
-    if refresher.config.gateway.access_log:
-        logs.log_request(request_id, request.method, request.raw_path, response.status, seconds)
+    if counted:
+        seconds = time.perf_counter() - started
+        app[METRICS].observe_request(route, response.status, seconds)
+        if refresher.config.gateway.access_log:
+            logs.log_request(request_id, request.method, request.raw_path, response.status, seconds)
     return response
 
 
@@ -363,14 +367,16 @@ def create_app(
                     await replica.stop()
                 await refresher.stop()  # (a kept catalog, or its first build): keep it
                 raise
-            watcher = asyncio.create_task(watch_config(refresher, loader)) if sync else None
+            tasks = [asyncio.create_task(watch_config(refresher, loader))] if sync else []
+            if shared is not None:  # a scrape of any worker answers for all
+                tasks.append(asyncio.create_task(app[METRICS].share(shared)))
             try:
                 yield
             finally:
-                if watcher is not None:
-                    watcher.cancel()
+                for task in tasks:
+                    task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+                        await task
                 if replica is not None:
                     await replica.stop()
                 await refresher.stop()

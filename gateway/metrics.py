@@ -2,15 +2,23 @@
 
 Each app has its own registry (no global state); `/metrics` renders it in the text format.
 Labels are bounded: routes are endpoint kinds, views and upstreams come from the config.
+
+With `serve --workers N` a scrape reaches any one worker, so each answers for all of them:
+every worker writes what it counted (requests, latencies, syncs) to the run's directory
+every second (`Tallies`), and a scrape adds the others' last to its own. Counters never go
+back whichever worker answers; a request is at most a second late in the others' answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -18,14 +26,21 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.feed import Feed
 from gateway.refresher import Refresher
 from gateway.status import BREAKER_STATES, UpstreamStatus
 
+if TYPE_CHECKING:
+    from gateway.sharing import Shared
+
+log = structlog.get_logger("gateway.metrics")
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+SHARE_EVERY = 1.0  # seconds between a worker's tallies written for the others
 
 
 class _StateCollector(Collector):
@@ -134,30 +149,78 @@ def _per_upstream(
     return family
 
 
-class _RequestCollector(Collector):
+class Tallies(BaseModel):
+    """What one worker counted, as it writes it for the others (read as hostile: exact
+    shapes, each bucket list as long as its buckets)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    requests: list[tuple[str, int, int]]  # route, status, count
+    latency: list[tuple[str, list[float]]]  # route, the bucket counts then the sum
+    syncs: list[tuple[str, str, list[float]]]  # upstream, outcome, likewise
+
+
+def _histogram(
+    family: HistogramMetricFamily, labels: list[str], bounds: tuple[float, ...], counts: list[float]
+) -> None:
+    cumulative: float = 0.0
+    buckets: list[tuple[str, float]] = []
+    for bound, hits in zip(bounds, counts, strict=False):
+        cumulative += hits
+        buckets.append((str(bound), cumulative))
+    cumulative += counts[len(bounds)]
+    buckets.append(("+Inf", cumulative))
+    family.add_metric(labels, buckets, sum_value=counts[-1])
+
+
+def _added(into: dict[Any, list[float]], key: object, counts: list[float], size: int) -> None:
+    if len(counts) != size:  # not of these buckets: another version's, left out
+        return
+    known = into.get(key)
+    into[key] = counts[:] if known is None else [a + b for a, b in zip(known, counts, strict=True)]
+
+
+class _CountsCollector(Collector):
+    """Requests, their latency and the syncs: this worker's, plus the other workers' last."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        counted = dict(metrics.requests)
+        latency: dict[str, list[float]] = {}
+        syncs: dict[tuple[str, str], list[float]] = {}
+        for route, counts in metrics.latency.items():
+            _added(latency, route, counts, len(LATENCY_BUCKETS) + 2)
+        for key, counts in metrics.syncs.items():
+            _added(syncs, key, counts, len(SYNC_BUCKETS) + 2)
+        for other in metrics.others():
+            for route, status, count in other.requests:
+                counted[(route, status)] = counted.get((route, status), 0) + count
+            for route, counts in other.latency:
+                _added(latency, route, counts, len(LATENCY_BUCKETS) + 2)
+            for upstream, outcome, counts in other.syncs:
+                _added(syncs, (upstream, outcome), counts, len(SYNC_BUCKETS) + 2)
         requests = CounterMetricFamily(
             "mcp_gateway_requests", "HTTP requests by route and status", labels=["route", "status"]
         )
-        for (route, status), count in sorted(self.metrics.requests.items()):
+        for (route, status), count in sorted(counted.items()):
             requests.add_metric([route, str(status)], count)
         yield requests
-        latency = HistogramMetricFamily(
+        family = HistogramMetricFamily(
             "mcp_gateway_request_duration_seconds", "Time to answer, by route", labels=["route"]
         )
-        for route, counts in sorted(self.metrics.latency.items()):
-            cumulative: float = 0.0
-            buckets: list[tuple[str, float]] = []
-            for bound, hits in zip(LATENCY_BUCKETS, counts, strict=False):
-                cumulative += hits
-                buckets.append((str(bound), cumulative))
-            cumulative += counts[len(LATENCY_BUCKETS)]
-            buckets.append(("+Inf", cumulative))
-            latency.add_metric([route], buckets, sum_value=counts[-1])
-        yield latency
+        for route, counts in sorted(latency.items()):
+            _histogram(family, [route], LATENCY_BUCKETS, counts)
+        yield family
+        family = HistogramMetricFamily(
+            "mcp_gateway_upstream_sync_duration_seconds", "Duration of each upstream sync",
+            labels=["upstream", "outcome"],
+        )  # fmt: skip
+        for (upstream, outcome), counts in sorted(syncs.items()):
+            _histogram(family, [upstream, outcome], SYNC_BUCKETS, counts)
+        yield family
 
 
 class Metrics:
@@ -169,12 +232,10 @@ class Metrics:
         # every request's hot path), exported as Prometheus families at scrape time.
         self.requests: dict[tuple[str, int], int] = {}
         self.latency: dict[str, list[float]] = {}  # route -> bucket counts..., sum
-        self.registry.register(_RequestCollector(self))
-        self.sync_duration = Histogram(
-            "mcp_gateway_upstream_sync_duration_seconds", "Duration of each upstream sync",
-            ["upstream", "outcome"], buckets=SYNC_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+        self.syncs: dict[tuple[str, str], list[float]] = {}  # (upstream, outcome) -> likewise
+        self._shared: Shared | None = None
         self._collector: _StateCollector | None = None
+        self.registry.register(_CountsCollector(self))  # collected once here (described)
 
     def watch(self, refresher: Refresher) -> None:
         """Read gauges from this refresher, and observe its syncs."""
@@ -186,8 +247,48 @@ class Metrics:
 
     def observe_sync(self, feed: Feed, ok: bool) -> None:
         if feed.last_duration is not None:
-            outcome = "ok" if ok else "failed"
-            self.sync_duration.labels(feed.name, outcome).observe(feed.last_duration)
+            key = (feed.name, "ok" if ok else "failed")
+            counts = self.syncs.get(key)
+            if counts is None:
+                counts = self.syncs[key] = [0.0] * (len(SYNC_BUCKETS) + 2)
+            counts[bisect_left(SYNC_BUCKETS, feed.last_duration)] += 1
+            counts[-1] += feed.last_duration
+
+    def tallies(self) -> Tallies:
+        """What this worker counted, for the others' scrapes."""
+        return Tallies(
+            requests=[(route, status, count) for (route, status), count in self.requests.items()],
+            latency=[(route, counts[:]) for route, counts in self.latency.items()],
+            syncs=[(*key, counts[:]) for key, counts in self.syncs.items()],
+        )
+
+    def others(self) -> list[Tallies]:
+        """The other workers' tallies as they last wrote them (none without `--workers`)."""
+        if self._shared is None:
+            return []
+        found = []
+        for worker, data in self._shared.tallies():
+            try:
+                found.append(Tallies.model_validate_json(data))
+            except ValidationError:
+                log.error("shared_metrics_invalid", worker=worker)
+        return found
+
+    def answer_for(self, shared: Shared) -> None:
+        """Scrapes add the tallies the other workers of this run wrote."""
+        self._shared = shared
+
+    async def share(self, shared: Shared) -> None:
+        """Answer scrapes for every worker: write this one's tallies every second (when
+        they changed), and read the others' at each scrape. Runs until cancelled."""
+        self.answer_for(shared)
+        written = None
+        while True:
+            now = self.tallies()
+            if now != written:
+                await asyncio.to_thread(shared.note_tallies, now.model_dump_json().encode())
+                written = now
+            await asyncio.sleep(SHARE_EVERY)
 
     def observe_request(self, route: str, status: int, elapsed: float) -> None:
         key = (route, status)

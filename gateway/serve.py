@@ -151,8 +151,11 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
         def worker(index: int) -> int:
             logs.bind_process(worker=index)
             first = index == 0  # says where it listens, and keeps the catalog as it stops
-            return asyncio.run(_serve(config, load, reuse_port=True, announce=first,
-                                      keeps=first, shared=Shared(run, index)))  # fmt: skip
+            try:
+                return asyncio.run(_serve(config, load, reuse_port=True, announce=first,
+                                          keeps=first, shared=Shared(run, index)))  # fmt: skip
+            finally:
+                BUFFER.flush()  # a worker ends without exit handlers: what it logged, written
 
         try:
             listened = run.listening.exists
@@ -160,6 +163,11 @@ def serve(config: FederationConfig, load: ConfigLoader, workers: int = 1) -> int
         finally:
             run.close()
     return asyncio.run(_serve(config, load))
+
+
+def _runner(app: web.Application, grace: float, *, counted: bool) -> web.ServerRunner:
+    server = web.Server(handler_for(app, counted=counted), access_log=None, **HANDLER_ARGS)
+    return web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
 
 
 async def start_app(app: web.Application) -> None:
@@ -175,9 +183,12 @@ class Serving:
     around aiohttp's low-level server, which hands every request to the gateway's handler
     (see `handler_for`)."""
 
-    def __init__(self, app: web.Application, runner: web.ServerRunner, site: web.TCPSite) -> None:
+    def __init__(
+        self, app: web.Application, runners: list[web.ServerRunner], site: web.TCPSite
+    ) -> None:
         self.app = app
-        self._runner = runner
+        self._runner = runners[0]
+        self._runners = runners
         self._site = site
 
     @classmethod
@@ -192,23 +203,25 @@ class Serving:
         unix: Path | None = None,
         listening: Callable[[], None] | None = None,
     ) -> Serving:
-        server = web.Server(handler_for(app), access_log=None, **HANDLER_ARGS)
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+        runners = [_runner(app, grace, counted=True)]
+        await runners[0].setup()
+        site = web.TCPSite(runners[0], host, port, reuse_port=reuse_port or None)
         try:
             # Listening first: while the app starts (state restored, the first catalog
             # built), the port answers 503 with Retry-After instead of refusing connections.
             await site.start()
-            if unix is not None:  # the other workers' way to it (see `forwarding`)
-                await web.UnixSite(runner, str(unix)).start()
+            if unix is not None:  # the other workers' way to it (see `forwarding`): what
+                runners.append(_runner(app, grace, counted=False))  # they hand on, they count
+                await runners[1].setup()
+                await web.UnixSite(runners[1], str(unix)).start()
             if listening is not None:
                 listening()
             await start_app(app)
         except BaseException:
-            await runner.cleanup()  # the port closed; an app that did not start, left alone
+            for runner in runners:  # the port closed; an app that did not start, left alone
+                await runner.cleanup()
             raise
-        return cls(app, runner, site)
+        return cls(app, runners, site)
 
     @property
     def port(self) -> int:
@@ -220,6 +233,7 @@ class Serving:
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to the grace), then the app's
         own shutdown: background syncs stop, state is saved."""
-        await self._runner.cleanup()
+        for runner in self._runners:
+            await runner.cleanup()
         await self.app.shutdown()
         await self.app.cleanup()

@@ -133,6 +133,23 @@ class Shared:
         self._everyone_serves = not waiting
         return waiting
 
+    def note_tallies(self, data: bytes) -> None:
+        """Write what this worker counted, for the others' scrapes (see `metrics`)."""
+        try:
+            write_small(self._path(f"metrics.{self.worker}.json"), data)
+        except OSError as exc:  # written again within a second
+            log.warning("shared_status_failed", error=str(exc))
+
+    def tallies(self) -> list[tuple[int, bytes]]:
+        """The other workers' counts as they last wrote them (absent ones left out)."""
+        found = []
+        for worker in range(self.run.workers):
+            if worker != self.worker:
+                data = read_small(self._path(f"metrics.{worker}.json"))
+                if data is not None:
+                    found.append((worker, data))
+        return found
+
     def _ended(self, worker: int) -> bool:
         if self._path(f"ended.{worker}").exists():  # the parent saw it end
             return True

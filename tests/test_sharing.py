@@ -337,11 +337,11 @@ async def test_until_a_worker_serves_the_first_catalog_it_answers_through_the_bu
                      and e.get("path") == ROUTES[0]]  # fmt: skip
             by_worker = [sum(1 for e in lines if e.get("worker") == w) for w in (0, 1)]
             assert by_worker[1] > 0  # the other worker answered some of them...
-            assert by_worker[0] == 12  # ...each through the one that builds (it saw all 12)
+            assert sum(by_worker) == 12  # (each logged once, by the worker the client reached)
             swapped = [
                 e.get("worker") for e in gateway.lines() if e.get("event") == "catalog_swapped"
             ]
-            assert swapped == [0]  # the other serves no catalog of its own yet
+            assert swapped == [0]  # ...with no catalog of its own: through the one that builds
     finally:
         for registry in registries:
             await registry.stop()

@@ -1,0 +1,175 @@
+"""`serve --workers N`: `/metrics` answers for the whole gateway, whichever worker a scrape
+reaches, and a request one worker hands to another is counted and logged once.
+
+Real `serve --workers 2` processes over fake registries on loopback (see `test_sharing`).
+Each request goes over a connection of its own, so the kernel spreads them over the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from gateway.config import UpstreamSettings
+from gateway.feed import Feed
+from gateway.metrics import Metrics, Tallies
+from gateway.rundir import Run
+from gateway.sharing import Shared
+from tests.test_sharing import AUTH, Gateway, _config, _get, _registries, serving
+
+pytestmark = pytest.mark.timeout(90)
+ON_ONE_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+LIST = "/v0.1/servers?limit=7"
+SAMPLE = re.compile(rb'^mcp_gateway_requests_total\{route="([a-z_]+)",status="(\d+)"\} (\S+)$')
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def two(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    registries = await _registries()
+    config = _config(tmp_path_factory.mktemp("worker-metrics"), registries)
+    try:
+        async with serving(config, 2) as gateway:
+            yield gateway
+    finally:
+        for registry in registries:
+            await registry.stop()
+
+
+def _counts(body: bytes) -> dict[tuple[str, str], float]:
+    found = {}
+    for line in body.splitlines():
+        matched = SAMPLE.match(line)
+        if matched:
+            found[(matched[1].decode(), matched[2].decode())] = float(matched[3])
+    return found
+
+
+async def _scrapes(gateway: Gateway, count: int) -> list[tuple[int, dict[tuple[str, str], float]]]:
+    """`count` scrapes, each over a connection of its own, with the worker that answered
+    each (its access line's, by request id, once the logs are flushed)."""
+    answers = []
+    for _ in range(count):
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(gateway.base + "/metrics") as response,
+        ):
+            assert response.status == 200
+            answers.append((response.headers["X-Request-Id"], await response.read()))
+    await asyncio.sleep(1.5)  # access lines are flushed every second
+    workers = {e["request_id"]: e["worker"] for e in gateway.lines()
+               if e.get("event") == "request" and e.get("path") == "/metrics"}  # fmt: skip
+    return [(workers[request_id], _counts(body)) for request_id, body in answers]
+
+
+@ON_ONE_LOOP
+async def test_every_worker_reports_the_requests_of_all(two: Gateway) -> None:
+    """A scrape that reaches either worker counts every request the gateway answered, not
+    the half this worker answered (a counter that jumps between workers is no counter)."""
+    gateway = two
+    for _ in range(40):
+        status, _, _ = await _get(gateway.base + LIST)
+        assert status == 200
+    await asyncio.sleep(1.5)
+    assert gateway.answered_by(LIST) == {0, 1}
+    for _ in range(5):
+        scrapes = await _scrapes(gateway, 12)
+        if {worker for worker, _ in scrapes} == {0, 1}:
+            break
+    else:
+        raise AssertionError("every scrape reached the same worker")
+    for worker, counts in scrapes:
+        assert counts[("list", "200")] == 40, worker
+
+
+@ON_ONE_LOOP
+async def test_a_request_handed_to_the_building_worker_is_counted_and_logged_once(
+    two: Gateway,
+) -> None:
+    """`/admin/status` is answered by the building worker: one the other worker takes is
+    handed to it over the run's socket, and still counts as one request, with one access
+    line (the worker the client reached, with the status and time the client saw)."""
+    gateway = two
+    before = [e for e in gateway.lines() if e.get("path") == "/admin/status"]
+    for _ in range(20):
+        status, _, _ = await _get(gateway.base + "/admin/status", **AUTH)
+        assert status == 200
+    await asyncio.sleep(1.5)
+    lines = [e for e in gateway.lines() if e.get("path") == "/admin/status"][len(before) :]
+    assert len(lines) == 20
+    assert {line["worker"] for line in lines} == {0, 1}  # both took some: half were handed on
+    assert len({line["request_id"] for line in lines}) == 20
+    for _, counts in await _scrapes(gateway, 4):
+        assert counts[("admin", "200")] == 20
+
+
+# -- the tallies, in-process: two workers' metrics over a real run directory ------------------
+
+
+def _observed(metrics: Metrics, lists: int, syncs: list[float]) -> None:
+    for _ in range(lists):
+        metrics.observe_request("list", 200, 0.002)
+    feed = Feed(UpstreamSettings(name="official", url="https://registry.example.com"))
+    for seconds in syncs:
+        feed.last_duration = seconds
+        metrics.observe_sync(feed, True)
+
+
+def test_a_scrape_adds_the_other_workers_tallies(tmp_path: Path) -> None:
+    run = Run.prepare(tmp_path, 2)
+    first, second = Metrics(), Metrics()
+    for index, metrics in enumerate((first, second)):
+        metrics.answer_for(Shared(run, index))
+    _observed(first, 3, [0.2, 40.0])  # the building worker syncs
+    _observed(second, 5, [])
+    for index, metrics in enumerate((first, second)):
+        Shared(run, index).note_tallies(metrics.tallies().model_dump_json().encode())
+    first.observe_request("list", 200, 0.002)  # not written yet: its own scrape has it
+    for metrics, own_late in ((first, 1), (second, 0)):
+        text = metrics.render().decode()
+        assert (
+            f'mcp_gateway_requests_total{{route="list",status="200"}} {9.0 - 1 + own_late}' in text
+        )
+        assert 'mcp_gateway_request_duration_seconds_bucket{le="0.0025",route="list"}' in text
+        assert ('mcp_gateway_upstream_sync_duration_seconds_count{outcome="ok",'
+                'upstream="official"} 2.0') in text  # fmt: skip
+        assert ('mcp_gateway_upstream_sync_duration_seconds_bucket{le="0.5",outcome="ok",'
+                'upstream="official"} 1.0') in text  # fmt: skip
+    run.close()
+
+
+@pytest.mark.parametrize("written", [
+    b"", b"not json", b"[]", b'{"requests": [["list", "200", 1]], "latency": [], "syncs": []}',
+    b'{"requests": [], "latency": [], "syncs": [], "more": 1}',
+    b'{"requests": [["list", 200, 1, 2]], "latency": [], "syncs": []}',
+])  # fmt: skip
+def test_a_tallies_file_not_of_its_shape_is_left_out(tmp_path: Path, written: bytes) -> None:
+    """Read as hostile: a file of the wrong shape adds nothing, and the scrape answers."""
+    run = Run.prepare(tmp_path, 2)
+    metrics = Metrics()
+    metrics.answer_for(Shared(run, 0))
+    _observed(metrics, 2, [])
+    (run.directory / "metrics.1.json").write_bytes(written)
+    assert 'mcp_gateway_requests_total{route="list",status="200"} 2.0' in metrics.render().decode()
+    run.close()
+
+
+def test_buckets_of_another_length_are_left_out(tmp_path: Path) -> None:
+    """Counts whose buckets are not this version's add nothing, rather than shifting."""
+    run = Run.prepare(tmp_path, 2)
+    metrics = Metrics()
+    metrics.answer_for(Shared(run, 0))
+    _observed(metrics, 1, [])
+    other = Tallies(requests=[("list", 200, 4)], latency=[("list", [1.0, 2.0])], syncs=[])
+    (run.directory / "metrics.1.json").write_bytes(other.model_dump_json().encode())
+    text = metrics.render().decode()
+    assert 'mcp_gateway_requests_total{route="list",status="200"} 5.0' in text
+    assert 'mcp_gateway_request_duration_seconds_count{route="list"} 1.0' in text
+    run.close()
