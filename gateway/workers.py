@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from types import FrameType
 
@@ -32,7 +33,10 @@ def run_workers(
             code = 1
             try:
                 code = serve(index)
+            except BaseException:  # said as a process of its own would say it, then ended
+                traceback.print_exc()
             finally:
+                sys.stderr.flush()
                 os._exit(code)
         children.append(pid)
 
