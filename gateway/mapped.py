@@ -161,7 +161,29 @@ class Parts:
         return made
 
 
-class MappedItems(Sequence[Item]):
+class _Listed(Sequence[Item]):
+    """Items by row, read as a list reads (indexes, negative ones too, slices, iteration)."""
+
+    def _item(self, row: int) -> Item:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, at: int) -> Item: ...
+
+    @overload
+    def __getitem__(self, at: slice) -> list[Item]: ...
+
+    def __getitem__(self, at: int | slice) -> Item | list[Item]:
+        if isinstance(at, slice):
+            return [self._item(row) for row in range(*at.indices(len(self)))]
+        return self._item(range(len(self))[at])  # an IndexError as a list's
+
+    def __iter__(self) -> Iterator[Item]:
+        for row in range(len(self)):
+            yield self._item(row)
+
+
+class MappedItems(_Listed):
     """A view's items in list order, each made the first time it is read."""
 
     def __init__(self, parts: Parts, view: PackedView) -> None:
@@ -172,22 +194,9 @@ class MappedItems(Sequence[Item]):
     def __len__(self) -> int:
         return len(self._made)
 
-    @overload
-    def __getitem__(self, at: int) -> Item: ...
-
-    @overload
-    def __getitem__(self, at: slice) -> list[Item]: ...
-
-    def __getitem__(self, at: int | slice) -> Item | list[Item]:
-        if isinstance(at, slice):
-            return [self[row] for row in range(*at.indices(len(self._made)))]
-        item = self._made[at]  # an IndexError as a list's, negative rows alike
-        return item if item is not None else self._make(at % len(self._made))
-
-    def __iter__(self) -> Iterator[Item]:
-        made = self._made
-        for row, item in enumerate(made):
-            yield item if item is not None else self._make(row)
+    def _item(self, row: int) -> Item:
+        item = self._made[row]
+        return item if item is not None else self._make(row)
 
     def _make(self, row: int) -> Item:
         parts, columns = self._parts, self._columns
@@ -215,7 +224,7 @@ class MappedItems(Sequence[Item]):
         self._parts.packed.release()
 
 
-class MappedRows(Sequence[Item]):
+class MappedRows(_Listed):
     """A subset of a view's items (`active`, `latest`) by row: the same objects as `every`'s."""
 
     def __init__(self, every: MappedItems, rows: Sequence[int]) -> None:
@@ -225,21 +234,8 @@ class MappedRows(Sequence[Item]):
     def __len__(self) -> int:
         return len(self._rows)
 
-    @overload
-    def __getitem__(self, at: int) -> Item: ...
-
-    @overload
-    def __getitem__(self, at: slice) -> list[Item]: ...
-
-    def __getitem__(self, at: int | slice) -> Item | list[Item]:
-        if isinstance(at, slice):
-            return [self._every[row] for row in self._rows[at]]
-        return self._every[self._rows[at]]
-
-    def __iter__(self) -> Iterator[Item]:
-        every = self._every
-        for row in self._rows:
-            yield every[row]
+    def _item(self, row: int) -> Item:
+        return self._every._item(self._rows[row])
 
 
 def mapped(packed: Packed) -> Snapshot:
