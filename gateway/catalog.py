@@ -106,8 +106,8 @@ def _name(item: Item) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """One ordered subset of the items (a list; in a catalog served from its mapped file,
-    a sequence that makes each item as it is first read: see `mapped`)."""
+    """One ordered subset of the items (a list; in a catalog served from a packed buffer,
+    a sequence that makes each item as it is first read: see `inplace`)."""
 
     items: Sequence[Item]
 

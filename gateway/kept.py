@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from gateway.errors import KeptForOther, StateError
-from gateway.mapped import mapped
+from gateway.inplace import in_place
 from gateway.pacing import collector_paused
 from gateway.pack import write_pack
 from gateway.packed import Packed
@@ -30,6 +30,7 @@ from gateway.unpack import unpack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from io import BufferedReader
     from pathlib import Path
     from threading import Event
     from typing import BinaryIO
@@ -64,13 +65,13 @@ def keep(
 
 def restore(state_dir: Path, fingerprint: str) -> Snapshot | None:
     """The kept catalog, if there is one for this config (blocking: a worker thread), served
-    from its mapped file (see `mapped`): ready once the file is checked, each item made as it
-    is first read. `KeptForOther` when it is whole but for another version or config;
-    `StateError` when it is not whole (the file is set aside first)."""
+    in place from the file's bytes (see `inplace`): ready once they are read and checked,
+    each item made as it is first read. `KeptForOther` when it is whole but for another
+    version or config; `StateError` when it is not whole (the file is set aside first)."""
     for left in state_dir.glob(f".{FILE}.*.tmp"):  # a writer killed before it was done
         left.unlink(missing_ok=True)
     try:
-        return _read(state_dir / FILE, fingerprint, in_place=True)[0]
+        return _read(state_dir / FILE, fingerprint, serve=True)[0]
     except FileNotFoundError:
         return None
 
@@ -87,14 +88,14 @@ def read_changes(
 ) -> tuple[Snapshot, dict[str, list[str]] | None]:
     """`read`, and the servers it replaces in each view if it is a catalog in part (`deltas`:
     None for a whole one)."""
-    return _read(path, fingerprint, in_place=False)
+    return _read(path, fingerprint, serve=False)
 
 
 def _read(
-    path: Path, fingerprint: str | None, *, in_place: bool
+    path: Path, fingerprint: str | None, *, serve: bool
 ) -> tuple[Snapshot, dict[str, list[str]] | None]:
-    """`read_changes`; `in_place`: served from the file, mapped for as long as the catalog
-    lives (`mapped`), rather than made whole now and the file closed (`unpack`)."""
+    """`read_changes`; `serve`: served in place from the file's bytes, read into memory
+    (`inplace`), rather than made whole now (`unpack`)."""
     try:  # never a symlink's target, never waiting on a FIFO
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -110,13 +111,12 @@ def _read(
             reason = "it is empty"
         else:
             try:
-                if in_place:  # the mapping outlives the file object: it goes with the catalog
-                    region = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-                    packed = Packed(memoryview(region), str(path), digest=False)
+                if serve:  # a private copy: a file cut short under a mapping would kill it
+                    packed = Packed(_whole(file, info.st_size, str(path)), str(path), digest=False)
                     try:
-                        return _checked(packed, fingerprint, str(path), mapped), packed.changes
+                        return _checked(packed, fingerprint, str(path), in_place), packed.changes
                     except BaseException:
-                        packed.release()  # the mapping goes now, not with the traceback
+                        packed.release()  # the buffer goes now, not with the traceback
                         raise
                 with (
                     mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as whole,
@@ -130,6 +130,18 @@ def _read(
                 reason = exc.reason
     aside = set_aside(path)
     raise StateError(str(path), f"{reason}; set aside as {aside.name}")
+
+
+def _whole(file: BufferedReader, size: int, source: str) -> memoryview:
+    """The file's `size` bytes, read into memory of their own."""
+    buffer = memoryview(bytearray(size))
+    read = 0
+    while read < size:
+        got = file.readinto(buffer[read:])
+        if not got:
+            raise StateError(source, "it was cut short while it was read")
+        read += got
+    return buffer
 
 
 def _checked(

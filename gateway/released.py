@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.mapped import MappedItems
+from gateway.inplace import PlacedItems
 from gateway.pacing import Pacer
 
 if TYPE_CHECKING:
@@ -25,16 +25,16 @@ def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
     with the GIL changing hands between slices. Items the new catalog shares stay alive.
     """
     chunks: list[list[Any]] = []
-    mapped: list[MappedItems] = []
+    in_place: list[PlacedItems] = []
     if snapshot is not None:
         for view in snapshot.views.values():
             for listing in (view.latest, view.active, view.every):
                 items = listing.items
                 if isinstance(items, list):
                     chunks.append(items)
-                elif isinstance(items, MappedItems):  # the rows made of a mapped file
+                elif isinstance(items, PlacedItems):  # a catalog served from its buffer
                     chunks.extend(items.made())
-                    mapped.append(items)
+                    in_place.append(items)
             for made in list(view.memo.values()):  # what pages worked out (see `listing`)
                 if isinstance(made, dict):
                     chunks.append(list(made.values()))  # shared values: the dict frees fast
@@ -51,5 +51,5 @@ def release(snapshot: Snapshot | None, builder: Builder | None = None) -> None:
         while items:
             del items[-_RELEASE_STEP:]
             pacer.tick()
-    for rows in mapped:
+    for rows in in_place:
         rows.release()

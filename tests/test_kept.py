@@ -19,8 +19,8 @@ from aiohttp import web
 from gateway import kept
 from gateway.app import REFRESHER, create_app
 from gateway.errors import KeptForOther, StateError, Stopped
+from gateway.inplace import PlacedItems
 from gateway.loader import load_config
-from gateway.mapped import MappedItems
 from gateway.pack import seal
 from gateway.serve import Serving
 from tests.conftest import file_upstream, free_port, held_feed
@@ -51,6 +51,21 @@ def test_a_kept_catalog_reads_back_as_the_one_kept(tmp_path: Path) -> None:
     assert restored.config == snapshot.config
     assert_live(snapshot, restored)
     assert [p.name for p in tmp_path.iterdir()] == [kept.FILE]  # no temporary file left
+
+
+def test_a_kept_file_cut_short_while_served_does_not_touch_what_is_served(
+    tmp_path: Path,
+) -> None:
+    """The catalog is served from the file's bytes item by item, long after the restart:
+    the file cut short or rewritten in place meanwhile (a backup copied over it) changes
+    nothing served (a mapping of the file would have died of SIGBUS)."""
+    snapshot = demo_snapshot()
+    kept.keep(tmp_path, snapshot)
+    restored = kept.restore(tmp_path, snapshot.config)
+    assert restored is not None
+    with (tmp_path / kept.FILE).open("r+b") as file:
+        file.truncate(100)
+    assert_live(snapshot, restored)
 
 
 def test_no_file_is_no_catalog(tmp_path: Path) -> None:
@@ -216,7 +231,7 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
             assert served is not None
             assert served is app[REFRESHER].kept
             from_file = served.views["unit"].every.items
-            assert isinstance(from_file, MappedItems)  # served from the file as it is read
+            assert isinstance(from_file, PlacedItems)  # served from the file as it is read
             release.set()
             serving = await asyncio.wait_for(starting, 30)
             try:
@@ -226,7 +241,7 @@ async def test_a_restart_serves_the_kept_catalog_before_it_builds(tmp_path: Path
                     await asyncio.sleep(0.02)
                 assert app[REFRESHER].build_durations  # built, and swapped in
                 assert await answers(session, base) == before  # the same data: the same bytes
-                # The catalog read from the file is let go of, and the file unmapped.
+                # The catalog read from the file is let go of, its buffer with it.
                 assert app[REFRESHER].kept is None
                 for _ in range(500):
                     if not from_file.made()[0]:

@@ -1,11 +1,12 @@
 """The snapshot as one buffer (`gateway.pack`, `gateway.packed`): every view's items, byte for
 byte what the live snapshot serves, each shared byte string once; a buffer cut short or
 changed anywhere is refused with a `StateError`, never misread. Read back as live objects
-(`gateway.unpack`), or served from it as it is read (`gateway.mapped`), it is the snapshot it
+(`gateway.unpack`), or served from it as it is read (`gateway.inplace`), it is the snapshot it
 was packed from: the same bytes, listings, facts and suffix keys."""
 
 from __future__ import annotations
 
+import gc
 import mmap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +21,8 @@ from gateway.catalog import Origin
 from gateway.config import FederationConfig, GatewaySettings, ViewSettings
 from gateway.entry import Splice, parse_item
 from gateway.errors import StateError
+from gateway.inplace import PlacedItems, in_place
 from gateway.loader import load_config
-from gateway.mapped import MappedItems, mapped
 from gateway.merge import Source
 from gateway.pack import pack, seal
 from gateway.packed import Packed
@@ -70,7 +71,7 @@ def assert_same(snapshot: Snapshot, packed: Packed) -> None:
             listing = getattr(catalog, which).items
             assert [view.key(row) for row in view.listing(which)] == [i.key for i in listing]
     assert_live(snapshot, unpack(packed))
-    assert_live(snapshot, mapped(packed))  # made as it is read: the same snapshot
+    assert_live(snapshot, in_place(packed))  # made as it is read: the same snapshot
 
 
 def assert_live(snapshot: Snapshot, again: Snapshot) -> None:
@@ -115,19 +116,19 @@ def test_a_packed_snapshot_is_read_in_place_from_a_file(tmp_path: Path) -> None:
         assert_same(snapshot, packed)
 
 
-def test_a_mapped_catalog_makes_each_item_once_and_reads_as_a_list() -> None:
+def test_a_catalog_served_in_place_makes_each_item_once_and_reads_as_a_list() -> None:
     """Served from the buffer, an item is made the first time it is read and the same object
     after, from any listing (so a scan, a page and a pack agree on it); indexes, slices and
     iteration behave as a list's."""
     snapshot = demo_snapshot()
     buffer = pack(snapshot)
-    fresh = mapped(Packed(buffer)).views["default"].every.items
-    assert isinstance(fresh, MappedItems)
+    fresh = in_place(Packed(buffer)).views["default"].every.items
+    assert isinstance(fresh, PlacedItems)
     fresh[2]
     made = fresh.made()  # what it made, as lists to let go of: the third item alone
     assert [row for row, item in enumerate(made[0]) if item is not None] == [2]
     assert sum(entry is not None for entry in made[1]) == 1  # of the entries, its own
-    served = mapped(Packed(buffer))
+    served = in_place(Packed(buffer))
     for name, catalog in served.views.items():
         every, active, latest = catalog.every.items, catalog.active.items, catalog.latest.items
         listed = list(snapshot.views[name].every.items)
@@ -147,6 +148,23 @@ def test_a_mapped_catalog_makes_each_item_once_and_reads_as_a_list() -> None:
             every[len(every)]
         with pytest.raises(IndexError):
             every[-len(every) - 1]
+
+
+def test_a_catalog_served_in_place_lets_its_buffer_go_with_it() -> None:
+    """Dropped without being released (a reader that outlived the swap), its buffer still
+    goes with its last reference, even frozen as every catalog is (`gc.freeze`): the packed
+    buffer's own objects refer to each other, a cycle the collector would never free."""
+    buffer = bytearray(pack(demo_snapshot()))
+    served = in_place(Packed(memoryview(buffer)))
+    assert [item.key for item in served.views["default"].every.items]
+    gc.freeze()
+    try:
+        with pytest.raises(BufferError):
+            buffer.extend(b"x")  # read in place: held
+        del served
+        buffer.extend(b"x")  # let go of
+    finally:
+        gc.unfreeze()
 
 
 def test_a_server_object_every_view_shares_is_written_once() -> None:

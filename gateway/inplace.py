@@ -1,18 +1,19 @@
-"""A packed snapshot served from its mapped file (a restart's kept catalog, see `kept`): each
-segment, entry and item is made the first time something reads it (a request, a scan, a
-pack), not all 500k of them before the first answer. What is made is kept, so each is made
+"""A packed snapshot served in place from its buffer (a restart's kept catalog, see `kept`):
+each segment, entry and item is made the first time something reads it (a request, a scan,
+a pack), not all 500k of them before the first answer. What is made is kept, so each is made
 once and reads always see the same object, as in a catalog unpacked whole (`unpack`).
 
-The file stays mapped while the catalog is served, and the mapping goes with the catalog's
-last reference. Before anything is served the buffer passes every check `unpack` relies on:
-`Packed`'s numbers, the digest, and every segment UTF-8 on its own (a text cut mid-character
-would otherwise fail one request later, not the read).
+The buffer lives as long as the catalog: released with it (`released`), or when its parts
+are collected, whichever comes first. Before anything is served it passes every check
+`unpack` relies on: `Packed`'s numbers, the digest, and every segment UTF-8 on its own (a
+text cut mid-character would otherwise fail one request later, not the read).
 """
 
 from __future__ import annotations
 
 import codecs
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, overload
@@ -51,12 +52,16 @@ def check_text(packed: Packed) -> None:
 
 
 class Parts:
-    """What every view of a mapped snapshot shares, made on first read: segments, entries,
+    """What every view of a snapshot served in place shares, made on first read: segments,
+    entries,
     their registry `_meta`s, server parts. One lock: a request and a worker thread (a scan,
     a pack) may read the same row at once, and must get the same object."""
 
     def __init__(self, packed: Packed) -> None:
         self.packed = packed
+        # Packed and its views refer to each other: a cycle the collector may never free once
+        # frozen (`gc.freeze`). The buffer goes with these parts, which no cycle holds.
+        weakref.finalize(self, packed.release)
         self.lock = threading.Lock()
         self.keys = [key for _, key in packed.suffixes]
         self._columns = packed.entries
@@ -183,7 +188,7 @@ class _Listed(Sequence[Item]):
             yield self._item(row)
 
 
-class MappedItems(_Listed):
+class PlacedItems(_Listed):
     """A view's items in list order, each made the first time it is read."""
 
     def __init__(self, parts: Parts, view: PackedView) -> None:
@@ -220,14 +225,14 @@ class MappedItems(_Listed):
         return [self._made, *self._parts.let_go()]
 
     def release(self) -> None:
-        """Let go of the buffer (a mapped file is unmapped with its last reference)."""
+        """Let go of the buffer now (before the catalog's last reference goes)."""
         self._parts.packed.release()
 
 
-class MappedRows(_Listed):
+class PlacedRows(_Listed):
     """A subset of a view's items (`active`, `latest`) by row: the same objects as `every`'s."""
 
-    def __init__(self, every: MappedItems, rows: Sequence[int]) -> None:
+    def __init__(self, every: PlacedItems, rows: Sequence[int]) -> None:
         self._every = every
         self._rows = rows
 
@@ -238,19 +243,20 @@ class MappedRows(_Listed):
         return self._every._item(self._rows[row])
 
 
-def mapped(packed: Packed) -> Snapshot:
+def in_place(packed: Packed) -> Snapshot:
     """The snapshot the buffer holds, made as it is read: the buffer must stay as it is for
-    as long as the snapshot lives (a mapped file, never released by the caller)."""
+    as long as the snapshot lives (private to it: never a file another process can cut
+    short under it, and never released by the caller)."""
     check_text(packed)
     parts = Parts(packed)
     suffixes = {key: parts.blob(segment) for segment, key in packed.suffixes}
     views: dict[str, ViewCatalog] = {}
     signals = {}
     for name, view in packed.views.items():
-        every = MappedItems(parts, view)
+        every = PlacedItems(parts, view)
         views[name] = ViewCatalog(
-            view.name, Listing(every), Listing(MappedRows(every, view.columns["active"])),
-            Listing(MappedRows(every, view.columns["latest"])), suffixes,
+            view.name, Listing(every), Listing(PlacedRows(every, view.columns["active"])),
+            Listing(PlacedRows(every, view.columns["latest"])), suffixes,
             dict(view.upstream_counts), offered=view.offered,
         )  # fmt: skip
         if view.signals:
