@@ -356,6 +356,8 @@ def create_app(
                 refresher.reread = functools.partial(_reread, refresher, loader)
             app[REFRESHER] = refresher
             app[METRICS].watch(refresher)
+            # A scrape of any worker answers for all, from the first request counted on.
+            tasks = [asyncio.create_task(app[METRICS].share(shared))] if shared else []
             replica = replica_for(refresher)  # of replicas sharing through a store, if set
             try:
                 if replica is not None:
@@ -363,13 +365,14 @@ def create_app(
                 else:
                     await refresher.start(background=sync)
             except asyncio.CancelledError:  # stopped while starting: it may be serving
+                for task in tasks:
+                    task.cancel()
                 if replica is not None:
                     await replica.stop()
                 await refresher.stop()  # (a kept catalog, or its first build): keep it
                 raise
-            tasks = [asyncio.create_task(watch_config(refresher, loader))] if sync else []
-            if shared is not None:  # a scrape of any worker answers for all
-                tasks.append(asyncio.create_task(app[METRICS].share(shared)))
+            if sync:
+                tasks.append(asyncio.create_task(watch_config(refresher, loader)))
             try:
                 yield
             finally:

@@ -15,7 +15,7 @@ import asyncio
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,7 +26,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, ValidationError
+from prometheus_client.utils import floatToGoString
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from gateway.feed import Feed
 from gateway.refresher import Refresher
@@ -149,15 +150,29 @@ def _per_upstream(
     return family
 
 
+# What a tallies file may hold (read as hostile): labels of the shapes the gateway makes
+# (routes are endpoint kinds; upstream names are the config's), counts that are counts.
+_Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+_Count = Annotated[int, Field(ge=0, le=2**53)]
+_Amount = Annotated[float, Field(ge=0, le=2**53, allow_inf_nan=False)]
+_Buckets = Annotated[list[_Amount], Field(max_length=64)]
+_MANY = 4096  # label sets in one file, at most
+_le: Callable[[float], str] = floatToGoString  # a bucket's bound as Prometheus spells it
+
+
 class Tallies(BaseModel):
     """What one worker counted, as it writes it for the others (read as hostile: exact
-    shapes, each bucket list as long as its buckets)."""
+    shapes and bounds; bucket lists not as long as this version's are left out)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    requests: list[tuple[str, int, int]]  # route, status, count
-    latency: list[tuple[str, list[float]]]  # route, the bucket counts then the sum
-    syncs: list[tuple[str, str, list[float]]]  # upstream, outcome, likewise
+    # route, status, count
+    requests: Annotated[list[tuple[_Label, Annotated[int, Field(ge=100, le=599)], _Count]],
+                        Field(max_length=_MANY)]  # fmt: skip
+    # route, the bucket counts then the sum
+    latency: Annotated[list[tuple[_Label, _Buckets]], Field(max_length=_MANY)]
+    # upstream, outcome, likewise
+    syncs: Annotated[list[tuple[_Label, _Label, _Buckets]], Field(max_length=_MANY)]
 
 
 def _histogram(
@@ -167,7 +182,7 @@ def _histogram(
     buckets: list[tuple[str, float]] = []
     for bound, hits in zip(bounds, counts, strict=False):
         cumulative += hits
-        buckets.append((str(bound), cumulative))
+        buckets.append((_le(bound), cumulative))
     cumulative += counts[len(bounds)]
     buckets.append(("+Inf", cumulative))
     family.add_metric(labels, buckets, sum_value=counts[-1])
@@ -263,9 +278,12 @@ class Metrics:
         )
 
     def others(self) -> list[Tallies]:
-        """The other workers' tallies as they last wrote them (none without `--workers`)."""
+        """The other workers' tallies as they last wrote them (none without `--workers`).
+        This worker's own are written first: the next scrape, whichever worker it reaches,
+        reads at least what this one answered, so no counter goes back."""
         if self._shared is None:
             return []
+        self._shared.note_tallies(self.tallies().model_dump_json().encode())
         found = []
         for worker, data in self._shared.tallies():
             try:

@@ -233,7 +233,8 @@ class Serving:
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to the grace), then the app's
         own shutdown: background syncs stop, state is saved."""
-        for runner in self._runners:
-            await runner.cleanup()
+        # Both sites stop accepting at once and drain together: a request another worker hands
+        # on finishes within the same grace as the client's request it answers.
+        await asyncio.gather(*(runner.cleanup() for runner in self._runners))
         await self.app.shutdown()
         await self.app.cleanup()

@@ -33,6 +33,8 @@ def run_workers(
             code = 1
             try:
                 code = serve(index)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
             except BaseException:  # said as a process of its own would say it, then ended
                 traceback.print_exc()
             finally:

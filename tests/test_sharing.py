@@ -330,7 +330,7 @@ async def test_until_a_worker_serves_the_first_catalog_it_answers_through_the_bu
             assert time.monotonic() - started < 30  # sharing it takes a minute here
             for route in [*ROUTES, "/views", "/", "/views/payments/"]:  # pages name the URL
                 answers = {await _get(gateway.base + route) for _ in range(12)}
-                assert len(answers) == 1, route
+                assert len(answers) == 1, (route, [(s, e) for s, _, e in answers])
                 assert answers.pop()[0] == 200, route
             await asyncio.sleep(1.2)  # the access lines written (at least every second)
             lines = [e for e in gateway.lines() if e.get("event") == "request"

@@ -131,17 +131,17 @@ def test_a_scrape_adds_the_other_workers_tallies(tmp_path: Path) -> None:
     _observed(second, 5, [])
     for index, metrics in enumerate((first, second)):
         Shared(run, index).note_tallies(metrics.tallies().model_dump_json().encode())
-    first.observe_request("list", 200, 0.002)  # not written yet: its own scrape has it
-    for metrics, own_late in ((first, 1), (second, 0)):
+    first.observe_request("list", 200, 0.002)  # not written yet: its own scrape writes it
+    for metrics in (first, second, first):  # so that no scrape after it says less
         text = metrics.render().decode()
-        assert (
-            f'mcp_gateway_requests_total{{route="list",status="200"}} {9.0 - 1 + own_late}' in text
-        )
+        assert 'mcp_gateway_requests_total{route="list",status="200"} 9.0' in text
         assert 'mcp_gateway_request_duration_seconds_bucket{le="0.0025",route="list"}' in text
         assert ('mcp_gateway_upstream_sync_duration_seconds_count{outcome="ok",'
                 'upstream="official"} 2.0') in text  # fmt: skip
         assert ('mcp_gateway_upstream_sync_duration_seconds_bucket{le="0.5",outcome="ok",'
                 'upstream="official"} 1.0') in text  # fmt: skip
+        for bound in ("1.0", "10.0", "600.0", "+Inf"):  # as Prometheus spells bounds
+            assert f'_sync_duration_seconds_bucket{{le="{bound}",outcome="ok"' in text
     run.close()
 
 
@@ -149,15 +149,26 @@ def test_a_scrape_adds_the_other_workers_tallies(tmp_path: Path) -> None:
     b"", b"not json", b"[]", b'{"requests": [["list", "200", 1]], "latency": [], "syncs": []}',
     b'{"requests": [], "latency": [], "syncs": [], "more": 1}',
     b'{"requests": [["list", 200, 1, 2]], "latency": [], "syncs": []}',
+    b'{"requests": [["list", 200, -999]], "latency": [], "syncs": []}',
+    b'{"requests": [["list", 200, ' + b"9" * 400 + b']], "latency": [], "syncs": []}',
+    b'{"requests": [["list", 200, 1]], "latency": [["list", [NaN]]], "syncs": []}',
+    b'{"requests": [["list\\n", 200, 1]], "latency": [], "syncs": []}',
+    b'{"requests": [["list", 999, 1]], "latency": [], "syncs": []}',
+    b'{"requests": [], "latency": [["list", [-1.0, 1.0]]], "syncs": []}',
 ])  # fmt: skip
 def test_a_tallies_file_not_of_its_shape_is_left_out(tmp_path: Path, written: bytes) -> None:
-    """Read as hostile: a file of the wrong shape adds nothing, and the scrape answers."""
+    """Read as hostile: a file of the wrong shape, or with counts that are no counts
+    (negative, not a number, too large to add) or labels the gateway never makes, adds
+    nothing, and the scrape answers."""
     run = Run.prepare(tmp_path, 2)
     metrics = Metrics()
     metrics.answer_for(Shared(run, 0))
     _observed(metrics, 2, [])
     (run.directory / "metrics.1.json").write_bytes(written)
-    assert 'mcp_gateway_requests_total{route="list",status="200"} 2.0' in metrics.render().decode()
+    text = metrics.render().decode()
+    assert 'mcp_gateway_requests_total{route="list",status="200"} 2.0' in text
+    assert "NaN" not in text
+    assert 'mcp_gateway_request_duration_seconds_count{route="list"} 2.0' in text
     run.close()
 
 
@@ -173,3 +184,44 @@ def test_buckets_of_another_length_are_left_out(tmp_path: Path) -> None:
     assert 'mcp_gateway_requests_total{route="list",status="200"} 5.0' in text
     assert 'mcp_gateway_request_duration_seconds_count{route="list"} 1.0' in text
     run.close()
+
+
+SLOW_START = """
+import asyncio
+from gateway.refresher import Refresher
+async def slowly(self, background=True):
+    await asyncio.sleep(120)
+Refresher.start_own = slowly
+"""
+
+
+@pytest.mark.slow
+@ON_ONE_LOOP
+async def test_scrapes_answer_for_every_worker_while_the_first_still_starts(
+    tmp_path: Path,
+) -> None:
+    """Restarted, every worker serves the catalog kept and counts requests at once, while
+    the first still loads state and builds (here for two minutes): scrapes answer for every
+    worker from then on, not once the first worker's start is done."""
+    registries = await _registries()
+    try:
+        config = _config(tmp_path, registries)
+        async with serving(config, 2) as gateway:
+            gateway.process.terminate()
+            assert await gateway.process.wait() == 0  # the catalog kept as it stops
+        async with serving(config, 2, seam=SLOW_START) as gateway:
+            for _ in range(30):
+                status, _, _ = await _get(gateway.base + LIST)
+                assert status == 200
+            await asyncio.sleep(1.5)
+            assert gateway.answered_by(LIST) == {0, 1}
+            for _ in range(5):
+                scrapes = await _scrapes(gateway, 12)
+                if {worker for worker, _ in scrapes} == {0, 1}:
+                    break
+            else:
+                raise AssertionError("every scrape reached the same worker")
+            assert {counts[("list", "200")] for _, counts in scrapes} == {30}
+    finally:
+        for registry in registries:
+            await registry.stop()
