@@ -152,7 +152,7 @@ def _per_upstream(
 
 # What a tallies file may hold (read as hostile): labels of the shapes the gateway makes
 # (routes are endpoint kinds; upstream names are the config's), counts that are counts.
-_Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+_Label = Annotated[str, StringConstraints(pattern=r"\A[A-Za-z0-9_.-]{1,64}\z")]
 _Count = Annotated[int, Field(ge=0, le=2**53)]
 _Amount = Annotated[float, Field(ge=0, le=2**53, allow_inf_nan=False)]
 _Buckets = Annotated[list[_Amount], Field(max_length=64)]
