@@ -24,7 +24,7 @@ from gateway.errors import KeptForOther, StateError
 from gateway.inplace import in_place
 from gateway.pacing import collector_paused
 from gateway.pack import write_pack
-from gateway.packed import Packed
+from gateway.packed import HEADER, Packed, head_length, outline
 from gateway.state import set_aside, written
 from gateway.unpack import unpack
 
@@ -112,6 +112,7 @@ def _read(
         else:
             try:
                 if serve:  # a private copy: a file cut short under a mapping would kill it
+                    _outlined(file, info.st_size, str(path), fingerprint)
                     packed = Packed(_whole(file, info.st_size, str(path)), str(path), digest=False)
                     try:
                         return _checked(packed, fingerprint, str(path), in_place), packed.changes
@@ -132,15 +133,39 @@ def _read(
     raise StateError(str(path), f"{reason}; set aside as {aside.name}")
 
 
-def _whole(file: BufferedReader, size: int, source: str) -> memoryview:
-    """The file's `size` bytes, read into memory of their own."""
-    buffer = memoryview(bytearray(size))
-    read = 0
-    while read < size:
-        got = file.readinto(buffer[read:])
-        if not got:
-            raise StateError(source, "it was cut short while it was read")
-        read += got
+def _outlined(file: BufferedReader, size: int, source: str, fingerprint: str | None) -> None:
+    """Before the whole file is read into memory: that this config built it (`KeptForOther`:
+    no need to read the rest) and that it is as long as its contents say (a `StateError`: a
+    file grown or cut, or a sparse one of a terabyte, is refused without being read)."""
+    head = _whole(file, min(HEADER.size, size), source)
+    head = _whole(file, head_length(head, source, size), source, head)
+    built_by, length = outline(head, source)
+    if fingerprint is not None and built_by != fingerprint:
+        raise KeptForOther(source, "kept by another version or config")
+    if length != size:
+        raise StateError(source, f"it is {size} bytes long, its contents say {length}")
+    file.seek(0)
+
+
+def _whole(
+    file: BufferedReader, size: int, source: str, start: memoryview | None = None
+) -> memoryview:
+    """The file's first `size` bytes (after those of `start`), read into memory of their own."""
+    try:
+        buffer = memoryview(bytearray(size))
+        read = 0
+        if start is not None:
+            buffer[: len(start)] = start
+            read = len(start)
+        while read < size:
+            got = file.readinto(buffer[read:])
+            if not got:
+                raise StateError(source, "it was cut short while it was read")
+            read += got
+    except MemoryError:
+        raise StateError(source, f"{size} bytes do not fit in memory") from None
+    except OSError as exc:
+        raise StateError(source, f"cannot be read ({exc.strerror or exc})") from exc
     return buffer
 
 

@@ -223,22 +223,7 @@ class Packed:
         self._check()
 
     def _contents(self) -> _Contents:
-        buffer = self._buffer
-        if len(buffer) < HEADER.size:
-            raise self._refuse("shorter than its header")
-        magic, form, size, self._digest = HEADER.unpack_from(buffer)
-        if magic != MAGIC or form != FORMAT:
-            raise self._refuse(f"not a packed snapshot of format {FORMAT}")
-        if HEADER.size + size > len(buffer):
-            raise self._refuse("its contents run past its end")
-        try:
-            contents = _Contents.model_validate_json(
-                bytes(buffer[HEADER.size : HEADER.size + size])
-            )
-        except ValidationError as exc:
-            raise self._refuse(f"its contents are malformed ({exc.errors()[0]['msg']})") from exc
-        size += HEADER.size
-        self._start = size + aligned(size)
+        contents, self._digest, self._start = _contents(self._buffer, self._source)
         return contents
 
     def check_digest(self) -> None:
@@ -317,7 +302,7 @@ class Packed:
         self.release()
 
     def _refuse(self, why: str) -> StateError:
-        return StateError(self._source, f"not a usable packed snapshot: {why}")
+        return _refusal(self._source, why)
 
     def _within(self, column: memoryview, limit: int, what: str) -> None:
         if len(column) and max(column) >= limit:
@@ -360,3 +345,41 @@ class Packed:
         """A server part: its whole's segment, the span replaced, the middle's segment."""
         whole, start, stop, middle = self._parts
         return whole[index], start[index], stop[index], middle[index]
+
+
+def _refusal(source: str, why: str) -> StateError:
+    return StateError(source, f"not a usable packed snapshot: {why}")
+
+
+def head_length(header: bytes | memoryview, source: str, size: int) -> int:
+    """The length of a packed snapshot's header and contents, from its first `HEADER.size`
+    bytes, if a buffer of `size` bytes holds them (a `StateError` otherwise)."""
+    if len(header) < HEADER.size:
+        raise _refusal(source, "shorter than its header")
+    magic, form, length, _ = HEADER.unpack_from(header)
+    if magic != MAGIC or form != FORMAT:
+        raise _refusal(source, f"not a packed snapshot of format {FORMAT}")
+    if HEADER.size + length > size:
+        raise _refusal(source, "its contents run past its end")
+    return HEADER.size + int(length)
+
+
+def outline(head: bytes | memoryview, source: str) -> tuple[str, int]:
+    """What a packed snapshot's header and contents (`head_length` bytes) say before the rest
+    is read: the fingerprint of the config that built it, and its whole length in bytes
+    (where its last section ends, as `pack` writes it)."""
+    contents, _, start = _contents(memoryview(head).cast("B"), source)
+    sections = contents.sections.values()
+    return contents.fingerprint, start + max(
+        (offset + size + aligned(size) for offset, size, _ in sections), default=0
+    )
+
+
+def _contents(buffer: memoryview, source: str) -> tuple[_Contents, bytes, int]:
+    """The contents' JSON, validated; the digest the header holds; where the sections start."""
+    end = head_length(buffer[: HEADER.size], source, len(buffer))
+    try:
+        contents = _Contents.model_validate_json(bytes(buffer[HEADER.size : end]))
+    except ValidationError as exc:
+        raise _refusal(source, f"its contents are malformed ({exc.errors()[0]['msg']})") from exc
+    return contents, HEADER.unpack_from(buffer)[3], end + aligned(end)

@@ -108,6 +108,47 @@ def test_a_file_not_whole_is_set_aside(tmp_path: Path, damage: str) -> None:
     assert [p.name.startswith("snapshot.pack.corrupt-") for p in tmp_path.iterdir()] == [True]
 
 
+@pytest.mark.parametrize("config", ["this", "another"])
+def test_a_file_longer_than_its_contents_say_is_refused_before_it_is_read(
+    tmp_path: Path, config: str
+) -> None:
+    """A kept file grown to a terabyte (sparse: it takes no disk) is refused from its first
+    bytes: set aside, or left as it is when another config kept it, and never read into
+    memory (it was: a MemoryError that no restart got past)."""
+    snapshot = demo_snapshot()
+    kept.keep(tmp_path, snapshot)
+    path = tmp_path / kept.FILE
+    with path.open("r+b") as file:
+        file.truncate(1 << 40)
+    if config == "another":
+        with pytest.raises(KeptForOther):
+            kept.restore(tmp_path, "0" * 64)
+        assert path.stat().st_size == 1 << 40
+        return
+    with pytest.raises(StateError, match=f"it is {1 << 40} bytes long, its contents say"):
+        kept.restore(tmp_path, snapshot.config)
+    assert [p.name.startswith("snapshot.pack.corrupt-") for p in tmp_path.iterdir()] == [True]
+
+
+@pytest.mark.parametrize(
+    ("change", "count"),
+    [("kept", n) for n in (1, 8, 47, 48, 49, 100, 4096)]
+    + [("dropped", n) for n in (1, 8, 9)]
+    + [("grown", n) for n in (1, 7, 8, 4096)],
+)
+def test_a_file_of_any_other_length_is_set_aside(tmp_path: Path, change: str, count: int) -> None:
+    """Cut to its first bytes, some bytes dropped from its end, or grown by some: a
+    `StateError`, the file set aside."""
+    snapshot = demo_snapshot()
+    kept.keep(tmp_path, snapshot)
+    path = tmp_path / kept.FILE
+    data = path.read_bytes()
+    changed = {"kept": data[:count], "dropped": data[:-count], "grown": data + b"\0" * count}
+    path.write_bytes(changed[change])
+    with pytest.raises(StateError, match=r"set aside as snapshot\.pack\.corrupt-"):
+        kept.restore(tmp_path, snapshot.config)
+
+
 def _bad_text(buffer: bytes, bad: bytes = b"\xff", shift: int = 0) -> bytes:
     """The buffer with `bad` written where the first entry's name begins (`shift` bytes
     before: across the end of the segment before), sealed again."""
