@@ -12,6 +12,7 @@ back whichever worker answers; a request is at most a second late in the others'
 from __future__ import annotations
 
 import asyncio
+import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -202,15 +203,10 @@ class _CountsCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        metrics = self.metrics
-        counted = dict(metrics.requests)
+        counted: dict[tuple[str, int], int] = {}
         latency: dict[str, list[float]] = {}
         syncs: dict[tuple[str, str], list[float]] = {}
-        for route, counts in metrics.latency.items():
-            _added(latency, route, counts, len(LATENCY_BUCKETS) + 2)
-        for key, counts in metrics.syncs.items():
-            _added(syncs, key, counts, len(SYNC_BUCKETS) + 2)
-        for other in metrics.others():
+        for other in self.metrics.counted():
             for route, status, count in other.requests:
                 counted[(route, status)] = counted.get((route, status), 0) + count
             for route, counts in other.latency:
@@ -249,6 +245,11 @@ class Metrics:
         self.latency: dict[str, list[float]] = {}  # route -> bucket counts..., sum
         self.syncs: dict[tuple[str, str], list[float]] = {}  # (upstream, outcome) -> likewise
         self._shared: Shared | None = None
+        # With `--workers`: what this worker last wrote for the others' scrapes (see `counted`)
+        self._published: Tallies | None = None
+        self._published_taken = 0
+        self._taking = 0
+        self._publishing = threading.Lock()
         self._collector: _StateCollector | None = None
         self.registry.register(_CountsCollector(self))  # collected once here (described)
 
@@ -277,20 +278,36 @@ class Metrics:
             syncs=[(*key, counts[:]) for key, counts in self.syncs.items()],
         )
 
-    def others(self) -> list[Tallies]:
-        """The other workers' tallies as they last wrote them (none without `--workers`).
-        This worker's own are written first: the next scrape, whichever worker it reaches,
-        reads at least what this one answered, so no counter goes back."""
+    def counted(self) -> list[Tallies]:
+        """What a scrape answers: this worker's tallies, and with `--workers` the others' as
+        they last wrote them. This worker's own are written first, and it answers with what
+        it wrote (none yet: nothing of its own), so the next scrape, whichever worker it
+        reaches, reads at least what this one answered: no counter goes back."""
         if self._shared is None:
-            return []
-        self._shared.note_tallies(self.tallies().model_dump_json().encode())
-        found = []
+            return [self.tallies()]
+        self._publish(self._shared, *self._taken())
+        found = [] if self._published is None else [self._published]
         for worker, data in self._shared.tallies():
             try:
                 found.append(Tallies.model_validate_json(data))
             except ValidationError:
                 log.error("shared_metrics_invalid", worker=worker)
         return found
+
+    def _taken(self) -> tuple[Tallies, int]:
+        """This worker's tallies now, numbered in the order they were taken (on the loop)."""
+        self._taking += 1
+        return self.tallies(), self._taking
+
+    def _publish(self, shared: Shared, tallies: Tallies, taken: int) -> None:
+        """Write tallies for the others' scrapes, unless newer ones are written already (the
+        loop's second-by-second write may wait in a busy thread pool while a scrape writes).
+        Blocking: the writes of the loop and of a worker thread take turns."""
+        with self._publishing:
+            if self._published is not None and taken <= self._published_taken:
+                return
+            if shared.note_tallies(tallies.model_dump_json().encode()):
+                self._published, self._published_taken = tallies, taken
 
     def answer_for(self, shared: Shared) -> None:
         """Scrapes add the tallies the other workers of this run wrote."""
@@ -302,9 +319,9 @@ class Metrics:
         self.answer_for(shared)
         written = None
         while True:
-            now = self.tallies()
+            now, taken = self._taken()
             if now != written:
-                await asyncio.to_thread(shared.note_tallies, now.model_dump_json().encode())
+                await asyncio.to_thread(self._publish, shared, now, taken)
                 written = now
             await asyncio.sleep(SHARE_EVERY)
 

@@ -133,12 +133,15 @@ class Shared:
         self._everyone_serves = not waiting
         return waiting
 
-    def note_tallies(self, data: bytes) -> None:
-        """Write what this worker counted, for the others' scrapes (see `metrics`)."""
+    def note_tallies(self, data: bytes) -> bool:
+        """Write what this worker counted, for the others' scrapes (see `metrics`); whether
+        it was written."""
         try:
             write_small(self._path(f"metrics.{self.worker}.json"), data)
-        except OSError as exc:  # written again within a second
+        except OSError as exc:  # tried again within a second
             log.warning("shared_status_failed", error=str(exc))
+            return False
+        return True
 
     def tallies(self) -> list[tuple[int, bytes]]:
         """The other workers' counts as they last wrote them (absent ones left out)."""

@@ -8,14 +8,19 @@ Each request goes over a connection of its own, so the kernel spreads them over 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import re
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
+from gateway import sharing
 from gateway.config import UpstreamSettings
 from gateway.feed import Feed
 from gateway.metrics import Metrics, Tallies
@@ -144,6 +149,67 @@ def test_a_scrape_adds_the_other_workers_tallies(tmp_path: Path) -> None:
                 'upstream="official"} 1.0') in text  # fmt: skip
         for bound in ("1.0", "10.0", "600.0", "+Inf"):  # as Prometheus spells bounds
             assert f'_sync_duration_seconds_bucket{{le="{bound}",outcome="ok"' in text
+    run.close()
+
+
+def _listed(metrics: Metrics) -> float:
+    found = re.search(r'mcp_gateway_requests_total\{route="list",status="200"\} (\S+)',
+                      metrics.render().decode())  # fmt: skip
+    return float(found[1]) if found else 0.0
+
+
+async def test_a_write_that_waited_in_a_busy_pool_never_takes_a_counter_back(
+    tmp_path: Path,
+) -> None:
+    """The second-by-second write is taken on the loop and written in a worker thread; a
+    scrape meanwhile writes fresher counts. The older write, landing last, must not replace
+    them: the next scrape, at the other worker, would say less than this one did."""
+    run = Run.prepare(tmp_path, 2)
+    first, second = Metrics(), Metrics()
+    second.answer_for(Shared(run, 1))
+    _observed(first, 10, [])
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(1)
+    loop.set_default_executor(pool)
+    busy = threading.Event()
+    held = loop.run_in_executor(None, busy.wait)  # the pool busy (a pack, a search update)
+    sharing = asyncio.create_task(first.share(Shared(run, 0)))
+    await asyncio.sleep(0.05)  # 10 taken, its write waiting
+    _observed(first, 5, [])
+    seen_first = _listed(first)  # a scrape at the first worker
+    busy.set()
+    await held
+    await asyncio.sleep(0.2)  # the waiting write has had its turn
+    assert seen_first == 15
+    assert _listed(second) == 15
+    sharing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sharing
+    run.close()
+
+
+def test_a_worker_that_cannot_write_its_tallies_answers_with_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails (a full disk) is tried again, and until one succeeds the worker's
+    scrapes answer with what the others can read, not with counts they would then lose."""
+    run = Run.prepare(tmp_path, 2)
+    first, second = Metrics(), Metrics()
+    first.answer_for(Shared(run, 0))
+    second.answer_for(Shared(run, 1))
+    _observed(first, 4, [])
+    assert _listed(first) == 4  # written
+    _observed(first, 3, [])
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sharing, "write_small", full)
+    assert _listed(first) == 4
+    assert _listed(second) == 4
+    monkeypatch.undo()
+    assert _listed(first) == 7
+    assert _listed(second) == 7
     run.close()
 
 
