@@ -85,15 +85,15 @@ class Parts:
     def _text(self, field: str, entry: int) -> str:
         index = self._columns[field][entry]
         made = self._texts.get(index)
-        if made is None:
-            made = self._texts[index] = self.blob(index).decode()
+        if made is None:  # decoded from the buffer: no byte string kept beside it
+            made = self._texts[index] = str(self.packed.segment(index), "utf-8")
         return made
 
     def _line_tuple(self, field: str, entry: int) -> tuple[str, ...]:
         index = self._columns[field][entry]
         made = self._lines.get(index)
         if made is None:
-            text = self.blob(index).decode()
+            text = str(self.packed.segment(index), "utf-8")
             made = self._lines[index] = tuple(text.split("\n")) if text else ()
         return made
 
