@@ -162,7 +162,9 @@ def test_a_catalog_served_in_place_keeps_each_text_once() -> None:
     texts = {int(index) for field in ("name", "identity", "version", "status", "text", "types",
              "transports", "hosts") for index in parts.packed.entries[field]}  # fmt: skip
     kept = set(parts._blobs)
-    assert kept and texts and not texts & kept - {0}  # 0: the empty segment, a blob too
+    assert kept
+    assert texts
+    assert not texts & kept - {0}  # 0: the empty segment, a blob too
 
 
 def test_a_catalog_served_in_place_lets_its_buffer_go_with_it() -> None:
