@@ -19,6 +19,7 @@ def matches(item: Item, needle: str) -> bool:
 
 
 SCAN_STEP = 1024  # items checked between two steps of a scan's allowance
+CHECK_EVERY = 64  # and between two looks at its time
 
 
 def scan(items: Sequence[Item], start: int, needle: str, allowance: Allowance) -> Iterator[Item]:
@@ -29,6 +30,8 @@ def scan(items: Sequence[Item], start: int, needle: str, allowance: Allowance) -
         if not countdown:
             countdown = SCAN_STEP
             allowance.step()
+        elif not countdown % CHECK_EVERY:  # an item may be made as it is read (`inplace`)
+            allowance.check()
         item = items[index]
         if needle in item.name_folded or needle in item.registry_meta.entry.text:
             yield item

@@ -31,6 +31,7 @@ from gateway.errors import OverAllowance
 
 INTERVAL = 0.002  # seconds of a loop's work between two offers
 ON_LOOP = 4  # steps of work one request may do on the serving loop (about 1-2 ms of a search)
+STEP_SECONDS = 0.0005  # and at most this long a step, on the loop, whatever its items cost
 
 
 class Pacer:
@@ -54,11 +55,15 @@ class Allowance:
     does the work again in a worker thread, where an allowance of None steps without limit and
     offers the GIL like any paced loop. What the loop wasted is at most its allowance."""
 
-    __slots__ = ("_left", "_pacer")
+    __slots__ = ("_due", "_left", "_pacer")
 
     def __init__(self, steps: int | None) -> None:
         self._left = steps
         self._pacer = Pacer() if steps is None else None
+        # Steps are counted in items of a known cost; an item can cost far more than that
+        # (one of a catalog served in place, made as it is first read: 30 times more): on
+        # the loop, the steps' time is bounded too (`check`).
+        self._due = None if steps is None else time.perf_counter() + steps * STEP_SECONDS
 
     def ensure(self, steps: int) -> None:
         """`OverAllowance` now, when the work ahead is known to take more steps than are left
@@ -73,6 +78,13 @@ class Allowance:
         assert self._left is not None
         self._left -= 1
         if self._left < 0:
+            raise OverAllowance()
+        self.check()
+
+    def check(self) -> None:
+        """`OverAllowance` once the loop's steps have taken their time (between two steps of
+        items whose cost is not known: a few of them, so that the loop runs over by little)."""
+        if self._due is not None and time.perf_counter() > self._due:
             raise OverAllowance()
 
 
