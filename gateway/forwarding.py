@@ -75,9 +75,15 @@ class Forwarder:
                 request.method, URL(f"http://leader{request.raw_path}", encoded=True),
                 headers=headers, data=body, allow_redirects=False,
             ) as answer:  # fmt: skip
-                data = await answer.content.read(MAX_ANSWER + 1)
-                if len(data) > MAX_ANSWER:
-                    raise LeaderUnavailable()
+                # To its end: `read(n)` returns what has come so far (an answer in parts
+                # would be handed on cut short, with its ETag). One cut short is an error.
+                chunks, size = [], 0
+                async for chunk in answer.content.iter_any():
+                    size += len(chunk)
+                    if size > MAX_ANSWER:
+                        raise LeaderUnavailable()
+                    chunks.append(chunk)
+                data = b"".join(chunks)
                 kept = _kept(answer.headers)
                 if request.method == "HEAD" and "Content-Length" in answer.headers:
                     kept["Content-Length"] = answer.headers["Content-Length"]  # as GET's body

@@ -20,7 +20,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.forwarding import REQUEST_ID, Forwarder
+from gateway.forwarding import REQUEST_ID, Forwarder, LeaderUnavailable
 
 # What a path's segments and a query are made of: letters, dots, the characters a URL
 # normalizer may decode or fold, and percent-escapes of dots, `/`, `%` and unreserved ones.
@@ -121,3 +121,64 @@ async def test_a_head_request_answered_through_it_keeps_its_length(leader: Forwa
     finally:
         await runner.cleanup()
     assert lengths == [str(len("/v0.1/servers"))] * 2
+
+
+@pytest.mark.parametrize("size", [40_000, 600_000])
+async def test_an_answer_that_arrives_in_parts_is_handed_on_whole(
+    tmp_path: Path, size: int
+) -> None:
+    """The building worker's answer reaches the other in parts (a loaded machine, an answer
+    larger than the socket's buffer): it is handed on whole, never cut at the first part
+    with the whole answer's ETag."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"ETag": '"whole"'})
+        response.content_length = size
+        await response.prepare(request)
+        await response.write(b"a" * (size // 2))
+        await asyncio.sleep(0.2)  # the rest a moment later
+        await response.write(b"b" * (size - size // 2))
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    socket = tmp_path / "leader.sock"
+    await web.UnixSite(runner, str(socket)).start()
+    forwarder = Forwarder(socket)
+    try:
+        got = await forwarder.forward(make_mocked_request("GET", "/v0.1/servers?limit=100"))
+        assert got.status == 200
+        assert got.headers["ETag"] == '"whole"'
+        assert got.body == b"a" * (size // 2) + b"b" * (size - size // 2)
+    finally:
+        await forwarder.close()
+        await runner.cleanup()
+
+
+async def test_an_answer_cut_short_is_no_answer(tmp_path: Path) -> None:
+    """The building worker ends halfway through an answer: a 503 to retry, not half a body."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 40_000
+        await response.prepare(request)
+        await response.write(b"a" * 20_000)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    socket = tmp_path / "leader.sock"
+    await web.UnixSite(runner, str(socket)).start()
+    forwarder = Forwarder(socket)
+    try:
+        with pytest.raises(LeaderUnavailable):
+            await forwarder.forward(make_mocked_request("GET", "/v0.1/servers"))
+    finally:
+        await forwarder.close()
+        await runner.cleanup()
