@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Callable
 from types import FrameType
 
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 def run_workers(
     count: int,
@@ -27,11 +29,18 @@ def run_workers(
     `ended` the index of each that ends. When the first ends once it had listened
     (`first_listening`), the others are stopped."""
     children: list[int] = []
+    running: list[int] = []
+    # Held back until the parent forwards them: a stop while the workers are forked would
+    # end the parent alone, the workers left serving the port with no one to stop them.
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     for index in range(count):
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
+                for signum in _FORWARDED:  # its own, as a process of its own has
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, before)
                 code = serve(index)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
@@ -41,16 +50,17 @@ def run_workers(
                 sys.stderr.flush()
                 os._exit(code)
         children.append(pid)
+        running.append(pid)
 
     def forward(signum: int, _: FrameType | None) -> None:
-        for pid in children:
+        for pid in running:  # never one reaped already: its number may be another's now
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in _FORWARDED:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_SETMASK, before)  # one that came meanwhile: now
     worst = 0
-    running = list(children)
     while running:
         pid, status = os.wait()
         if pid not in running:
@@ -60,11 +70,17 @@ def run_workers(
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         worst = worst or code
-        # Nothing syncs or builds for the others now (one that never listened, such as on an
-        # address in use, leaves them to end alike, each as it does).
-        if pid == children[0] and running and first_listening():
+        if pid != children[0] or not running:
+            continue
+        # Nothing syncs or builds for the others now. One that failed before it listened
+        # (its config, its app) leaves them answering 503 for ever unless they stop too;
+        # one that ended well before it listened was stopped, as they are.
+        if first_listening() or code:
             if code > 128:  # it could not say why itself
                 print(f"worker 0 was killed (signal {code - 128}): stopping the others",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            elif code:
+                print(f"worker 0 ended (status {code}): stopping the others",
                       file=sys.stderr, flush=True)  # fmt: skip
             forward(signal.SIGTERM, None)
     sys.stdout.flush()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from gateway.app import REFRESHER, create_app
 from gateway.cli import DEMO_CONFIG
 from gateway.loader import load_config
 from gateway.serve import Serving
+from gateway.workers import run_workers
 from tests.test_sharing import _config, _registries
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.asyncio]
@@ -85,3 +88,59 @@ async def test_a_stop_drains_the_port_and_the_workers_socket_together(
         await session.close()
     # One site's drain takes aiohttp about twice the grace (2 s here); one after the other, 4 s.
     assert took < 3.0
+
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOPPED_WHILE_FORKING = """
+import os, signal, sys, time
+from gateway.workers import run_workers
+forks = []
+def before():
+    forks.append(1)
+    if len(forks) == 2:  # between the two forks: a supervisor stops the gateway
+        os.kill(os.getpid(), signal.SIGTERM)
+os.register_at_fork(before=before)
+def serve(index):
+    print(os.getpid(), flush=True)
+    time.sleep(30)
+    return 0
+sys.exit(run_workers(2, serve))
+"""
+
+
+async def test_a_stop_while_the_workers_are_forked_stops_them_too() -> None:
+    """A SIGTERM between two forks waits for the parent to forward it: before, it ended the
+    parent alone, and its workers went on serving the port with no one to stop them."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STOPPED_WHILE_FORKING, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), 20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    workers = [int(pid) for pid in out.split()]
+    left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert process.returncode == 128 + signal.SIGTERM  # as its workers ended
+    assert left == []
+
+
+async def test_a_first_worker_that_fails_before_it_listens_stops_the_others(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing would ever sync or build for the others (a crash in the first's app): they
+    would answer 503 for ever while alive. They are stopped; the gateway ends with its
+    status, so a supervisor restarts the whole."""
+    handlers = {signum: signal.getsignal(signum) for signum in FORWARDED}  # the test's own
+    started = time.monotonic()
+    try:
+        code = run_workers(2, lambda index: 3 if index == 0 else time.sleep(30) or 0,
+                           lambda: False)  # fmt: skip
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert code == 3
+    assert time.monotonic() - started < 10
+    assert "worker 0 ended (status 3): stopping the others" in capfd.readouterr().err
