@@ -431,7 +431,7 @@ async def _the_others_stop_when_the_building_worker_dies(gateway: Gateway) -> No
     children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
     pids = [int(pid) for pid in children.read_text().split()]
     assert len(pids) == 2
-    os.kill(min(pids), signal.SIGKILL)  # worker 0 is forked first
+    os.kill(pids[0], signal.SIGKILL)  # worker 0, forked first (not the lowest: pids wrap)
     started = time.monotonic()
     code = await asyncio.wait_for(gateway.process.wait(), 20)
     assert code != 0  # a supervisor sees the gateway end, and restarts it whole
