@@ -79,9 +79,6 @@ def run_workers(
             if code > 128:  # it could not say why itself
                 print(f"worker 0 was killed (signal {code - 128}): stopping the others",
                       file=sys.stderr, flush=True)  # fmt: skip
-            elif code:
-                print(f"worker 0 ended (status {code}): stopping the others",
-                      file=sys.stderr, flush=True)  # fmt: skip
             forward(signal.SIGTERM, None)
     sys.stdout.flush()
     return worst
