@@ -12,11 +12,15 @@ import contextlib
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from types import FrameType
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Seconds the others have to end on their own once the first failed before it listened; then
+# they are stopped (else they would answer 503 for ever: nothing would build for them).
+FAILED_GRACE = 5.0
 
 
 def run_workers(
@@ -61,8 +65,19 @@ def run_workers(
         signal.signal(signum, forward)
     signal.pthread_sigmask(signal.SIG_SETMASK, before)  # one that came meanwhile: now
     worst = 0
+    stop_at: float | None = None  # when to stop the others, if they are still running
     while running:
-        pid, status = os.wait()
+        if stop_at is None:
+            pid, status = os.wait()
+        else:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                if time.monotonic() < stop_at:
+                    time.sleep(0.05)
+                    continue
+                stop_at = None
+                forward(signal.SIGTERM, None)
+                continue
         if pid not in running:
             continue
         running.remove(pid)
@@ -72,13 +87,13 @@ def run_workers(
         worst = worst or code
         if pid != children[0] or not running:
             continue
-        # Nothing syncs or builds for the others now. One that failed before it listened
-        # (its config, its app) leaves them answering 503 for ever unless they stop too;
-        # one that ended well before it listened was stopped, as they are.
-        if first_listening() or code:
+        # Nothing syncs or builds for the others now.
+        if first_listening():
             if code > 128:  # it could not say why itself
                 print(f"worker 0 was killed (signal {code - 128}): stopping the others",
                       file=sys.stderr, flush=True)  # fmt: skip
             forward(signal.SIGTERM, None)
+        elif code:  # failed before it listened (an address in use, its app): the others
+            stop_at = time.monotonic() + FAILED_GRACE  # likely fail alike, and say why
     sys.stdout.flush()
     return worst
