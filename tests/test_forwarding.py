@@ -8,8 +8,9 @@ The building worker here is a real aiohttp server on a Unix socket that echoes w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -33,18 +34,14 @@ _PATH = st.lists(_SEGMENT, min_size=1, max_size=5).map(lambda parts: "/" + "/".j
 _QUERY = st.lists(_PIECES | st.just("=") | st.just("&"), max_size=6).map("".join)
 
 
-@pytest_asyncio.fixture
-async def leader() -> AsyncIterator[Forwarder]:
-    """A Forwarder to a server on a Unix socket answering each request with its raw path."""
-
-    async def echo(request: web.BaseRequest) -> web.Response:
-        seen = {"X-Seen-Request-Id": request.headers.get("X-Request-Id", ""),
-                "X-Seen-Host": request.headers.get("Host", "")}  # fmt: skip
-        return web.Response(text=request.raw_path, headers=seen)
-
+@contextlib.asynccontextmanager
+async def _answering(
+    answer: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[Forwarder]:
+    """A Forwarder to a server on a Unix socket answering each request with `answer`."""
     with tempfile.TemporaryDirectory() as directory:
         socket = Path(directory) / "leader.sock"
-        runner = web.ServerRunner(web.Server(echo))
+        runner = web.ServerRunner(web.Server(answer))
         await runner.setup()
         await web.UnixSite(runner, str(socket)).start()
         forwarder = Forwarder(socket)
@@ -53,6 +50,19 @@ async def leader() -> AsyncIterator[Forwarder]:
         finally:
             await forwarder.close()
             await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def leader() -> AsyncIterator[Forwarder]:
+    """A Forwarder to a server answering each request with its raw path."""
+
+    async def echo(request: web.BaseRequest) -> web.Response:
+        seen = {"X-Seen-Request-Id": request.headers.get("X-Request-Id", ""),
+                "X-Seen-Host": request.headers.get("Host", "")}  # fmt: skip
+        return web.Response(text=request.raw_path, headers=seen)
+
+    async with _answering(echo) as forwarder:
+        yield forwarder
 
 
 async def _echoed(forwarder: Forwarder, raw: str) -> str:
@@ -124,14 +134,12 @@ async def test_a_head_request_answered_through_it_keeps_its_length(leader: Forwa
 
 
 @pytest.mark.parametrize("size", [40_000, 600_000])
-async def test_an_answer_that_arrives_in_parts_is_handed_on_whole(
-    tmp_path: Path, size: int
-) -> None:
+async def test_an_answer_that_arrives_in_parts_is_handed_on_whole(size: int) -> None:
     """The building worker's answer reaches the other in parts (a loaded machine, an answer
     larger than the socket's buffer): it is handed on whole, never cut at the first part
     with the whole answer's ETag."""
 
-    async def answer(request: web.Request) -> web.StreamResponse:
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
         response = web.StreamResponse(headers={"ETag": '"whole"'})
         response.content_length = size
         await response.prepare(request)
@@ -140,27 +148,17 @@ async def test_an_answer_that_arrives_in_parts_is_handed_on_whole(
         await response.write(b"b" * (size - size // 2))
         return response
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    socket = tmp_path / "leader.sock"
-    await web.UnixSite(runner, str(socket)).start()
-    forwarder = Forwarder(socket)
-    try:
+    async with _answering(answer) as forwarder:
         got = await forwarder.forward(make_mocked_request("GET", "/v0.1/servers?limit=100"))
-        assert got.status == 200
-        assert got.headers["ETag"] == '"whole"'
-        assert got.body == b"a" * (size // 2) + b"b" * (size - size // 2)
-    finally:
-        await forwarder.close()
-        await runner.cleanup()
+    assert got.status == 200
+    assert got.headers["ETag"] == '"whole"'
+    assert got.body == b"a" * (size // 2) + b"b" * (size - size // 2)
 
 
-async def test_an_answer_cut_short_is_no_answer(tmp_path: Path) -> None:
+async def test_an_answer_cut_short_is_no_answer() -> None:
     """The building worker ends halfway through an answer: a 503 to retry, not half a body."""
 
-    async def answer(request: web.Request) -> web.StreamResponse:
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
         response = web.StreamResponse()
         response.content_length = 40_000
         await response.prepare(request)
@@ -169,16 +167,6 @@ async def test_an_answer_cut_short_is_no_answer(tmp_path: Path) -> None:
         request.transport.close()
         return response
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    socket = tmp_path / "leader.sock"
-    await web.UnixSite(runner, str(socket)).start()
-    forwarder = Forwarder(socket)
-    try:
+    async with _answering(answer) as forwarder:
         with pytest.raises(LeaderUnavailable):
             await forwarder.forward(make_mocked_request("GET", "/v0.1/servers"))
-    finally:
-        await forwarder.close()
-        await runner.cleanup()
