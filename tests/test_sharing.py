@@ -424,6 +424,16 @@ async def test_workers_make_the_upstream_requests_of_one(tmp_path: Path) -> None
     assert made[3] == made[1], made
 
 
+def _stuck(pids: list[int], log: str) -> str:
+    """Where each worker that is still there waits, and the gateway's log."""
+    states = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()[:3]
+            states.append(f"{pid}: {status} wchan={Path(f'/proc/{pid}/wchan').read_text()}")
+    return "the gateway did not end:\n" + "\n".join(states) + "\n" + log[-8000:]
+
+
 async def _the_others_stop_when_the_building_worker_dies(gateway: Gateway) -> None:
     status, body, _ = await _get(gateway.base + "/admin/status", **AUTH)
     assert status == 200
@@ -433,7 +443,10 @@ async def _the_others_stop_when_the_building_worker_dies(gateway: Gateway) -> No
     assert len(pids) == 2
     os.kill(pids[0], signal.SIGKILL)  # worker 0, forked first (not the lowest: pids wrap)
     started = time.monotonic()
-    code = await asyncio.wait_for(gateway.process.wait(), 20)
+    try:
+        code = await asyncio.wait_for(gateway.process.wait(), 20)
+    except TimeoutError:  # what each process was doing, for the next one to read
+        raise AssertionError(_stuck(pids, gateway.log.read_text())) from None
     assert code != 0  # a supervisor sees the gateway end, and restarts it whole
     assert time.monotonic() - started < 15
     assert code == 128 + signal.SIGKILL
