@@ -112,8 +112,9 @@ def _read(
         else:
             try:
                 if serve:  # a private copy: a file cut short under a mapping would kill it
-                    _outlined(file, info.st_size, str(path), fingerprint)
-                    packed = Packed(_whole(file, info.st_size, str(path)), str(path), digest=False)
+                    head = _outlined(file, info.st_size, str(path), fingerprint)
+                    read = _whole(file, info.st_size, str(path), head)
+                    packed = Packed(read, str(path), digest=False)
                     try:
                         return _checked(packed, fingerprint, str(path), in_place), packed.changes
                     except BaseException:
@@ -133,10 +134,11 @@ def _read(
     raise StateError(str(path), f"{reason}; set aside as {aside.name}")
 
 
-def _outlined(file: BufferedReader, size: int, source: str, fingerprint: str | None) -> None:
+def _outlined(file: BufferedReader, size: int, source: str, fingerprint: str | None) -> memoryview:
     """Before the whole file is read into memory: that this config built it (`KeptForOther`:
     no need to read the rest) and that it is as long as its contents say (a `StateError`: a
-    file grown or cut, or a sparse one of a terabyte, is refused without being read)."""
+    file grown or cut, or a sparse one of a terabyte, is refused without being read). Its
+    header and contents, read so far."""
     head = _whole(file, min(HEADER.size, size), source)
     head = _whole(file, head_length(head, source, size), source, head)
     built_by, length = outline(head, source)
@@ -144,7 +146,7 @@ def _outlined(file: BufferedReader, size: int, source: str, fingerprint: str | N
         raise KeptForOther(source, "kept by another version or config")
     if length != size:
         raise StateError(source, f"it is {size} bytes long, its contents say {length}")
-    file.seek(0)
+    return head
 
 
 def _whole(

@@ -304,7 +304,7 @@ class Metrics:
         loop's second-by-second write may wait in a busy thread pool while a scrape writes).
         Blocking: the writes of the loop and of a worker thread take turns."""
         with self._publishing:
-            if self._published is not None and taken <= self._published_taken:
+            if taken <= self._published_taken:  # taken from 1 on: 0 is none written yet
                 return
             if shared.note_tallies(tallies.model_dump_json().encode()):
                 self._published, self._published_taken = tallies, taken
