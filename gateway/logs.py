@@ -171,13 +171,17 @@ def _structlog_request(
 
 
 _bound: dict[str, Any] = {}  # what `bind_process` bound: every line of this process has it
+_bound_json = b""  # the same, as the access line writes it: `"key":value,` each
 
 
 def bind_process(**values: Any) -> None:
     """Bind values to every line this process writes (`serve --workers`: the worker's index):
     in structlog's context, and in the access log's (which reads no context per request)."""
+    global _bound_json
     structlog.contextvars.bind_contextvars(**values)
     _bound.update(values)
+    _bound_json = orjson.dumps(_bound, option=orjson.OPT_NON_STR_KEYS)[1:-1]
+    _bound_json += b"," if _bound_json else b""
 
 
 def _buffered_request(request_id: str, method: str, path: str, status: int, seconds: float) -> None:
@@ -185,19 +189,26 @@ def _buffered_request(request_id: str, method: str, path: str, status: int, seco
     BUFFER.write((request_id, method, path[:512], status, seconds, time.time()))
 
 
+# The chain's access line (`_structlog_request`): the same keys in the same order (fields,
+# event, what the process bound, level, timestamp), each value as orjson writes it. Filled in
+# rather than made from a dict: 1.3 us a line against 4 us (a dict of eight keys per line).
+_ACCESS = (
+    b'{"request_id":%b,"method":%b,"path":%b,"status":%d,"duration_ms":%b,"event":"request",'
+    b'%b"level":"info","timestamp":%b}\n'
+)
+_dumps = orjson.dumps
+_UTC_Z = orjson.OPT_UTC_Z
+
+
 def _access_line(access: Access) -> bytes:
-    """The chain's line (`_structlog_request`) from one dict: the same keys in the same order
-    (fields, event, what the process bound, level, timestamp)."""
+    """The chain's line (`_structlog_request`), byte for byte."""
     request_id, method, path, status, seconds, now = access
     # round(x, 2) rounds half to even on the decimal digits (made through a string: 1 us);
     # this rounds half up on the binary value, which only an exact tie can tell apart.
     duration_ms = int(seconds * 100_000 + 0.5) / 100
-    return orjson.dumps(
-        {"request_id": request_id, "method": method, "path": path, "status": status,
-         "duration_ms": duration_ms, "event": "request", **_bound, "level": "info",
-         "timestamp": datetime.fromtimestamp(now, UTC)},
-        option=_LINE,
-    )  # fmt: skip
+    stamp = _dumps(datetime.fromtimestamp(now, UTC), option=_UTC_Z)
+    return _ACCESS % (_dumps(request_id), _dumps(method), _dumps(path), status,
+                      _dumps(duration_ms), _bound_json, stamp)  # fmt: skip
 
 
 def _no_request(request_id: str, method: str, path: str, status: int, seconds: float) -> None:

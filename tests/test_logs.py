@@ -13,12 +13,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import logs
 from tests.conftest import REPO, free_port
@@ -121,6 +124,7 @@ def test_an_access_line_is_what_the_structlog_chain_would_write(
     saved = structlog.get_config()
     asked = ("abc", "GET", "/x?y=" + "1" * 600, 200, 0.0123456)
     monkeypatch.setattr(logs, "_bound", {})
+    monkeypatch.setattr(logs, "_bound_json", b"")
     logs.bind_process(worker=1)
     try:
         logs.configure_logging("json", "info", buffered=True)
@@ -144,6 +148,44 @@ def test_an_access_line_is_what_the_structlog_chain_would_write(
     assert fast["duration_ms"] == chain["duration_ms"] == 12.35
     assert len(fast["timestamp"]) == len(chain["timestamp"])
     assert fast["timestamp"][:19] <= chain["timestamp"][:19]
+
+
+_ACCESS_KEYS = {"request_id", "method", "path", "status", "duration_ms", "event", "level",
+                "timestamp"}  # fmt: skip
+_texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)  # valid UTF-8
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.tuples(_texts, _texts, _texts, st.integers(100, 599),
+                     st.floats(0, 1e7, allow_nan=False), st.floats(0, 4e9, allow_nan=False)),
+    bound=st.dictionaries(  # a process binds its own keys (the worker's index), not the line's
+        st.text(min_size=1, max_size=8).filter(lambda key: key not in _ACCESS_KEYS),
+        st.integers(-(2**63), 2**63 - 1) | _texts,
+        max_size=3,
+    ),
+)  # fmt: skip
+def test_every_access_line_is_the_json_of_its_fields(
+    fields: tuple[str, str, str, int, float, float], bound: dict[str, Any]
+) -> None:
+    """The access line filled into its template is byte for byte the JSON of the chain's
+    dict, whatever the strings (quotes, control characters, any script), numbers and
+    bound values."""
+    request_id, method, path, status, seconds, now = fields
+    saved = logs._bound, logs._bound_json
+    logs._bound, logs._bound_json = {}, b""
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(structlog.contextvars, "bind_contextvars", lambda **_: None)
+            if bound:
+                logs.bind_process(**bound)
+        line = logs._access_line(fields)
+    finally:
+        logs._bound, logs._bound_json = saved
+    expected = {"request_id": request_id, "method": method, "path": path, "status": status,
+                "duration_ms": int(seconds * 100_000 + 0.5) / 100, "event": "request",
+                **bound, "level": "info", "timestamp": datetime.fromtimestamp(now, UTC)}  # fmt: skip
+    assert line == orjson.dumps(expected, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
 
 
 def test_lines_past_what_may_wait_are_dropped_and_counted(
@@ -170,7 +212,10 @@ def test_access_fields_become_lines_in_order_with_every_other_line(
     wait like any line (counted)."""
     stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     monkeypatch.setattr(sys, "stderr", stream)
-    monkeypatch.setattr(logs, "_bound", {"worker": 3})
+    monkeypatch.setattr(logs, "_bound", {})
+    monkeypatch.setattr(logs, "_bound_json", b"")
+    monkeypatch.setattr(structlog.contextvars, "bind_contextvars", lambda **_: None)
+    logs.bind_process(worker=3)
     buffer = logs.LogBuffer()
     monkeypatch.setattr(buffer, "_start", lambda: None)  # no writer thread: flushed below
     access = ("r1", "GET", "/v0.1/servers", 200, 0.0042, 1_767_225_600.25)
