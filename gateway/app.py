@@ -26,7 +26,6 @@ from gateway.admin import handle_admin
 from gateway.api import Api, check_method, check_target, etag_matches
 from gateway.config import FederationConfig
 from gateway.errors import (
-    Busy,
     ConfigError,
     FieldError,
     MethodNotAllowed,
@@ -36,7 +35,7 @@ from gateway.errors import (
     UriTooLong,
     ValidationFailed,
 )
-from gateway.forwarding import REQUEST_ID, Forwarder, LeaderUnavailable
+from gateway.forwarding import REQUEST_ID, Forwarder
 from gateway.icons import Icons
 from gateway.loader import load_config
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -176,12 +175,10 @@ async def _answer(
         response = await dispatch(app, request)
     except RequestError as exc:
         response = _request_problem(exc)
-        if isinstance(exc, Busy | LeaderUnavailable):
+        if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, MethodNotAllowed):
             response.headers["Allow"] = "GET, HEAD, OPTIONS"
-        if isinstance(exc, NotReady):
-            response.headers["Retry-After"] = "1"
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="mcp-discovery-gateway admin"'
     except web.HTTPException as exc:

@@ -235,6 +235,7 @@ class RequestError(GatewayError):
 
     status = 400
     title = "Bad Request"
+    retry_after: int | None = None  # seconds, for an answer to be asked again (503s)
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
@@ -364,6 +365,7 @@ class NotReady(RequestError):
 
     status = 503
     title = "Service Unavailable"
+    retry_after = 1
 
     def __init__(self, awaited: list[Awaited]) -> None:
         super().__init__()
@@ -388,3 +390,15 @@ class Busy(RequestError):
     @property
     def detail(self) -> str:
         return "the gateway is busy with long searches; try again in a second"
+
+
+class LeaderUnavailable(RequestError):
+    """The building worker did not answer another worker (it is starting, stopping, or gone)."""
+
+    status = 503
+    title = "Service Unavailable"
+    retry_after = 1
+
+    @property
+    def detail(self) -> str:
+        return "the worker that syncs and builds is not answering; try again in a moment"

@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.errors import RequestError
+from gateway.errors import LeaderUnavailable
 
 log = structlog.get_logger("gateway.forwarding")
 
@@ -34,18 +34,6 @@ _NOT_FORWARDED = frozenset({
 
 # The request's id as this worker logs it: the building worker's line for it carries the same.
 REQUEST_ID = web.RequestKey("request_id", str)
-
-
-class LeaderUnavailable(RequestError):
-    """The building worker did not answer (it is starting, stopping, or gone)."""
-
-    status = 503
-    title = "Service Unavailable"
-    retry_after = 1
-
-    @property
-    def detail(self) -> str:
-        return "the worker that syncs and builds is not answering; try again in a moment"
 
 
 class Forwarder:

@@ -21,7 +21,8 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.forwarding import REQUEST_ID, Forwarder, LeaderUnavailable
+from gateway.errors import LeaderUnavailable
+from gateway.forwarding import REQUEST_ID, Forwarder
 
 # What a path's segments and a query are made of: letters, dots, the characters a URL
 # normalizer may decode or fold, and percent-escapes of dots, `/`, `%` and unreserved ones.
