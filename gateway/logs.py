@@ -135,7 +135,10 @@ class LogBuffer:
         while True:
             self._wake.wait(FLUSH_EVERY)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # this batch lost (nowhere to say so), not every line after it
+                continue
 
 
 BUFFER = LogBuffer()
@@ -207,8 +210,17 @@ def _access_line(access: Access) -> bytes:
     # this rounds half up on the binary value, which only an exact tie can tell apart.
     duration_ms = int(seconds * 100_000 + 0.5) / 100
     stamp = _dumps(datetime.fromtimestamp(now, UTC), option=_UTC_Z)
-    return _ACCESS % (_dumps(request_id), _dumps(method), _dumps(path), status,
-                      _dumps(duration_ms), _bound_json, stamp)  # fmt: skip
+    try:
+        return _ACCESS % (_dumps(request_id), _dumps(method), _dumps(path), status,
+                          _dumps(duration_ms), _bound_json, stamp)  # fmt: skip
+    except orjson.JSONEncodeError:  # a text that is not UTF-8: bytes an HTTP parser kept as
+        # surrogates (aiohttp's parser in pure Python does); written escaped, not lost
+        texts = (_utf8(request_id), _utf8(method), _utf8(path))
+        return _access_line((*texts, status, seconds, now))
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _no_request(request_id: str, method: str, path: str, status: int, seconds: float) -> None:

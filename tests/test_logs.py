@@ -188,6 +188,23 @@ def test_every_access_line_is_the_json_of_its_fields(
     assert line == orjson.dumps(expected, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
 
 
+def test_an_access_line_of_texts_not_utf8_is_written_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """A path with bytes that are not UTF-8 (kept as surrogates by aiohttp's parser in pure
+    Python) is written with them escaped, and the lines after it are written too."""
+    buffer = logs.LogBuffer()
+    monkeypatch.setattr(buffer, "_start", lambda: None)  # no writer thread: flushed below
+    buffer.write(("r\udcfe", "GET", "/a\udcffb?q=\ud800", 404, 0.001, 1_767_225_600.0))
+    buffer.write(b'{"n":1}\n')
+    buffer.flush()
+    lines = [orjson.loads(line) for line in capsysbinary.readouterr().err.splitlines()]
+    assert [line.get("path") for line in lines] == ["/a\\udcffb?q=\\ud800", None]
+    assert lines[0]["request_id"] == "r\\udcfe"
+    assert lines[0]["status"] == 404
+    assert lines[1] == {"n": 1}
+
+
 def test_lines_past_what_may_wait_are_dropped_and_counted(
     monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
