@@ -236,10 +236,11 @@ class RequestError(GatewayError):
     status = 400
     title = "Bad Request"
     retry_after: int | None = None  # seconds, for an answer to be asked again (503s)
+    text = ""  # the detail when none is given
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
-        self._detail = detail
+        self._detail = detail or self.text
 
     @property
     def detail(self) -> str:
@@ -386,10 +387,7 @@ class Busy(RequestError):
     status = 503
     title = "Service Unavailable"
     retry_after = 1
-
-    @property
-    def detail(self) -> str:
-        return "the gateway is busy with long searches; try again in a second"
+    text = "the gateway is busy with long searches; try again in a second"
 
 
 class LeaderUnavailable(RequestError):
@@ -398,7 +396,4 @@ class LeaderUnavailable(RequestError):
     status = 503
     title = "Service Unavailable"
     retry_after = 1
-
-    @property
-    def detail(self) -> str:
-        return "the worker that syncs and builds is not answering; try again in a moment"
+    text = "the worker that syncs and builds is not answering; try again in a moment"
