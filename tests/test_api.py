@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import BadRequest, Busy, LeaderUnavailable, NotReady, RequestError
 from tests.conftest import file_upstream
 from tests.fakes import server_entry
 
@@ -212,6 +213,30 @@ async def test_security_headers_and_request_id(client: Any) -> None:
     assert response.headers["X-Request-Id"] == "abc-123"
     generated = await client.get("/v0.1/servers", headers={"X-Request-Id": "<script>"})
     assert generated.headers["X-Request-Id"] != "<script>"
+
+
+@pytest.mark.parametrize("error", [Busy(), LeaderUnavailable(), NotReady([])])
+async def test_every_error_to_ask_again_says_when(
+    client: Any, monkeypatch: pytest.MonkeyPatch, error: RequestError
+) -> None:
+    """A request error that names a wait (a 503) is answered with it as Retry-After and its
+    own detail; the others have no Retry-After."""
+
+    raised = [error]
+
+    async def failing(*_: object) -> None:
+        raise raised[0]
+
+    monkeypatch.setattr("gateway.app.dispatch", failing)
+    answer = await client.get("/v0.1/servers?limit=3")  # not cached yet: dispatched
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == "1"
+    assert (await answer.json())["detail"] == error.detail
+    assert error.detail  # each says why
+    raised[0] = BadRequest("no")
+    other = await client.get("/v0.1/servers?limit=4")
+    assert other.status == 400
+    assert "Retry-After" not in other.headers
 
 
 async def test_not_ready_until_a_catalog_is_loaded(
